@@ -1,0 +1,96 @@
+//! The registry of error codes a user can see. Codes are stable: a retired
+//! code is never reused. Each has a retry class telling a client what to do.
+
+use serde::{Deserialize, Serialize};
+
+/// What a client should do after an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RetryClass {
+    /// Retry at once.
+    Retry,
+    /// Refresh metadata, then retry.
+    RefreshMetadata,
+    /// Wait, then retry.
+    BackOff,
+    /// Do not retry.
+    Fatal,
+}
+
+macro_rules! error_codes {
+    ($($variant:ident = $code:literal, $name:literal, $retry:ident, $help:literal;)*) => {
+        /// A stable, user-visible error code.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum ErrorCode { $($variant,)* }
+
+        impl ErrorCode {
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            pub fn code(self) -> u32 { match self { $(ErrorCode::$variant => $code,)* } }
+            pub fn name(self) -> &'static str { match self { $(ErrorCode::$variant => $name,)* } }
+            pub fn retry_class(self) -> RetryClass { match self { $(ErrorCode::$variant => RetryClass::$retry,)* } }
+            /// What the user should do about it.
+            pub fn help(self) -> &'static str { match self { $(ErrorCode::$variant => $help,)* } }
+            pub fn from_code(code: u32) -> Option<ErrorCode> {
+                match code { $($code => Some(ErrorCode::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+error_codes! {
+    UnknownTopic = 1, "UNKNOWN_TOPIC", RefreshMetadata,
+        "create the topic first (strata topic create) or check its name";
+    UnknownPartition = 2, "UNKNOWN_PARTITION", Fatal,
+        "use a partition below the topic's partition count (strata topic describe)";
+    NotLeader = 3, "NOT_LEADER", RefreshMetadata,
+        "send the request to the leader named in the error, or refresh metadata";
+    LeaderNotAvailable = 4, "LEADER_NOT_AVAILABLE", BackOff,
+        "an election is in progress or a majority of replicas is down; retry shortly";
+    OffsetOutOfRange = 5, "OFFSET_OUT_OF_RANGE", Fatal,
+        "fetch from an offset inside [log_start_offset, high_watermark]";
+    RecordTooLarge = 6, "RECORD_TOO_LARGE", Fatal,
+        "split the batch or the record; the limits are in ARCHITECTURE.md";
+    CorruptBatch = 7, "CORRUPT_BATCH", Fatal,
+        "the batch failed its CRC-32C or layout check; rebuild it from the records";
+    InvalidTopicName = 8, "INVALID_TOPIC_NAME", Fatal,
+        "use 1-249 characters from [a-zA-Z0-9._-], not '.' or '..'";
+    TopicAlreadyExists = 9, "TOPIC_ALREADY_EXISTS", Fatal,
+        "pick another name or delete the existing topic";
+    InvalidRequest = 10, "INVALID_REQUEST", Fatal,
+        "the request is malformed; check the fields named in the message";
+    InvalidConfig = 11, "INVALID_CONFIG", Fatal,
+        "use a known topic config key with a valid value (see README)";
+    InvalidReplicationFactor = 12, "INVALID_REPLICATION_FACTOR", Fatal,
+        "use a replication factor between 1 and the number of nodes";
+    InvalidPartitions = 13, "INVALID_PARTITIONS", Fatal,
+        "use a partition count between 1 and 1024";
+    Timeout = 14, "TIMEOUT", Retry,
+        "the outcome is unknown; retry (idempotent producers make this safe)";
+    Busy = 15, "BUSY", BackOff,
+        "the node is at a bound; wait retry_after_ms and retry";
+    Internal = 16, "INTERNAL", BackOff,
+        "an unexpected server error; check the node's log and retry";
+    ClusterUnavailable = 17, "CLUSTER_UNAVAILABLE", BackOff,
+        "the metadata group has no leader; check that a majority of nodes runs";
+    PartitionNotReady = 18, "PARTITION_NOT_READY", BackOff,
+        "the partition's replicas are still starting; retry shortly";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_and_names_are_unique_and_round_trip() {
+        let mut codes = HashSet::new();
+        let mut names = HashSet::new();
+        for &code in ErrorCode::ALL {
+            assert!(codes.insert(code.code()), "duplicate code {}", code.code());
+            assert!(names.insert(code.name()), "duplicate name {}", code.name());
+            assert_eq!(ErrorCode::from_code(code.code()), Some(code));
+            assert!(code.code() != 0, "0 means success on the wire");
+        }
+        assert_eq!(ErrorCode::from_code(0), None);
+    }
+}

@@ -1,0 +1,69 @@
+//! Every bound of the system in one place, each with the reason for its value.
+
+/// Largest record batch a producer may send, in bytes. One batch is one Raft
+/// entry and one RocksDB value; 1 MiB keeps a single entry from monopolising a
+/// replication round or the group-commit fsync, and matches Kafka's default
+/// `max.message.bytes`.
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+
+/// Largest single record (key + value + headers), in bytes. A record must fit
+/// in a batch with its framing, so it is a little under the batch bound.
+pub const MAX_RECORD_BYTES: usize = MAX_BATCH_BYTES - 1024;
+
+/// Most records one batch may hold. Bounds the work of validating a batch and
+/// the size of the decoded record vector a consumer allocates.
+pub const MAX_RECORDS_PER_BATCH: usize = 100_000;
+
+/// Largest fetch answer, in bytes. Bounds the memory a fetch pins on the
+/// server; clients ask for less by default.
+pub const MAX_FETCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// Longest long-poll wait of a fetch. Keeps idle consumers from holding a
+/// request open past typical proxy and client timeouts.
+pub const MAX_FETCH_WAIT_MS: u32 = 30_000;
+
+/// Longest topic name. Names appear in RocksDB keys of the metadata state and
+/// in log lines; Kafka uses 249 for its file names.
+pub const MAX_TOPIC_NAME_LEN: usize = 249;
+
+/// Most partitions in one topic. Each partition is a Raft group with its own
+/// tasks; this keeps a single typo from creating a million groups.
+pub const MAX_PARTITIONS_PER_TOPIC: u32 = 1024;
+
+/// Most partition replicas one node hosts. The benchmark's W5 workload runs
+/// 1,000 partitions with RF 3 on 3 nodes; this leaves room above it.
+pub const MAX_PARTITION_REPLICAS_PER_NODE: usize = 4096;
+
+/// Largest replication factor. Raft groups larger than 7 gain no fault
+/// tolerance worth their write fan-out.
+pub const MAX_REPLICATION_FACTOR: u32 = 7;
+
+/// Most nodes in one cluster (node ids are 1..=MAX_NODES). Bounds the
+/// membership a metadata entry carries.
+pub const MAX_NODES: u64 = 1024;
+
+/// Largest gRPC message accepted, in bytes: a full batch plus request framing,
+/// or a full fetch answer.
+pub const MAX_GRPC_MESSAGE_BYTES: usize = MAX_FETCH_BYTES + 64 * 1024;
+
+/// Size of one snapshot chunk on the peer transport. Small enough to keep a
+/// chunk from delaying heartbeats on the shared connection.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 512 * 1024;
+
+/// Most entries the group-commit task makes durable in one fsync before it
+/// answers. Keeps the tail latency of one round bounded under heavy load.
+pub const GROUP_COMMIT_MAX_WAITERS: usize = 4096;
+
+/// Most produce requests a client keeps in flight per node by default.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 5;
+
+/// How long a client waits before sending a partly filled batch by default.
+pub const DEFAULT_LINGER_MS: u64 = 5;
+
+/// Default bound on a client batch, in bytes.
+pub const DEFAULT_CLIENT_BATCH_BYTES: usize = 256 * 1024;
+
+const _: () = assert!(MAX_RECORD_BYTES < MAX_BATCH_BYTES);
+const _: () = assert!(MAX_BATCH_BYTES <= MAX_FETCH_BYTES);
+const _: () = assert!(MAX_FETCH_BYTES < MAX_GRPC_MESSAGE_BYTES);
+const _: () = assert!(DEFAULT_CLIENT_BATCH_BYTES <= MAX_BATCH_BYTES);

@@ -1,0 +1,126 @@
+//! Topic names and per-topic configuration.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::MAX_TOPIC_NAME_LEN;
+
+/// Checks a topic name: 1..=249 characters from `[a-zA-Z0-9._-]`, and not
+/// `.` or `..` (they would be confusing in paths and tools).
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".into());
+    }
+    if name.len() > MAX_TOPIC_NAME_LEN {
+        return Err(format!("topic name is {} characters long, the limit is {MAX_TOPIC_NAME_LEN}", name.len()));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name '{name}' is reserved"));
+    }
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!("topic name contains '{bad}'; use only [a-zA-Z0-9._-]"));
+    }
+    Ok(())
+}
+
+/// Per-topic settings, parsed and validated from `key=value` strings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfig {
+    /// Delete batches whose newest timestamp is older than this. None: keep forever.
+    pub retention_ms: Option<u64>,
+    /// Delete the oldest batches while the partition holds more than this. None: no bound.
+    pub retention_bytes: Option<u64>,
+}
+
+/// Kafka's default retention: seven days.
+pub const DEFAULT_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        TopicConfig { retention_ms: Some(DEFAULT_RETENTION_MS), retention_bytes: None }
+    }
+}
+
+pub const RETENTION_MS: &str = "retention.ms";
+pub const RETENTION_BYTES: &str = "retention.bytes";
+
+impl TopicConfig {
+    /// Parses `key=value` settings over the defaults. `-1` means unbounded.
+    /// Durations accept plain milliseconds or human units ("10m", "7days").
+    pub fn parse(settings: &BTreeMap<String, String>) -> Result<TopicConfig, String> {
+        let mut config = TopicConfig::default();
+        for (key, value) in settings {
+            let value = value.trim();
+            match key.as_str() {
+                RETENTION_MS => config.retention_ms = parse_duration_ms(key, value)?,
+                RETENTION_BYTES => config.retention_bytes = parse_bytes(key, value)?,
+                other => {
+                    return Err(format!("unknown topic config '{other}'; known: {RETENTION_MS}, {RETENTION_BYTES}"))
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// The settings as strings, for display; the inverse of `parse`.
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        let show = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
+        BTreeMap::from([
+            (RETENTION_MS.to_string(), show(self.retention_ms)),
+            (RETENTION_BYTES.to_string(), show(self.retention_bytes)),
+        ])
+    }
+}
+
+fn parse_duration_ms(key: &str, value: &str) -> Result<Option<u64>, String> {
+    if value == "-1" {
+        return Ok(None);
+    }
+    if let Ok(ms) = value.parse::<u64>() {
+        return Ok(Some(ms));
+    }
+    humantime::parse_duration(value)
+        .map(|d| Some(d.as_millis() as u64))
+        .map_err(|e| format!("{key}={value}: {e}; use milliseconds, a duration like 10m, or -1"))
+}
+
+fn parse_bytes(key: &str, value: &str) -> Result<Option<u64>, String> {
+    if value == "-1" {
+        return Ok(None);
+    }
+    value.parse::<u64>().map(Some).map_err(|_| format!("{key}={value}: use a byte count or -1"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(validate_topic_name("orders.v1_x-y").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("a/b").is_err());
+        assert!(validate_topic_name(&"a".repeat(250)).is_err());
+        assert!(validate_topic_name(&"a".repeat(249)).is_ok());
+    }
+
+    #[test]
+    fn configs() {
+        let mut m = BTreeMap::new();
+        assert_eq!(TopicConfig::parse(&m).unwrap(), TopicConfig::default());
+        m.insert("retention.ms".into(), "10m".into());
+        m.insert("retention.bytes".into(), "1000".into());
+        let c = TopicConfig::parse(&m).unwrap();
+        assert_eq!(c.retention_ms, Some(600_000));
+        assert_eq!(c.retention_bytes, Some(1000));
+        assert_eq!(TopicConfig::parse(&c.to_map()).unwrap(), c);
+        m.insert("retention.ms".into(), "-1".into());
+        assert_eq!(TopicConfig::parse(&m).unwrap().retention_ms, None);
+        m.insert("nope".into(), "1".into());
+        assert!(TopicConfig::parse(&m).unwrap_err().contains("unknown topic config"));
+        let bad = BTreeMap::from([("retention.bytes".to_string(), "lots".to_string())]);
+        assert!(TopicConfig::parse(&bad).is_err());
+    }
+}
