@@ -1,0 +1,213 @@
+//! The metadata state machine: topics, their configs and partition
+//! assignments. Node addresses live in the metadata group's Raft membership,
+//! not here; commands that need the node list carry it.
+//!
+//! Invariant: group ids are allocated from a counter and never reused, so a
+//! topic deleted and created again never meets the old topic's data.
+//! Invariant: every replica set names distinct nodes, and its first entry is
+//! the preferred leader.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use strata_core::limits::{MAX_PARTITIONS_PER_TOPIC, MAX_REPLICATION_FACTOR};
+use strata_core::topic::{validate_topic_name, TopicConfig};
+use strata_core::ErrorCode;
+
+/// Group id of the metadata group; partition groups count up from 1.
+pub const METADATA_GROUP_ID: u64 = 0;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaCommand {
+    CreateTopic {
+        name: String,
+        partitions: u32,
+        replication_factor: u32,
+        config: TopicConfig,
+        /// Voter node ids at proposal time, sorted; replicas are placed on them.
+        nodes: Vec<u64>,
+        /// Leader's clock at proposal, for display only.
+        created_ms: u64,
+    },
+    DeleteTopic {
+        name: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaResponse {
+    TopicCreated(Topic),
+    TopicDeleted(Topic),
+    Error { code: ErrorCode, message: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionAssignment {
+    pub group_id: u64,
+    /// Node ids; the first is the preferred leader.
+    pub replicas: Vec<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topic {
+    pub id: u64,
+    pub name: String,
+    pub config: TopicConfig,
+    pub partitions: Vec<PartitionAssignment>,
+    pub created_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataState {
+    pub topics: BTreeMap<String, Topic>,
+    pub next_topic_id: u64,
+    pub next_group_id: u64,
+    /// Rotates the starting node of replica sets so replicas and preferred
+    /// leaders spread evenly over nodes across topics.
+    pub placement_cursor: u64,
+}
+
+impl Default for MetadataState {
+    fn default() -> Self {
+        MetadataState { topics: BTreeMap::new(), next_topic_id: 1, next_group_id: METADATA_GROUP_ID + 1, placement_cursor: 0 }
+    }
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> MetaResponse {
+    MetaResponse::Error { code, message: message.into() }
+}
+
+impl MetadataState {
+    /// Every partition assignment, keyed by group id.
+    pub fn assignments(&self) -> BTreeMap<u64, (&Topic, u32, &PartitionAssignment)> {
+        let mut out = BTreeMap::new();
+        for topic in self.topics.values() {
+            for (index, assignment) in topic.partitions.iter().enumerate() {
+                out.insert(assignment.group_id, (topic, index as u32, assignment));
+            }
+        }
+        out
+    }
+
+    pub fn apply(&mut self, command: MetaCommand) -> MetaResponse {
+        match command {
+            MetaCommand::CreateTopic { name, partitions, replication_factor, config, nodes, created_ms } => {
+                if let Err(message) = validate_topic_name(&name) {
+                    return error(ErrorCode::InvalidTopicName, message);
+                }
+                if self.topics.contains_key(&name) {
+                    return error(ErrorCode::TopicAlreadyExists, format!("topic '{name}' already exists"));
+                }
+                if partitions == 0 || partitions > MAX_PARTITIONS_PER_TOPIC {
+                    return error(
+                        ErrorCode::InvalidPartitions,
+                        format!("{partitions} partitions asked; use 1 to {MAX_PARTITIONS_PER_TOPIC}"),
+                    );
+                }
+                let mut nodes = nodes;
+                nodes.sort_unstable();
+                nodes.dedup();
+                if replication_factor == 0
+                    || replication_factor > MAX_REPLICATION_FACTOR
+                    || replication_factor as usize > nodes.len()
+                {
+                    return error(
+                        ErrorCode::InvalidReplicationFactor,
+                        format!(
+                            "replication factor {replication_factor} asked; the cluster has {} nodes, the limit is {MAX_REPLICATION_FACTOR}",
+                            nodes.len()
+                        ),
+                    );
+                }
+                let assignments = (0..partitions as u64)
+                    .map(|index| {
+                        let start = (self.placement_cursor + index) as usize;
+                        let replicas =
+                            (0..replication_factor as usize).map(|r| nodes[(start + r) % nodes.len()]).collect();
+                        let group_id = self.next_group_id + index;
+                        PartitionAssignment { group_id, replicas }
+                    })
+                    .collect();
+                self.placement_cursor = (self.placement_cursor + partitions as u64) % nodes.len() as u64;
+                self.next_group_id += partitions as u64;
+                let topic = Topic { id: self.next_topic_id, name: name.clone(), config, partitions: assignments, created_ms };
+                self.next_topic_id += 1;
+                self.topics.insert(name, topic.clone());
+                MetaResponse::TopicCreated(topic)
+            }
+            MetaCommand::DeleteTopic { name } => match self.topics.remove(&name) {
+                Some(topic) => MetaResponse::TopicDeleted(topic),
+                None => error(ErrorCode::UnknownTopic, format!("topic '{name}' does not exist")),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(name: &str, partitions: u32, rf: u32, nodes: &[u64]) -> MetaCommand {
+        MetaCommand::CreateTopic {
+            name: name.into(),
+            partitions,
+            replication_factor: rf,
+            config: TopicConfig::default(),
+            nodes: nodes.to_vec(),
+            created_ms: 0,
+        }
+    }
+
+    #[test]
+    fn replicas_and_preferred_leaders_spread_evenly() {
+        let mut state = MetadataState::default();
+        let MetaResponse::TopicCreated(topic) = state.apply(create("a", 6, 2, &[3, 1, 2])) else { panic!() };
+        let mut replica_count = BTreeMap::new();
+        let mut leader_count = BTreeMap::new();
+        for p in &topic.partitions {
+            assert_eq!(p.replicas.len(), 2);
+            assert_ne!(p.replicas[0], p.replicas[1]);
+            *leader_count.entry(p.replicas[0]).or_insert(0) += 1;
+            for r in &p.replicas {
+                *replica_count.entry(*r).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(leader_count.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+        assert_eq!(replica_count.values().copied().collect::<Vec<_>>(), vec![4, 4, 4]);
+        let groups: Vec<u64> = topic.partitions.iter().map(|p| p.group_id).collect();
+        assert_eq!(groups, (1..=6).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn group_ids_are_never_reused_after_delete() {
+        let mut state = MetadataState::default();
+        state.apply(create("a", 2, 1, &[1]));
+        assert!(matches!(state.apply(MetaCommand::DeleteTopic { name: "a".into() }), MetaResponse::TopicDeleted(_)));
+        let MetaResponse::TopicCreated(topic) = state.apply(create("a", 2, 1, &[1])) else { panic!() };
+        assert_eq!(topic.partitions[0].group_id, 3);
+        assert_eq!(topic.id, 2);
+    }
+
+    #[test]
+    fn bad_creates_are_refused_and_change_nothing() {
+        let mut state = MetadataState::default();
+        state.apply(create("a", 1, 1, &[1, 2, 3]));
+        let before = state.clone();
+        let cases = [
+            (create("a", 1, 1, &[1]), ErrorCode::TopicAlreadyExists),
+            (create("bad/name", 1, 1, &[1]), ErrorCode::InvalidTopicName),
+            (create("b", 0, 1, &[1]), ErrorCode::InvalidPartitions),
+            (create("b", 5000, 1, &[1]), ErrorCode::InvalidPartitions),
+            (create("b", 1, 4, &[1, 2, 3]), ErrorCode::InvalidReplicationFactor),
+            (create("b", 1, 0, &[1, 2, 3]), ErrorCode::InvalidReplicationFactor),
+            (MetaCommand::DeleteTopic { name: "zz".into() }, ErrorCode::UnknownTopic),
+        ];
+        for (command, expected) in cases {
+            match state.apply(command) {
+                MetaResponse::Error { code, .. } => assert_eq!(code, expected),
+                other => panic!("expected {expected:?}, got {other:?}"),
+            }
+        }
+        assert_eq!(state, before);
+    }
+}
