@@ -1,0 +1,212 @@
+//! openraft's log storage over the node's RocksDB, for one group.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::type_config::alias::{EntryOf, LogIdOf, VoteOf};
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, RaftLogStorage};
+use openraft::{LogState, OptionalSend, RaftLogReader};
+use rocksdb::{WriteBatch, WriteOptions};
+
+use crate::group_commit::Waiter;
+use crate::keys::{self, TAG_COMMITTED, TAG_PURGED, TAG_VOTE};
+use crate::{blocking, decode_error, to_io, Store, TypeConfig, CF_LOG, CF_RAFT};
+
+#[derive(Clone)]
+pub struct LogStore {
+    store: Store,
+    group_id: u64,
+}
+
+impl LogStore {
+    pub(crate) fn new(store: Store, group_id: u64) -> LogStore {
+        LogStore { store, group_id }
+    }
+
+    async fn read_tag<T>(&self, tag: u8, what: &'static str) -> io::Result<Option<T>>
+    where
+        T: serde::de::DeserializeOwned + Send + 'static,
+    {
+        let db = self.store.db.clone();
+        let key = keys::tag_key(self.group_id, tag);
+        blocking(move || {
+            let cf = db.cf_handle(CF_RAFT).expect("column family exists");
+            match db.get_pinned_cf(&cf, key).map_err(to_io)? {
+                Some(bytes) => postcard::from_bytes(&bytes).map(Some).map_err(|e| decode_error(what, e)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+}
+
+fn bounds<RB: RangeBounds<u64>>(range: &RB) -> (u64, Option<u64>) {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s + 1,
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e.checked_add(1),
+        Bound::Excluded(&e) => Some(e),
+        Bound::Unbounded => None,
+    };
+    (start, end)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<EntryOf<TypeConfig>>, io::Error> {
+        let (start, end) = bounds(&range);
+        let db = self.store.db.clone();
+        let group_id = self.group_id;
+        blocking(move || {
+            let cf = db.cf_handle(CF_LOG).expect("column family exists");
+            let mut entries = Vec::new();
+            let mut iter = db.raw_iterator_cf(&cf);
+            iter.seek(keys::log_key(group_id, start));
+            while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+                if keys::group_of(key) != group_id {
+                    break;
+                }
+                let index = keys::second_of(key);
+                if end.is_some_and(|end| index >= end) {
+                    break;
+                }
+                let entry: EntryOf<TypeConfig> = postcard::from_bytes(value).map_err(|e| decode_error("log entry", e))?;
+                debug_assert_eq!(entry.index(), index);
+                entries.push(entry);
+                iter.next();
+            }
+            iter.status().map_err(to_io)?;
+            Ok(entries)
+        })
+        .await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<VoteOf<TypeConfig>>, io::Error> {
+        self.read_tag(TAG_VOTE, "vote").await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last_purged: Option<LogIdOf<TypeConfig>> = self.read_tag(TAG_PURGED, "purged log id").await?;
+        let db = self.store.db.clone();
+        let group_id = self.group_id;
+        let last_in_log = blocking(move || {
+            let cf = db.cf_handle(CF_LOG).expect("column family exists");
+            let mut iter = db.raw_iterator_cf(&cf);
+            iter.seek_for_prev(keys::log_key(group_id, u64::MAX));
+            let found = match (iter.key(), iter.value()) {
+                (Some(key), Some(value)) if keys::group_of(key) == group_id => {
+                    let entry: EntryOf<TypeConfig> =
+                        postcard::from_bytes(value).map_err(|e| decode_error("log entry", e))?;
+                    Some(entry.log_id())
+                }
+                _ => None,
+            };
+            iter.status().map_err(to_io)?;
+            Ok(found)
+        })
+        .await?;
+        let last_log_id = last_in_log.or_else(|| last_purged.clone());
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &VoteOf<TypeConfig>) -> Result<(), io::Error> {
+        let bytes = postcard::to_allocvec(vote).map_err(|e| io::Error::other(e.to_string()))?;
+        let db = self.store.db.clone();
+        let key = keys::tag_key(self.group_id, TAG_VOTE);
+        blocking(move || {
+            let cf = db.cf_handle(CF_RAFT).expect("column family exists");
+            let mut options = WriteOptions::default();
+            // A vote must be on disk before it is answered.
+            options.set_sync(true);
+            db.put_cf_opt(&cf, key, bytes, &options).map_err(to_io)
+        })
+        .await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogIdOf<TypeConfig>>) -> Result<(), io::Error> {
+        // Not synced: it only speeds up recovery (re-applying on restart), and
+        // a lost value just means re-learning the commit index from the leader.
+        let bytes = postcard::to_allocvec(&committed).map_err(|e| io::Error::other(e.to_string()))?;
+        let db = self.store.db.clone();
+        let key = keys::tag_key(self.group_id, TAG_COMMITTED);
+        blocking(move || {
+            let cf = db.cf_handle(CF_RAFT).expect("column family exists");
+            db.put_cf(&cf, key, bytes).map_err(to_io)
+        })
+        .await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogIdOf<TypeConfig>>, io::Error> {
+        Ok(self.read_tag::<Option<LogIdOf<TypeConfig>>>(TAG_COMMITTED, "committed log id").await?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = EntryOf<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let group_id = self.group_id;
+        let mut batch = WriteBatch::default();
+        {
+            let db = &self.store.db;
+            let cf = db.cf_handle(CF_LOG).expect("column family exists");
+            for entry in entries {
+                let bytes = postcard::to_allocvec(&entry).map_err(|e| io::Error::other(e.to_string()))?;
+                batch.put_cf(&cf, keys::log_key(group_id, entry.index()), bytes);
+            }
+        }
+        let db = self.store.db.clone();
+        blocking(move || db.write(batch).map_err(to_io)).await?;
+        // Durable once the group-commit task's next fsync is done.
+        self.store.group_commit.submit(Waiter::Raft(callback));
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<TypeConfig>>) -> Result<(), io::Error> {
+        // Not synced on its own: the WAL is sequential, so any later append
+        // that is reported durable makes this delete durable too.
+        let from = last_log_id.map_or(0, |id| id.index() + 1);
+        let db = self.store.db.clone();
+        let group_id = self.group_id;
+        blocking(move || {
+            let cf = db.cf_handle(CF_LOG).expect("column family exists");
+            let end = keys::group_range(group_id).1;
+            db.delete_range_cf(&cf, keys::log_key(group_id, from).as_slice(), end.as_slice()).map_err(to_io)
+        })
+        .await
+    }
+
+    async fn purge(&mut self, log_id: LogIdOf<TypeConfig>) -> Result<(), io::Error> {
+        // The purged entries are covered by the state machine, whose writes
+        // are not synced by themselves: make them durable before the log
+        // entries that could rebuild them disappear.
+        self.store.group_commit.sync().await?;
+        let bytes = postcard::to_allocvec(&log_id).map_err(|e| io::Error::other(e.to_string()))?;
+        let db = self.store.db.clone();
+        let group_id = self.group_id;
+        blocking(move || {
+            let mut batch = WriteBatch::default();
+            let raft = db.cf_handle(CF_RAFT).expect("column family exists");
+            let log = db.cf_handle(CF_LOG).expect("column family exists");
+            batch.put_cf(&raft, keys::tag_key(group_id, TAG_PURGED), bytes);
+            batch.delete_range_cf(&log, keys::log_key(group_id, 0), keys::log_key(group_id, log_id.index() + 1));
+            db.write(batch).map_err(to_io)
+        })
+        .await
+    }
+}
