@@ -1,1 +1,16 @@
-//! placeholder
+//! A Strata node: the gRPC services for clients and peers, the Raft groups
+//! the node hosts (the metadata group and its partition replicas), the
+//! reconciler that follows the metadata state, and retention.
+//!
+//! Boundary: the only crate besides the client that speaks the wire format
+//! (prost types); state machines and storage see domain types only.
+
+pub mod config;
+mod error;
+mod groups;
+mod network;
+mod node;
+mod service;
+
+pub use config::{FileConfig, NodeConfig};
+pub use node::{run, StartError};

@@ -1,0 +1,170 @@
+//! Node configuration: from `strata server` flags, a TOML file, or both
+//! (flags win). Validated at start-up with messages that say what to fix.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use strata_core::limits::MAX_NODES;
+
+/// A validated node configuration.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub node_id: u64,
+    /// Address the gRPC server binds (clients and peers).
+    pub listen: String,
+    pub data_dir: PathBuf,
+    /// Every initial voter of the metadata group: node id -> address.
+    pub initial_cluster: BTreeMap<u64, String>,
+    pub heartbeat_interval: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// Raft entries between snapshots of a group (snapshots are cheap here:
+    /// they hold offsets, not records), after which its log is purged.
+    pub snapshot_every_entries: u64,
+    /// How often a partition leader checks retention.
+    pub retention_check_interval: Duration,
+}
+
+/// The TOML file; every key optional, flags override. See
+/// `deploy/strata.toml` for a commented example.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub node_id: Option<u64>,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub initial_cluster: Option<String>,
+    pub heartbeat_interval: Option<String>,
+    pub election_timeout_min: Option<String>,
+    pub election_timeout_max: Option<String>,
+    pub snapshot_every_entries: Option<u64>,
+    pub retention_check_interval: Option<String>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    }
+
+    /// Applies defaults and checks every value.
+    pub fn validate(self) -> Result<NodeConfig, String> {
+        let node_id = self.node_id.ok_or("node_id is missing (--node-id or node_id in the config file)")?;
+        if node_id == 0 || node_id > MAX_NODES {
+            return Err(format!("node_id {node_id} is out of range; use 1 to {MAX_NODES}"));
+        }
+        let listen = self.listen.unwrap_or_else(|| "127.0.0.1:7171".into());
+        listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| format!("listen address '{listen}' is not HOST:PORT with an IP host: {e}"))?;
+        let data_dir = self.data_dir.ok_or("data_dir is missing (--data-dir or data_dir in the config file)")?;
+        let initial_cluster = match self.initial_cluster {
+            Some(text) => parse_initial_cluster(&text)?,
+            None => BTreeMap::from([(node_id, listen.clone())]),
+        };
+        if !initial_cluster.contains_key(&node_id) {
+            return Err(format!("initial_cluster does not name this node ({node_id})"));
+        }
+        let duration = |value: Option<String>, default_ms: u64, key: &str| -> Result<Duration, String> {
+            match value {
+                None => Ok(Duration::from_millis(default_ms)),
+                Some(text) => humantime::parse_duration(&text).map_err(|e| format!("{key} = '{text}': {e}; use e.g. 150ms")),
+            }
+        };
+        let heartbeat_interval = duration(self.heartbeat_interval, 150, "heartbeat_interval")?;
+        let election_timeout_min = duration(self.election_timeout_min, 750, "election_timeout_min")?;
+        let election_timeout_max = duration(self.election_timeout_max, 1500, "election_timeout_max")?;
+        if heartbeat_interval >= election_timeout_min || election_timeout_min >= election_timeout_max {
+            return Err("need heartbeat_interval < election_timeout_min < election_timeout_max".into());
+        }
+        let retention_check_interval = duration(self.retention_check_interval, 5000, "retention_check_interval")?;
+        let snapshot_every_entries = self.snapshot_every_entries.unwrap_or(1024);
+        if snapshot_every_entries == 0 {
+            return Err("snapshot_every_entries must be at least 1".into());
+        }
+        Ok(NodeConfig {
+            node_id,
+            listen,
+            data_dir,
+            initial_cluster,
+            heartbeat_interval,
+            election_timeout_min,
+            election_timeout_max,
+            snapshot_every_entries,
+            retention_check_interval,
+        })
+    }
+}
+
+/// Parses `1=127.0.0.1:7171,2=127.0.0.1:7172`.
+pub fn parse_initial_cluster(text: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut out = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').ok_or_else(|| format!("'{part}' in initial_cluster is not ID=HOST:PORT"))?;
+        let id: u64 = id.trim().parse().map_err(|_| format!("'{id}' in initial_cluster is not a node id"))?;
+        if id == 0 || id > MAX_NODES {
+            return Err(format!("node id {id} in initial_cluster is out of range; use 1 to {MAX_NODES}"));
+        }
+        if out.insert(id, addr.trim().to_string()).is_some() {
+            return Err(format!("node id {id} appears twice in initial_cluster"));
+        }
+    }
+    if out.is_empty() {
+        return Err("initial_cluster is empty".into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> FileConfig {
+        FileConfig { node_id: Some(1), data_dir: Some("/tmp/x".into()), ..Default::default() }
+    }
+
+    #[test]
+    fn defaults_and_checks() {
+        let c = base().validate().unwrap();
+        assert_eq!(c.initial_cluster, BTreeMap::from([(1, "127.0.0.1:7171".to_string())]));
+        assert!(FileConfig { node_id: None, ..base() }.validate().unwrap_err().contains("node_id"));
+        assert!(FileConfig { initial_cluster: Some("2=a:1".into()), ..base() }.validate().is_err());
+        assert!(FileConfig { listen: Some("nope".into()), ..base() }.validate().is_err());
+        assert!(FileConfig { heartbeat_interval: Some("2s".into()), ..base() }.validate().is_err());
+    }
+
+    #[test]
+    fn initial_cluster_parsing() {
+        let m = parse_initial_cluster("1=127.0.0.1:7171, 2=127.0.0.1:7172").unwrap();
+        assert_eq!(m.len(), 2);
+        assert!(parse_initial_cluster("1=a,1=b").is_err());
+        assert!(parse_initial_cluster("x=a").is_err());
+        assert!(parse_initial_cluster("0=a").is_err());
+        assert!(parse_initial_cluster("").is_err());
+    }
+
+    #[test]
+    fn toml_file_parses() {
+        let text = "node_id = 2\nlisten = \"127.0.0.1:7172\"\ndata_dir = \"/tmp/d\"\ninitial_cluster = \"1=127.0.0.1:7171,2=127.0.0.1:7172\"\nheartbeat_interval = \"100ms\"\n";
+        let file: FileConfig = toml::from_str(text).unwrap();
+        let c = file.validate().unwrap();
+        assert_eq!(c.node_id, 2);
+        assert_eq!(c.heartbeat_interval, Duration::from_millis(100));
+        assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
+    }
+}
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/strata.toml");
+        let config = FileConfig::load(&path).unwrap().validate().unwrap();
+        assert_eq!(config.initial_cluster.len(), 3);
+        assert_eq!(config.election_timeout_max, Duration::from_millis(1500));
+    }
+}

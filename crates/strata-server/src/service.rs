@@ -1,0 +1,563 @@
+//! The client API (`strata.v1.Strata`) of a node.
+//!
+//! Produce, fetch and list-offsets are served by the partition's leader; any
+//! other node answers NOT_LEADER naming the leader it knows. Metadata reads
+//! are answered from this node's copy of the metadata state; metadata writes
+//! go to the metadata leader, forwarded by this node when it is not leader.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use openraft::vote::RaftLeaderId;
+use openraft::async_runtime::WatchReceiver;
+use openraft::ReadPolicy;
+use strata_core::limits::{MAX_BATCH_BYTES, MAX_FETCH_BYTES, MAX_FETCH_WAIT_MS};
+use strata_core::topic::TopicConfig;
+use strata_core::ErrorCode;
+use strata_proto::v1 as pb;
+use strata_proto::v1::strata_client::StrataClient;
+use strata_proto::v1::strata_server::Strata;
+use strata_state::metadata::{PartitionAssignment, Topic};
+use strata_state::{Command, MetaCommand, MetaResponse, PartitionCommand, PartitionResponse, PartitionState, Response as SmResponse};
+use tonic::{Request, Response, Status};
+
+use crate::error::ApiError;
+use crate::groups::GroupHandle;
+use crate::node::{now_ms, Node};
+
+/// Default time a produce waits for replication before answering TIMEOUT.
+const DEFAULT_PRODUCE_TIMEOUT_MS: u32 = 30_000;
+/// Default fetch size when the client asks for 0.
+const DEFAULT_FETCH_BYTES: usize = 1024 * 1024;
+/// How long one forwarded call to another node may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long cluster status waits for a ping or a quorum read.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Request metadata that marks a call forwarded by a node, so it is not
+/// forwarded again.
+const FORWARDED: &str = "x-strata-forwarded";
+
+pub struct StrataService {
+    node: Node,
+}
+
+impl StrataService {
+    pub fn new(node: Node) -> StrataService {
+        StrataService { node }
+    }
+
+    fn lookup(&self, topic: &str, partition: u32) -> Result<(Topic, PartitionAssignment), ApiError> {
+        let state = self.node.metadata_state();
+        let topic = state
+            .topics
+            .get(topic)
+            .ok_or_else(|| ApiError::new(ErrorCode::UnknownTopic, format!("topic '{topic}' does not exist")))?
+            .clone();
+        let assignment = topic.partitions.get(partition as usize).cloned().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::UnknownPartition,
+                format!("topic '{}' has {} partitions; {partition} does not exist", topic.name, topic.partitions.len()),
+            )
+        })?;
+        Ok((topic, assignment))
+    }
+
+    fn leader_info(&self, leader: u64) -> Option<(u64, String)> {
+        self.node.peers.address(leader).map(|address| (leader, address))
+    }
+
+    /// The local group of a partition, if this node leads it and has applied
+    /// an entry of its own term (so its state includes everything committed
+    /// by earlier leaders and its high watermark never goes backwards).
+    fn leader_handle(&self, topic: &str, partition: u32) -> Result<(GroupHandle, Topic), ApiError> {
+        let (topic, assignment) = self.lookup(topic, partition)?;
+        let what = format!("partition {}/{partition}", topic.name);
+        let Some(handle) = self.node.groups.get(assignment.group_id) else {
+            if assignment.replicas.contains(&self.node.node_id()) {
+                return Err(ApiError::new(ErrorCode::PartitionNotReady, format!("{what} is starting on this node")));
+            }
+            let mut error = ApiError::not_leader(None, &what);
+            error.message = format!("this node hosts no replica of {what}; its replicas are nodes {:?}", assignment.replicas);
+            return Err(error);
+        };
+        let metrics = handle.raft.metrics().borrow_watched().clone();
+        match metrics.current_leader {
+            Some(leader) if leader == self.node.node_id() => {
+                let own_term_applied =
+                    metrics.last_applied.as_ref().is_some_and(|id| id.committed_leader_id().term() == metrics.current_term);
+                if !own_term_applied {
+                    return Err(ApiError::new(ErrorCode::LeaderNotAvailable, format!("{what} has a new leader that is catching up")));
+                }
+                Ok((handle, topic))
+            }
+            Some(leader) => Err(ApiError::not_leader(self.leader_info(leader), &what)),
+            None => Err(ApiError::new(ErrorCode::LeaderNotAvailable, format!("{what} has no leader right now"))),
+        }
+    }
+
+    fn partition_state(handle: &GroupHandle) -> PartitionState {
+        handle.state.borrow().as_partition().cloned().expect("partition groups hold partition state")
+    }
+
+    async fn produce_inner(&self, request: pb::ProduceRequest) -> Result<(u64, u32), ApiError> {
+        if request.batch.len() > MAX_BATCH_BYTES {
+            return Err(ApiError::new(
+                ErrorCode::RecordTooLarge,
+                format!("batch of {} bytes is over the limit of {MAX_BATCH_BYTES}", request.batch.len()),
+            ));
+        }
+        let header = strata_record::validate_batch(&request.batch).map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+        let (handle, topic) = self.leader_handle(&request.topic, request.partition)?;
+        let what = format!("partition {}/{}", topic.name, request.partition);
+        let command = Command::Partition(PartitionCommand::Append { batch: request.batch.to_vec() });
+        if request.acks == pb::Acks::None as i32 {
+            let raft = handle.raft.clone();
+            tokio::spawn(async move {
+                if let Err(err) = raft.client_write(command).await {
+                    tracing::debug!(error = %err, "acks=none produce failed");
+                }
+            });
+            return Ok((0, header.record_count));
+        }
+        let timeout_ms = if request.timeout_ms == 0 { DEFAULT_PRODUCE_TIMEOUT_MS } else { request.timeout_ms };
+        let written = tokio::time::timeout(Duration::from_millis(timeout_ms as u64), handle.raft.client_write(command))
+            .await
+            .map_err(|_| ApiError::new(ErrorCode::Timeout, format!("{what}: not replicated within {timeout_ms} ms")))?
+            .map_err(|e| ApiError::from_write(e, &what))?;
+        match written.data {
+            SmResponse::Partition(PartitionResponse::Appended { base_offset, record_count }) => Ok((base_offset, record_count)),
+            SmResponse::Partition(PartitionResponse::Rejected(reason)) => Err(ApiError::new(ErrorCode::CorruptBatch, reason)),
+            other => Err(ApiError::internal(format!("unexpected apply result {other:?}"))),
+        }
+    }
+
+    async fn fetch_inner(&self, request: pb::FetchRequest) -> Result<(Vec<u8>, PartitionState), ApiError> {
+        let (handle, _) = self.leader_handle(&request.topic, request.partition)?;
+        let max_bytes = match request.max_bytes as usize {
+            0 => DEFAULT_FETCH_BYTES,
+            n => n.min(MAX_FETCH_BYTES),
+        };
+        let wait = Duration::from_millis(request.max_wait_ms.min(MAX_FETCH_WAIT_MS) as u64);
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut watch = handle.state.clone();
+        let state = loop {
+            let state = watch.borrow_and_update().as_partition().cloned().expect("partition groups hold partition state");
+            if request.offset < state.log_start_offset || request.offset > state.next_offset {
+                return Err(ApiError {
+                    range: Some((state.log_start_offset, state.next_offset)),
+                    ..ApiError::new(
+                        ErrorCode::OffsetOutOfRange,
+                        format!(
+                            "offset {} is outside [{}, {}]",
+                            request.offset, state.log_start_offset, state.next_offset
+                        ),
+                    )
+                });
+            }
+            if request.offset < state.next_offset {
+                break state;
+            }
+            // Long poll: wait for the high watermark to move, or time out.
+            match tokio::time::timeout_at(deadline, watch.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(ApiError::new(ErrorCode::PartitionNotReady, "partition is shutting down")),
+                Err(_) => return Ok((Vec::new(), state)),
+            }
+        };
+        let reader = handle.reader.as_ref().expect("partition groups have a reader");
+        let records = reader.read(request.offset, state.next_offset, max_bytes).await.map_err(ApiError::internal)?;
+        Ok((records, state))
+    }
+
+    async fn list_offsets_inner(&self, request: pb::ListOffsetsRequest) -> Result<(u64, PartitionState), ApiError> {
+        let (handle, _) = self.leader_handle(&request.topic, request.partition)?;
+        let state = Self::partition_state(&handle);
+        let offset = match pb::OffsetSpec::try_from(request.spec) {
+            Ok(pb::OffsetSpec::Earliest) => state.log_start_offset,
+            Ok(pb::OffsetSpec::Latest) => state.next_offset,
+            Ok(pb::OffsetSpec::Timestamp) => {
+                let wanted = request.timestamp_ms;
+                let reader = handle.reader.as_ref().expect("partition groups have a reader");
+                let headers = reader.scan_headers(move |info| info.max_timestamp_ms >= wanted, usize::MAX).await.map_err(ApiError::internal)?;
+                match headers.last() {
+                    Some(info) if info.max_timestamp_ms >= wanted => info.base_offset.max(state.log_start_offset),
+                    _ => state.next_offset,
+                }
+            }
+            _ => return Err(ApiError::new(ErrorCode::InvalidRequest, "spec must be EARLIEST, LATEST or TIMESTAMP")),
+        };
+        Ok((offset, state))
+    }
+
+    fn topic_metadata(&self, topic: &Topic) -> pb::TopicMetadata {
+        pb::TopicMetadata {
+            name: topic.name.clone(),
+            partitions: topic
+                .partitions
+                .iter()
+                .enumerate()
+                .map(|(index, a)| pb::PartitionMetadata {
+                    partition: index as u32,
+                    leader: self.node.groups.get(a.group_id).and_then(|g| g.leader()).unwrap_or(0),
+                    replicas: a.replicas.clone(),
+                    group_id: a.group_id,
+                })
+                .collect(),
+            configs: topic.config.to_map().into_iter().collect(),
+        }
+    }
+
+    fn peer(&self, node: u64) -> Result<StrataClient<tonic::transport::Channel>, ApiError> {
+        let channel = self.node.peers.channel(node).map_err(ApiError::internal)?;
+        Ok(StrataClient::new(channel)
+            .max_decoding_message_size(strata_core::limits::MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(strata_core::limits::MAX_GRPC_MESSAGE_BYTES))
+    }
+
+    fn forwarded<T>(message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.metadata_mut().insert(FORWARDED, "1".parse().expect("ascii"));
+        request.set_timeout(FORWARD_TIMEOUT);
+        request
+    }
+
+    /// Proposes a metadata command on the metadata leader. When this node is
+    /// not the leader the caller forwards the whole request instead.
+    async fn meta_write(&self, command: MetaCommand) -> Result<MetaResponse, MetaWriteError> {
+        let metadata = self.node.metadata();
+        match metadata.raft.client_write(Command::Meta(command)).await {
+            Ok(written) => match written.data {
+                SmResponse::Meta(response) => Ok(response),
+                other => Err(MetaWriteError::Failed(ApiError::internal(format!("unexpected apply result {other:?}")))),
+            },
+            Err(openraft::error::RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(forward)))
+                if forward.leader_id.is_some() =>
+            {
+                Err(MetaWriteError::Forward(forward.leader_id.expect("checked")))
+            }
+            Err(err) => {
+                let mut error = ApiError::from_write(err, "the metadata group");
+                if error.code == ErrorCode::LeaderNotAvailable {
+                    error.code = ErrorCode::ClusterUnavailable;
+                }
+                Err(MetaWriteError::Failed(error))
+            }
+        }
+    }
+
+    fn voters(&self) -> Vec<u64> {
+        self.node.peers.addresses().keys().copied().collect()
+    }
+
+    async fn partition_offsets(&self, topic: &Topic, partition: u32) -> Result<(u64, u64, u64), ApiError> {
+        let assignment = &topic.partitions[partition as usize];
+        let local_leader = self.node.groups.get(assignment.group_id).and_then(|g| g.leader());
+        let mut candidates: Vec<u64> = local_leader.into_iter().collect();
+        candidates.extend(assignment.replicas.iter().copied().filter(|r| Some(*r) != local_leader));
+        let mut last_error = ApiError::new(ErrorCode::LeaderNotAvailable, "no replica answered");
+        let mut tried = Vec::new();
+        while let Some(node) = candidates.first().copied() {
+            candidates.remove(0);
+            if tried.contains(&node) {
+                continue;
+            }
+            tried.push(node);
+            let request = pb::ListOffsetsRequest {
+                topic: topic.name.clone(),
+                partition,
+                spec: pb::OffsetSpec::Latest as i32,
+                timestamp_ms: 0,
+            };
+            let answer = if node == self.node.node_id() {
+                match self.list_offsets_inner(request).await {
+                    Ok((_, state)) => return Ok((node, state.next_offset, state.log_start_offset)),
+                    Err(e) => e.to_proto(),
+                }
+            } else {
+                let mut peer = self.peer(node)?;
+                match peer.list_offsets(Self::forwarded(request)).await {
+                    Ok(answer) => {
+                        let answer = answer.into_inner();
+                        match answer.error {
+                            Some(e) if e.code != 0 => e,
+                            _ => return Ok((node, answer.high_watermark, answer.log_start_offset)),
+                        }
+                    }
+                    Err(status) => {
+                        last_error = ApiError::new(ErrorCode::LeaderNotAvailable, format!("node {node}: {}", status.message()));
+                        continue;
+                    }
+                }
+            };
+            if answer.leader_id != 0 && !tried.contains(&answer.leader_id) {
+                candidates.insert(0, answer.leader_id);
+            }
+            last_error = ApiError::new(ErrorCode::from_code(answer.code).unwrap_or(ErrorCode::Internal), answer.message);
+        }
+        Err(last_error)
+    }
+
+    async fn ping_node(&self, node: u64) -> Result<pb::PingResponse, String> {
+        if node == self.node.node_id() {
+            return Ok(self.ping_local());
+        }
+        let mut peer = self.peer(node).map_err(|e| e.message)?;
+        let mut request = Request::new(pb::PingRequest {});
+        request.set_timeout(STATUS_TIMEOUT);
+        match tokio::time::timeout(STATUS_TIMEOUT, peer.ping(request)).await {
+            Ok(Ok(answer)) => Ok(answer.into_inner()),
+            Ok(Err(status)) => Err(status.message().to_string()),
+            Err(_) => Err("no answer within 2 s".into()),
+        }
+    }
+
+    fn ping_local(&self) -> pb::PingResponse {
+        let me = self.node.node_id();
+        let partitions: Vec<_> = self.node.groups.all().into_iter().filter(|g| g.reader.is_some()).collect();
+        pb::PingResponse {
+            node_id: me,
+            partitions_led: partitions.iter().filter(|g| g.is_leader(me)).count() as u32,
+            partitions_hosted: partitions.len() as u32,
+        }
+    }
+}
+
+enum MetaWriteError {
+    Forward(u64),
+    Failed(ApiError),
+}
+
+fn err<T: Default>(error: ApiError, set: impl FnOnce(&mut T, Option<pb::Error>)) -> Result<Response<T>, Status> {
+    let mut answer = T::default();
+    set(&mut answer, Some(error.to_proto()));
+    Ok(Response::new(answer))
+}
+
+fn is_forwarded<T>(request: &Request<T>) -> bool {
+    request.metadata().contains_key(FORWARDED)
+}
+
+#[tonic::async_trait]
+impl Strata for StrataService {
+    async fn produce(&self, request: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
+        match self.produce_inner(request.into_inner()).await {
+            Ok((base_offset, record_count)) => {
+                Ok(Response::new(pb::ProduceResponse { error: None, base_offset, record_count }))
+            }
+            Err(error) => err(error, |a: &mut pb::ProduceResponse, e| a.error = e),
+        }
+    }
+
+    async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
+        match self.fetch_inner(request.into_inner()).await {
+            Ok((records, state)) => Ok(Response::new(pb::FetchResponse {
+                error: None,
+                records: records.into(),
+                high_watermark: state.next_offset,
+                log_start_offset: state.log_start_offset,
+            })),
+            Err(error) => {
+                let (log_start_offset, high_watermark) = error.range.unwrap_or_default();
+                Ok(Response::new(pb::FetchResponse {
+                    error: Some(error.to_proto()),
+                    records: Default::default(),
+                    high_watermark,
+                    log_start_offset,
+                }))
+            }
+        }
+    }
+
+    async fn metadata(&self, request: Request<pb::MetadataRequest>) -> Result<Response<pb::MetadataResponse>, Status> {
+        let request = request.into_inner();
+        let state = self.node.metadata_state();
+        let mut topics = Vec::new();
+        if request.topics.is_empty() {
+            topics.extend(state.topics.values().map(|t| self.topic_metadata(t)));
+        } else {
+            for name in &request.topics {
+                match state.topics.get(name) {
+                    Some(topic) => topics.push(self.topic_metadata(topic)),
+                    None => {
+                        return err(
+                            ApiError::new(ErrorCode::UnknownTopic, format!("topic '{name}' does not exist")),
+                            |a: &mut pb::MetadataResponse, e| a.error = e,
+                        )
+                    }
+                }
+            }
+        }
+        let nodes = self.node.peers.addresses().into_iter().map(|(id, address)| pb::Node { id, address }).collect();
+        Ok(Response::new(pb::MetadataResponse {
+            error: None,
+            nodes,
+            topics,
+            metadata_leader: self.node.metadata().leader().unwrap_or(0),
+        }))
+    }
+
+    async fn create_topic(&self, request: Request<pb::CreateTopicRequest>) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let request = request.into_inner();
+        let set = |a: &mut pb::CreateTopicResponse, e| a.error = e;
+        let settings: BTreeMap<String, String> = request.configs.clone().into_iter().collect();
+        let config = match TopicConfig::parse(&settings) {
+            Ok(config) => config,
+            Err(message) => return err(ApiError::new(ErrorCode::InvalidConfig, message), set),
+        };
+        let command = MetaCommand::CreateTopic {
+            name: request.name.clone(),
+            partitions: request.partitions,
+            replication_factor: request.replication_factor,
+            config,
+            nodes: self.voters(),
+            created_ms: now_ms(),
+        };
+        match self.meta_write(command).await {
+            Ok(MetaResponse::TopicCreated(topic)) => {
+                Ok(Response::new(pb::CreateTopicResponse { error: None, topic: Some(self.topic_metadata(&topic)) }))
+            }
+            Ok(MetaResponse::Error { code, message }) => err(ApiError::new(code, message), set),
+            Ok(other) => err(ApiError::internal(format!("unexpected answer {other:?}")), set),
+            Err(MetaWriteError::Forward(leader)) if !forwarded => {
+                let mut peer = match self.peer(leader) {
+                    Ok(peer) => peer,
+                    Err(error) => return err(error, set),
+                };
+                peer.create_topic(Self::forwarded(request)).await
+            }
+            Err(MetaWriteError::Forward(leader)) => {
+                err(ApiError::new(ErrorCode::ClusterUnavailable, format!("metadata leadership is moving (to node {leader})")), set)
+            }
+            Err(MetaWriteError::Failed(error)) => err(error, set),
+        }
+    }
+
+    async fn delete_topic(&self, request: Request<pb::DeleteTopicRequest>) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let request = request.into_inner();
+        let set = |a: &mut pb::DeleteTopicResponse, e| a.error = e;
+        match self.meta_write(MetaCommand::DeleteTopic { name: request.name.clone() }).await {
+            Ok(MetaResponse::TopicDeleted(_)) => Ok(Response::new(pb::DeleteTopicResponse { error: None })),
+            Ok(MetaResponse::Error { code, message }) => err(ApiError::new(code, message), set),
+            Ok(other) => err(ApiError::internal(format!("unexpected answer {other:?}")), set),
+            Err(MetaWriteError::Forward(leader)) if !forwarded => {
+                let mut peer = match self.peer(leader) {
+                    Ok(peer) => peer,
+                    Err(error) => return err(error, set),
+                };
+                peer.delete_topic(Self::forwarded(request)).await
+            }
+            Err(MetaWriteError::Forward(leader)) => {
+                err(ApiError::new(ErrorCode::ClusterUnavailable, format!("metadata leadership is moving (to node {leader})")), set)
+            }
+            Err(MetaWriteError::Failed(error)) => err(error, set),
+        }
+    }
+
+    async fn list_topics(&self, _request: Request<pb::ListTopicsRequest>) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        let state = self.node.metadata_state();
+        let topics = state.topics.values().map(|t| self.topic_metadata(t)).collect();
+        Ok(Response::new(pb::ListTopicsResponse { error: None, topics }))
+    }
+
+    async fn describe_topic(&self, request: Request<pb::DescribeTopicRequest>) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+        let request = request.into_inner();
+        let state = self.node.metadata_state();
+        let Some(topic) = state.topics.get(&request.name).cloned() else {
+            return err(
+                ApiError::new(ErrorCode::UnknownTopic, format!("topic '{}' does not exist", request.name)),
+                |a: &mut pb::DescribeTopicResponse, e| a.error = e,
+            );
+        };
+        let mut partitions = Vec::new();
+        for (index, assignment) in topic.partitions.iter().enumerate() {
+            let mut description = pb::PartitionDescription {
+                partition: index as u32,
+                replicas: assignment.replicas.clone(),
+                ..Default::default()
+            };
+            match self.partition_offsets(&topic, index as u32).await {
+                Ok((leader, high_watermark, log_start_offset)) => {
+                    description.leader = leader;
+                    description.high_watermark = high_watermark;
+                    description.log_start_offset = log_start_offset;
+                }
+                Err(error) => description.error = Some(error.to_proto()),
+            }
+            partitions.push(description);
+        }
+        Ok(Response::new(pb::DescribeTopicResponse {
+            error: None,
+            name: topic.name.clone(),
+            partitions,
+            configs: topic.config.to_map().into_iter().collect(),
+        }))
+    }
+
+    async fn list_offsets(&self, request: Request<pb::ListOffsetsRequest>) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        match self.list_offsets_inner(request.into_inner()).await {
+            Ok((offset, state)) => Ok(Response::new(pb::ListOffsetsResponse {
+                error: None,
+                offset,
+                high_watermark: state.next_offset,
+                log_start_offset: state.log_start_offset,
+            })),
+            Err(error) => err(error, |a: &mut pb::ListOffsetsResponse, e| a.error = e),
+        }
+    }
+
+    async fn cluster_status(&self, request: Request<pb::ClusterStatusRequest>) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let metadata = self.node.metadata();
+        let leader = metadata.leader();
+        let me = self.node.node_id();
+        let (available, detail) = match leader {
+            Some(leader) if leader == me => {
+                match tokio::time::timeout(STATUS_TIMEOUT, metadata.raft.ensure_linearizable(ReadPolicy::ReadIndex)).await {
+                    Ok(Ok(_)) => (true, format!("node {me} leads the metadata group and a quorum confirmed it")),
+                    Ok(Err(e)) => (false, format!("node {me} leads the metadata group but a quorum read failed: {e}")),
+                    Err(_) => (false, format!("node {me} leads the metadata group but no quorum answered within 2 s")),
+                }
+            }
+            Some(leader) if !forwarded => match self.peer(leader) {
+                Ok(mut peer) => match peer.cluster_status(Self::forwarded(pb::ClusterStatusRequest {})).await {
+                    Ok(answer) => {
+                        let answer = answer.into_inner();
+                        (answer.metadata_available, answer.metadata_detail)
+                    }
+                    Err(status) => (false, format!("metadata leader node {leader} did not answer: {}", status.message())),
+                },
+                Err(e) => (false, e.message),
+            },
+            Some(leader) => (false, format!("metadata leadership is moving to node {leader}")),
+            None => (false, "the metadata group has no leader; a majority of nodes must be running".to_string()),
+        };
+        let mut nodes = Vec::new();
+        for (id, address) in self.node.peers.addresses() {
+            let status = match self.ping_node(id).await {
+                Ok(ping) => pb::NodeStatus {
+                    id,
+                    address,
+                    alive: true,
+                    partitions_led: ping.partitions_led,
+                    partitions_hosted: ping.partitions_hosted,
+                    error: String::new(),
+                },
+                Err(error) => pb::NodeStatus { id, address, alive: false, error, ..Default::default() },
+            };
+            nodes.push(status);
+        }
+        Ok(Response::new(pb::ClusterStatusResponse {
+            error: None,
+            nodes,
+            metadata_leader: leader.unwrap_or(0),
+            metadata_available: available,
+            metadata_detail: detail,
+        }))
+    }
+
+    async fn ping(&self, _request: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
+        Ok(Response::new(self.ping_local()))
+    }
+}
