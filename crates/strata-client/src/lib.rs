@@ -1,1 +1,49 @@
-//! placeholder
+//! The Rust client of Strata: metadata cache and leader routing, a batching
+//! producer, a consumer that reads assigned partitions by offset, and the
+//! admin calls.
+//!
+//! Code map:
+//! - [`Client`] (`client.rs`): a cheap-to-clone handle holding one lazily
+//!   connected gRPC channel per node address and the metadata cache. It routes
+//!   partition requests (produce, fetch, list offsets) to the leader and
+//!   follows `NOT_LEADER` hints; admin calls go to any node.
+//! - [`ClientError`] (`error.rs`): what went wrong and, through
+//!   [`ClientError::retry_class`], what a caller should do next.
+//! - [`Producer`] (`producer.rs`) with the pure [`accumulator`] that decides
+//!   batching, in-flight limits and retry order; [`partitioner`] maps keys to
+//!   partitions.
+//! - [`Consumer`] (`consumer.rs`): long-poll fetches per assigned partition.
+//!
+//! Invariants:
+//! - Records of one partition are sent in the order `send` accepted them, and
+//!   a retried batch is never overtaken by a batch sent after its failure (see
+//!   [`accumulator`] for the exact guarantee).
+//! - Every request has a deadline and every queue a bound: the producer's
+//!   unsent records are bounded in bytes (`ProducerConfig::buffer_bytes`) and
+//!   `send` waits when the bound is reached.
+//! - A consumer never returns a record at or above the high watermark it was
+//!   served with, and its position only moves past records it returned.
+//!
+//! Boundary: this crate is the only client-side code that sees prost types;
+//! its public API speaks domain types (`strata_record::Record`, the structs
+//! in `metadata.rs`). It must never depend on the server, storage or Raft
+//! crates.
+
+pub mod accumulator;
+mod client;
+mod consumer;
+mod error;
+mod metadata;
+pub mod partitioner;
+mod producer;
+
+pub use client::{Client, ClientConfig, FetchAnswer, ListedOffset, OffsetSpec, ProduceAnswer};
+pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartOffset};
+pub use error::{ClientError, ErrorDetails};
+pub use metadata::{
+    ClusterMetadata, ClusterStatus, NodeId, NodeStatus, PartitionDescription, PartitionMetadata,
+    TopicDescription, TopicMetadata,
+};
+pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig, RecordMetadata};
+pub use strata_core::{ErrorCode, RetryClass};
+pub use strata_record::{Bytes, Header, Record};

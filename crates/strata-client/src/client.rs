@@ -1,0 +1,847 @@
+//! The client handle: one lazily connected channel per node, the metadata
+//! cache, leader routing for partition requests, and the admin calls.
+//!
+//! Routing: a partition request goes to the leader in the cache. When the
+//! cache knows no leader it is refreshed first, and if the leader is still
+//! unknown the replicas are tried in order. A `NOT_LEADER` answer that names
+//! the leader is followed at once (a few hops at most) and the cache is
+//! patched with the hint; any other retryable answer drops the cached leader,
+//! so the caller's next attempt refreshes metadata before choosing a node.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::Rng;
+use strata_core::{limits, ErrorCode, RetryClass};
+use strata_proto::v1 as proto;
+use strata_proto::v1::strata_client::StrataClient;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::metadata::{ClusterMetadata, ClusterStatus, NodeId, TopicDescription, TopicMetadata};
+use crate::producer::Acks;
+use crate::ClientError;
+
+type Stub = StrataClient<Channel>;
+
+/// Most `NOT_LEADER` hints one request follows before giving up; more hops
+/// than this means leadership is moving faster than we can chase it.
+const MAX_LEADER_HOPS: usize = 3;
+
+/// A produce request asks the server to answer within the request timeout;
+/// the client waits this much longer, so the server's own TIMEOUT answer
+/// (which is informative) arrives before our deadline fires.
+const SERVER_ANSWER_SLACK: Duration = Duration::from_secs(2);
+
+/// Range of the randomised wait before retrying a back-off answer; the
+/// randomness keeps many clients from retrying in lock step after an election.
+const RETRY_WAIT_MIN_MS: u64 = 50;
+const RETRY_WAIT_MAX_MS: u64 = 200;
+
+/// Settings of a [`Client`].
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Deadline of one request. A fetch waits its long-poll time on top.
+    /// Admin calls and offset look-ups retry back-off answers within it.
+    pub request_timeout: Duration,
+    /// How long to wait for a connection to a node before trying another.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Which offset `list_offsets` looks up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// The log start offset.
+    Earliest,
+    /// The high watermark (one past the last committed record).
+    Latest,
+    /// The first offset whose batch has a timestamp at or after this one (ms
+    /// since the Unix epoch), or the high watermark when there is none.
+    Timestamp(i64),
+}
+
+/// Answer of `list_offsets`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListedOffset {
+    pub offset: u64,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+}
+
+/// Answer of `produce_batch`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProduceAnswer {
+    /// Offset of the first record; meaningless with `Acks::None`.
+    pub base_offset: u64,
+    pub record_count: u32,
+}
+
+/// Answer of `fetch`: raw concatenated batches, to decode with
+/// `strata_record::decode_records_from`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchAnswer {
+    pub records: Bytes,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+}
+
+/// A handle on a cluster. Cloning is cheap; clones share connections and
+/// the metadata cache.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    /// Bootstrap addresses as URIs (`http://host:port`).
+    bootstrap: Vec<String>,
+    /// One stub (over one lazily connected channel) per node URI.
+    stubs: Mutex<HashMap<String, Stub>>,
+    metadata: RwLock<Arc<ClusterMetadata>>,
+    /// Bumped by every metadata refresh; lets concurrent refreshers share one answer.
+    metadata_generation: AtomicU64,
+    refresh_lock: tokio::sync::Mutex<()>,
+    /// The URI that last answered a call any node may serve: asked first next time.
+    last_good: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("bootstrap", &self.inner.bootstrap)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every answer carries an optional error; this takes it out.
+pub(crate) trait WireAnswer {
+    fn take_error(&mut self) -> Option<proto::Error>;
+}
+
+macro_rules! wire_answer {
+    ($($answer:ty),* $(,)?) => {
+        $(impl WireAnswer for $answer {
+            fn take_error(&mut self) -> Option<proto::Error> { self.error.take() }
+        })*
+    };
+}
+
+wire_answer!(
+    proto::ProduceResponse,
+    proto::FetchResponse,
+    proto::MetadataResponse,
+    proto::CreateTopicResponse,
+    proto::DeleteTopicResponse,
+    proto::ListTopicsResponse,
+    proto::DescribeTopicResponse,
+    proto::ListOffsetsResponse,
+    proto::ClusterStatusResponse,
+);
+
+/// `host:port` becomes `http://host:port`; an address with a scheme is kept.
+pub(crate) fn to_uri(address: &str) -> Result<String, ClientError> {
+    let address = address.trim();
+    if address.is_empty() {
+        return Err(ClientError::InvalidArgument("empty node address".into()));
+    }
+    if address.contains("://") {
+        Ok(address.to_string())
+    } else {
+        Ok(format!("http://{address}"))
+    }
+}
+
+/// How long to wait before retrying a retryable answer: a random 50-200 ms,
+/// or longer when the server asked for longer.
+pub(crate) fn retry_wait(retry_after: Option<Duration>) -> Duration {
+    let wait =
+        Duration::from_millis(rand::thread_rng().gen_range(RETRY_WAIT_MIN_MS..=RETRY_WAIT_MAX_MS));
+    retry_after.map_or(wait, |asked| asked.max(wait))
+}
+
+impl Client {
+    /// Creates a client for the cluster reachable through `bootstrap`
+    /// (`host:port` each). No connection is made here: channels connect on
+    /// first use, and the first call that needs metadata fetches it from the
+    /// bootstrap nodes in turn.
+    pub fn connect(bootstrap: &[String]) -> Result<Client, ClientError> {
+        Client::connect_with(bootstrap, ClientConfig::default())
+    }
+
+    pub fn connect_with(bootstrap: &[String], config: ClientConfig) -> Result<Client, ClientError> {
+        let bootstrap = bootstrap
+            .iter()
+            .map(|a| to_uri(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        if bootstrap.is_empty() {
+            return Err(ClientError::InvalidArgument(
+                "no bootstrap address given".into(),
+            ));
+        }
+        for uri in &bootstrap {
+            // Reject malformed addresses now rather than on first use.
+            Endpoint::from_shared(uri.clone())
+                .map_err(|e| ClientError::InvalidArgument(format!("bad address '{uri}': {e}")))?;
+        }
+        Ok(Client {
+            inner: Arc::new(Inner {
+                config,
+                bootstrap,
+                stubs: Mutex::new(HashMap::new()),
+                metadata: RwLock::new(Arc::new(ClusterMetadata::default())),
+                metadata_generation: AtomicU64::new(0),
+                refresh_lock: tokio::sync::Mutex::new(()),
+                last_good: Mutex::new(None),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    // ---- metadata -------------------------------------------------------
+
+    /// The metadata cache as it is now, without asking the cluster.
+    pub fn cached_metadata(&self) -> Arc<ClusterMetadata> {
+        self.inner.metadata.read().expect("metadata lock").clone()
+    }
+
+    /// Fetches fresh metadata from the cluster and returns it.
+    pub async fn metadata(&self) -> Result<ClusterMetadata, ClientError> {
+        Ok((*self.refresh(true).await?).clone())
+    }
+
+    /// Refreshes the cache unless another caller refreshed it while this one
+    /// waited for its turn, and returns the result.
+    pub async fn refresh_metadata(&self) -> Result<Arc<ClusterMetadata>, ClientError> {
+        self.refresh(false).await
+    }
+
+    async fn refresh(&self, force: bool) -> Result<Arc<ClusterMetadata>, ClientError> {
+        let seen = self.inner.metadata_generation.load(Ordering::SeqCst);
+        let _turn = self.inner.refresh_lock.lock().await;
+        if !force && self.inner.metadata_generation.load(Ordering::SeqCst) != seen {
+            return Ok(self.cached_metadata());
+        }
+        let answer = self
+            .call_any(
+                proto::MetadataRequest { topics: vec![] },
+                |mut stub, request| async move { stub.metadata(request).await },
+            )
+            .await?;
+        let fresh = Arc::new(ClusterMetadata::from(answer));
+        *self.inner.metadata.write().expect("metadata lock") = fresh.clone();
+        self.inner
+            .metadata_generation
+            .fetch_add(1, Ordering::SeqCst);
+        Ok(fresh)
+    }
+
+    fn update_metadata(&self, change: impl FnOnce(&mut ClusterMetadata)) {
+        let mut guard = self.inner.metadata.write().expect("metadata lock");
+        change(Arc::make_mut(&mut guard));
+    }
+
+    /// Forgets the leader of a partition, so the next request refreshes metadata.
+    fn forget_leader(&self, topic: &str, partition: u32) {
+        self.update_metadata(|metadata| {
+            if let Some(p) = metadata
+                .topics
+                .get_mut(topic)
+                .and_then(|t| t.partitions.iter_mut().find(|p| p.partition == partition))
+            {
+                p.leader = None;
+            }
+        });
+    }
+
+    /// Records a leader learned from a NOT_LEADER hint or a successful answer.
+    fn learn_leader(&self, topic: &str, partition: u32, leader: NodeId, address: Option<&str>) {
+        self.update_metadata(|metadata| {
+            if let Some(address) = address {
+                metadata.nodes.insert(leader, address.to_string());
+            }
+            if let Some(p) = metadata
+                .topics
+                .get_mut(topic)
+                .and_then(|t| t.partitions.iter_mut().find(|p| p.partition == partition))
+            {
+                p.leader = Some(leader);
+            }
+        });
+    }
+
+    /// The metadata of one topic, from the cache or, when the cache does not
+    /// know it, from a refresh. `UNKNOWN_TOPIC` when the cluster does not know it.
+    pub async fn topic_metadata(&self, topic: &str) -> Result<TopicMetadata, ClientError> {
+        if let Some(t) = self.cached_metadata().topic(topic) {
+            return Ok(t.clone());
+        }
+        let metadata = self.refresh_metadata().await?;
+        metadata
+            .topic(topic)
+            .cloned()
+            .ok_or_else(|| unknown_topic(topic))
+    }
+
+    /// Partition count of a topic, without cloning its metadata.
+    pub(crate) async fn partition_count(&self, topic: &str) -> Result<u32, ClientError> {
+        if let Some(t) = self.cached_metadata().topic(topic) {
+            return Ok(t.partition_count());
+        }
+        let metadata = self.refresh_metadata().await?;
+        metadata
+            .topic(topic)
+            .map(|t| t.partition_count())
+            .ok_or_else(|| unknown_topic(topic))
+    }
+
+    // ---- transport --------------------------------------------------------
+
+    fn stub(&self, uri: &str) -> Result<Stub, ClientError> {
+        let mut stubs = self.inner.stubs.lock().expect("stub map lock");
+        if let Some(stub) = stubs.get(uri) {
+            return Ok(stub.clone());
+        }
+        let endpoint = Endpoint::from_shared(uri.to_string())
+            .map_err(|e| ClientError::InvalidArgument(format!("bad address '{uri}': {e}")))?
+            .connect_timeout(self.inner.config.connect_timeout)
+            .tcp_nodelay(true)
+            // Keep-alives notice a dead node during a long poll.
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        let stub = StrataClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(limits::MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(limits::MAX_GRPC_MESSAGE_BYTES);
+        stubs.insert(uri.to_string(), stub.clone());
+        Ok(stub)
+    }
+
+    /// One request to one node with a deadline; a wire error becomes `Err`.
+    async fn rpc<Req, Resp, F, Fut>(
+        &self,
+        uri: &str,
+        request: Req,
+        timeout: Duration,
+        call: &F,
+    ) -> Result<Resp, ClientError>
+    where
+        F: Fn(Stub, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+        Resp: WireAnswer,
+    {
+        let stub = self.stub(uri)?;
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(timeout);
+        let timeout_error = || ClientError::Timeout {
+            address: uri.to_string(),
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        let answer = match tokio::time::timeout(timeout, call(stub, request)).await {
+            Err(_elapsed) => return Err(timeout_error()),
+            Ok(Err(status)) => return Err(ClientError::from_status(uri, status, timeout)),
+            Ok(Ok(answer)) => answer,
+        };
+        let mut answer = answer.into_inner();
+        match ClientError::from_wire(answer.take_error()) {
+            Some(error) => Err(error),
+            None => Ok(answer),
+        }
+    }
+
+    /// Addresses to try for a call any node may serve: the last one that
+    /// answered, the bootstrap list, then every node the metadata names.
+    fn any_node_candidates(&self) -> Vec<String> {
+        let mut candidates: Vec<String> = Vec::new();
+        let mut push = |uri: String| {
+            if !candidates.contains(&uri) {
+                candidates.push(uri);
+            }
+        };
+        if let Some(uri) = self.inner.last_good.lock().expect("last good lock").clone() {
+            push(uri);
+        }
+        for uri in &self.inner.bootstrap {
+            push(uri.clone());
+        }
+        for address in self.cached_metadata().nodes.values() {
+            if let Ok(uri) = to_uri(address) {
+                push(uri);
+            }
+        }
+        candidates
+    }
+
+    /// A call any node may serve (it forwards to the metadata leader itself).
+    /// An unreachable node makes us try the next one; a back-off answer
+    /// (no metadata leader yet, busy) is retried after a short wait until the
+    /// request timeout has passed. Other errors are returned at once.
+    ///
+    /// A write retried after a timeout may already have taken effect, so
+    /// `create_topic` can then answer `TOPIC_ALREADY_EXISTS`.
+    async fn call_any<Req, Resp, F, Fut>(&self, request: Req, call: F) -> Result<Resp, ClientError>
+    where
+        Req: Clone,
+        F: Fn(Stub, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+        Resp: WireAnswer,
+    {
+        let deadline = Instant::now() + self.inner.config.request_timeout;
+        loop {
+            let mut last_error = None;
+            for uri in self.any_node_candidates() {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if remaining.is_zero() {
+                    break;
+                }
+                match self.rpc(&uri, request.clone(), remaining, &call).await {
+                    Ok(answer) => {
+                        *self.inner.last_good.lock().expect("last good lock") = Some(uri);
+                        return Ok(answer);
+                    }
+                    Err(error @ (ClientError::Transport { .. } | ClientError::Timeout { .. })) => {
+                        tracing::debug!(%uri, %error, "node did not answer, trying the next one");
+                        last_error = Some(error);
+                    }
+                    // Every node forwards to the same metadata leader: wait, then retry.
+                    Err(error) if error.retry_class() == RetryClass::BackOff => {
+                        last_error = Some(error);
+                        break;
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+            let error = last_error.unwrap_or_else(|| ClientError::Timeout {
+                address: self.inner.bootstrap.join(","),
+                timeout_ms: self.inner.config.request_timeout.as_millis() as u64,
+            });
+            let wait = retry_wait(error.retry_after());
+            if Instant::now() + wait >= deadline {
+                return Err(error);
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Nodes to send a partition request to: the leader when known, else the
+    /// replicas in order. Refreshes metadata when the cache has no leader.
+    async fn route(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(bool, Vec<(NodeId, String)>), ClientError> {
+        let mut metadata = self.cached_metadata();
+        let has_leader_address = |m: &ClusterMetadata| {
+            m.partition(topic, partition)
+                .and_then(|p| p.leader)
+                .and_then(|l| m.node_address(l))
+                .is_some()
+        };
+        if !has_leader_address(&metadata) {
+            metadata = self.refresh_metadata().await?;
+        }
+        let topic_metadata = metadata.topic(topic).ok_or_else(|| unknown_topic(topic))?;
+        let p = topic_metadata.partition(partition).ok_or_else(|| {
+            ClientError::local(
+                ErrorCode::UnknownPartition,
+                format!(
+                    "topic '{topic}' has {} partitions, no partition {partition}",
+                    topic_metadata.partition_count()
+                ),
+            )
+        })?;
+        let address = |id: NodeId| {
+            metadata
+                .node_address(id)
+                .and_then(|a| to_uri(a).ok())
+                .map(|uri| (id, uri))
+        };
+        if let Some(leader) = p.leader.and_then(address) {
+            return Ok((true, vec![leader]));
+        }
+        let replicas: Vec<(NodeId, String)> =
+            p.replicas.iter().filter_map(|&id| address(id)).collect();
+        if replicas.is_empty() {
+            // Retryable on purpose: the metadata may name the nodes shortly.
+            return Err(ClientError::Server {
+                code: ErrorCode::LeaderNotAvailable,
+                message: format!("the metadata names no reachable replica of {topic}/{partition}"),
+                details: Default::default(),
+            });
+        }
+        Ok((false, replicas))
+    }
+
+    /// A request that only the partition's leader serves. Follows NOT_LEADER
+    /// hints; while the leader is unknown, tries the replicas in order.
+    /// Returns retryable errors to the caller, which decides how to wait.
+    async fn call_partition<Req, Resp, F, Fut>(
+        &self,
+        topic: &str,
+        partition: u32,
+        request: Req,
+        timeout: Duration,
+        call: F,
+    ) -> Result<Resp, ClientError>
+    where
+        Req: Clone,
+        F: Fn(Stub, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+        Resp: WireAnswer,
+    {
+        let (mut leader_known, route) = self.route(topic, partition).await?;
+        let mut candidates: VecDeque<(NodeId, String)> = route.into();
+        let mut hops = 0;
+        let mut last_error = None;
+        while let Some((node, uri)) = candidates.pop_front() {
+            let error = match self.rpc(&uri, request.clone(), timeout, &call).await {
+                Ok(answer) => {
+                    if !leader_known {
+                        self.learn_leader(topic, partition, node, None);
+                    }
+                    return Ok(answer);
+                }
+                Err(error) => error,
+            };
+            if let Some((leader, address)) = error.leader_hint() {
+                if hops < MAX_LEADER_HOPS {
+                    hops += 1;
+                    let leader_uri = to_uri(address)?;
+                    tracing::debug!(topic, partition, leader, %leader_uri, "following NOT_LEADER hint");
+                    self.learn_leader(topic, partition, leader, Some(address));
+                    candidates.retain(|(_, uri)| *uri != leader_uri);
+                    candidates.push_front((leader, leader_uri));
+                    leader_known = true;
+                    last_error = Some(error);
+                    continue;
+                }
+            }
+            if !error.is_retryable() {
+                return Err(error);
+            }
+            self.forget_leader(topic, partition);
+            // While probing for an unknown leader, one replica's answer says
+            // nothing about the next one.
+            if !leader_known && !candidates.is_empty() {
+                last_error = Some(error);
+                continue;
+            }
+            return Err(error);
+        }
+        Err(last_error.expect("a route has at least one node"))
+    }
+
+    // ---- partition requests -------------------------------------------
+
+    /// Sends one encoded record batch to the partition's leader. The server
+    /// may wait up to `timeout` for replication before answering TIMEOUT.
+    /// Not retried here: the producer owns retries and their ordering.
+    pub async fn produce_batch(
+        &self,
+        topic: &str,
+        partition: u32,
+        batch: Bytes,
+        acks: Acks,
+        timeout: Duration,
+    ) -> Result<ProduceAnswer, ClientError> {
+        let request = proto::ProduceRequest {
+            topic: topic.to_string(),
+            partition,
+            batch,
+            acks: acks.to_wire() as i32,
+            timeout_ms: timeout.as_millis().min(u32::MAX as u128) as u32,
+        };
+        let answer = self
+            .call_partition(
+                topic,
+                partition,
+                request,
+                timeout + SERVER_ANSWER_SLACK,
+                |mut stub, request| async move { stub.produce(request).await },
+            )
+            .await?;
+        Ok(ProduceAnswer {
+            base_offset: answer.base_offset,
+            record_count: answer.record_count,
+        })
+    }
+
+    /// Fetches batches from `offset` on, waiting up to `max_wait` for data
+    /// (long poll). Not retried here: the consumer owns retries.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: u32,
+        max_wait: Duration,
+    ) -> Result<FetchAnswer, ClientError> {
+        let max_wait_ms = max_wait.as_millis().min(limits::MAX_FETCH_WAIT_MS as u128) as u32;
+        let request = proto::FetchRequest {
+            topic: topic.to_string(),
+            partition,
+            offset,
+            max_bytes: max_bytes.min(limits::MAX_FETCH_BYTES as u32),
+            max_wait_ms,
+        };
+        let timeout = Duration::from_millis(max_wait_ms as u64) + self.inner.config.request_timeout;
+        let answer = self
+            .call_partition(
+                topic,
+                partition,
+                request,
+                timeout,
+                |mut stub, request| async move { stub.fetch(request).await },
+            )
+            .await?;
+        Ok(FetchAnswer {
+            records: answer.records,
+            high_watermark: answer.high_watermark,
+            log_start_offset: answer.log_start_offset,
+        })
+    }
+
+    /// Looks up an offset of a partition at its leader. Retryable answers
+    /// (leader moving, partition starting) are retried until the request
+    /// timeout has passed.
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partition: u32,
+        spec: OffsetSpec,
+    ) -> Result<ListedOffset, ClientError> {
+        let (spec, timestamp_ms) = match spec {
+            OffsetSpec::Earliest => (proto::OffsetSpec::Earliest, 0),
+            OffsetSpec::Latest => (proto::OffsetSpec::Latest, 0),
+            OffsetSpec::Timestamp(ms) => (proto::OffsetSpec::Timestamp, ms),
+        };
+        let request = proto::ListOffsetsRequest {
+            topic: topic.to_string(),
+            partition,
+            spec: spec as i32,
+            timestamp_ms,
+        };
+        let timeout = self.inner.config.request_timeout;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let result = self
+                .call_partition(
+                    topic,
+                    partition,
+                    request.clone(),
+                    timeout,
+                    |mut stub, request| async move { stub.list_offsets(request).await },
+                )
+                .await;
+            match result {
+                Ok(answer) => {
+                    return Ok(ListedOffset {
+                        offset: answer.offset,
+                        high_watermark: answer.high_watermark,
+                        log_start_offset: answer.log_start_offset,
+                    })
+                }
+                Err(error) if error.is_retryable() => {
+                    let wait = retry_wait(error.retry_after());
+                    if Instant::now() + wait >= deadline {
+                        return Err(error);
+                    }
+                    tracing::debug!(topic, partition, %error, "retrying list offsets");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    // ---- admin ----------------------------------------------------------
+
+    /// Creates a topic and returns its metadata (leaders may still be unknown).
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicMetadata, ClientError> {
+        let request = proto::CreateTopicRequest {
+            name: name.to_string(),
+            partitions,
+            replication_factor,
+            configs: configs.into_iter().collect(),
+        };
+        let answer = self
+            .call_any(request, |mut stub, request| async move {
+                stub.create_topic(request).await
+            })
+            .await?;
+        match answer.topic {
+            Some(topic) => {
+                let topic = TopicMetadata::from(topic);
+                let cached = topic.clone();
+                self.update_metadata(|metadata| {
+                    metadata.topics.insert(cached.name.clone(), cached);
+                });
+                Ok(topic)
+            }
+            None => self
+                .refresh(true)
+                .await?
+                .topic(name)
+                .cloned()
+                .ok_or_else(|| unknown_topic(name)),
+        }
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        let request = proto::DeleteTopicRequest {
+            name: name.to_string(),
+        };
+        self.call_any(request, |mut stub, request| async move {
+            stub.delete_topic(request).await
+        })
+        .await?;
+        self.update_metadata(|metadata| {
+            metadata.topics.remove(name);
+        });
+        Ok(())
+    }
+
+    /// All topics, sorted by name.
+    pub async fn list_topics(&self) -> Result<Vec<TopicMetadata>, ClientError> {
+        let answer = self
+            .call_any(
+                proto::ListTopicsRequest {},
+                |mut stub, request| async move { stub.list_topics(request).await },
+            )
+            .await?;
+        let mut topics: Vec<TopicMetadata> =
+            answer.topics.into_iter().map(TopicMetadata::from).collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(topics)
+    }
+
+    /// A topic with each partition's leader and offsets.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ClientError> {
+        let request = proto::DescribeTopicRequest {
+            name: name.to_string(),
+        };
+        let answer = self
+            .call_any(request, |mut stub, request| async move {
+                stub.describe_topic(request).await
+            })
+            .await?;
+        Ok(TopicDescription::from(answer))
+    }
+
+    /// The cluster's health as the answering node sees it.
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
+        let answer = self
+            .call_any(
+                proto::ClusterStatusRequest {},
+                |mut stub, request| async move { stub.cluster_status(request).await },
+            )
+            .await?;
+        Ok(ClusterStatus::from(answer))
+    }
+}
+
+fn unknown_topic(topic: &str) -> ClientError {
+    ClientError::local(
+        ErrorCode::UnknownTopic,
+        format!("the cluster has no topic '{topic}'"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_become_http_uris() {
+        assert_eq!(to_uri("127.0.0.1:7171").unwrap(), "http://127.0.0.1:7171");
+        assert_eq!(to_uri(" node-1:7171 ").unwrap(), "http://node-1:7171");
+        assert_eq!(to_uri("https://node:443").unwrap(), "https://node:443");
+        assert!(to_uri("  ").is_err());
+    }
+
+    #[test]
+    fn connect_checks_addresses_without_connecting() {
+        assert!(matches!(
+            Client::connect(&[]),
+            Err(ClientError::InvalidArgument(_))
+        ));
+        assert!(Client::connect(&["bad address with spaces:1".to_string()]).is_err());
+        let client =
+            Client::connect(&["127.0.0.1:1".to_string(), "127.0.0.1:2".to_string()]).unwrap();
+        assert_eq!(
+            client.any_node_candidates(),
+            vec!["http://127.0.0.1:1", "http://127.0.0.1:2"]
+        );
+        assert!(client.cached_metadata().topics.is_empty());
+    }
+
+    #[test]
+    fn retry_wait_stays_in_range_and_honours_the_server() {
+        for _ in 0..100 {
+            let wait = retry_wait(None);
+            assert!(
+                (Duration::from_millis(50)..=Duration::from_millis(200)).contains(&wait),
+                "{wait:?}"
+            );
+        }
+        assert_eq!(
+            retry_wait(Some(Duration::from_secs(1))),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn learned_and_forgotten_leaders_patch_the_cache() {
+        let client = Client::connect(&["127.0.0.1:1".to_string()]).unwrap();
+        client.update_metadata(|m| {
+            m.topics.insert(
+                "t".into(),
+                TopicMetadata {
+                    name: "t".into(),
+                    partitions: vec![crate::PartitionMetadata {
+                        partition: 0,
+                        leader: Some(1),
+                        replicas: vec![1, 2],
+                    }],
+                    configs: BTreeMap::new(),
+                },
+            );
+        });
+        let before = client.cached_metadata();
+        client.learn_leader("t", 0, 2, Some("10.0.0.2:7171"));
+        let after = client.cached_metadata();
+        assert_eq!(after.partition("t", 0).unwrap().leader, Some(2));
+        assert_eq!(after.node_address(2), Some("10.0.0.2:7171"));
+        // Readers holding the old snapshot are not disturbed.
+        assert_eq!(before.partition("t", 0).unwrap().leader, Some(1));
+        client.forget_leader("t", 0);
+        assert_eq!(
+            client.cached_metadata().partition("t", 0).unwrap().leader,
+            None
+        );
+        // Unknown topics are ignored, not invented.
+        client.learn_leader("other", 0, 2, None);
+        assert!(client.cached_metadata().topic("other").is_none());
+    }
+}

@@ -1,0 +1,600 @@
+//! The batching producer.
+//!
+//! `send` picks the partition, charges the record against the memory bound
+//! and hands it to one background task per producer; the task batches records
+//! per partition in an [`Accumulator`], sends ready batches to partition
+//! leaders, and retries failures. Each record's outcome arrives through its
+//! [`DeliveryFuture`].
+//!
+//! Retries: retryable errors (`RETRY`, `REFRESH_METADATA` — the cached leader
+//! is dropped so the next attempt refreshes metadata —, `BACK_OFF` honouring
+//! `retry_after_ms`, transport errors and timeouts) are retried with a
+//! doubling back-off until the batch's delivery timeout; fatal errors fail the
+//! batch's records at once. Order within a partition follows the
+//! accumulator's rules (see [`crate::accumulator`]). There is no idempotence
+//! yet: a retry after an unknown outcome (timeout, lost connection) may store
+//! a batch twice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use strata_core::{limits, ErrorCode};
+use strata_proto::v1 as proto;
+use strata_record::{encode_batch, encoded_record_len, ProducerFields, Record, BATCH_HEADER_LEN};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::accumulator::{
+    retry_delay, Accumulator, AccumulatorConfig, PendingBatch, TopicPartition,
+};
+use crate::client::ProduceAnswer;
+use crate::partitioner::partition_for_key;
+use crate::{Client, ClientError};
+
+/// Default bound on the bytes of records accepted by `send` but not yet
+/// delivered. Large enough to keep several full batches per partition in
+/// flight; when it is reached `send` waits.
+pub const DEFAULT_BUFFER_BYTES: usize = 32 * 1024 * 1024;
+
+/// Bytes charged per record on top of its encoded size, for the bookkeeping
+/// a queued record costs (its completion channel and permit). Keeps the
+/// memory bound honest for many tiny records.
+const RECORD_OVERHEAD_BYTES: usize = 128;
+
+/// How many queued commands the task takes in one turn before it looks at
+/// timers and sends batches; amortises that scan under heavy load.
+const COMMANDS_PER_TURN: usize = 1024;
+
+/// When a produce answer counts as success.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Acks {
+    /// A majority of replicas has the batch on disk.
+    #[default]
+    All,
+    /// The leader accepted the batch into its Raft log.
+    Leader,
+    /// The server answers at once; no offset is returned, nothing is promised.
+    None,
+}
+
+impl Acks {
+    pub(crate) fn to_wire(self) -> proto::Acks {
+        match self {
+            Acks::All => proto::Acks::All,
+            Acks::Leader => proto::Acks::Leader,
+            Acks::None => proto::Acks::None,
+        }
+    }
+}
+
+/// Settings of a [`Producer`]. Out-of-range values are clamped by `Producer::new`.
+#[derive(Clone, Debug)]
+pub struct ProducerConfig {
+    /// How long a partly filled batch waits for more records.
+    pub linger: Duration,
+    /// Bound on one batch's encoded size (clamped to `limits::MAX_BATCH_BYTES`).
+    pub max_batch_bytes: usize,
+    /// Most produce requests in flight per partition (at least 1).
+    pub max_in_flight: usize,
+    pub acks: Acks,
+    /// How long a record may take from `send` to acknowledgement, retries included.
+    pub delivery_timeout: Duration,
+    /// Deadline of one produce request (also the server's replication wait).
+    pub request_timeout: Duration,
+    /// First retry back-off; doubles per attempt up to `retry_backoff_max`.
+    pub retry_backoff: Duration,
+    pub retry_backoff_max: Duration,
+    /// Bound on the bytes of unsent and unacknowledged records; `send` waits
+    /// when it is reached. At least one maximal record.
+    pub buffer_bytes: usize,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            linger: Duration::from_millis(limits::DEFAULT_LINGER_MS),
+            max_batch_bytes: limits::DEFAULT_CLIENT_BATCH_BYTES,
+            max_in_flight: limits::DEFAULT_MAX_IN_FLIGHT,
+            acks: Acks::All,
+            delivery_timeout: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(30),
+            retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(2),
+            buffer_bytes: DEFAULT_BUFFER_BYTES,
+        }
+    }
+}
+
+impl ProducerConfig {
+    fn clamped(mut self) -> Self {
+        self.max_batch_bytes = self
+            .max_batch_bytes
+            .clamp(BATCH_HEADER_LEN + 1, limits::MAX_BATCH_BYTES);
+        self.max_in_flight = self.max_in_flight.max(1);
+        let one_record = limits::MAX_RECORD_BYTES + RECORD_OVERHEAD_BYTES;
+        self.buffer_bytes = self.buffer_bytes.clamp(one_record, u32::MAX as usize);
+        self.retry_backoff_max = self.retry_backoff_max.max(self.retry_backoff);
+        self
+    }
+}
+
+/// Where a record was stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordMetadata {
+    pub topic: String,
+    pub partition: u32,
+    /// `None` with `Acks::None`, which returns no offset.
+    pub offset: Option<u64>,
+}
+
+/// Resolves when the record is acknowledged or has failed for good.
+#[must_use = "a record's outcome is only known through its DeliveryFuture"]
+pub struct DeliveryFuture {
+    rx: oneshot::Receiver<Result<RecordMetadata, ClientError>>,
+}
+
+impl Future for DeliveryFuture {
+    type Output = Result<RecordMetadata, ClientError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|answer| answer.unwrap_or(Err(ClientError::Closed)))
+    }
+}
+
+/// A record's link back to its sender, carried through the accumulator.
+struct Completion {
+    tx: oneshot::Sender<Result<RecordMetadata, ClientError>>,
+    /// Flushes requested before this record arrived have epochs below this.
+    flush_epoch: u64,
+    /// The record's share of the memory bound, returned when it completes.
+    _memory: OwnedSemaphorePermit,
+}
+
+enum Command {
+    Append {
+        tp: TopicPartition,
+        record: Record,
+        completion: Completion,
+    },
+    Flush(oneshot::Sender<()>),
+}
+
+/// A batching producer. Clones share one background task; the task ends
+/// after the last clone is dropped and everything queued has completed.
+#[derive(Clone)]
+pub struct Producer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    client: Client,
+    config: ProducerConfig,
+    commands: mpsc::UnboundedSender<Command>,
+    memory: Arc<Semaphore>,
+    /// Next partition per topic for records without a key.
+    round_robin: Mutex<HashMap<String, u32>>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Producer {
+    /// Starts a producer; must be called inside a Tokio runtime (it spawns
+    /// the background task).
+    pub fn new(client: Client, config: ProducerConfig) -> Producer {
+        let config = config.clamped();
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (outcome_tx, outcome_rx) = mpsc::unbounded_channel();
+        let task = SenderTask {
+            client: client.clone(),
+            accumulator: Accumulator::new(AccumulatorConfig {
+                max_batch_bytes: config.max_batch_bytes,
+                linger: config.linger,
+                max_in_flight: config.max_in_flight,
+                delivery_timeout: config.delivery_timeout,
+            }),
+            config: config.clone(),
+            outcome_tx,
+            flush_epoch: 0,
+            outstanding: BTreeMap::new(),
+            flush_waiters: Vec::new(),
+        };
+        tokio::spawn(task.run(command_rx, outcome_rx));
+        Producer {
+            shared: Arc::new(Shared {
+                memory: Arc::new(Semaphore::new(config.buffer_bytes)),
+                client,
+                config,
+                commands,
+                round_robin: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &ProducerConfig {
+        &self.shared.config
+    }
+
+    /// Queues a record for `topic`: partition by key hash, or round-robin
+    /// without a key. Returns once the record is queued (waiting only for
+    /// topic metadata the first time, and for room when the buffer is full).
+    /// A record with `timestamp_ms == 0` is stamped with the current time.
+    pub async fn send(&self, topic: &str, record: Record) -> Result<DeliveryFuture, ClientError> {
+        self.enqueue(topic, None, record).await
+    }
+
+    /// Queues a record for one partition of `topic`.
+    pub async fn send_to(
+        &self,
+        topic: &str,
+        partition: u32,
+        record: Record,
+    ) -> Result<DeliveryFuture, ClientError> {
+        self.enqueue(topic, Some(partition), record).await
+    }
+
+    /// Waits until every record queued before this call has been delivered or failed.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.shared.commands.send(Command::Flush(tx)).is_ok() {
+            // An error means the task is gone, and with it everything it held.
+            let _ = rx.await;
+        }
+    }
+
+    async fn enqueue(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        mut record: Record,
+    ) -> Result<DeliveryFuture, ClientError> {
+        let partitions = self.shared.client.partition_count(topic).await?;
+        if partitions == 0 {
+            return Err(ClientError::local(
+                ErrorCode::UnknownPartition,
+                format!("topic '{topic}' has no partitions"),
+            ));
+        }
+        let partition = match (partition, &record.key) {
+            (Some(p), _) if p >= partitions => {
+                return Err(ClientError::local(
+                    ErrorCode::UnknownPartition,
+                    format!("topic '{topic}' has {partitions} partitions, no partition {p}"),
+                ))
+            }
+            (Some(p), _) => p,
+            (None, Some(key)) => partition_for_key(key, partitions),
+            (None, None) => {
+                let mut counters = self.shared.round_robin.lock().expect("round robin lock");
+                let next = counters.entry(topic.to_string()).or_insert(0);
+                let chosen = *next % partitions;
+                *next = next.wrapping_add(1);
+                chosen
+            }
+        };
+        if record.timestamp_ms == 0 {
+            record.timestamp_ms = now_ms();
+        }
+        let size = encoded_record_len(&record, 0, 0);
+        if size > limits::MAX_RECORD_BYTES {
+            return Err(ClientError::local(
+                ErrorCode::RecordTooLarge,
+                format!(
+                    "the record encodes to {size} bytes, over the limit of {} bytes",
+                    limits::MAX_RECORD_BYTES
+                ),
+            ));
+        }
+        let charge = (size + RECORD_OVERHEAD_BYTES).min(self.shared.config.buffer_bytes) as u32;
+        let memory = self
+            .shared
+            .memory
+            .clone()
+            .acquire_many_owned(charge)
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        let (tx, rx) = oneshot::channel();
+        let tp = TopicPartition {
+            topic: topic.to_string(),
+            partition,
+        };
+        let completion = Completion {
+            tx,
+            flush_epoch: 0,
+            _memory: memory,
+        };
+        self.shared
+            .commands
+            .send(Command::Append {
+                tp,
+                record,
+                completion,
+            })
+            .map_err(|_| ClientError::Closed)?;
+        Ok(DeliveryFuture { rx })
+    }
+}
+
+struct Outcome {
+    batch: PendingBatch<Completion>,
+    result: Result<ProduceAnswer, ClientError>,
+}
+
+struct SenderTask {
+    client: Client,
+    config: ProducerConfig,
+    accumulator: Accumulator<Completion>,
+    outcome_tx: mpsc::UnboundedSender<Outcome>,
+    /// Epoch given to arriving records; a flush request takes the current
+    /// epoch and bumps it.
+    flush_epoch: u64,
+    /// Records not yet completed, per flush epoch.
+    outstanding: BTreeMap<u64, usize>,
+    /// Each waits for every record of its epoch and earlier.
+    flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
+}
+
+impl SenderTask {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut outcomes: mpsc::UnboundedReceiver<Outcome>,
+    ) {
+        let mut input_open = true;
+        loop {
+            let now = Instant::now();
+            for mut batch in self.accumulator.expire(now) {
+                let last_error = batch.last_error.take().map(Box::new);
+                let error = ClientError::DeliveryTimeout {
+                    timeout_ms: self.config.delivery_timeout.as_millis() as u64,
+                    last_error,
+                };
+                self.fail(batch, error);
+            }
+            // Once every producer handle is gone, send what is left without lingering.
+            let flushing = !self.flush_waiters.is_empty() || !input_open;
+            for batch in self.accumulator.drain_ready(now, flushing) {
+                self.dispatch(batch);
+            }
+            self.wake_flush_waiters();
+            if !input_open && self.accumulator.is_empty() {
+                debug_assert!(self.outstanding.is_empty());
+                return;
+            }
+            let wakeup = self.accumulator.next_wakeup(now, flushing);
+            tokio::select! {
+                command = commands.recv(), if input_open => match command {
+                    Some(command) => {
+                        self.on_command(command);
+                        for _ in 1..COMMANDS_PER_TURN {
+                            match commands.try_recv() {
+                                Ok(command) => self.on_command(command),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => input_open = false,
+                },
+                Some(outcome) = outcomes.recv() => self.on_outcome(outcome),
+                _ = sleep_until_opt(wakeup), if wakeup.is_some() => {}
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Append {
+                tp,
+                record,
+                mut completion,
+            } => {
+                completion.flush_epoch = self.flush_epoch;
+                *self.outstanding.entry(self.flush_epoch).or_default() += 1;
+                self.accumulator
+                    .append(tp, record, completion, Instant::now());
+            }
+            Command::Flush(waiter) => {
+                self.flush_waiters.push((self.flush_epoch, waiter));
+                self.flush_epoch += 1;
+            }
+        }
+    }
+
+    fn wake_flush_waiters(&mut self) {
+        let outstanding = &self.outstanding;
+        self.flush_waiters
+            .retain_mut(|(epoch, _)| outstanding.range(..=*epoch).next().is_some());
+        // `retain_mut` dropped the finished waiters' senders; dropping one
+        // wakes its `flush` (which ignores the error) just like a send would.
+    }
+
+    /// Encodes the batch once and sends it on a task of its own.
+    fn dispatch(&mut self, mut batch: PendingBatch<Completion>) {
+        if batch.encoded.is_none() {
+            match encode_batch(&batch.records, ProducerFields::default()) {
+                Ok(bytes) => {
+                    batch.encoded = Some(bytes);
+                    // The bytes are all a retry needs.
+                    batch.records = Vec::new();
+                }
+                Err(error) => {
+                    self.accumulator.complete(&batch.tp);
+                    let error =
+                        ClientError::local(error.code(), format!("cannot encode a batch: {error}"));
+                    self.fail(batch, error);
+                    return;
+                }
+            }
+        }
+        let bytes = batch.encoded.clone().expect("encoded above");
+        let client = self.client.clone();
+        let outcome_tx = self.outcome_tx.clone();
+        let (acks, timeout) = (self.config.acks, self.config.request_timeout);
+        tokio::spawn(async move {
+            let result = client
+                .produce_batch(&batch.tp.topic, batch.tp.partition, bytes, acks, timeout)
+                .await;
+            // The receiver lives as long as the task that owns `self`.
+            let _ = outcome_tx.send(Outcome { batch, result });
+        });
+    }
+
+    fn on_outcome(&mut self, Outcome { mut batch, result }: Outcome) {
+        match result {
+            Ok(answer) => {
+                self.accumulator.complete(&batch.tp);
+                let acked = self.config.acks != Acks::None;
+                if acked && answer.record_count as usize != batch.len() {
+                    tracing::warn!(
+                        topic = %batch.tp.topic, partition = batch.tp.partition,
+                        sent = batch.len(), stored = answer.record_count,
+                        "the server stored a different number of records than the batch held"
+                    );
+                }
+                let TopicPartition { topic, partition } = batch.tp.clone();
+                for (index, completion) in std::mem::take(&mut batch.completions)
+                    .into_iter()
+                    .enumerate()
+                {
+                    let offset = acked.then_some(answer.base_offset + index as u64);
+                    self.resolve(
+                        completion,
+                        Ok(RecordMetadata {
+                            topic: topic.clone(),
+                            partition,
+                            offset,
+                        }),
+                    );
+                }
+            }
+            Err(error) => {
+                let now = Instant::now();
+                let expired = now >= batch.created_at + self.config.delivery_timeout;
+                let delay = retry_delay(
+                    error.retry_class(),
+                    batch.attempts,
+                    error.retry_after(),
+                    self.config.retry_backoff,
+                    self.config.retry_backoff_max,
+                );
+                match delay {
+                    Some(delay) if !expired => {
+                        tracing::debug!(
+                            topic = %batch.tp.topic, partition = batch.tp.partition,
+                            attempts = batch.attempts, ?delay, %error, "retrying batch"
+                        );
+                        batch.last_error = Some(error);
+                        self.accumulator.requeue(batch, now + delay);
+                    }
+                    _ => {
+                        self.accumulator.complete(&batch.tp);
+                        let error = if expired && error.is_retryable() {
+                            ClientError::DeliveryTimeout {
+                                timeout_ms: self.config.delivery_timeout.as_millis() as u64,
+                                last_error: Some(Box::new(error)),
+                            }
+                        } else {
+                            error
+                        };
+                        self.fail(batch, error);
+                    }
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, mut batch: PendingBatch<Completion>, error: ClientError) {
+        tracing::debug!(topic = %batch.tp.topic, partition = batch.tp.partition, records = batch.len(), %error, "batch failed");
+        for completion in std::mem::take(&mut batch.completions) {
+            self.resolve(completion, Err(error.clone()));
+        }
+    }
+
+    fn resolve(&mut self, completion: Completion, result: Result<RecordMetadata, ClientError>) {
+        let count = self
+            .outstanding
+            .get_mut(&completion.flush_epoch)
+            .expect("every queued record is counted");
+        *count -= 1;
+        if *count == 0 {
+            self.outstanding.remove(&completion.flush_epoch);
+        }
+        // The caller may have dropped its DeliveryFuture; that is its choice.
+        let _ = completion.tx.send(result);
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_is_clamped_to_limits() {
+        let config = ProducerConfig {
+            max_batch_bytes: usize::MAX,
+            max_in_flight: 0,
+            buffer_bytes: 1,
+            retry_backoff: Duration::from_secs(5),
+            retry_backoff_max: Duration::from_secs(1),
+            ..Default::default()
+        }
+        .clamped();
+        assert_eq!(config.max_batch_bytes, limits::MAX_BATCH_BYTES);
+        assert_eq!(config.max_in_flight, 1);
+        assert!(
+            config.buffer_bytes >= limits::MAX_RECORD_BYTES,
+            "one maximal record always fits"
+        );
+        assert_eq!(config.retry_backoff_max, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn defaults_follow_the_limits_module() {
+        let config = ProducerConfig::default();
+        assert_eq!(
+            config.linger,
+            Duration::from_millis(limits::DEFAULT_LINGER_MS)
+        );
+        assert_eq!(config.max_batch_bytes, limits::DEFAULT_CLIENT_BATCH_BYTES);
+        assert_eq!(config.max_in_flight, limits::DEFAULT_MAX_IN_FLIGHT);
+        assert_eq!(config.acks, Acks::All);
+        assert_eq!(Acks::None.to_wire(), proto::Acks::None);
+    }
+
+    #[tokio::test]
+    async fn sending_to_an_unreachable_cluster_fails_without_queueing() {
+        // Nothing listens on port 1: the metadata look-up fails, and send
+        // says so instead of queueing a record it cannot place.
+        let client = Client::connect_with(
+            &["127.0.0.1:1".to_string()],
+            crate::ClientConfig {
+                request_timeout: Duration::from_millis(300),
+                connect_timeout: Duration::from_millis(100),
+            },
+        )
+        .unwrap();
+        let producer = Producer::new(client, ProducerConfig::default());
+        let error = producer
+            .send("t", Record::default())
+            .await
+            .err()
+            .expect("no cluster");
+        assert!(error.is_retryable(), "{error}");
+        producer.flush().await; // nothing queued: returns at once
+    }
+}

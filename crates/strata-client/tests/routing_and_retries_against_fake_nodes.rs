@@ -1,0 +1,643 @@
+//! The client against in-process fake nodes that speak the real wire: a
+//! shared fake cluster decides who leads, what the metadata claims, and which
+//! errors the leader answers, so routing, retries and ordering are checked
+//! end to end without a real server.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::FutureExt;
+use strata_client::partitioner::partition_for_key;
+use strata_client::{
+    Acks, Client, ClientError, ConsumedRecord, Consumer, ErrorCode, OffsetSpec, Producer,
+    ProducerConfig, Record, RetryClass, StartOffset,
+};
+use strata_proto::v1 as proto;
+use strata_proto::v1::strata_server::{Strata, StrataServer};
+use strata_record::{decode_records_from, read_header, set_base_offset};
+use tonic::{Request, Response, Status};
+
+const TOPIC: &str = "t";
+
+#[derive(Default)]
+struct FakeCluster {
+    /// Node id to address.
+    nodes: BTreeMap<u64, String>,
+    partitions: u32,
+    /// The node that really leads every partition.
+    leader: u64,
+    /// The leader the metadata claims (0: unknown).
+    advertised_leader: u64,
+    /// Whether non-leaders name the leader in NOT_LEADER.
+    hint_leader: bool,
+    /// Stamped batches per partition.
+    logs: BTreeMap<u32, Vec<Bytes>>,
+    next_offset: BTreeMap<u32, u64>,
+    /// Errors the leader answers to the next produce requests, in order.
+    produce_errors: VecDeque<ErrorCode>,
+    produce_requests: u64,
+}
+
+fn wire_error(code: ErrorCode, message: &str) -> proto::Error {
+    let retry = match code.retry_class() {
+        RetryClass::Retry => proto::RetryClass::Retry,
+        RetryClass::RefreshMetadata => proto::RetryClass::RefreshMetadata,
+        RetryClass::BackOff => proto::RetryClass::BackOff,
+        RetryClass::Fatal => proto::RetryClass::Fatal,
+    };
+    proto::Error {
+        code: code.code(),
+        name: code.name().into(),
+        message: message.into(),
+        retry: retry as i32,
+        ..Default::default()
+    }
+}
+
+impl FakeCluster {
+    fn not_leader(&self) -> proto::Error {
+        let mut error = wire_error(ErrorCode::NotLeader, "not the leader");
+        if self.hint_leader {
+            error.leader_id = self.leader;
+            error.leader_address = self.nodes[&self.leader].clone();
+        }
+        error
+    }
+
+    fn high_watermark(&self, partition: u32) -> u64 {
+        self.next_offset.get(&partition).copied().unwrap_or(0)
+    }
+
+    /// The values of a partition's log, in offset order.
+    fn values(&self, partition: u32) -> Vec<String> {
+        let bytes: Vec<u8> = self
+            .logs
+            .get(&partition)
+            .into_iter()
+            .flatten()
+            .flat_map(|b| b.to_vec())
+            .collect();
+        decode_records_from(&bytes, 0)
+            .unwrap()
+            .into_iter()
+            .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+            .collect()
+    }
+}
+
+struct FakeNode {
+    id: u64,
+    cluster: Arc<Mutex<FakeCluster>>,
+}
+
+#[tonic::async_trait]
+impl Strata for FakeNode {
+    async fn produce(
+        &self,
+        request: Request<proto::ProduceRequest>,
+    ) -> Result<Response<proto::ProduceResponse>, Status> {
+        let request = request.into_inner();
+        let mut cluster = self.cluster.lock().unwrap();
+        cluster.produce_requests += 1;
+        let answer = |error| {
+            Ok(Response::new(proto::ProduceResponse {
+                error: Some(error),
+                ..Default::default()
+            }))
+        };
+        if self.id != cluster.leader {
+            return answer(cluster.not_leader());
+        }
+        if let Some(code) = cluster.produce_errors.pop_front() {
+            return answer(wire_error(code, "injected"));
+        }
+        let header = read_header(&request.batch).unwrap();
+        let base_offset = cluster.high_watermark(request.partition);
+        let mut batch = request.batch.to_vec();
+        set_base_offset(&mut batch, base_offset);
+        cluster
+            .next_offset
+            .insert(request.partition, base_offset + header.record_count as u64);
+        cluster
+            .logs
+            .entry(request.partition)
+            .or_default()
+            .push(Bytes::from(batch));
+        Ok(Response::new(proto::ProduceResponse {
+            error: None,
+            base_offset,
+            record_count: header.record_count,
+        }))
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<proto::FetchRequest>,
+    ) -> Result<Response<proto::FetchResponse>, Status> {
+        let request = request.into_inner();
+        let answer = {
+            let cluster = self.cluster.lock().unwrap();
+            if self.id != cluster.leader {
+                proto::FetchResponse {
+                    error: Some(cluster.not_leader()),
+                    ..Default::default()
+                }
+            } else {
+                let mut records = Vec::new();
+                for batch in cluster.logs.get(&request.partition).into_iter().flatten() {
+                    if read_header(batch).unwrap().next_offset() > request.offset {
+                        records.extend_from_slice(batch);
+                    }
+                }
+                proto::FetchResponse {
+                    error: None,
+                    records: Bytes::from(records),
+                    high_watermark: cluster.high_watermark(request.partition),
+                    log_start_offset: 0,
+                }
+            }
+        };
+        if answer.error.is_none() && answer.records.is_empty() {
+            // A short stand-in for the long poll.
+            tokio::time::sleep(Duration::from_millis(request.max_wait_ms.min(20) as u64)).await;
+        }
+        Ok(Response::new(answer))
+    }
+
+    async fn metadata(
+        &self,
+        _: Request<proto::MetadataRequest>,
+    ) -> Result<Response<proto::MetadataResponse>, Status> {
+        let cluster = self.cluster.lock().unwrap();
+        let replicas: Vec<u64> = cluster.nodes.keys().copied().collect();
+        Ok(Response::new(proto::MetadataResponse {
+            error: None,
+            nodes: cluster
+                .nodes
+                .iter()
+                .map(|(&id, address)| proto::Node {
+                    id,
+                    address: address.clone(),
+                })
+                .collect(),
+            topics: vec![proto::TopicMetadata {
+                name: TOPIC.into(),
+                partitions: (0..cluster.partitions)
+                    .map(|partition| proto::PartitionMetadata {
+                        partition,
+                        leader: cluster.advertised_leader,
+                        replicas: replicas.clone(),
+                        group_id: partition as u64 + 1,
+                    })
+                    .collect(),
+                configs: Default::default(),
+            }],
+            metadata_leader: 1,
+        }))
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<proto::ListOffsetsRequest>,
+    ) -> Result<Response<proto::ListOffsetsResponse>, Status> {
+        let request = request.into_inner();
+        let cluster = self.cluster.lock().unwrap();
+        if self.id != cluster.leader {
+            return Ok(Response::new(proto::ListOffsetsResponse {
+                error: Some(cluster.not_leader()),
+                ..Default::default()
+            }));
+        }
+        let high_watermark = cluster.high_watermark(request.partition);
+        let offset = if request.spec == proto::OffsetSpec::Earliest as i32 {
+            0
+        } else {
+            high_watermark
+        };
+        Ok(Response::new(proto::ListOffsetsResponse {
+            error: None,
+            offset,
+            high_watermark,
+            log_start_offset: 0,
+        }))
+    }
+
+    async fn create_topic(
+        &self,
+        _: Request<proto::CreateTopicRequest>,
+    ) -> Result<Response<proto::CreateTopicResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn delete_topic(
+        &self,
+        _: Request<proto::DeleteTopicRequest>,
+    ) -> Result<Response<proto::DeleteTopicResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn list_topics(
+        &self,
+        _: Request<proto::ListTopicsRequest>,
+    ) -> Result<Response<proto::ListTopicsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn describe_topic(
+        &self,
+        _: Request<proto::DescribeTopicRequest>,
+    ) -> Result<Response<proto::DescribeTopicResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn cluster_status(
+        &self,
+        _: Request<proto::ClusterStatusRequest>,
+    ) -> Result<Response<proto::ClusterStatusResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn ping(
+        &self,
+        _: Request<proto::PingRequest>,
+    ) -> Result<Response<proto::PingResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+}
+
+/// Starts `nodes` fake nodes sharing one cluster state; returns it and the addresses.
+async fn start_cluster(
+    nodes: u64,
+    partitions: u32,
+    leader: u64,
+    advertised_leader: u64,
+    hint_leader: bool,
+) -> (Arc<Mutex<FakeCluster>>, Vec<String>) {
+    let cluster = Arc::new(Mutex::new(FakeCluster {
+        partitions,
+        leader,
+        advertised_leader,
+        hint_leader,
+        ..Default::default()
+    }));
+    let mut addresses = Vec::new();
+    for id in 1..=nodes {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let incoming = futures::stream::unfold(listener, |listener| async move {
+            let accepted = listener.accept().await.map(|(stream, _)| stream);
+            Some((accepted, listener))
+        });
+        let node = FakeNode {
+            id,
+            cluster: cluster.clone(),
+        };
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(StrataServer::new(node))
+                .serve_with_incoming(incoming),
+        );
+        cluster.lock().unwrap().nodes.insert(id, address.clone());
+        addresses.push(address);
+    }
+    (cluster, addresses)
+}
+
+fn record(key: Option<&str>, value: &str) -> Record {
+    Record {
+        key: key.map(|k| Bytes::from(k.to_string())),
+        value: Some(Bytes::from(value.to_string())),
+        ..Default::default()
+    }
+}
+
+fn fast_retries() -> ProducerConfig {
+    ProducerConfig {
+        linger: Duration::from_millis(1),
+        retry_backoff: Duration::from_millis(5),
+        retry_backoff_max: Duration::from_millis(20),
+        ..Default::default()
+    }
+}
+
+/// Polls until `count` records arrived or the deadline passed.
+async fn consume(consumer: &mut Consumer, count: usize) -> Vec<ConsumedRecord> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut records = Vec::new();
+    while records.len() < count && Instant::now() < deadline {
+        records.extend(consumer.poll(Duration::from_millis(100)).await.unwrap());
+    }
+    records
+}
+
+#[tokio::test]
+async fn producer_follows_not_leader_hints_and_keeps_key_order() {
+    // The metadata names node 1, but node 2 leads; node 1 says so.
+    let (cluster, addresses) = start_cluster(3, 3, 2, 1, true).await;
+    let client = Client::connect(&addresses[..1]).unwrap();
+    let producer = Producer::new(client.clone(), fast_retries());
+    let mut deliveries = Vec::new();
+    for i in 0..300 {
+        let key = format!("k{}", i % 10);
+        deliveries.push((
+            key.clone(),
+            i,
+            producer
+                .send(TOPIC, record(Some(&key), &i.to_string()))
+                .await
+                .unwrap(),
+        ));
+    }
+    let mut acked = Vec::new();
+    for (key, i, delivery) in deliveries {
+        let metadata = delivery.await.unwrap();
+        assert_eq!(
+            metadata.partition,
+            partition_for_key(key.as_bytes(), 3),
+            "keyed records go to hash(key) % 3"
+        );
+        acked.push((metadata.partition, metadata.offset.unwrap(), key, i));
+    }
+    {
+        let state = cluster.lock().unwrap();
+        for (partition, offset, _, i) in &acked {
+            assert_eq!(
+                state.values(*partition)[*offset as usize],
+                i.to_string(),
+                "the acked offset holds the record"
+            );
+        }
+        for partition in 0..3 {
+            // Per key, the log holds values in send order.
+            let mut last_per_key: BTreeMap<String, i64> = BTreeMap::new();
+            let keys_at: BTreeMap<u64, String> = acked
+                .iter()
+                .filter(|a| a.0 == partition)
+                .map(|a| (a.1, a.2.clone()))
+                .collect();
+            for (offset, value) in state.values(partition).iter().enumerate() {
+                let value: i64 = value.parse().unwrap();
+                let key = keys_at[&(offset as u64)].clone();
+                let last = last_per_key.insert(key, value).unwrap_or(-1);
+                assert!(value > last, "partition {partition}: {value} after {last}");
+            }
+        }
+        assert_eq!(
+            client.cached_metadata().partition(TOPIC, 0).unwrap().leader,
+            Some(2),
+            "the hint was learned"
+        );
+    }
+
+    // A consumer reads everything back, then follows a leader change.
+    let mut consumer = Consumer::new(client.clone());
+    for partition in 0..3 {
+        assert_eq!(
+            consumer
+                .assign(TOPIC, partition, StartOffset::Earliest)
+                .await
+                .unwrap(),
+            0
+        );
+    }
+    let records = consume(&mut consumer, 300).await;
+    assert_eq!(records.len(), 300);
+    for partition in 0..3 {
+        let offsets: Vec<u64> = records
+            .iter()
+            .filter(|r| r.partition == partition)
+            .map(|r| r.offset)
+            .collect();
+        assert_eq!(
+            offsets,
+            (0..offsets.len() as u64).collect::<Vec<_>>(),
+            "dense, in order, once"
+        );
+        assert_eq!(
+            consumer.high_watermark(TOPIC, partition),
+            Some(offsets.len() as u64)
+        );
+        assert_eq!(
+            consumer.position(TOPIC, partition),
+            Some(offsets.len() as u64)
+        );
+    }
+
+    cluster.lock().unwrap().leader = 3;
+    let late = producer
+        .send_to(TOPIC, 1, record(None, "late"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let records = consume(&mut consumer, 1).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (records[0].partition, records[0].offset),
+        (1, late.offset.unwrap())
+    );
+    assert_eq!(records[0].value.as_deref(), Some(&b"late"[..]));
+}
+
+#[tokio::test]
+async fn unknown_leader_is_found_by_probing_replicas() {
+    // The metadata knows no leader and non-leaders give no hint: node 3 leads.
+    let (cluster, addresses) = start_cluster(3, 1, 3, 0, false).await;
+    let client = Client::connect(&addresses).unwrap();
+    let producer = Producer::new(client.clone(), fast_retries());
+    let metadata = producer
+        .send(TOPIC, record(None, "x"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(metadata.offset, Some(0));
+    let latest = client
+        .list_offsets(TOPIC, 0, OffsetSpec::Latest)
+        .await
+        .unwrap();
+    assert_eq!((latest.offset, latest.high_watermark), (1, 1));
+    assert_eq!(cluster.lock().unwrap().values(0), vec!["x"]);
+}
+
+#[tokio::test]
+async fn retryable_errors_are_retried_without_reordering() {
+    let (cluster, addresses) = start_cluster(1, 1, 1, 1, true).await;
+    cluster.lock().unwrap().produce_errors = [
+        ErrorCode::LeaderNotAvailable,
+        ErrorCode::Busy,
+        ErrorCode::Timeout,
+        ErrorCode::NotLeader,
+    ]
+    .into();
+    let client = Client::connect(&addresses).unwrap();
+    let config = ProducerConfig {
+        max_in_flight: 1,
+        max_batch_bytes: 200,
+        ..fast_retries()
+    };
+    let producer = Producer::new(client, config);
+    let mut deliveries = Vec::new();
+    for i in 0..50 {
+        deliveries.push(
+            producer
+                .send(TOPIC, record(Some("same"), &i.to_string()))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut offsets = Vec::new();
+    for delivery in deliveries {
+        offsets.push(delivery.await.unwrap().offset.unwrap());
+    }
+    assert_eq!(
+        offsets,
+        (0..50).collect::<Vec<u64>>(),
+        "acknowledged in send order"
+    );
+    let state = cluster.lock().unwrap();
+    assert_eq!(
+        state.values(0),
+        (0..50).map(|i| i.to_string()).collect::<Vec<_>>()
+    );
+    let batches = state.logs[&0].len() as u64;
+    assert_eq!(
+        state.produce_requests,
+        batches + 4,
+        "each injected error cost exactly one retry"
+    );
+}
+
+#[tokio::test]
+async fn pipelined_batches_all_arrive_despite_errors() {
+    let (cluster, addresses) = start_cluster(1, 2, 1, 1, true).await;
+    cluster.lock().unwrap().produce_errors = [ErrorCode::LeaderNotAvailable; 6].into();
+    let client = Client::connect(&addresses).unwrap();
+    let producer = Producer::new(
+        client,
+        ProducerConfig {
+            max_batch_bytes: 200,
+            ..fast_retries()
+        },
+    );
+    let mut deliveries = Vec::new();
+    for i in 0..200 {
+        deliveries.push(
+            producer
+                .send(TOPIC, record(None, &i.to_string()))
+                .await
+                .unwrap(),
+        );
+    }
+    producer.flush().await;
+    for delivery in deliveries {
+        // Unconstrained: Tokio's cooperative budget would report ready
+        // futures as pending after ~128 polls in one go.
+        let resolved = tokio::task::unconstrained(delivery)
+            .now_or_never()
+            .expect("flush waited for every record");
+        assert!(resolved.is_ok(), "{resolved:?}");
+    }
+    let state = cluster.lock().unwrap();
+    let mut stored: Vec<u64> = (0..2)
+        .flat_map(|p| state.values(p))
+        .map(|v| v.parse().unwrap())
+        .collect();
+    stored.sort();
+    assert_eq!(
+        stored,
+        (0..200).collect::<Vec<u64>>(),
+        "every record stored exactly once"
+    );
+}
+
+#[tokio::test]
+async fn fatal_errors_fail_without_retrying() {
+    let (cluster, addresses) = start_cluster(1, 1, 1, 1, true).await;
+    cluster.lock().unwrap().produce_errors = [ErrorCode::RecordTooLarge].into();
+    let producer = Producer::new(Client::connect(&addresses).unwrap(), fast_retries());
+    let error = producer
+        .send(TOPIC, record(None, "x"))
+        .await
+        .unwrap()
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::RecordTooLarge));
+    assert_eq!(cluster.lock().unwrap().produce_requests, 1);
+}
+
+#[tokio::test]
+async fn retries_stop_at_the_delivery_timeout() {
+    let (cluster, addresses) = start_cluster(1, 1, 1, 1, true).await;
+    cluster.lock().unwrap().produce_errors = [ErrorCode::LeaderNotAvailable; 10_000].into();
+    let config = ProducerConfig {
+        delivery_timeout: Duration::from_millis(300),
+        ..fast_retries()
+    };
+    let producer = Producer::new(Client::connect(&addresses).unwrap(), config);
+    let started = Instant::now();
+    let error = producer
+        .send(TOPIC, record(None, "x"))
+        .await
+        .unwrap()
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "gave up in time: {:?}",
+        started.elapsed()
+    );
+    match &error {
+        ClientError::DeliveryTimeout {
+            last_error: Some(last),
+            ..
+        } => {
+            assert_eq!(last.code(), Some(ErrorCode::LeaderNotAvailable))
+        }
+        other => panic!("expected a delivery timeout, got {other}"),
+    }
+    assert!(cluster.lock().unwrap().produce_requests > 2, "it did retry");
+}
+
+#[tokio::test]
+async fn acks_none_returns_no_offset_and_unknown_topics_fail_fast() {
+    let (_cluster, addresses) = start_cluster(1, 1, 1, 1, true).await;
+    let producer = Producer::new(
+        Client::connect(&addresses).unwrap(),
+        ProducerConfig {
+            acks: Acks::None,
+            ..fast_retries()
+        },
+    );
+    let metadata = producer
+        .send(TOPIC, record(None, "x"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(metadata.offset, None);
+    let error = producer
+        .send("missing", record(None, "x"))
+        .await
+        .err()
+        .expect("no such topic");
+    assert_eq!(error.code(), Some(ErrorCode::UnknownTopic));
+    let error = producer
+        .send_to(TOPIC, 7, record(None, "x"))
+        .await
+        .err()
+        .expect("no such partition");
+    assert_eq!(error.code(), Some(ErrorCode::UnknownPartition));
+}
+
+#[tokio::test]
+async fn metadata_skips_dead_bootstrap_nodes() {
+    let (_cluster, addresses) = start_cluster(3, 1, 1, 1, true).await;
+    // Nothing listens on port 1.
+    let client = Client::connect(&["127.0.0.1:1".to_string(), addresses[1].clone()]).unwrap();
+    let metadata = client.metadata().await.unwrap();
+    assert_eq!(metadata.nodes.len(), 3);
+    assert_eq!(metadata.topic(TOPIC).unwrap().partition_count(), 1);
+}
