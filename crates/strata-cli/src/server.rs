@@ -1,6 +1,49 @@
-//! `strata server`: owned by the core session; placeholder until it lands.
+//! `strata server`: runs one node until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use strata_server::FileConfig;
+
 #[derive(clap::Args, Debug)]
-pub struct ServerArgs {}
-pub async fn run(_args: ServerArgs) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::bail!("not yet")
+pub struct ServerArgs {
+    /// This node's id (1..=1024), unique in the cluster.
+    #[arg(long, env = "STRATA_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Address to listen on for clients and peers, HOST:PORT.
+    #[arg(long, env = "STRATA_LISTEN")]
+    pub listen: Option<String>,
+    /// Directory for this node's data; created when missing.
+    #[arg(long, env = "STRATA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Every initial node: ID=HOST:PORT,ID=HOST:PORT,...
+    #[arg(long, env = "STRATA_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// A TOML config file (see deploy/strata.toml); flags override it.
+    #[arg(long, env = "STRATA_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn stop_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    let mut file = match &args.config {
+        Some(path) => FileConfig::load(path).map_err(anyhow::Error::msg)?,
+        None => FileConfig::default(),
+    };
+    file.node_id = args.node_id.or(file.node_id);
+    file.listen = args.listen.or(file.listen);
+    file.data_dir = args.data_dir.or(file.data_dir);
+    file.initial_cluster = args.initial_cluster.or(file.initial_cluster);
+    let config = file.validate().map_err(anyhow::Error::msg).context("invalid configuration")?;
+    strata_server::run(config, stop_signal()).await?;
+    Ok(ExitCode::SUCCESS)
 }

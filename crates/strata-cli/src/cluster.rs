@@ -1,0 +1,178 @@
+//! `strata cluster`: cluster-wide commands.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use serde::Serialize;
+use strata_client::{Client, ClusterStatus};
+
+use crate::topic::{explain, print_table, show_node};
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Show nodes (alive, partitions led) and the metadata leader; exits 1
+    /// when the metadata group is not available.
+    Status,
+}
+
+#[derive(Serialize)]
+struct JsonStatus<'a> {
+    metadata_available: bool,
+    metadata_leader: Option<u64>,
+    metadata_detail: &'a str,
+    nodes: Vec<JsonNode<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonNode<'a> {
+    id: u64,
+    address: &'a str,
+    alive: bool,
+    partitions_led: u32,
+    partitions_hosted: u32,
+    error: Option<&'a str>,
+}
+
+impl<'a> From<&'a ClusterStatus> for JsonStatus<'a> {
+    fn from(status: &'a ClusterStatus) -> Self {
+        JsonStatus {
+            metadata_available: status.metadata_available,
+            metadata_leader: status.metadata_leader,
+            metadata_detail: &status.metadata_detail,
+            nodes: status
+                .nodes
+                .iter()
+                .map(|n| JsonNode {
+                    id: n.id,
+                    address: &n.address,
+                    alive: n.alive,
+                    partitions_led: n.partitions_led,
+                    partitions_hosted: n.partitions_hosted,
+                    error: n.error.as_deref(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What is wrong with the cluster, one line per problem; empty when healthy.
+fn problems(status: &ClusterStatus) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !status.metadata_available {
+        let detail = if status.metadata_detail.is_empty() {
+            "no detail given"
+        } else {
+            &status.metadata_detail
+        };
+        problems.push(format!(
+            "CLUSTER_UNAVAILABLE: the metadata group is not available: {detail}"
+        ));
+    }
+    for node in status.nodes.iter().filter(|n| !n.alive) {
+        let why = node
+            .error
+            .as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        problems.push(format!(
+            "node {} ({}) is not answering{why}",
+            node.id, node.address
+        ));
+    }
+    problems
+}
+
+pub async fn run(
+    command: ClusterCommand,
+    bootstrap: &[String],
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let ClusterCommand::Status = command;
+    let client = Client::connect(bootstrap).map_err(explain)?;
+    let status = client.cluster_status().await.map_err(explain)?;
+    if json {
+        println!("{}", serde_json::to_string(&JsonStatus::from(&status))?);
+    } else {
+        let availability = if status.metadata_available {
+            "available"
+        } else {
+            "unavailable"
+        };
+        println!(
+            "metadata leader: {} ({availability})",
+            show_node(status.metadata_leader)
+        );
+        let rows: Vec<Vec<String>> = status
+            .nodes
+            .iter()
+            .map(|n| {
+                vec![
+                    n.id.to_string(),
+                    n.address.clone(),
+                    if n.alive { "yes" } else { "no" }.to_string(),
+                    n.partitions_led.to_string(),
+                    n.partitions_hosted.to_string(),
+                ]
+            })
+            .collect();
+        print_table(
+            &[
+                "NODE",
+                "ADDRESS",
+                "ALIVE",
+                "PARTITIONS LED",
+                "PARTITIONS HOSTED",
+            ],
+            &rows,
+        );
+    }
+    // Dead nodes are only a warning while the metadata group still works.
+    let level = if status.metadata_available {
+        "warning"
+    } else {
+        "error"
+    };
+    for problem in problems(&status) {
+        eprintln!("{level}: {problem}");
+    }
+    if status.metadata_available {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "  hint: {}",
+            strata_client::ErrorCode::ClusterUnavailable.help()
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_client::NodeStatus;
+
+    #[test]
+    fn problems_name_the_detail_and_dead_nodes() {
+        let node = |id, alive| NodeStatus {
+            id,
+            address: format!("127.0.0.1:{}", 7170 + id),
+            alive,
+            partitions_led: 0,
+            partitions_hosted: 0,
+            error: (!alive).then(|| "connection refused".to_string()),
+        };
+        let mut status = ClusterStatus {
+            nodes: vec![node(1, true), node(2, false)],
+            metadata_leader: None,
+            metadata_available: false,
+            metadata_detail: "no leader elected".into(),
+        };
+        let found = problems(&status);
+        assert_eq!(found.len(), 2);
+        assert!(found[0].contains("no leader elected"));
+        assert!(found[1].contains("node 2") && found[1].contains("connection refused"));
+        status.metadata_available = true;
+        status.nodes.pop();
+        assert!(problems(&status).is_empty());
+    }
+}
