@@ -72,6 +72,9 @@ fn main() -> std::process::ExitCode {
             Command::Cluster(cmd) => cluster::run(cmd, &cli.bootstrap, cli.json).await,
         }
     });
+    // Dropping every task closes the node's database before the process
+    // exits; RocksDB aborts when it is still open during exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     match result {
         Ok(code) => code,
         Err(err) => {

@@ -324,6 +324,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     retention.abort();
     for handle in node.groups.all() {
         let _ = handle.raft.shutdown().await;
+        node.groups.remove(handle.group_id);
     }
     let _ = stop_tx.send(true);
     let _ = server.await;
@@ -331,5 +332,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         tracing::warn!(error = %err, "final sync failed");
     }
     tracing::info!(node = node.node_id(), "node stopped");
+    // The database closes when its last handle drops; the caller must let
+    // the runtime's tasks end (drop the runtime) before the process exits.
     Ok(())
 }

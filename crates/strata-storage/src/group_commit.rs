@@ -54,7 +54,7 @@ pub struct GroupCommit {
     // Field order matters: the sender must drop before the thread is joined.
     sender: mpsc::Sender<Waiter>,
     counters: Arc<Counters>,
-    thread: Arc<JoinOnDrop>,
+    _thread: Arc<JoinOnDrop>,
 }
 
 /// Joins the group-commit thread when the last handle goes, so the thread
@@ -80,7 +80,7 @@ impl GroupCommit {
             .name("group-commit".into())
             .spawn(move || run(Arc::downgrade(&db), receiver, thread_counters))
             .expect("spawn group-commit thread");
-        GroupCommit { sender, counters, thread: Arc::new(JoinOnDrop(Some(thread))) }
+        GroupCommit { sender, counters, _thread: Arc::new(JoinOnDrop(Some(thread))) }
     }
 
     pub(crate) fn submit(&self, waiter: Waiter) {

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs Strata's whole test suite: unit tests, openraft's storage suite on
+# RocksDB, and the cluster tests (real `strata server` processes on loopback).
+# Installs the build dependencies it needs first. RocksDB takes about ten
+# minutes to build on two cores the first time; the target directory is kept
+# outside the checkout (override with CARGO_TARGET_DIR) so later runs reuse it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-build-deps.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+# Build every binary first: the cluster tests start the `strata` binary.
+cargo build --workspace --all-targets --locked
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast --failure-output final
+else
+  cargo test --workspace --locked --no-fail-fast
+fi

@@ -1,0 +1,67 @@
+//! Retention by bytes and by time deletes the oldest batches, advances the
+//! log start offset, and fetching below it answers OFFSET_OUT_OF_RANGE with
+//! the valid range.
+
+use std::time::Duration;
+
+use strata_cluster_tests::{create_topic, eventually, produce, produce_at, Cluster};
+use strata_proto::v1 as pb;
+
+async fn offsets(cluster: &Cluster, topic: &str) -> Option<(u64, u64)> {
+    for node in &cluster.nodes {
+        let mut api = cluster.api(node.id).await;
+        let request = pb::ListOffsetsRequest { topic: topic.into(), partition: 0, spec: pb::OffsetSpec::Earliest as i32, timestamp_ms: 0 };
+        if let Ok(answer) = api.list_offsets(request).await {
+            let answer = answer.into_inner();
+            if answer.error.is_none() {
+                return Some((answer.log_start_offset, answer.high_watermark));
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_by_bytes_advances_the_log_start() {
+    let cluster = Cluster::start(3).await;
+    let leader = create_topic(&cluster, 1, "bounded", 1, 3, &[("retention.bytes", "4000")]).await[0];
+    let value = "x".repeat(400);
+    for _ in 0..40 {
+        produce(&cluster, "bounded", 0, &[(None, &value)], Duration::from_secs(30)).await.unwrap();
+    }
+    let (log_start, high_watermark) = eventually(Duration::from_secs(30), "retention to trim the log", || async {
+        offsets(&cluster, "bounded").await.filter(|(start, _)| *start > 0)
+    })
+    .await;
+    assert_eq!(high_watermark, 40);
+    // About 4000 bytes of ~470-byte batches stay: never more than the bound.
+    let retained = high_watermark - log_start;
+    assert!(retained <= 9 && retained >= 1, "{retained} records retained");
+
+    let mut api = cluster.api(leader).await;
+    let answer = api
+        .fetch(pb::FetchRequest { topic: "bounded".into(), partition: 0, offset: 0, max_bytes: 0, max_wait_ms: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let error = answer.error.expect("fetch below the log start fails");
+    assert_eq!(error.name, "OFFSET_OUT_OF_RANGE");
+    assert!(error.log_start_offset >= log_start && error.high_watermark == 40, "{error:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_by_time_deletes_expired_batches() {
+    let cluster = Cluster::start(3).await;
+    create_topic(&cluster, 1, "expiring", 1, 3, &[("retention.ms", "60000")]).await;
+    // Old records, stamped two hours ago, then a fresh one.
+    let two_hours_ago = strata_cluster_tests::now_ms() - 2 * 3600 * 1000;
+    for _ in 0..5 {
+        produce_at(&cluster, "expiring", 0, &[(None, "old")], two_hours_ago, Duration::from_secs(30)).await.unwrap();
+    }
+    produce(&cluster, "expiring", 0, &[(None, "fresh")], Duration::from_secs(30)).await.unwrap();
+    let (log_start, high_watermark) = eventually(Duration::from_secs(30), "retention to drop expired batches", || async {
+        offsets(&cluster, "expiring").await.filter(|(start, _)| *start > 0)
+    })
+    .await;
+    assert_eq!((log_start, high_watermark), (5, 6), "expired batches gone, the fresh one kept");
+}

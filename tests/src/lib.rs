@@ -1,0 +1,348 @@
+//! Harness for cluster tests: starts real `strata server` processes on
+//! loopback ports, kills and restarts them, and waits for conditions with
+//! deadlines (never sleeps as synchronisation).
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use strata_proto::v1 as pb;
+use strata_proto::v1::strata_client::StrataClient;
+use tonic::transport::Channel;
+
+/// Waits until `probe` returns Some, polling every 50 ms, or fails after
+/// `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `strata` binary built beside the test executable (or $STRATA_BIN).
+pub fn strata_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("STRATA_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/strata
+    let path = exe.parent().and_then(Path::parent).expect("target dir").join("strata");
+    assert!(path.exists(), "{} is missing; build it with `cargo build -p strata-cli` first", path.display());
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
+}
+
+pub struct NodeProcess {
+    pub id: u64,
+    pub address: String,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+}
+
+/// A cluster of `strata server` processes; killed when dropped.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<NodeProcess>,
+    initial_cluster: String,
+}
+
+impl Cluster {
+    /// Starts `count` nodes and waits until the metadata group serves.
+    pub async fn start(count: u64) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let nodes: Vec<NodeProcess> = (1..=count)
+            .map(|id| NodeProcess {
+                id,
+                address: format!("127.0.0.1:{}", free_port()),
+                data_dir: dir.path().join(format!("node-{id}")),
+                log_path: dir.path().join(format!("node-{id}.log")),
+                child: None,
+            })
+            .collect();
+        let initial_cluster = nodes.iter().map(|n| format!("{}={}", n.id, n.address)).collect::<Vec<_>>().join(",");
+        let mut cluster = Cluster { dir, nodes, initial_cluster };
+        for id in 1..=count {
+            cluster.start_node(id);
+        }
+        cluster.wait_ready().await;
+        cluster
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut NodeProcess {
+        self.nodes.iter_mut().find(|n| n.id == id).expect("known node id")
+    }
+
+    pub fn node(&self, id: u64) -> &NodeProcess {
+        self.nodes.iter().find(|n| n.id == id).expect("known node id")
+    }
+
+    /// Starts (or restarts) node `id` on its data dir.
+    pub fn start_node(&mut self, id: u64) {
+        let initial_cluster = self.initial_cluster.clone();
+        let node = self.node_mut(id);
+        assert!(node.child.is_none(), "node {id} is already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log_path).expect("log file");
+        let child = Command::new(strata_binary())
+            .args(["--log-level", "info,openraft=warn", "server", "--node-id", &id.to_string(), "--listen", &node.address])
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(["--initial-cluster", &initial_cluster])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("start strata server");
+        node.child = Some(child);
+    }
+
+    /// SIGKILL: no clean shutdown, no final sync.
+    pub fn kill(&mut self, id: u64) {
+        let node = self.node_mut(id);
+        let mut child = node.child.take().expect("node is running");
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self, id: u64) {
+        let node = self.node_mut(id);
+        let mut child = node.child.take().expect("node is running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+            .expect("signal");
+        let status = child.wait().expect("reap");
+        assert!(status.success(), "node {id} exited with {status} after SIGTERM");
+    }
+
+    pub fn bootstrap(&self) -> Vec<String> {
+        self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.address.clone()).collect()
+    }
+
+    pub async fn api(&self, id: u64) -> StrataClient<Channel> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.node(id).address))
+            .expect("endpoint")
+            .connect_lazy();
+        StrataClient::new(channel).max_decoding_message_size(strata_core::limits::MAX_GRPC_MESSAGE_BYTES)
+    }
+
+    /// Waits until some running node reports a metadata leader confirmed by
+    /// a quorum, and returns that leader's id.
+    pub async fn wait_ready(&self) -> u64 {
+        let running: Vec<u64> = self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.id).collect();
+        eventually(Duration::from_secs(30), "a metadata leader", || async {
+            for id in &running {
+                let mut api = self.api(*id).await;
+                if let Ok(status) = api.cluster_status(pb::ClusterStatusRequest {}).await {
+                    let status = status.into_inner();
+                    if status.metadata_available {
+                        return Some(status.metadata_leader);
+                    }
+                }
+            }
+            None
+        })
+        .await
+    }
+
+    /// Waits until every partition of `topic` has a leader that serves
+    /// ListOffsets, and returns the leaders by partition.
+    pub async fn wait_topic_ready(&self, topic: &str, partitions: u32) -> Vec<u64> {
+        let running: Vec<u64> = self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.id).collect();
+        eventually(Duration::from_secs(30), "every partition to have a serving leader", || async {
+            let mut leaders = Vec::new();
+            for partition in 0..partitions {
+                let mut found = None;
+                for id in &running {
+                    let mut api = self.api(*id).await;
+                    let request = pb::ListOffsetsRequest {
+                        topic: topic.into(),
+                        partition,
+                        spec: pb::OffsetSpec::Latest as i32,
+                        timestamp_ms: 0,
+                    };
+                    if let Ok(answer) = api.list_offsets(request).await {
+                        if answer.get_ref().error.is_none() {
+                            found = Some(*id);
+                            break;
+                        }
+                    }
+                }
+                leaders.push(found?);
+            }
+            Some(leaders)
+        })
+        .await
+    }
+
+    /// The node logs, for failure messages.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("--- node {} ---\n{}", n.id, std::fs::read_to_string(&n.log_path).unwrap_or_default()))
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() && std::env::var_os("STRATA_TEST_KEEP").is_some() {
+            let kept = self.dir.path().to_path_buf();
+            eprintln!("keeping {}", kept.display());
+            std::mem::forget(std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir")));
+        }
+    }
+}
+
+/// Creates a topic through node `via` and waits until it serves.
+pub async fn create_topic(cluster: &Cluster, via: u64, name: &str, partitions: u32, rf: u32, configs: &[(&str, &str)]) -> Vec<u64> {
+    let mut api = cluster.api(via).await;
+    let answer = api
+        .create_topic(pb::CreateTopicRequest {
+            name: name.into(),
+            partitions,
+            replication_factor: rf,
+            configs: configs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        })
+        .await
+        .expect("create topic rpc")
+        .into_inner();
+    assert!(answer.error.is_none(), "create topic failed: {:?}", answer.error);
+    cluster.wait_topic_ready(name, partitions).await
+}
+
+/// Produces one batch of `values` (keys optional) to a partition, following
+/// NOT_LEADER answers and retrying unavailable leaders until `timeout`.
+/// Returns the base offset, or the last error when it gives up.
+pub async fn produce(
+    cluster: &Cluster,
+    topic: &str,
+    partition: u32,
+    records: &[(Option<&str>, &str)],
+    timeout: Duration,
+) -> Result<u64, String> {
+    produce_at(cluster, topic, partition, records, now_ms(), timeout).await
+}
+
+/// `produce` with every record stamped `timestamp_ms`.
+pub async fn produce_at(
+    cluster: &Cluster,
+    topic: &str,
+    partition: u32,
+    records: &[(Option<&str>, &str)],
+    timestamp_ms: i64,
+    timeout: Duration,
+) -> Result<u64, String> {
+    let batch = strata_record::encode_batch(
+        &records
+            .iter()
+            .map(|(k, v)| strata_record::Record {
+                key: k.map(|k| bytes::Bytes::copy_from_slice(k.as_bytes())),
+                value: Some(bytes::Bytes::copy_from_slice(v.as_bytes())),
+                headers: vec![],
+                timestamp_ms,
+            })
+            .collect::<Vec<_>>(),
+        strata_record::ProducerFields::default(),
+    )
+    .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + timeout;
+    let running: Vec<u64> = cluster.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.id).collect();
+    let mut target = running[0];
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let mut api = cluster.api(target).await;
+        let request = pb::ProduceRequest {
+            topic: topic.into(),
+            partition,
+            batch: batch.clone(),
+            acks: pb::Acks::All as i32,
+            timeout_ms: 5_000,
+        };
+        match tokio::time::timeout(Duration::from_secs(6), api.produce(request)).await {
+            Ok(Ok(answer)) => {
+                let answer = answer.into_inner();
+                match answer.error {
+                    None => return Ok(answer.base_offset),
+                    Some(error) if error.retry == pb::RetryClass::Fatal as i32 => return Err(format!("{error:?}")),
+                    Some(error) => {
+                        last = format!("{}: {}", error.name, error.message);
+                        if error.leader_id != 0 && running.contains(&error.leader_id) {
+                            target = error.leader_id;
+                            continue;
+                        }
+                    }
+                }
+            }
+            Ok(Err(status)) => last = status.to_string(),
+            Err(_) => last = "produce timed out".into(),
+        }
+        // Try the next running node.
+        let index = running.iter().position(|id| *id == target).unwrap_or(0);
+        target = running[(index + 1) % running.len()];
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("gave up producing: {last}"))
+}
+
+/// Reads every record of a partition from its leader, from `from` up to the
+/// high watermark seen by the first fetch.
+pub async fn fetch_all(cluster: &Cluster, topic: &str, partition: u32, from: u64) -> Vec<strata_record::StoredRecord> {
+    let mut out = Vec::new();
+    let mut offset = from;
+    let mut end = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for node in cluster.nodes.iter().filter(|n| n.child.is_some()) {
+            let mut api = cluster.api(node.id).await;
+            loop {
+                let request = pb::FetchRequest { topic: topic.into(), partition, offset, max_bytes: 0, max_wait_ms: 0 };
+                let Ok(answer) = api.fetch(request).await else { break };
+                let answer = answer.into_inner();
+                if answer.error.is_some() {
+                    break;
+                }
+                let end_offset = *end.get_or_insert(answer.high_watermark);
+                let records = strata_record::decode_records_from(&answer.records, offset).expect("valid batches");
+                for record in records {
+                    if record.offset < end_offset {
+                        assert_eq!(record.offset, offset, "offsets are dense");
+                        offset = record.offset + 1;
+                        out.push(record);
+                    }
+                }
+                if offset >= end_offset {
+                    return out;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "timed out reading {topic}/{partition} at offset {offset}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
+}
+
+pub fn value_of(record: &strata_record::StoredRecord) -> String {
+    String::from_utf8_lossy(record.value.as_deref().unwrap_or_default()).into_owned()
+}
