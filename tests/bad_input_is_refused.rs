@@ -20,7 +20,12 @@ fn produce_request(topic: &str, partition: u32, batch: bytes::Bytes) -> pb::Prod
 }
 
 async fn latest(api: &mut strata_proto::v1::strata_client::StrataClient<tonic::transport::Channel>) -> u64 {
-    let request = pb::ListOffsetsRequest { topic: "t".into(), partition: 0, spec: pb::OffsetSpec::Latest as i32, timestamp_ms: 0 };
+    let request = pb::ListOffsetsRequest {
+        topic: "t".into(),
+        partition: 0,
+        spec: pb::OffsetSpec::Latest as i32,
+        timestamp_ms: 0,
+    };
     let answer = api.list_offsets(request).await.unwrap().into_inner();
     assert!(answer.error.is_none(), "{:?}", answer.error);
     answer.offset
@@ -65,7 +70,10 @@ async fn each_bad_input_gets_its_error_and_changes_nothing() {
     corrupt[last] ^= 0x01;
     expect(api.produce(produce_request("t", 0, corrupt.into())).await.unwrap().into_inner(), "CORRUPT_BATCH");
     // Not a batch at all.
-    expect(api.produce(produce_request("t", 0, bytes::Bytes::from_static(b"garbage"))).await.unwrap().into_inner(), "CORRUPT_BATCH");
+    expect(
+        api.produce(produce_request("t", 0, bytes::Bytes::from_static(b"garbage"))).await.unwrap().into_inner(),
+        "CORRUPT_BATCH",
+    );
 
     // Invalid topic names and configs.
     for (name, configs, code) in [
@@ -75,14 +83,24 @@ async fn each_bad_input_gets_its_error_and_changes_nothing() {
         ("fine", vec![("no.such.key".to_string(), "1".to_string())], "INVALID_CONFIG"),
     ] {
         let answer = api
-            .create_topic(pb::CreateTopicRequest { name: name.into(), partitions: 1, replication_factor: 1, configs: configs.into_iter().collect() })
+            .create_topic(pb::CreateTopicRequest {
+                name: name.into(),
+                partitions: 1,
+                replication_factor: 1,
+                configs: configs.into_iter().collect(),
+            })
             .await
             .unwrap()
             .into_inner();
         assert_eq!(answer.error.map(|e| e.name), Some(code.to_string()), "create {name:?}");
     }
     let answer = api
-        .create_topic(pb::CreateTopicRequest { name: "toomany".into(), partitions: 1, replication_factor: 4, configs: Default::default() })
+        .create_topic(pb::CreateTopicRequest {
+            name: "toomany".into(),
+            partitions: 1,
+            replication_factor: 4,
+            configs: Default::default(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -122,7 +140,8 @@ async fn each_bad_input_gets_its_error_and_changes_nothing() {
 /// returns the grpc-status it answers.
 async fn raw_grpc_call(address: &str, path: &str, body: &[u8]) -> String {
     use tonic::codegen::http;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
     let mut framed = vec![0u8];
     framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
     framed.extend_from_slice(body);

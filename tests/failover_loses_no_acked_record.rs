@@ -35,7 +35,8 @@ async fn killing_the_partition_leader_loses_no_acked_record() {
     cluster.start_node(leader);
     let records = fetch_all(&cluster, "orders", 0, 0).await;
     for (offset, value) in &acked {
-        let record = records.iter().find(|r| r.offset == *offset).unwrap_or_else(|| panic!("acked offset {offset} is missing"));
+        let record =
+            records.iter().find(|r| r.offset == *offset).unwrap_or_else(|| panic!("acked offset {offset} is missing"));
         assert_eq!(&value_of(record), value, "acked value at offset {offset}");
     }
     // Every record is stored at most once: producers here do not retry a

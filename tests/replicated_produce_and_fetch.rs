@@ -18,7 +18,9 @@ async fn produce_fetch_round_trip_on_several_partitions() {
         for batch in 0..5 {
             let values: Vec<String> = (0..10).map(|i| format!("p{partition}-b{batch}-r{i}")).collect();
             let records: Vec<(Option<&str>, &str)> = values.iter().map(|v| (Some("key"), v.as_str())).collect();
-            let base = produce(&cluster, "events", partition, &records, TIMEOUT).await.unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+            let base = produce(&cluster, "events", partition, &records, TIMEOUT)
+                .await
+                .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
             assert_eq!(base, expected_base, "offsets are assigned densely per partition");
             expected_base += 10;
         }
@@ -60,4 +62,59 @@ async fn follower_stopped_during_writes_catches_up() {
     expected.push("after".into());
     let values: Vec<String> = fetch_all(&cluster, "catchup", 0, 0).await.iter().map(value_of).collect();
     assert_eq!(values, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_with_one_key_stay_in_order_on_one_partition() {
+    use std::collections::BTreeMap;
+    use strata_client::{Client, Consumer, Producer, ProducerConfig, Record, StartOffset};
+
+    let cluster = Cluster::start(3).await;
+    create_topic(&cluster, 1, "keyed", 3, 3, &[]).await;
+    let client = Client::connect(&cluster.bootstrap()).unwrap();
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    let mut deliveries = Vec::new();
+    for seq in 0..50 {
+        for key in 0..12 {
+            let record = Record {
+                key: Some(format!("key-{key}").into_bytes().into()),
+                value: Some(format!("{seq}").into_bytes().into()),
+                ..Default::default()
+            };
+            deliveries.push((key, producer.send("keyed", record).await.expect("queued")));
+        }
+    }
+    producer.flush().await;
+    let mut partition_of_key = BTreeMap::new();
+    for (key, delivery) in deliveries {
+        let metadata = delivery.await.expect("acknowledged");
+        let partition = *partition_of_key.entry(key).or_insert(metadata.partition);
+        assert_eq!(partition, metadata.partition, "key-{key} stays on one partition");
+    }
+
+    let mut consumer = Consumer::new(client);
+    let mut ends = BTreeMap::new();
+    for partition in 0..3 {
+        consumer.assign("keyed", partition, StartOffset::Earliest).await.unwrap();
+        let end = fetch_all(&cluster, "keyed", partition, 0).await.len() as u64;
+        ends.insert(partition, end);
+    }
+    let total: u64 = ends.values().sum();
+    assert_eq!(total, 600);
+    let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut count = 0;
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while count < total {
+        assert!(std::time::Instant::now() < deadline, "consumed {count} of {total} records");
+        for record in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+            let key = String::from_utf8(record.key.unwrap().to_vec()).unwrap();
+            let seq: u64 = String::from_utf8(record.value.unwrap().to_vec()).unwrap().parse().unwrap();
+            seen.entry(key).or_default().push(seq);
+            count += 1;
+        }
+    }
+    assert_eq!(seen.len(), 12);
+    for (key, seqs) in seen {
+        assert_eq!(seqs, (0..50).collect::<Vec<_>>(), "{key} in order, each once");
+    }
 }

@@ -10,7 +10,12 @@ use strata_proto::v1 as pb;
 async fn offsets(cluster: &Cluster, topic: &str) -> Option<(u64, u64)> {
     for node in &cluster.nodes {
         let mut api = cluster.api(node.id).await;
-        let request = pb::ListOffsetsRequest { topic: topic.into(), partition: 0, spec: pb::OffsetSpec::Earliest as i32, timestamp_ms: 0 };
+        let request = pb::ListOffsetsRequest {
+            topic: topic.into(),
+            partition: 0,
+            spec: pb::OffsetSpec::Earliest as i32,
+            timestamp_ms: 0,
+        };
         if let Ok(answer) = api.list_offsets(request).await {
             let answer = answer.into_inner();
             if answer.error.is_none() {
@@ -59,9 +64,10 @@ async fn retention_by_time_deletes_expired_batches() {
         produce_at(&cluster, "expiring", 0, &[(None, "old")], two_hours_ago, Duration::from_secs(30)).await.unwrap();
     }
     produce(&cluster, "expiring", 0, &[(None, "fresh")], Duration::from_secs(30)).await.unwrap();
-    let (log_start, high_watermark) = eventually(Duration::from_secs(30), "retention to drop expired batches", || async {
-        offsets(&cluster, "expiring").await.filter(|(start, _)| *start > 0)
-    })
-    .await;
+    let (log_start, high_watermark) =
+        eventually(Duration::from_secs(30), "retention to drop expired batches", || async {
+            offsets(&cluster, "expiring").await.filter(|(start, _)| *start > 0)
+        })
+        .await;
     assert_eq!((log_start, high_watermark), (5, 6), "expired batches gone, the fresh one kept");
 }

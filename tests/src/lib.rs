@@ -97,7 +97,15 @@ impl Cluster {
         assert!(node.child.is_none(), "node {id} is already running");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log_path).expect("log file");
         let child = Command::new(strata_binary())
-            .args(["--log-level", "info,openraft=warn", "server", "--node-id", &id.to_string(), "--listen", &node.address])
+            .args([
+                "--log-level",
+                "info,openraft=warn",
+                "server",
+                "--node-id",
+                &id.to_string(),
+                "--listen",
+                &node.address,
+            ])
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(["--initial-cluster", &initial_cluster])
@@ -213,7 +221,14 @@ impl Drop for Cluster {
 }
 
 /// Creates a topic through node `via` and waits until it serves.
-pub async fn create_topic(cluster: &Cluster, via: u64, name: &str, partitions: u32, rf: u32, configs: &[(&str, &str)]) -> Vec<u64> {
+pub async fn create_topic(
+    cluster: &Cluster,
+    via: u64,
+    name: &str,
+    partitions: u32,
+    rf: u32,
+    configs: &[(&str, &str)],
+) -> Vec<u64> {
     let mut api = cluster.api(via).await;
     let answer = api
         .create_topic(pb::CreateTopicRequest {

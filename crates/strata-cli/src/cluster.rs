@@ -59,49 +59,25 @@ impl<'a> From<&'a ClusterStatus> for JsonStatus<'a> {
 fn problems(status: &ClusterStatus) -> Vec<String> {
     let mut problems = Vec::new();
     if !status.metadata_available {
-        let detail = if status.metadata_detail.is_empty() {
-            "no detail given"
-        } else {
-            &status.metadata_detail
-        };
-        problems.push(format!(
-            "CLUSTER_UNAVAILABLE: the metadata group is not available: {detail}"
-        ));
+        let detail = if status.metadata_detail.is_empty() { "no detail given" } else { &status.metadata_detail };
+        problems.push(format!("CLUSTER_UNAVAILABLE: the metadata group is not available: {detail}"));
     }
     for node in status.nodes.iter().filter(|n| !n.alive) {
-        let why = node
-            .error
-            .as_deref()
-            .map(|e| format!(": {e}"))
-            .unwrap_or_default();
-        problems.push(format!(
-            "node {} ({}) is not answering{why}",
-            node.id, node.address
-        ));
+        let why = node.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+        problems.push(format!("node {} ({}) is not answering{why}", node.id, node.address));
     }
     problems
 }
 
-pub async fn run(
-    command: ClusterCommand,
-    bootstrap: &[String],
-    json: bool,
-) -> anyhow::Result<ExitCode> {
+pub async fn run(command: ClusterCommand, bootstrap: &[String], json: bool) -> anyhow::Result<ExitCode> {
     let ClusterCommand::Status = command;
     let client = Client::connect(bootstrap).map_err(explain)?;
     let status = client.cluster_status().await.map_err(explain)?;
     if json {
         println!("{}", serde_json::to_string(&JsonStatus::from(&status))?);
     } else {
-        let availability = if status.metadata_available {
-            "available"
-        } else {
-            "unavailable"
-        };
-        println!(
-            "metadata leader: {} ({availability})",
-            show_node(status.metadata_leader)
-        );
+        let availability = if status.metadata_available { "available" } else { "unavailable" };
+        println!("metadata leader: {} ({availability})", show_node(status.metadata_leader));
         let rows: Vec<Vec<String>> = status
             .nodes
             .iter()
@@ -115,33 +91,17 @@ pub async fn run(
                 ]
             })
             .collect();
-        print_table(
-            &[
-                "NODE",
-                "ADDRESS",
-                "ALIVE",
-                "PARTITIONS LED",
-                "PARTITIONS HOSTED",
-            ],
-            &rows,
-        );
+        print_table(&["NODE", "ADDRESS", "ALIVE", "PARTITIONS LED", "PARTITIONS HOSTED"], &rows);
     }
     // Dead nodes are only a warning while the metadata group still works.
-    let level = if status.metadata_available {
-        "warning"
-    } else {
-        "error"
-    };
+    let level = if status.metadata_available { "warning" } else { "error" };
     for problem in problems(&status) {
         eprintln!("{level}: {problem}");
     }
     if status.metadata_available {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!(
-            "  hint: {}",
-            strata_client::ErrorCode::ClusterUnavailable.help()
-        );
+        eprintln!("  hint: {}", strata_client::ErrorCode::ClusterUnavailable.help());
         Ok(ExitCode::FAILURE)
     }
 }

@@ -69,12 +69,7 @@ fn lossy(bytes: &Option<strata_client::Bytes>) -> Option<Cow<'_, str>> {
     bytes.as_deref().map(String::from_utf8_lossy)
 }
 
-fn format_record(
-    record: &ConsumedRecord,
-    json: bool,
-    print_key: bool,
-    key_separator: &str,
-) -> String {
+fn format_record(record: &ConsumedRecord, json: bool, print_key: bool, key_separator: &str) -> String {
     if json {
         let shown = JsonRecord {
             partition: record.partition,
@@ -82,20 +77,13 @@ fn format_record(
             key: lossy(&record.key),
             value: lossy(&record.value),
             timestamp: record.timestamp_ms,
-            headers: record
-                .headers
-                .iter()
-                .map(|h| (h.key.as_str(), lossy(&h.value)))
-                .collect(),
+            headers: record.headers.iter().map(|h| (h.key.as_str(), lossy(&h.value))).collect(),
         };
         return serde_json::to_string(&shown).expect("plain data serialises");
     }
     let value = lossy(&record.value).unwrap_or_default();
     if print_key {
-        format!(
-            "{}{key_separator}{value}",
-            lossy(&record.key).unwrap_or_default()
-        )
+        format!("{}{key_separator}{value}", lossy(&record.key).unwrap_or_default())
     } else {
         value.into_owned()
     }
@@ -127,19 +115,13 @@ pub async fn run(args: ConsumeArgs, bootstrap: &[String], json: bool) -> anyhow:
     let mut ends: BTreeMap<u32, u64> = BTreeMap::new();
     if args.until_end {
         for &partition in &partitions {
-            let end = client
-                .list_offsets(&topic.name, partition, OffsetSpec::Latest)
-                .await
-                .map_err(explain)?;
+            let end = client.list_offsets(&topic.name, partition, OffsetSpec::Latest).await.map_err(explain)?;
             ends.insert(partition, end.offset);
         }
     }
     let mut consumer = Consumer::new(client);
     for &partition in &partitions {
-        let position = consumer
-            .assign(&topic.name, partition, start)
-            .await
-            .map_err(explain)?;
+        let position = consumer.assign(&topic.name, partition, start).await.map_err(explain)?;
         if ends.get(&partition).is_some_and(|&end| position >= end) {
             consumer.unassign(&topic.name, partition);
         }
@@ -162,19 +144,14 @@ pub async fn run(args: ConsumeArgs, bootstrap: &[String], json: bool) -> anyhow:
             if limit_reached(printed) {
                 break;
             }
-            if ends
-                .get(&record.partition)
-                .is_some_and(|&end| record.offset >= end)
-            {
+            if ends.get(&record.partition).is_some_and(|&end| record.offset >= end) {
                 continue; // past the end this run was asked to reach
             }
             let line = format_record(record, json, args.print_key, &args.key_separator);
             match writeln!(out, "{line}") {
                 Ok(()) => printed += 1,
                 // The reader went away (`| head`): that is a normal end.
-                Err(error) if error.kind() == ErrorKind::BrokenPipe => {
-                    return Ok(ExitCode::SUCCESS)
-                }
+                Err(error) if error.kind() == ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
                 Err(error) => return Err(error).context("writing to stdout"),
             }
         }
@@ -184,10 +161,7 @@ pub async fn run(args: ConsumeArgs, bootstrap: &[String], json: bool) -> anyhow:
         }
         drop(out);
         for (&partition, &end) in &ends {
-            if consumer
-                .position(&topic.name, partition)
-                .is_some_and(|position| position >= end)
-            {
+            if consumer.position(&topic.name, partition).is_some_and(|position| position >= end) {
                 consumer.unassign(&topic.name, partition);
             }
         }
@@ -208,10 +182,7 @@ mod tests {
             timestamp_ms: 1_700_000_000_000,
             key: Some(Bytes::from_static(b"k")),
             value: Some(Bytes::from_static(b"v")),
-            headers: vec![Header {
-                key: "h".into(),
-                value: None,
-            }],
+            headers: vec![Header { key: "h".into(), value: None }],
         }
     }
 
@@ -232,10 +203,7 @@ mod tests {
     #[test]
     fn times_are_rfc3339() {
         assert_eq!(parse_time_ms("1970-01-01T00:00:01Z").unwrap(), 1000);
-        assert_eq!(
-            parse_time_ms("2023-11-14T22:13:20+00:00").unwrap(),
-            1_700_000_000_000
-        );
+        assert_eq!(parse_time_ms("2023-11-14T22:13:20+00:00").unwrap(), 1_700_000_000_000);
         assert!(parse_time_ms("yesterday").is_err());
     }
 }

@@ -135,12 +135,17 @@ pub async fn run(args: DevArgs, log_level: &str) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some((id, status)) => {
-            eprintln!("node {id} exited unexpectedly ({status:?}); see {}", args.data_dir.join(format!("node-{id}.log")).display());
+            eprintln!(
+                "node {id} exited unexpectedly ({status:?}); see {}",
+                args.data_dir.join(format!("node-{id}.log")).display()
+            );
             Ok(ExitCode::FAILURE)
         }
     }
 }
 
-async fn futures_select_all<F: std::future::Future + Unpin>(futures: impl IntoIterator<Item = F>) -> (F::Output, usize, Vec<F>) {
+async fn futures_select_all<F: std::future::Future + Unpin>(
+    futures: impl IntoIterator<Item = F>,
+) -> (F::Output, usize, Vec<F>) {
     futures::future::select_all(futures).await
 }

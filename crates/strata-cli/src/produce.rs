@@ -10,9 +10,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
-use strata_client::{
-    Acks, Bytes, Client, ClientError, Header, Producer, ProducerConfig, Record, RecordMetadata,
-};
+use strata_client::{Acks, Bytes, Client, ClientError, Header, Producer, ProducerConfig, Record, RecordMetadata};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
@@ -76,26 +74,16 @@ struct JsonAck<'a> {
 }
 
 /// Turns one input line (without its line end) into a record.
-fn parse_line(
-    line: &[u8],
-    format: InputFormat,
-    key_separator: Option<&str>,
-) -> Result<Record, String> {
+fn parse_line(line: &[u8], format: InputFormat, key_separator: Option<&str>) -> Result<Record, String> {
     match format {
         InputFormat::Lines => {
             let (key, value) = match key_separator {
                 None => (None, line),
                 Some(separator) => {
                     let separator = separator.as_bytes();
-                    let at = line
-                        .windows(separator.len())
-                        .position(|w| w == separator)
-                        .ok_or_else(|| {
-                            format!(
-                                "no key separator {:?} in the line",
-                                String::from_utf8_lossy(separator)
-                            )
-                        })?;
+                    let at = line.windows(separator.len()).position(|w| w == separator).ok_or_else(|| {
+                        format!("no key separator {:?} in the line", String::from_utf8_lossy(separator))
+                    })?;
                     (Some(&line[..at]), &line[at + separator.len()..])
                 }
             };
@@ -108,36 +96,25 @@ fn parse_line(
         InputFormat::Json => {
             let object: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_slice(line).map_err(|e| format!("not a JSON object: {e}"))?;
-            let text =
-                |field: &str, value: Option<&serde_json::Value>| -> Result<Option<Bytes>, String> {
-                    match value {
-                        None | Some(serde_json::Value::Null) => Ok(None),
-                        Some(serde_json::Value::String(s)) => Ok(Some(Bytes::from(s.clone()))),
-                        Some(other) => {
-                            Err(format!("\"{field}\" must be a string or null, not {other}"))
-                        }
-                    }
-                };
+            let text = |field: &str, value: Option<&serde_json::Value>| -> Result<Option<Bytes>, String> {
+                match value {
+                    None | Some(serde_json::Value::Null) => Ok(None),
+                    Some(serde_json::Value::String(s)) => Ok(Some(Bytes::from(s.clone()))),
+                    Some(other) => Err(format!("\"{field}\" must be a string or null, not {other}")),
+                }
+            };
             let mut headers = Vec::new();
             match object.get("headers") {
                 None | Some(serde_json::Value::Null) => {}
                 Some(serde_json::Value::Object(map)) => {
                     for (key, value) in map {
-                        headers.push(Header {
-                            key: key.clone(),
-                            value: text(&format!("headers.{key}"), Some(value))?,
-                        });
+                        headers.push(Header { key: key.clone(), value: text(&format!("headers.{key}"), Some(value))? });
                     }
                 }
                 Some(other) => return Err(format!("\"headers\" must be an object, not {other}")),
             }
-            if let Some(unknown) = object
-                .keys()
-                .find(|k| !matches!(k.as_str(), "key" | "value" | "headers"))
-            {
-                return Err(format!(
-                    "unknown field \"{unknown}\"; use key, value and headers"
-                ));
+            if let Some(unknown) = object.keys().find(|k| !matches!(k.as_str(), "key" | "value" | "headers")) {
+                return Err(format!("unknown field \"{unknown}\"; use key, value and headers"));
             }
             Ok(Record {
                 key: text("key", object.get("key"))?,
@@ -198,13 +175,7 @@ pub async fn run(args: ProduceArgs, bootstrap: &[String], json: bool) -> anyhow:
         AcksArg::Leader => Acks::Leader,
         AcksArg::NoAcks => Acks::None,
     };
-    let producer = Producer::new(
-        client,
-        ProducerConfig {
-            acks,
-            ..Default::default()
-        },
-    );
+    let producer = Producer::new(client, ProducerConfig { acks, ..Default::default() });
 
     let mut lines = read_stdin_lines();
     let mut pending = FuturesUnordered::new();
@@ -273,14 +244,8 @@ pub async fn run(args: ProduceArgs, bootstrap: &[String], json: bool) -> anyhow:
     if failed == 0 {
         return Ok(ExitCode::SUCCESS);
     }
-    let hint = first_error
-        .and_then(|e| e.hint())
-        .map(|help| format!("\n  hint: {help}"))
-        .unwrap_or_default();
-    eprintln!(
-        "error: {failed} of {} records were not produced{hint}",
-        acknowledged + failed
-    );
+    let hint = first_error.and_then(|e| e.hint()).map(|help| format!("\n  hint: {help}")).unwrap_or_default();
+    eprintln!("error: {failed} of {} records were not produced{hint}", acknowledged + failed);
     Ok(ExitCode::FAILURE)
 }
 
@@ -316,10 +281,7 @@ mod tests {
         assert_eq!(record.key.as_deref(), Some(&b"k1"[..]));
         assert_eq!(record.value.as_deref(), Some(&b"v:1"[..]));
         let record = parse_line(b"plain", InputFormat::Lines, None).unwrap();
-        assert_eq!(
-            (record.key, record.value.as_deref()),
-            (None, Some(&b"plain"[..]))
-        );
+        assert_eq!((record.key, record.value.as_deref()), (None, Some(&b"plain"[..])));
         assert!(parse_line(b"no separator", InputFormat::Lines, Some("\t")).is_err());
         assert_eq!(trim_line_end(b"value\r\n"), b"value");
         assert_eq!(trim_line_end(b"last"), b"last");
@@ -327,12 +289,8 @@ mod tests {
 
     #[test]
     fn json_lines_carry_key_value_and_headers() {
-        let record = parse_line(
-            br#"{"key":"k","value":"v","headers":{"h":"x","n":null}}"#,
-            InputFormat::Json,
-            None,
-        )
-        .unwrap();
+        let record =
+            parse_line(br#"{"key":"k","value":"v","headers":{"h":"x","n":null}}"#, InputFormat::Json, None).unwrap();
         assert_eq!(record.key.as_deref(), Some(&b"k"[..]));
         assert_eq!(record.value.as_deref(), Some(&b"v"[..]));
         assert_eq!(record.headers.len(), 2);
@@ -348,15 +306,7 @@ mod tests {
 
     #[test]
     fn ack_json_has_the_documented_shape() {
-        let ack = JsonAck {
-            partition: 0,
-            offset: Some(5),
-            key: None,
-            value: Some(Cow::Borrowed("v")),
-        };
-        assert_eq!(
-            serde_json::to_string(&ack).unwrap(),
-            r#"{"partition":0,"offset":5,"key":null,"value":"v"}"#
-        );
+        let ack = JsonAck { partition: 0, offset: Some(5), key: None, value: Some(Cow::Borrowed("v")) };
+        assert_eq!(serde_json::to_string(&ack).unwrap(), r#"{"partition":0,"offset":5,"key":null,"value":"v"}"#);
     }
 }

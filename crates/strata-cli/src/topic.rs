@@ -36,9 +36,7 @@ pub enum TopicCommand {
 
 fn parse_key_value(setting: &str) -> Result<(String, String), String> {
     match setting.split_once('=') {
-        Some((key, value)) if !key.trim().is_empty() => {
-            Ok((key.trim().to_string(), value.trim().to_string()))
-        }
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_string(), value.trim().to_string())),
         _ => Err(format!("'{setting}' is not KEY=VALUE")),
     }
 }
@@ -61,11 +59,7 @@ pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
         println!("{}", padded.join("  ").trim_end());
     };
     line(header.to_vec());
@@ -104,11 +98,7 @@ impl<'a> From<&'a TopicMetadata> for JsonTopicMetadata<'a> {
             partitions: topic
                 .partitions
                 .iter()
-                .map(|p| JsonPartitionMetadata {
-                    partition: p.partition,
-                    leader: p.leader,
-                    replicas: &p.replicas,
-                })
+                .map(|p| JsonPartitionMetadata { partition: p.partition, leader: p.leader, replicas: &p.replicas })
                 .collect(),
         }
     }
@@ -161,19 +151,10 @@ impl<'a> From<&'a TopicDescription> for JsonTopicDescription<'a> {
     }
 }
 
-pub async fn run(
-    command: TopicCommand,
-    bootstrap: &[String],
-    json: bool,
-) -> anyhow::Result<ExitCode> {
+pub async fn run(command: TopicCommand, bootstrap: &[String], json: bool) -> anyhow::Result<ExitCode> {
     let client = Client::connect(bootstrap).map_err(explain)?;
     match command {
-        TopicCommand::Create {
-            name,
-            partitions,
-            replication_factor,
-            configs,
-        } => {
+        TopicCommand::Create { name, partitions, replication_factor, configs } => {
             let replication_factor = match replication_factor {
                 Some(factor) => factor,
                 None => {
@@ -182,15 +163,9 @@ pub async fn run(
                 }
             };
             let configs: BTreeMap<String, String> = configs.into_iter().collect();
-            let topic = client
-                .create_topic(&name, partitions, replication_factor, configs)
-                .await
-                .map_err(explain)?;
+            let topic = client.create_topic(&name, partitions, replication_factor, configs).await.map_err(explain)?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&JsonTopicMetadata::from(&topic))?
-                );
+                println!("{}", serde_json::to_string(&JsonTopicMetadata::from(&topic))?);
             } else {
                 println!(
                     "created topic {}: {} partitions, replication factor {}",
@@ -218,13 +193,7 @@ pub async fn run(
             } else {
                 let rows: Vec<Vec<String>> = topics
                     .iter()
-                    .map(|t| {
-                        vec![
-                            t.name.clone(),
-                            t.partition_count().to_string(),
-                            t.replication_factor().to_string(),
-                        ]
-                    })
+                    .map(|t| vec![t.name.clone(), t.partition_count().to_string(), t.replication_factor().to_string()])
                     .collect();
                 print_table(&["NAME", "PARTITIONS", "REPLICATION FACTOR"], &rows);
             }
@@ -232,16 +201,9 @@ pub async fn run(
         TopicCommand::Describe { name } => {
             let topic = client.describe_topic(&name).await.map_err(explain)?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&JsonTopicDescription::from(&topic))?
-                );
+                println!("{}", serde_json::to_string(&JsonTopicDescription::from(&topic))?);
             } else {
-                let configs: Vec<String> = topic
-                    .configs
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
+                let configs: Vec<String> = topic.configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 println!("topic {}  {}", topic.name, configs.join(" "));
                 let rows: Vec<Vec<String>> = topic
                     .partitions
@@ -257,17 +219,7 @@ pub async fn run(
                         ]
                     })
                     .collect();
-                print_table(
-                    &[
-                        "PARTITION",
-                        "LEADER",
-                        "REPLICAS",
-                        "HIGH WATERMARK",
-                        "LOG START OFFSET",
-                        "ERROR",
-                    ],
-                    &rows,
-                );
+                print_table(&["PARTITION", "LEADER", "REPLICAS", "HIGH WATERMARK", "LOG START OFFSET", "ERROR"], &rows);
             }
         }
         TopicCommand::Delete { name } => {
@@ -288,14 +240,8 @@ mod tests {
 
     #[test]
     fn key_value_settings() {
-        assert_eq!(
-            parse_key_value("retention.ms=7d").unwrap(),
-            ("retention.ms".into(), "7d".into())
-        );
-        assert_eq!(
-            parse_key_value("a=b=c").unwrap(),
-            ("a".into(), "b=c".into())
-        );
+        assert_eq!(parse_key_value("retention.ms=7d").unwrap(), ("retention.ms".into(), "7d".into()));
+        assert_eq!(parse_key_value("a=b=c").unwrap(), ("a".into(), "b=c".into()));
         assert!(parse_key_value("novalue").is_err());
         assert!(parse_key_value("=x").is_err());
     }

@@ -117,13 +117,7 @@ struct PartitionState<C> {
 
 impl<C> PartitionState<C> {
     fn new() -> Self {
-        PartitionState {
-            queue: VecDeque::new(),
-            in_flight: 0,
-            retrying: false,
-            backoff_until: None,
-            next_sequence: 0,
-        }
+        PartitionState { queue: VecDeque::new(), in_flight: 0, retrying: false, backoff_until: None, next_sequence: 0 }
     }
 
     fn send_limit(&self, max_in_flight: usize) -> usize {
@@ -165,18 +159,9 @@ pub struct Accumulator<C> {
 
 impl<C> Accumulator<C> {
     pub fn new(config: AccumulatorConfig) -> Self {
-        assert!(
-            config.max_in_flight >= 1,
-            "max_in_flight must be at least 1"
-        );
-        assert!(
-            config.max_batch_bytes > BATCH_HEADER_LEN,
-            "max_batch_bytes must exceed the batch header"
-        );
-        Accumulator {
-            config,
-            partitions: BTreeMap::new(),
-        }
+        assert!(config.max_in_flight >= 1, "max_in_flight must be at least 1");
+        assert!(config.max_batch_bytes > BATCH_HEADER_LEN, "max_batch_bytes must exceed the batch header");
+        Accumulator { config, partitions: BTreeMap::new() }
     }
 
     /// Adds a record to its partition's open batch, or starts a new batch
@@ -184,18 +169,12 @@ impl<C> Accumulator<C> {
     /// batch of its own (the caller bounds records by `MAX_RECORD_BYTES`).
     pub fn append(&mut self, tp: TopicPartition, record: Record, completion: C, now: Instant) {
         let max_batch_bytes = self.config.max_batch_bytes;
-        let state = self
-            .partitions
-            .entry(tp.clone())
-            .or_insert_with(PartitionState::new);
+        let state = self.partitions.entry(tp.clone()).or_insert_with(PartitionState::new);
         if let Some(open) = state.queue.back_mut().filter(|b| !b.closed) {
             let record_len = open.record_len(&record);
-            if open.size_bytes + record_len <= max_batch_bytes
-                && open.len() < limits::MAX_RECORDS_PER_BATCH
-            {
+            if open.size_bytes + record_len <= max_batch_bytes && open.len() < limits::MAX_RECORDS_PER_BATCH {
                 open.push(record, completion, record_len);
-                open.closed = open.size_bytes >= max_batch_bytes
-                    || open.len() >= limits::MAX_RECORDS_PER_BATCH;
+                open.closed = open.size_bytes >= max_batch_bytes || open.len() >= limits::MAX_RECORDS_PER_BATCH;
                 return;
             }
             open.closed = true;
@@ -235,14 +214,8 @@ impl<C> Accumulator<C> {
 
     /// An in-flight batch of `tp` is finished (delivered, or failed for good).
     pub fn complete(&mut self, tp: &TopicPartition) {
-        let state = self
-            .partitions
-            .get_mut(tp)
-            .expect("a completed batch belongs to a known partition");
-        assert!(
-            state.in_flight > 0,
-            "completed a batch of {tp:?} that was not in flight"
-        );
+        let state = self.partitions.get_mut(tp).expect("a completed batch belongs to a known partition");
+        assert!(state.in_flight > 0, "completed a batch of {tp:?} that was not in flight");
         state.in_flight -= 1;
         // A back-off in force stays: it may be what the server asked for.
         state.settle();
@@ -254,28 +227,13 @@ impl<C> Accumulator<C> {
     /// An in-flight batch failed with a retryable error: it goes back to its
     /// place in the queue, to be sent again at `retry_at` at the earliest.
     pub fn requeue(&mut self, batch: PendingBatch<C>, retry_at: Instant) {
-        let state = self
-            .partitions
-            .get_mut(&batch.tp)
-            .expect("a requeued batch belongs to a known partition");
-        assert!(
-            state.in_flight > 0,
-            "requeued a batch of {:?} that was not in flight",
-            batch.tp
-        );
+        let state = self.partitions.get_mut(&batch.tp).expect("a requeued batch belongs to a known partition");
+        assert!(state.in_flight > 0, "requeued a batch of {:?} that was not in flight", batch.tp);
         assert!(batch.attempts > 0, "a requeued batch has been sent");
         state.in_flight -= 1;
         state.retrying = true;
-        state.backoff_until = Some(
-            state
-                .backoff_until
-                .map_or(retry_at, |until| until.max(retry_at)),
-        );
-        let at = state
-            .queue
-            .iter()
-            .position(|b| b.sequence > batch.sequence)
-            .unwrap_or(state.queue.len());
+        state.backoff_until = Some(state.backoff_until.map_or(retry_at, |until| until.max(retry_at)));
+        let at = state.queue.iter().position(|b| b.sequence > batch.sequence).unwrap_or(state.queue.len());
         debug_assert!(state.queue.iter().all(|b| b.sequence != batch.sequence));
         state.queue.insert(at, batch);
     }
@@ -289,9 +247,8 @@ impl<C> Accumulator<C> {
             if state.queue.iter().all(|b| now < b.created_at + timeout) {
                 continue;
             }
-            let (gone, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut state.queue)
-                .into_iter()
-                .partition(|b| now >= b.created_at + timeout);
+            let (gone, kept): (VecDeque<_>, VecDeque<_>) =
+                std::mem::take(&mut state.queue).into_iter().partition(|b| now >= b.created_at + timeout);
             state.queue = kept;
             expired.extend(gone);
             state.settle();
@@ -315,11 +272,7 @@ impl<C> Accumulator<C> {
             if state.in_flight >= state.send_limit(self.config.max_in_flight) {
                 continue;
             }
-            let mut at = if head.closed || flush {
-                now
-            } else {
-                head.created_at + self.config.linger
-            };
+            let mut at = if head.closed || flush { now } else { head.created_at + self.config.linger };
             if let Some(until) = state.backoff_until {
                 at = at.max(until);
             }
@@ -355,10 +308,7 @@ pub fn retry_delay(
     base: Duration,
     max: Duration,
 ) -> Option<Duration> {
-    let exponential = |n: u32| {
-        base.saturating_mul(1u32 << n.saturating_sub(1).min(16))
-            .min(max)
-    };
+    let exponential = |n: u32| base.saturating_mul(1u32 << n.saturating_sub(1).min(16)).min(max);
     match class {
         RetryClass::Fatal => None,
         RetryClass::Retry if attempts <= 1 => Some(Duration::ZERO),
@@ -377,19 +327,11 @@ mod tests {
     const LINGER: Duration = Duration::from_millis(5);
 
     fn config(max_batch_bytes: usize, max_in_flight: usize) -> AccumulatorConfig {
-        AccumulatorConfig {
-            max_batch_bytes,
-            linger: LINGER,
-            max_in_flight,
-            delivery_timeout: Duration::from_secs(120),
-        }
+        AccumulatorConfig { max_batch_bytes, linger: LINGER, max_in_flight, delivery_timeout: Duration::from_secs(120) }
     }
 
     fn tp(partition: u32) -> TopicPartition {
-        TopicPartition {
-            topic: "t".into(),
-            partition,
-        }
+        TopicPartition { topic: "t".into(), partition }
     }
 
     fn record(value_len: usize) -> Record {
@@ -434,10 +376,7 @@ mod tests {
         assert_eq!(acc.queued_batches(&tp(0)), 3);
         // Two full batches go at once; the third waits for linger.
         let ready = acc.drain_ready(now, false);
-        assert_eq!(
-            ready.iter().map(ids).collect::<Vec<_>>(),
-            vec![vec![0, 1, 2], vec![3, 4, 5]]
-        );
+        assert_eq!(ready.iter().map(ids).collect::<Vec<_>>(), vec![vec![0, 1, 2], vec![3, 4, 5]]);
         assert!(ready.iter().all(|b| b.size_bytes <= max_batch_bytes));
         assert!(acc.drain_ready(now + LINGER / 2, false).is_empty());
         assert_eq!(acc.next_wakeup(now, false), Some(now + LINGER));
@@ -453,10 +392,7 @@ mod tests {
         acc.append(tp(0), record(5000), 1, now);
         acc.append(tp(0), record(10), 2, now);
         let ready = acc.drain_ready(now, true);
-        assert_eq!(
-            ready.iter().map(ids).collect::<Vec<_>>(),
-            vec![vec![0], vec![1], vec![2]]
-        );
+        assert_eq!(ready.iter().map(ids).collect::<Vec<_>>(), vec![vec![0], vec![1], vec![2]]);
     }
 
     #[test]
@@ -475,12 +411,7 @@ mod tests {
         let mut acc = Accumulator::new(config(1 << 20, 5));
         let start = Instant::now();
         acc.append(tp(0), record(1), 0, start);
-        acc.append(
-            tp(0),
-            record(1),
-            1,
-            start + LINGER - Duration::from_millis(1),
-        );
+        acc.append(tp(0), record(1), 1, start + LINGER - Duration::from_millis(1));
         let ready = acc.drain_ready(start + LINGER, false);
         assert_eq!(ready.iter().map(ids).collect::<Vec<_>>(), vec![vec![0, 1]]);
     }
@@ -494,25 +425,12 @@ mod tests {
         }
         acc.append(tp(1), record(10), 100, now);
         let first = acc.drain_ready(now, false);
-        assert_eq!(
-            first.iter().map(ids).collect::<Vec<_>>(),
-            vec![vec![0], vec![1], vec![100]]
-        );
+        assert_eq!(first.iter().map(ids).collect::<Vec<_>>(), vec![vec![0], vec![1], vec![100]]);
         assert_eq!(acc.in_flight(&tp(0)), 2);
-        assert_eq!(
-            acc.next_wakeup(now, false),
-            Some(now + Duration::from_secs(120)),
-            "only expiry is pending"
-        );
+        assert_eq!(acc.next_wakeup(now, false), Some(now + Duration::from_secs(120)), "only expiry is pending");
         assert!(acc.drain_ready(now, false).is_empty());
         acc.complete(&tp(0));
-        assert_eq!(
-            acc.drain_ready(now, false)
-                .iter()
-                .map(ids)
-                .collect::<Vec<_>>(),
-            vec![vec![2]]
-        );
+        assert_eq!(acc.drain_ready(now, false).iter().map(ids).collect::<Vec<_>>(), vec![vec![2]]);
     }
 
     #[test]
@@ -524,24 +442,14 @@ mod tests {
         }
         let mut sent = acc.drain_ready(now, false);
         assert_eq!(sent.len(), 3);
-        let (c, b, a) = (
-            sent.pop().unwrap(),
-            sent.pop().unwrap(),
-            sent.pop().unwrap(),
-        );
+        let (c, b, a) = (sent.pop().unwrap(), sent.pop().unwrap(), sent.pop().unwrap());
 
         // C fails first, then A; B succeeds. Nothing new is sent meanwhile.
         let retry_at = now + Duration::from_millis(100);
         acc.requeue(c, retry_at);
-        assert!(
-            acc.drain_ready(retry_at, false).is_empty(),
-            "A and B still in flight"
-        );
+        assert!(acc.drain_ready(retry_at, false).is_empty(), "A and B still in flight");
         acc.requeue(a, retry_at);
-        assert!(
-            acc.drain_ready(retry_at, false).is_empty(),
-            "B still in flight"
-        );
+        assert!(acc.drain_ready(retry_at, false).is_empty(), "B still in flight");
         acc.complete(&b.tp);
 
         // Back-off is honoured, then A alone, then C alone, then pipelining.
@@ -555,10 +463,7 @@ mod tests {
         assert_eq!(again.iter().map(ids).collect::<Vec<_>>(), vec![vec![2]]);
         acc.complete(&tp(0));
         let rest = acc.drain_ready(retry_at, false);
-        assert_eq!(
-            rest.iter().map(ids).collect::<Vec<_>>(),
-            vec![vec![3], vec![4], vec![5]]
-        );
+        assert_eq!(rest.iter().map(ids).collect::<Vec<_>>(), vec![vec![3], vec![4], vec![5]]);
     }
 
     #[test]
@@ -579,11 +484,7 @@ mod tests {
         acc.append(tp(0), record(10), 3, now);
         acc.requeue(retry, now);
         let again = acc.drain_ready(now, false);
-        assert_eq!(
-            again.iter().map(ids).collect::<Vec<_>>(),
-            vec![vec![0]],
-            "record 3 waits behind 0"
-        );
+        assert_eq!(again.iter().map(ids).collect::<Vec<_>>(), vec![vec![0]], "record 3 waits behind 0");
     }
 
     #[test]
@@ -613,13 +514,7 @@ mod tests {
         assert_eq!(delay(RetryClass::RefreshMetadata, 1, None), Some(base));
         assert_eq!(delay(RetryClass::RefreshMetadata, 3, None), Some(base * 4));
         assert_eq!(delay(RetryClass::RefreshMetadata, 30, None), Some(max));
-        assert_eq!(
-            delay(RetryClass::BackOff, 1, Some(Duration::from_millis(750))),
-            Some(Duration::from_millis(750))
-        );
-        assert_eq!(
-            delay(RetryClass::BackOff, 3, Some(Duration::from_millis(10))),
-            Some(base * 4)
-        );
+        assert_eq!(delay(RetryClass::BackOff, 1, Some(Duration::from_millis(750))), Some(Duration::from_millis(750)));
+        assert_eq!(delay(RetryClass::BackOff, 3, Some(Duration::from_millis(10))), Some(base * 4));
     }
 }

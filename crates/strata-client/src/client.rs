@@ -53,10 +53,7 @@ pub struct ClientConfig {
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        ClientConfig {
-            request_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(5),
-        }
+        ClientConfig { request_timeout: Duration::from_secs(30), connect_timeout: Duration::from_secs(5) }
     }
 }
 
@@ -120,9 +117,7 @@ struct Inner {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("bootstrap", &self.inner.bootstrap)
-            .finish_non_exhaustive()
+        f.debug_struct("Client").field("bootstrap", &self.inner.bootstrap).finish_non_exhaustive()
     }
 }
 
@@ -167,8 +162,7 @@ pub(crate) fn to_uri(address: &str) -> Result<String, ClientError> {
 /// How long to wait before retrying a retryable answer: a random 50-200 ms,
 /// or longer when the server asked for longer.
 pub(crate) fn retry_wait(retry_after: Option<Duration>) -> Duration {
-    let wait =
-        Duration::from_millis(rand::thread_rng().gen_range(RETRY_WAIT_MIN_MS..=RETRY_WAIT_MAX_MS));
+    let wait = Duration::from_millis(rand::thread_rng().gen_range(RETRY_WAIT_MIN_MS..=RETRY_WAIT_MAX_MS));
     retry_after.map_or(wait, |asked| asked.max(wait))
 }
 
@@ -182,14 +176,9 @@ impl Client {
     }
 
     pub fn connect_with(bootstrap: &[String], config: ClientConfig) -> Result<Client, ClientError> {
-        let bootstrap = bootstrap
-            .iter()
-            .map(|a| to_uri(a))
-            .collect::<Result<Vec<_>, _>>()?;
+        let bootstrap = bootstrap.iter().map(|a| to_uri(a)).collect::<Result<Vec<_>, _>>()?;
         if bootstrap.is_empty() {
-            return Err(ClientError::InvalidArgument(
-                "no bootstrap address given".into(),
-            ));
+            return Err(ClientError::InvalidArgument("no bootstrap address given".into()));
         }
         for uri in &bootstrap {
             // Reject malformed addresses now rather than on first use.
@@ -238,16 +227,13 @@ impl Client {
             return Ok(self.cached_metadata());
         }
         let answer = self
-            .call_any(
-                proto::MetadataRequest { topics: vec![] },
-                |mut stub, request| async move { stub.metadata(request).await },
-            )
+            .call_any(proto::MetadataRequest { topics: vec![] }, |mut stub, request| async move {
+                stub.metadata(request).await
+            })
             .await?;
         let fresh = Arc::new(ClusterMetadata::from(answer));
         *self.inner.metadata.write().expect("metadata lock") = fresh.clone();
-        self.inner
-            .metadata_generation
-            .fetch_add(1, Ordering::SeqCst);
+        self.inner.metadata_generation.fetch_add(1, Ordering::SeqCst);
         Ok(fresh)
     }
 
@@ -259,10 +245,8 @@ impl Client {
     /// Forgets the leader of a partition, so the next request refreshes metadata.
     fn forget_leader(&self, topic: &str, partition: u32) {
         self.update_metadata(|metadata| {
-            if let Some(p) = metadata
-                .topics
-                .get_mut(topic)
-                .and_then(|t| t.partitions.iter_mut().find(|p| p.partition == partition))
+            if let Some(p) =
+                metadata.topics.get_mut(topic).and_then(|t| t.partitions.iter_mut().find(|p| p.partition == partition))
             {
                 p.leader = None;
             }
@@ -275,10 +259,8 @@ impl Client {
             if let Some(address) = address {
                 metadata.nodes.insert(leader, address.to_string());
             }
-            if let Some(p) = metadata
-                .topics
-                .get_mut(topic)
-                .and_then(|t| t.partitions.iter_mut().find(|p| p.partition == partition))
+            if let Some(p) =
+                metadata.topics.get_mut(topic).and_then(|t| t.partitions.iter_mut().find(|p| p.partition == partition))
             {
                 p.leader = Some(leader);
             }
@@ -292,10 +274,7 @@ impl Client {
             return Ok(t.clone());
         }
         let metadata = self.refresh_metadata().await?;
-        metadata
-            .topic(topic)
-            .cloned()
-            .ok_or_else(|| unknown_topic(topic))
+        metadata.topic(topic).cloned().ok_or_else(|| unknown_topic(topic))
     }
 
     /// Partition count of a topic, without cloning its metadata.
@@ -304,10 +283,7 @@ impl Client {
             return Ok(t.partition_count());
         }
         let metadata = self.refresh_metadata().await?;
-        metadata
-            .topic(topic)
-            .map(|t| t.partition_count())
-            .ok_or_else(|| unknown_topic(topic))
+        metadata.topic(topic).map(|t| t.partition_count()).ok_or_else(|| unknown_topic(topic))
     }
 
     // ---- transport --------------------------------------------------------
@@ -348,10 +324,8 @@ impl Client {
         let stub = self.stub(uri)?;
         let mut request = tonic::Request::new(request);
         request.set_timeout(timeout);
-        let timeout_error = || ClientError::Timeout {
-            address: uri.to_string(),
-            timeout_ms: timeout.as_millis() as u64,
-        };
+        let timeout_error =
+            || ClientError::Timeout { address: uri.to_string(), timeout_ms: timeout.as_millis() as u64 };
         let answer = match tokio::time::timeout(timeout, call(stub, request)).await {
             Err(_elapsed) => return Err(timeout_error()),
             Ok(Err(status)) => return Err(ClientError::from_status(uri, status, timeout)),
@@ -440,17 +414,10 @@ impl Client {
 
     /// Nodes to send a partition request to: the leader when known, else the
     /// replicas in order. Refreshes metadata when the cache has no leader.
-    async fn route(
-        &self,
-        topic: &str,
-        partition: u32,
-    ) -> Result<(bool, Vec<(NodeId, String)>), ClientError> {
+    async fn route(&self, topic: &str, partition: u32) -> Result<(bool, Vec<(NodeId, String)>), ClientError> {
         let mut metadata = self.cached_metadata();
         let has_leader_address = |m: &ClusterMetadata| {
-            m.partition(topic, partition)
-                .and_then(|p| p.leader)
-                .and_then(|l| m.node_address(l))
-                .is_some()
+            m.partition(topic, partition).and_then(|p| p.leader).and_then(|l| m.node_address(l)).is_some()
         };
         if !has_leader_address(&metadata) {
             metadata = self.refresh_metadata().await?;
@@ -465,17 +432,11 @@ impl Client {
                 ),
             )
         })?;
-        let address = |id: NodeId| {
-            metadata
-                .node_address(id)
-                .and_then(|a| to_uri(a).ok())
-                .map(|uri| (id, uri))
-        };
+        let address = |id: NodeId| metadata.node_address(id).and_then(|a| to_uri(a).ok()).map(|uri| (id, uri));
         if let Some(leader) = p.leader.and_then(address) {
             return Ok((true, vec![leader]));
         }
-        let replicas: Vec<(NodeId, String)> =
-            p.replicas.iter().filter_map(|&id| address(id)).collect();
+        let replicas: Vec<(NodeId, String)> = p.replicas.iter().filter_map(|&id| address(id)).collect();
         if replicas.is_empty() {
             // Retryable on purpose: the metadata may name the nodes shortly.
             return Err(ClientError::Server {
@@ -567,18 +528,11 @@ impl Client {
             timeout_ms: timeout.as_millis().min(u32::MAX as u128) as u32,
         };
         let answer = self
-            .call_partition(
-                topic,
-                partition,
-                request,
-                timeout + SERVER_ANSWER_SLACK,
-                |mut stub, request| async move { stub.produce(request).await },
-            )
+            .call_partition(topic, partition, request, timeout + SERVER_ANSWER_SLACK, |mut stub, request| async move {
+                stub.produce(request).await
+            })
             .await?;
-        Ok(ProduceAnswer {
-            base_offset: answer.base_offset,
-            record_count: answer.record_count,
-        })
+        Ok(ProduceAnswer { base_offset: answer.base_offset, record_count: answer.record_count })
     }
 
     /// Fetches batches from `offset` on, waiting up to `max_wait` for data
@@ -600,14 +554,10 @@ impl Client {
             max_wait_ms,
         };
         let timeout = Duration::from_millis(max_wait_ms as u64) + self.inner.config.request_timeout;
-        let answer = self
-            .call_partition(
-                topic,
-                partition,
-                request,
-                timeout,
-                |mut stub, request| async move { stub.fetch(request).await },
-            )
+        let answer =
+            self.call_partition(topic, partition, request, timeout, |mut stub, request| async move {
+                stub.fetch(request).await
+            })
             .await?;
         Ok(FetchAnswer {
             records: answer.records,
@@ -630,23 +580,15 @@ impl Client {
             OffsetSpec::Latest => (proto::OffsetSpec::Latest, 0),
             OffsetSpec::Timestamp(ms) => (proto::OffsetSpec::Timestamp, ms),
         };
-        let request = proto::ListOffsetsRequest {
-            topic: topic.to_string(),
-            partition,
-            spec: spec as i32,
-            timestamp_ms,
-        };
+        let request =
+            proto::ListOffsetsRequest { topic: topic.to_string(), partition, spec: spec as i32, timestamp_ms };
         let timeout = self.inner.config.request_timeout;
         let deadline = Instant::now() + timeout;
         loop {
             let result = self
-                .call_partition(
-                    topic,
-                    partition,
-                    request.clone(),
-                    timeout,
-                    |mut stub, request| async move { stub.list_offsets(request).await },
-                )
+                .call_partition(topic, partition, request.clone(), timeout, |mut stub, request| async move {
+                    stub.list_offsets(request).await
+                })
                 .await;
             match result {
                 Ok(answer) => {
@@ -685,11 +627,8 @@ impl Client {
             replication_factor,
             configs: configs.into_iter().collect(),
         };
-        let answer = self
-            .call_any(request, |mut stub, request| async move {
-                stub.create_topic(request).await
-            })
-            .await?;
+        let answer =
+            self.call_any(request, |mut stub, request| async move { stub.create_topic(request).await }).await?;
         match answer.topic {
             Some(topic) => {
                 let topic = TopicMetadata::from(topic);
@@ -699,23 +638,13 @@ impl Client {
                 });
                 Ok(topic)
             }
-            None => self
-                .refresh(true)
-                .await?
-                .topic(name)
-                .cloned()
-                .ok_or_else(|| unknown_topic(name)),
+            None => self.refresh(true).await?.topic(name).cloned().ok_or_else(|| unknown_topic(name)),
         }
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
-        let request = proto::DeleteTopicRequest {
-            name: name.to_string(),
-        };
-        self.call_any(request, |mut stub, request| async move {
-            stub.delete_topic(request).await
-        })
-        .await?;
+        let request = proto::DeleteTopicRequest { name: name.to_string() };
+        self.call_any(request, |mut stub, request| async move { stub.delete_topic(request).await }).await?;
         self.update_metadata(|metadata| {
             metadata.topics.remove(name);
         });
@@ -725,47 +654,34 @@ impl Client {
     /// All topics, sorted by name.
     pub async fn list_topics(&self) -> Result<Vec<TopicMetadata>, ClientError> {
         let answer = self
-            .call_any(
-                proto::ListTopicsRequest {},
-                |mut stub, request| async move { stub.list_topics(request).await },
-            )
+            .call_any(proto::ListTopicsRequest {}, |mut stub, request| async move { stub.list_topics(request).await })
             .await?;
-        let mut topics: Vec<TopicMetadata> =
-            answer.topics.into_iter().map(TopicMetadata::from).collect();
+        let mut topics: Vec<TopicMetadata> = answer.topics.into_iter().map(TopicMetadata::from).collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(topics)
     }
 
     /// A topic with each partition's leader and offsets.
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ClientError> {
-        let request = proto::DescribeTopicRequest {
-            name: name.to_string(),
-        };
-        let answer = self
-            .call_any(request, |mut stub, request| async move {
-                stub.describe_topic(request).await
-            })
-            .await?;
+        let request = proto::DescribeTopicRequest { name: name.to_string() };
+        let answer =
+            self.call_any(request, |mut stub, request| async move { stub.describe_topic(request).await }).await?;
         Ok(TopicDescription::from(answer))
     }
 
     /// The cluster's health as the answering node sees it.
     pub async fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
-        let answer = self
-            .call_any(
-                proto::ClusterStatusRequest {},
-                |mut stub, request| async move { stub.cluster_status(request).await },
-            )
+        let answer =
+            self.call_any(proto::ClusterStatusRequest {}, |mut stub, request| async move {
+                stub.cluster_status(request).await
+            })
             .await?;
         Ok(ClusterStatus::from(answer))
     }
 }
 
 fn unknown_topic(topic: &str) -> ClientError {
-    ClientError::local(
-        ErrorCode::UnknownTopic,
-        format!("the cluster has no topic '{topic}'"),
-    )
+    ClientError::local(ErrorCode::UnknownTopic, format!("the cluster has no topic '{topic}'"))
 }
 
 #[cfg(test)]
@@ -782,17 +698,10 @@ mod tests {
 
     #[test]
     fn connect_checks_addresses_without_connecting() {
-        assert!(matches!(
-            Client::connect(&[]),
-            Err(ClientError::InvalidArgument(_))
-        ));
+        assert!(matches!(Client::connect(&[]), Err(ClientError::InvalidArgument(_))));
         assert!(Client::connect(&["bad address with spaces:1".to_string()]).is_err());
-        let client =
-            Client::connect(&["127.0.0.1:1".to_string(), "127.0.0.1:2".to_string()]).unwrap();
-        assert_eq!(
-            client.any_node_candidates(),
-            vec!["http://127.0.0.1:1", "http://127.0.0.1:2"]
-        );
+        let client = Client::connect(&["127.0.0.1:1".to_string(), "127.0.0.1:2".to_string()]).unwrap();
+        assert_eq!(client.any_node_candidates(), vec!["http://127.0.0.1:1", "http://127.0.0.1:2"]);
         assert!(client.cached_metadata().topics.is_empty());
     }
 
@@ -800,15 +709,9 @@ mod tests {
     fn retry_wait_stays_in_range_and_honours_the_server() {
         for _ in 0..100 {
             let wait = retry_wait(None);
-            assert!(
-                (Duration::from_millis(50)..=Duration::from_millis(200)).contains(&wait),
-                "{wait:?}"
-            );
+            assert!((Duration::from_millis(50)..=Duration::from_millis(200)).contains(&wait), "{wait:?}");
         }
-        assert_eq!(
-            retry_wait(Some(Duration::from_secs(1))),
-            Duration::from_secs(1)
-        );
+        assert_eq!(retry_wait(Some(Duration::from_secs(1))), Duration::from_secs(1));
     }
 
     #[test]
@@ -819,11 +722,7 @@ mod tests {
                 "t".into(),
                 TopicMetadata {
                     name: "t".into(),
-                    partitions: vec![crate::PartitionMetadata {
-                        partition: 0,
-                        leader: Some(1),
-                        replicas: vec![1, 2],
-                    }],
+                    partitions: vec![crate::PartitionMetadata { partition: 0, leader: Some(1), replicas: vec![1, 2] }],
                     configs: BTreeMap::new(),
                 },
             );
@@ -836,10 +735,7 @@ mod tests {
         // Readers holding the old snapshot are not disturbed.
         assert_eq!(before.partition("t", 0).unwrap().leader, Some(1));
         client.forget_leader("t", 0);
-        assert_eq!(
-            client.cached_metadata().partition("t", 0).unwrap().leader,
-            None
-        );
+        assert_eq!(client.cached_metadata().partition("t", 0).unwrap().leader, None);
         // Unknown topics are ignored, not invented.
         client.learn_leader("other", 0, 2, None);
         assert!(client.cached_metadata().topic("other").is_none());

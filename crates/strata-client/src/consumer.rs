@@ -57,9 +57,7 @@ pub struct ConsumerConfig {
 
 impl Default for ConsumerConfig {
     fn default() -> Self {
-        ConsumerConfig {
-            max_bytes: 1024 * 1024,
-        }
+        ConsumerConfig { max_bytes: 1024 * 1024 }
     }
 }
 
@@ -88,11 +86,7 @@ struct FetchOutcome {
 }
 
 fn from_listed(listed: ListedOffset) -> (u64, Option<u64>, Option<u64>) {
-    (
-        listed.offset,
-        Some(listed.high_watermark),
-        Some(listed.log_start_offset),
-    )
+    (listed.offset, Some(listed.high_watermark), Some(listed.log_start_offset))
 }
 
 type FetchFuture = Pin<Box<dyn Future<Output = FetchOutcome> + Send>>;
@@ -127,20 +121,12 @@ impl Consumer {
     /// Starts reading a partition at `start` (resolved now, at the leader)
     /// and returns the starting offset. Assigning an assigned partition again
     /// moves its position.
-    pub async fn assign(
-        &mut self,
-        topic: &str,
-        partition: u32,
-        start: StartOffset,
-    ) -> Result<u64, ClientError> {
+    pub async fn assign(&mut self, topic: &str, partition: u32, start: StartOffset) -> Result<u64, ClientError> {
         let metadata = self.client.topic_metadata(topic).await?;
         if metadata.partition(partition).is_none() {
             return Err(ClientError::local(
                 ErrorCode::UnknownPartition,
-                format!(
-                    "topic '{topic}' has {} partitions, no partition {partition}",
-                    metadata.partition_count()
-                ),
+                format!("topic '{topic}' has {} partitions, no partition {partition}", metadata.partition_count()),
             ));
         }
         let listed = |spec| self.client.list_offsets(topic, partition, spec);
@@ -160,31 +146,19 @@ impl Consumer {
             backoff_until: None,
             failures: 0,
         };
-        self.cursors.insert(
-            TopicPartition {
-                topic: topic.to_string(),
-                partition,
-            },
-            cursor,
-        );
+        self.cursors.insert(TopicPartition { topic: topic.to_string(), partition }, cursor);
         Ok(position)
     }
 
     /// Stops reading a partition.
     pub fn unassign(&mut self, topic: &str, partition: u32) {
-        self.cursors.remove(&TopicPartition {
-            topic: topic.to_string(),
-            partition,
-        });
+        self.cursors.remove(&TopicPartition { topic: topic.to_string(), partition });
     }
 
     /// Moves the position of an assigned partition. Returns false when the
     /// partition is not assigned.
     pub fn seek(&mut self, topic: &str, partition: u32, offset: u64) -> bool {
-        let Some(cursor) = self.cursors.get_mut(&TopicPartition {
-            topic: topic.to_string(),
-            partition,
-        }) else {
+        let Some(cursor) = self.cursors.get_mut(&TopicPartition { topic: topic.to_string(), partition }) else {
             return false;
         };
         self.next_generation += 1;
@@ -192,17 +166,13 @@ impl Consumer {
         cursor.position = offset;
         cursor.fetching = false;
         cursor.backoff_until = None;
-        self.buffered
-            .retain(|r| !(r.topic == topic && r.partition == partition));
+        self.buffered.retain(|r| !(r.topic == topic && r.partition == partition));
         true
     }
 
     /// The assigned partitions.
     pub fn assignment(&self) -> Vec<(String, u32)> {
-        self.cursors
-            .keys()
-            .map(|tp| (tp.topic.clone(), tp.partition))
-            .collect()
+        self.cursors.keys().map(|tp| (tp.topic.clone(), tp.partition)).collect()
     }
 
     /// The next offset `poll` will return for the partition.
@@ -221,10 +191,7 @@ impl Consumer {
     }
 
     fn cursor(&self, topic: &str, partition: u32) -> Option<&Cursor> {
-        self.cursors.get(&TopicPartition {
-            topic: topic.to_string(),
-            partition,
-        })
+        self.cursors.get(&TopicPartition { topic: topic.to_string(), partition })
     }
 
     /// Waits up to `max_wait` for records of the assigned partitions and
@@ -239,20 +206,14 @@ impl Consumer {
             self.start_fetches(deadline);
             if self.fetches.is_empty() {
                 // Nothing to wait for but back-offs (or no assignment at all).
-                let wake = self
-                    .cursors
-                    .values()
-                    .filter_map(|c| c.backoff_until)
-                    .min()
-                    .unwrap_or(deadline);
+                let wake = self.cursors.values().filter_map(|c| c.backoff_until).min().unwrap_or(deadline);
                 tokio::time::sleep_until(wake.min(deadline).into()).await;
                 if Instant::now() >= deadline {
                     return Ok(Vec::new());
                 }
                 continue;
             }
-            let outcome = match tokio::time::timeout_at(deadline.into(), self.fetches.next()).await
-            {
+            let outcome = match tokio::time::timeout_at(deadline.into(), self.fetches.next()).await {
                 Err(_elapsed) => return Ok(Vec::new()),
                 Ok(None) => continue,
                 Ok(Some(outcome)) => outcome,
@@ -285,33 +246,17 @@ impl Consumer {
                 continue;
             }
             cursor.fetching = true;
-            let (client, tp, generation, offset) = (
-                self.client.clone(),
-                tp.clone(),
-                cursor.generation,
-                cursor.position,
-            );
+            let (client, tp, generation, offset) =
+                (self.client.clone(), tp.clone(), cursor.generation, cursor.position);
             let max_bytes = self.config.max_bytes;
             self.fetches.push(Box::pin(async move {
-                let result = client
-                    .fetch(&tp.topic, tp.partition, offset, max_bytes, wait)
-                    .await;
-                FetchOutcome {
-                    tp,
-                    generation,
-                    offset,
-                    result,
-                }
+                let result = client.fetch(&tp.topic, tp.partition, offset, max_bytes, wait).await;
+                FetchOutcome { tp, generation, offset, result }
             }));
         }
     }
 
-    fn absorb(
-        &mut self,
-        outcome: FetchOutcome,
-        records: &mut Vec<ConsumedRecord>,
-        error: &mut Option<ClientError>,
-    ) {
+    fn absorb(&mut self, outcome: FetchOutcome, records: &mut Vec<ConsumedRecord>, error: &mut Option<ClientError>) {
         let Some(cursor) = self.cursors.get_mut(&outcome.tp) else {
             return; // unassigned meanwhile
         };
@@ -319,10 +264,7 @@ impl Consumer {
             return; // answer to a fetch from before a seek
         }
         cursor.fetching = false;
-        debug_assert_eq!(
-            cursor.position, outcome.offset,
-            "only this fetch moves the position"
-        );
+        debug_assert_eq!(cursor.position, outcome.offset, "only this fetch moves the position");
         let answer = match outcome.result {
             Ok(answer) => answer,
             Err(failure) => {
@@ -379,10 +321,7 @@ impl Consumer {
         if records.len() == before && !answer.records.is_empty() {
             // Batches without a record for us (e.g. all below the position):
             // step past them, or we would fetch the same bytes forever.
-            let end = BatchIter::new(&answer.records)
-                .filter_map(Result::ok)
-                .map(|(h, _)| h.next_offset())
-                .max();
+            let end = BatchIter::new(&answer.records).filter_map(Result::ok).map(|(h, _)| h.next_offset()).max();
             if let Some(end) = end.filter(|&end| end > cursor.position) {
                 cursor.position = end.min(answer.high_watermark).max(cursor.position);
             }
@@ -398,15 +337,9 @@ mod tests {
     fn batch_at(base_offset: u64, values: &[&str]) -> Vec<u8> {
         let records: Vec<Record> = values
             .iter()
-            .map(|v| Record {
-                value: Some(Bytes::from(v.to_string())),
-                timestamp_ms: 1000,
-                ..Default::default()
-            })
+            .map(|v| Record { value: Some(Bytes::from(v.to_string())), timestamp_ms: 1000, ..Default::default() })
             .collect();
-        let mut bytes = encode_batch(&records, ProducerFields::default())
-            .unwrap()
-            .to_vec();
+        let mut bytes = encode_batch(&records, ProducerFields::default()).unwrap().to_vec();
         set_base_offset(&mut bytes, base_offset);
         bytes
     }
@@ -415,10 +348,7 @@ mod tests {
         let client = Client::connect(&["127.0.0.1:1".to_string()]).unwrap();
         let mut consumer = Consumer::new(client);
         consumer.next_generation = 1;
-        let tp = TopicPartition {
-            topic: "t".into(),
-            partition: 0,
-        };
+        let tp = TopicPartition { topic: "t".into(), partition: 0 };
         consumer.cursors.insert(
             tp.clone(),
             Cursor {
@@ -434,21 +364,12 @@ mod tests {
         (consumer, tp)
     }
 
-    fn answer(
-        tp: &TopicPartition,
-        offset: u64,
-        bytes: Vec<u8>,
-        high_watermark: u64,
-    ) -> FetchOutcome {
+    fn answer(tp: &TopicPartition, offset: u64, bytes: Vec<u8>, high_watermark: u64) -> FetchOutcome {
         FetchOutcome {
             tp: tp.clone(),
             generation: 1,
             offset,
-            result: Ok(FetchAnswer {
-                records: Bytes::from(bytes),
-                high_watermark,
-                log_start_offset: 0,
-            }),
+            result: Ok(FetchAnswer { records: Bytes::from(bytes), high_watermark, log_start_offset: 0 }),
         }
     }
 
@@ -460,10 +381,7 @@ mod tests {
         let (mut records, mut error) = (Vec::new(), None);
         consumer.absorb(answer(&tp, 11, bytes, 14), &mut records, &mut error);
         assert!(error.is_none());
-        let got: Vec<(u64, &[u8])> = records
-            .iter()
-            .map(|r| (r.offset, r.value.as_deref().unwrap()))
-            .collect();
+        let got: Vec<(u64, &[u8])> = records.iter().map(|r| (r.offset, r.value.as_deref().unwrap())).collect();
         assert_eq!(got, vec![(11, &b"b"[..]), (12, b"c"), (13, b"d")]);
         assert_eq!(consumer.position("t", 0), Some(14));
         assert_eq!(consumer.high_watermark("t", 0), Some(14));
@@ -474,11 +392,7 @@ mod tests {
         let (mut consumer, tp) = consumer_with_cursor(0);
         assert!(consumer.seek("t", 0, 5));
         let (mut records, mut error) = (Vec::new(), None);
-        consumer.absorb(
-            answer(&tp, 0, batch_at(0, &["a"]), 1),
-            &mut records,
-            &mut error,
-        );
+        consumer.absorb(answer(&tp, 0, batch_at(0, &["a"]), 1), &mut records, &mut error);
         assert!(records.is_empty());
         assert_eq!(consumer.position("t", 0), Some(5));
         assert!(!consumer.seek("t", 1, 0), "partition 1 is not assigned");
@@ -491,32 +405,17 @@ mod tests {
             tp: tp.clone(),
             generation: 1,
             offset: 0,
-            result: Err(ClientError::Server {
-                code,
-                message: "m".into(),
-                details: Default::default(),
-            }),
+            result: Err(ClientError::Server { code, message: "m".into(), details: Default::default() }),
         };
         let (mut records, mut error) = (Vec::new(), None);
-        consumer.absorb(
-            failed(ErrorCode::LeaderNotAvailable),
-            &mut records,
-            &mut error,
-        );
+        consumer.absorb(failed(ErrorCode::LeaderNotAvailable), &mut records, &mut error);
         assert!(error.is_none());
         let cursor = consumer.cursors.get(&tp).unwrap();
         assert!(!cursor.fetching && cursor.backoff_until.is_some());
 
         consumer.cursors.get_mut(&tp).unwrap().fetching = true;
-        consumer.absorb(
-            failed(ErrorCode::OffsetOutOfRange),
-            &mut records,
-            &mut error,
-        );
-        assert_eq!(
-            error.and_then(|e| e.code()),
-            Some(ErrorCode::OffsetOutOfRange)
-        );
+        consumer.absorb(failed(ErrorCode::OffsetOutOfRange), &mut records, &mut error);
+        assert_eq!(error.and_then(|e| e.code()), Some(ErrorCode::OffsetOutOfRange));
         assert_eq!(consumer.position("t", 0), Some(0));
     }
 
@@ -528,10 +427,7 @@ mod tests {
         bytes[last] ^= 0xff; // breaks the CRC
         let (mut records, mut error) = (Vec::new(), None);
         consumer.absorb(answer(&tp, 0, bytes, 2), &mut records, &mut error);
-        assert!(
-            matches!(error, Some(ClientError::Decode { .. })),
-            "{error:?}"
-        );
+        assert!(matches!(error, Some(ClientError::Decode { .. })), "{error:?}");
         assert!(records.is_empty());
         assert_eq!(consumer.position("t", 0), Some(0));
     }
@@ -541,11 +437,7 @@ mod tests {
         let client = Client::connect(&["127.0.0.1:1".to_string()]).unwrap();
         let mut consumer = Consumer::new(client);
         let started = Instant::now();
-        assert!(consumer
-            .poll(Duration::from_millis(30))
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(consumer.poll(Duration::from_millis(30)).await.unwrap().is_empty());
         assert!(started.elapsed() >= Duration::from_millis(30));
     }
 }

@@ -24,21 +24,12 @@ pub struct ErrorDetails {
 pub enum ClientError {
     /// The server answered with a registered error code.
     #[error("{}: {message}", code.name())]
-    Server {
-        code: ErrorCode,
-        message: String,
-        details: ErrorDetails,
-    },
+    Server { code: ErrorCode, message: String, details: ErrorDetails },
 
     /// The server answered with a code this client does not know (a newer
     /// server); the wire's retry class says what to do.
     #[error("{name} (code {code}): {message}")]
-    UnknownServerCode {
-        code: u32,
-        name: String,
-        message: String,
-        retry: RetryClass,
-    },
+    UnknownServerCode { code: u32, name: String, message: String, retry: RetryClass },
 
     /// Found by the client without asking a partition leader: the metadata
     /// says the topic or partition does not exist, a record is too large, a
@@ -49,11 +40,7 @@ pub enum ClientError {
     /// The request did not get an answer from the node (connection refused or
     /// reset, or a gRPC-level failure). The outcome of a write is unknown.
     #[error("transport error talking to {address}: {status:?}: {message}")]
-    Transport {
-        address: String,
-        status: tonic::Code,
-        message: String,
-    },
+    Transport { address: String, status: tonic::Code, message: String },
 
     /// No answer within the request timeout. The outcome of a write is unknown.
     #[error("TIMEOUT: no answer from {address} within {timeout_ms} ms; the outcome is unknown")]
@@ -61,10 +48,7 @@ pub enum ClientError {
 
     /// The producer retried a batch until its delivery timeout ran out.
     #[error("TIMEOUT: not delivered within {timeout_ms} ms{}", last_error_suffix(.last_error))]
-    DeliveryTimeout {
-        timeout_ms: u64,
-        last_error: Option<Box<ClientError>>,
-    },
+    DeliveryTimeout { timeout_ms: u64, last_error: Option<Box<ClientError>> },
 
     /// An answer could not be decoded (a corrupt or unexpected fetch answer).
     #[error("cannot decode the answer of {address}: {message}")]
@@ -95,18 +79,13 @@ impl ClientError {
         }
         let details = ErrorDetails {
             leader_id: (error.leader_id != 0).then_some(error.leader_id),
-            leader_address: (!error.leader_address.is_empty())
-                .then(|| error.leader_address.clone()),
+            leader_address: (!error.leader_address.is_empty()).then(|| error.leader_address.clone()),
             log_start_offset: error.log_start_offset,
             high_watermark: error.high_watermark,
             retry_after_ms: error.retry_after_ms,
         };
         Some(match ErrorCode::from_code(error.code) {
-            Some(code) => ClientError::Server {
-                code,
-                message: error.message,
-                details,
-            },
+            Some(code) => ClientError::Server { code, message: error.message, details },
             None => ClientError::UnknownServerCode {
                 code: error.code,
                 retry: wire_retry_class(error.retry),
@@ -117,16 +96,11 @@ impl ClientError {
     }
 
     /// Converts a gRPC status of a call to `address` that had `timeout`.
-    pub(crate) fn from_status(
-        address: &str,
-        status: tonic::Status,
-        timeout: Duration,
-    ) -> ClientError {
+    pub(crate) fn from_status(address: &str, status: tonic::Status, timeout: Duration) -> ClientError {
         match status.code() {
-            tonic::Code::DeadlineExceeded => ClientError::Timeout {
-                address: address.to_string(),
-                timeout_ms: timeout.as_millis() as u64,
-            },
+            tonic::Code::DeadlineExceeded => {
+                ClientError::Timeout { address: address.to_string(), timeout_ms: timeout.as_millis() as u64 }
+            }
             code => ClientError::Transport {
                 address: address.to_string(),
                 status: code,
@@ -136,10 +110,7 @@ impl ClientError {
     }
 
     pub(crate) fn local(code: ErrorCode, message: impl Into<String>) -> ClientError {
-        ClientError::Local {
-            code,
-            message: message.into(),
-        }
+        ClientError::Local { code, message: message.into() }
     }
 
     /// The registered code, when there is one. A client-side timeout maps to
@@ -147,9 +118,7 @@ impl ClientError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             ClientError::Server { code, .. } | ClientError::Local { code, .. } => Some(*code),
-            ClientError::Timeout { .. } | ClientError::DeliveryTimeout { .. } => {
-                Some(ErrorCode::Timeout)
-            }
+            ClientError::Timeout { .. } | ClientError::DeliveryTimeout { .. } => Some(ErrorCode::Timeout),
             _ => None,
         }
     }
@@ -190,9 +159,7 @@ impl ClientError {
     pub fn is_outcome_unknown(&self) -> bool {
         matches!(
             self,
-            ClientError::Timeout { .. }
-                | ClientError::Transport { .. }
-                | ClientError::DeliveryTimeout { .. }
+            ClientError::Timeout { .. } | ClientError::Transport { .. } | ClientError::DeliveryTimeout { .. }
         ) || self.code() == Some(ErrorCode::Timeout)
     }
 
@@ -222,19 +189,15 @@ impl ClientError {
 
     /// How long the server asked us to wait before retrying, if it did.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.details()
-            .filter(|d| d.retry_after_ms > 0)
-            .map(|d| Duration::from_millis(d.retry_after_ms))
+        self.details().filter(|d| d.retry_after_ms > 0).map(|d| Duration::from_millis(d.retry_after_ms))
     }
 
     /// NOT_LEADER's hint: the leader's id and address, when the node knew them.
     pub fn leader_hint(&self) -> Option<(u64, &str)> {
         match self {
-            ClientError::Server {
-                code: ErrorCode::NotLeader,
-                details,
-                ..
-            } => Some((details.leader_id?, details.leader_address.as_deref()?)),
+            ClientError::Server { code: ErrorCode::NotLeader, details, .. } => {
+                Some((details.leader_id?, details.leader_address.as_deref()?))
+            }
             _ => None,
         }
     }
@@ -246,9 +209,7 @@ fn wire_retry_class(retry: i32) -> RetryClass {
         Ok(proto::RetryClass::RefreshMetadata) => RetryClass::RefreshMetadata,
         Ok(proto::RetryClass::BackOff) => RetryClass::BackOff,
         // An unknown code without a class: retrying blindly could loop forever.
-        Ok(proto::RetryClass::Fatal) | Ok(proto::RetryClass::Unspecified) | Err(_) => {
-            RetryClass::Fatal
-        }
+        Ok(proto::RetryClass::Fatal) | Ok(proto::RetryClass::Unspecified) | Err(_) => RetryClass::Fatal,
     }
 }
 
@@ -257,12 +218,7 @@ mod tests {
     use super::*;
 
     fn wire(code: u32) -> proto::Error {
-        proto::Error {
-            code,
-            name: "X".into(),
-            message: "what happened".into(),
-            ..Default::default()
-        }
+        proto::Error { code, name: "X".into(), message: "what happened".into(), ..Default::default() }
     }
 
     #[test]
@@ -278,11 +234,7 @@ mod tests {
             assert_eq!(error.code(), Some(code));
             assert_eq!(error.retry_class(), code.retry_class());
             assert_eq!(error.help(), Some(code.help()));
-            assert_eq!(
-                error.hint(),
-                Some(code.help()),
-                "the message does not repeat it"
-            );
+            assert_eq!(error.hint(), Some(code.help()), "the message does not repeat it");
             let shown = error.to_string();
             assert!(shown.starts_with(code.name()), "{shown}");
             assert!(shown.contains("what happened"), "{shown}");
@@ -325,10 +277,7 @@ mod tests {
         let mut error = wire(9999);
         error.retry = proto::RetryClass::BackOff as i32;
         let mapped = ClientError::from_wire(Some(error)).unwrap();
-        assert!(matches!(
-            mapped,
-            ClientError::UnknownServerCode { code: 9999, .. }
-        ));
+        assert!(matches!(mapped, ClientError::UnknownServerCode { code: 9999, .. }));
         assert_eq!(mapped.retry_class(), RetryClass::BackOff);
         assert_eq!(mapped.code(), None);
 
@@ -339,34 +288,21 @@ mod tests {
     #[test]
     fn transport_and_timeout_classes() {
         let timeout = Duration::from_secs(1);
-        let unavailable =
-            ClientError::from_status("a", tonic::Status::unavailable("refused"), timeout);
+        let unavailable = ClientError::from_status("a", tonic::Status::unavailable("refused"), timeout);
         assert_eq!(unavailable.retry_class(), RetryClass::RefreshMetadata);
         assert!(unavailable.is_outcome_unknown());
         assert_eq!(unavailable.code(), None);
 
-        let deadline =
-            ClientError::from_status("a", tonic::Status::deadline_exceeded("slow"), timeout);
-        assert!(matches!(
-            deadline,
-            ClientError::Timeout {
-                timeout_ms: 1000,
-                ..
-            }
-        ));
+        let deadline = ClientError::from_status("a", tonic::Status::deadline_exceeded("slow"), timeout);
+        assert!(matches!(deadline, ClientError::Timeout { timeout_ms: 1000, .. }));
         assert_eq!(deadline.code(), Some(ErrorCode::Timeout));
         assert_eq!(deadline.retry_class(), RetryClass::Retry);
 
-        let too_big =
-            ClientError::from_status("a", tonic::Status::resource_exhausted("too big"), timeout);
+        let too_big = ClientError::from_status("a", tonic::Status::resource_exhausted("too big"), timeout);
         assert_eq!(too_big.retry_class(), RetryClass::Fatal);
 
         let local = ClientError::local(ErrorCode::UnknownTopic, "no topic 't'");
-        assert_eq!(
-            local.retry_class(),
-            RetryClass::Fatal,
-            "local errors are never retried"
-        );
+        assert_eq!(local.retry_class(), RetryClass::Fatal, "local errors are never retried");
         assert_eq!(local.to_string(), "UNKNOWN_TOPIC: no topic 't'");
         let repeated = ClientError::local(ErrorCode::UnknownTopic, ErrorCode::UnknownTopic.help());
         assert_eq!(repeated.hint(), None, "no hint that repeats the message");
@@ -375,10 +311,7 @@ mod tests {
     #[test]
     fn delivery_timeout_names_the_last_error() {
         let last = ClientError::local(ErrorCode::LeaderNotAvailable, "election");
-        let error = ClientError::DeliveryTimeout {
-            timeout_ms: 120_000,
-            last_error: Some(Box::new(last)),
-        };
+        let error = ClientError::DeliveryTimeout { timeout_ms: 120_000, last_error: Some(Box::new(last)) };
         assert_eq!(error.code(), Some(ErrorCode::Timeout));
         assert!(!error.is_retryable());
         assert_eq!(

@@ -41,8 +41,8 @@ pub use client::{Client, ClientConfig, FetchAnswer, ListedOffset, OffsetSpec, Pr
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartOffset};
 pub use error::{ClientError, ErrorDetails};
 pub use metadata::{
-    ClusterMetadata, ClusterStatus, NodeId, NodeStatus, PartitionDescription, PartitionMetadata,
-    TopicDescription, TopicMetadata,
+    ClusterMetadata, ClusterStatus, NodeId, NodeStatus, PartitionDescription, PartitionMetadata, TopicDescription,
+    TopicMetadata,
 };
 pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig, RecordMetadata};
 pub use strata_core::{ErrorCode, RetryClass};

@@ -114,24 +114,15 @@ pub(crate) fn node_id(id: u64) -> Option<NodeId> {
 
 impl From<proto::PartitionMetadata> for PartitionMetadata {
     fn from(p: proto::PartitionMetadata) -> Self {
-        PartitionMetadata {
-            partition: p.partition,
-            leader: node_id(p.leader),
-            replicas: p.replicas,
-        }
+        PartitionMetadata { partition: p.partition, leader: node_id(p.leader), replicas: p.replicas }
     }
 }
 
 impl From<proto::TopicMetadata> for TopicMetadata {
     fn from(t: proto::TopicMetadata) -> Self {
-        let mut partitions: Vec<PartitionMetadata> =
-            t.partitions.into_iter().map(Into::into).collect();
+        let mut partitions: Vec<PartitionMetadata> = t.partitions.into_iter().map(Into::into).collect();
         partitions.sort_by_key(|p| p.partition);
-        TopicMetadata {
-            name: t.name,
-            partitions,
-            configs: t.configs.into_iter().collect(),
-        }
+        TopicMetadata { name: t.name, partitions, configs: t.configs.into_iter().collect() }
     }
 }
 
@@ -139,11 +130,7 @@ impl From<proto::MetadataResponse> for ClusterMetadata {
     fn from(m: proto::MetadataResponse) -> Self {
         ClusterMetadata {
             nodes: m.nodes.into_iter().map(|n| (n.id, n.address)).collect(),
-            topics: m
-                .topics
-                .into_iter()
-                .map(|t| (t.name.clone(), t.into()))
-                .collect(),
+            topics: m.topics.into_iter().map(|t| (t.name.clone(), t.into())).collect(),
             metadata_leader: node_id(m.metadata_leader),
         }
     }
@@ -164,11 +151,7 @@ impl From<proto::DescribeTopicResponse> for TopicDescription {
             })
             .collect();
         partitions.sort_by_key(|p| p.partition);
-        TopicDescription {
-            name: d.name,
-            configs: d.configs.into_iter().collect(),
-            partitions,
-        }
+        TopicDescription { name: d.name, configs: d.configs.into_iter().collect(), partitions }
     }
 }
 
@@ -204,35 +187,14 @@ mod tests {
     fn leader_zero_is_unknown_and_partitions_are_sorted() {
         let wire = proto::MetadataResponse {
             error: None,
-            nodes: vec![
-                proto::Node {
-                    id: 1,
-                    address: "a:1".into(),
-                },
-                proto::Node {
-                    id: 2,
-                    address: "b:2".into(),
-                },
-            ],
+            nodes: vec![proto::Node { id: 1, address: "a:1".into() }, proto::Node { id: 2, address: "b:2".into() }],
             topics: vec![proto::TopicMetadata {
                 name: "t".into(),
                 partitions: vec![
-                    proto::PartitionMetadata {
-                        partition: 1,
-                        leader: 0,
-                        replicas: vec![2, 1],
-                        group_id: 9,
-                    },
-                    proto::PartitionMetadata {
-                        partition: 0,
-                        leader: 2,
-                        replicas: vec![1, 2],
-                        group_id: 8,
-                    },
+                    proto::PartitionMetadata { partition: 1, leader: 0, replicas: vec![2, 1], group_id: 9 },
+                    proto::PartitionMetadata { partition: 0, leader: 2, replicas: vec![1, 2], group_id: 8 },
                 ],
-                configs: [("retention.ms".to_string(), "-1".to_string())]
-                    .into_iter()
-                    .collect(),
+                configs: [("retention.ms".to_string(), "-1".to_string())].into_iter().collect(),
             }],
             metadata_leader: 0,
         };
@@ -240,20 +202,10 @@ mod tests {
         assert_eq!(metadata.metadata_leader, None);
         assert_eq!(metadata.node_address(2), Some("b:2"));
         let topic = metadata.topic("t").unwrap();
-        assert_eq!(
-            topic
-                .partitions
-                .iter()
-                .map(|p| p.partition)
-                .collect::<Vec<_>>(),
-            vec![0, 1]
-        );
+        assert_eq!(topic.partitions.iter().map(|p| p.partition).collect::<Vec<_>>(), vec![0, 1]);
         assert_eq!(topic.partition(0).unwrap().leader, Some(2));
         assert_eq!(topic.partition(1).unwrap().leader, None);
         assert_eq!(topic.replication_factor(), 2);
-        assert_eq!(
-            topic.configs.get("retention.ms").map(String::as_str),
-            Some("-1")
-        );
+        assert_eq!(topic.configs.get("retention.ms").map(String::as_str), Some("-1"));
     }
 }

@@ -59,19 +59,11 @@ mod tests {
             (b"foobar", -790332482),
             (b"a-little-bit-long-string", -985981536),
             (b"a-little-bit-longer-string", -1486304829),
-            (
-                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
-                -58897971,
-            ),
+            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
             (b"abc", 479470107),
         ];
         for (input, expected) in cases {
-            assert_eq!(
-                murmur2(input) as i32,
-                *expected,
-                "murmur2({:?})",
-                String::from_utf8_lossy(input)
-            );
+            assert_eq!(murmur2(input) as i32, *expected, "murmur2({:?})", String::from_utf8_lossy(input));
         }
     }
 
@@ -79,10 +71,7 @@ mod tests {
     fn keys_map_to_fixed_partitions() {
         // Pinned answers: changing the partitioner would move keys between
         // partitions and break per-key order across a client upgrade.
-        assert_eq!(
-            partition_for_key(b"foobar", 12),
-            (0x7fff_ffff & (-790332482i32 as u32)) % 12
-        );
+        assert_eq!(partition_for_key(b"foobar", 12), (0x7fff_ffff & (-790332482i32 as u32)) % 12);
         assert_eq!(partition_for_key(b"abc", 3), 479470107 % 3);
         assert_eq!(partition_for_key(b"", 1), 0);
         for key in [&b"user-1"[..], b"user-2", b"", b"\x00\xff"] {

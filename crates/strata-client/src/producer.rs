@@ -27,9 +27,7 @@ use strata_proto::v1 as proto;
 use strata_record::{encode_batch, encoded_record_len, ProducerFields, Record, BATCH_HEADER_LEN};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::accumulator::{
-    retry_delay, Accumulator, AccumulatorConfig, PendingBatch, TopicPartition,
-};
+use crate::accumulator::{retry_delay, Accumulator, AccumulatorConfig, PendingBatch, TopicPartition};
 use crate::client::ProduceAnswer;
 use crate::partitioner::partition_for_key;
 use crate::{Client, ClientError};
@@ -110,9 +108,7 @@ impl Default for ProducerConfig {
 
 impl ProducerConfig {
     fn clamped(mut self) -> Self {
-        self.max_batch_bytes = self
-            .max_batch_bytes
-            .clamp(BATCH_HEADER_LEN + 1, limits::MAX_BATCH_BYTES);
+        self.max_batch_bytes = self.max_batch_bytes.clamp(BATCH_HEADER_LEN + 1, limits::MAX_BATCH_BYTES);
         self.max_in_flight = self.max_in_flight.max(1);
         let one_record = limits::MAX_RECORD_BYTES + RECORD_OVERHEAD_BYTES;
         self.buffer_bytes = self.buffer_bytes.clamp(one_record, u32::MAX as usize);
@@ -140,9 +136,7 @@ impl Future for DeliveryFuture {
     type Output = Result<RecordMetadata, ClientError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|answer| answer.unwrap_or(Err(ClientError::Closed)))
+        Pin::new(&mut self.rx).poll(cx).map(|answer| answer.unwrap_or(Err(ClientError::Closed)))
     }
 }
 
@@ -156,11 +150,7 @@ struct Completion {
 }
 
 enum Command {
-    Append {
-        tp: TopicPartition,
-        record: Record,
-        completion: Completion,
-    },
+    Append { tp: TopicPartition, record: Record, completion: Completion },
     Flush(oneshot::Sender<()>),
 }
 
@@ -181,9 +171,7 @@ struct Shared {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Producer {
@@ -232,12 +220,7 @@ impl Producer {
     }
 
     /// Queues a record for one partition of `topic`.
-    pub async fn send_to(
-        &self,
-        topic: &str,
-        partition: u32,
-        record: Record,
-    ) -> Result<DeliveryFuture, ClientError> {
+    pub async fn send_to(&self, topic: &str, partition: u32, record: Record) -> Result<DeliveryFuture, ClientError> {
         self.enqueue(topic, Some(partition), record).await
     }
 
@@ -258,10 +241,7 @@ impl Producer {
     ) -> Result<DeliveryFuture, ClientError> {
         let partitions = self.shared.client.partition_count(topic).await?;
         if partitions == 0 {
-            return Err(ClientError::local(
-                ErrorCode::UnknownPartition,
-                format!("topic '{topic}' has no partitions"),
-            ));
+            return Err(ClientError::local(ErrorCode::UnknownPartition, format!("topic '{topic}' has no partitions")));
         }
         let partition = match (partition, &record.key) {
             (Some(p), _) if p >= partitions => {
@@ -287,38 +267,15 @@ impl Producer {
         if size > limits::MAX_RECORD_BYTES {
             return Err(ClientError::local(
                 ErrorCode::RecordTooLarge,
-                format!(
-                    "the record encodes to {size} bytes, over the limit of {} bytes",
-                    limits::MAX_RECORD_BYTES
-                ),
+                format!("the record encodes to {size} bytes, over the limit of {} bytes", limits::MAX_RECORD_BYTES),
             ));
         }
         let charge = (size + RECORD_OVERHEAD_BYTES).min(self.shared.config.buffer_bytes) as u32;
-        let memory = self
-            .shared
-            .memory
-            .clone()
-            .acquire_many_owned(charge)
-            .await
-            .map_err(|_| ClientError::Closed)?;
+        let memory = self.shared.memory.clone().acquire_many_owned(charge).await.map_err(|_| ClientError::Closed)?;
         let (tx, rx) = oneshot::channel();
-        let tp = TopicPartition {
-            topic: topic.to_string(),
-            partition,
-        };
-        let completion = Completion {
-            tx,
-            flush_epoch: 0,
-            _memory: memory,
-        };
-        self.shared
-            .commands
-            .send(Command::Append {
-                tp,
-                record,
-                completion,
-            })
-            .map_err(|_| ClientError::Closed)?;
+        let tp = TopicPartition { topic: topic.to_string(), partition };
+        let completion = Completion { tx, flush_epoch: 0, _memory: memory };
+        self.shared.commands.send(Command::Append { tp, record, completion }).map_err(|_| ClientError::Closed)?;
         Ok(DeliveryFuture { rx })
     }
 }
@@ -391,15 +348,10 @@ impl SenderTask {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Append {
-                tp,
-                record,
-                mut completion,
-            } => {
+            Command::Append { tp, record, mut completion } => {
                 completion.flush_epoch = self.flush_epoch;
                 *self.outstanding.entry(self.flush_epoch).or_default() += 1;
-                self.accumulator
-                    .append(tp, record, completion, Instant::now());
+                self.accumulator.append(tp, record, completion, Instant::now());
             }
             Command::Flush(waiter) => {
                 self.flush_waiters.push((self.flush_epoch, waiter));
@@ -410,8 +362,7 @@ impl SenderTask {
 
     fn wake_flush_waiters(&mut self) {
         let outstanding = &self.outstanding;
-        self.flush_waiters
-            .retain_mut(|(epoch, _)| outstanding.range(..=*epoch).next().is_some());
+        self.flush_waiters.retain_mut(|(epoch, _)| outstanding.range(..=*epoch).next().is_some());
         // `retain_mut` dropped the finished waiters' senders; dropping one
         // wakes its `flush` (which ignores the error) just like a send would.
     }
@@ -427,8 +378,7 @@ impl SenderTask {
                 }
                 Err(error) => {
                     self.accumulator.complete(&batch.tp);
-                    let error =
-                        ClientError::local(error.code(), format!("cannot encode a batch: {error}"));
+                    let error = ClientError::local(error.code(), format!("cannot encode a batch: {error}"));
                     self.fail(batch, error);
                     return;
                 }
@@ -439,9 +389,7 @@ impl SenderTask {
         let outcome_tx = self.outcome_tx.clone();
         let (acks, timeout) = (self.config.acks, self.config.request_timeout);
         tokio::spawn(async move {
-            let result = client
-                .produce_batch(&batch.tp.topic, batch.tp.partition, bytes, acks, timeout)
-                .await;
+            let result = client.produce_batch(&batch.tp.topic, batch.tp.partition, bytes, acks, timeout).await;
             // The receiver lives as long as the task that owns `self`.
             let _ = outcome_tx.send(Outcome { batch, result });
         });
@@ -460,19 +408,9 @@ impl SenderTask {
                     );
                 }
                 let TopicPartition { topic, partition } = batch.tp.clone();
-                for (index, completion) in std::mem::take(&mut batch.completions)
-                    .into_iter()
-                    .enumerate()
-                {
+                for (index, completion) in std::mem::take(&mut batch.completions).into_iter().enumerate() {
                     let offset = acked.then_some(answer.base_offset + index as u64);
-                    self.resolve(
-                        completion,
-                        Ok(RecordMetadata {
-                            topic: topic.clone(),
-                            partition,
-                            offset,
-                        }),
-                    );
+                    self.resolve(completion, Ok(RecordMetadata { topic: topic.clone(), partition, offset }));
                 }
             }
             Err(error) => {
@@ -519,10 +457,7 @@ impl SenderTask {
     }
 
     fn resolve(&mut self, completion: Completion, result: Result<RecordMetadata, ClientError>) {
-        let count = self
-            .outstanding
-            .get_mut(&completion.flush_epoch)
-            .expect("every queued record is counted");
+        let count = self.outstanding.get_mut(&completion.flush_epoch).expect("every queued record is counted");
         *count -= 1;
         if *count == 0 {
             self.outstanding.remove(&completion.flush_epoch);
@@ -556,20 +491,14 @@ mod tests {
         .clamped();
         assert_eq!(config.max_batch_bytes, limits::MAX_BATCH_BYTES);
         assert_eq!(config.max_in_flight, 1);
-        assert!(
-            config.buffer_bytes >= limits::MAX_RECORD_BYTES,
-            "one maximal record always fits"
-        );
+        assert!(config.buffer_bytes >= limits::MAX_RECORD_BYTES, "one maximal record always fits");
         assert_eq!(config.retry_backoff_max, Duration::from_secs(5));
     }
 
     #[test]
     fn defaults_follow_the_limits_module() {
         let config = ProducerConfig::default();
-        assert_eq!(
-            config.linger,
-            Duration::from_millis(limits::DEFAULT_LINGER_MS)
-        );
+        assert_eq!(config.linger, Duration::from_millis(limits::DEFAULT_LINGER_MS));
         assert_eq!(config.max_batch_bytes, limits::DEFAULT_CLIENT_BATCH_BYTES);
         assert_eq!(config.max_in_flight, limits::DEFAULT_MAX_IN_FLIGHT);
         assert_eq!(config.acks, Acks::All);
@@ -589,11 +518,7 @@ mod tests {
         )
         .unwrap();
         let producer = Producer::new(client, ProducerConfig::default());
-        let error = producer
-            .send("t", Record::default())
-            .await
-            .err()
-            .expect("no cluster");
+        let error = producer.send("t", Record::default()).await.err().expect("no cluster");
         assert!(error.is_retryable(), "{error}");
         producer.flush().await; // nothing queued: returns at once
     }

@@ -10,9 +10,7 @@ use bytes::Bytes;
 use strata_core::limits::{MAX_BATCH_BYTES, MAX_RECORDS_PER_BATCH, MAX_RECORD_BYTES};
 
 use crate::error::BatchError;
-use crate::header::{
-    read_header, BatchHeader, BATCH_HEADER_LEN, COMPRESSION_MASK, CRC_START, MAGIC_V2,
-};
+use crate::header::{read_header, BatchHeader, BATCH_HEADER_LEN, COMPRESSION_MASK, CRC_START, MAGIC_V2};
 use crate::record::{Header, StoredRecord};
 use crate::varint::Reader;
 
@@ -44,11 +42,7 @@ struct RawRecord<'a> {
 /// Checks everything about a batch except its records.
 fn check_frame(bytes: &[u8], mode: Mode) -> Result<BatchHeader, BatchError> {
     if mode == Mode::Validate && bytes.len() > MAX_BATCH_BYTES {
-        return Err(BatchError::TooLarge {
-            what: "batch size in bytes",
-            size: bytes.len(),
-            limit: MAX_BATCH_BYTES,
-        });
+        return Err(BatchError::TooLarge { what: "batch size in bytes", size: bytes.len(), limit: MAX_BATCH_BYTES });
     }
     let h = read_header(bytes)?;
     if h.total_len() > bytes.len() {
@@ -68,10 +62,7 @@ fn check_frame(bytes: &[u8], mode: Mode) -> Result<BatchHeader, BatchError> {
     // The magic decides the layout of everything after it, so it is checked
     // before the CRC, whose position depends on it.
     if h.magic != MAGIC_V2 {
-        return Err(BatchError::corrupt(format!(
-            "magic byte is {}, only 2 (record batch v2) is supported",
-            h.magic
-        )));
+        return Err(BatchError::corrupt(format!("magic byte is {}, only 2 (record batch v2) is supported", h.magic)));
     }
     let crc = crc32c::crc32c(&bytes[CRC_START..]);
     if crc != h.crc {
@@ -88,9 +79,7 @@ fn check_frame(bytes: &[u8], mode: Mode) -> Result<BatchHeader, BatchError> {
     }
     if mode == Mode::Validate {
         if h.record_count == 0 {
-            return Err(BatchError::Invalid(
-                "a batch needs at least one record".into(),
-            ));
+            return Err(BatchError::Invalid("a batch needs at least one record".into()));
         }
         if h.record_count as usize > MAX_RECORDS_PER_BATCH {
             return Err(BatchError::TooLarge {
@@ -120,10 +109,7 @@ fn nullable<'a>(r: &mut Reader<'a>, what: &str) -> Result<Option<&'a [u8]>, Stri
     match len {
         -1 => Ok(None),
         n if n < 0 => Err(format!("{what} length {n} is negative")),
-        n => r
-            .take(n as usize)
-            .map(Some)
-            .map_err(|e| format!("{what}: {e}")),
+        n => r.take(n as usize).map(Some).map_err(|e| format!("{what}: {e}")),
     }
 }
 
@@ -144,37 +130,19 @@ fn parse_body(body: &[u8]) -> Result<(i64, i32, RawRecord<'_>), String> {
     // Each header takes at least two bytes, which caps the allocation.
     let mut headers = Vec::with_capacity((header_count as usize).min(r.remaining() / 2));
     for j in 0..header_count {
-        let key_len = r
-            .varint()
-            .map_err(|e| format!("header {j} key length: {e}"))?;
+        let key_len = r.varint().map_err(|e| format!("header {j} key length: {e}"))?;
         if key_len < 0 {
             return Err(format!("header {j} key length {key_len} is negative"));
         }
-        let key = r
-            .take(key_len as usize)
-            .map_err(|e| format!("header {j} key: {e}"))?;
-        let key =
-            std::str::from_utf8(key).map_err(|_| format!("header {j} key is not valid utf-8"))?;
+        let key = r.take(key_len as usize).map_err(|e| format!("header {j} key: {e}"))?;
+        let key = std::str::from_utf8(key).map_err(|_| format!("header {j} key is not valid utf-8"))?;
         let value = nullable(&mut r, &format!("header {j} value"))?;
         headers.push((key, value));
     }
     if !r.is_empty() {
-        return Err(format!(
-            "{} bytes left over after the record's fields",
-            r.remaining()
-        ));
+        return Err(format!("{} bytes left over after the record's fields", r.remaining()));
     }
-    Ok((
-        timestamp_delta,
-        offset_delta,
-        RawRecord {
-            offset: 0,
-            timestamp_ms: 0,
-            key,
-            value,
-            headers,
-        },
-    ))
+    Ok((timestamp_delta, offset_delta, RawRecord { offset: 0, timestamp_ms: 0, key, value, headers }))
 }
 
 /// Walks the records of a batch whose frame `check_frame` accepted, handing
@@ -190,29 +158,17 @@ fn for_each_record<'a>(
     let mut prev_delta: i64 = -1;
     for i in 0..count {
         if r.is_empty() {
-            return Err(BatchError::corrupt(format!(
-                "batch ends after {i} of {count} records"
-            )));
+            return Err(BatchError::corrupt(format!("batch ends after {i} of {count} records")));
         }
-        let len = r
-            .varint()
-            .map_err(|e| BatchError::corrupt(format!("record {i} length: {e}")))?;
+        let len = r.varint().map_err(|e| BatchError::corrupt(format!("record {i} length: {e}")))?;
         if len < 0 {
-            return Err(BatchError::corrupt(format!(
-                "record {i} length {len} is negative"
-            )));
+            return Err(BatchError::corrupt(format!("record {i} length {len} is negative")));
         }
         let len = len as usize;
         if mode == Mode::Validate && len > MAX_RECORD_BYTES {
-            return Err(BatchError::TooLarge {
-                what: "record size in bytes",
-                size: len,
-                limit: MAX_RECORD_BYTES,
-            });
+            return Err(BatchError::TooLarge { what: "record size in bytes", size: len, limit: MAX_RECORD_BYTES });
         }
-        let body = r
-            .take(len)
-            .map_err(|e| BatchError::corrupt(format!("record {i} is truncated: {e}")))?;
+        let body = r.take(len).map_err(|e| BatchError::corrupt(format!("record {i} is truncated: {e}")))?;
         let (timestamp_delta, offset_delta, mut raw) =
             parse_body(body).map_err(|e| BatchError::corrupt(format!("record {i}: {e}")))?;
 
@@ -230,22 +186,16 @@ fn for_each_record<'a>(
         prev_delta = delta;
         // Cannot overflow: base_offset <= i64::MAX (read_header) and 0 <= delta <= i32::MAX.
         raw.offset = h.base_offset + delta as u64;
-        raw.timestamp_ms = h
-            .base_timestamp
-            .checked_add(timestamp_delta)
-            .ok_or_else(|| {
-                BatchError::corrupt(format!(
-                    "record {i} timestamp delta {timestamp_delta} overflows base timestamp {}",
-                    h.base_timestamp
-                ))
-            })?;
+        raw.timestamp_ms = h.base_timestamp.checked_add(timestamp_delta).ok_or_else(|| {
+            BatchError::corrupt(format!(
+                "record {i} timestamp delta {timestamp_delta} overflows base timestamp {}",
+                h.base_timestamp
+            ))
+        })?;
         sink(raw);
     }
     if !r.is_empty() {
-        return Err(BatchError::corrupt(format!(
-            "{} trailing bytes after the last record",
-            r.remaining()
-        )));
+        return Err(BatchError::corrupt(format!("{} trailing bytes after the last record", r.remaining())));
     }
     Ok(())
 }
@@ -266,11 +216,7 @@ pub fn validate_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(h)
 }
 
-fn decode_into(
-    batch: &[u8],
-    min_offset: u64,
-    out: &mut Vec<StoredRecord>,
-) -> Result<(), BatchError> {
+fn decode_into(batch: &[u8], min_offset: u64, out: &mut Vec<StoredRecord>) -> Result<(), BatchError> {
     let h = check_frame(batch, Mode::Decode)?;
     // Never reserve more than the bytes could hold, whatever the count says.
     let room = (batch.len() - BATCH_HEADER_LEN) / MIN_RECORD_LEN;
@@ -285,14 +231,7 @@ fn decode_into(
             timestamp_ms: raw.timestamp_ms,
             key: opt(raw.key),
             value: opt(raw.value),
-            headers: raw
-                .headers
-                .into_iter()
-                .map(|(k, v)| Header {
-                    key: k.to_owned(),
-                    value: opt(v),
-                })
-                .collect(),
+            headers: raw.headers.into_iter().map(|(k, v)| Header { key: k.to_owned(), value: opt(v) }).collect(),
         });
     })
 }
@@ -338,11 +277,7 @@ pub struct BatchIter<'a> {
 
 impl<'a> BatchIter<'a> {
     pub fn new(bytes: &'a [u8]) -> Self {
-        BatchIter {
-            rest: bytes,
-            position: 0,
-            failed: false,
-        }
+        BatchIter { rest: bytes, position: 0, failed: false }
     }
 }
 
@@ -356,9 +291,7 @@ impl<'a> Iterator for BatchIter<'a> {
         let at = self.position;
         let result = read_header(self.rest)
             .map_err(|e| match e {
-                BatchError::Corrupt(msg) => {
-                    BatchError::corrupt(format!("batch at byte {at}: {msg}"))
-                }
+                BatchError::Corrupt(msg) => BatchError::corrupt(format!("batch at byte {at}: {msg}")),
                 other => other,
             })
             .and_then(|h| {

@@ -25,11 +25,8 @@ fn nullable_len(b: &Option<Bytes>) -> usize {
 /// Size of a record after its own length prefix: the value of that prefix.
 /// This is the "record size" the MAX_RECORD_BYTES bound applies to.
 fn record_body_len(record: &Record, offset_delta: i32, timestamp_delta: i64) -> usize {
-    let headers: usize = record
-        .headers
-        .iter()
-        .map(|h| len_prefix_len(h.key.len()) + h.key.len() + nullable_len(&h.value))
-        .sum();
+    let headers: usize =
+        record.headers.iter().map(|h| len_prefix_len(h.key.len()) + h.key.len() + nullable_len(&h.value)).sum();
     1 // attributes
         + varlong_len(timestamp_delta)
         + varint_len(offset_delta)
@@ -58,13 +55,7 @@ fn put_nullable(buf: &mut Vec<u8>, b: &Option<Bytes>) {
     }
 }
 
-fn put_record(
-    buf: &mut Vec<u8>,
-    record: &Record,
-    body_len: usize,
-    offset_delta: i32,
-    timestamp_delta: i64,
-) {
+fn put_record(buf: &mut Vec<u8>, record: &Record, body_len: usize, offset_delta: i32, timestamp_delta: i64) {
     let start = buf.len();
     put_varint(buf, body_len as i32);
     let body_start = buf.len();
@@ -80,10 +71,7 @@ fn put_record(
         put_nullable(buf, &h.value);
     }
     debug_assert_eq!(buf.len() - body_start, body_len);
-    debug_assert_eq!(
-        buf.len() - start,
-        encoded_record_len(record, offset_delta, timestamp_delta)
-    );
+    debug_assert_eq!(buf.len() - start, encoded_record_len(record, offset_delta, timestamp_delta));
 }
 
 /// Encodes records into one batch with base offset 0 and offset deltas
@@ -105,19 +93,12 @@ pub(crate) fn encode_inner(
     producer: ProducerFields,
     enforce_limits: bool,
 ) -> Result<Bytes, BatchError> {
-    let first = records
-        .first()
-        .ok_or_else(|| BatchError::Invalid("a batch needs at least one record".into()))?;
+    let first = records.first().ok_or_else(|| BatchError::Invalid("a batch needs at least one record".into()))?;
     if enforce_limits && records.len() > MAX_RECORDS_PER_BATCH {
-        return Err(BatchError::TooLarge {
-            what: "record count",
-            size: records.len(),
-            limit: MAX_RECORDS_PER_BATCH,
-        });
+        return Err(BatchError::TooLarge { what: "record count", size: records.len(), limit: MAX_RECORDS_PER_BATCH });
     }
-    let count = i32::try_from(records.len()).map_err(|_| {
-        BatchError::Invalid(format!("{} records do not fit a batch", records.len()))
-    })?;
+    let count = i32::try_from(records.len())
+        .map_err(|_| BatchError::Invalid(format!("{} records do not fit a batch", records.len())))?;
 
     // First pass: sizes and timestamp deltas, so every bound is checked before
     // any byte is written and the buffer is allocated once.
@@ -126,42 +107,28 @@ pub(crate) fn encode_inner(
     let mut plan = Vec::with_capacity(records.len());
     let mut total = BATCH_HEADER_LEN;
     for (i, record) in records.iter().enumerate() {
-        let timestamp_delta = record
-            .timestamp_ms
-            .checked_sub(base_timestamp)
-            .ok_or_else(|| {
-                BatchError::Invalid(format!(
-                    "record {i}: timestamp {} is too far from the first record's {base_timestamp}",
-                    record.timestamp_ms
-                ))
-            })?;
+        let timestamp_delta = record.timestamp_ms.checked_sub(base_timestamp).ok_or_else(|| {
+            BatchError::Invalid(format!(
+                "record {i}: timestamp {} is too far from the first record's {base_timestamp}",
+                record.timestamp_ms
+            ))
+        })?;
         let body = record_body_len(record, i as i32, timestamp_delta);
         if enforce_limits && body > MAX_RECORD_BYTES {
-            return Err(BatchError::TooLarge {
-                what: "record size in bytes",
-                size: body,
-                limit: MAX_RECORD_BYTES,
-            });
+            return Err(BatchError::TooLarge { what: "record size in bytes", size: body, limit: MAX_RECORD_BYTES });
         }
         if body > i32::MAX as usize {
-            return Err(BatchError::Invalid(format!(
-                "record {i}: {body} bytes do not fit a length field"
-            )));
+            return Err(BatchError::Invalid(format!("record {i}: {body} bytes do not fit a length field")));
         }
         total = total.saturating_add(len_prefix_len(body) + body);
         max_timestamp = max_timestamp.max(record.timestamp_ms);
         plan.push((body, timestamp_delta));
     }
     if enforce_limits && total > MAX_BATCH_BYTES {
-        return Err(BatchError::TooLarge {
-            what: "batch size in bytes",
-            size: total,
-            limit: MAX_BATCH_BYTES,
-        });
+        return Err(BatchError::TooLarge { what: "batch size in bytes", size: total, limit: MAX_BATCH_BYTES });
     }
-    let batch_length = i32::try_from(total - LOG_OVERHEAD).map_err(|_| {
-        BatchError::Invalid(format!("{total} bytes do not fit a batch length field"))
-    })?;
+    let batch_length = i32::try_from(total - LOG_OVERHEAD)
+        .map_err(|_| BatchError::Invalid(format!("{total} bytes do not fit a batch length field")))?;
 
     let mut buf = Vec::with_capacity(total);
     buf.extend_from_slice(&0i64.to_be_bytes()); // baseOffset: the leader assigns it
@@ -204,10 +171,7 @@ mod tests {
         let record = Record {
             key: Some(Bytes::from_static(b"key")),
             value: Some(Bytes::from_static(b"value")),
-            headers: vec![Header {
-                key: "h".into(),
-                value: Some(Bytes::from_static(b"x")),
-            }],
+            headers: vec![Header { key: "h".into(), value: Some(Bytes::from_static(b"x")) }],
             timestamp_ms: 1000,
         };
         #[rustfmt::skip]
@@ -242,24 +206,13 @@ mod tests {
 
     #[test]
     fn header_fields_follow_records_and_producer() {
-        let records = [
-            rec(Some("a"), Some("1"), 50),
-            rec(None, None, 90),
-            rec(Some("c"), None, 70),
-        ];
-        let producer = ProducerFields {
-            producer_id: 42,
-            producer_epoch: 3,
-            base_sequence: 17,
-        };
+        let records = [rec(Some("a"), Some("1"), 50), rec(None, None, 90), rec(Some("c"), None, 70)];
+        let producer = ProducerFields { producer_id: 42, producer_epoch: 3, base_sequence: 17 };
         let b = encode_batch(&records, producer).unwrap();
         let h = crate::read_header(&b).unwrap();
         assert_eq!(h.base_timestamp, 50);
         assert_eq!(h.max_timestamp, 90);
-        assert_eq!(
-            (h.producer_id, h.producer_epoch, h.base_sequence),
-            (42, 3, 17)
-        );
+        assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (42, 3, 17));
         assert_eq!(h.record_count, 3);
         assert_eq!(h.last_offset_delta, 2);
         assert_eq!(h.attributes, 0);
@@ -270,24 +223,13 @@ mod tests {
         let big = Bytes::from(vec![7u8; 300]);
         let records = vec![
             rec(None, None, 0),
-            Record {
-                key: Some(big.clone()),
-                value: Some(big.clone()),
-                headers: vec![],
-                timestamp_ms: -5_000_000,
-            },
+            Record { key: Some(big.clone()), value: Some(big.clone()), headers: vec![], timestamp_ms: -5_000_000 },
             Record {
                 key: None,
                 value: Some(Bytes::new()),
                 headers: vec![
-                    Header {
-                        key: String::new(),
-                        value: None,
-                    },
-                    Header {
-                        key: "k".repeat(200),
-                        value: Some(big.clone()),
-                    },
+                    Header { key: String::new(), value: None },
+                    Header { key: "k".repeat(200), value: Some(big.clone()) },
                 ],
                 timestamp_ms: 1 << 40,
             },
@@ -298,82 +240,37 @@ mod tests {
         }
         let b = encode_batch(&many, ProducerFields::default()).unwrap();
         let base = many[0].timestamp_ms;
-        let sum: usize = many
-            .iter()
-            .enumerate()
-            .map(|(i, r)| encoded_record_len(r, i as i32, r.timestamp_ms - base))
-            .sum();
+        let sum: usize =
+            many.iter().enumerate().map(|(i, r)| encoded_record_len(r, i as i32, r.timestamp_ms - base)).sum();
         assert_eq!(b.len(), BATCH_HEADER_LEN + sum);
     }
 
     #[test]
     fn refuses_empty_and_oversize_input() {
-        assert!(matches!(
-            encode_batch(&[], ProducerFields::default()),
-            Err(BatchError::Invalid(_))
-        ));
+        assert!(matches!(encode_batch(&[], ProducerFields::default()), Err(BatchError::Invalid(_))));
 
         let too_many = vec![Record::default(); MAX_RECORDS_PER_BATCH + 1];
         let err = encode_batch(&too_many, ProducerFields::default()).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                BatchError::TooLarge {
-                    what: "record count",
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, BatchError::TooLarge { what: "record count", .. }), "{err}");
 
-        let huge = Record {
-            value: Some(Bytes::from(vec![0u8; MAX_RECORD_BYTES])),
-            ..Record::default()
-        };
+        let huge = Record { value: Some(Bytes::from(vec![0u8; MAX_RECORD_BYTES])), ..Record::default() };
         let err = encode_batch(&[huge], ProducerFields::default()).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                BatchError::TooLarge {
-                    what: "record size in bytes",
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, BatchError::TooLarge { what: "record size in bytes", .. }), "{err}");
 
-        let half = Record {
-            value: Some(Bytes::from(vec![0u8; MAX_BATCH_BYTES / 2])),
-            ..Record::default()
-        };
+        let half = Record { value: Some(Bytes::from(vec![0u8; MAX_BATCH_BYTES / 2])), ..Record::default() };
         let err = encode_batch(&[half.clone(), half], ProducerFields::default()).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                BatchError::TooLarge {
-                    what: "batch size in bytes",
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, BatchError::TooLarge { what: "batch size in bytes", .. }), "{err}");
         assert_eq!(err.code(), strata_core::ErrorCode::RecordTooLarge);
 
         // The largest record that is allowed still encodes.
         let value_len = MAX_RECORD_BYTES - 10;
-        let ok = Record {
-            value: Some(Bytes::from(vec![0u8; value_len])),
-            ..Record::default()
-        };
+        let ok = Record { value: Some(Bytes::from(vec![0u8; value_len])), ..Record::default() };
         assert!(encode_batch(&[ok], ProducerFields::default()).is_ok());
     }
 
     #[test]
     fn refuses_timestamp_delta_overflow() {
         let records = [rec(None, None, i64::MIN), rec(None, None, i64::MAX)];
-        assert!(matches!(
-            encode_batch(&records, ProducerFields::default()),
-            Err(BatchError::Invalid(_))
-        ));
+        assert!(matches!(encode_batch(&records, ProducerFields::default()), Err(BatchError::Invalid(_))));
     }
 }

@@ -8,11 +8,7 @@ pub enum BatchError {
     /// The batch, one of its records, or its record count is over a bound of
     /// `strata_core::limits`. `what` names the measured quantity and its unit.
     #[error("{what} is {size}, over the limit of {limit}")]
-    TooLarge {
-        what: &'static str,
-        size: usize,
-        limit: usize,
-    },
+    TooLarge { what: &'static str, size: usize, limit: usize },
     /// The bytes do not form a well-formed v2 batch (layout, length or CRC).
     #[error("corrupt batch: {0}")]
     Corrupt(String),
@@ -43,23 +39,10 @@ mod tests {
 
     #[test]
     fn codes_map_per_variant() {
-        let too_large = BatchError::TooLarge {
-            what: "record size in bytes",
-            size: 2,
-            limit: 1,
-        };
+        let too_large = BatchError::TooLarge { what: "record size in bytes", size: 2, limit: 1 };
         assert_eq!(too_large.code(), ErrorCode::RecordTooLarge);
-        assert_eq!(
-            BatchError::Corrupt("x".into()).code(),
-            ErrorCode::CorruptBatch
-        );
-        assert_eq!(
-            BatchError::Invalid("x".into()).code(),
-            ErrorCode::InvalidRequest
-        );
-        assert_eq!(
-            too_large.to_string(),
-            "record size in bytes is 2, over the limit of 1"
-        );
+        assert_eq!(BatchError::Corrupt("x".into()).code(), ErrorCode::CorruptBatch);
+        assert_eq!(BatchError::Invalid("x".into()).code(), ErrorCode::InvalidRequest);
+        assert_eq!(too_large.to_string(), "record size in bytes is 2, over the limit of 1");
     }
 }

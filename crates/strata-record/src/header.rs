@@ -58,8 +58,7 @@ impl BatchHeader {
     /// The offset right after this batch's last record.
     pub fn next_offset(&self) -> u64 {
         // Saturating: a hand-built header must not make this panic.
-        self.base_offset
-            .saturating_add_signed(i64::from(self.last_offset_delta) + 1)
+        self.base_offset.saturating_add_signed(i64::from(self.last_offset_delta) + 1)
     }
 }
 
@@ -99,9 +98,7 @@ pub fn read_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     }
     let base_offset = i64_at(bytes, BASE_OFFSET_AT);
     if base_offset < 0 {
-        return Err(BatchError::corrupt(format!(
-            "base offset {base_offset} is negative"
-        )));
+        return Err(BatchError::corrupt(format!("base offset {base_offset} is negative")));
     }
     let batch_length = i32_at(bytes, BATCH_LENGTH_AT);
     let min_length = (BATCH_HEADER_LEN - LOG_OVERHEAD) as i32;
@@ -112,15 +109,11 @@ pub fn read_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     }
     let last_offset_delta = i32_at(bytes, LAST_OFFSET_DELTA_AT);
     if last_offset_delta < 0 {
-        return Err(BatchError::corrupt(format!(
-            "last offset delta {last_offset_delta} is negative"
-        )));
+        return Err(BatchError::corrupt(format!("last offset delta {last_offset_delta} is negative")));
     }
     let record_count = i32_at(bytes, RECORD_COUNT_AT);
     if record_count < 0 {
-        return Err(BatchError::corrupt(format!(
-            "record count {record_count} is negative"
-        )));
+        return Err(BatchError::corrupt(format!("record count {record_count} is negative")));
     }
     Ok(BatchHeader {
         base_offset: base_offset as u64,
@@ -182,10 +175,7 @@ mod tests {
         assert_eq!(h.next_offset(), 3);
         assert_eq!(h.base_timestamp, 100);
         assert_eq!(h.max_timestamp, 102);
-        assert_eq!(
-            (h.producer_id, h.producer_epoch, h.base_sequence),
-            (-1, -1, -1)
-        );
+        assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (-1, -1, -1));
         assert_eq!(h.partition_leader_epoch, -1);
         // Only the header is needed.
         assert_eq!(read_header(&batch[..BATCH_HEADER_LEN]).unwrap(), h);
@@ -194,10 +184,7 @@ mod tests {
     #[test]
     fn rejects_short_and_inconsistent_headers() {
         let batch = sample_batch(1, 0).to_vec();
-        assert!(matches!(
-            read_header(&batch[..BATCH_HEADER_LEN - 1]),
-            Err(BatchError::Corrupt(_))
-        ));
+        assert!(matches!(read_header(&batch[..BATCH_HEADER_LEN - 1]), Err(BatchError::Corrupt(_))));
         assert!(matches!(read_header(&[]), Err(BatchError::Corrupt(_))));
 
         let mut b = batch.clone();

@@ -39,10 +39,6 @@ pub struct ProducerFields {
 impl Default for ProducerFields {
     /// All -1: Kafka's encoding of "no idempotent producer".
     fn default() -> Self {
-        ProducerFields {
-            producer_id: -1,
-            producer_epoch: -1,
-            base_sequence: -1,
-        }
+        ProducerFields { producer_id: -1, producer_epoch: -1, base_sequence: -1 }
     }
 }

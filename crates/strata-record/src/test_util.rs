@@ -20,10 +20,7 @@ pub(crate) fn sample_records(n: usize, ts0: i64) -> Vec<Record> {
         .map(|i| Record {
             key: Some(Bytes::from(format!("key-{i}"))),
             value: Some(Bytes::from(format!("value-{i}"))),
-            headers: vec![Header {
-                key: "h".into(),
-                value: Some(Bytes::from(format!("{i}"))),
-            }],
+            headers: vec![Header { key: "h".into(), value: Some(Bytes::from(format!("{i}"))) }],
             timestamp_ms: ts0 + i as i64,
         })
         .collect()

@@ -76,20 +76,14 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn u8(&mut self) -> Result<u8, String> {
-        let (&b, rest) = self
-            .buf
-            .split_first()
-            .ok_or_else(|| "ends where a byte was expected".to_string())?;
+        let (&b, rest) = self.buf.split_first().ok_or_else(|| "ends where a byte was expected".to_string())?;
         self.buf = rest;
         Ok(b)
     }
 
     pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         if n > self.buf.len() {
-            return Err(format!(
-                "needs {n} bytes but only {} are left",
-                self.buf.len()
-            ));
+            return Err(format!("needs {n} bytes but only {} are left", self.buf.len()));
         }
         let (head, rest) = self.buf.split_at(n);
         self.buf = rest;
@@ -101,9 +95,7 @@ impl<'a> Reader<'a> {
     fn uvarint(&mut self, max_len: usize, last_max: u8) -> Result<u64, String> {
         let mut value = 0u64;
         for i in 0..max_len {
-            let b = self
-                .u8()
-                .map_err(|_| "varint runs past the end".to_string())?;
+            let b = self.u8().map_err(|_| "varint runs past the end".to_string())?;
             if i == max_len - 1 && b > last_max {
                 return Err("varint overflows its type".to_string());
             }
@@ -158,29 +150,12 @@ mod tests {
         assert_eq!(enc32(300), [0xd8, 0x04]);
         assert_eq!(enc32(i32::MAX), [0xfe, 0xff, 0xff, 0xff, 0x0f]);
         assert_eq!(enc32(i32::MIN), [0xff, 0xff, 0xff, 0xff, 0x0f]);
-        assert_eq!(
-            enc64(i64::MIN),
-            [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]
-        );
+        assert_eq!(enc64(i64::MIN), [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
     }
 
     #[test]
     fn round_trip_and_lengths() {
-        let vals32 = [
-            0,
-            1,
-            -1,
-            63,
-            64,
-            -64,
-            -65,
-            8191,
-            8192,
-            1 << 20,
-            -(1 << 27),
-            i32::MAX,
-            i32::MIN,
-        ];
+        let vals32 = [0, 1, -1, 63, 64, -64, -65, 8191, 8192, 1 << 20, -(1 << 27), i32::MAX, i32::MIN];
         for v in vals32 {
             let b = enc32(v);
             assert_eq!(b.len(), varint_len(v), "len of {v}");
@@ -188,16 +163,7 @@ mod tests {
             assert_eq!(r.varint().unwrap(), v);
             assert!(r.is_empty());
         }
-        let vals64 = [
-            0,
-            -1,
-            1,
-            i64::from(i32::MAX) + 1,
-            1 << 50,
-            -(1 << 62),
-            i64::MAX,
-            i64::MIN,
-        ];
+        let vals64 = [0, -1, 1, i64::from(i32::MAX) + 1, 1 << 50, -(1 << 62), i64::MAX, i64::MIN];
         for v in vals64 {
             let b = enc64(v);
             assert_eq!(b.len(), varlong_len(v), "len of {v}");
@@ -212,19 +178,11 @@ mod tests {
         assert!(Reader::new(&[]).varint().is_err());
         assert!(Reader::new(&[0x80]).varint().is_err());
         // Sixth byte needed: too long for a varint.
-        assert!(Reader::new(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x00])
-            .varint()
-            .is_err());
+        assert!(Reader::new(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x00]).varint().is_err());
         // Fifth byte carries bits above 32.
-        assert!(Reader::new(&[0xff, 0xff, 0xff, 0xff, 0x1f])
-            .varint()
-            .is_err());
+        assert!(Reader::new(&[0xff, 0xff, 0xff, 0xff, 0x1f]).varint().is_err());
         assert!(Reader::new(&[0xff; 10]).varlong().is_err());
-        assert!(
-            Reader::new(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02])
-                .varlong()
-                .is_err()
-        );
+        assert!(Reader::new(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]).varlong().is_err());
         let mut r = Reader::new(&[1, 2, 3]);
         assert!(r.take(4).is_err());
         assert_eq!(r.take(3).unwrap(), [1, 2, 3]);

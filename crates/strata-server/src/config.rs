@@ -70,7 +70,9 @@ impl FileConfig {
         let duration = |value: Option<String>, default_ms: u64, key: &str| -> Result<Duration, String> {
             match value {
                 None => Ok(Duration::from_millis(default_ms)),
-                Some(text) => humantime::parse_duration(&text).map_err(|e| format!("{key} = '{text}': {e}; use e.g. 150ms")),
+                Some(text) => {
+                    humantime::parse_duration(&text).map_err(|e| format!("{key} = '{text}': {e}; use e.g. 150ms"))
+                }
             }
         };
         let heartbeat_interval = duration(self.heartbeat_interval, 150, "heartbeat_interval")?;
@@ -102,7 +104,8 @@ impl FileConfig {
 pub fn parse_initial_cluster(text: &str) -> Result<BTreeMap<u64, String>, String> {
     let mut out = BTreeMap::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, addr) = part.split_once('=').ok_or_else(|| format!("'{part}' in initial_cluster is not ID=HOST:PORT"))?;
+        let (id, addr) =
+            part.split_once('=').ok_or_else(|| format!("'{part}' in initial_cluster is not ID=HOST:PORT"))?;
         let id: u64 = id.trim().parse().map_err(|_| format!("'{id}' in initial_cluster is not a node id"))?;
         if id == 0 || id > MAX_NODES {
             return Err(format!("node id {id} in initial_cluster is out of range; use 1 to {MAX_NODES}"));

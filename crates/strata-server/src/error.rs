@@ -67,7 +67,9 @@ impl ApiError {
         match err {
             RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => ApiError::from_forward(&forward, what),
             RaftError::APIError(other) => ApiError::new(ErrorCode::LeaderNotAvailable, format!("{what}: {other}")),
-            RaftError::Fatal(fatal) => ApiError::new(ErrorCode::PartitionNotReady, format!("{what} is stopped: {fatal}")),
+            RaftError::Fatal(fatal) => {
+                ApiError::new(ErrorCode::PartitionNotReady, format!("{what} is stopped: {fatal}"))
+            }
         }
     }
 }

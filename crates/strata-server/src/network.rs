@@ -11,10 +11,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use openraft::type_config::alias::{SnapshotOf, VoteOf};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::type_config::alias::{SnapshotOf, VoteOf};
 use openraft::{BasicNode, RPCTypes};
 use openraft_multi::{GroupNetworkAdapter, GroupRouter};
 use serde::de::DeserializeOwned;
@@ -85,7 +85,8 @@ impl Router {
     }
 
     fn client(&self, target: u64) -> Result<RaftTransportClient<Channel>, RPCError<TypeConfig>> {
-        let channel = self.peers.channel(target).map_err(|e| RPCError::Unreachable(Unreachable::new(&TransportError(e))))?;
+        let channel =
+            self.peers.channel(target).map_err(|e| RPCError::Unreachable(Unreachable::new(&TransportError(e))))?;
         Ok(RaftTransportClient::new(channel)
             .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES))
@@ -100,7 +101,8 @@ impl Router {
         option: &RPCOption,
         action: RPCTypes,
     ) -> Result<P, RPCError<TypeConfig>> {
-        let payload = postcard::to_allocvec(rpc).map_err(|e| RPCError::Network(NetworkError::new(&TransportError(e.to_string()))))?;
+        let payload = postcard::to_allocvec(rpc)
+            .map_err(|e| RPCError::Network(NetworkError::new(&TransportError(e.to_string()))))?;
         let mut client = self.client(target)?;
         let request = RaftRequest { group_id, kind: kind as i32, payload: payload.into() };
         let ttl = option.hard_ttl();
@@ -108,7 +110,9 @@ impl Router {
             Err(_) => {
                 return Err(RPCError::Timeout(Timeout { action, id: self.node_id, target, timeout: ttl }));
             }
-            Ok(Err(status)) => return Err(RPCError::Unreachable(Unreachable::new(&TransportError(status.message().to_string())))),
+            Ok(Err(status)) => {
+                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(status.message().to_string()))))
+            }
             Ok(Ok(answer)) => answer.into_inner(),
         };
         if !answer.transport_error.is_empty() {
@@ -152,7 +156,8 @@ impl Router {
                     }
                 }
                 offset = next;
-                if tx.send(SnapshotChunk { group_id, header: Default::default(), data: batches.into() }).await.is_err() {
+                if tx.send(SnapshotChunk { group_id, header: Default::default(), data: batches.into() }).await.is_err()
+                {
                     return;
                 }
             }

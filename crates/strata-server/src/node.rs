@@ -108,17 +108,18 @@ impl Node {
     async fn reconcile(&self, state: &MetadataState) {
         let me = self.node_id();
         let assignments = state.assignments();
-        let wanted: BTreeSet<u64> = assignments
-            .iter()
-            .filter(|(_, (_, _, a))| a.replicas.contains(&me))
-            .map(|(group, _)| *group)
-            .collect();
+        let wanted: BTreeSet<u64> =
+            assignments.iter().filter(|(_, (_, _, a))| a.replicas.contains(&me)).map(|(group, _)| *group).collect();
         for group in &wanted {
             if self.groups.contains(*group) {
                 continue;
             }
             if self.groups.all().len() > MAX_PARTITION_REPLICAS_PER_NODE {
-                tracing::error!(group, limit = MAX_PARTITION_REPLICAS_PER_NODE, "too many partition replicas; not starting");
+                tracing::error!(
+                    group,
+                    limit = MAX_PARTITION_REPLICAS_PER_NODE,
+                    "too many partition replicas; not starting"
+                );
                 break;
             }
             let replicas = &assignments[group].2.replicas;
@@ -160,7 +161,11 @@ impl Node {
         };
         for group in stored {
             let assigned_here = assignments.get(&group).is_some_and(|(_, _, a)| a.replicas.contains(&me));
-            if group != METADATA_GROUP_ID && group < state.next_group_id && !assigned_here && !self.groups.contains(group) {
+            if group != METADATA_GROUP_ID
+                && group < state.next_group_id
+                && !assigned_here
+                && !self.groups.contains(group)
+            {
                 self.stop_and_delete(group).await;
             }
         }
@@ -205,7 +210,11 @@ impl Node {
         }
     }
 
-    async fn enforce_retention(&self, handle: &GroupHandle, config: &strata_core::topic::TopicConfig) -> Result<(), String> {
+    async fn enforce_retention(
+        &self,
+        handle: &GroupHandle,
+        config: &strata_core::topic::TopicConfig,
+    ) -> Result<(), String> {
         if config.retention_ms.is_none() && config.retention_bytes.is_none() {
             return Ok(());
         }
@@ -245,8 +254,14 @@ impl Node {
         if new_start <= partition.log_start_offset {
             return Ok(());
         }
-        tracing::info!(group = handle.group_id, new_log_start = new_start, removed_bytes = removed, "retention trims the log");
-        let command = Command::Partition(PartitionCommand::Trim { new_log_start: new_start, trimmed_bytes_total: trimmed });
+        tracing::info!(
+            group = handle.group_id,
+            new_log_start = new_start,
+            removed_bytes = removed,
+            "retention trims the log"
+        );
+        let command =
+            Command::Partition(PartitionCommand::Trim { new_log_start: new_start, trimmed_bytes_total: trimmed });
         handle.raft.client_write(command).await.map_err(|e| e.to_string())?;
         Ok(())
     }
@@ -257,7 +272,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
     let db_path = config.data_dir.join("db");
-    let store = Store::open(&db_path).map_err(|source| StartError::Store { path: db_path.display().to_string(), source })?;
+    let store =
+        Store::open(&db_path).map_err(|source| StartError::Store { path: db_path.display().to_string(), source })?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|source| StartError::Listen { address: config.listen.clone(), source })?;
@@ -309,10 +325,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     };
 
     let voters: Vec<u64> = node.config.initial_cluster.keys().copied().collect();
-    let metadata = node
-        .start_group(METADATA_GROUP_ID, GroupKind::Metadata, &voters)
-        .await
-        .map_err(StartError::Metadata)?;
+    let metadata =
+        node.start_group(METADATA_GROUP_ID, GroupKind::Metadata, &voters).await.map_err(StartError::Metadata)?;
     tracing::info!(node = node.node_id(), listen = %node.config.listen, "node started");
 
     let reconciler = tokio::spawn(node.clone().run_reconciler(metadata.state.clone()));

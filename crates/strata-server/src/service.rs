@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use openraft::vote::RaftLeaderId;
 use openraft::async_runtime::WatchReceiver;
+use openraft::vote::RaftLeaderId;
 use openraft::ReadPolicy;
 use strata_core::limits::{MAX_BATCH_BYTES, MAX_FETCH_BYTES, MAX_FETCH_WAIT_MS};
 use strata_core::topic::TopicConfig;
@@ -18,7 +18,9 @@ use strata_proto::v1 as pb;
 use strata_proto::v1::strata_client::StrataClient;
 use strata_proto::v1::strata_server::Strata;
 use strata_state::metadata::{PartitionAssignment, Topic};
-use strata_state::{Command, MetaCommand, MetaResponse, PartitionCommand, PartitionResponse, PartitionState, Response as SmResponse};
+use strata_state::{
+    Command, MetaCommand, MetaResponse, PartitionCommand, PartitionResponse, PartitionState, Response as SmResponse,
+};
 use tonic::{Request, Response, Status};
 
 use crate::error::ApiError;
@@ -77,16 +79,22 @@ impl StrataService {
                 return Err(ApiError::new(ErrorCode::PartitionNotReady, format!("{what} is starting on this node")));
             }
             let mut error = ApiError::not_leader(None, &what);
-            error.message = format!("this node hosts no replica of {what}; its replicas are nodes {:?}", assignment.replicas);
+            error.message =
+                format!("this node hosts no replica of {what}; its replicas are nodes {:?}", assignment.replicas);
             return Err(error);
         };
         let metrics = handle.raft.metrics().borrow_watched().clone();
         match metrics.current_leader {
             Some(leader) if leader == self.node.node_id() => {
-                let own_term_applied =
-                    metrics.last_applied.as_ref().is_some_and(|id| id.committed_leader_id().term() == metrics.current_term);
+                let own_term_applied = metrics
+                    .last_applied
+                    .as_ref()
+                    .is_some_and(|id| id.committed_leader_id().term() == metrics.current_term);
                 if !own_term_applied {
-                    return Err(ApiError::new(ErrorCode::LeaderNotAvailable, format!("{what} has a new leader that is catching up")));
+                    return Err(ApiError::new(
+                        ErrorCode::LeaderNotAvailable,
+                        format!("{what} has a new leader that is catching up"),
+                    ));
                 }
                 Ok((handle, topic))
             }
@@ -106,7 +114,8 @@ impl StrataService {
                 format!("batch of {} bytes is over the limit of {MAX_BATCH_BYTES}", request.batch.len()),
             ));
         }
-        let header = strata_record::validate_batch(&request.batch).map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+        let header =
+            strata_record::validate_batch(&request.batch).map_err(|e| ApiError::new(e.code(), e.to_string()))?;
         let (handle, topic) = self.leader_handle(&request.topic, request.partition)?;
         let what = format!("partition {}/{}", topic.name, request.partition);
         let command = Command::Partition(PartitionCommand::Append { batch: request.batch.to_vec() });
@@ -125,8 +134,12 @@ impl StrataService {
             .map_err(|_| ApiError::new(ErrorCode::Timeout, format!("{what}: not replicated within {timeout_ms} ms")))?
             .map_err(|e| ApiError::from_write(e, &what))?;
         match written.data {
-            SmResponse::Partition(PartitionResponse::Appended { base_offset, record_count }) => Ok((base_offset, record_count)),
-            SmResponse::Partition(PartitionResponse::Rejected(reason)) => Err(ApiError::new(ErrorCode::CorruptBatch, reason)),
+            SmResponse::Partition(PartitionResponse::Appended { base_offset, record_count }) => {
+                Ok((base_offset, record_count))
+            }
+            SmResponse::Partition(PartitionResponse::Rejected(reason)) => {
+                Err(ApiError::new(ErrorCode::CorruptBatch, reason))
+            }
             other => Err(ApiError::internal(format!("unexpected apply result {other:?}"))),
         }
     }
@@ -141,7 +154,8 @@ impl StrataService {
         let deadline = tokio::time::Instant::now() + wait;
         let mut watch = handle.state.clone();
         let state = loop {
-            let state = watch.borrow_and_update().as_partition().cloned().expect("partition groups hold partition state");
+            let state =
+                watch.borrow_and_update().as_partition().cloned().expect("partition groups hold partition state");
             if request.offset < state.log_start_offset || request.offset > state.next_offset {
                 return Err(ApiError {
                     range: Some((state.log_start_offset, state.next_offset)),
@@ -178,7 +192,10 @@ impl StrataService {
             Ok(pb::OffsetSpec::Timestamp) => {
                 let wanted = request.timestamp_ms;
                 let reader = handle.reader.as_ref().expect("partition groups have a reader");
-                let headers = reader.scan_headers(move |info| info.max_timestamp_ms >= wanted, usize::MAX).await.map_err(ApiError::internal)?;
+                let headers = reader
+                    .scan_headers(move |info| info.max_timestamp_ms >= wanted, usize::MAX)
+                    .await
+                    .map_err(ApiError::internal)?;
                 match headers.last() {
                     Some(info) if info.max_timestamp_ms >= wanted => info.base_offset.max(state.log_start_offset),
                     _ => state.next_offset,
@@ -284,7 +301,8 @@ impl StrataService {
                         }
                     }
                     Err(status) => {
-                        last_error = ApiError::new(ErrorCode::LeaderNotAvailable, format!("node {node}: {}", status.message()));
+                        last_error =
+                            ApiError::new(ErrorCode::LeaderNotAvailable, format!("node {node}: {}", status.message()));
                         continue;
                     }
                 }
@@ -292,7 +310,8 @@ impl StrataService {
             if answer.leader_id != 0 && !tried.contains(&answer.leader_id) {
                 candidates.insert(0, answer.leader_id);
             }
-            last_error = ApiError::new(ErrorCode::from_code(answer.code).unwrap_or(ErrorCode::Internal), answer.message);
+            last_error =
+                ApiError::new(ErrorCode::from_code(answer.code).unwrap_or(ErrorCode::Internal), answer.message);
         }
         Err(last_error)
     }
@@ -396,7 +415,10 @@ impl Strata for StrataService {
         }))
     }
 
-    async fn create_topic(&self, request: Request<pb::CreateTopicRequest>) -> Result<Response<pb::CreateTopicResponse>, Status> {
+    async fn create_topic(
+        &self,
+        request: Request<pb::CreateTopicRequest>,
+    ) -> Result<Response<pb::CreateTopicResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let request = request.into_inner();
         let set = |a: &mut pb::CreateTopicResponse, e| a.error = e;
@@ -426,14 +448,21 @@ impl Strata for StrataService {
                 };
                 peer.create_topic(Self::forwarded(request)).await
             }
-            Err(MetaWriteError::Forward(leader)) => {
-                err(ApiError::new(ErrorCode::ClusterUnavailable, format!("metadata leadership is moving (to node {leader})")), set)
-            }
+            Err(MetaWriteError::Forward(leader)) => err(
+                ApiError::new(
+                    ErrorCode::ClusterUnavailable,
+                    format!("metadata leadership is moving (to node {leader})"),
+                ),
+                set,
+            ),
             Err(MetaWriteError::Failed(error)) => err(error, set),
         }
     }
 
-    async fn delete_topic(&self, request: Request<pb::DeleteTopicRequest>) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+    async fn delete_topic(
+        &self,
+        request: Request<pb::DeleteTopicRequest>,
+    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let request = request.into_inner();
         let set = |a: &mut pb::DeleteTopicResponse, e| a.error = e;
@@ -448,20 +477,30 @@ impl Strata for StrataService {
                 };
                 peer.delete_topic(Self::forwarded(request)).await
             }
-            Err(MetaWriteError::Forward(leader)) => {
-                err(ApiError::new(ErrorCode::ClusterUnavailable, format!("metadata leadership is moving (to node {leader})")), set)
-            }
+            Err(MetaWriteError::Forward(leader)) => err(
+                ApiError::new(
+                    ErrorCode::ClusterUnavailable,
+                    format!("metadata leadership is moving (to node {leader})"),
+                ),
+                set,
+            ),
             Err(MetaWriteError::Failed(error)) => err(error, set),
         }
     }
 
-    async fn list_topics(&self, _request: Request<pb::ListTopicsRequest>) -> Result<Response<pb::ListTopicsResponse>, Status> {
+    async fn list_topics(
+        &self,
+        _request: Request<pb::ListTopicsRequest>,
+    ) -> Result<Response<pb::ListTopicsResponse>, Status> {
         let state = self.node.metadata_state();
         let topics = state.topics.values().map(|t| self.topic_metadata(t)).collect();
         Ok(Response::new(pb::ListTopicsResponse { error: None, topics }))
     }
 
-    async fn describe_topic(&self, request: Request<pb::DescribeTopicRequest>) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+    async fn describe_topic(
+        &self,
+        request: Request<pb::DescribeTopicRequest>,
+    ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
         let request = request.into_inner();
         let state = self.node.metadata_state();
         let Some(topic) = state.topics.get(&request.name).cloned() else {
@@ -495,7 +534,10 @@ impl Strata for StrataService {
         }))
     }
 
-    async fn list_offsets(&self, request: Request<pb::ListOffsetsRequest>) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+    async fn list_offsets(
+        &self,
+        request: Request<pb::ListOffsetsRequest>,
+    ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
         match self.list_offsets_inner(request.into_inner()).await {
             Ok((offset, state)) => Ok(Response::new(pb::ListOffsetsResponse {
                 error: None,
@@ -507,14 +549,19 @@ impl Strata for StrataService {
         }
     }
 
-    async fn cluster_status(&self, request: Request<pb::ClusterStatusRequest>) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+    async fn cluster_status(
+        &self,
+        request: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let metadata = self.node.metadata();
         let leader = metadata.leader();
         let me = self.node.node_id();
         let (available, detail) = match leader {
             Some(leader) if leader == me => {
-                match tokio::time::timeout(STATUS_TIMEOUT, metadata.raft.ensure_linearizable(ReadPolicy::ReadIndex)).await {
+                match tokio::time::timeout(STATUS_TIMEOUT, metadata.raft.ensure_linearizable(ReadPolicy::ReadIndex))
+                    .await
+                {
                     Ok(Ok(_)) => (true, format!("node {me} leads the metadata group and a quorum confirmed it")),
                     Ok(Err(e)) => (false, format!("node {me} leads the metadata group but a quorum read failed: {e}")),
                     Err(_) => (false, format!("node {me} leads the metadata group but no quorum answered within 2 s")),
@@ -526,7 +573,9 @@ impl Strata for StrataService {
                         let answer = answer.into_inner();
                         (answer.metadata_available, answer.metadata_detail)
                     }
-                    Err(status) => (false, format!("metadata leader node {leader} did not answer: {}", status.message())),
+                    Err(status) => {
+                        (false, format!("metadata leader node {leader} did not answer: {}", status.message()))
+                    }
                 },
                 Err(e) => (false, e.message),
             },

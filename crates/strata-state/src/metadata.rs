@@ -69,7 +69,12 @@ pub struct MetadataState {
 
 impl Default for MetadataState {
     fn default() -> Self {
-        MetadataState { topics: BTreeMap::new(), next_topic_id: 1, next_group_id: METADATA_GROUP_ID + 1, placement_cursor: 0 }
+        MetadataState {
+            topics: BTreeMap::new(),
+            next_topic_id: 1,
+            next_group_id: METADATA_GROUP_ID + 1,
+            placement_cursor: 0,
+        }
     }
 }
 
@@ -130,7 +135,8 @@ impl MetadataState {
                     .collect();
                 self.placement_cursor = (self.placement_cursor + partitions as u64) % nodes.len() as u64;
                 self.next_group_id += partitions as u64;
-                let topic = Topic { id: self.next_topic_id, name: name.clone(), config, partitions: assignments, created_ms };
+                let topic =
+                    Topic { id: self.next_topic_id, name: name.clone(), config, partitions: assignments, created_ms };
                 self.next_topic_id += 1;
                 self.topics.insert(name, topic.clone());
                 MetaResponse::TopicCreated(topic)

@@ -25,8 +25,13 @@ pub enum PartitionCommand {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PartitionResponse {
-    Appended { base_offset: u64, record_count: u32 },
-    Trimmed { log_start_offset: u64 },
+    Appended {
+        base_offset: u64,
+        record_count: u32,
+    },
+    Trimmed {
+        log_start_offset: u64,
+    },
     /// The command changed nothing; the text says why.
     Rejected(String),
 }
@@ -108,9 +113,8 @@ mod tests {
     use strata_record::{encode_batch, read_header, ProducerFields, Record};
 
     fn batch(n: usize) -> Vec<u8> {
-        let records: Vec<Record> = (0..n)
-            .map(|i| Record { value: Some(format!("v{i}").into_bytes().into()), ..Default::default() })
-            .collect();
+        let records: Vec<Record> =
+            (0..n).map(|i| Record { value: Some(format!("v{i}").into_bytes().into()), ..Default::default() }).collect();
         encode_batch(&records, ProducerFields::default()).unwrap().to_vec()
     }
 

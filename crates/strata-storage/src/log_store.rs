@@ -4,9 +4,9 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 
-use openraft::type_config::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, RaftLogStorage};
+use openraft::type_config::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::{LogState, OptionalSend, RaftLogReader};
 use rocksdb::{WriteBatch, WriteOptions};
 
@@ -77,7 +77,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 if end.is_some_and(|end| index >= end) {
                     break;
                 }
-                let entry: EntryOf<TypeConfig> = postcard::from_bytes(value).map_err(|e| decode_error("log entry", e))?;
+                let entry: EntryOf<TypeConfig> =
+                    postcard::from_bytes(value).map_err(|e| decode_error("log entry", e))?;
                 debug_assert_eq!(entry.index(), index);
                 entries.push(entry);
                 iter.next();

@@ -48,7 +48,10 @@ async fn appends_get_dense_offsets_and_survive_reopen() {
         assert_eq!(state.as_partition().unwrap().next_offset, 6);
         let reader = store.partition_reader(5);
         let all = reader.read(0, 6, 1 << 20).await.unwrap();
-        assert_eq!(values(&all, 0), vec![(0, "a".into()), (1, "b".into()), (2, "c".into()), (3, "d".into()), (4, "e".into()), (5, "f".into())]);
+        assert_eq!(
+            values(&all, 0),
+            vec![(0, "a".into()), (1, "b".into()), (2, "c".into()), (3, "d".into()), (4, "e".into()), (5, "f".into())]
+        );
         // From the middle of a batch: the batch holding the offset comes first.
         let middle = reader.read(4, 6, 1 << 20).await.unwrap();
         assert_eq!(values(&middle, 4), vec![(4, "e".into()), (5, "f".into())]);

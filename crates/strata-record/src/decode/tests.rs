@@ -1,8 +1,8 @@
 use super::*;
 use crate::encode::encode_inner;
 use crate::header::{
-    set_base_offset, set_partition_leader_epoch, ATTRIBUTES_AT, BATCH_LENGTH_AT,
-    LAST_OFFSET_DELTA_AT, MAGIC_AT, RECORD_COUNT_AT,
+    set_base_offset, set_partition_leader_epoch, ATTRIBUTES_AT, BATCH_LENGTH_AT, LAST_OFFSET_DELTA_AT, MAGIC_AT,
+    RECORD_COUNT_AT,
 };
 use crate::record::{ProducerFields, Record};
 use crate::test_util::{fix_crc, rec, sample_batch, sample_records, XorShift};
@@ -37,18 +37,9 @@ fn varied_records() -> Vec<Record> {
             key: Some(Bytes::new()),
             value: Some(Bytes::from(vec![0u8, 255, 1, 254])),
             headers: vec![
-                Header {
-                    key: "trace-id".into(),
-                    value: Some(Bytes::from_static(b"abc")),
-                },
-                Header {
-                    key: String::new(),
-                    value: None,
-                },
-                Header {
-                    key: "ünïcødé".into(),
-                    value: Some(Bytes::new()),
-                },
+                Header { key: "trace-id".into(), value: Some(Bytes::from_static(b"abc")) },
+                Header { key: String::new(), value: None },
+                Header { key: "ünïcødé".into(), value: Some(Bytes::new()) },
             ],
             timestamp_ms: 0,
         },
@@ -58,10 +49,7 @@ fn varied_records() -> Vec<Record> {
             key: (i % 3 != 0).then(|| Bytes::from(format!("key-{i}"))),
             value: (i % 5 != 0).then(|| Bytes::from(vec![i as u8; i % 200])),
             headers: (0..i % 4)
-                .map(|j| Header {
-                    key: format!("h{j}"),
-                    value: Some(Bytes::from(vec![j as u8])),
-                })
+                .map(|j| Header { key: format!("h{j}"), value: Some(Bytes::from(vec![j as u8])) })
                 .collect(),
             timestamp_ms: 1_700_000_000_000 + (i as i64) * 37,
         });
@@ -72,11 +60,7 @@ fn varied_records() -> Vec<Record> {
 #[test]
 fn round_trip_varied_records() {
     let records = varied_records();
-    let producer = ProducerFields {
-        producer_id: 9,
-        producer_epoch: 1,
-        base_sequence: 100,
-    };
+    let producer = ProducerFields { producer_id: 9, producer_epoch: 1, base_sequence: 100 };
     let batch = encode_batch(&records, producer).unwrap();
     let h = validate_batch(&batch).unwrap();
     assert_eq!(h.record_count as usize, records.len());
@@ -90,11 +74,7 @@ fn round_trip_varied_records() {
 
 #[test]
 fn round_trip_extreme_timestamps() {
-    let records = [
-        rec(None, None, i64::MIN / 2),
-        rec(None, None, i64::MAX / 2),
-        rec(None, None, -1),
-    ];
+    let records = [rec(None, None, i64::MIN / 2), rec(None, None, i64::MAX / 2), rec(None, None, -1)];
     let batch = encode_batch(&records, ProducerFields::default()).unwrap();
     validate_batch(&batch).unwrap();
     let decoded = decode_batch(&batch).unwrap();
@@ -118,12 +98,7 @@ fn validate_accepts_fresh_batch() {
 #[test]
 fn validate_rejects_flipped_payload_bit() {
     let batch = sample_batch(3, 0);
-    for at in [
-        ATTRIBUTES_AT,
-        RECORD_COUNT_AT + 2,
-        batch.len() / 2,
-        batch.len() - 1,
-    ] {
+    for at in [ATTRIBUTES_AT, RECORD_COUNT_AT + 2, batch.len() / 2, batch.len() - 1] {
         let mut b = batch.to_vec();
         b[at] ^= 0x08;
         let msg = corrupt_msg(validate_batch(&b));
@@ -169,10 +144,7 @@ fn validate_rejects_trailing_bytes() {
     put_i32(&mut b, BATCH_LENGTH_AT, len);
     fix_crc(&mut b);
     let msg = corrupt_msg(validate_batch(&b));
-    assert!(
-        msg.contains("trailing bytes after the last record"),
-        "{msg}"
-    );
+    assert!(msg.contains("trailing bytes after the last record"), "{msg}");
     assert!(decode_batch(&b).is_err());
 }
 
@@ -221,11 +193,7 @@ fn validate_rejects_non_sequential_offset_delta() {
     let record1 = BATCH_HEADER_LEN + encoded_record_len(&records[0], 0, 0);
     let delta_at = record1 + 3;
     assert_eq!(batch[delta_at], 2, "zigzag of offset delta 1");
-    for bad in [
-        0u8, /* 0: repeats */
-        4,   /* 2: skips */
-        1,   /* -1 */
-    ] {
+    for bad in [0u8 /* 0: repeats */, 4 /* 2: skips */, 1 /* -1 */] {
         let mut b = batch.to_vec();
         b[delta_at] = bad;
         fix_crc(&mut b);
@@ -237,10 +205,7 @@ fn validate_rejects_non_sequential_offset_delta() {
         let mut b = batch.to_vec();
         b[delta_at] = bad;
         fix_crc(&mut b);
-        assert!(
-            matches!(decode_batch(&b), Err(BatchError::Corrupt(_))),
-            "delta byte {bad}"
-        );
+        assert!(matches!(decode_batch(&b), Err(BatchError::Corrupt(_))), "delta byte {bad}");
     }
     // A gap (compaction) is readable, but not acceptable from a producer.
     let mut b = batch.to_vec();
@@ -261,11 +226,7 @@ fn validate_rejects_compression() {
         fix_crc(&mut b);
         let err = validate_batch(&b).unwrap_err();
         assert!(matches!(err, BatchError::Invalid(_)), "{err:?}");
-        assert!(
-            err.to_string()
-                .contains("compressed batches are not supported yet"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("compressed batches are not supported yet"), "{err}");
         assert_eq!(err.code(), strata_core::ErrorCode::InvalidRequest);
         assert_eq!(decode_batch(&b).unwrap_err(), err);
     }
@@ -274,60 +235,27 @@ fn validate_rejects_compression() {
 #[test]
 fn validate_rejects_oversize() {
     // A well-formed batch over MAX_BATCH_BYTES.
-    let half = Record {
-        value: Some(Bytes::from(vec![1u8; MAX_BATCH_BYTES / 2])),
-        ..Record::default()
-    };
+    let half = Record { value: Some(Bytes::from(vec![1u8; MAX_BATCH_BYTES / 2])), ..Record::default() };
     let b = encode_inner(&[half.clone(), half], ProducerFields::default(), false).unwrap();
     let err = validate_batch(&b).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            BatchError::TooLarge {
-                what: "batch size in bytes",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, BatchError::TooLarge { what: "batch size in bytes", .. }), "{err:?}");
     assert_eq!(err.code(), strata_core::ErrorCode::RecordTooLarge);
     // Stored data stays readable whatever the bounds.
     assert_eq!(decode_batch(&b).unwrap().len(), 2);
 
     // One record over MAX_RECORD_BYTES in a batch under MAX_BATCH_BYTES.
-    let big = Record {
-        value: Some(Bytes::from(vec![1u8; MAX_RECORD_BYTES])),
-        ..Record::default()
-    };
+    let big = Record { value: Some(Bytes::from(vec![1u8; MAX_RECORD_BYTES])), ..Record::default() };
     let b = encode_inner(&[big], ProducerFields::default(), false).unwrap();
     assert!(b.len() <= MAX_BATCH_BYTES);
     let err = validate_batch(&b).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            BatchError::TooLarge {
-                what: "record size in bytes",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, BatchError::TooLarge { what: "record size in bytes", .. }), "{err:?}");
 
     // More than MAX_RECORDS_PER_BATCH records in a batch under MAX_BATCH_BYTES.
     let many = vec![Record::default(); MAX_RECORDS_PER_BATCH + 1];
     let b = encode_inner(&many, ProducerFields::default(), false).unwrap();
     assert!(b.len() <= MAX_BATCH_BYTES);
     let err = validate_batch(&b).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            BatchError::TooLarge {
-                what: "record count",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, BatchError::TooLarge { what: "record count", .. }), "{err:?}");
 }
 
 #[test]
@@ -335,10 +263,7 @@ fn validate_rejects_bad_record_fields() {
     let records = vec![Record {
         key: Some(Bytes::from_static(b"k")),
         value: None,
-        headers: vec![Header {
-            key: "h".into(),
-            value: None,
-        }],
+        headers: vec![Header { key: "h".into(), value: None }],
         timestamp_ms: 0,
     }];
     let batch = encode_batch(&records, ProducerFields::default()).unwrap();
@@ -377,16 +302,11 @@ fn empty_batch_is_invalid_from_a_producer_but_decodes_empty() {
 #[test]
 fn set_base_offset_keeps_crc_and_shifts_offsets() {
     let records = sample_records(4, 500);
-    let mut b = encode_batch(&records, ProducerFields::default())
-        .unwrap()
-        .to_vec();
+    let mut b = encode_batch(&records, ProducerFields::default()).unwrap().to_vec();
     set_base_offset(&mut b, 1_000_000);
     set_partition_leader_epoch(&mut b, 12);
     let h = validate_batch(&b).unwrap();
-    assert_eq!(
-        (h.base_offset, h.partition_leader_epoch, h.next_offset()),
-        (1_000_000, 12, 1_000_004)
-    );
+    assert_eq!((h.base_offset, h.partition_leader_epoch, h.next_offset()), (1_000_000, 12, 1_000_004));
     let decoded = decode_batch(&b).unwrap();
     for (i, (d, r)) in decoded.iter().zip(&records).enumerate() {
         assert_same(d, r, 1_000_000 + i as u64);
@@ -416,10 +336,7 @@ fn batch_iter_walks_concatenated_batches() {
         assert_eq!(*bytes, &original[..]);
         assert_eq!(*h, read_header(original).unwrap());
     }
-    assert_eq!(
-        items.iter().map(|(h, _)| h.base_offset).collect::<Vec<_>>(),
-        [0, 3, 5]
-    );
+    assert_eq!(items.iter().map(|(h, _)| h.base_offset).collect::<Vec<_>>(), [0, 3, 5]);
     assert_eq!(BatchIter::new(&[]).count(), 0);
 }
 
@@ -432,11 +349,7 @@ fn batch_iter_reports_truncated_tail() {
         let mut it = BatchIter::new(&all[..len]);
         let items: Vec<_> = it.by_ref().collect();
         assert!(items[..good].iter().all(|i| i.is_ok()));
-        assert!(
-            matches!(items[good], Err(BatchError::Corrupt(_))),
-            "{:?}",
-            items[good]
-        );
+        assert!(matches!(items[good], Err(BatchError::Corrupt(_))), "{:?}", items[good]);
         assert_eq!(items.len(), good + 1, "the iterator stops after an error");
         assert!(it.next().is_none());
     }
@@ -453,13 +366,7 @@ fn batch_iter_reports_truncated_tail() {
 #[test]
 fn decode_records_from_filters_by_offset() {
     let (_, all) = three_batches();
-    let offsets = |min| {
-        decode_records_from(&all, min)
-            .unwrap()
-            .iter()
-            .map(|r| r.offset)
-            .collect::<Vec<_>>()
-    };
+    let offsets = |min| decode_records_from(&all, min).unwrap().iter().map(|r| r.offset).collect::<Vec<_>>();
     assert_eq!(offsets(0), (0..9).collect::<Vec<_>>());
     assert_eq!(offsets(4), (4..9).collect::<Vec<_>>());
     assert_eq!(offsets(5), (5..9).collect::<Vec<_>>());
@@ -489,9 +396,7 @@ fn exercise(bytes: &[u8]) -> bool {
     }
     if let Ok(records) = &decoded {
         let h = read_header(bytes).unwrap();
-        assert!(records
-            .iter()
-            .all(|r| r.offset >= h.base_offset && r.offset < h.next_offset()));
+        assert!(records.iter().all(|r| r.offset >= h.base_offset && r.offset < h.next_offset()));
     }
     for (_, b) in BatchIter::new(bytes).take(10_000).flatten() {
         let _ = decode_batch(b);
@@ -525,9 +430,7 @@ fn arbitrary_input_never_panics() {
     let bases: Vec<Vec<u8>> = vec![
         sample_batch(1, 0).to_vec(),
         sample_batch(6, -3).to_vec(),
-        encode_batch(&varied_records()[..12], ProducerFields::default())
-            .unwrap()
-            .to_vec(),
+        encode_batch(&varied_records()[..12], ProducerFields::default()).unwrap().to_vec(),
     ];
     let mut accepted = 0;
     for i in 0..6000 {
@@ -564,11 +467,7 @@ fn arbitrary_input_never_panics() {
                     // A huge or negative count.
                     if b.len() >= BATCH_HEADER_LEN {
                         let v = [i32::MAX, i32::MIN, -1, 1 << 20][rng.below(4)];
-                        put_i32(
-                            &mut b,
-                            [RECORD_COUNT_AT, LAST_OFFSET_DELTA_AT][rng.below(2)],
-                            v,
-                        );
+                        put_i32(&mut b, [RECORD_COUNT_AT, LAST_OFFSET_DELTA_AT][rng.below(2)], v);
                     }
                 }
             }
