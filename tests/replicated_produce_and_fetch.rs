@@ -42,7 +42,9 @@ async fn produce_fetch_round_trip_on_several_partitions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_stopped_during_writes_catches_up() {
-    let mut cluster = Cluster::start(3).await;
+    // Snapshots every 16 entries purge the log the follower missed, so it
+    // must catch up through a streamed snapshot plus the log after it.
+    let mut cluster = Cluster::start_with_config(3, "snapshot_every_entries = 16\n").await;
     create_topic(&cluster, 1, "catchup", 1, 3, &[]).await;
     produce(&cluster, "catchup", 0, &[(None, "before")], TIMEOUT).await.unwrap();
     cluster.kill(3);
@@ -60,6 +62,8 @@ async fn follower_stopped_during_writes_catches_up() {
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
     expected.push("after".into());
+    let log = std::fs::read_to_string(&cluster.node(3).log_path).unwrap();
+    assert!(log.contains("installed snapshot from the leader"), "node 3 caught up without a snapshot:\n{log}");
     let values: Vec<String> = fetch_all(&cluster, "catchup", 0, 0).await.iter().map(value_of).collect();
     assert_eq!(values, expected);
 }

@@ -58,11 +58,18 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<NodeProcess>,
     initial_cluster: String,
+    /// Extra TOML lines given to every node through `--config`.
+    extra_config: String,
 }
 
 impl Cluster {
     /// Starts `count` nodes and waits until the metadata group serves.
     pub async fn start(count: u64) -> Cluster {
+        Cluster::start_with_config(count, "").await
+    }
+
+    /// Starts `count` nodes whose config file holds `extra_config` (TOML).
+    pub async fn start_with_config(count: u64, extra_config: &str) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let nodes: Vec<NodeProcess> = (1..=count)
             .map(|id| NodeProcess {
@@ -74,7 +81,7 @@ impl Cluster {
             })
             .collect();
         let initial_cluster = nodes.iter().map(|n| format!("{}={}", n.id, n.address)).collect::<Vec<_>>().join(",");
-        let mut cluster = Cluster { dir, nodes, initial_cluster };
+        let mut cluster = Cluster { dir, nodes, initial_cluster, extra_config: extra_config.to_string() };
         for id in 1..=count {
             cluster.start_node(id);
         }
@@ -93,6 +100,8 @@ impl Cluster {
     /// Starts (or restarts) node `id` on its data dir.
     pub fn start_node(&mut self, id: u64) {
         let initial_cluster = self.initial_cluster.clone();
+        let config_path = self.dir.path().join(format!("node-{id}.toml"));
+        std::fs::write(&config_path, &self.extra_config).expect("write node config");
         let node = self.node_mut(id);
         assert!(node.child.is_none(), "node {id} is already running");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log_path).expect("log file");
@@ -109,6 +118,8 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(["--initial-cluster", &initial_cluster])
+            .arg("--config")
+            .arg(&config_path)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
