@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 
 scripts/install-build-deps.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}"
-cargo build --release -p strata-cli --locked
-strata="$CARGO_TARGET_DIR/release/strata"
+# The same build as scripts/test.sh, so the two share one RocksDB build.
+cargo build --workspace --all-targets --locked
+strata="$CARGO_TARGET_DIR/debug/strata"
 
 "$strata" dev --nodes 3 --data-dir strata-dev-data --port 7171 &
 dev=$!

@@ -49,7 +49,9 @@ async fn topic_creation_works_after_killing_the_metadata_leader() {
     let mut cluster = Cluster::start(3).await;
     let leader = cluster.wait_ready().await;
     cluster.kill(leader);
+    let killed_at = Instant::now();
     let new_leader = cluster.wait_ready().await;
+    eprintln!("metadata group served again {:?} after killing its leader node {leader}", killed_at.elapsed());
     assert_ne!(new_leader, leader);
     let via = cluster.nodes.iter().map(|n| n.id).find(|id| *id != leader).unwrap();
     // RF 3 with one node down still has a majority in every partition.

@@ -75,9 +75,9 @@ impl FileConfig {
                 }
             }
         };
-        let heartbeat_interval = duration(self.heartbeat_interval, 150, "heartbeat_interval")?;
-        let election_timeout_min = duration(self.election_timeout_min, 750, "election_timeout_min")?;
-        let election_timeout_max = duration(self.election_timeout_max, 1500, "election_timeout_max")?;
+        let heartbeat_interval = duration(self.heartbeat_interval, 100, "heartbeat_interval")?;
+        let election_timeout_min = duration(self.election_timeout_min, 500, "election_timeout_min")?;
+        let election_timeout_max = duration(self.election_timeout_max, 1000, "election_timeout_max")?;
         if heartbeat_interval >= election_timeout_min || election_timeout_min >= election_timeout_max {
             return Err("need heartbeat_interval < election_timeout_min < election_timeout_max".into());
         }
@@ -168,6 +168,6 @@ mod example_file {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/strata.toml");
         let config = FileConfig::load(&path).unwrap().validate().unwrap();
         assert_eq!(config.initial_cluster.len(), 3);
-        assert_eq!(config.election_timeout_max, Duration::from_millis(1500));
+        assert_eq!(config.election_timeout_max, Duration::from_millis(1000));
     }
 }
