@@ -125,7 +125,7 @@ pub async fn run(args: DevArgs, log_level: &str) -> anyhow::Result<ExitCode> {
         });
         tokio::select! {
             _ = crate::server::stop_signal() => None,
-            (result, _, _) = futures_select_all(waits) => Some(result),
+            (result, _, _) = futures::future::select_all(waits) => Some(result),
         }
     };
     stop_all(&mut children).await;
@@ -142,10 +142,4 @@ pub async fn run(args: DevArgs, log_level: &str) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
-}
-
-async fn futures_select_all<F: std::future::Future + Unpin>(
-    futures: impl IntoIterator<Item = F>,
-) -> (F::Output, usize, Vec<F>) {
-    futures::future::select_all(futures).await
 }
