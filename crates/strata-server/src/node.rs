@@ -225,14 +225,14 @@ impl Node {
         // A batch goes when it expired by time, or while the partition is
         // over its byte bound (oldest first); the scan stops at the first
         // batch to keep.
-        let drop = move |info: &BatchInfo, removed: u64| {
+        let expendable = move |info: &BatchInfo, removed: u64| {
             cutoff_ms.is_some_and(|c| info.max_timestamp_ms < c) || removed < excess
         };
         let mut scanned = 0u64;
         let headers = reader
             .scan_headers(
                 move |info| {
-                    let keep = !drop(info, scanned);
+                    let keep = !expendable(info, scanned);
                     scanned += info.size_bytes;
                     keep
                 },
@@ -244,7 +244,7 @@ impl Node {
         let mut trimmed = partition.trimmed_bytes_total;
         let mut removed = 0u64;
         for info in &headers {
-            if !drop(info, removed) || info.next_offset > partition.next_offset {
+            if !expendable(info, removed) || info.next_offset > partition.next_offset {
                 break;
             }
             new_start = info.next_offset;

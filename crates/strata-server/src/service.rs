@@ -262,6 +262,46 @@ impl StrataService {
         }
     }
 
+    /// Proposes `command` on the metadata leader and answers with `answer`;
+    /// when this node is not the leader, forwards the request once through
+    /// `forward` (a forwarded request is never forwarded again).
+    async fn write_metadata<T, F, Fut>(
+        &self,
+        command: MetaCommand,
+        forwarded: bool,
+        set: fn(&mut T, Option<pb::Error>),
+        forward: F,
+        answer: impl FnOnce(MetaResponse) -> Option<T>,
+    ) -> Result<Response<T>, Status>
+    where
+        T: Default + std::fmt::Debug,
+        F: FnOnce(StrataClient<tonic::transport::Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<T>, Status>>,
+    {
+        match self.meta_write(command).await {
+            Ok(MetaResponse::Error { code, message }) => err(ApiError::new(code, message), set),
+            Ok(response) => {
+                let text = format!("unexpected answer {response:?}");
+                match answer(response) {
+                    Some(answer) => Ok(Response::new(answer)),
+                    None => err(ApiError::internal(text), set),
+                }
+            }
+            Err(MetaWriteError::Forward(leader)) if !forwarded => match self.peer(leader) {
+                Ok(peer) => forward(peer).await,
+                Err(error) => err(error, set),
+            },
+            Err(MetaWriteError::Forward(leader)) => err(
+                ApiError::new(
+                    ErrorCode::ClusterUnavailable,
+                    format!("metadata leadership is moving (to node {leader})"),
+                ),
+                set,
+            ),
+            Err(MetaWriteError::Failed(error)) => err(error, set),
+        }
+    }
+
     fn voters(&self) -> Vec<u64> {
         self.node.peers.addresses().keys().copied().collect()
     }
@@ -435,28 +475,19 @@ impl Strata for StrataService {
             nodes: self.voters(),
             created_ms: now_ms(),
         };
-        match self.meta_write(command).await {
-            Ok(MetaResponse::TopicCreated(topic)) => {
-                Ok(Response::new(pb::CreateTopicResponse { error: None, topic: Some(self.topic_metadata(&topic)) }))
-            }
-            Ok(MetaResponse::Error { code, message }) => err(ApiError::new(code, message), set),
-            Ok(other) => err(ApiError::internal(format!("unexpected answer {other:?}")), set),
-            Err(MetaWriteError::Forward(leader)) if !forwarded => {
-                let mut peer = match self.peer(leader) {
-                    Ok(peer) => peer,
-                    Err(error) => return err(error, set),
-                };
-                peer.create_topic(Self::forwarded(request)).await
-            }
-            Err(MetaWriteError::Forward(leader)) => err(
-                ApiError::new(
-                    ErrorCode::ClusterUnavailable,
-                    format!("metadata leadership is moving (to node {leader})"),
-                ),
-                set,
-            ),
-            Err(MetaWriteError::Failed(error)) => err(error, set),
-        }
+        self.write_metadata(
+            command,
+            forwarded,
+            set,
+            |mut peer| async move { peer.create_topic(Self::forwarded(request)).await },
+            |response| match response {
+                MetaResponse::TopicCreated(topic) => {
+                    Some(pb::CreateTopicResponse { error: None, topic: Some(self.topic_metadata(&topic)) })
+                }
+                _ => None,
+            },
+        )
+        .await
     }
 
     async fn delete_topic(
@@ -466,26 +497,18 @@ impl Strata for StrataService {
         let forwarded = is_forwarded(&request);
         let request = request.into_inner();
         let set = |a: &mut pb::DeleteTopicResponse, e| a.error = e;
-        match self.meta_write(MetaCommand::DeleteTopic { name: request.name.clone() }).await {
-            Ok(MetaResponse::TopicDeleted(_)) => Ok(Response::new(pb::DeleteTopicResponse { error: None })),
-            Ok(MetaResponse::Error { code, message }) => err(ApiError::new(code, message), set),
-            Ok(other) => err(ApiError::internal(format!("unexpected answer {other:?}")), set),
-            Err(MetaWriteError::Forward(leader)) if !forwarded => {
-                let mut peer = match self.peer(leader) {
-                    Ok(peer) => peer,
-                    Err(error) => return err(error, set),
-                };
-                peer.delete_topic(Self::forwarded(request)).await
-            }
-            Err(MetaWriteError::Forward(leader)) => err(
-                ApiError::new(
-                    ErrorCode::ClusterUnavailable,
-                    format!("metadata leadership is moving (to node {leader})"),
-                ),
-                set,
-            ),
-            Err(MetaWriteError::Failed(error)) => err(error, set),
-        }
+        let command = MetaCommand::DeleteTopic { name: request.name.clone() };
+        self.write_metadata(
+            command,
+            forwarded,
+            set,
+            |mut peer| async move { peer.delete_topic(Self::forwarded(request)).await },
+            |response| match response {
+                MetaResponse::TopicDeleted(_) => Some(pb::DeleteTopicResponse { error: None }),
+                _ => None,
+            },
+        )
+        .await
     }
 
     async fn list_topics(

@@ -316,8 +316,7 @@ impl PartitionReader {
                 if keys::group_of(key) != group_id || keys::second_of(key) >= end_offset {
                     break;
                 }
-                let header = strata_record::read_header(value)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("stored batch: {e}")))?;
+                let header = stored_header(value)?;
                 if header.next_offset() > offset {
                     if !out.is_empty() && out.len() + value.len() > max_bytes {
                         break;
@@ -349,8 +348,7 @@ impl PartitionReader {
                 if keys::group_of(key) != group_id || out.len() >= limit {
                     break;
                 }
-                let header = strata_record::read_header(value)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("stored batch: {e}")))?;
+                let header = stored_header(value)?;
                 let info = BatchInfo {
                     base_offset: header.base_offset,
                     next_offset: header.next_offset(),
@@ -369,6 +367,11 @@ impl PartitionReader {
         })
         .await
     }
+}
+
+fn stored_header(batch: &[u8]) -> io::Result<strata_record::BatchHeader> {
+    strata_record::read_header(batch)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("stored batch: {e}")))
 }
 
 /// The header facts of one stored batch.
