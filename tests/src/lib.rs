@@ -231,7 +231,9 @@ impl Drop for Cluster {
     }
 }
 
-/// Creates a topic through node `via` and waits until it serves.
+/// Creates a topic through node `via` and waits until it serves. Back-off
+/// errors (a node that has not yet heard of the metadata leader) are retried,
+/// as the error contract asks; any other error fails the test.
 pub async fn create_topic(
     cluster: &Cluster,
     via: u64,
@@ -240,18 +242,31 @@ pub async fn create_topic(
     rf: u32,
     configs: &[(&str, &str)],
 ) -> Vec<u64> {
-    let mut api = cluster.api(via).await;
-    let answer = api
-        .create_topic(pb::CreateTopicRequest {
-            name: name.into(),
-            partitions,
-            replication_factor: rf,
-            configs: configs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        })
-        .await
-        .expect("create topic rpc")
-        .into_inner();
-    assert!(answer.error.is_none(), "create topic failed: {:?}", answer.error);
+    let retried = std::cell::Cell::new(false);
+    eventually(Duration::from_secs(30), "topic creation", || async {
+        let mut api = cluster.api(via).await;
+        let answer = api
+            .create_topic(pb::CreateTopicRequest {
+                name: name.into(),
+                partitions,
+                replication_factor: rf,
+                configs: configs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            })
+            .await
+            .expect("create topic rpc")
+            .into_inner();
+        match answer.error {
+            None => Some(()),
+            // A back-off error does not say the proposal never committed.
+            Some(error) if retried.get() && error.name == "TOPIC_ALREADY_EXISTS" => Some(()),
+            Some(error) if error.retry == pb::RetryClass::BackOff as i32 => {
+                retried.set(true);
+                None
+            }
+            Some(error) => panic!("create topic failed: {error:?}"),
+        }
+    })
+    .await;
     cluster.wait_topic_ready(name, partitions).await
 }
 
