@@ -18,3 +18,8 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+# The fault-injection smoke run (needs root for network namespaces): a
+# short run with kill, pause and partition faults; fails the script on any
+# anomaly or when the run itself fails.
+SKIP_BUILD=1 scripts/jepsen-smoke.sh
