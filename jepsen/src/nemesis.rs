@@ -302,8 +302,8 @@ impl Nemesis {
         self.cluster.lock().expect("cluster lock").ids()
     }
 
-    /// Applies and heals each window at its time, then heals everything.
-    /// Returns at `stop` even mid-schedule.
+    /// Applies and heals each window at its time, waits for `stop`, then
+    /// heals everything. A window still open at `stop` is cut short.
     pub async fn run(&self, windows: &[Window], started: Instant, stop: Instant) {
         for window in windows {
             let start = started + Duration::from_millis(window.start_ms);
@@ -328,6 +328,8 @@ impl Nemesis {
                 self.event(kind.name(), json!({"phase": "stop", "nodes": nodes, "active": applied.len()}));
             }
         }
+        // The workload runs for the whole time limit, the last stretch fault-free.
+        tokio::time::sleep_until(stop.into()).await;
         self.heal_all();
     }
 

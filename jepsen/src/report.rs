@@ -113,6 +113,7 @@ pub fn plot_timeline(history: &[Op], path: &Path) -> Result<(), Box<dyn std::err
         .build_cartesian_2d(0f64..end_s, (0.1f64..max_ms).log_scale())?;
     chart.configure_mesh().x_desc("time (s)").y_desc("latency (ms)").draw()?;
     let lanes = ["kill", "pause", "partition", "netem", "clock", "corrupt", "heal-all"];
+    let mut labelled = std::collections::BTreeSet::new();
     for span in &spans {
         let colour = fault_colour(&span.name);
         // Each fault kind shades its own band so overlapping faults stay visible.
@@ -120,13 +121,16 @@ pub fn plot_timeline(history: &[Op], path: &Path) -> Result<(), Box<dyn std::err
         let band = (max_ms / 0.1).ln() / lanes.len() as f64;
         let low = 0.1 * (band * lane).exp();
         let high = 0.1 * (band * (lane + 1.0)).exp();
-        chart
-            .draw_series(std::iter::once(Rectangle::new(
-                [(span.start_s, low), (span.end_s, high)],
-                colour.mix(0.25).filled(),
-            )))?
-            .label(span.name.clone())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.mix(0.4).filled()));
+        let drawn = chart.draw_series(std::iter::once(Rectangle::new(
+            [(span.start_s, low), (span.end_s, high)],
+            colour.mix(0.25).filled(),
+        )))?;
+        // One legend entry per fault kind.
+        if labelled.insert(span.name.clone()) {
+            drawn
+                .label(span.name.clone())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.mix(0.4).filled()));
+        }
     }
     let series: [(&str, OpType, RGBColor); 3] = [
         ("ok", OpType::Ok, RGBColor(44, 160, 44)),
