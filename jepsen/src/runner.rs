@@ -51,6 +51,9 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound on a paused node's partitions moving to other leaders.
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bound on reading every key in one replica comparison round; a healthy
+/// cluster needs a few seconds, a sick one must not hold the run for long.
+const VERIFY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Polls `probe` every 100 ms until it returns Some or `timeout` passes.
 async fn eventually<T, F, Fut>(timeout: Duration, mut probe: F) -> Option<T>
@@ -333,6 +336,7 @@ async fn verify_round(
         .await
         .context("partitions did not move off the paused node in time")?;
         let process = Process::Named(format!("verify-{paused}"));
+        let deadline = Instant::now() + VERIFY_READ_TIMEOUT;
         for (&key, &target) in targets {
             if target == 0 {
                 continue;
@@ -346,7 +350,6 @@ async fn verify_round(
             let positions = json!({"keys": [key], "positions": {key.to_string(): 0}});
             recorder.record(process.clone(), OpType::Invoke, "assign", json!({"keys": [key]}), node, None);
             recorder.record(process.clone(), OpType::Ok, "assign", positions, node, None);
-            let deadline = Instant::now() + DRAIN_TIMEOUT;
             while consumer.position(TOPIC, key).unwrap_or(0) < target && Instant::now() < deadline {
                 recorder.record(process.clone(), OpType::Invoke, "poll", Value::Null, node, None);
                 match tokio::time::timeout(Duration::from_secs(15), consumer.poll(Duration::from_millis(200))).await {
@@ -388,6 +391,9 @@ async fn verify_round(
                         bail!("a read of key {key} hung");
                     }
                 }
+            }
+            if Instant::now() >= deadline {
+                bail!("reads did not reach every target within {} s", VERIFY_READ_TIMEOUT.as_secs());
             }
         }
         Ok(())
