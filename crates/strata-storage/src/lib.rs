@@ -10,6 +10,9 @@
 //! | `raft_state`     | group, tag (vote, committed, purged) | postcard value          |
 //! | `partition_data` | group, base offset           | record batch (RecordBatch v2)  |
 //! | `state_machine`  | group, tag (applied, snapshot) | postcard applied state       |
+//! | `state_machine`  | group, 3, producer id        | postcard producer entry        |
+//! | `state_machine`  | group, 4, key len, key, offset | expiry of an idempotency key |
+//! | `state_machine`  | group, 5, expiry, offset, key | empty (keys by expiry)        |
 //!
 //! Invariant: a Raft append is reported durable (its `IOFlushed` completed)
 //! only after an fsync of the WAL that covers it. One node-wide thread, the
@@ -33,7 +36,16 @@ use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
 
 pub use group_commit::{GroupCommit, GroupCommitStats};
 pub use log_store::LogStore;
-pub use state_machine::{BatchInfo, GroupKind, GroupState, GroupStateMachine, PartitionReader};
+pub use state_machine::{BatchInfo, GroupKind, GroupState, GroupStateMachine, PartitionReader, SnapshotPayload};
+
+/// One idempotency key of a partition, as a snapshot carries it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyRow {
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    pub offset: u64,
+    pub expires_ms: u64,
+}
 
 openraft::declare_raft_types!(
     /// The one Raft type configuration of Strata: every group, metadata and
@@ -154,6 +166,93 @@ impl Store {
                 write.put_cf(&cf, keys::data_key(group_id, header.base_offset), bytes);
             }
             db.write(write).map_err(to_io)
+        })
+        .await
+    }
+
+    /// Idempotency keys of a partition for a snapshot: rows stored below
+    /// `below_offset` (the snapshot's next offset) and expiring after
+    /// `after_ms` (its clock), from `cursor` on (the cursor the previous
+    /// call returned; empty to start), about `max_bytes` at most. Returns the
+    /// rows and the cursor for the next call, `None` at the end.
+    pub async fn read_snapshot_keys(
+        &self,
+        group_id: u64,
+        cursor: Vec<u8>,
+        below_offset: u64,
+        after_ms: u64,
+        max_bytes: usize,
+    ) -> io::Result<(Vec<KeyRow>, Option<Vec<u8>>)> {
+        let db = self.db.clone();
+        blocking(move || {
+            let cf = db.cf_handle(CF_SM).expect("column family exists");
+            let prefix = keys::tag_key(group_id, keys::TAG_KEY);
+            let mut iter = db.raw_iterator_cf(&cf);
+            // The cursor is the first row not yet returned.
+            if cursor.is_empty() {
+                iter.seek(prefix);
+            } else {
+                iter.seek(&cursor);
+            }
+            let (mut rows, mut bytes) = (Vec::new(), 0);
+            while let (Some(row), Some(value)) = (iter.key(), iter.value()) {
+                if !row.starts_with(&prefix) {
+                    iter.status().map_err(to_io)?;
+                    return Ok((rows, None));
+                }
+                if bytes >= max_bytes {
+                    return Ok((rows, Some(row.to_vec())));
+                }
+                let (key, offset) = keys::parse_idempotency_key(row)
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "corrupt key-index row"))?;
+                let expires_ms = u64::from_be_bytes(
+                    value.try_into().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "corrupt key expiry"))?,
+                );
+                if offset < below_offset && expires_ms > after_ms {
+                    bytes += key.len() + 16;
+                    rows.push(KeyRow { key: key.to_vec(), offset, expires_ms });
+                }
+                iter.next();
+            }
+            iter.status().map_err(to_io)?;
+            Ok((rows, None))
+        })
+        .await
+    }
+
+    /// Writes idempotency keys received in a partition snapshot. Like
+    /// batches, key rows are immutable, so writing them before the snapshot
+    /// is installed is safe.
+    pub async fn write_snapshot_keys(&self, group_id: u64, rows: Vec<KeyRow>) -> io::Result<()> {
+        let db = self.db.clone();
+        blocking(move || {
+            let cf = db.cf_handle(CF_SM).expect("column family exists");
+            let mut write = WriteBatch::default();
+            for row in rows {
+                write.put_cf(&cf, keys::idempotency_key(group_id, &row.key, row.offset), row.expires_ms.to_be_bytes());
+                write.put_cf(&cf, keys::expiry_key(group_id, row.expires_ms, row.offset, &row.key), []);
+            }
+            db.write(write).map_err(to_io)
+        })
+        .await
+    }
+
+    /// Counts the idempotency keys a partition holds on this node (a scan:
+    /// for diagnostics and tests).
+    pub async fn count_idempotency_keys(&self, group_id: u64) -> io::Result<u64> {
+        let db = self.db.clone();
+        blocking(move || {
+            let cf = db.cf_handle(CF_SM).expect("column family exists");
+            let prefix = keys::tag_key(group_id, keys::TAG_KEY);
+            let mut iter = db.raw_iterator_cf(&cf);
+            iter.seek(prefix);
+            let mut count = 0;
+            while iter.key().is_some_and(|row| row.starts_with(&prefix)) {
+                count += 1;
+                iter.next();
+            }
+            iter.status().map_err(to_io)?;
+            Ok(count)
         })
         .await
     }
