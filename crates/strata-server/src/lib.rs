@@ -5,8 +5,10 @@
 //! Boundary: the only crate besides the client that speaks the wire format
 //! (prost types); state machines and storage see domain types only.
 
+mod backpressure;
 pub mod config;
 mod error;
+mod faults;
 mod groups;
 mod network;
 mod node;

@@ -4,7 +4,8 @@
 //!
 //! Snapshots stream in chunks: a header chunk (vote, snapshot meta, the
 //! group's state) and, for partition groups, the record batches below the
-//! snapshot's next offset, read from this node's store as they are sent.
+//! snapshot's next offset, read from this node's store as they are sent,
+//! then the partition's idempotency keys as of the snapshot.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -23,7 +24,7 @@ use strata_core::limits::{MAX_GRPC_MESSAGE_BYTES, SNAPSHOT_CHUNK_BYTES};
 use strata_proto::v1::raft_transport_client::RaftTransportClient;
 use strata_proto::v1::raft_transport_server::RaftTransport;
 use strata_proto::v1::{RaftRequest, RaftResponse, RaftRpcKind, SnapshotChunk};
-use strata_storage::{GroupState, Store, TypeConfig};
+use strata_storage::{KeyRow, SnapshotPayload, Store, TypeConfig};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -132,16 +133,22 @@ impl Router {
         snapshot: SnapshotOf<TypeConfig, Vec<u8>>,
     ) -> Result<SnapshotResponse<TypeConfig>, String> {
         let header = postcard::to_allocvec(&(vote, snapshot.meta.clone())).map_err(|e| e.to_string())?;
-        let state: GroupState = postcard::from_bytes(&snapshot.snapshot).map_err(|e| e.to_string())?;
+        let payload = SnapshotPayload::decode(&snapshot.snapshot).map_err(|e| e.to_string())?;
         let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(2);
-        let first = SnapshotChunk { group_id, header: header.into(), data: snapshot.snapshot.into() };
+        let first = SnapshotChunk {
+            group_id,
+            header: header.into(),
+            data: snapshot.snapshot.into(),
+            key_rows: Default::default(),
+        };
         let reader = self.store.partition_reader(group_id);
-        let end = state.as_partition().map(|p| p.next_offset);
+        let store = self.store.clone();
+        let bounds = payload.state.as_partition().map(|p| (p.next_offset, p.clock_ms));
         tokio::spawn(async move {
             if tx.send(first).await.is_err() {
                 return;
             }
-            let Some(end) = end else { return };
+            let Some((end, clock_ms)) = bounds else { return };
             let mut offset = 0;
             while offset < end {
                 let batches = match reader.read(offset, end, SNAPSHOT_CHUNK_BYTES).await {
@@ -156,9 +163,39 @@ impl Router {
                     }
                 }
                 offset = next;
-                if tx.send(SnapshotChunk { group_id, header: Default::default(), data: batches.into() }).await.is_err()
-                {
+                let chunk = SnapshotChunk {
+                    group_id,
+                    header: Default::default(),
+                    data: batches.into(),
+                    key_rows: Default::default(),
+                };
+                if tx.send(chunk).await.is_err() {
                     return;
+                }
+            }
+            // Then the idempotency keys as of the snapshot, in pages.
+            let mut cursor = Vec::new();
+            loop {
+                let (rows, next) =
+                    match store.read_snapshot_keys(group_id, cursor, end, clock_ms, SNAPSHOT_CHUNK_BYTES).await {
+                        Ok(page) => page,
+                        Err(_) => return,
+                    };
+                if !rows.is_empty() {
+                    let Ok(encoded) = postcard::to_allocvec(&rows) else { return };
+                    let chunk = SnapshotChunk {
+                        group_id,
+                        header: Default::default(),
+                        data: Default::default(),
+                        key_rows: encoded.into(),
+                    };
+                    if tx.send(chunk).await.is_err() {
+                        return;
+                    }
+                }
+                match next {
+                    Some(next) => cursor = next,
+                    None => return,
                 }
             }
         });
@@ -303,8 +340,19 @@ impl RaftTransport for TransportService {
             if chunk.group_id != group_id {
                 return transport_error("snapshot chunk of another group".into());
             }
-            if let Err(e) = self.store.write_snapshot_batches(group_id, chunk.data.to_vec()).await {
-                return transport_error(format!("cannot store snapshot batches: {e}"));
+            if !chunk.data.is_empty() {
+                if let Err(e) = self.store.write_snapshot_batches(group_id, chunk.data.to_vec()).await {
+                    return transport_error(format!("cannot store snapshot batches: {e}"));
+                }
+            }
+            if !chunk.key_rows.is_empty() {
+                let rows: Vec<KeyRow> = match postcard::from_bytes(&chunk.key_rows) {
+                    Ok(rows) => rows,
+                    Err(e) => return transport_error(format!("bad snapshot key rows: {e}")),
+                };
+                if let Err(e) = self.store.write_snapshot_keys(group_id, rows).await {
+                    return transport_error(format!("cannot store snapshot keys: {e}"));
+                }
             }
         }
         let snapshot = SnapshotOf::<TypeConfig, Vec<u8>> { meta, snapshot: first.data.to_vec() };
