@@ -15,6 +15,7 @@ async fn offsets(cluster: &Cluster, topic: &str) -> Option<(u64, u64)> {
             partition: 0,
             spec: pb::OffsetSpec::Earliest as i32,
             timestamp_ms: 0,
+            with_stats: false,
         };
         if let Ok(answer) = api.list_offsets(request).await {
             let answer = answer.into_inner();

@@ -53,6 +53,13 @@ pub struct NodeProcess {
     child: Option<Child>,
 }
 
+impl NodeProcess {
+    /// Started by the harness and not killed or stopped since.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
 /// A cluster of `strata server` processes; killed when dropped.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
@@ -191,6 +198,7 @@ impl Cluster {
                         partition,
                         spec: pb::OffsetSpec::Latest as i32,
                         timestamp_ms: 0,
+                        with_stats: false,
                     };
                     if let Ok(answer) = api.list_offsets(request).await {
                         if answer.get_ref().error.is_none() {
