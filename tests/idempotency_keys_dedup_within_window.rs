@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use strata_client::{Client, ClientConfig, Header, Producer, ProducerConfig, Record};
-use strata_cluster_tests::{create_topic, eventually, fetch_all, value_of, Cluster};
+use strata_cluster_tests::{create_topic, eventually, fetch_all, now_ms, value_of, Cluster};
 use strata_core::IDEMPOTENCY_KEY_HEADER;
 use strata_proto::v1 as pb;
 use strata_record::{encode_batch, ProducerFields};
@@ -84,10 +84,12 @@ async fn produce_raw(cluster: &Cluster, leader: u64, producer_id: Option<i64>, k
         Some(producer_id) => ProducerFields { producer_id, producer_epoch: 0, base_sequence: 0 },
         None => ProducerFields::default(),
     };
-    let record = match key {
+    let mut record = match key {
         Some(key) => keyed(key, key),
         None => Record { value: Some(b"tick".to_vec().into()), ..Default::default() },
     };
+    // Stamped now: retention would drop a batch from 1970 at once.
+    record.timestamp_ms = now_ms();
     let batch = encode_batch(&[record], fields).unwrap();
     eventually(Duration::from_secs(30), "a raw produce", || {
         let batch = batch.clone();

@@ -358,15 +358,22 @@ pub async fn fetch_all(cluster: &Cluster, topic: &str, partition: u32, from: u64
     let mut out = Vec::new();
     let mut offset = from;
     let mut end = None;
+    let mut last_error = String::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         for node in cluster.nodes.iter().filter(|n| n.child.is_some()) {
             let mut api = cluster.api(node.id).await;
             loop {
                 let request = pb::FetchRequest { topic: topic.into(), partition, offset, max_bytes: 0, max_wait_ms: 0 };
-                let Ok(answer) = api.fetch(request).await else { break };
-                let answer = answer.into_inner();
-                if answer.error.is_some() {
+                let answer = match api.fetch(request).await {
+                    Ok(answer) => answer.into_inner(),
+                    Err(status) => {
+                        last_error = format!("node {}: {status}", node.id);
+                        break;
+                    }
+                };
+                if let Some(error) = &answer.error {
+                    last_error = format!("node {}: {} {}", node.id, error.name, error.message);
                     break;
                 }
                 let end_offset = *end.get_or_insert(answer.high_watermark);
@@ -383,7 +390,7 @@ pub async fn fetch_all(cluster: &Cluster, topic: &str, partition: u32, from: u64
                 }
             }
         }
-        assert!(Instant::now() < deadline, "timed out reading {topic}/{partition} at offset {offset}");
+        assert!(Instant::now() < deadline, "timed out reading {topic}/{partition} at offset {offset}: {last_error}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -29,7 +29,7 @@ use strata_state::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::backpressure::{Exceeded, ProduceBudget, BUSY_RETRY_AFTER_MS};
+use crate::backpressure::{Exceeded, Held, ProduceBudget, BUSY_RETRY_AFTER_MS};
 use crate::error::ApiError;
 use crate::faults::{AnswerFault, Faults};
 use crate::groups::GroupHandle;
@@ -129,18 +129,10 @@ impl StrataService {
         handle.state.borrow().as_partition().cloned().expect("partition groups hold partition state")
     }
 
-    async fn produce_inner(
-        &self,
-        request: pb::ProduceRequest,
-        connection: Option<SocketAddr>,
-    ) -> Result<pb::ProduceResponse, ApiError> {
-        if request.batch.len() > MAX_BATCH_BYTES {
-            return Err(ApiError::new(
-                ErrorCode::RecordTooLarge,
-                format!("batch of {} bytes is over the limit of {MAX_BATCH_BYTES}", request.batch.len()),
-            ));
-        }
-        let _held = self.budget.try_hold(connection, request.batch.len()).map_err(|exceeded| {
+    /// Takes room for a produce of `bytes` from `connection` in the node's
+    /// produce budget, or answers BUSY.
+    fn hold_produce_bytes(&self, connection: Option<SocketAddr>, bytes: usize) -> Result<Held, ApiError> {
+        self.budget.try_hold(connection, bytes).map_err(|exceeded| {
             let message = match exceeded {
                 Exceeded::Node { limit } => format!("this node holds {limit} bytes of produce requests, its bound"),
                 Exceeded::Connection { limit } => {
@@ -148,7 +140,16 @@ impl StrataService {
                 }
             };
             ApiError { retry_after_ms: BUSY_RETRY_AFTER_MS, ..ApiError::new(ErrorCode::Busy, message) }
-        })?;
+        })
+    }
+
+    async fn produce_inner(&self, request: pb::ProduceRequest) -> Result<pb::ProduceResponse, ApiError> {
+        if request.batch.len() > MAX_BATCH_BYTES {
+            return Err(ApiError::new(
+                ErrorCode::RecordTooLarge,
+                format!("batch of {} bytes is over the limit of {MAX_BATCH_BYTES}", request.batch.len()),
+            ));
+        }
         let (header, keyed) =
             strata_record::validate_batch_with_header(&request.batch, strata_core::IDEMPOTENCY_KEY_HEADER)
                 .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
@@ -527,7 +528,13 @@ fn is_forwarded<T>(request: &Request<T>) -> bool {
 impl Strata for StrataService {
     async fn produce(&self, request: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
         let connection = request.remote_addr();
-        match self.produce_inner(request.into_inner(), connection).await {
+        let request = request.into_inner();
+        // The bytes stay held until the answer leaves (or is dropped).
+        let _held = match self.hold_produce_bytes(connection, request.batch.len()) {
+            Ok(held) => held,
+            Err(error) => return err(error, |a: &mut pb::ProduceResponse, e| a.error = e),
+        };
+        match self.produce_inner(request).await {
             Ok(answer) => {
                 match self.faults.after_commit() {
                     Some(AnswerFault::Drop) => return Err(Status::unavailable("fault hook: the answer was dropped")),
