@@ -65,6 +65,9 @@ pub struct PendingBatch<C> {
     /// Producer id, epoch and base sequence given at the first send (idempotent
     /// producers only); a retry keeps them so the server recognises it.
     pub stamp: Option<strata_record::ProducerFields>,
+    /// At its last send an earlier batch of the partition was unfinished,
+    /// so the partition may have seen this one first.
+    pub sent_behind: bool,
 }
 
 impl<C> PendingBatch<C> {
@@ -81,6 +84,7 @@ impl<C> PendingBatch<C> {
             encoded: None,
             last_error: None,
             stamp: None,
+            sent_behind: false,
         }
     }
 

@@ -549,7 +549,9 @@ impl SenderTask {
             return;
         }
         self.stamp(&mut batch);
-        self.unacked.entry(batch.tp.clone()).or_default().insert(batch.sequence);
+        let unacked = self.unacked.entry(batch.tp.clone()).or_default();
+        batch.sent_behind = unacked.range(..batch.sequence).next().is_some();
+        unacked.insert(batch.sequence);
         if batch.encoded.is_none() {
             match encode_batch(&batch.records, batch.stamp.unwrap_or_default()) {
                 Ok(bytes) => {
@@ -592,7 +594,8 @@ impl SenderTask {
     }
 
     /// OUT_OF_ORDER_SEQUENCE: the partition has not stored this batch. Either
-    /// an earlier batch is still on its way (requeue behind it), or the
+    /// an earlier batch is, or was when this one was sent, on its way
+    /// (requeue behind it), or the
     /// batch was stamped under an id the partition has left (stamp it
     /// again), or an earlier batch failed for good and left a gap (restart
     /// the partition's sequence under a fresh producer id).
@@ -609,9 +612,12 @@ impl SenderTask {
         if now >= batch.created_at + self.config.delivery_timeout {
             return Err((batch, error));
         }
-        if earlier_pending {
+        if earlier_pending || batch.sent_behind {
+            // Requests are handled concurrently, so a batch sent behind
+            // another can reach the partition first: no back-off, just get
+            // in line (if its predecessor is stored by now, it goes through).
             batch.last_error = Some(error);
-            self.accumulator.requeue(batch, now + self.config.retry_backoff);
+            self.accumulator.requeue(batch, now);
         } else if stamped != current || self.waiting_for_id.contains(&batch.tp) {
             batch.stamp = None;
             batch.last_error = Some(error);
@@ -638,10 +644,9 @@ impl SenderTask {
             Outcome::ProducerId { for_partition, result } => return self.on_producer_id(for_partition, result),
         };
         if let Err(error) = &result {
+            // The batch stays among the unacknowledged while it is requeued:
+            // a later batch refused meanwhile must wait behind it.
             if error.code() == Some(ErrorCode::OutOfOrderSequence) && batch.stamp.is_some() {
-                if let Some(unacked) = self.unacked.get_mut(&batch.tp) {
-                    unacked.remove(&batch.sequence);
-                }
                 match self.on_out_of_order(batch, error.clone()) {
                     Ok(()) => return,
                     Err((failed, error)) => {
