@@ -12,6 +12,7 @@ mod faults;
 mod groups;
 mod network;
 mod node;
+mod sequencer;
 mod service;
 
 pub use config::{FileConfig, NodeConfig};

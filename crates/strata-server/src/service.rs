@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
+use openraft::error::RaftError;
+use openraft::impls::ProgressResponder;
 use openraft::vote::RaftLeaderId;
 use openraft::ReadPolicy;
 use strata_core::limits::{
@@ -23,10 +25,12 @@ use strata_proto::v1 as pb;
 use strata_proto::v1::strata_client::StrataClient;
 use strata_proto::v1::strata_server::Strata;
 use strata_state::metadata::{PartitionAssignment, Topic};
+use strata_state::producer::sequence_after;
 use strata_state::{
     Command, KeyedRecord, MetaCommand, MetaResponse, PartitionCommand, PartitionResponse, PartitionState,
     Response as SmResponse,
 };
+use strata_storage::TypeConfig;
 use tonic::{Request, Response, Status};
 
 use crate::backpressure::{Exceeded, Held, ProduceBudget, BUSY_RETRY_AFTER_MS};
@@ -34,6 +38,7 @@ use crate::error::ApiError;
 use crate::faults::{AnswerFault, Faults};
 use crate::groups::GroupHandle;
 use crate::node::{now_ms, Node};
+use crate::sequencer::Sequencer;
 
 /// Default time a produce waits for replication before answering TIMEOUT.
 const DEFAULT_PRODUCE_TIMEOUT_MS: u32 = 30_000;
@@ -50,6 +55,7 @@ const FORWARDED: &str = "x-strata-forwarded";
 pub struct StrataService {
     node: Node,
     budget: Arc<ProduceBudget>,
+    sequencer: Sequencer,
     faults: Faults,
     /// Producer ids this node may hand out: the rest of the block the
     /// metadata group gave it.
@@ -66,6 +72,7 @@ impl StrataService {
                 config.max_produce_bytes_in_flight_per_connection,
             ),
             faults: Faults::new(config.faults.clone()),
+            sequencer: Sequencer::default(),
             producer_ids: Mutex::new(0..0),
         }
     }
@@ -198,10 +205,28 @@ impl StrataService {
             return Ok(pb::ProduceResponse { record_count: header.record_count, ..Default::default() });
         }
         let timeout_ms = if request.timeout_ms == 0 { DEFAULT_PRODUCE_TIMEOUT_MS } else { request.timeout_ms };
-        let written = tokio::time::timeout(Duration::from_millis(timeout_ms as u64), handle.raft.client_write(command))
+        // An idempotent producer's batches go to Raft in sequence order
+        // when they arrive close together (see `sequencer`).
+        let producer_key =
+            (header.producer_id >= 0).then_some((handle.group_id, header.producer_id, header.producer_epoch));
+        if let Some(key) = producer_key {
+            self.sequencer.wait_turn(key, header.base_sequence).await;
+        }
+        let (responder, answer) = ProgressResponder::<TypeConfig, _>::complete_only();
+        handle
+            .raft
+            .write(command)
+            .responder(responder)
+            .await
+            .map_err(|fatal| ApiError::from_write(RaftError::Fatal(fatal), &what))?;
+        if let Some(key) = producer_key {
+            self.sequencer.proposed(key, sequence_after(header.base_sequence, header.record_count));
+        }
+        let written = tokio::time::timeout(Duration::from_millis(timeout_ms as u64), answer)
             .await
             .map_err(|_| ApiError::new(ErrorCode::Timeout, format!("{what}: not replicated within {timeout_ms} ms")))?
-            .map_err(|e| ApiError::from_write(e, &what))?;
+            .map_err(|_| ApiError::new(ErrorCode::LeaderNotAvailable, format!("{what}: the leader stopped")))?
+            .map_err(|e| ApiError::from_write(RaftError::APIError(e), &what))?;
         match written.data {
             SmResponse::Partition(PartitionResponse::Appended {
                 base_offset,
