@@ -42,7 +42,7 @@ async fn retention_by_bytes_advances_the_log_start() {
     assert_eq!(high_watermark, 40);
     // About 4000 bytes of ~470-byte batches stay: never more than the bound.
     let retained = high_watermark - log_start;
-    assert!(retained <= 9 && retained >= 1, "{retained} records retained");
+    assert!((1..=9).contains(&retained), "{retained} records retained");
 
     let mut api = cluster.api(leader).await;
     let answer = api

@@ -346,7 +346,7 @@ impl Producer {
 
 enum Outcome {
     Produced {
-        batch: PendingBatch<Completion>,
+        batch: Box<PendingBatch<Completion>>,
         result: Result<ProduceAnswer, ClientError>,
     },
     /// A producer id for the whole producer (`None`) or for one partition
@@ -574,7 +574,7 @@ impl SenderTask {
         tokio::spawn(async move {
             let result = client.produce_batch(&batch.tp.topic, batch.tp.partition, bytes, acks, timeout).await;
             // The receiver lives as long as the task that owns `self`.
-            let _ = outcome_tx.send(Outcome::Produced { batch, result });
+            let _ = outcome_tx.send(Outcome::Produced { batch: Box::new(batch), result });
         });
     }
 
@@ -603,14 +603,14 @@ impl SenderTask {
         &mut self,
         mut batch: PendingBatch<Completion>,
         error: ClientError,
-    ) -> Result<(), (PendingBatch<Completion>, ClientError)> {
+    ) -> Result<(), Box<(PendingBatch<Completion>, ClientError)>> {
         let earlier_pending =
             self.unacked.get(&batch.tp).is_some_and(|unacked| unacked.range(..batch.sequence).next().is_some());
         let stamped = batch.stamp.map(|s| s.producer_id);
         let current = self.sequences.get(&batch.tp).map(|s| s.producer.id);
         let now = Instant::now();
         if now >= batch.created_at + self.config.delivery_timeout {
-            return Err((batch, error));
+            return Err(Box::new((batch, error)));
         }
         if earlier_pending || batch.sent_behind {
             // Requests are handled concurrently, so a batch sent behind
@@ -625,7 +625,7 @@ impl SenderTask {
         } else if self.config.producer_name.is_some() {
             // A named producer's id is shared by its instances; it cannot
             // switch ids on its own.
-            return Err((batch, error));
+            return Err(Box::new((batch, error)));
         } else {
             tracing::debug!(topic = %batch.tp.topic, partition = batch.tp.partition, %error,
                 "sequence gap after a failed batch; restarting the partition's sequence");
@@ -640,7 +640,7 @@ impl SenderTask {
 
     fn on_outcome(&mut self, outcome: Outcome) {
         let (mut batch, result) = match outcome {
-            Outcome::Produced { batch, result } => (batch, result),
+            Outcome::Produced { batch, result } => (*batch, result),
             Outcome::ProducerId { for_partition, result } => return self.on_producer_id(for_partition, result),
         };
         if let Err(error) = &result {
@@ -649,7 +649,8 @@ impl SenderTask {
             if error.code() == Some(ErrorCode::OutOfOrderSequence) && batch.stamp.is_some() {
                 match self.on_out_of_order(batch, error.clone()) {
                     Ok(()) => return,
-                    Err((failed, error)) => {
+                    Err(failed) => {
+                        let (failed, error) = *failed;
                         self.finish(&failed);
                         return self.fail(failed, error);
                     }

@@ -216,13 +216,16 @@ pub fn validate_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(h)
 }
 
+/// A record's index in its batch and the value of the header asked for.
+pub type HeaderHit<'a> = (u32, Option<&'a [u8]>);
+
 /// [`validate_batch`], also returning, for every record that has a header
 /// named `header_name`, the record's index and that header's value (the
 /// first such header of the record). One pass over the records.
 pub fn validate_batch_with_header<'a>(
     bytes: &'a [u8],
     header_name: &str,
-) -> Result<(BatchHeader, Vec<(u32, Option<&'a [u8]>)>), BatchError> {
+) -> Result<(BatchHeader, Vec<HeaderHit<'a>>), BatchError> {
     let h = check_frame(bytes, Mode::Validate)?;
     let mut found = Vec::new();
     let mut index = 0u32;

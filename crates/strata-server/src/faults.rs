@@ -34,7 +34,7 @@ impl Faults {
             return None;
         }
         let n = self.committed.fetch_add(1, Ordering::Relaxed) + 1;
-        let every = |k: u64| k > 0 && n % k == 0;
+        let every = |k: u64| k > 0 && n.is_multiple_of(k);
         if every(self.config.drop_produce_answer_every) {
             Some(AnswerFault::Drop)
         } else if every(self.config.delay_produce_answer_every) {

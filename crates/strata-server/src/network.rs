@@ -356,7 +356,7 @@ impl RaftTransport for TransportService {
             }
         }
         let snapshot = SnapshotOf::<TypeConfig, Vec<u8>> { meta, snapshot: first.data.to_vec() };
-        let last_log_id = snapshot.meta.last_log_id.clone();
+        let last_log_id = snapshot.meta.last_log_id;
         let result = raft.install_full_snapshot(vote, snapshot).await.map_err(|e| e.to_string());
         match &result {
             Ok(_) => tracing::info!(group = group_id, ?last_log_id, "installed snapshot from the leader"),

@@ -117,7 +117,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(found)
         })
         .await?;
-        let last_log_id = last_in_log.or_else(|| last_purged.clone());
+        let last_log_id = last_in_log.or(last_purged);
         Ok(LogState { last_purged_log_id: last_purged, last_log_id })
     }
 

@@ -113,8 +113,7 @@ impl ApplyRound {
             let response = match entry.payload {
                 EntryPayload::Blank => Response::None,
                 EntryPayload::Membership(membership) => {
-                    self.last_membership =
-                        StoredMembershipOf::<TypeConfig>::new(Some(entry.log_id.clone()), membership);
+                    self.last_membership = StoredMembershipOf::<TypeConfig>::new(Some(entry.log_id), membership);
                     Response::None
                 }
                 EntryPayload::Normal(command) => match (&mut self.state, command) {
@@ -171,7 +170,7 @@ impl ApplyRound {
             expire_keys(&db, self.group_id, bound, &mut write)?;
         }
         let applied = postcard::to_allocvec(&Applied {
-            last_applied: self.last_applied.clone(),
+            last_applied: self.last_applied,
             last_membership: self.last_membership.clone(),
             state: self.state.clone(),
         })
@@ -354,7 +353,7 @@ impl GroupStateMachine {
 
     fn applied_bytes(&self) -> io::Result<Vec<u8>> {
         postcard::to_allocvec(&Applied {
-            last_applied: self.last_applied.clone(),
+            last_applied: self.last_applied,
             last_membership: self.last_membership.clone(),
             state: self.state.clone(),
         })
@@ -369,7 +368,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
     async fn applied_state(
         &mut self,
     ) -> Result<(Option<LogIdOf<TypeConfig>>, StoredMembershipOf<TypeConfig>), io::Error> {
-        Ok((self.last_applied.clone(), self.last_membership.clone()))
+        Ok((self.last_applied, self.last_membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -415,7 +414,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             store: self.store.clone(),
             group_id: self.group_id,
             meta: SnapshotMetaOf::<TypeConfig> {
-                last_log_id: self.last_applied.clone(),
+                last_log_id: self.last_applied,
                 last_membership: self.last_membership.clone(),
             },
             state: self.state.clone(),
@@ -440,7 +439,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             producer_rows.push((keys::producer_key(self.group_id, *id), bytes));
         }
         self.producers = ProducerTable::from_entries(producers);
-        self.last_applied = meta.last_log_id.clone();
+        self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
         let applied = self.applied_bytes()?;
         let stored = postcard::to_allocvec(&StoredSnapshot { meta: meta.clone(), data: snapshot })
