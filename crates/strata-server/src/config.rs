@@ -54,6 +54,11 @@ pub struct FaultConfig {
     pub delay_produce_answer_every: u64,
     #[serde(default)]
     pub delay_produce_answer_ms: u64,
+    /// Record after every WAL sync how much of the WAL is durable, in
+    /// `DATA_DIR/db/SYNCED_WAL`, so a harness can drop unsynced writes
+    /// after killing the node (see strata-storage's `synced_wal`).
+    #[serde(default)]
+    pub record_synced_wal: bool,
 }
 
 /// The TOML file; every key optional, flags override. See

@@ -55,6 +55,7 @@ mod tests {
             drop_produce_answer_every: 3,
             delay_produce_answer_every: 2,
             delay_produce_answer_ms: 7,
+            ..Default::default()
         });
         let seen: Vec<_> = (0..6).map(|_| faults.after_commit()).collect();
         let delay = Some(AnswerFault::Delay(Duration::from_millis(7)));

@@ -267,13 +267,27 @@ impl Node {
     }
 }
 
+#[cfg(feature = "fault-hooks")]
+fn open_store(config: &NodeConfig, path: &std::path::Path) -> io::Result<Store> {
+    if config.faults.record_synced_wal {
+        Store::open_recording_syncs(path)
+    } else {
+        Store::open(path)
+    }
+}
+
+#[cfg(not(feature = "fault-hooks"))]
+fn open_store(_config: &NodeConfig, path: &std::path::Path) -> io::Result<Store> {
+    Store::open(path)
+}
+
 /// Starts a node and serves until `shutdown` completes.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
     let db_path = config.data_dir.join("db");
-    let store =
-        Store::open(&db_path).map_err(|source| StartError::Store { path: db_path.display().to_string(), source })?;
+    let store = open_store(&config, &db_path)
+        .map_err(|source| StartError::Store { path: db_path.display().to_string(), source })?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|source| StartError::Listen { address: config.listen.clone(), source })?;

@@ -72,13 +72,13 @@ impl Drop for JoinOnDrop {
 }
 
 impl GroupCommit {
-    pub(crate) fn start(db: Arc<DB>) -> GroupCommit {
+    pub(crate) fn start(db: Arc<DB>, record: crate::SyncRecord) -> GroupCommit {
         let (sender, receiver) = mpsc::channel::<Waiter>();
         let counters = Arc::new(Counters::default());
         let thread_counters = counters.clone();
         let thread = std::thread::Builder::new()
             .name("group-commit".into())
-            .spawn(move || run(Arc::downgrade(&db), receiver, thread_counters))
+            .spawn(move || run(Arc::downgrade(&db), receiver, thread_counters, record))
             .expect("spawn group-commit thread");
         GroupCommit { sender, counters, _thread: Arc::new(JoinOnDrop(Some(thread))) }
     }
@@ -106,7 +106,7 @@ impl GroupCommit {
 
 /// Holds the database weakly: the last `Store` handle closes it, at once and
 /// on the dropping thread, rather than whenever this thread notices.
-fn run(db: Weak<DB>, receiver: mpsc::Receiver<Waiter>, counters: Arc<Counters>) {
+fn run(db: Weak<DB>, receiver: mpsc::Receiver<Waiter>, counters: Arc<Counters>, record: crate::SyncRecord) {
     let mut pending = Vec::with_capacity(64);
     // Ends when every sender (every Store handle) is gone.
     while let Ok(first) = receiver.recv() {
@@ -118,7 +118,9 @@ fn run(db: Weak<DB>, receiver: mpsc::Receiver<Waiter>, counters: Arc<Counters>) 
             }
         }
         let result = match db.upgrade() {
-            Some(db) => db.flush_wal(true).map_err(|e| e.into_string()),
+            Some(db) => {
+                crate::record_flush(&record, || db.flush_wal(true).map_err(crate::to_io)).map_err(|e| e.to_string())
+            }
             None => Err("the store is closed".to_string()),
         };
         counters.fsyncs.fetch_add(1, Ordering::Relaxed);

@@ -27,6 +27,8 @@ mod group_commit;
 mod keys;
 mod log_store;
 mod state_machine;
+#[cfg(feature = "fault-hooks")]
+pub mod synced_wal;
 
 use std::io;
 use std::path::Path;
@@ -70,11 +72,52 @@ pub struct Store {
     // last reference to the database drops, so the database closes here.
     pub(crate) group_commit: GroupCommit,
     pub(crate) db: Arc<DB>,
+    /// Test builds: where WAL syncs are recorded (see `synced_wal`).
+    pub(crate) synced_wal: SyncRecord,
+}
+
+#[cfg(feature = "fault-hooks")]
+pub(crate) type SyncRecord = Option<Arc<synced_wal::SyncedWal>>;
+#[cfg(not(feature = "fault-hooks"))]
+pub(crate) type SyncRecord = ();
+
+/// Runs `sync` (a `FlushWAL(sync)`), then records the WAL length taken
+/// before it as durable when a record is kept.
+#[allow(clippy::let_unit_value, unused_variables)]
+pub(crate) fn record_flush(record: &SyncRecord, sync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+    #[cfg(feature = "fault-hooks")]
+    let before = record.as_ref().and_then(|r| r.newest());
+    sync()?;
+    #[cfg(feature = "fault-hooks")]
+    if let Some(record) = record {
+        record.record(before);
+    }
+    Ok(())
+}
+
+/// Records the WAL length after a synchronous write when a record is kept.
+#[allow(unused_variables)]
+pub(crate) fn record_sync_write(record: &SyncRecord) {
+    #[cfg(feature = "fault-hooks")]
+    if let Some(record) = record {
+        record.record(record.newest());
+    }
 }
 
 impl Store {
     /// Opens (or creates) the store in `path`.
     pub fn open(path: &Path) -> io::Result<Store> {
+        Store::open_inner(path, Default::default())
+    }
+
+    /// Opens the store and records every WAL sync in `path/SYNCED_WAL`, for
+    /// fault injection that drops unsynced writes (test builds only).
+    #[cfg(feature = "fault-hooks")]
+    pub fn open_recording_syncs(path: &Path) -> io::Result<Store> {
+        Store::open_inner(path, Some(Arc::new(synced_wal::SyncedWal::new(path))))
+    }
+
+    fn open_inner(path: &Path, synced_wal: SyncRecord) -> io::Result<Store> {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
@@ -90,8 +133,8 @@ impl Store {
         });
         let db = DB::open_cf_descriptors(&options, path, descriptors).map_err(to_io)?;
         let db = Arc::new(db);
-        let group_commit = GroupCommit::start(db.clone());
-        Ok(Store { group_commit, db })
+        let group_commit = GroupCommit::start(db.clone(), synced_wal.clone());
+        Ok(Store { group_commit, db, synced_wal })
     }
 
     /// The Raft log storage of one group.
@@ -114,6 +157,7 @@ impl Store {
     /// down first.
     pub async fn delete_group(&self, group_id: u64) -> io::Result<()> {
         let db = self.db.clone();
+        let record = self.synced_wal.clone();
         blocking(move || {
             let mut batch = WriteBatch::default();
             let (start, end) = keys::group_range(group_id);
@@ -122,7 +166,7 @@ impl Store {
                 batch.delete_range_cf(&cf, &start, &end);
             }
             db.write(batch).map_err(to_io)?;
-            db.flush_wal(true).map_err(to_io)
+            record_flush(&record, || db.flush_wal(true).map_err(to_io))
         })
         .await
     }
@@ -257,6 +301,21 @@ impl Store {
         .await
     }
 
+    /// An unsynced write of a raw key (under the last group id, which no
+    /// group uses), for tests of the fault hooks.
+    #[cfg(feature = "fault-hooks")]
+    pub async fn put_for_test(&self, key: &[u8], value: &[u8]) -> io::Result<()> {
+        let (db, key, value) = (self.db.clone(), test_key(key), value.to_vec());
+        blocking(move || db.put_cf(&db.cf_handle(CF_SM).expect("column family exists"), key, value).map_err(to_io))
+            .await
+    }
+
+    #[cfg(feature = "fault-hooks")]
+    pub async fn get_for_test(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        let (db, key) = (self.db.clone(), test_key(key));
+        blocking(move || db.get_cf(&db.cf_handle(CF_SM).expect("column family exists"), key).map_err(to_io)).await
+    }
+
     /// Waits until every write made before the call is durable.
     pub async fn sync(&self) -> io::Result<()> {
         self.group_commit.sync().await
@@ -266,6 +325,13 @@ impl Store {
     pub fn group_commit_stats(&self) -> GroupCommitStats {
         self.group_commit.stats()
     }
+}
+
+#[cfg(feature = "fault-hooks")]
+fn test_key(key: &[u8]) -> Vec<u8> {
+    let mut out = u64::MAX.to_be_bytes().to_vec();
+    out.extend_from_slice(key);
+    out
 }
 
 pub(crate) fn to_io(err: rocksdb::Error) -> io::Error {

@@ -447,6 +447,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         let group_id = self.group_id;
         let log_start = self.state.as_partition().map(|p| p.log_start_offset);
         let db = self.store.db.clone();
+        let record = self.store.synced_wal.clone();
         blocking(move || {
             let sm = db.cf_handle(CF_SM).expect("column family exists");
             let data = db.cf_handle(CF_DATA).expect("column family exists");
@@ -465,7 +466,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             write.put_cf(&sm, keys::tag_key(group_id, TAG_APPLIED), applied);
             write.put_cf(&sm, keys::tag_key(group_id, TAG_SNAPSHOT), stored);
             db.write(write).map_err(to_io)?;
-            db.flush_wal(true).map_err(to_io)
+            crate::record_flush(&record, || db.flush_wal(true).map_err(to_io))
         })
         .await?;
         self.published.send_replace(Arc::new(self.state.clone()));
