@@ -18,3 +18,12 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+# The fault-injection smoke run (needs root for network namespaces): a
+# short run with kill, pause and partition faults; fails the script on any
+# anomaly or when the run itself fails. CI runs as root and always runs it.
+if [ "$(id -u)" = 0 ] || [ "${CI:-}" = true ]; then
+  SKIP_BUILD=1 scripts/jepsen-smoke.sh
+else
+  echo "skipping the jepsen smoke run: it needs root (network namespaces)"
+fi

@@ -1,0 +1,478 @@
+//! Hand-made histories: at least one per anomaly, and histories that must pass.
+
+use serde_json::{json, Value};
+
+use super::*;
+
+/// Builds a history one entry at a time; each entry is 1 ms after the last.
+#[derive(Default)]
+struct H {
+    ops: Vec<Op>,
+}
+
+fn client(id: u64) -> Process {
+    Process::Client(id)
+}
+
+impl H {
+    fn push(&mut self, process: Process, kind: OpType, f: &str, value: Value, node: Option<u64>) -> u64 {
+        let index = self.ops.len() as u64;
+        self.ops.push(Op {
+            index,
+            time: (index + 1) * 1_000_000,
+            process,
+            kind,
+            f: f.into(),
+            value,
+            node,
+            error: None,
+        });
+        index
+    }
+
+    fn send(&mut self, p: u64, key: u64, value: u64, outcome: OpType, offset: Option<u64>) -> (u64, u64) {
+        let invoke = self.push(client(p), OpType::Invoke, "send", json!({"key": key, "value": value}), None);
+        let done_value = match offset {
+            Some(o) => json!({"key": key, "value": value, "offset": o}),
+            None => json!({"key": key, "value": value}),
+        };
+        let done = self.push(client(p), outcome, "send", done_value, None);
+        (invoke, done)
+    }
+
+    fn send_ok(&mut self, p: u64, key: u64, value: u64, offset: u64) -> (u64, u64) {
+        self.send(p, key, value, OpType::Ok, Some(offset))
+    }
+
+    fn poll(&mut self, p: u64, reads: &[(u64, u64, u64)]) -> u64 {
+        self.poll_at(client(p), reads, None)
+    }
+
+    fn poll_at(&mut self, process: Process, reads: &[(u64, u64, u64)], node: Option<u64>) -> u64 {
+        let mut by_key: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for &(key, offset, value) in reads {
+            by_key.entry(key.to_string()).or_default().push(json!([offset, value]));
+        }
+        self.push(process.clone(), OpType::Invoke, "poll", Value::Null, node);
+        self.push(process, OpType::Ok, "poll", json!(by_key), node)
+    }
+
+    fn assign(&mut self, p: u64, positions: &[(u64, u64)]) -> u64 {
+        let keys: Vec<u64> = positions.iter().map(|(k, _)| *k).collect();
+        let positions: BTreeMap<String, u64> = positions.iter().map(|(k, o)| (k.to_string(), *o)).collect();
+        self.push(client(p), OpType::Invoke, "assign", json!({ "keys": keys }), None);
+        self.push(client(p), OpType::Ok, "assign", json!({"keys": keys, "positions": positions}), None)
+    }
+
+    fn fault(&mut self, phase: &str, active: u64) -> u64 {
+        self.push(Process::nemesis(), OpType::Info, "kill", json!({"phase": phase, "active": active}), None)
+    }
+
+    fn txn(&mut self, p: u64, outcome: OpType, done: Value) -> u64 {
+        self.push(client(p), OpType::Invoke, "txn", json!({}), None);
+        self.push(client(p), outcome, "txn", done, None)
+    }
+
+    fn check(&self) -> Verdict {
+        check(&self.ops, &CheckOptions::default()).expect("well-formed history")
+    }
+
+    fn check_with(&self, options: CheckOptions) -> Verdict {
+        check(&self.ops, &options).expect("well-formed history")
+    }
+}
+
+fn names(verdict: &Verdict) -> Vec<&str> {
+    verdict.anomalies.keys().map(String::as_str).collect()
+}
+
+/// Sends on two keys by two processes, consumers that read everything in
+/// order, and a drain: the shape of a healthy run.
+fn healthy() -> H {
+    let mut h = H::default();
+    h.assign(2, &[(0, 0), (1, 0)]);
+    for v in 0..4 {
+        h.send_ok(1, 0, v, v);
+        h.send_ok(3, 1, v, v);
+    }
+    h.poll(2, &[(0, 0, 0), (0, 1, 1), (1, 0, 0)]);
+    h.poll(2, &[(0, 2, 2), (0, 3, 3), (1, 1, 1), (1, 2, 2), (1, 3, 3)]);
+    h
+}
+
+#[test]
+fn a_healthy_history_is_valid() {
+    let verdict = healthy().check();
+    assert!(verdict.valid, "{}", verdict.summary());
+    assert_eq!(verdict.stats.acknowledged_sends, 8);
+    assert_eq!(verdict.stats.records_read, 8);
+    assert_eq!(verdict.stats.keys, 2);
+    assert_eq!(verdict.stats.completions["send"]["ok"], 8);
+}
+
+#[test]
+fn an_empty_history_is_valid() {
+    assert!(H::default().check().valid);
+}
+
+#[test]
+fn an_acknowledged_send_missing_below_a_read_offset_is_lost() {
+    let mut h = H::default();
+    let (send_invoke, send_done) = h.send_ok(1, 0, 10, 0);
+    h.send_ok(1, 0, 11, 1);
+    let read = h.poll(2, &[(0, 1, 11)]);
+    let verdict = h.check();
+    assert_eq!(names(&verdict), vec![LOST_WRITE]);
+    let lost = &verdict.anomalies[LOST_WRITE][0];
+    assert_eq!((lost.key, lost.offset, lost.value), (Some(0), Some(0), Some(10)));
+    assert_eq!(lost.ops, vec![send_invoke, send_done, read]);
+}
+
+#[test]
+fn an_acknowledged_send_never_reached_by_reads_is_unseen() {
+    let mut h = H::default();
+    h.send_ok(1, 0, 10, 0);
+    let (_, done) = h.send_ok(1, 0, 11, 1);
+    h.poll(2, &[(0, 0, 10)]);
+    let verdict = h.check();
+    assert_eq!(names(&verdict), vec![UNSEEN]);
+    assert_eq!(verdict.anomalies[UNSEEN][0].value, Some(11));
+    assert!(verdict.anomalies[UNSEEN][0].ops.contains(&done));
+}
+
+#[test]
+fn one_value_at_two_offsets_is_a_duplicate() {
+    let mut h = H::default();
+    h.send(1, 0, 10, OpType::Info, None);
+    let (_, done) = h.send_ok(2, 0, 11, 1);
+    let read = h.poll(3, &[(0, 0, 10), (0, 1, 11), (0, 2, 10)]);
+    let verdict = h.check();
+    assert_eq!(names(&verdict), vec![DUPLICATE]);
+    let duplicate = &verdict.anomalies[DUPLICATE][0];
+    assert_eq!((duplicate.key, duplicate.value), (Some(0), Some(10)));
+    assert_eq!(duplicate.ops, vec![read]);
+    assert!(!verdict.anomalies[DUPLICATE].iter().any(|a| a.ops.contains(&done)));
+}
+
+#[test]
+fn duplicates_are_reported_but_allowed_without_idempotence() {
+    let mut h = H::default();
+    h.send_ok(1, 0, 10, 0);
+    h.poll(3, &[(0, 0, 10), (0, 1, 10)]);
+    let verdict = h.check_with(CheckOptions { duplicates_fatal: false, ..CheckOptions::default() });
+    assert!(verdict.valid, "{}", verdict.summary());
+    assert_eq!(verdict.allowed[DUPLICATE].len(), 1);
+}
+
+#[test]
+fn a_send_acknowledged_at_an_offset_that_reads_show_elsewhere_is_a_duplicate() {
+    let mut h = H::default();
+    h.send_ok(1, 0, 10, 5);
+    h.poll(3, &[(0, 4, 10)]);
+    let verdict = h.check();
+    assert!(names(&verdict).contains(&DUPLICATE), "{}", verdict.summary());
+}
+
+#[test]
+fn two_values_at_one_offset_are_inconsistent() {
+    let mut h = H::default();
+    let (_, first) = h.send_ok(1, 0, 10, 0);
+    let read = h.poll(2, &[(0, 0, 11)]);
+    h.send(3, 0, 11, OpType::Info, None);
+    let verdict = h.check();
+    assert!(names(&verdict).contains(&INCONSISTENT_OFFSETS), "{}", verdict.summary());
+    let found = &verdict.anomalies[INCONSISTENT_OFFSETS][0];
+    assert_eq!((found.key, found.offset), (Some(0), Some(0)));
+    assert!(found.ops.contains(&first) && found.ops.contains(&read));
+}
+
+#[test]
+fn reading_a_value_whose_send_failed_is_an_aborted_read() {
+    let mut h = H::default();
+    h.send_ok(3, 1, 0, 0);
+    h.poll(4, &[(1, 0, 0)]);
+    let (_, failed) = h.send(1, 0, 10, OpType::Fail, None);
+    let read = h.poll(2, &[(0, 0, 10)]);
+    let verdict = h.check();
+    assert_eq!(names(&verdict), vec![ABORTED_READ]);
+    assert_eq!(verdict.anomalies[ABORTED_READ][0].ops, vec![failed - 1, failed, read]);
+    assert_eq!(verdict.anomalies[ABORTED_READ].len(), 1);
+}
+
+#[test]
+fn reading_a_value_whose_send_was_indeterminate_is_fine() {
+    let mut h = healthy();
+    h.send(1, 5, 10, OpType::Info, None);
+    h.poll(2, &[(5, 0, 10)]);
+    let verdict = h.check();
+    assert!(verdict.valid, "{}", verdict.summary());
+}
+
+#[test]
+fn reading_a_value_of_an_aborted_transaction_is_an_aborted_read() {
+    let mut h = healthy();
+    h.txn(1, OpType::Ok, json!({"ops": [["send", 5, 9, 0]]}));
+    h.txn(1, OpType::Fail, json!({"ops": [["send", 5, 10]]}));
+    h.poll(2, &[(5, 0, 9), (5, 1, 10)]);
+    assert_eq!(names(&h.check()), vec![ABORTED_READ]);
+}
+
+#[test]
+fn going_backwards_within_an_assignment_is_a_nonmonotonic_poll() {
+    let mut h = H::default();
+    h.assign(2, &[(0, 0)]);
+    h.send_ok(1, 0, 10, 0);
+    h.send_ok(1, 0, 11, 1);
+    let first = h.poll(2, &[(0, 0, 10), (0, 1, 11)]);
+    let second = h.poll(2, &[(0, 1, 11)]);
+    let verdict = h.check();
+    assert_eq!(names(&verdict), vec![NONMONOTONIC_POLL]);
+    assert_eq!(verdict.anomalies[NONMONOTONIC_POLL][0].ops, vec![first, second]);
+}
+
+#[test]
+fn jumping_over_records_within_an_assignment_is_a_skipping_poll() {
+    let mut h = H::default();
+    h.assign(2, &[(0, 0)]);
+    for v in 0..3 {
+        h.send_ok(1, 0, v, v);
+    }
+    h.poll(2, &[(0, 0, 0)]);
+    let skipping = h.poll(2, &[(0, 2, 2)]);
+    h.poll(3, &[(0, 1, 1)]);
+    let verdict = h.check();
+    assert_eq!(names(&verdict), vec![SKIPPING_POLL]);
+    assert!(verdict.anomalies[SKIPPING_POLL][0].ops.contains(&skipping));
+}
+
+#[test]
+fn the_first_read_of_an_assignment_must_start_at_its_position() {
+    let mut h = H::default();
+    h.send_ok(1, 0, 0, 0);
+    h.send_ok(1, 0, 1, 1);
+    h.assign(2, &[(0, 0)]);
+    h.poll(2, &[(0, 1, 1)]);
+    h.poll(3, &[(0, 0, 0)]);
+    assert_eq!(names(&h.check()), vec![SKIPPING_POLL]);
+}
+
+#[test]
+fn a_new_assignment_may_move_the_position() {
+    let mut h = H::default();
+    h.assign(2, &[(0, 0)]);
+    for v in 0..3 {
+        h.send_ok(1, 0, v, v);
+    }
+    h.poll(2, &[(0, 0, 0), (0, 1, 1), (0, 2, 2)]);
+    h.assign(2, &[(0, 1)]);
+    h.poll(2, &[(0, 1, 1)]);
+    h.assign(2, &[(0, 3)]);
+    let verdict = h.check();
+    assert!(verdict.valid, "{}", verdict.summary());
+}
+
+#[test]
+fn a_later_send_landing_before_an_earlier_one_is_a_nonmonotonic_send() {
+    let mut h = H::default();
+    let (_, earlier) = h.send_ok(1, 0, 10, 1);
+    let (_, later) = h.send_ok(1, 0, 11, 0);
+    h.poll(2, &[(0, 0, 11), (0, 1, 10)]);
+    let verdict = h.check();
+    assert_eq!(names(&verdict), vec![NONMONOTONIC_SEND]);
+    let found = &verdict.anomalies[NONMONOTONIC_SEND][0];
+    assert!(found.ops.contains(&earlier) && found.ops.contains(&later));
+}
+
+#[test]
+fn interleaved_sends_of_different_processes_are_not_nonmonotonic() {
+    let mut h = H::default();
+    h.send_ok(1, 0, 10, 1);
+    h.send_ok(2, 0, 11, 0);
+    h.poll(3, &[(0, 0, 11), (0, 1, 10)]);
+    assert!(h.check().valid);
+}
+
+#[test]
+fn a_transaction_reading_its_own_send_reads_uncommitted_data() {
+    let mut h = H::default();
+    h.txn(1, OpType::Ok, json!({"ops": [["send", 0, 10, 0], ["poll", {"0": [[0, 10]]}]]}));
+    let verdict = h.check();
+    assert_eq!(names(&verdict), vec![UNCOMMITTED_READ]);
+}
+
+#[test]
+fn reading_a_transactional_value_before_its_transaction_began_is_uncommitted() {
+    let mut h = H::default();
+    let read = h.poll(2, &[(0, 0, 10)]);
+    let txn = h.txn(1, OpType::Ok, json!({"ops": [["send", 0, 10, 0]]}));
+    let verdict = h.check();
+    assert_eq!(names(&verdict), vec![UNCOMMITTED_READ]);
+    assert_eq!(verdict.anomalies[UNCOMMITTED_READ][0].ops, vec![txn - 1, txn, read]);
+}
+
+#[test]
+fn reading_a_committed_transaction_is_fine() {
+    let mut h = H::default();
+    h.txn(1, OpType::Ok, json!({"ops": [["send", 0, 10, 0], ["send", 1, 20, 0]], "consumed": {}}));
+    h.poll(2, &[(0, 0, 10), (1, 0, 20)]);
+    let verdict = h.check();
+    assert!(verdict.valid, "{}", verdict.summary());
+}
+
+#[test]
+fn nodes_disagreeing_after_the_heal_is_divergence() {
+    let mut h = H::default();
+    h.fault("start", 1);
+    h.fault("stop", 0);
+    h.send_ok(1, 0, 10, 0);
+    let a = h.poll_at(Process::Named("verify".into()), &[(0, 0, 10)], Some(1));
+    // Not a consumer of its own: a second verify read from node 2 that disagrees.
+    let b = h.poll_at(Process::Named("verify-2".into()), &[(0, 0, 11)], Some(2));
+    let verdict = h.check();
+    assert!(names(&verdict).contains(&DIVERGENCE), "{}", verdict.summary());
+    assert_eq!(verdict.anomalies[DIVERGENCE][0].ops, vec![a, b]);
+}
+
+#[test]
+fn nodes_agreeing_after_the_heal_is_fine() {
+    let mut h = H::default();
+    h.fault("start", 1);
+    h.fault("stop", 0);
+    h.send_ok(1, 0, 10, 0);
+    h.send_ok(1, 0, 11, 1);
+    h.poll_at(Process::Named("verify".into()), &[(0, 0, 10), (0, 1, 11)], Some(1));
+    h.poll_at(Process::Named("verify-2".into()), &[(0, 0, 10)], Some(2));
+    let verdict = h.check();
+    assert!(verdict.valid, "{}", verdict.summary());
+}
+
+#[test]
+fn one_input_consumed_by_two_committed_transactions_breaks_exactly_once() {
+    let mut h = H::default();
+    h.send_ok(1, 0, 10, 0);
+    let first = h.txn(2, OpType::Ok, json!({"ops": [["send", 1, 100, 0]], "consumed": {"0": [0]}}));
+    // The second one is indeterminate, but its output was read: it committed.
+    let second = h.txn(3, OpType::Info, json!({"ops": [["send", 1, 101]], "consumed": {"0": [0]}}));
+    h.poll(4, &[(0, 0, 10), (1, 0, 100), (1, 1, 101)]);
+    let verdict = h.check();
+    assert_eq!(names(&verdict), vec![EXACTLY_ONCE]);
+    assert_eq!(verdict.anomalies[EXACTLY_ONCE][0].ops, vec![first, second]);
+}
+
+#[test]
+fn an_aborted_retry_of_a_consumed_input_keeps_exactly_once() {
+    let mut h = H::default();
+    h.send_ok(1, 0, 10, 0);
+    h.txn(2, OpType::Fail, json!({"ops": [["send", 1, 100]], "consumed": {"0": [0]}}));
+    h.txn(2, OpType::Ok, json!({"ops": [["send", 1, 101, 0]], "consumed": {"0": [0]}}));
+    h.poll(4, &[(0, 0, 10), (1, 0, 101)]);
+    let verdict = h.check();
+    assert!(verdict.valid, "{}", verdict.summary());
+}
+
+#[test]
+fn a_committed_offset_moving_back_is_an_offset_regression() {
+    let mut h = H::default();
+    h.push(client(1), OpType::Invoke, "commit", json!({"0": 5}), None);
+    let first = h.push(client(1), OpType::Ok, "commit", json!({"0": 5}), None);
+    h.push(client(2), OpType::Invoke, "commit", json!({"0": 3}), None);
+    let second = h.push(client(2), OpType::Ok, "commit", json!({"0": 3}), None);
+    let verdict = h.check();
+    assert_eq!(names(&verdict), vec![OFFSET_REGRESSION]);
+    assert_eq!(verdict.anomalies[OFFSET_REGRESSION][0].ops, vec![first, second]);
+}
+
+#[test]
+fn committed_offsets_inside_transactions_are_checked_too() {
+    let mut h = H::default();
+    h.txn(1, OpType::Ok, json!({"ops": [], "commit": {"0": 7}}));
+    h.txn(1, OpType::Ok, json!({"ops": [], "commit": {"0": 8}}));
+    assert!(h.check().valid);
+    h.txn(1, OpType::Ok, json!({"ops": [], "commit": {"0": 2}}));
+    assert_eq!(names(&h.check()), vec![OFFSET_REGRESSION]);
+}
+
+#[test]
+fn an_operation_kind_that_never_succeeds_fails_liveness() {
+    let mut h = healthy();
+    h.push(client(5), OpType::Invoke, "assign", json!({"keys": [0]}), None);
+    h.push(client(5), OpType::Fail, "assign", json!({"keys": [0]}), None);
+    // assign succeeded in `healthy`, so that is fine; poll never does here:
+    let mut h2 = H::default();
+    h2.send_ok(1, 0, 10, 0);
+    h2.push(client(2), OpType::Invoke, "poll", Value::Null, None);
+    h2.push(client(2), OpType::Fail, "poll", Value::Null, None);
+    h2.poll_at(Process::Named("drain".into()), &[(0, 0, 10)], None);
+    assert!(h.check().valid);
+    let verdict = h2.check();
+    assert_eq!(names(&verdict), vec![NEVER_SUCCEEDED]);
+    assert!(verdict.anomalies[NEVER_SUCCEEDED][0].message.contains("'poll'"));
+}
+
+#[test]
+fn writes_that_do_not_resume_after_the_heal_fail_liveness() {
+    let mut h = H::default();
+    h.send_ok(1, 0, 10, 0);
+    h.fault("start", 1);
+    let heal = h.fault("stop", 0);
+    h.send(1, 0, 11, OpType::Info, None);
+    h.poll(2, &[(0, 0, 10)]);
+    let verdict = h.check();
+    assert_eq!(names(&verdict), vec![NO_RECOVERY]);
+    assert_eq!(verdict.anomalies[NO_RECOVERY][0].ops, vec![heal]);
+}
+
+#[test]
+fn writes_resuming_within_the_bound_pass_and_late_ones_do_not() {
+    let mut h = H::default();
+    h.fault("start", 1);
+    h.fault("stop", 0);
+    h.send_ok(1, 0, 10, 0);
+    h.poll(2, &[(0, 0, 10)]);
+    assert!(h.check().valid);
+    // With a bound shorter than the time to the first acknowledgement (2 ms
+    // after the heal at 1 ms steps), the same history fails.
+    let strict = h.check_with(CheckOptions { recovery_bound_ns: 500_000, ..CheckOptions::default() });
+    assert_eq!(names(&strict), vec![NO_RECOVERY]);
+}
+
+#[test]
+fn a_short_fault_free_window_is_not_judged() {
+    let mut h = H::default();
+    h.fault("start", 1);
+    h.fault("stop", 0);
+    h.fault("start", 1);
+    h.fault("stop", 0);
+    h.send_ok(1, 0, 10, 0);
+    h.poll(2, &[(0, 0, 10)]);
+    // The first quiet window lasted 1 ms, shorter than the 3 ms bound: not
+    // judged; the second one saw an acknowledgement 2 ms after its heal.
+    let verdict = h.check_with(CheckOptions { recovery_bound_ns: 3_000_000, ..CheckOptions::default() });
+    assert!(verdict.valid, "{}", verdict.summary());
+}
+
+#[test]
+fn malformed_histories_are_errors_not_verdicts() {
+    let mut h = H::default();
+    h.push(client(1), OpType::Ok, "send", json!({"key": 0, "value": 1, "offset": 0}), None);
+    assert!(matches!(check(&h.ops, &CheckOptions::default()), Err(CheckError::Malformed { index: 0, .. })));
+
+    let mut h = H::default();
+    h.push(client(1), OpType::Invoke, "send", json!({"key": "zero", "value": 1}), None);
+    assert!(check(&h.ops, &CheckOptions::default()).is_err());
+
+    let mut h = H::default();
+    h.push(client(1), OpType::Invoke, "send", json!({"key": 0, "value": 1}), None);
+    h.push(client(1), OpType::Invoke, "send", json!({"key": 0, "value": 2}), None);
+    assert!(check(&h.ops, &CheckOptions::default()).is_err());
+}
+
+#[test]
+fn an_unfinished_operation_counts_as_indeterminate() {
+    let mut h = healthy();
+    h.push(client(9), OpType::Invoke, "send", json!({"key": 5, "value": 1}), None);
+    h.poll(2, &[(5, 0, 1)]);
+    let verdict = h.check();
+    assert!(verdict.valid, "{}", verdict.summary());
+    assert_eq!(verdict.stats.completions["send"]["info"], 1);
+}

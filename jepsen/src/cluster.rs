@@ -1,0 +1,220 @@
+//! The nodes: one `strata server` process per network namespace, started
+//! through `ip netns exec` (which execs, so the child's pid is the server's),
+//! killed with SIGKILL, paused with SIGSTOP/SIGCONT, and restarted on the
+//! same data directory.
+//!
+//! Invariant: every child is in its own process group, so a Ctrl-C at the
+//! terminal reaches only the harness, which then kills the nodes itself; and
+//! every child is killed when the [`Cluster`] is dropped.
+
+use std::fs::OpenOptions;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::net;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot start node {node}: {source}")]
+    Start { node: u64, source: std::io::Error },
+    #[error("cannot signal node {node}: {source}")]
+    Signal { node: u64, source: nix::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+}
+
+/// libfaketime settings for nodes whose clock may be skewed.
+#[derive(Clone, Debug)]
+pub struct Faketime {
+    pub library: String,
+}
+
+pub struct Node {
+    pub id: u64,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    /// Holds the node's clock offset for libfaketime (`+0`, `+30`, `-10`).
+    pub clock_file: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+    pub starts: u32,
+}
+
+impl Node {
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+}
+
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    binary: PathBuf,
+    initial_cluster: String,
+    faketime: Option<Faketime>,
+}
+
+impl Cluster {
+    pub fn new(binary: &Path, ids: &[u64], dir: &Path, faketime: Option<Faketime>) -> Result<Cluster, ClusterError> {
+        let initial_cluster =
+            ids.iter().map(|&id| format!("{id}={}", net::node_address(id))).collect::<Vec<_>>().join(",");
+        let mut nodes = Vec::new();
+        for &id in ids {
+            let node_dir = dir.join(format!("n{id}"));
+            std::fs::create_dir_all(&node_dir)
+                .map_err(|source| ClusterError::Write { path: node_dir.display().to_string(), source })?;
+            let node = Node {
+                id,
+                data_dir: node_dir.join("data"),
+                log_path: node_dir.join("node.log"),
+                clock_file: node_dir.join("faketime"),
+                child: None,
+                paused: false,
+                starts: 0,
+            };
+            write_file(&node.clock_file, "+0\n")?;
+            nodes.push(node);
+        }
+        Ok(Cluster { nodes, binary: binary.to_path_buf(), initial_cluster, faketime })
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    pub fn node(&self, id: u64) -> &Node {
+        self.nodes.iter().find(|n| n.id == id).expect("known node id")
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut Node {
+        self.nodes.iter_mut().find(|n| n.id == id).expect("known node id")
+    }
+
+    pub fn bootstrap(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| net::node_address(n.id)).collect()
+    }
+
+    /// Starts node `id` unless it runs.
+    pub fn start(&mut self, id: u64) -> Result<(), ClusterError> {
+        let binary = self.binary.clone();
+        let initial_cluster = self.initial_cluster.clone();
+        let faketime = self.faketime.clone();
+        let node = self.node_mut(id);
+        if node.child.is_some() {
+            return Ok(());
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)
+            .map_err(|source| ClusterError::Start { node: id, source })?;
+        let err_log = log.try_clone().map_err(|source| ClusterError::Start { node: id, source })?;
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &net::namespace(id)])
+            .arg(&binary)
+            .args(["--log-level", "info,openraft=warn", "server", "--node-id", &id.to_string()])
+            .args(["--listen", &net::node_address(id), "--initial-cluster", &initial_cluster])
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err_log)
+            .process_group(0);
+        if let Some(faketime) = faketime {
+            // Only the wall clock is skewed: separate machines disagree on
+            // the time of day, while each one's monotonic clock still runs.
+            command
+                .env("LD_PRELOAD", faketime.library)
+                .env("FAKETIME_TIMESTAMP_FILE", &node.clock_file)
+                .env("FAKETIME_CACHE_DURATION", "1")
+                .env("DONT_FAKE_MONOTONIC", "1");
+        }
+        let child = command.spawn().map_err(|source| ClusterError::Start { node: id, source })?;
+        node.child = Some(child);
+        node.paused = false;
+        node.starts += 1;
+        Ok(())
+    }
+
+    /// SIGKILL, and reap. A node that is not running is left alone.
+    pub fn kill(&mut self, id: u64) {
+        let node = self.node_mut(id);
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        node.paused = false;
+    }
+
+    pub fn pause(&mut self, id: u64) -> Result<(), ClusterError> {
+        self.signal(id, Signal::SIGSTOP)?;
+        let node = self.node_mut(id);
+        node.paused = node.child.is_some();
+        Ok(())
+    }
+
+    pub fn resume(&mut self, id: u64) -> Result<(), ClusterError> {
+        self.signal(id, Signal::SIGCONT)?;
+        self.node_mut(id).paused = false;
+        Ok(())
+    }
+
+    fn signal(&mut self, id: u64, signal: Signal) -> Result<(), ClusterError> {
+        let node = self.node_mut(id);
+        if let Some(child) = node.child.as_ref() {
+            kill(Pid::from_raw(child.id() as i32), signal)
+                .map_err(|source| ClusterError::Signal { node: id, source })?;
+        }
+        Ok(())
+    }
+
+    /// Notices nodes that exited by themselves (for example after
+    /// corruption) and returns their ids with the exit status.
+    pub fn reap_exited(&mut self) -> Vec<(u64, String)> {
+        let mut exited = Vec::new();
+        for node in &mut self.nodes {
+            if let Some(child) = node.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    exited.push((node.id, status.to_string()));
+                    node.child = None;
+                    node.paused = false;
+                }
+            }
+        }
+        exited
+    }
+
+    /// Sets a node's wall-clock offset in seconds (takes effect within the
+    /// one-second cache of libfaketime).
+    pub fn set_clock_offset(&self, id: u64, offset_s: i64) -> Result<(), ClusterError> {
+        write_file(&self.node(id).clock_file, &format!("{offset_s:+}\n"))
+    }
+
+    pub fn faketime_enabled(&self) -> bool {
+        self.faketime.is_some()
+    }
+
+    pub fn kill_all(&mut self) {
+        for id in self.ids() {
+            self.kill(id);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), ClusterError> {
+    std::fs::write(path, text).map_err(|source| ClusterError::Write { path: path.display().to_string(), source })
+}

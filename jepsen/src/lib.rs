@@ -1,0 +1,29 @@
+//! Strata's fault-injection harness, modelled on Jepsen's queue tests: a live
+//! cluster of `strata server` processes in network namespaces, client
+//! processes that send and poll, real faults, a recorded history and a
+//! checker that finds lost, duplicated and reordered records.
+//!
+//! Code map:
+//! - [`history`]: the JSON-lines history ([`history::Op`]) and its recorder.
+//! - [`checker`]: pure history -> [`checker::Verdict`]; every anomaly of the
+//!   design note, each with witnesses, and the liveness checks.
+//! - [`net`]: namespaces, bridge, partitions (iptables) and netem (tc).
+//! - [`cluster`]: the node processes: start, SIGKILL, SIGSTOP/SIGCONT.
+//! - [`nemesis`]: the seeded fault schedule and its executor.
+//! - [`workload`]: the `queue` and `idempotent` workloads and the drain.
+//! - [`runner`]: one run from setup to teardown; [`report`]: report and plot.
+//!
+//! Invariant: the checker depends on nothing but the history, so any history
+//! file, recorded here or written by hand, can be checked (`check PATH`).
+//! Boundary: the harness talks to Strata only through `strata-client` and
+//! the `strata` binary; it must never depend on the server, storage or Raft
+//! crates, so it tests what users get.
+
+pub mod checker;
+pub mod cluster;
+pub mod history;
+pub mod nemesis;
+pub mod net;
+pub mod report;
+pub mod runner;
+pub mod workload;

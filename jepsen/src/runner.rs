@@ -1,0 +1,404 @@
+//! One run, start to end: network, nodes, topic, workload and faults side
+//! by side, heal, recovery, drain, replica comparison, teardown, check and
+//! report. Everything it starts is owned by a guard that stops it on drop,
+//! so an error, a panic or a cancelled run (Ctrl-C) still cleans up.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+use serde_json::{json, Value};
+use strata_client::{Client, ClientError, Consumer, RetryClass, StartOffset};
+
+use crate::checker::{self, CheckOptions, Verdict};
+use crate::cluster::{Cluster, Faketime};
+use crate::history::{OpType, Process, Recorder};
+use crate::nemesis::{self, FaultKind, Nemesis};
+use crate::net::{self, Network};
+use crate::report;
+use crate::workload::{self, Workload, WorkloadConfig, WorkloadKind, PRODUCER_IDEMPOTENCE};
+
+/// Everything `run` takes; see `strata-jepsen run --help`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunOptions {
+    pub nodes: u64,
+    pub workload: WorkloadKind,
+    pub faults: Vec<FaultKind>,
+    pub time_limit_s: u64,
+    pub seed: u64,
+    pub concurrency: usize,
+    pub keys: u32,
+    pub recovery_bound_s: u64,
+    /// Rounds of the replica comparison after the drain.
+    pub verify_rounds: u64,
+    pub strata_bin: Option<PathBuf>,
+    pub store: PathBuf,
+    pub keep_data: bool,
+}
+
+pub struct RunResult {
+    pub dir: PathBuf,
+    pub verdict: Verdict,
+}
+
+const TOPIC: &str = "jepsen";
+/// Bound on the cluster forming and the topic getting leaders.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on the final drain; it normally takes a second or two.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on a paused node's partitions moving to other leaders.
+const FAILOVER_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bound on reading every key in one replica comparison round; a healthy
+/// cluster needs a few seconds, a sick one must not hold the run for long.
+const VERIFY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Polls `probe` every 100 ms until it returns Some or `timeout` passes.
+async fn eventually<T, F, Fut>(timeout: Duration, mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The `strata` binary: the one given, else the one beside this executable,
+/// else built with the workspace's usual build command.
+pub fn strata_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
+        if !path.exists() {
+            bail!("--strata-bin {} does not exist", path.display());
+        }
+        return Ok(path.to_path_buf());
+    }
+    let exe = std::env::current_exe().context("the harness's own path")?;
+    let beside = exe.parent().context("executable directory")?.join("strata");
+    if beside.exists() {
+        return Ok(beside);
+    }
+    eprintln!("building strata (cargo build --workspace --all-targets)");
+    let status = std::process::Command::new("cargo")
+        .args(["build", "--workspace", "--all-targets"])
+        .status()
+        .context("running cargo")?;
+    if !status.success() || !beside.exists() {
+        bail!("could not build {}; pass --strata-bin", beside.display());
+    }
+    Ok(beside)
+}
+
+pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
+    if options.nodes < 1 || options.nodes > net::MAX_NODES {
+        bail!("--nodes must be 1..={}", net::MAX_NODES);
+    }
+    let binary = strata_binary(options.strata_bin.as_deref())?;
+    let stamp = chrono_like_stamp();
+    let dir = options.store.join(format!("{stamp}-{}-{}n-s{}", options.workload.name(), options.nodes, options.seed));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let latest = options.store.join("latest");
+    let _ = std::fs::remove_file(&latest);
+    let _ = std::os::unix::fs::symlink(dir.file_name().expect("run dir name"), &latest);
+    println!("run directory: {}", dir.display());
+
+    let wants_clock = options.faults.contains(&FaultKind::Clock);
+    net::ensure_tools(wants_clock).context("installing network tools")?;
+    let ids: Vec<u64> = (1..=options.nodes).collect();
+    let network = Arc::new(Network::create(&ids).context("creating the test network")?);
+    let faketime = if wants_clock {
+        Some(Faketime { library: net::faketime_library().context("libfaketime is not installed")? })
+    } else {
+        None
+    };
+    let cluster = Arc::new(Mutex::new(Cluster::new(&binary, &ids, &dir, faketime)?));
+    let bootstrap = cluster.lock().expect("cluster lock").bootstrap();
+    for &id in &ids {
+        cluster.lock().expect("cluster lock").start(id)?;
+    }
+
+    let recorder = Recorder::new(Some(&dir.join("history.jsonl")))?;
+    let duplicates_fatal = options.workload == WorkloadKind::Idempotent && PRODUCER_IDEMPOTENCE;
+    recorder.record(
+        Process::Named("harness".into()),
+        OpType::Info,
+        "start",
+        json!({
+            "workload": options.workload.name(),
+            "idempotence": PRODUCER_IDEMPOTENCE,
+            "duplicates_fatal": duplicates_fatal,
+            "recovery_bound_s": options.recovery_bound_s,
+            "seed": options.seed,
+            "nodes": options.nodes,
+            "faults": options.faults,
+            "time_limit_s": options.time_limit_s,
+        }),
+        None,
+        None,
+    );
+
+    let admin = workload::connect(&bootstrap);
+    setup_topic(&admin, &options).await?;
+    println!("cluster of {} nodes ready; topic '{TOPIC}' has {} partitions", options.nodes, options.keys);
+
+    let windows = nemesis::schedule(options.seed, &options.faults, options.time_limit_s * 1000);
+    std::fs::write(dir.join("schedule.json"), serde_json::to_string_pretty(&windows)?)?;
+    let workload = Workload::new(
+        WorkloadConfig {
+            kind: options.workload,
+            topic: TOPIC.into(),
+            keys: options.keys,
+            active_keys: options.keys.min(3),
+            rotate_every_sends: 50,
+            concurrency: options.concurrency,
+            op_pause_ms_max: 40,
+            bootstrap: bootstrap.clone(),
+            seed: options.seed,
+        },
+        recorder.clone(),
+    );
+    let nemesis = Nemesis {
+        cluster: cluster.clone(),
+        network: network.clone(),
+        client: admin.clone(),
+        topic: TOPIC.into(),
+        recorder: recorder.clone(),
+        run_dir: dir.clone(),
+    };
+
+    let started = Instant::now();
+    let workers = workload.spawn();
+    nemesis.run(&windows, started, started + Duration::from_secs(options.time_limit_s)).await;
+    let healed = Instant::now();
+    let healed_ns = recorder.now();
+    println!("faults healed after {:.1} s; waiting for writes to resume", started.elapsed().as_secs_f64());
+    let recovery = Duration::from_secs(options.recovery_bound_s);
+    let resumed = eventually(recovery, || async { (workload.last_ack_ns() > healed_ns).then_some(()) }).await;
+    let mut notes = Vec::new();
+    match resumed {
+        Some(()) => notes.push(format!(
+            "writes resumed {:.1} s after the final heal",
+            (workload.last_ack_ns().saturating_sub(healed_ns)) as f64 / 1e9
+        )),
+        None => {
+            notes.push(format!("no write was acknowledged within {} s of the final heal", options.recovery_bound_s))
+        }
+    }
+    let _ = healed;
+    workload.stop();
+    for worker in workers {
+        // Every operation has its own deadline, so this ends; the bound is
+        // a second line of defence.
+        if tokio::time::timeout(Duration::from_secs(60), worker).await.is_err() {
+            notes.push("a worker did not stop within 60 s and was abandoned".into());
+        }
+    }
+
+    let targets = acknowledged_targets(&recorder, options.keys);
+    let drained = workload::drain(&recorder, &bootstrap, TOPIC, targets.clone(), Instant::now() + DRAIN_TIMEOUT).await;
+    println!("drain: {} polls in {} ms", drained.polls, drained.elapsed_ms);
+    if !drained.short.is_empty() {
+        notes.push(format!("the drain stopped short on keys (reached, target): {:?}", drained.short));
+    }
+    for round in 0..options.verify_rounds.min(options.nodes.saturating_sub(1)) {
+        let paused = ids[round as usize % ids.len()];
+        match verify_round(&cluster, &admin, &recorder, &bootstrap, &targets, paused).await {
+            Ok(()) => {}
+            Err(error) => notes.push(format!("replica comparison with node {paused} paused: {error}")),
+        }
+    }
+    for (id, status) in cluster.lock().expect("cluster lock").reap_exited() {
+        notes.push(format!("node {id} had exited by itself at the end ({status}); see n{id}/node.log"));
+    }
+    cluster.lock().expect("cluster lock").kill_all();
+    drop(nemesis);
+    drop(network);
+    recorder.flush();
+
+    let history = recorder.ops();
+    let check_options = CheckOptions { duplicates_fatal, recovery_bound_ns: options.recovery_bound_s * 1_000_000_000 };
+    let mut verdict = checker::check(&history, &check_options).context("checking the history")?;
+    if !duplicates_fatal {
+        verdict.notes.push(format!(
+            "duplicates are reported as allowed: the {} workload's producer has no idempotence yet",
+            options.workload.name()
+        ));
+    }
+    verdict.notes.extend(notes);
+    let starts: BTreeMap<u64, u32> =
+        cluster.lock().expect("cluster lock").nodes.iter().map(|n| (n.id, n.starts)).collect();
+    verdict.notes.push(format!("node starts: {starts:?}"));
+    std::fs::write(dir.join("verdict.json"), serde_json::to_string_pretty(&verdict)?)?;
+    report::write(&dir, &options, &windows, &history, &verdict)?;
+    if !options.keep_data && verdict.valid {
+        for &id in &ids {
+            let _ = std::fs::remove_dir_all(dir.join(format!("n{id}")).join("data"));
+        }
+    }
+    Ok(RunResult { dir, verdict })
+}
+
+/// A sortable run name prefix from the wall clock (UTC, seconds).
+fn chrono_like_stamp() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}T{:02}{:02}{:02}", rest / 3600, rest % 3600 / 60, rest % 60)
+}
+
+/// Waits for the metadata group, creates the topic, waits for its leaders.
+async fn setup_topic(client: &Client, options: &RunOptions) -> anyhow::Result<()> {
+    let ready = eventually(SETUP_TIMEOUT, || async {
+        client.cluster_status().await.ok().filter(|s| s.metadata_available).map(|_| ())
+    })
+    .await;
+    ready.context("the cluster did not elect a metadata leader in time")?;
+    let replication = options.nodes.min(3) as u32;
+    let mut retried = false;
+    let created = eventually(SETUP_TIMEOUT, || {
+        let was_retried = retried;
+        retried = true;
+        async move {
+            match client.create_topic(TOPIC, options.keys, replication, BTreeMap::new()).await {
+                Ok(_) => Some(Ok(())),
+                Err(ClientError::Server { code, .. }) if was_retried && code.name() == "TOPIC_ALREADY_EXISTS" => {
+                    Some(Ok(()))
+                }
+                Err(error) if error.retry_class() != RetryClass::Fatal => None,
+                Err(error) => Some(Err(error)),
+            }
+        }
+    })
+    .await;
+    created.context("topic creation timed out")??;
+    for partition in 0..options.keys {
+        eventually(SETUP_TIMEOUT, || async {
+            client.list_offsets(TOPIC, partition, strata_client::OffsetSpec::Latest).await.ok().map(|_| ())
+        })
+        .await
+        .with_context(|| format!("partition {partition} got no leader in time"))?;
+    }
+    Ok(())
+}
+
+/// Per key, one past the highest acknowledged offset (0 for keys never written).
+fn acknowledged_targets(recorder: &Recorder, keys: u32) -> BTreeMap<u32, u64> {
+    let mut targets: BTreeMap<u32, u64> = (0..keys).map(|k| (k, 0)).collect();
+    for op in recorder.ops() {
+        if op.f == "send" && op.kind == OpType::Ok {
+            if let (Some(key), Some(offset)) = (op.value["key"].as_u64(), op.value["offset"].as_u64()) {
+                let target = targets.entry(key as u32).or_default();
+                *target = (*target).max(offset + 1);
+            }
+        }
+    }
+    targets
+}
+
+/// Pauses one node so that its partitions move to other leaders, then reads
+/// every key up to its target from whichever node leads it now, recording
+/// the reads with that node: the checker compares them across rounds.
+async fn verify_round(
+    cluster: &Arc<Mutex<Cluster>>,
+    admin: &Client,
+    recorder: &Recorder,
+    bootstrap: &[String],
+    targets: &BTreeMap<u32, u64>,
+    paused: u64,
+) -> anyhow::Result<()> {
+    cluster.lock().expect("cluster lock").pause(paused)?;
+    let result = async {
+        let leaders = eventually(FAILOVER_TIMEOUT, || async {
+            let description = admin.describe_topic(TOPIC).await.ok()?;
+            let leaders: BTreeMap<u32, u64> =
+                description.partitions.iter().filter_map(|p| Some((p.partition, p.leader?))).collect();
+            let moved = leaders.len() == targets.len() && leaders.values().all(|&l| l != paused);
+            moved.then_some(leaders)
+        })
+        .await
+        .context("partitions did not move off the paused node in time")?;
+        let process = Process::Named(format!("verify-{paused}"));
+        let deadline = Instant::now() + VERIFY_READ_TIMEOUT;
+        for (&key, &target) in targets {
+            if target == 0 {
+                continue;
+            }
+            let node = leaders.get(&key).copied();
+            // The paused node would only make the client wait for it.
+            let reachable: Vec<String> =
+                bootstrap.iter().filter(|a| **a != net::node_address(paused)).cloned().collect();
+            let mut consumer = Consumer::new(workload::connect(&reachable));
+            consumer.assign(TOPIC, key, StartOffset::Offset(0)).await?;
+            let positions = json!({"keys": [key], "positions": {key.to_string(): 0}});
+            recorder.record(process.clone(), OpType::Invoke, "assign", json!({"keys": [key]}), node, None);
+            recorder.record(process.clone(), OpType::Ok, "assign", positions, node, None);
+            while consumer.position(TOPIC, key).unwrap_or(0) < target && Instant::now() < deadline {
+                recorder.record(process.clone(), OpType::Invoke, "poll", Value::Null, node, None);
+                match tokio::time::timeout(Duration::from_secs(15), consumer.poll(Duration::from_millis(200))).await {
+                    Ok(Ok(records)) => {
+                        let records: Vec<_> = records.into_iter().filter(|r| r.offset < target).collect();
+                        let mut reads: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+                        for r in &records {
+                            let value: Option<u64> = r
+                                .value
+                                .as_deref()
+                                .and_then(|v| std::str::from_utf8(v).ok())
+                                .and_then(|v| v.parse().ok());
+                            match value {
+                                Some(v) => reads.entry(key.to_string()).or_default().push(json!([r.offset, v])),
+                                None => bail!("key {key} offset {} holds a value the workload never wrote", r.offset),
+                            }
+                        }
+                        recorder.record(process.clone(), OpType::Ok, "poll", json!(reads), node, None);
+                    }
+                    Ok(Err(error)) => {
+                        recorder.record(
+                            process.clone(),
+                            OpType::Fail,
+                            "poll",
+                            Value::Null,
+                            node,
+                            Some(error.to_string()),
+                        );
+                    }
+                    Err(_) => {
+                        recorder.record(
+                            process.clone(),
+                            OpType::Info,
+                            "poll",
+                            Value::Null,
+                            node,
+                            Some("deadline".into()),
+                        );
+                        bail!("a read of key {key} hung");
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!("reads did not reach every target within {} s", VERIFY_READ_TIMEOUT.as_secs());
+            }
+        }
+        Ok(())
+    }
+    .await;
+    cluster.lock().expect("cluster lock").resume(paused)?;
+    result
+}

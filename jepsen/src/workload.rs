@@ -1,0 +1,503 @@
+//! Workloads: logical client processes that send and poll against the live
+//! cluster and record every operation in the history, and the final drain.
+//!
+//! A key is a partition of the workload's topic; each key gets unique,
+//! increasing integer values from a shared counter. A few keys are active at
+//! a time and the active window moves on ("rotates") every
+//! `rotate_every_sends` sends, so every key's history stays short.
+//!
+//! Outcomes: a send is `ok` with its offset when acknowledged, `fail` only
+//! when the client certainly never sent it (a local error), and `info`
+//! otherwise, because after a timeout or a lost connection, and after a
+//! request the client may have tried at more than one node, nobody knows
+//! whether it was stored. A process whose operation ends in `info` is
+//! retired; its worker continues as a fresh process with a new client.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use serde_json::{json, Value};
+use strata_client::{
+    Acks, Bytes, Client, ClientConfig, ClientError, ConsumedRecord, Consumer, OffsetSpec, Producer, ProducerConfig,
+    Record, StartOffset,
+};
+
+use crate::history::{OpType, Process, Recorder};
+
+/// Which workload runs.
+///
+/// Transactions (`txn`: up to 4 sends and polls per transaction, offsets
+/// committed inside it, about 1 in 32 aborted on purpose) and consumer
+/// groups (`subscribe` instead of `assign`) are added here as variants once
+/// the cluster supports them; the history format and the checker already
+/// cover their operations (`txn`, `subscribe`, `commit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkloadKind {
+    /// One attempt per send (`Client::produce_batch`), no producer retries.
+    Queue,
+    /// Sends through the batching `Producer`, which retries through faults.
+    Idempotent,
+}
+
+impl WorkloadKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkloadKind::Queue => "queue",
+            WorkloadKind::Idempotent => "idempotent",
+        }
+    }
+}
+
+/// Whether the client's producer promises not to duplicate on retries.
+/// Flip to `true` (and set the switch in [`producer_config`]) once
+/// idempotent producers exist; the checker then fails the `idempotent`
+/// workload on any duplicate instead of reporting duplicates as allowed.
+pub const PRODUCER_IDEMPOTENCE: bool = false;
+
+/// The producer settings of the `idempotent` workload.
+pub fn producer_config() -> ProducerConfig {
+    // When ProducerConfig gains its idempotence switch, set it here from
+    // PRODUCER_IDEMPOTENCE.
+    ProducerConfig {
+        linger: Duration::ZERO,
+        // One request in flight per partition keeps a process's sends in order.
+        max_in_flight: 1,
+        acks: Acks::All,
+        delivery_timeout: SEND_RETRY_WINDOW,
+        request_timeout: REQUEST_TIMEOUT,
+        ..ProducerConfig::default()
+    }
+}
+
+/// Deadline of one request: long enough for an election (about 1-3 s), short
+/// enough that a client stuck on a paused node gives up within a window.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the `idempotent` producer keeps retrying one record.
+const SEND_RETRY_WINDOW: Duration = Duration::from_secs(20);
+/// Hard bound on any one operation, past the client's own deadlines; when it
+/// fires the outcome is unknown.
+const OP_DEADLINE: Duration = Duration::from_secs(30);
+/// Long-poll wait of one poll.
+const POLL_WAIT: Duration = Duration::from_millis(300);
+
+#[derive(Clone, Debug)]
+pub struct WorkloadConfig {
+    pub kind: WorkloadKind,
+    pub topic: String,
+    /// Partitions of the topic = number of keys.
+    pub keys: u32,
+    /// Keys written at any one time.
+    pub active_keys: u32,
+    pub rotate_every_sends: u64,
+    pub concurrency: usize,
+    /// Upper bound of the random pause between one process's operations.
+    pub op_pause_ms_max: u64,
+    pub bootstrap: Vec<String>,
+    pub seed: u64,
+}
+
+/// State shared by the workers of one run.
+pub struct Workload {
+    config: WorkloadConfig,
+    recorder: Recorder,
+    next_value: Vec<AtomicU64>,
+    sends: AtomicU64,
+    stop: AtomicBool,
+    /// History time (ns) of the latest acknowledged send.
+    last_ack_ns: AtomicU64,
+}
+
+pub fn client_config() -> ClientConfig {
+    ClientConfig { request_timeout: REQUEST_TIMEOUT, connect_timeout: Duration::from_secs(1) }
+}
+
+pub fn connect(bootstrap: &[String]) -> Client {
+    Client::connect_with(bootstrap, client_config()).expect("the harness's own addresses are valid")
+}
+
+impl Workload {
+    pub fn new(config: WorkloadConfig, recorder: Recorder) -> Arc<Workload> {
+        assert!(config.keys >= 1 && config.active_keys >= 1 && config.concurrency >= 1);
+        let next_value = (0..config.keys).map(|_| AtomicU64::new(0)).collect();
+        Arc::new(Workload {
+            config,
+            recorder,
+            next_value,
+            sends: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            last_ack_ns: AtomicU64::new(0),
+        })
+    }
+
+    /// Asks the workers to stop after their current operation.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// History time (ns) of the latest acknowledged send, 0 before any.
+    pub fn last_ack_ns(&self) -> u64 {
+        self.last_ack_ns.load(Ordering::SeqCst)
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Starts the workers; each runs until `stop`.
+    pub fn spawn(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        (0..self.config.concurrency)
+            .map(|worker| {
+                let workload = self.clone();
+                tokio::spawn(async move { workload.worker(worker).await })
+            })
+            .collect()
+    }
+
+    async fn worker(self: Arc<Self>, worker: usize) {
+        let mut rng = StdRng::seed_from_u64(self.config.seed.wrapping_mul(1_000_003).wrapping_add(worker as u64));
+        let mut generation = 0u64;
+        while !self.stopped() {
+            let process = worker as u64 + generation * self.config.concurrency as u64;
+            generation += 1;
+            let mut session = Session::new(&self, process);
+            session.run(&mut rng).await;
+        }
+    }
+
+    fn record(&self, process: &Process, kind: OpType, f: &str, value: Value, error: Option<String>) -> u64 {
+        self.recorder.record(process.clone(), kind, f, value, None, error).time
+    }
+
+    fn pick_key(&self, rng: &mut StdRng) -> u32 {
+        let window = self.sends.fetch_add(1, Ordering::SeqCst) / self.config.rotate_every_sends.max(1);
+        let first = (window * self.config.active_keys as u64) % self.config.keys as u64;
+        ((first + rng.gen_range(0..self.config.active_keys as u64)) % self.config.keys as u64) as u32
+    }
+}
+
+/// How one operation ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Ok,
+    Fail,
+    Unknown,
+}
+
+/// One logical process: its own client, consumer and (for `idempotent`) producer.
+struct Session {
+    workload: Arc<Workload>,
+    process: Process,
+    client: Client,
+    consumer: Consumer,
+    producer: Option<Producer>,
+    needs_assign: bool,
+}
+
+fn outcome_of(error: &ClientError) -> OpType {
+    match error {
+        // Found by the client before anything went on the wire.
+        ClientError::Local { .. } | ClientError::InvalidArgument(_) => OpType::Fail,
+        _ => OpType::Info,
+    }
+}
+
+impl Session {
+    fn new(workload: &Arc<Workload>, process: u64) -> Session {
+        let client = connect(&workload.config.bootstrap);
+        let producer = match workload.config.kind {
+            WorkloadKind::Queue => None,
+            WorkloadKind::Idempotent => Some(Producer::new(client.clone(), producer_config())),
+        };
+        Session {
+            workload: workload.clone(),
+            process: Process::Client(process),
+            consumer: Consumer::new(connect(&workload.config.bootstrap)),
+            client,
+            producer,
+            needs_assign: true,
+        }
+    }
+
+    /// Runs operations until the workload stops or one ends unknown.
+    async fn run(&mut self, rng: &mut StdRng) {
+        while !self.workload.stopped() {
+            let roll = rng.gen_range(0..100);
+            let ended = if self.needs_assign || roll < 5 {
+                self.assign(rng).await
+            } else if roll < 55 {
+                self.send(rng).await
+            } else {
+                self.poll().await
+            };
+            if ended == Ended::Unknown {
+                return;
+            }
+            let pause = rng.gen_range(0..=self.workload.config.op_pause_ms_max);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+    }
+
+    async fn send(&mut self, rng: &mut StdRng) -> Ended {
+        let workload = self.workload.clone();
+        let key = workload.pick_key(rng);
+        let value = workload.next_value[key as usize].fetch_add(1, Ordering::SeqCst);
+        let invoke = json!({"key": key, "value": value});
+        workload.record(&self.process, OpType::Invoke, "send", invoke.clone(), None);
+        let record = Record {
+            key: Some(Bytes::from(key.to_string())),
+            value: Some(Bytes::from(value.to_string())),
+            headers: Vec::new(),
+            timestamp_ms: 0,
+        };
+        let topic = &workload.config.topic;
+        let result: Result<Result<u64, ClientError>, _> = match &self.producer {
+            None => {
+                let mut record = record;
+                record.timestamp_ms = now_ms();
+                let batch = strata_record::encode_batch(&[record], strata_record::ProducerFields::default())
+                    .expect("a one-record batch encodes");
+                tokio::time::timeout(
+                    OP_DEADLINE,
+                    self.client.produce_batch(topic, key, batch, Acks::All, REQUEST_TIMEOUT),
+                )
+                .await
+                .map(|answer| answer.map(|a| a.base_offset))
+            }
+            Some(producer) => {
+                tokio::time::timeout(OP_DEADLINE, async {
+                    let delivery = producer.send_to(topic, key, record).await?;
+                    let metadata = delivery.await?;
+                    metadata.offset.ok_or(ClientError::InvalidArgument("acks=all answered without an offset".into()))
+                })
+                .await
+            }
+        };
+        match result {
+            Ok(Ok(offset)) => {
+                let at = workload.record(
+                    &self.process,
+                    OpType::Ok,
+                    "send",
+                    json!({"key": key, "value": value, "offset": offset}),
+                    None,
+                );
+                workload.last_ack_ns.fetch_max(at, Ordering::SeqCst);
+                Ended::Ok
+            }
+            Ok(Err(error)) => {
+                let kind = outcome_of(&error);
+                workload.record(&self.process, kind, "send", invoke, Some(error.to_string()));
+                if kind == OpType::Fail {
+                    Ended::Fail
+                } else {
+                    Ended::Unknown
+                }
+            }
+            Err(_) => {
+                workload.record(&self.process, OpType::Info, "send", invoke, Some("operation deadline passed".into()));
+                Ended::Unknown
+            }
+        }
+    }
+
+    async fn poll(&mut self) -> Ended {
+        let workload = self.workload.clone();
+        workload.record(&self.process, OpType::Invoke, "poll", Value::Null, None);
+        match tokio::time::timeout(OP_DEADLINE, self.consumer.poll(POLL_WAIT)).await {
+            Ok(Ok(records)) => match reads_value(&records) {
+                Ok(value) => {
+                    workload.record(&self.process, OpType::Ok, "poll", value, None);
+                    Ended::Ok
+                }
+                Err(bad) => {
+                    // A record the workload never wrote: the consumer has
+                    // moved past it, so this process's reads end here.
+                    workload.record(&self.process, OpType::Info, "poll", Value::Null, Some(bad));
+                    Ended::Unknown
+                }
+            },
+            Ok(Err(error)) => {
+                workload.record(&self.process, OpType::Fail, "poll", Value::Null, Some(error.to_string()));
+                // A fatal answer (e.g. an offset out of range) repeats until
+                // the assignment changes.
+                self.needs_assign = !error.is_retryable();
+                Ended::Fail
+            }
+            Err(_) => {
+                // Dropping a poll midway may lose records it had taken in.
+                workload.record(
+                    &self.process,
+                    OpType::Info,
+                    "poll",
+                    Value::Null,
+                    Some("operation deadline passed".into()),
+                );
+                Ended::Unknown
+            }
+        }
+    }
+
+    async fn assign(&mut self, rng: &mut StdRng) -> Ended {
+        let workload = self.workload.clone();
+        let all: Vec<u32> = (0..workload.config.keys).collect();
+        let count = rng.gen_range(1..=all.len());
+        let mut keys: Vec<u32> = all.choose_multiple(rng, count).copied().collect();
+        keys.sort();
+        let starts: Vec<StartOffset> =
+            keys.iter().map(|_| if rng.gen_bool(0.5) { StartOffset::Earliest } else { StartOffset::Latest }).collect();
+        workload.record(&self.process, OpType::Invoke, "assign", json!({"keys": keys}), None);
+        // A fresh consumer on a client of its own: a consumer keeps fetches
+        // parked between polls, and a parked fetch that is refreshing
+        // metadata holds its client's refresh lock until the next poll, so
+        // any other call on that client (an assign here, a send if the
+        // client were shared) would wait for it forever.
+        self.consumer = Consumer::new(connect(&workload.config.bootstrap));
+        let topic = workload.config.topic.clone();
+        let consumer = &mut self.consumer;
+        let assigned = tokio::time::timeout(OP_DEADLINE, async {
+            let mut positions = BTreeMap::new();
+            for (&key, &start) in keys.iter().zip(&starts) {
+                positions.insert(key.to_string(), consumer.assign(&topic, key, start).await?);
+            }
+            Ok::<_, ClientError>(positions)
+        })
+        .await;
+        match assigned {
+            Ok(Ok(positions)) => {
+                workload.record(
+                    &self.process,
+                    OpType::Ok,
+                    "assign",
+                    json!({"keys": keys, "positions": positions}),
+                    None,
+                );
+                self.needs_assign = false;
+                Ended::Ok
+            }
+            Ok(Err(error)) => {
+                // Part of the assignment may have taken effect: start afresh.
+                workload.record(&self.process, OpType::Info, "assign", json!({"keys": keys}), Some(error.to_string()));
+                Ended::Unknown
+            }
+            Err(_) => {
+                workload.record(
+                    &self.process,
+                    OpType::Info,
+                    "assign",
+                    json!({"keys": keys}),
+                    Some("operation deadline passed".into()),
+                );
+                Ended::Unknown
+            }
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// `{"K": [[offset, value], ...]}`; an error names a record that is not one
+/// of the workload's (its value is not an integer or its key is wrong).
+fn reads_value(records: &[ConsumedRecord]) -> Result<Value, String> {
+    let mut by_key: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for record in records {
+        let text = record.value.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+        let value: u64 = text.parse().map_err(|_| {
+            format!("key {} offset {} holds '{text}', not an integer value", record.partition, record.offset)
+        })?;
+        let key_text = record.key.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+        if key_text != record.partition.to_string() {
+            return Err(format!("key {} offset {} has record key '{key_text}'", record.partition, record.offset));
+        }
+        by_key.entry(record.partition.to_string()).or_default().push(json!([record.offset, value]));
+    }
+    Ok(json!(by_key))
+}
+
+/// How far the drain got.
+#[derive(Debug, Default, Serialize)]
+pub struct DrainOutcome {
+    /// key -> (reached position, target)
+    pub short: BTreeMap<u32, (u64, u64)>,
+    pub polls: u64,
+    pub elapsed_ms: u64,
+}
+
+/// Reads every key from offset 0 up to `targets` (one past the highest
+/// acknowledged offset, or the high watermark when higher), recording the
+/// reads as process `drain`, until done or `deadline`.
+pub async fn drain(
+    recorder: &Recorder,
+    bootstrap: &[String],
+    topic: &str,
+    mut targets: BTreeMap<u32, u64>,
+    deadline: Instant,
+) -> DrainOutcome {
+    let started = Instant::now();
+    let process = Process::Named("drain".into());
+    let client = connect(bootstrap);
+    for (&key, target) in targets.iter_mut() {
+        while Instant::now() < deadline {
+            match client.list_offsets(topic, key, OffsetSpec::Latest).await {
+                Ok(listed) => {
+                    *target = (*target).max(listed.high_watermark);
+                    break;
+                }
+                Err(error) => {
+                    tracing::debug!(key, %error, "drain: no high watermark yet");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    let keys: Vec<u32> = targets.keys().copied().collect();
+    let mut consumer = Consumer::new(client);
+    recorder.record(process.clone(), OpType::Invoke, "assign", json!({"keys": keys}), None, None);
+    let mut positions = BTreeMap::new();
+    for &key in &keys {
+        // Offset 0 without asking the leader: the topic keeps everything.
+        let position = consumer.assign(topic, key, StartOffset::Offset(0)).await.expect("metadata is cached");
+        positions.insert(key.to_string(), position);
+    }
+    recorder.record(process.clone(), OpType::Ok, "assign", json!({"keys": keys, "positions": positions}), None, None);
+    let mut outcome = DrainOutcome::default();
+    let done = |consumer: &Consumer| targets.iter().all(|(&k, &t)| consumer.position(topic, k).unwrap_or(0) >= t);
+    while !done(&consumer) && Instant::now() < deadline {
+        outcome.polls += 1;
+        recorder.record(process.clone(), OpType::Invoke, "poll", Value::Null, None, None);
+        match tokio::time::timeout(OP_DEADLINE, consumer.poll(POLL_WAIT)).await {
+            Ok(Ok(records)) => match reads_value(&records) {
+                Ok(value) => {
+                    recorder.record(process.clone(), OpType::Ok, "poll", value, None, None);
+                }
+                Err(bad) => {
+                    recorder.record(process.clone(), OpType::Info, "poll", Value::Null, None, Some(bad));
+                    break;
+                }
+            },
+            Ok(Err(error)) => {
+                recorder.record(process.clone(), OpType::Fail, "poll", Value::Null, None, Some(error.to_string()));
+            }
+            Err(_) => {
+                recorder.record(process.clone(), OpType::Info, "poll", Value::Null, None, Some("deadline".into()));
+                break;
+            }
+        };
+    }
+    for (&key, &target) in &targets {
+        let reached = consumer.position(topic, key).unwrap_or(0);
+        if reached < target {
+            outcome.short.insert(key, (reached, target));
+        }
+    }
+    outcome.elapsed_ms = started.elapsed().as_millis() as u64;
+    outcome
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Many fault-injection runs for humans: seeds x fault mixes x workloads,
+# 3 and 5 nodes, each run TIME seconds under faults. Keeps going after a
+# failed run and prints a table at the end (also in jepsen/store/soak-*.tsv).
+# Needs root. Takes about RUNS * (TIME + 40) seconds.
+#
+#   RUNS=20 TIME=120 FIRST_SEED=100 scripts/jepsen-soak.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS="${RUNS:-20}"
+TIME="${TIME:-120}"
+FIRST_SEED="${FIRST_SEED:-100}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}"
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  cargo build --workspace --all-targets --locked || exit 2
+fi
+bin="$CARGO_TARGET_DIR/debug"
+
+mixes=(
+  "kill"
+  "pause"
+  "partition"
+  "kill,pause,partition"
+  "partition,netem"
+  "kill,clock"
+  "kill,corrupt"
+  "kill,pause,partition,netem,clock,corrupt"
+)
+workloads=(queue idempotent)
+mkdir -p jepsen/store
+summary="jepsen/store/soak-$(date -u +%Y%m%dT%H%M%S).tsv"
+printf 'seed\tnodes\tworkload\tfaults\texit\tresult\n' > "$summary"
+
+for i in $(seq 0 $((RUNS - 1))); do
+  seed=$((FIRST_SEED + i))
+  faults="${mixes[$((i % ${#mixes[@]}))]}"
+  workload="${workloads[$(((i / ${#mixes[@]}) % 2))]}"
+  nodes=$([ $((i % 3)) -eq 2 ] && echo 5 || echo 3)
+  echo "=== run $((i + 1))/$RUNS: seed $seed, $nodes nodes, $workload, faults $faults"
+  log=$(mktemp)
+  "$bin/strata-jepsen" run --nodes "$nodes" --workload "$workload" --faults "$faults" \
+    --time-limit "$TIME" --seed "$seed" --strata-bin "$bin/strata" --store jepsen/store 2>&1 | tee "$log"
+  status=${PIPESTATUS[0]}
+  result=$(grep '^RESULT ' "$log" | tail -n 1 | cut -c8-)
+  rm -f "$log"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$seed" "$nodes" "$workload" "$faults" "$status" "${result:-none}" >> "$summary"
+done
+
+echo
+column -t -s $'\t' "$summary" 2>/dev/null || cat "$summary"
+echo "summary: $summary"
