@@ -72,13 +72,13 @@ impl Drop for JoinOnDrop {
 }
 
 impl GroupCommit {
-    pub(crate) fn start(db: Arc<DB>, record: crate::SyncRecord) -> GroupCommit {
+    pub(crate) fn start(db: Arc<DB>, record: crate::SyncRecord, marker: crate::durable::DurableMarker) -> GroupCommit {
         let (sender, receiver) = mpsc::channel::<Waiter>();
         let counters = Arc::new(Counters::default());
         let thread_counters = counters.clone();
         let thread = std::thread::Builder::new()
             .name("group-commit".into())
-            .spawn(move || run(Arc::downgrade(&db), receiver, thread_counters, record))
+            .spawn(move || run(Arc::downgrade(&db), receiver, thread_counters, record, marker))
             .expect("spawn group-commit thread");
         GroupCommit { sender, counters, _thread: Arc::new(JoinOnDrop(Some(thread))) }
     }
@@ -106,7 +106,13 @@ impl GroupCommit {
 
 /// Holds the database weakly: the last `Store` handle closes it, at once and
 /// on the dropping thread, rather than whenever this thread notices.
-fn run(db: Weak<DB>, receiver: mpsc::Receiver<Waiter>, counters: Arc<Counters>, record: crate::SyncRecord) {
+fn run(
+    db: Weak<DB>,
+    receiver: mpsc::Receiver<Waiter>,
+    counters: Arc<Counters>,
+    record: crate::SyncRecord,
+    mut marker: crate::durable::DurableMarker,
+) {
     let mut pending = Vec::with_capacity(64);
     // Ends when every sender (every Store handle) is gone.
     while let Ok(first) = receiver.recv() {
@@ -119,7 +125,11 @@ fn run(db: Weak<DB>, receiver: mpsc::Receiver<Waiter>, counters: Arc<Counters>, 
         }
         let result = match db.upgrade() {
             Some(db) => {
-                crate::record_flush(&record, || db.flush_wal(true).map_err(crate::to_io)).map_err(|e| e.to_string())
+                // Every write up to this sequence number is covered by the sync.
+                let durable = db.latest_sequence_number();
+                crate::record_flush(&record, || db.flush_wal(true).map_err(crate::to_io))
+                    .map(|()| marker.advance(durable))
+                    .map_err(|e| e.to_string())
             }
             None => Err("the store is closed".to_string()),
         };

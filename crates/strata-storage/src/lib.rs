@@ -23,6 +23,7 @@
 //! Boundary: RocksDB appears in this crate only; RocksDB calls and fsyncs run
 //! on blocking threads, never on the async executor's workers.
 
+mod durable;
 mod group_commit;
 mod keys;
 mod log_store;
@@ -133,7 +134,8 @@ impl Store {
         });
         let db = DB::open_cf_descriptors(&options, path, descriptors).map_err(to_io)?;
         let db = Arc::new(db);
-        let group_commit = GroupCommit::start(db.clone(), synced_wal.clone());
+        let marker = durable::DurableMarker::open(path, db.latest_sequence_number())?;
+        let group_commit = GroupCommit::start(db.clone(), synced_wal.clone(), marker);
         Ok(Store { group_commit, db, synced_wal })
     }
 
