@@ -317,6 +317,11 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         raft_config: Arc::new(raft_config),
     };
 
+    // The metadata group is registered before the first request is served:
+    // handlers rely on it (its Raft needs no peer to start).
+    let voters: Vec<u64> = node.config.initial_cluster.keys().copied().collect();
+    let metadata =
+        node.start_group(METADATA_GROUP_ID, GroupKind::Metadata, &voters).await.map_err(StartError::Metadata)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -338,9 +343,6 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         )
     };
 
-    let voters: Vec<u64> = node.config.initial_cluster.keys().copied().collect();
-    let metadata =
-        node.start_group(METADATA_GROUP_ID, GroupKind::Metadata, &voters).await.map_err(StartError::Metadata)?;
     tracing::info!(node = node.node_id(), listen = %node.config.listen, "node started");
 
     let reconciler = tokio::spawn(node.clone().run_reconciler(metadata.state.clone()));
