@@ -256,7 +256,15 @@ impl Client {
         self.refresh(false).await
     }
 
+    /// Runs on a task of its own: a caller that stops polling mid-refresh
+    /// (a consumer's parked fetch) must not keep the refresh lock and stall
+    /// every other call on this client.
     async fn refresh(&self, force: bool) -> Result<Arc<ClusterMetadata>, ClientError> {
+        let client = self.clone();
+        tokio::spawn(async move { client.refresh_now(force).await }).await.map_err(|_| ClientError::Closed)?
+    }
+
+    async fn refresh_now(&self, force: bool) -> Result<Arc<ClusterMetadata>, ClientError> {
         let seen = self.inner.metadata_generation.load(Ordering::SeqCst);
         let _turn = self.inner.refresh_lock.lock().await;
         if !force && self.inner.metadata_generation.load(Ordering::SeqCst) != seen {
