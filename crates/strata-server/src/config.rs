@@ -25,6 +25,8 @@ pub struct NodeConfig {
     pub snapshot_every_entries: u64,
     /// How often a partition leader checks retention.
     pub retention_check_interval: Duration,
+    /// Address of the Prometheus `/metrics` endpoint; `None` serves none.
+    pub metrics_listen: Option<String>,
 }
 
 /// The TOML file; every key optional, flags override. See
@@ -41,6 +43,7 @@ pub struct FileConfig {
     pub election_timeout_max: Option<String>,
     pub snapshot_every_entries: Option<u64>,
     pub retention_check_interval: Option<String>,
+    pub metrics_listen: Option<String>,
 }
 
 impl FileConfig {
@@ -86,6 +89,18 @@ impl FileConfig {
         if snapshot_every_entries == 0 {
             return Err("snapshot_every_entries must be at least 1".into());
         }
+        let metrics_listen = match self.metrics_listen.filter(|a| !a.trim().is_empty()) {
+            None => None,
+            Some(address) => {
+                address
+                    .parse::<std::net::SocketAddr>()
+                    .map_err(|e| format!("metrics_listen address '{address}' is not HOST:PORT with an IP host: {e}"))?;
+                if address == listen {
+                    return Err(format!("metrics_listen must differ from listen ({listen})"));
+                }
+                Some(address)
+            }
+        };
         Ok(NodeConfig {
             node_id,
             listen,
@@ -96,6 +111,7 @@ impl FileConfig {
             election_timeout_max,
             snapshot_every_entries,
             retention_check_interval,
+            metrics_listen,
         })
     }
 }
@@ -136,6 +152,11 @@ mod tests {
         assert!(FileConfig { initial_cluster: Some("2=a:1".into()), ..base() }.validate().is_err());
         assert!(FileConfig { listen: Some("nope".into()), ..base() }.validate().is_err());
         assert!(FileConfig { heartbeat_interval: Some("2s".into()), ..base() }.validate().is_err());
+        assert_eq!(c.metrics_listen, None, "metrics are off unless asked for");
+        let with_metrics = FileConfig { metrics_listen: Some("127.0.0.1:9171".into()), ..base() };
+        assert_eq!(with_metrics.validate().unwrap().metrics_listen.as_deref(), Some("127.0.0.1:9171"));
+        assert!(FileConfig { metrics_listen: Some("nope".into()), ..base() }.validate().is_err());
+        assert!(FileConfig { metrics_listen: Some("127.0.0.1:7171".into()), ..base() }.validate().is_err());
     }
 
     #[test]

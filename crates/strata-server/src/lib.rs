@@ -8,6 +8,7 @@
 pub mod config;
 mod error;
 mod groups;
+pub mod metrics;
 mod network;
 mod node;
 mod service;

@@ -25,6 +25,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::ApiError;
 use crate::groups::GroupHandle;
+use crate::metrics;
 use crate::node::{now_ms, Node};
 
 /// Default time a produce waits for replication before answering TIMEOUT.
@@ -129,7 +130,8 @@ impl StrataService {
             return Ok((0, header.record_count));
         }
         let timeout_ms = if request.timeout_ms == 0 { DEFAULT_PRODUCE_TIMEOUT_MS } else { request.timeout_ms };
-        let written = tokio::time::timeout(Duration::from_millis(timeout_ms as u64), handle.raft.client_write(command))
+        let write = metrics::observe_commit(handle.raft.client_write(command));
+        let written = tokio::time::timeout(Duration::from_millis(timeout_ms as u64), write)
             .await
             .map_err(|_| ApiError::new(ErrorCode::Timeout, format!("{what}: not replicated within {timeout_ms} ms")))?
             .map_err(|e| ApiError::from_write(e, &what))?;
@@ -399,7 +401,7 @@ fn is_forwarded<T>(request: &Request<T>) -> bool {
 #[tonic::async_trait]
 impl Strata for StrataService {
     async fn produce(&self, request: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
-        match self.produce_inner(request.into_inner()).await {
+        match metrics::observe_produce(request.get_ref().batch.len(), self.produce_inner(request.into_inner())).await {
             Ok((base_offset, record_count)) => {
                 Ok(Response::new(pb::ProduceResponse { error: None, base_offset, record_count }))
             }
@@ -408,7 +410,7 @@ impl Strata for StrataService {
     }
 
     async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
-        match self.fetch_inner(request.into_inner()).await {
+        match metrics::observe_fetch(self.fetch_inner(request.into_inner())).await {
             Ok((records, state)) => Ok(Response::new(pb::FetchResponse {
                 error: None,
                 records: records.into(),

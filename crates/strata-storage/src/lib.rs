@@ -20,6 +20,7 @@
 //! Boundary: RocksDB appears in this crate only; RocksDB calls and fsyncs run
 //! on blocking threads, never on the async executor's workers.
 
+mod engine_stats;
 mod group_commit;
 mod keys;
 mod log_store;
@@ -31,6 +32,7 @@ use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
 
+pub use engine_stats::EngineStats;
 pub use group_commit::{GroupCommit, GroupCommitStats};
 pub use log_store::LogStore;
 pub use state_machine::{BatchInfo, GroupKind, GroupState, GroupStateMachine, PartitionReader};
