@@ -50,6 +50,8 @@ pub struct NodeProcess {
     pub address: String,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
+    /// Address of the node's /metrics endpoint, when the cluster serves metrics.
+    pub metrics_address: Option<String>,
     child: Option<Child>,
 }
 
@@ -77,6 +79,15 @@ impl Cluster {
 
     /// Starts `count` nodes whose config file holds `extra_config` (TOML).
     pub async fn start_with_config(count: u64, extra_config: &str) -> Cluster {
+        Cluster::start_inner(count, extra_config, false).await
+    }
+
+    /// Starts `count` nodes, each serving Prometheus metrics on a port of its own.
+    pub async fn start_with_metrics(count: u64) -> Cluster {
+        Cluster::start_inner(count, "", true).await
+    }
+
+    async fn start_inner(count: u64, extra_config: &str, metrics: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let nodes: Vec<NodeProcess> = (1..=count)
             .map(|id| NodeProcess {
@@ -84,6 +95,7 @@ impl Cluster {
                 address: format!("127.0.0.1:{}", free_port()),
                 data_dir: dir.path().join(format!("node-{id}")),
                 log_path: dir.path().join(format!("node-{id}.log")),
+                metrics_address: metrics.then(|| format!("127.0.0.1:{}", free_port())),
                 child: None,
             })
             .collect();
@@ -108,7 +120,12 @@ impl Cluster {
     pub fn start_node(&mut self, id: u64) {
         let initial_cluster = self.initial_cluster.clone();
         let config_path = self.dir.path().join(format!("node-{id}.toml"));
-        std::fs::write(&config_path, &self.extra_config).expect("write node config");
+        let mut config = String::new();
+        if let Some(address) = &self.node(id).metrics_address {
+            config.push_str(&format!("metrics_listen = \"{address}\"\n"));
+        }
+        config.push_str(&self.extra_config);
+        std::fs::write(&config_path, config).expect("write node config");
         let node = self.node_mut(id);
         assert!(node.child.is_none(), "node {id} is already running");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log_path).expect("log file");

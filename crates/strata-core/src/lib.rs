@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod limits;
+pub mod metrics;
 pub mod topic;
 
 pub use error::{ErrorCode, RetryClass};

@@ -36,6 +36,8 @@ pub struct NodeConfig {
     pub max_produce_bytes_in_flight_per_connection: usize,
     /// Test-only faults (builds with the `fault-hooks` feature only).
     pub faults: FaultConfig,
+    /// Address of the Prometheus `/metrics` endpoint; `None` serves none.
+    pub metrics_listen: Option<String>,
 }
 
 /// Faults injected into produce answers, for tests that prove retries are
@@ -79,6 +81,7 @@ pub struct FileConfig {
     pub max_produce_bytes_in_flight: Option<String>,
     pub max_produce_bytes_in_flight_per_connection: Option<String>,
     pub faults: Option<FaultConfig>,
+    pub metrics_listen: Option<String>,
 }
 
 impl FileConfig {
@@ -155,6 +158,18 @@ impl FileConfig {
         if faults != FaultConfig::default() && !cfg!(feature = "fault-hooks") {
             return Err("[faults] is only for test builds (feature fault-hooks); remove it".into());
         }
+        let metrics_listen = match self.metrics_listen.filter(|a| !a.trim().is_empty()) {
+            None => None,
+            Some(address) => {
+                address
+                    .parse::<std::net::SocketAddr>()
+                    .map_err(|e| format!("metrics_listen address '{address}' is not HOST:PORT with an IP host: {e}"))?;
+                if address == listen {
+                    return Err(format!("metrics_listen must differ from listen ({listen})"));
+                }
+                Some(address)
+            }
+        };
         Ok(NodeConfig {
             producer_expiry,
             max_produce_bytes_in_flight,
@@ -169,6 +184,7 @@ impl FileConfig {
             election_timeout_max,
             snapshot_every_entries,
             retention_check_interval,
+            metrics_listen,
         })
     }
 }
@@ -236,6 +252,11 @@ mod tests {
         assert_eq!(c.max_produce_bytes_in_flight, 128 << 20);
         assert_eq!(parse_size("2GB"), Some(2_000_000_000));
         assert_eq!(parse_size("lots"), None);
+        assert_eq!(c.metrics_listen, None, "metrics are off unless asked for");
+        let with_metrics = FileConfig { metrics_listen: Some("127.0.0.1:9171".into()), ..base() };
+        assert_eq!(with_metrics.validate().unwrap().metrics_listen.as_deref(), Some("127.0.0.1:9171"));
+        assert!(FileConfig { metrics_listen: Some("nope".into()), ..base() }.validate().is_err());
+        assert!(FileConfig { metrics_listen: Some("127.0.0.1:7171".into()), ..base() }.validate().is_err());
     }
 
     #[test]

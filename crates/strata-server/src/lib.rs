@@ -10,6 +10,7 @@ pub mod config;
 mod error;
 mod faults;
 mod groups;
+pub mod metrics;
 mod network;
 mod node;
 mod sequencer;

@@ -345,6 +345,14 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
 
     tracing::info!(node = node.node_id(), listen = %node.config.listen, "node started");
 
+    let metrics = match &node.config.metrics_listen {
+        Some(address) => Some(
+            crate::metrics::serve(address, node.clone())
+                .await
+                .map_err(|source| StartError::Listen { address: address.clone(), source })?,
+        ),
+        None => None,
+    };
     let reconciler = tokio::spawn(node.clone().run_reconciler(metadata.state.clone()));
     let retention = tokio::spawn(node.clone().run_retention());
 
@@ -352,6 +360,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     tracing::info!(node = node.node_id(), "node stopping");
     reconciler.abort();
     retention.abort();
+    if let Some(task) = &metrics {
+        task.abort();
+    }
     for handle in node.groups.all() {
         let _ = handle.raft.shutdown().await;
         node.groups.remove(handle.group_id);

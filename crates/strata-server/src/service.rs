@@ -37,6 +37,7 @@ use crate::backpressure::{Exceeded, Held, ProduceBudget, BUSY_RETRY_AFTER_MS};
 use crate::error::ApiError;
 use crate::faults::{AnswerFault, Faults};
 use crate::groups::GroupHandle;
+use crate::metrics;
 use crate::node::{now_ms, Node};
 use crate::sequencer::Sequencer;
 
@@ -222,7 +223,7 @@ impl StrataService {
         if let Some(key) = producer_key {
             self.sequencer.proposed(key, sequence_after(header.base_sequence, header.record_count));
         }
-        let written = tokio::time::timeout(Duration::from_millis(timeout_ms as u64), answer)
+        let written = tokio::time::timeout(Duration::from_millis(timeout_ms as u64), metrics::observe_commit(answer))
             .await
             .map_err(|_| ApiError::new(ErrorCode::Timeout, format!("{what}: not replicated within {timeout_ms} ms")))?
             .map_err(|_| ApiError::new(ErrorCode::LeaderNotAvailable, format!("{what}: the leader stopped")))?
@@ -559,7 +560,8 @@ impl Strata for StrataService {
             Ok(held) => held,
             Err(error) => return err(error, |a: &mut pb::ProduceResponse, e| a.error = e),
         };
-        match self.produce_inner(request).await {
+        let bytes = request.batch.len();
+        match metrics::observe_produce(bytes, self.produce_inner(request)).await {
             Ok(answer) => {
                 match self.faults.after_commit() {
                     Some(AnswerFault::Drop) => return Err(Status::unavailable("fault hook: the answer was dropped")),
@@ -610,7 +612,7 @@ impl Strata for StrataService {
     }
 
     async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
-        match self.fetch_inner(request.into_inner()).await {
+        match metrics::observe_fetch(self.fetch_inner(request.into_inner())).await {
             Ok((records, state)) => Ok(Response::new(pb::FetchResponse {
                 error: None,
                 records: records.into(),

@@ -15,6 +15,7 @@ use std::sync::{Arc, Weak};
 use openraft::storage::IOFlushed;
 use rocksdb::DB;
 use strata_core::limits::GROUP_COMMIT_MAX_WAITERS;
+use strata_core::metrics::{Histogram, HistogramSnapshot};
 
 use crate::TypeConfig;
 
@@ -34,10 +35,24 @@ impl Waiter {
     }
 }
 
-#[derive(Default)]
 struct Counters {
     fsyncs: AtomicU64,
     waiters: AtomicU64,
+    /// Duration of each WAL fsync, in microseconds.
+    fsync_latency_us: Histogram,
+    /// Waiters made durable by each fsync (the group-commit batch size).
+    fsync_batch_size: Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            fsyncs: AtomicU64::new(0),
+            waiters: AtomicU64::new(0),
+            fsync_latency_us: Histogram::new(16),
+            fsync_batch_size: Histogram::new(1),
+        }
+    }
 }
 
 /// Counters of the group-commit task, for metrics and tests.
@@ -96,6 +111,11 @@ impl GroupCommit {
         rx.await.map_err(|_| io::Error::other("group-commit task has stopped"))?
     }
 
+    /// Histograms of fsync latency (µs) and batch size, for metrics.
+    pub fn histograms(&self) -> (HistogramSnapshot, HistogramSnapshot) {
+        (self.counters.fsync_latency_us.snapshot(), self.counters.fsync_batch_size.snapshot())
+    }
+
     pub fn stats(&self) -> GroupCommitStats {
         GroupCommitStats {
             fsyncs: self.counters.fsyncs.load(Ordering::Relaxed),
@@ -123,6 +143,7 @@ fn run(
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let result = match db.upgrade() {
             Some(db) => {
                 // Every write up to this sequence number is covered by the sync.
@@ -133,6 +154,8 @@ fn run(
             }
             None => Err("the store is closed".to_string()),
         };
+        counters.fsync_latency_us.observe_duration(started.elapsed());
+        counters.fsync_batch_size.observe(pending.len() as u64);
         counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         counters.waiters.fetch_add(pending.len() as u64, Ordering::Relaxed);
         match result {

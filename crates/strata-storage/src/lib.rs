@@ -24,6 +24,7 @@
 //! on blocking threads, never on the async executor's workers.
 
 mod durable;
+mod engine_stats;
 mod group_commit;
 mod keys;
 mod log_store;
@@ -37,6 +38,7 @@ use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
 
+pub use engine_stats::EngineStats;
 pub use group_commit::{GroupCommit, GroupCommitStats};
 pub use log_store::LogStore;
 pub use state_machine::{BatchInfo, GroupKind, GroupState, GroupStateMachine, PartitionReader, SnapshotPayload};
