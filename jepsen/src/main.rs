@@ -159,18 +159,26 @@ fn run(options: RunOptions) -> ExitCode {
         }
     };
     let workload = options.workload;
-    let outcome = runtime.block_on(async move {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install the SIGTERM handler");
-        // Cancelling drops the run, whose guards kill the nodes and remove
-        // the namespaces before we exit.
-        tokio::select! {
-            result = runner::run(options) => Some(result),
-            _ = tokio::signal::ctrl_c() => None,
-            _ = terminate.recv() => None,
-        }
-    });
+    // A panic inside the run unwinds through its guards (nodes killed,
+    // namespaces removed) and is then reported as a failed run.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(async move {
+            let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("install the SIGTERM handler");
+            // Cancelling drops the run, whose guards kill the nodes and remove
+            // the namespaces before we exit.
+            tokio::select! {
+                result = runner::run(options) => Some(result),
+                _ = tokio::signal::ctrl_c() => None,
+                _ = terminate.recv() => None,
+            }
+        })
+    }));
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    let Ok(outcome) = outcome else {
+        eprintln!("error: the harness panicked; nodes stopped and namespaces removed");
+        return ExitCode::from(2);
+    };
     match outcome {
         None => {
             eprintln!("interrupted: nodes stopped and namespaces removed");

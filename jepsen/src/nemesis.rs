@@ -281,6 +281,28 @@ pub struct Nemesis {
     pub recorder: Recorder,
     /// Where corruption events note what they damaged.
     pub run_dir: PathBuf,
+    /// Nodes whose files were damaged during this run.
+    pub damaged: Mutex<BTreeSet<u64>>,
+}
+
+/// A minority to damage such that, with the nodes damaged before, the
+/// damaged nodes stay a minority.
+pub fn damage_targets(nodes: &[u64], damaged: &BTreeSet<u64>, rng: &mut StdRng) -> Vec<u64> {
+    let most = (nodes.len().max(1) - 1) / 2;
+    if most == 0 {
+        // One or two nodes have no minority that may lose data.
+        return Vec::new();
+    }
+    let pool: Vec<u64> = if damaged.len() >= most { damaged.iter().copied().collect() } else { nodes.to_vec() };
+    let mut chosen = Vec::new();
+    let mut union = damaged.clone();
+    for node in pick(Targets::Minority, &pool, rng) {
+        if union.contains(&node) || union.len() < most {
+            union.insert(node);
+            chosen.push(node);
+        }
+    }
+    chosen
 }
 
 /// What must be undone at the end of a window.
@@ -386,16 +408,23 @@ impl Nemesis {
                 (Applied::Clock(hit.clone()), hit, Value::Null)
             }
             Fault::Corrupt { how } => {
-                let hit = pick(Targets::Minority, &nodes, rng);
-                let mut damaged = Vec::new();
+                // Damage stays with a node for the rest of the run, so the
+                // damaged nodes together must stay a minority: beyond that no
+                // replicated system can promise anything.
+                let mut damaged = self.damaged.lock().expect("damaged lock");
+                let hit = damage_targets(&nodes, &damaged, rng);
+                damaged.extend(hit.iter().copied());
+                drop(damaged);
+                let mut damaged_files = Vec::new();
                 let mut cluster = self.cluster.lock().expect("cluster lock");
                 for &id in &hit {
                     cluster.kill(id);
                     let data_dir = cluster.node(id).data_dir.clone();
-                    damaged.push(corrupt(&data_dir, *how, rng).unwrap_or_else(|e| format!("nothing damaged: {e}")));
+                    damaged_files
+                        .push(corrupt(&data_dir, *how, rng).unwrap_or_else(|e| format!("nothing damaged: {e}")));
                     cluster.start(id).map_err(|e| e.to_string())?;
                 }
-                (Applied::Corrupted(hit.clone()), hit, json!(damaged))
+                (Applied::Corrupted(hit.clone()), hit, json!(damaged_files))
             }
         };
         self.event(
@@ -639,6 +668,19 @@ mod tests {
         assert_eq!(sizes, BTreeSet::from([2, 3]));
         let leaders = grudges(&grouping(Shape::LeadersIsolated, &nodes, &[1, 2], &mut rng), &nodes);
         assert_eq!(leaders[0], (1, vec![2, 3, 4, 5]), "isolated leaders are cut from each other too");
+    }
+
+    #[test]
+    fn damaged_nodes_stay_a_minority_over_a_run() {
+        for n in [1u64, 3, 5] {
+            let nodes: Vec<u64> = (1..=n).collect();
+            let mut rng = StdRng::seed_from_u64(n);
+            let mut damaged = BTreeSet::new();
+            for _ in 0..50 {
+                damaged.extend(damage_targets(&nodes, &damaged, &mut rng));
+                assert!(damaged.len() as u64 <= (n - 1) / 2, "{n} nodes: {damaged:?}");
+            }
+        }
     }
 
     #[test]

@@ -173,6 +173,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
         topic: TOPIC.into(),
         recorder: recorder.clone(),
         run_dir: dir.clone(),
+        damaged: Mutex::new(Default::default()),
     };
 
     let started = Instant::now();

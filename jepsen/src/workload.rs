@@ -462,13 +462,35 @@ pub async fn drain(
     let mut consumer = Consumer::new(client);
     recorder.record(process.clone(), OpType::Invoke, "assign", json!({"keys": keys}), None, None);
     let mut positions = BTreeMap::new();
+    let mut outcome = DrainOutcome::default();
     for &key in &keys {
         // Offset 0 without asking the leader: the topic keeps everything.
-        let position = consumer.assign(topic, key, StartOffset::Offset(0)).await.expect("metadata is cached");
-        positions.insert(key.to_string(), position);
+        // Only the topic's metadata is needed, which a cluster that has just
+        // come back may not serve at once.
+        loop {
+            match consumer.assign(topic, key, StartOffset::Offset(0)).await {
+                Ok(position) => {
+                    positions.insert(key.to_string(), position);
+                    break;
+                }
+                Err(error) if Instant::now() >= deadline => {
+                    recorder.record(
+                        process,
+                        OpType::Info,
+                        "assign",
+                        json!({"keys": keys}),
+                        None,
+                        Some(error.to_string()),
+                    );
+                    outcome.short = targets.iter().map(|(&k, &t)| (k, (0, t))).collect();
+                    outcome.elapsed_ms = started.elapsed().as_millis() as u64;
+                    return outcome;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
     }
     recorder.record(process.clone(), OpType::Ok, "assign", json!({"keys": keys, "positions": positions}), None, None);
-    let mut outcome = DrainOutcome::default();
     let done = |consumer: &Consumer| targets.iter().all(|(&k, &t)| consumer.position(topic, k).unwrap_or(0) >= t);
     while !done(&consumer) && Instant::now() < deadline {
         outcome.polls += 1;
