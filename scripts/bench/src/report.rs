@@ -79,6 +79,10 @@ pub struct W7Result {
 #[derive(Clone, Debug, Serialize)]
 pub struct W5Result {
     pub partitions: u32,
+    /// Partitions with a leader when the idle measurement started, and how
+    /// long after creation that was.
+    pub partitions_led: u64,
+    pub ready_secs: f64,
     pub offered_rate: f64,
     pub load: Option<LoadResult>,
     /// Per node: CPU share of one core while idle after the load.
@@ -228,6 +232,20 @@ pub fn markdown(report: &Report) -> String {
     }
     if let Some(w5) = &report.w5 {
         let _ = writeln!(out, "## W5: {} partitions RF 3 (Strata)\n", w5.partitions);
+        let _ = writeln!(
+            out,
+            "{} of {} partitions had a leader {:.0} s after creation; the idle figures were taken then, over 10 s.{}\n",
+            w5.partitions_led,
+            w5.partitions,
+            w5.ready_secs,
+            match &w5.load {
+                Some(load) => format!(
+                    " Then {:.0} records/s offered: {:.0} acknowledged/s, p50 {:.2} ms, p99 {:.2} ms, {} errors.",
+                    w5.offered_rate, load.records_per_sec, load.latency_ms.p50, load.latency_ms.p99, load.errors
+                ),
+                None => " The load was skipped: not every partition had a leader.".to_string(),
+            }
+        );
         let _ = writeln!(
             out,
             "Idle CPU per node (share of one core): {:?}; resident memory per partition replica: {:?} bytes.\n",

@@ -458,7 +458,7 @@ impl Sink {
                     linger: Duration::from_millis(settings.linger_ms),
                     ..Default::default()
                 };
-                Sink::Strata { producer: strata_client::Producer::new(client, config), topic: topic.to_string() }
+                Sink::Strata { producer: strata_client::Producer::new(client, config)?, topic: topic.to_string() }
             }
             System::Etcd => {
                 let client = etcd_client::Client::connect(&cluster.endpoints, None).await?;
