@@ -25,6 +25,7 @@ async fn latest(api: &mut strata_proto::v1::strata_client::StrataClient<tonic::t
         partition: 0,
         spec: pb::OffsetSpec::Latest as i32,
         timestamp_ms: 0,
+        with_stats: false,
     };
     let answer = api.list_offsets(request).await.unwrap().into_inner();
     assert!(answer.error.is_none(), "{:?}", answer.error);
@@ -118,7 +119,13 @@ async fn each_bad_input_gets_its_error_and_changes_nothing() {
 
     // A malformed request: an unknown enum value.
     let answer = api
-        .list_offsets(pb::ListOffsetsRequest { topic: "t".into(), partition: 0, spec: 42, timestamp_ms: 0 })
+        .list_offsets(pb::ListOffsetsRequest {
+            topic: "t".into(),
+            partition: 0,
+            spec: 42,
+            timestamp_ms: 0,
+            with_stats: false,
+        })
         .await
         .unwrap()
         .into_inner();

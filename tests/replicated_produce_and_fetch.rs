@@ -76,7 +76,7 @@ async fn records_with_one_key_stay_in_order_on_one_partition() {
     let cluster = Cluster::start(3).await;
     create_topic(&cluster, 1, "keyed", 3, 3, &[]).await;
     let client = Client::connect(&cluster.bootstrap()).unwrap();
-    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    let producer = Producer::new(client.clone(), ProducerConfig::default()).unwrap();
     let mut deliveries = Vec::new();
     for seq in 0..50 {
         for key in 0..12 {

@@ -55,17 +55,15 @@ impl WorkloadKind {
     }
 }
 
-/// Whether the client's producer promises not to duplicate on retries.
-/// Flip to `true` (and set the switch in [`producer_config`]) once
-/// idempotent producers exist; the checker then fails the `idempotent`
-/// workload on any duplicate instead of reporting duplicates as allowed.
-pub const PRODUCER_IDEMPOTENCE: bool = false;
+/// Whether the client's producer promises not to duplicate on retries:
+/// it does (idempotent producers), so the checker fails the `idempotent`
+/// workload on any duplicate.
+pub const PRODUCER_IDEMPOTENCE: bool = true;
 
 /// The producer settings of the `idempotent` workload.
 pub fn producer_config() -> ProducerConfig {
-    // When ProducerConfig gains its idempotence switch, set it here from
-    // PRODUCER_IDEMPOTENCE.
     ProducerConfig {
+        idempotence: PRODUCER_IDEMPOTENCE,
         linger: Duration::ZERO,
         // One request in flight per partition keeps a process's sends in order.
         max_in_flight: 1,
@@ -213,7 +211,9 @@ impl Session {
         let client = connect(&workload.config.bootstrap);
         let producer = match workload.config.kind {
             WorkloadKind::Queue => None,
-            WorkloadKind::Idempotent => Some(Producer::new(client.clone(), producer_config())),
+            WorkloadKind::Idempotent => {
+                Some(Producer::new(client.clone(), producer_config()).expect("the workload's producer settings agree"))
+            }
         };
         Session {
             workload: workload.clone(),

@@ -50,7 +50,16 @@ pub struct NodeProcess {
     pub address: String,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
+    /// Address of the node's /metrics endpoint, when the cluster serves metrics.
+    pub metrics_address: Option<String>,
     child: Option<Child>,
+}
+
+impl NodeProcess {
+    /// Started by the harness and not killed or stopped since.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
 }
 
 /// A cluster of `strata server` processes; killed when dropped.
@@ -70,6 +79,15 @@ impl Cluster {
 
     /// Starts `count` nodes whose config file holds `extra_config` (TOML).
     pub async fn start_with_config(count: u64, extra_config: &str) -> Cluster {
+        Cluster::start_inner(count, extra_config, false).await
+    }
+
+    /// Starts `count` nodes, each serving Prometheus metrics on a port of its own.
+    pub async fn start_with_metrics(count: u64) -> Cluster {
+        Cluster::start_inner(count, "", true).await
+    }
+
+    async fn start_inner(count: u64, extra_config: &str, metrics: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let nodes: Vec<NodeProcess> = (1..=count)
             .map(|id| NodeProcess {
@@ -77,6 +95,7 @@ impl Cluster {
                 address: format!("127.0.0.1:{}", free_port()),
                 data_dir: dir.path().join(format!("node-{id}")),
                 log_path: dir.path().join(format!("node-{id}.log")),
+                metrics_address: metrics.then(|| format!("127.0.0.1:{}", free_port())),
                 child: None,
             })
             .collect();
@@ -101,7 +120,12 @@ impl Cluster {
     pub fn start_node(&mut self, id: u64) {
         let initial_cluster = self.initial_cluster.clone();
         let config_path = self.dir.path().join(format!("node-{id}.toml"));
-        std::fs::write(&config_path, &self.extra_config).expect("write node config");
+        let mut config = String::new();
+        if let Some(address) = &self.node(id).metrics_address {
+            config.push_str(&format!("metrics_listen = \"{address}\"\n"));
+        }
+        config.push_str(&self.extra_config);
+        std::fs::write(&config_path, config).expect("write node config");
         let node = self.node_mut(id);
         assert!(node.child.is_none(), "node {id} is already running");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log_path).expect("log file");
@@ -191,6 +215,7 @@ impl Cluster {
                         partition,
                         spec: pb::OffsetSpec::Latest as i32,
                         timestamp_ms: 0,
+                        with_stats: false,
                     };
                     if let Ok(answer) = api.list_offsets(request).await {
                         if answer.get_ref().error.is_none() {
@@ -350,15 +375,22 @@ pub async fn fetch_all(cluster: &Cluster, topic: &str, partition: u32, from: u64
     let mut out = Vec::new();
     let mut offset = from;
     let mut end = None;
+    let mut last_error = String::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         for node in cluster.nodes.iter().filter(|n| n.child.is_some()) {
             let mut api = cluster.api(node.id).await;
             loop {
                 let request = pb::FetchRequest { topic: topic.into(), partition, offset, max_bytes: 0, max_wait_ms: 0 };
-                let Ok(answer) = api.fetch(request).await else { break };
-                let answer = answer.into_inner();
-                if answer.error.is_some() {
+                let answer = match api.fetch(request).await {
+                    Ok(answer) => answer.into_inner(),
+                    Err(status) => {
+                        last_error = format!("node {}: {status}", node.id);
+                        break;
+                    }
+                };
+                if let Some(error) = &answer.error {
+                    last_error = format!("node {}: {} {}", node.id, error.name, error.message);
                     break;
                 }
                 let end_offset = *end.get_or_insert(answer.high_watermark);
@@ -375,7 +407,7 @@ pub async fn fetch_all(cluster: &Cluster, topic: &str, partition: u32, from: u64
                 }
             }
         }
-        assert!(Instant::now() < deadline, "timed out reading {topic}/{partition} at offset {offset}");
+        assert!(Instant::now() < deadline, "timed out reading {topic}/{partition} at offset {offset}: {last_error}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -1,6 +1,7 @@
 //! `strata`: the one binary of Strata. `server` runs a node, `dev` a local
 //! cluster; the other subcommands are clients of a running cluster.
 
+mod bench;
 mod cluster;
 mod consume;
 mod dev;
@@ -45,6 +46,8 @@ pub enum Command {
     /// Cluster-wide commands.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Measure produce (and consume) throughput and latency against a cluster.
+    Bench(bench::BenchArgs),
 }
 
 fn init_logging(default_filter: &str) {
@@ -72,6 +75,7 @@ fn main() -> std::process::ExitCode {
             Command::Produce(args) => produce::run(args, &cli.bootstrap, cli.json).await,
             Command::Consume(args) => consume::run(args, &cli.bootstrap, cli.json).await,
             Command::Cluster(cmd) => cluster::run(cmd, &cli.bootstrap, cli.json).await,
+            Command::Bench(args) => bench::run(args, &cli.bootstrap, cli.json).await,
         }
     });
     // Dropping every task closes the node's database before the process

@@ -14,6 +14,9 @@ use strata_client::{Acks, Bytes, Client, ClientError, Header, Producer, Producer
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
+use strata_core::limits::MAX_IDEMPOTENCY_KEY_BYTES;
+use strata_core::IDEMPOTENCY_KEY_HEADER;
+
 use crate::topic::explain;
 
 /// Lines read ahead of the producer; the producer's own buffer bounds the rest.
@@ -36,12 +39,17 @@ pub struct ProduceArgs {
     pub acks: AcksArg,
     /// Input format: `lines` (one record value per line) or `json` (one
     /// object per line: "key", "value" (strings, optional), "headers" (object
-    /// of string to string)).
+    /// of string to string), "idempotency_key" (string: a record whose key
+    /// was stored within the topic's dedup.window is not stored again)).
     #[arg(long, value_enum, default_value_t = InputFormat::Lines)]
     pub input: InputFormat,
     /// Send every record to this partition instead of choosing by key.
     #[arg(long)]
     pub partition: Option<u32>,
+    /// Turn the idempotent producer off (it is on by default and needs
+    /// --acks all): retries may then store a record twice.
+    #[arg(long)]
+    pub no_idempotence: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,8 +121,17 @@ fn parse_line(line: &[u8], format: InputFormat, key_separator: Option<&str>) -> 
                 }
                 Some(other) => return Err(format!("\"headers\" must be an object, not {other}")),
             }
-            if let Some(unknown) = object.keys().find(|k| !matches!(k.as_str(), "key" | "value" | "headers")) {
-                return Err(format!("unknown field \"{unknown}\"; use key, value and headers"));
+            if let Some(unknown) =
+                object.keys().find(|k| !matches!(k.as_str(), "key" | "value" | "headers" | "idempotency_key"))
+            {
+                return Err(format!("unknown field \"{unknown}\"; use key, value, headers and idempotency_key"));
+            }
+            match text("idempotency_key", object.get("idempotency_key"))? {
+                Some(key) if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES => {
+                    return Err(format!("\"idempotency_key\" must have 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes"))
+                }
+                Some(key) => headers.push(Header { key: IDEMPOTENCY_KEY_HEADER.to_string(), value: Some(key) }),
+                None => {}
             }
             Ok(Record {
                 key: text("key", object.get("key"))?,
@@ -175,7 +192,11 @@ pub async fn run(args: ProduceArgs, bootstrap: &[String], json: bool) -> anyhow:
         AcksArg::Leader => Acks::Leader,
         AcksArg::NoAcks => Acks::None,
     };
-    let producer = Producer::new(client, ProducerConfig { acks, ..Default::default() });
+    if !args.no_idempotence && acks != Acks::All {
+        anyhow::bail!("the idempotent producer needs --acks all; pass --no-idempotence to use --acks leader or none");
+    }
+    let config = ProducerConfig { acks, idempotence: !args.no_idempotence, ..Default::default() };
+    let producer = Producer::new(client, config).map_err(explain)?;
 
     let mut lines = read_stdin_lines();
     let mut pending = FuturesUnordered::new();
@@ -301,6 +322,11 @@ mod tests {
         assert_eq!(bare.key, None);
         assert!(parse_line(br#"{"value":5}"#, InputFormat::Json, None).is_err());
         assert!(parse_line(br#"{"valeu":"typo"}"#, InputFormat::Json, None).is_err());
+        let keyed = parse_line(br#"{"value":"v","idempotency_key":"order-7"}"#, InputFormat::Json, None).unwrap();
+        assert_eq!(keyed.headers.len(), 1);
+        assert_eq!(keyed.headers[0].key, IDEMPOTENCY_KEY_HEADER);
+        assert_eq!(keyed.headers[0].value.as_deref(), Some(&b"order-7"[..]));
+        assert!(parse_line(br#"{"value":"v","idempotency_key":""}"#, InputFormat::Json, None).is_err());
         assert!(parse_line(b"not json", InputFormat::Json, None).is_err());
     }
 

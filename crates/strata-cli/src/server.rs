@@ -20,6 +20,9 @@ pub struct ServerArgs {
     /// Every initial node: ID=HOST:PORT,ID=HOST:PORT,...
     #[arg(long, env = "STRATA_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
+    /// Address of the Prometheus /metrics endpoint, HOST:PORT [default: off].
+    #[arg(long, env = "STRATA_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// A TOML config file (see deploy/strata.toml); flags override it.
     #[arg(long, env = "STRATA_CONFIG")]
     pub config: Option<PathBuf>,
@@ -44,6 +47,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     file.listen = args.listen.or(file.listen);
     file.data_dir = args.data_dir.or(file.data_dir);
     file.initial_cluster = args.initial_cluster.or(file.initial_cluster);
+    file.metrics_listen = args.metrics_listen.or(file.metrics_listen);
     let config = file.validate().map_err(anyhow::Error::msg).context("invalid configuration")?;
     strata_server::run(config, stop_signal()).await?;
     Ok(ExitCode::SUCCESS)

@@ -126,6 +126,8 @@ struct JsonPartitionDescription<'a> {
     replicas: &'a [u64],
     high_watermark: u64,
     log_start_offset: u64,
+    producers: u64,
+    idempotency_keys: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
 }
@@ -143,6 +145,8 @@ impl<'a> From<&'a TopicDescription> for JsonTopicDescription<'a> {
                     leader: p.leader,
                     replicas: &p.replicas,
                     high_watermark: p.high_watermark,
+                    producers: p.producer_count,
+                    idempotency_keys: p.idempotency_keys,
                     log_start_offset: p.log_start_offset,
                     error: p.error.as_deref(),
                 })
@@ -215,11 +219,25 @@ pub async fn run(command: TopicCommand, bootstrap: &[String], json: bool) -> any
                             show_nodes(&p.replicas),
                             p.high_watermark.to_string(),
                             p.log_start_offset.to_string(),
+                            p.producer_count.to_string(),
+                            p.idempotency_keys.to_string(),
                             p.error.clone().unwrap_or_default(),
                         ]
                     })
                     .collect();
-                print_table(&["PARTITION", "LEADER", "REPLICAS", "HIGH WATERMARK", "LOG START OFFSET", "ERROR"], &rows);
+                print_table(
+                    &[
+                        "PARTITION",
+                        "LEADER",
+                        "REPLICAS",
+                        "HIGH WATERMARK",
+                        "LOG START OFFSET",
+                        "PRODUCERS",
+                        "KEYS",
+                        "ERROR",
+                    ],
+                    &rows,
+                );
             }
         }
         TopicCommand::Delete { name } => {
@@ -258,11 +276,13 @@ mod tests {
                 high_watermark: 10,
                 log_start_offset: 0,
                 error: None,
+                producer_count: 2,
+                idempotency_keys: 5,
             }],
         };
         assert_eq!(
             serde_json::to_string(&JsonTopicDescription::from(&topic)).unwrap(),
-            r#"{"name":"orders","configs":{"retention.ms":"-1"},"partitions":[{"partition":0,"leader":1,"replicas":[1,2,3],"high_watermark":10,"log_start_offset":0}]}"#
+            r#"{"name":"orders","configs":{"retention.ms":"-1"},"partitions":[{"partition":0,"leader":1,"replicas":[1,2,3],"high_watermark":10,"log_start_offset":0,"producers":2,"idempotency_keys":5}]}"#
         );
     }
 }

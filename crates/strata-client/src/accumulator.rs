@@ -17,13 +17,14 @@
 //!   Pipelining resumes once no retried batch is left in the queue. So a
 //!   retried batch is never overtaken by a batch sent after its failure, and
 //!   retried batches keep their relative order.
-//! - What this cannot undo: a later batch that was already in flight when an
-//!   earlier one failed may have been stored first. With `max_in_flight = 1`
-//!   order is strict; with more, strict order needs the idempotent producer
-//!   (per-partition sequence numbers checked by the server), which Strata's
-//!   wire does not carry yet.
+//! - A later batch that was already in flight when an earlier one failed
+//!   could be stored first; the idempotent producer prevents that: the
+//!   server refuses a batch whose sequence does not follow the last stored
+//!   one (OUT_OF_ORDER_SEQUENCE), and the producer requeues it behind its
+//!   predecessor. Without idempotence, order is strict only with
+//!   `max_in_flight = 1`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -61,6 +62,12 @@ pub struct PendingBatch<C> {
     pub encoded: Option<Bytes>,
     /// Why the last attempt failed.
     pub last_error: Option<ClientError>,
+    /// Producer id, epoch and base sequence given at the first send (idempotent
+    /// producers only); a retry keeps them so the server recognises it.
+    pub stamp: Option<strata_record::ProducerFields>,
+    /// At its last send an earlier batch of the partition was unfinished,
+    /// so the partition may have seen this one first.
+    pub sent_behind: bool,
 }
 
 impl<C> PendingBatch<C> {
@@ -76,6 +83,8 @@ impl<C> PendingBatch<C> {
             attempts: 0,
             encoded: None,
             last_error: None,
+            stamp: None,
+            sent_behind: false,
         }
     }
 
@@ -110,6 +119,13 @@ struct PartitionState<C> {
     /// Ordered by sequence; only the last may be open.
     queue: VecDeque<PendingBatch<C>>,
     in_flight: usize,
+    /// Sequences of batches handed out and not finished (in flight or
+    /// waiting for a retry). A batch is sent only if it is fewer than
+    /// `max_in_flight` batches after the oldest of them: the partition
+    /// remembers a producer's last 5 batches, so a retry of the oldest
+    /// unfinished batch must still find it there, even when answers arrive
+    /// out of order (they do: requests share an HTTP/2 connection).
+    unfinished: BTreeSet<u64>,
     retrying: bool,
     backoff_until: Option<Instant>,
     next_sequence: u64,
@@ -117,7 +133,14 @@ struct PartitionState<C> {
 
 impl<C> PartitionState<C> {
     fn new() -> Self {
-        PartitionState { queue: VecDeque::new(), in_flight: 0, retrying: false, backoff_until: None, next_sequence: 0 }
+        PartitionState {
+            queue: VecDeque::new(),
+            in_flight: 0,
+            unfinished: BTreeSet::new(),
+            retrying: false,
+            backoff_until: None,
+            next_sequence: 0,
+        }
     }
 
     fn send_limit(&self, max_in_flight: usize) -> usize {
@@ -202,7 +225,12 @@ impl<C> Accumulator<C> {
                 if !(head.closed || flush || now >= head.created_at + self.config.linger) {
                     break;
                 }
+                let oldest = state.unfinished.first().copied().unwrap_or(head.sequence);
+                if head.sequence >= oldest + self.config.max_in_flight as u64 {
+                    break;
+                }
                 let mut batch = state.queue.pop_front().expect("head exists");
+                state.unfinished.insert(batch.sequence);
                 batch.closed = true;
                 batch.attempts += 1;
                 state.in_flight += 1;
@@ -212,11 +240,13 @@ impl<C> Accumulator<C> {
         ready
     }
 
-    /// An in-flight batch of `tp` is finished (delivered, or failed for good).
-    pub fn complete(&mut self, tp: &TopicPartition) {
+    /// The in-flight batch `sequence` of `tp` is finished (delivered, or
+    /// failed for good).
+    pub fn complete(&mut self, tp: &TopicPartition, sequence: u64) {
         let state = self.partitions.get_mut(tp).expect("a completed batch belongs to a known partition");
         assert!(state.in_flight > 0, "completed a batch of {tp:?} that was not in flight");
         state.in_flight -= 1;
+        state.unfinished.remove(&sequence);
         // A back-off in force stays: it may be what the server asked for.
         state.settle();
         if state.is_idle() {
@@ -238,6 +268,14 @@ impl<C> Accumulator<C> {
         state.queue.insert(at, batch);
     }
 
+    /// Lifts a back-off of `tp` (a requeue waiting for something other than
+    /// time, such as a new producer id).
+    pub fn resume(&mut self, tp: &TopicPartition) {
+        if let Some(state) = self.partitions.get_mut(tp) {
+            state.backoff_until = None;
+        }
+    }
+
     /// Removes and returns the queued (not in-flight) batches whose delivery
     /// timeout has passed.
     pub fn expire(&mut self, now: Instant) -> Vec<PendingBatch<C>> {
@@ -250,6 +288,9 @@ impl<C> Accumulator<C> {
             let (gone, kept): (VecDeque<_>, VecDeque<_>) =
                 std::mem::take(&mut state.queue).into_iter().partition(|b| now >= b.created_at + timeout);
             state.queue = kept;
+            for batch in &gone {
+                state.unfinished.remove(&batch.sequence);
+            }
             expired.extend(gone);
             state.settle();
         }
@@ -270,6 +311,10 @@ impl<C> Accumulator<C> {
                 continue;
             };
             if state.in_flight >= state.send_limit(self.config.max_in_flight) {
+                continue;
+            }
+            if state.unfinished.first().is_some_and(|oldest| head.sequence >= oldest + self.config.max_in_flight as u64)
+            {
                 continue;
             }
             let mut at = if head.closed || flush { now } else { head.created_at + self.config.linger };
@@ -429,8 +474,27 @@ mod tests {
         assert_eq!(acc.in_flight(&tp(0)), 2);
         assert_eq!(acc.next_wakeup(now, false), Some(now + Duration::from_secs(120)), "only expiry is pending");
         assert!(acc.drain_ready(now, false).is_empty());
-        acc.complete(&tp(0));
+        acc.complete(&tp(0), 0);
         assert_eq!(acc.drain_ready(now, false).iter().map(ids).collect::<Vec<_>>(), vec![vec![2]]);
+    }
+
+    #[test]
+    fn the_window_counts_from_the_oldest_unfinished_batch() {
+        let mut acc = Accumulator::new(config(BATCH_HEADER_LEN + 1, 3));
+        let now = Instant::now();
+        for i in 0..6 {
+            acc.append(tp(0), record(10), i, now);
+        }
+        let sent = acc.drain_ready(now, false);
+        assert_eq!(sent.len(), 3);
+        // Batches 1 and 2 answer before 0: still no room for 3, which
+        // would be more than 3 batches after the unanswered 0.
+        acc.complete(&tp(0), 2);
+        acc.complete(&tp(0), 1);
+        assert!(acc.drain_ready(now, false).is_empty());
+        assert_eq!(acc.next_wakeup(now, false), Some(now + Duration::from_secs(120)), "only expiry is pending");
+        acc.complete(&tp(0), 0);
+        assert_eq!(acc.drain_ready(now, false).iter().map(ids).collect::<Vec<_>>(), vec![vec![3], vec![4], vec![5]]);
     }
 
     #[test]
@@ -450,7 +514,7 @@ mod tests {
         assert!(acc.drain_ready(retry_at, false).is_empty(), "A and B still in flight");
         acc.requeue(a, retry_at);
         assert!(acc.drain_ready(retry_at, false).is_empty(), "B still in flight");
-        acc.complete(&b.tp);
+        acc.complete(&b.tp, b.sequence);
 
         // Back-off is honoured, then A alone, then C alone, then pipelining.
         assert!(acc.drain_ready(now, false).is_empty(), "backing off");
@@ -458,10 +522,10 @@ mod tests {
         let again = acc.drain_ready(retry_at, false);
         assert_eq!(again.iter().map(ids).collect::<Vec<_>>(), vec![vec![0]]);
         assert_eq!(again[0].attempts, 2);
-        acc.complete(&tp(0));
+        acc.complete(&tp(0), 0);
         let again = acc.drain_ready(retry_at, false);
         assert_eq!(again.iter().map(ids).collect::<Vec<_>>(), vec![vec![2]]);
-        acc.complete(&tp(0));
+        acc.complete(&tp(0), 2);
         let rest = acc.drain_ready(retry_at, false);
         assert_eq!(rest.iter().map(ids).collect::<Vec<_>>(), vec![vec![3], vec![4], vec![5]]);
     }
@@ -478,7 +542,7 @@ mod tests {
         let first = sent.pop().unwrap();
         acc.requeue(first, now);
         for b in rest {
-            acc.complete(&b.tp);
+            acc.complete(&b.tp, b.sequence);
         }
         let retry = acc.drain_ready(now, false).pop().unwrap();
         acc.append(tp(0), record(10), 3, now);
@@ -499,7 +563,7 @@ mod tests {
         let expired = acc.expire(now + Duration::from_secs(120));
         assert_eq!(expired.iter().map(ids).collect::<Vec<_>>(), vec![vec![1]]);
         assert!(!acc.is_empty(), "batch 0 is still in flight");
-        acc.complete(&tp(0));
+        acc.complete(&tp(0), 0);
         assert!(acc.is_empty());
     }
 

@@ -78,11 +78,46 @@ pub struct ListedOffset {
 }
 
 /// Answer of `produce_batch`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProduceAnswer {
-    /// Offset of the first record; meaningless with `Acks::None`.
+    /// Offset of the first stored record; meaningless with `Acks::None`.
     pub base_offset: u64,
+    /// Records stored.
     pub record_count: u32,
+    /// Records not stored because their idempotency key was stored within
+    /// the topic's window: (index in the batch, offset of the original).
+    pub duplicates: Vec<(u32, u64)>,
+    /// The batch was a retry of one already stored; this is the first answer.
+    pub duplicate_batch: bool,
+}
+
+impl ProduceAnswer {
+    /// The offset of each record of the batch as sent, in order: stored
+    /// records count up from `base_offset`, duplicates by idempotency key
+    /// have their original's offset.
+    pub fn record_offsets(&self, sent: usize) -> Vec<u64> {
+        let mut duplicates = self.duplicates.iter().peekable();
+        let mut next = self.base_offset;
+        (0..sent as u32)
+            .map(|index| match duplicates.peek() {
+                Some(&&(at, offset)) if at == index => {
+                    duplicates.next();
+                    offset
+                }
+                _ => {
+                    next += 1;
+                    next - 1
+                }
+            })
+            .collect()
+    }
+}
+
+/// A producer id and epoch from `init_producer_id`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerId {
+    pub id: i64,
+    pub epoch: i16,
 }
 
 /// Answer of `fetch`: raw concatenated batches, to decode with
@@ -144,6 +179,7 @@ wire_answer!(
     proto::DescribeTopicResponse,
     proto::ListOffsetsResponse,
     proto::ClusterStatusResponse,
+    proto::InitProducerIdResponse,
 );
 
 /// `host:port` becomes `http://host:port`; an address with a scheme is kept.
@@ -220,7 +256,15 @@ impl Client {
         self.refresh(false).await
     }
 
+    /// Runs on a task of its own: a caller that stops polling mid-refresh
+    /// (a consumer's parked fetch) must not keep the refresh lock and stall
+    /// every other call on this client.
     async fn refresh(&self, force: bool) -> Result<Arc<ClusterMetadata>, ClientError> {
+        let client = self.clone();
+        tokio::spawn(async move { client.refresh_now(force).await }).await.map_err(|_| ClientError::Closed)?
+    }
+
+    async fn refresh_now(&self, force: bool) -> Result<Arc<ClusterMetadata>, ClientError> {
         let seen = self.inner.metadata_generation.load(Ordering::SeqCst);
         let _turn = self.inner.refresh_lock.lock().await;
         if !force && self.inner.metadata_generation.load(Ordering::SeqCst) != seen {
@@ -532,7 +576,14 @@ impl Client {
                 stub.produce(request).await
             })
             .await?;
-        Ok(ProduceAnswer { base_offset: answer.base_offset, record_count: answer.record_count })
+        let mut duplicates: Vec<(u32, u64)> = answer.duplicates.iter().map(|d| (d.index, d.offset)).collect();
+        duplicates.sort_unstable();
+        Ok(ProduceAnswer {
+            base_offset: answer.base_offset,
+            record_count: answer.record_count,
+            duplicates,
+            duplicate_batch: answer.duplicate_batch,
+        })
     }
 
     /// Fetches batches from `offset` on, waiting up to `max_wait` for data
@@ -580,8 +631,13 @@ impl Client {
             OffsetSpec::Latest => (proto::OffsetSpec::Latest, 0),
             OffsetSpec::Timestamp(ms) => (proto::OffsetSpec::Timestamp, ms),
         };
-        let request =
-            proto::ListOffsetsRequest { topic: topic.to_string(), partition, spec: spec as i32, timestamp_ms };
+        let request = proto::ListOffsetsRequest {
+            topic: topic.to_string(),
+            partition,
+            spec: spec as i32,
+            timestamp_ms,
+            with_stats: false,
+        };
         let timeout = self.inner.config.request_timeout;
         let deadline = Instant::now() + timeout;
         loop {
@@ -669,6 +725,23 @@ impl Client {
         Ok(TopicDescription::from(answer))
     }
 
+    /// A producer id for an idempotent producer. Without a name: a fresh id
+    /// at epoch 0. With a name: that producer's id at its next epoch, which
+    /// fences every older instance of it (their sends fail with
+    /// PRODUCER_FENCED on partitions the new one has written to).
+    pub async fn init_producer_id(&self, name: Option<&str>) -> Result<ProducerId, ClientError> {
+        let request = proto::InitProducerIdRequest { producer_name: name.unwrap_or_default().to_string() };
+        let answer =
+            self.call_any(request, |mut stub, request| async move { stub.init_producer_id(request).await }).await?;
+        let epoch = i16::try_from(answer.producer_epoch).map_err(|_| {
+            ClientError::local(ErrorCode::Internal, format!("producer epoch {} is out of range", answer.producer_epoch))
+        })?;
+        let id = i64::try_from(answer.producer_id).map_err(|_| {
+            ClientError::local(ErrorCode::Internal, format!("producer id {} is out of range", answer.producer_id))
+        })?;
+        Ok(ProducerId { id, epoch })
+    }
+
     /// The cluster's health as the answering node sees it.
     pub async fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
         let answer =
@@ -687,6 +760,19 @@ fn unknown_topic(topic: &str) -> ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_offsets_skip_duplicates_by_key() {
+        let answer = ProduceAnswer {
+            base_offset: 10,
+            record_count: 2,
+            duplicates: vec![(1, 3), (3, 7)],
+            duplicate_batch: false,
+        };
+        assert_eq!(answer.record_offsets(4), vec![10, 3, 11, 7]);
+        let plain = ProduceAnswer { base_offset: 5, record_count: 2, duplicates: vec![], duplicate_batch: true };
+        assert_eq!(plain.record_offsets(2), vec![5, 6]);
+    }
 
     #[test]
     fn addresses_become_http_uris() {

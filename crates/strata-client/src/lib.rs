@@ -37,7 +37,7 @@ mod metadata;
 pub mod partitioner;
 mod producer;
 
-pub use client::{Client, ClientConfig, FetchAnswer, ListedOffset, OffsetSpec, ProduceAnswer};
+pub use client::{Client, ClientConfig, FetchAnswer, ListedOffset, OffsetSpec, ProduceAnswer, ProducerId};
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartOffset};
 pub use error::{ClientError, ErrorDetails};
 pub use metadata::{

@@ -84,6 +84,10 @@ pub struct PartitionDescription {
     pub log_start_offset: u64,
     /// Set when the serving node could not ask the leader; the offsets are then 0.
     pub error: Option<String>,
+    /// Idempotent producers the partition remembers.
+    pub producer_count: u64,
+    /// Idempotency keys the partition's leader holds.
+    pub idempotency_keys: u64,
 }
 
 /// The cluster's health as the answering node sees it.
@@ -148,6 +152,8 @@ impl From<proto::DescribeTopicResponse> for TopicDescription {
                 high_watermark: p.high_watermark,
                 log_start_offset: p.log_start_offset,
                 error: ClientError::from_wire(p.error).map(|e| e.to_string()),
+                producer_count: p.producer_count,
+                idempotency_keys: p.idempotency_keys,
             })
             .collect();
         partitions.sort_by_key(|p| p.partition);

@@ -11,11 +11,21 @@
 //! `retry_after_ms`, transport errors and timeouts) are retried with a
 //! doubling back-off until the batch's delivery timeout; fatal errors fail the
 //! batch's records at once. Order within a partition follows the
-//! accumulator's rules (see [`crate::accumulator`]). There is no idempotence
-//! yet: a retry after an unknown outcome (timeout, lost connection) may store
-//! a batch twice.
+//! accumulator's rules (see [`crate::accumulator`]).
+//!
+//! Idempotence (on by default): the producer takes a producer id from the
+//! cluster before its first send, and stamps each batch at its first send
+//! with the id and the partition's next sequence number. A retry resends the
+//! same bytes, so the partition recognises a batch it already stored and
+//! answers with the original offsets: retries through timeouts, lost
+//! answers, leader changes and restarts never store a record twice, and
+//! with up to 5 requests in flight per partition order is kept (a batch
+//! sent after a failed one is refused as OUT_OF_ORDER_SEQUENCE and requeued
+//! behind it). If a batch fails for good (delivery timeout), or the
+//! partition forgot this idle producer, and the next batch then finds a
+//! gap, the partition's sequence restarts under a fresh producer id.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -24,11 +34,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use strata_core::{limits, ErrorCode};
 use strata_proto::v1 as proto;
-use strata_record::{encode_batch, encoded_record_len, ProducerFields, Record, BATCH_HEADER_LEN};
+use strata_record::{encode_batch, encoded_record_len, set_producer_fields, ProducerFields, Record, BATCH_HEADER_LEN};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::accumulator::{retry_delay, Accumulator, AccumulatorConfig, PendingBatch, TopicPartition};
-use crate::client::ProduceAnswer;
+use crate::client::{ProduceAnswer, ProducerId};
 use crate::partitioner::partition_for_key;
 use crate::{Client, ClientError};
 
@@ -88,6 +98,15 @@ pub struct ProducerConfig {
     /// Bound on the bytes of unsent and unacknowledged records; `send` waits
     /// when it is reached. At least one maximal record.
     pub buffer_bytes: usize,
+    /// How long `send` waits for room in the buffer before it fails.
+    pub max_block: Duration,
+    /// Retries never store a record twice, and order holds with several
+    /// requests in flight. Needs `acks = All`; `max_in_flight` is then at
+    /// most 5 (what a partition remembers per producer).
+    pub idempotence: bool,
+    /// Optional stable name of this producer (idempotent only): a producer
+    /// started with the same name fences this one.
+    pub producer_name: Option<String>,
 }
 
 impl Default for ProducerConfig {
@@ -102,6 +121,9 @@ impl Default for ProducerConfig {
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(2),
             buffer_bytes: DEFAULT_BUFFER_BYTES,
+            max_block: Duration::from_secs(60),
+            idempotence: true,
+            producer_name: None,
         }
     }
 }
@@ -113,7 +135,22 @@ impl ProducerConfig {
         let one_record = limits::MAX_RECORD_BYTES + RECORD_OVERHEAD_BYTES;
         self.buffer_bytes = self.buffer_bytes.clamp(one_record, u32::MAX as usize);
         self.retry_backoff_max = self.retry_backoff_max.max(self.retry_backoff);
+        if self.idempotence {
+            self.max_in_flight = self.max_in_flight.min(limits::PRODUCER_BATCHES_KEPT);
+        }
         self
+    }
+
+    fn check(&self) -> Result<(), ClientError> {
+        if self.idempotence && self.acks != Acks::All {
+            return Err(ClientError::InvalidArgument(
+                "an idempotent producer needs acks=all; set acks to All or turn idempotence off".into(),
+            ));
+        }
+        if self.producer_name.is_some() && !self.idempotence {
+            return Err(ClientError::InvalidArgument("a producer name needs idempotence".into()));
+        }
+        Ok(())
     }
 }
 
@@ -176,8 +213,9 @@ fn now_ms() -> i64 {
 
 impl Producer {
     /// Starts a producer; must be called inside a Tokio runtime (it spawns
-    /// the background task).
-    pub fn new(client: Client, config: ProducerConfig) -> Producer {
+    /// the background task). Fails only on contradictory settings.
+    pub fn new(client: Client, config: ProducerConfig) -> Result<Producer, ClientError> {
+        config.check()?;
         let config = config.clamped();
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (outcome_tx, outcome_rx) = mpsc::unbounded_channel();
@@ -194,9 +232,16 @@ impl Producer {
             flush_epoch: 0,
             outstanding: BTreeMap::new(),
             flush_waiters: Vec::new(),
+            producer: None,
+            producer_wanted: config.idempotence,
+            fatal: None,
+            sequences: HashMap::new(),
+            unacked: HashMap::new(),
+            waiting_for_id: HashSet::new(),
+            id_attempts: 0,
         };
         tokio::spawn(task.run(command_rx, outcome_rx));
-        Producer {
+        Ok(Producer {
             shared: Arc::new(Shared {
                 memory: Arc::new(Semaphore::new(config.buffer_bytes)),
                 client,
@@ -204,7 +249,7 @@ impl Producer {
                 commands,
                 round_robin: Mutex::new(HashMap::new()),
             }),
-        }
+        })
     }
 
     pub fn config(&self) -> &ProducerConfig {
@@ -243,7 +288,11 @@ impl Producer {
         if partitions == 0 {
             return Err(ClientError::local(ErrorCode::UnknownPartition, format!("topic '{topic}' has no partitions")));
         }
-        let partition = match (partition, &record.key) {
+        // Without a record key, a record's idempotency key picks its
+        // partition, so a re-sent business event meets its first copy.
+        let idempotency_key =
+            record.headers.iter().find(|h| h.key == strata_core::IDEMPOTENCY_KEY_HEADER).and_then(|h| h.value.clone());
+        let partition = match (partition, record.key.as_ref().or(idempotency_key.as_ref())) {
             (Some(p), _) if p >= partitions => {
                 return Err(ClientError::local(
                     ErrorCode::UnknownPartition,
@@ -271,7 +320,22 @@ impl Producer {
             ));
         }
         let charge = (size + RECORD_OVERHEAD_BYTES).min(self.shared.config.buffer_bytes) as u32;
-        let memory = self.shared.memory.clone().acquire_many_owned(charge).await.map_err(|_| ClientError::Closed)?;
+        let max_block = self.shared.config.max_block;
+        let memory = match tokio::time::timeout(max_block, self.shared.memory.clone().acquire_many_owned(charge)).await
+        {
+            Ok(permit) => permit.map_err(|_| ClientError::Closed)?,
+            Err(_) => {
+                return Err(ClientError::local(
+                    ErrorCode::Busy,
+                    format!(
+                        "the producer's buffer of {} bytes stayed full for {} ms: records arrive faster than the \
+                         cluster takes them (or it is unreachable); send slower, raise buffer_bytes or max_block",
+                        self.shared.config.buffer_bytes,
+                        max_block.as_millis()
+                    ),
+                ))
+            }
+        };
         let (tx, rx) = oneshot::channel();
         let tp = TopicPartition { topic: topic.to_string(), partition };
         let completion = Completion { tx, flush_epoch: 0, _memory: memory };
@@ -280,9 +344,23 @@ impl Producer {
     }
 }
 
-struct Outcome {
-    batch: PendingBatch<Completion>,
-    result: Result<ProduceAnswer, ClientError>,
+enum Outcome {
+    Produced {
+        batch: Box<PendingBatch<Completion>>,
+        result: Result<ProduceAnswer, ClientError>,
+    },
+    /// A producer id for the whole producer (`None`) or for one partition
+    /// whose sequence restarts.
+    ProducerId {
+        for_partition: Option<TopicPartition>,
+        result: Result<ProducerId, ClientError>,
+    },
+}
+
+/// One partition's sequence under one producer id.
+struct Sequence {
+    producer: ProducerId,
+    next: i32,
 }
 
 struct SenderTask {
@@ -297,6 +375,20 @@ struct SenderTask {
     outstanding: BTreeMap<u64, usize>,
     /// Each waits for every record of its epoch and earlier.
     flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
+    /// The producer id of an idempotent producer, once known.
+    producer: Option<ProducerId>,
+    /// Idempotent and no producer id yet: nothing is sent until it comes.
+    producer_wanted: bool,
+    /// The producer cannot send at all (no producer id could be had).
+    fatal: Option<ClientError>,
+    /// Per partition: the id and next sequence its new batches get.
+    sequences: HashMap<TopicPartition, Sequence>,
+    /// Per partition: creation numbers of batches sent and not yet finished.
+    unacked: HashMap<TopicPartition, BTreeSet<u64>>,
+    /// Partitions whose sequence restarts, waiting for a fresh producer id.
+    waiting_for_id: HashSet<TopicPartition>,
+    /// Failed attempts to get the producer id, for back-off.
+    id_attempts: u32,
 }
 
 impl SenderTask {
@@ -306,9 +398,13 @@ impl SenderTask {
         mut outcomes: mpsc::UnboundedReceiver<Outcome>,
     ) {
         let mut input_open = true;
+        if self.producer_wanted {
+            self.request_producer_id(None, Duration::ZERO);
+        }
         loop {
             let now = Instant::now();
             for mut batch in self.accumulator.expire(now) {
+                self.forget_unacked(&batch);
                 let last_error = batch.last_error.take().map(Box::new);
                 let error = ClientError::DeliveryTimeout {
                     timeout_ms: self.config.delivery_timeout.as_millis() as u64,
@@ -318,8 +414,10 @@ impl SenderTask {
             }
             // Once every producer handle is gone, send what is left without lingering.
             let flushing = !self.flush_waiters.is_empty() || !input_open;
-            for batch in self.accumulator.drain_ready(now, flushing) {
-                self.dispatch(batch);
+            if self.producer.is_some() || !self.config.idempotence || self.fatal.is_some() {
+                for batch in self.accumulator.drain_ready(now, flushing) {
+                    self.dispatch(batch);
+                }
             }
             self.wake_flush_waiters();
             if !input_open && self.accumulator.is_empty() {
@@ -367,17 +465,102 @@ impl SenderTask {
         // wakes its `flush` (which ignores the error) just like a send would.
     }
 
+    /// Asks the cluster for a producer id after `delay`, on a task of its own.
+    fn request_producer_id(&mut self, for_partition: Option<TopicPartition>, delay: Duration) {
+        let client = self.client.clone();
+        let outcome_tx = self.outcome_tx.clone();
+        let name = if for_partition.is_none() { self.config.producer_name.clone() } else { None };
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let result = client.init_producer_id(name.as_deref()).await;
+            let _ = outcome_tx.send(Outcome::ProducerId { for_partition, result });
+        });
+    }
+
+    fn on_producer_id(&mut self, for_partition: Option<TopicPartition>, result: Result<ProducerId, ClientError>) {
+        match (for_partition, result) {
+            (None, Ok(producer)) => {
+                tracing::debug!(producer_id = producer.id, epoch = producer.epoch, "idempotent producer ready");
+                self.producer = Some(producer);
+                self.id_attempts = 0;
+            }
+            (Some(tp), Ok(producer)) => {
+                tracing::debug!(topic = %tp.topic, partition = tp.partition, producer_id = producer.id,
+                    "partition sequence restarts under a fresh producer id");
+                self.sequences.insert(tp.clone(), Sequence { producer, next: 0 });
+                self.waiting_for_id.remove(&tp);
+                self.accumulator.resume(&tp);
+            }
+            (for_partition, Err(error)) => {
+                self.id_attempts += 1;
+                let delay = retry_delay(
+                    error.retry_class(),
+                    self.id_attempts,
+                    error.retry_after(),
+                    self.config.retry_backoff,
+                    self.config.retry_backoff_max,
+                );
+                match delay {
+                    Some(delay) => {
+                        tracing::debug!(%error, ?delay, "retrying producer id request");
+                        self.request_producer_id(for_partition, delay);
+                    }
+                    None => {
+                        // Nothing can be sent: fail what waits, and keep
+                        // failing new records the same way.
+                        tracing::warn!(%error, "cannot get a producer id");
+                        self.fatal = Some(error);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gives a batch its producer id and sequence at its first send.
+    fn stamp(&mut self, batch: &mut PendingBatch<Completion>) {
+        if !self.config.idempotence || batch.stamp.is_some() {
+            return;
+        }
+        let producer = self.producer.expect("batches are sent only once the producer id is known");
+        let sequence = self.sequences.entry(batch.tp.clone()).or_insert(Sequence { producer, next: 0 });
+        batch.stamp = Some(ProducerFields {
+            producer_id: sequence.producer.id,
+            producer_epoch: sequence.producer.epoch,
+            base_sequence: sequence.next,
+        });
+        sequence.next = sequence_after(sequence.next, batch.len() as u32);
+        if let Some(bytes) = batch.encoded.take() {
+            let mut bytes = bytes.to_vec();
+            set_producer_fields(&mut bytes, batch.stamp.expect("set above"));
+            batch.encoded = Some(bytes.into());
+        }
+    }
+
     /// Encodes the batch once and sends it on a task of its own.
     fn dispatch(&mut self, mut batch: PendingBatch<Completion>) {
+        if let Some(error) = self.fatal.clone() {
+            self.accumulator.complete(&batch.tp, batch.sequence);
+            self.fail(batch, error);
+            return;
+        }
+        if self.waiting_for_id.contains(&batch.tp) {
+            // Its partition waits for a fresh producer id: back in line.
+            self.accumulator.requeue(batch, Instant::now() + self.config.delivery_timeout);
+            return;
+        }
+        self.stamp(&mut batch);
+        let unacked = self.unacked.entry(batch.tp.clone()).or_default();
+        batch.sent_behind = unacked.range(..batch.sequence).next().is_some();
+        unacked.insert(batch.sequence);
         if batch.encoded.is_none() {
-            match encode_batch(&batch.records, ProducerFields::default()) {
+            match encode_batch(&batch.records, batch.stamp.unwrap_or_default()) {
                 Ok(bytes) => {
                     batch.encoded = Some(bytes);
                     // The bytes are all a retry needs.
                     batch.records = Vec::new();
                 }
                 Err(error) => {
-                    self.accumulator.complete(&batch.tp);
+                    self.finish(&batch);
                     let error = ClientError::local(error.code(), format!("cannot encode a batch: {error}"));
                     self.fail(batch, error);
                     return;
@@ -391,25 +574,105 @@ impl SenderTask {
         tokio::spawn(async move {
             let result = client.produce_batch(&batch.tp.topic, batch.tp.partition, bytes, acks, timeout).await;
             // The receiver lives as long as the task that owns `self`.
-            let _ = outcome_tx.send(Outcome { batch, result });
+            let _ = outcome_tx.send(Outcome::Produced { batch: Box::new(batch), result });
         });
     }
 
-    fn on_outcome(&mut self, Outcome { mut batch, result }: Outcome) {
+    /// The batch is finished for good (delivered or failed).
+    fn finish(&mut self, batch: &PendingBatch<Completion>) {
+        self.accumulator.complete(&batch.tp, batch.sequence);
+        self.forget_unacked(batch);
+    }
+
+    fn forget_unacked(&mut self, batch: &PendingBatch<Completion>) {
+        if let Some(unacked) = self.unacked.get_mut(&batch.tp) {
+            unacked.remove(&batch.sequence);
+            if unacked.is_empty() {
+                self.unacked.remove(&batch.tp);
+            }
+        }
+    }
+
+    /// OUT_OF_ORDER_SEQUENCE: the partition has not stored this batch. Either
+    /// an earlier batch is, or was when this one was sent, on its way
+    /// (requeue behind it), or the
+    /// batch was stamped under an id the partition has left (stamp it
+    /// again), or an earlier batch failed for good and left a gap (restart
+    /// the partition's sequence under a fresh producer id).
+    fn on_out_of_order(
+        &mut self,
+        mut batch: PendingBatch<Completion>,
+        error: ClientError,
+    ) -> Result<(), Box<(PendingBatch<Completion>, ClientError)>> {
+        let earlier_pending =
+            self.unacked.get(&batch.tp).is_some_and(|unacked| unacked.range(..batch.sequence).next().is_some());
+        let stamped = batch.stamp.map(|s| s.producer_id);
+        let current = self.sequences.get(&batch.tp).map(|s| s.producer.id);
+        let now = Instant::now();
+        if now >= batch.created_at + self.config.delivery_timeout {
+            return Err(Box::new((batch, error)));
+        }
+        if earlier_pending || batch.sent_behind {
+            // Requests are handled concurrently, so a batch sent behind
+            // another can reach the partition first: no back-off, just get
+            // in line (if its predecessor is stored by now, it goes through).
+            batch.last_error = Some(error);
+            self.accumulator.requeue(batch, now);
+        } else if stamped != current || self.waiting_for_id.contains(&batch.tp) {
+            batch.stamp = None;
+            batch.last_error = Some(error);
+            self.accumulator.requeue(batch, now);
+        } else if self.config.producer_name.is_some() {
+            // A named producer's id is shared by its instances; it cannot
+            // switch ids on its own.
+            return Err(Box::new((batch, error)));
+        } else {
+            tracing::debug!(topic = %batch.tp.topic, partition = batch.tp.partition, %error,
+                "sequence gap after a failed batch; restarting the partition's sequence");
+            self.waiting_for_id.insert(batch.tp.clone());
+            self.request_producer_id(Some(batch.tp.clone()), Duration::ZERO);
+            batch.stamp = None;
+            batch.last_error = Some(error);
+            self.accumulator.requeue(batch, now + self.config.delivery_timeout);
+        }
+        Ok(())
+    }
+
+    fn on_outcome(&mut self, outcome: Outcome) {
+        let (mut batch, result) = match outcome {
+            Outcome::Produced { batch, result } => (*batch, result),
+            Outcome::ProducerId { for_partition, result } => return self.on_producer_id(for_partition, result),
+        };
+        if let Err(error) = &result {
+            // The batch stays among the unacknowledged while it is requeued:
+            // a later batch refused meanwhile must wait behind it.
+            if error.code() == Some(ErrorCode::OutOfOrderSequence) && batch.stamp.is_some() {
+                match self.on_out_of_order(batch, error.clone()) {
+                    Ok(()) => return,
+                    Err(failed) => {
+                        let (failed, error) = *failed;
+                        self.finish(&failed);
+                        return self.fail(failed, error);
+                    }
+                }
+            }
+        }
         match result {
             Ok(answer) => {
-                self.accumulator.complete(&batch.tp);
+                self.finish(&batch);
                 let acked = self.config.acks != Acks::None;
-                if acked && answer.record_count as usize != batch.len() {
+                let stored = answer.record_count as usize + answer.duplicates.len();
+                if acked && stored != batch.len() {
                     tracing::warn!(
                         topic = %batch.tp.topic, partition = batch.tp.partition,
-                        sent = batch.len(), stored = answer.record_count,
-                        "the server stored a different number of records than the batch held"
+                        sent = batch.len(), stored,
+                        "the server answered for a different number of records than the batch held"
                     );
                 }
+                let offsets = answer.record_offsets(batch.len());
                 let TopicPartition { topic, partition } = batch.tp.clone();
                 for (index, completion) in std::mem::take(&mut batch.completions).into_iter().enumerate() {
-                    let offset = acked.then_some(answer.base_offset + index as u64);
+                    let offset = if acked { offsets.get(index).copied() } else { None };
                     self.resolve(completion, Ok(RecordMetadata { topic: topic.clone(), partition, offset }));
                 }
             }
@@ -433,7 +696,7 @@ impl SenderTask {
                         self.accumulator.requeue(batch, now + delay);
                     }
                     _ => {
-                        self.accumulator.complete(&batch.tp);
+                        self.finish(&batch);
                         let error = if expired && error.is_retryable() {
                             ClientError::DeliveryTimeout {
                                 timeout_ms: self.config.delivery_timeout.as_millis() as u64,
@@ -465,6 +728,12 @@ impl SenderTask {
         // The caller may have dropped its DeliveryFuture; that is its choice.
         let _ = completion.tx.send(result);
     }
+}
+
+/// The sequence number `count` records after `sequence`; sequences wrap
+/// from `i32::MAX` to 0, as the server's do.
+fn sequence_after(sequence: i32, count: u32) -> i32 {
+    ((i64::from(sequence) + i64::from(count)) % (i64::from(i32::MAX) + 1)) as i32
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -517,7 +786,7 @@ mod tests {
             },
         )
         .unwrap();
-        let producer = Producer::new(client, ProducerConfig::default());
+        let producer = Producer::new(client, ProducerConfig::default()).unwrap();
         let error = producer.send("t", Record::default()).await.err().expect("no cluster");
         assert!(error.is_retryable(), "{error}");
         producer.flush().await; // nothing queued: returns at once

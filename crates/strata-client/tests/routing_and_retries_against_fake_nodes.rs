@@ -108,7 +108,12 @@ impl Strata for FakeNode {
         set_base_offset(&mut batch, base_offset);
         cluster.next_offset.insert(request.partition, base_offset + header.record_count as u64);
         cluster.logs.entry(request.partition).or_default().push(Bytes::from(batch));
-        Ok(Response::new(proto::ProduceResponse { error: None, base_offset, record_count: header.record_count }))
+        Ok(Response::new(proto::ProduceResponse {
+            error: None,
+            base_offset,
+            record_count: header.record_count,
+            ..Default::default()
+        }))
     }
 
     async fn fetch(&self, request: Request<proto::FetchRequest>) -> Result<Response<proto::FetchResponse>, Status> {
@@ -175,7 +180,13 @@ impl Strata for FakeNode {
         }
         let high_watermark = cluster.high_watermark(request.partition);
         let offset = if request.spec == proto::OffsetSpec::Earliest as i32 { 0 } else { high_watermark };
-        Ok(Response::new(proto::ListOffsetsResponse { error: None, offset, high_watermark, log_start_offset: 0 }))
+        Ok(Response::new(proto::ListOffsetsResponse {
+            error: None,
+            offset,
+            high_watermark,
+            log_start_offset: 0,
+            ..Default::default()
+        }))
     }
 
     async fn create_topic(
@@ -211,6 +222,13 @@ impl Strata for FakeNode {
         _: Request<proto::ClusterStatusRequest>,
     ) -> Result<Response<proto::ClusterStatusResponse>, Status> {
         Err(Status::unimplemented("fake"))
+    }
+
+    async fn init_producer_id(
+        &self,
+        _: Request<proto::InitProducerIdRequest>,
+    ) -> Result<Response<proto::InitProducerIdResponse>, Status> {
+        Ok(Response::new(proto::InitProducerIdResponse { error: None, producer_id: 42, producer_epoch: 0 }))
     }
 
     async fn ping(&self, _: Request<proto::PingRequest>) -> Result<Response<proto::PingResponse>, Status> {
@@ -278,7 +296,7 @@ async fn producer_follows_not_leader_hints_and_keeps_key_order() {
     // The metadata names node 1, but node 2 leads; node 1 says so.
     let (cluster, addresses) = start_cluster(3, 3, 2, 1, true).await;
     let client = Client::connect(&addresses[..1]).unwrap();
-    let producer = Producer::new(client.clone(), fast_retries());
+    let producer = Producer::new(client.clone(), fast_retries()).unwrap();
     let mut deliveries = Vec::new();
     for i in 0..300 {
         let key = format!("k{}", i % 10);
@@ -337,7 +355,7 @@ async fn unknown_leader_is_found_by_probing_replicas() {
     // The metadata knows no leader and non-leaders give no hint: node 3 leads.
     let (cluster, addresses) = start_cluster(3, 1, 3, 0, false).await;
     let client = Client::connect(&addresses).unwrap();
-    let producer = Producer::new(client.clone(), fast_retries());
+    let producer = Producer::new(client.clone(), fast_retries()).unwrap();
     let metadata = producer.send(TOPIC, record(None, "x")).await.unwrap().await.unwrap();
     assert_eq!(metadata.offset, Some(0));
     let latest = client.list_offsets(TOPIC, 0, OffsetSpec::Latest).await.unwrap();
@@ -352,7 +370,7 @@ async fn retryable_errors_are_retried_without_reordering() {
         [ErrorCode::LeaderNotAvailable, ErrorCode::Busy, ErrorCode::Timeout, ErrorCode::NotLeader].into();
     let client = Client::connect(&addresses).unwrap();
     let config = ProducerConfig { max_in_flight: 1, max_batch_bytes: 200, ..fast_retries() };
-    let producer = Producer::new(client, config);
+    let producer = Producer::new(client, config).unwrap();
     let mut deliveries = Vec::new();
     for i in 0..50 {
         deliveries.push(producer.send(TOPIC, record(Some("same"), &i.to_string())).await.unwrap());
@@ -373,7 +391,7 @@ async fn pipelined_batches_all_arrive_despite_errors() {
     let (cluster, addresses) = start_cluster(1, 2, 1, 1, true).await;
     cluster.lock().unwrap().produce_errors = [ErrorCode::LeaderNotAvailable; 6].into();
     let client = Client::connect(&addresses).unwrap();
-    let producer = Producer::new(client, ProducerConfig { max_batch_bytes: 200, ..fast_retries() });
+    let producer = Producer::new(client, ProducerConfig { max_batch_bytes: 200, ..fast_retries() }).unwrap();
     let mut deliveries = Vec::new();
     for i in 0..200 {
         deliveries.push(producer.send(TOPIC, record(None, &i.to_string())).await.unwrap());
@@ -395,7 +413,7 @@ async fn pipelined_batches_all_arrive_despite_errors() {
 async fn fatal_errors_fail_without_retrying() {
     let (cluster, addresses) = start_cluster(1, 1, 1, 1, true).await;
     cluster.lock().unwrap().produce_errors = [ErrorCode::RecordTooLarge].into();
-    let producer = Producer::new(Client::connect(&addresses).unwrap(), fast_retries());
+    let producer = Producer::new(Client::connect(&addresses).unwrap(), fast_retries()).unwrap();
     let error = producer.send(TOPIC, record(None, "x")).await.unwrap().await.unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::RecordTooLarge));
     assert_eq!(cluster.lock().unwrap().produce_requests, 1);
@@ -406,7 +424,7 @@ async fn retries_stop_at_the_delivery_timeout() {
     let (cluster, addresses) = start_cluster(1, 1, 1, 1, true).await;
     cluster.lock().unwrap().produce_errors = [ErrorCode::LeaderNotAvailable; 10_000].into();
     let config = ProducerConfig { delivery_timeout: Duration::from_millis(300), ..fast_retries() };
-    let producer = Producer::new(Client::connect(&addresses).unwrap(), config);
+    let producer = Producer::new(Client::connect(&addresses).unwrap(), config).unwrap();
     let started = Instant::now();
     let error = producer.send(TOPIC, record(None, "x")).await.unwrap().await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5), "gave up in time: {:?}", started.elapsed());
@@ -422,8 +440,11 @@ async fn retries_stop_at_the_delivery_timeout() {
 #[tokio::test]
 async fn acks_none_returns_no_offset_and_unknown_topics_fail_fast() {
     let (_cluster, addresses) = start_cluster(1, 1, 1, 1, true).await;
-    let producer =
-        Producer::new(Client::connect(&addresses).unwrap(), ProducerConfig { acks: Acks::None, ..fast_retries() });
+    let producer = Producer::new(
+        Client::connect(&addresses).unwrap(),
+        ProducerConfig { acks: Acks::None, idempotence: false, ..fast_retries() },
+    )
+    .unwrap();
     let metadata = producer.send(TOPIC, record(None, "x")).await.unwrap().await.unwrap();
     assert_eq!(metadata.offset, None);
     let error = producer.send("missing", record(None, "x")).await.err().expect("no such topic");

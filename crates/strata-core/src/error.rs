@@ -74,6 +74,10 @@ error_codes! {
         "the metadata group has no leader; check that a majority of nodes runs";
     PartitionNotReady = 18, "PARTITION_NOT_READY", BackOff,
         "the partition's replicas are still starting; retry shortly";
+    OutOfOrderSequence = 19, "OUT_OF_ORDER_SEQUENCE", Fatal,
+        "an idempotent producer skipped a sequence number; the client restarts the partition's sequence";
+    ProducerFenced = 20, "PRODUCER_FENCED", Fatal,
+        "a newer instance of this producer (same name, newer epoch) is running; stop this one";
 }
 
 #[cfg(test)]

@@ -5,6 +5,12 @@
 
 pub mod error;
 pub mod limits;
+pub mod metrics;
 pub mod topic;
 
 pub use error::{ErrorCode, RetryClass};
+
+/// The record header that carries a record's idempotency key. A record whose
+/// key was stored on its partition within the topic's `dedup.window` is not
+/// stored again; the produce answer gives the original offset.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "strata.idempotency-key";

@@ -63,7 +63,60 @@ pub const DEFAULT_LINGER_MS: u64 = 5;
 /// Default bound on a client batch, in bytes.
 pub const DEFAULT_CLIENT_BATCH_BYTES: usize = 256 * 1024;
 
+/// Batches remembered per idempotent producer and partition. A producer
+/// keeps at most this many requests in flight per partition, so a retry of
+/// any of them still finds its original answer (Kafka uses the same 5).
+pub const PRODUCER_BATCHES_KEPT: usize = 5;
+
+/// Most idempotent producers one partition remembers. An entry costs about
+/// 300 bytes, so a partition's producer state stays under about 3 MiB; when
+/// it is full the idlest producer is forgotten first.
+pub const MAX_PRODUCERS_PER_PARTITION: usize = 10_000;
+
+/// Default time a partition remembers an idle producer's sequences
+/// (Kafka's `producer.id.expiration.ms` is one day as well).
+pub const DEFAULT_PRODUCER_EXPIRY_MS: u64 = 24 * 3600 * 1000;
+
+/// Longest idempotency key, in bytes. Keys are stored in the key index, so
+/// this bounds an index row; 256 bytes fits any UUID, hash or business id.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
+
+/// Longest `dedup.window` a topic may set: seven days. The key index holds
+/// every key of the window on disk, so the window bounds its size.
+pub const MAX_DEDUP_WINDOW_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// Default `dedup.window`: two minutes, as NATS JetStream's duplicate window.
+pub const DEFAULT_DEDUP_WINDOW_MS: u64 = 2 * 60 * 1000;
+
+/// Most expired idempotency keys one apply deletes, so cleanup after a burst
+/// never stalls a partition's apply loop.
+pub const IDEMPOTENCY_KEYS_EXPIRED_PER_APPLY: usize = 1024;
+
+/// Produce payload bytes one node holds in flight by default (received, not
+/// yet answered). Past it the node answers BUSY instead of queueing.
+pub const DEFAULT_MAX_PRODUCE_BYTES_IN_FLIGHT: usize = 256 * 1024 * 1024;
+
+/// Produce payload bytes one client connection may hold in flight on a
+/// node by default, so one client cannot take the whole node bound.
+pub const DEFAULT_MAX_PRODUCE_BYTES_IN_FLIGHT_PER_CONNECTION: usize = 64 * 1024 * 1024;
+
+/// Most named producers (producers that fence older instances of
+/// themselves) the metadata group remembers; each is a few dozen bytes of
+/// metadata state, which every node holds in memory.
+pub const MAX_NAMED_PRODUCERS: usize = 100_000;
+
+/// Longest producer name, in bytes.
+pub const MAX_PRODUCER_NAME_LEN: usize = 249;
+
+/// Producer ids the metadata group hands a node in one Raft write; the node
+/// gives them out one by one, so starting a producer is rarely a Raft write.
+pub const PRODUCER_ID_BLOCK: u64 = 1000;
+
 const _: () = assert!(MAX_RECORD_BYTES < MAX_BATCH_BYTES);
 const _: () = assert!(MAX_BATCH_BYTES <= MAX_FETCH_BYTES);
 const _: () = assert!(MAX_FETCH_BYTES < MAX_GRPC_MESSAGE_BYTES);
 const _: () = assert!(DEFAULT_CLIENT_BATCH_BYTES <= MAX_BATCH_BYTES);
+const _: () = assert!(DEFAULT_MAX_PRODUCE_BYTES_IN_FLIGHT_PER_CONNECTION <= DEFAULT_MAX_PRODUCE_BYTES_IN_FLIGHT);
+const _: () = assert!(MAX_BATCH_BYTES <= DEFAULT_MAX_PRODUCE_BYTES_IN_FLIGHT_PER_CONNECTION);
+const _: () = assert!(DEFAULT_MAX_IN_FLIGHT <= PRODUCER_BATCHES_KEPT);
+const _: () = assert!(DEFAULT_DEDUP_WINDOW_MS <= MAX_DEDUP_WINDOW_MS);

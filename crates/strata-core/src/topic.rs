@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::limits::MAX_TOPIC_NAME_LEN;
+use crate::limits::{DEFAULT_DEDUP_WINDOW_MS, MAX_DEDUP_WINDOW_MS, MAX_TOPIC_NAME_LEN};
 
 /// Checks a topic name: 1..=249 characters from `[a-zA-Z0-9._-]`, and not
 /// `.` or `..` (they would be confusing in paths and tools).
@@ -31,6 +31,9 @@ pub struct TopicConfig {
     pub retention_ms: Option<u64>,
     /// Delete the oldest batches while the partition holds more than this. None: no bound.
     pub retention_bytes: Option<u64>,
+    /// How long a record's idempotency key is remembered: a record with a
+    /// key stored within this window is not stored again.
+    pub dedup_window_ms: u64,
 }
 
 /// Kafka's default retention: seven days.
@@ -38,12 +41,17 @@ pub const DEFAULT_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
 
 impl Default for TopicConfig {
     fn default() -> Self {
-        TopicConfig { retention_ms: Some(DEFAULT_RETENTION_MS), retention_bytes: None }
+        TopicConfig {
+            retention_ms: Some(DEFAULT_RETENTION_MS),
+            retention_bytes: None,
+            dedup_window_ms: DEFAULT_DEDUP_WINDOW_MS,
+        }
     }
 }
 
 pub const RETENTION_MS: &str = "retention.ms";
 pub const RETENTION_BYTES: &str = "retention.bytes";
+pub const DEDUP_WINDOW: &str = "dedup.window";
 
 impl TopicConfig {
     /// Parses `key=value` settings over the defaults. `-1` means unbounded.
@@ -55,8 +63,21 @@ impl TopicConfig {
             match key.as_str() {
                 RETENTION_MS => config.retention_ms = parse_duration_ms(key, value)?,
                 RETENTION_BYTES => config.retention_bytes = parse_bytes(key, value)?,
+                DEDUP_WINDOW => {
+                    let window = parse_duration_ms(key, value)?
+                        .ok_or_else(|| format!("{key}=-1: the window must be bounded; use up to 7days"))?;
+                    if window > MAX_DEDUP_WINDOW_MS {
+                        return Err(format!(
+                            "{key}={value}: the longest window is {} hours",
+                            MAX_DEDUP_WINDOW_MS / 3_600_000
+                        ));
+                    }
+                    config.dedup_window_ms = window;
+                }
                 other => {
-                    return Err(format!("unknown topic config '{other}'; known: {RETENTION_MS}, {RETENTION_BYTES}"))
+                    return Err(format!(
+                        "unknown topic config '{other}'; known: {RETENTION_MS}, {RETENTION_BYTES}, {DEDUP_WINDOW}"
+                    ))
                 }
             }
         }
@@ -69,6 +90,7 @@ impl TopicConfig {
         BTreeMap::from([
             (RETENTION_MS.to_string(), show(self.retention_ms)),
             (RETENTION_BYTES.to_string(), show(self.retention_bytes)),
+            (DEDUP_WINDOW.to_string(), self.dedup_window_ms.to_string()),
         ])
     }
 }
@@ -122,5 +144,11 @@ mod tests {
         assert!(TopicConfig::parse(&m).unwrap_err().contains("unknown topic config"));
         let bad = BTreeMap::from([("retention.bytes".to_string(), "lots".to_string())]);
         assert!(TopicConfig::parse(&bad).is_err());
+        let window = |v: &str| TopicConfig::parse(&BTreeMap::from([("dedup.window".to_string(), v.to_string())]));
+        assert_eq!(window("10m").unwrap().dedup_window_ms, 600_000);
+        assert_eq!(window("24h").unwrap().dedup_window_ms, 86_400_000);
+        assert!(window("8days").is_err());
+        assert!(window("-1").is_err());
+        assert_eq!(TopicConfig::default().dedup_window_ms, 120_000);
     }
 }

@@ -216,6 +216,28 @@ pub fn validate_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(h)
 }
 
+/// A record's index in its batch and the value of the header asked for.
+pub type HeaderHit<'a> = (u32, Option<&'a [u8]>);
+
+/// [`validate_batch`], also returning, for every record that has a header
+/// named `header_name`, the record's index and that header's value (the
+/// first such header of the record). One pass over the records.
+pub fn validate_batch_with_header<'a>(
+    bytes: &'a [u8],
+    header_name: &str,
+) -> Result<(BatchHeader, Vec<HeaderHit<'a>>), BatchError> {
+    let h = check_frame(bytes, Mode::Validate)?;
+    let mut found = Vec::new();
+    let mut index = 0u32;
+    for_each_record(bytes, &h, Mode::Validate, |raw| {
+        if let Some((_, value)) = raw.headers.iter().find(|(key, _)| *key == header_name) {
+            found.push((index, *value));
+        }
+        index += 1;
+    })?;
+    Ok((h, found))
+}
+
 fn decode_into(batch: &[u8], min_offset: u64, out: &mut Vec<StoredRecord>) -> Result<(), BatchError> {
     let h = check_frame(batch, Mode::Decode)?;
     // Never reserve more than the bytes could hold, whatever the count says.

@@ -158,10 +158,33 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
     batch[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&epoch.to_be_bytes());
 }
 
+/// Overwrites the producer id, epoch and base sequence and recomputes the
+/// CRC (they lie inside it). A producer uses this to give an encoded batch
+/// a new sequence without encoding its records again.
+///
+/// Panics if `batch` is shorter than a header.
+pub fn set_producer_fields(batch: &mut [u8], producer: crate::ProducerFields) {
+    assert_header_fits(batch);
+    batch[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&producer.producer_id.to_be_bytes());
+    batch[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&producer.producer_epoch.to_be_bytes());
+    batch[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4].copy_from_slice(&producer.base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_util::sample_batch;
+
+    #[test]
+    fn new_producer_fields_keep_the_batch_valid() {
+        let mut batch = sample_batch(3, 100).to_vec();
+        let fields = crate::ProducerFields { producer_id: 77, producer_epoch: 2, base_sequence: 40 };
+        set_producer_fields(&mut batch, fields);
+        let h = crate::validate_batch(&batch).unwrap();
+        assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (77, 2, 40));
+    }
 
     #[test]
     fn parses_fields_of_an_encoded_batch() {

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use strata_core::limits::MAX_NODES;
+use strata_core::limits::{
+    DEFAULT_MAX_PRODUCE_BYTES_IN_FLIGHT, DEFAULT_MAX_PRODUCE_BYTES_IN_FLIGHT_PER_CONNECTION,
+    DEFAULT_PRODUCER_EXPIRY_MS, MAX_BATCH_BYTES, MAX_NODES,
+};
 
 /// A validated node configuration.
 #[derive(Clone, Debug)]
@@ -25,6 +28,39 @@ pub struct NodeConfig {
     pub snapshot_every_entries: u64,
     /// How often a partition leader checks retention.
     pub retention_check_interval: Duration,
+    /// A partition forgets an idempotent producer idle this long.
+    pub producer_expiry: Duration,
+    /// Produce payload bytes the node holds in flight before it answers BUSY.
+    pub max_produce_bytes_in_flight: usize,
+    /// The same bound for one client connection.
+    pub max_produce_bytes_in_flight_per_connection: usize,
+    /// Test-only faults (builds with the `fault-hooks` feature only).
+    pub faults: FaultConfig,
+    /// Address of the Prometheus `/metrics` endpoint; `None` serves none.
+    pub metrics_listen: Option<String>,
+}
+
+/// Faults injected into produce answers, for tests that prove retries are
+/// safe. Only a build with the `fault-hooks` feature reads them; every
+/// other build refuses a config that sets them.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FaultConfig {
+    /// Every Nth committed produce answers UNAVAILABLE instead of its
+    /// offset, as if the answer had been lost (0: never).
+    #[serde(default)]
+    pub drop_produce_answer_every: u64,
+    /// Every Nth committed produce holds its answer this long (ms), past
+    /// the client's request timeout (0: never).
+    #[serde(default)]
+    pub delay_produce_answer_every: u64,
+    #[serde(default)]
+    pub delay_produce_answer_ms: u64,
+    /// Record after every WAL sync how much of the WAL is durable, in
+    /// `DATA_DIR/db/SYNCED_WAL`, so a harness can drop unsynced writes
+    /// after killing the node (see strata-storage's `synced_wal`).
+    #[serde(default)]
+    pub record_synced_wal: bool,
 }
 
 /// The TOML file; every key optional, flags override. See
@@ -41,6 +77,11 @@ pub struct FileConfig {
     pub election_timeout_max: Option<String>,
     pub snapshot_every_entries: Option<u64>,
     pub retention_check_interval: Option<String>,
+    pub producer_expiry: Option<String>,
+    pub max_produce_bytes_in_flight: Option<String>,
+    pub max_produce_bytes_in_flight_per_connection: Option<String>,
+    pub faults: Option<FaultConfig>,
+    pub metrics_listen: Option<String>,
 }
 
 impl FileConfig {
@@ -86,7 +127,54 @@ impl FileConfig {
         if snapshot_every_entries == 0 {
             return Err("snapshot_every_entries must be at least 1".into());
         }
+        let producer_expiry = duration(self.producer_expiry, DEFAULT_PRODUCER_EXPIRY_MS, "producer_expiry")?;
+        if producer_expiry < Duration::from_secs(1) {
+            return Err("producer_expiry must be at least 1s".into());
+        }
+        let bytes = |value: Option<String>, default: usize, key: &str| -> Result<usize, String> {
+            match value {
+                None => Ok(default),
+                Some(text) => parse_size(&text).ok_or_else(|| format!("{key} = '{text}': use bytes, e.g. 64MiB")),
+            }
+        };
+        let max_produce_bytes_in_flight = bytes(
+            self.max_produce_bytes_in_flight,
+            DEFAULT_MAX_PRODUCE_BYTES_IN_FLIGHT,
+            "max_produce_bytes_in_flight",
+        )?;
+        let max_produce_bytes_in_flight_per_connection = bytes(
+            self.max_produce_bytes_in_flight_per_connection,
+            DEFAULT_MAX_PRODUCE_BYTES_IN_FLIGHT_PER_CONNECTION,
+            "max_produce_bytes_in_flight_per_connection",
+        )?;
+        if max_produce_bytes_in_flight_per_connection < MAX_BATCH_BYTES
+            || max_produce_bytes_in_flight < max_produce_bytes_in_flight_per_connection
+        {
+            return Err(format!(
+                "need {MAX_BATCH_BYTES} bytes (one batch) <= max_produce_bytes_in_flight_per_connection <= max_produce_bytes_in_flight"
+            ));
+        }
+        let faults = self.faults.unwrap_or_default();
+        if faults != FaultConfig::default() && !cfg!(feature = "fault-hooks") {
+            return Err("[faults] is only for test builds (feature fault-hooks); remove it".into());
+        }
+        let metrics_listen = match self.metrics_listen.filter(|a| !a.trim().is_empty()) {
+            None => None,
+            Some(address) => {
+                address
+                    .parse::<std::net::SocketAddr>()
+                    .map_err(|e| format!("metrics_listen address '{address}' is not HOST:PORT with an IP host: {e}"))?;
+                if address == listen {
+                    return Err(format!("metrics_listen must differ from listen ({listen})"));
+                }
+                Some(address)
+            }
+        };
         Ok(NodeConfig {
+            producer_expiry,
+            max_produce_bytes_in_flight,
+            max_produce_bytes_in_flight_per_connection,
+            faults,
             node_id,
             listen,
             data_dir,
@@ -96,8 +184,29 @@ impl FileConfig {
             election_timeout_max,
             snapshot_every_entries,
             retention_check_interval,
+            metrics_listen,
         })
     }
+}
+
+/// Parses a byte size: a plain number or one with a unit (KiB, MiB, GiB,
+/// KB, MB, GB).
+fn parse_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number.parse().ok()?;
+    let scale: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    number.checked_mul(scale)
 }
 
 /// Parses `1=127.0.0.1:7171,2=127.0.0.1:7172`.
@@ -136,6 +245,18 @@ mod tests {
         assert!(FileConfig { initial_cluster: Some("2=a:1".into()), ..base() }.validate().is_err());
         assert!(FileConfig { listen: Some("nope".into()), ..base() }.validate().is_err());
         assert!(FileConfig { heartbeat_interval: Some("2s".into()), ..base() }.validate().is_err());
+        assert_eq!(c.max_produce_bytes_in_flight, DEFAULT_MAX_PRODUCE_BYTES_IN_FLIGHT);
+        let small = FileConfig { max_produce_bytes_in_flight_per_connection: Some("1KiB".into()), ..base() };
+        assert!(small.validate().is_err(), "below one batch");
+        let c = FileConfig { max_produce_bytes_in_flight: Some("128MiB".into()), ..base() }.validate().unwrap();
+        assert_eq!(c.max_produce_bytes_in_flight, 128 << 20);
+        assert_eq!(parse_size("2GB"), Some(2_000_000_000));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(c.metrics_listen, None, "metrics are off unless asked for");
+        let with_metrics = FileConfig { metrics_listen: Some("127.0.0.1:9171".into()), ..base() };
+        assert_eq!(with_metrics.validate().unwrap().metrics_listen.as_deref(), Some("127.0.0.1:9171"));
+        assert!(FileConfig { metrics_listen: Some("nope".into()), ..base() }.validate().is_err());
+        assert!(FileConfig { metrics_listen: Some("127.0.0.1:7171".into()), ..base() }.validate().is_err());
     }
 
     #[test]

@@ -5,11 +5,15 @@
 //! Boundary: the only crate besides the client that speaks the wire format
 //! (prost types); state machines and storage see domain types only.
 
+mod backpressure;
 pub mod config;
 mod error;
+mod faults;
 mod groups;
+pub mod metrics;
 mod network;
 mod node;
+mod sequencer;
 mod service;
 
 pub use config::{FileConfig, NodeConfig};

@@ -4,7 +4,8 @@
 //!
 //! Snapshots stream in chunks: a header chunk (vote, snapshot meta, the
 //! group's state) and, for partition groups, the record batches below the
-//! snapshot's next offset, read from this node's store as they are sent.
+//! snapshot's next offset, read from this node's store as they are sent,
+//! then the partition's idempotency keys as of the snapshot.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -22,8 +23,9 @@ use serde::Serialize;
 use strata_core::limits::{MAX_GRPC_MESSAGE_BYTES, SNAPSHOT_CHUNK_BYTES};
 use strata_proto::v1::raft_transport_client::RaftTransportClient;
 use strata_proto::v1::raft_transport_server::RaftTransport;
-use strata_proto::v1::{RaftRequest, RaftResponse, RaftRpcKind, SnapshotChunk};
-use strata_storage::{GroupState, Store, TypeConfig};
+use strata_proto::v1::{RaftBatchRequest, RaftBatchResponse, RaftRequest, RaftResponse, RaftRpcKind, SnapshotChunk};
+use strata_storage::{KeyRow, SnapshotPayload, Store, TypeConfig};
+use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -77,11 +79,64 @@ pub struct Router {
     node_id: u64,
     peers: PeerChannels,
     store: Store,
+    /// Per peer: the queue of heartbeats waiting to go out in one batch.
+    batchers: Arc<Mutex<HashMap<u64, mpsc::Sender<Queued>>>>,
 }
+
+/// A heartbeat waiting for its batch, and where its answer goes.
+type Queued = (RaftRequest, oneshot::Sender<Result<RaftResponse, String>>);
+
+/// Most heartbeats in one batch call. Each is ~100 bytes; 1,024 keeps a
+/// call far below the message bound and its handling short.
+const MAX_BATCH: usize = 1024;
+
+/// Heartbeats queued per peer before senders wait. A few batches' worth.
+const BATCH_QUEUE: usize = 4 * MAX_BATCH;
+
+/// Batch calls in flight per peer. While they are out, heartbeats queue up
+/// and go together in the next one: coalescing without a timer.
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// Longest a batch call may take; a heartbeat's own deadline is shorter
+/// and its caller gives up first.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Router {
     pub fn new(node_id: u64, peers: PeerChannels, store: Store) -> Router {
-        Router { node_id, peers, store }
+        Router { node_id, peers, store, batchers: Arc::default() }
+    }
+
+    /// The queue of `target`'s batcher, started on first use.
+    fn batcher(&self, target: u64) -> mpsc::Sender<Queued> {
+        let mut batchers = self.batchers.lock().expect("lock");
+        if let Some(sender) = batchers.get(&target).filter(|s| !s.is_closed()) {
+            return sender.clone();
+        }
+        let (sender, receiver) = mpsc::channel(BATCH_QUEUE);
+        tokio::spawn(run_batcher(self.clone(), target, receiver));
+        batchers.insert(target, sender.clone());
+        sender
+    }
+
+    /// Sends a heartbeat (an empty AppendEntries) through `target`'s batcher.
+    async fn call_batched<P: DeserializeOwned>(
+        &self,
+        target: u64,
+        request: RaftRequest,
+        option: &RPCOption,
+    ) -> Result<P, RPCError<TypeConfig>> {
+        let ttl = option.hard_ttl();
+        let (tx, rx) = oneshot::channel();
+        let timeout =
+            || RPCError::Timeout(Timeout { action: RPCTypes::AppendEntries, id: self.node_id, target, timeout: ttl });
+        let answer = tokio::time::timeout(ttl, async {
+            self.batcher(target).send((request, tx)).await.map_err(|_| "batcher stopped".to_string())?;
+            rx.await.map_err(|_| "batch dropped".to_string())?
+        })
+        .await
+        .map_err(|_| timeout())?
+        .map_err(|e| RPCError::Unreachable(Unreachable::new(&TransportError(e))))?;
+        decode_answer(answer)
     }
 
     fn client(&self, target: u64) -> Result<RaftTransportClient<Channel>, RPCError<TypeConfig>> {
@@ -92,6 +147,9 @@ impl Router {
             .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES))
     }
 
+    /// One Raft RPC; `batched` ones (heartbeats) share calls with others
+    /// to the same peer.
+    #[allow(clippy::too_many_arguments)]
     async fn call<Q: Serialize, P: DeserializeOwned>(
         &self,
         target: u64,
@@ -100,11 +158,15 @@ impl Router {
         rpc: &Q,
         option: &RPCOption,
         action: RPCTypes,
+        batched: bool,
     ) -> Result<P, RPCError<TypeConfig>> {
         let payload = postcard::to_allocvec(rpc)
             .map_err(|e| RPCError::Network(NetworkError::new(&TransportError(e.to_string()))))?;
-        let mut client = self.client(target)?;
         let request = RaftRequest { group_id, kind: kind as i32, payload: payload.into() };
+        if batched {
+            return self.call_batched(target, request, option).await;
+        }
+        let mut client = self.client(target)?;
         let ttl = option.hard_ttl();
         let answer = match tokio::time::timeout(ttl, client.call(request)).await {
             Err(_) => {
@@ -115,13 +177,7 @@ impl Router {
             }
             Ok(Ok(answer)) => answer.into_inner(),
         };
-        if !answer.transport_error.is_empty() {
-            return Err(RPCError::Unreachable(Unreachable::new(&TransportError(answer.transport_error))));
-        }
-        let result: Result<P, String> = postcard::from_bytes(&answer.payload)
-            .map_err(|e| RPCError::Network(NetworkError::new(&TransportError(format!("bad raft reply: {e}")))))?;
-        // A remote error here is a fatal (stopped) Raft: treat it as unreachable.
-        result.map_err(|e| RPCError::Unreachable(Unreachable::new(&TransportError(e))))
+        decode_answer(answer)
     }
 
     async fn send_snapshot(
@@ -132,16 +188,22 @@ impl Router {
         snapshot: SnapshotOf<TypeConfig, Vec<u8>>,
     ) -> Result<SnapshotResponse<TypeConfig>, String> {
         let header = postcard::to_allocvec(&(vote, snapshot.meta.clone())).map_err(|e| e.to_string())?;
-        let state: GroupState = postcard::from_bytes(&snapshot.snapshot).map_err(|e| e.to_string())?;
+        let payload = SnapshotPayload::decode(&snapshot.snapshot).map_err(|e| e.to_string())?;
         let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(2);
-        let first = SnapshotChunk { group_id, header: header.into(), data: snapshot.snapshot.into() };
+        let first = SnapshotChunk {
+            group_id,
+            header: header.into(),
+            data: snapshot.snapshot.into(),
+            key_rows: Default::default(),
+        };
         let reader = self.store.partition_reader(group_id);
-        let end = state.as_partition().map(|p| p.next_offset);
+        let store = self.store.clone();
+        let bounds = payload.state.as_partition().map(|p| (p.next_offset, p.clock_ms));
         tokio::spawn(async move {
             if tx.send(first).await.is_err() {
                 return;
             }
-            let Some(end) = end else { return };
+            let Some((end, clock_ms)) = bounds else { return };
             let mut offset = 0;
             while offset < end {
                 let batches = match reader.read(offset, end, SNAPSHOT_CHUNK_BYTES).await {
@@ -156,9 +218,39 @@ impl Router {
                     }
                 }
                 offset = next;
-                if tx.send(SnapshotChunk { group_id, header: Default::default(), data: batches.into() }).await.is_err()
-                {
+                let chunk = SnapshotChunk {
+                    group_id,
+                    header: Default::default(),
+                    data: batches.into(),
+                    key_rows: Default::default(),
+                };
+                if tx.send(chunk).await.is_err() {
                     return;
+                }
+            }
+            // Then the idempotency keys as of the snapshot, in pages.
+            let mut cursor = Vec::new();
+            loop {
+                let (rows, next) =
+                    match store.read_snapshot_keys(group_id, cursor, end, clock_ms, SNAPSHOT_CHUNK_BYTES).await {
+                        Ok(page) => page,
+                        Err(_) => return,
+                    };
+                if !rows.is_empty() {
+                    let Ok(encoded) = postcard::to_allocvec(&rows) else { return };
+                    let chunk = SnapshotChunk {
+                        group_id,
+                        header: Default::default(),
+                        data: Default::default(),
+                        key_rows: encoded.into(),
+                    };
+                    if tx.send(chunk).await.is_err() {
+                        return;
+                    }
+                }
+                match next {
+                    Some(next) => cursor = next,
+                    None => return,
                 }
             }
         });
@@ -187,7 +279,9 @@ impl GroupRouter<TypeConfig, u64> for Router {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(target, group_id, RaftRpcKind::AppendEntries, &rpc, &option, RPCTypes::AppendEntries).await
+        // Heartbeats of many groups to one peer go together (see `run_batcher`).
+        let heartbeat = rpc.entries.is_empty();
+        self.call(target, group_id, RaftRpcKind::AppendEntries, &rpc, &option, RPCTypes::AppendEntries, heartbeat).await
     }
 
     async fn vote(
@@ -197,7 +291,7 @@ impl GroupRouter<TypeConfig, u64> for Router {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(target, group_id, RaftRpcKind::Vote, &rpc, &option, RPCTypes::Vote).await
+        self.call(target, group_id, RaftRpcKind::Vote, &rpc, &option, RPCTypes::Vote, false).await
     }
 
     async fn pre_vote(
@@ -207,7 +301,7 @@ impl GroupRouter<TypeConfig, u64> for Router {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(target, group_id, RaftRpcKind::PreVote, &rpc, &option, RPCTypes::Vote).await
+        self.call(target, group_id, RaftRpcKind::PreVote, &rpc, &option, RPCTypes::Vote, false).await
     }
 
     async fn full_snapshot(
@@ -225,6 +319,60 @@ impl GroupRouter<TypeConfig, u64> for Router {
                 result.map_err(|e| StreamingError::Unreachable(Unreachable::new(&TransportError(e))))
             }
         }
+    }
+}
+
+fn decode_answer<P: DeserializeOwned>(answer: RaftResponse) -> Result<P, RPCError<TypeConfig>> {
+    if !answer.transport_error.is_empty() {
+        return Err(RPCError::Unreachable(Unreachable::new(&TransportError(answer.transport_error))));
+    }
+    let result: Result<P, String> = postcard::from_bytes(&answer.payload)
+        .map_err(|e| RPCError::Network(NetworkError::new(&TransportError(format!("bad raft reply: {e}")))))?;
+    // A remote error here is a fatal (stopped) Raft: treat it as unreachable.
+    result.map_err(|e| RPCError::Unreachable(Unreachable::new(&TransportError(e))))
+}
+
+/// Sends the heartbeats queued for `target` in batch calls, at most
+/// `BATCHES_IN_FLIGHT` at a time: whatever queues while calls are out goes
+/// in the next one. Ends when the router is gone.
+async fn run_batcher(router: Router, target: u64, mut queue: mpsc::Receiver<Queued>) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+    while let Some(first) = queue.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let client = router.client(target);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (requests, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            let result = match client {
+                Ok(mut client) => {
+                    match tokio::time::timeout(BATCH_TIMEOUT, client.call_batch(RaftBatchRequest { requests })).await {
+                        Ok(Ok(reply)) => Ok(reply.into_inner().responses),
+                        Ok(Err(status)) => Err(status.message().to_string()),
+                        Err(_) => Err("batch call timed out".to_string()),
+                    }
+                }
+                Err(error) => Err(error.to_string()),
+            };
+            match result {
+                Ok(responses) if responses.len() == answers.len() => {
+                    for (answer, response) in answers.into_iter().zip(responses) {
+                        let _ = answer.send(Ok(response));
+                    }
+                }
+                Ok(responses) => {
+                    let error = format!("batch answered {} of {} requests", responses.len(), answers.len());
+                    answers.into_iter().for_each(|a| drop(a.send(Err(error.clone()))));
+                }
+                Err(error) => answers.into_iter().for_each(|a| drop(a.send(Err(error.clone())))),
+            }
+        });
     }
 }
 
@@ -258,29 +406,51 @@ fn transport_error(message: String) -> Result<Response<RaftResponse>, Status> {
     Ok(Response::new(RaftResponse { payload: Default::default(), transport_error: message }))
 }
 
-#[tonic::async_trait]
-impl RaftTransport for TransportService {
-    async fn call(&self, request: Request<RaftRequest>) -> Result<Response<RaftResponse>, Status> {
-        let request = request.into_inner();
+impl TransportService {
+    /// Delivers one Raft message to its group and encodes the answer.
+    async fn handle(&self, request: RaftRequest) -> Result<RaftResponse, Status> {
         let Some(raft) = self.groups.raft(request.group_id) else {
-            return transport_error(format!("group {} is not hosted on this node (yet)", request.group_id));
+            return failed(format!("group {} is not hosted on this node (yet)", request.group_id));
         };
         let decode_error = |e: postcard::Error| format!("cannot decode raft request: {e}");
         match RaftRpcKind::try_from(request.kind) {
             Ok(RaftRpcKind::AppendEntries) => match postcard::from_bytes(&request.payload) {
-                Ok(rpc) => reply(raft.append_entries(rpc).await.map_err(|e| e.to_string())),
-                Err(e) => transport_error(decode_error(e)),
+                Ok(rpc) => answer(raft.append_entries(rpc).await.map_err(|e| e.to_string())),
+                Err(e) => failed(decode_error(e)),
             },
             Ok(RaftRpcKind::Vote) => match postcard::from_bytes(&request.payload) {
-                Ok(rpc) => reply(raft.vote(rpc).await.map_err(|e| e.to_string())),
-                Err(e) => transport_error(decode_error(e)),
+                Ok(rpc) => answer(raft.vote(rpc).await.map_err(|e| e.to_string())),
+                Err(e) => failed(decode_error(e)),
             },
             Ok(RaftRpcKind::PreVote) => match postcard::from_bytes(&request.payload) {
-                Ok(rpc) => reply(raft.pre_vote(rpc).await.map_err(|e| e.to_string())),
-                Err(e) => transport_error(decode_error(e)),
+                Ok(rpc) => answer(raft.pre_vote(rpc).await.map_err(|e| e.to_string())),
+                Err(e) => failed(decode_error(e)),
             },
-            _ => transport_error(format!("unknown raft rpc kind {}", request.kind)),
+            _ => failed(format!("unknown raft rpc kind {}", request.kind)),
         }
+    }
+}
+
+fn answer<T: Serialize>(result: Result<T, String>) -> Result<RaftResponse, Status> {
+    let payload = postcard::to_allocvec(&result).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(RaftResponse { payload: payload.into(), transport_error: String::new() })
+}
+
+fn failed(message: String) -> Result<RaftResponse, Status> {
+    Ok(RaftResponse { payload: Default::default(), transport_error: message })
+}
+
+#[tonic::async_trait]
+impl RaftTransport for TransportService {
+    async fn call(&self, request: Request<RaftRequest>) -> Result<Response<RaftResponse>, Status> {
+        self.handle(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn call_batch(&self, request: Request<RaftBatchRequest>) -> Result<Response<RaftBatchResponse>, Status> {
+        let requests = request.into_inner().requests;
+        let answers = futures::future::join_all(requests.into_iter().map(|r| self.handle(r))).await;
+        let responses = answers.into_iter().collect::<Result<Vec<_>, Status>>()?;
+        Ok(Response::new(RaftBatchResponse { responses }))
     }
 
     async fn install_snapshot(
@@ -303,12 +473,23 @@ impl RaftTransport for TransportService {
             if chunk.group_id != group_id {
                 return transport_error("snapshot chunk of another group".into());
             }
-            if let Err(e) = self.store.write_snapshot_batches(group_id, chunk.data.to_vec()).await {
-                return transport_error(format!("cannot store snapshot batches: {e}"));
+            if !chunk.data.is_empty() {
+                if let Err(e) = self.store.write_snapshot_batches(group_id, chunk.data.to_vec()).await {
+                    return transport_error(format!("cannot store snapshot batches: {e}"));
+                }
+            }
+            if !chunk.key_rows.is_empty() {
+                let rows: Vec<KeyRow> = match postcard::from_bytes(&chunk.key_rows) {
+                    Ok(rows) => rows,
+                    Err(e) => return transport_error(format!("bad snapshot key rows: {e}")),
+                };
+                if let Err(e) = self.store.write_snapshot_keys(group_id, rows).await {
+                    return transport_error(format!("cannot store snapshot keys: {e}"));
+                }
             }
         }
         let snapshot = SnapshotOf::<TypeConfig, Vec<u8>> { meta, snapshot: first.data.to_vec() };
-        let last_log_id = snapshot.meta.last_log_id.clone();
+        let last_log_id = snapshot.meta.last_log_id;
         let result = raft.install_full_snapshot(vote, snapshot).await.map_err(|e| e.to_string());
         match &result {
             Ok(_) => tracing::info!(group = group_id, ?last_log_id, "installed snapshot from the leader"),

@@ -267,13 +267,27 @@ impl Node {
     }
 }
 
+#[cfg(feature = "fault-hooks")]
+fn open_store(config: &NodeConfig, path: &std::path::Path) -> io::Result<Store> {
+    if config.faults.record_synced_wal {
+        Store::open_recording_syncs(path)
+    } else {
+        Store::open(path)
+    }
+}
+
+#[cfg(not(feature = "fault-hooks"))]
+fn open_store(_config: &NodeConfig, path: &std::path::Path) -> io::Result<Store> {
+    Store::open(path)
+}
+
 /// Starts a node and serves until `shutdown` completes.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
     let db_path = config.data_dir.join("db");
-    let store =
-        Store::open(&db_path).map_err(|source| StartError::Store { path: db_path.display().to_string(), source })?;
+    let store = open_store(&config, &db_path)
+        .map_err(|source| StartError::Store { path: db_path.display().to_string(), source })?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|source| StartError::Listen { address: config.listen.clone(), source })?;
@@ -303,6 +317,11 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         raft_config: Arc::new(raft_config),
     };
 
+    // The metadata group is registered before the first request is served:
+    // handlers rely on it (its Raft needs no peer to start).
+    let voters: Vec<u64> = node.config.initial_cluster.keys().copied().collect();
+    let metadata =
+        node.start_group(METADATA_GROUP_ID, GroupKind::Metadata, &voters).await.map_err(StartError::Metadata)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -324,11 +343,16 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         )
     };
 
-    let voters: Vec<u64> = node.config.initial_cluster.keys().copied().collect();
-    let metadata =
-        node.start_group(METADATA_GROUP_ID, GroupKind::Metadata, &voters).await.map_err(StartError::Metadata)?;
     tracing::info!(node = node.node_id(), listen = %node.config.listen, "node started");
 
+    let metrics = match &node.config.metrics_listen {
+        Some(address) => Some(
+            crate::metrics::serve(address, node.clone())
+                .await
+                .map_err(|source| StartError::Listen { address: address.clone(), source })?,
+        ),
+        None => None,
+    };
     let reconciler = tokio::spawn(node.clone().run_reconciler(metadata.state.clone()));
     let retention = tokio::spawn(node.clone().run_retention());
 
@@ -336,6 +360,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     tracing::info!(node = node.node_id(), "node stopping");
     reconciler.abort();
     retention.abort();
+    if let Some(task) = &metrics {
+        task.abort();
+    }
     for handle in node.groups.all() {
         let _ = handle.raft.shutdown().await;
         node.groups.remove(handle.group_id);

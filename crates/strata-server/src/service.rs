@@ -6,26 +6,40 @@
 //! go to the metadata leader, forwarded by this node when it is not leader.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
+use openraft::error::RaftError;
+use openraft::impls::ProgressResponder;
 use openraft::vote::RaftLeaderId;
 use openraft::ReadPolicy;
-use strata_core::limits::{MAX_BATCH_BYTES, MAX_FETCH_BYTES, MAX_FETCH_WAIT_MS};
+use strata_core::limits::{
+    MAX_BATCH_BYTES, MAX_FETCH_BYTES, MAX_FETCH_WAIT_MS, MAX_IDEMPOTENCY_KEY_BYTES, PRODUCER_ID_BLOCK,
+};
 use strata_core::topic::TopicConfig;
 use strata_core::ErrorCode;
 use strata_proto::v1 as pb;
 use strata_proto::v1::strata_client::StrataClient;
 use strata_proto::v1::strata_server::Strata;
 use strata_state::metadata::{PartitionAssignment, Topic};
+use strata_state::producer::sequence_after;
 use strata_state::{
-    Command, MetaCommand, MetaResponse, PartitionCommand, PartitionResponse, PartitionState, Response as SmResponse,
+    Command, KeyedRecord, MetaCommand, MetaResponse, PartitionCommand, PartitionResponse, PartitionState,
+    Response as SmResponse,
 };
+use strata_storage::TypeConfig;
 use tonic::{Request, Response, Status};
 
+use crate::backpressure::{Exceeded, Held, ProduceBudget, BUSY_RETRY_AFTER_MS};
 use crate::error::ApiError;
+use crate::faults::{AnswerFault, Faults};
 use crate::groups::GroupHandle;
+use crate::metrics;
 use crate::node::{now_ms, Node};
+use crate::sequencer::Sequencer;
 
 /// Default time a produce waits for replication before answering TIMEOUT.
 const DEFAULT_PRODUCE_TIMEOUT_MS: u32 = 30_000;
@@ -41,11 +55,27 @@ const FORWARDED: &str = "x-strata-forwarded";
 
 pub struct StrataService {
     node: Node,
+    budget: Arc<ProduceBudget>,
+    sequencer: Sequencer,
+    faults: Faults,
+    /// Producer ids this node may hand out: the rest of the block the
+    /// metadata group gave it.
+    producer_ids: Mutex<Range<u64>>,
 }
 
 impl StrataService {
     pub fn new(node: Node) -> StrataService {
-        StrataService { node }
+        let config = node.config.clone();
+        StrataService {
+            node,
+            budget: ProduceBudget::new(
+                config.max_produce_bytes_in_flight,
+                config.max_produce_bytes_in_flight_per_connection,
+            ),
+            faults: Faults::new(config.faults.clone()),
+            sequencer: Sequencer::default(),
+            producer_ids: Mutex::new(0..0),
+        }
     }
 
     fn lookup(&self, topic: &str, partition: u32) -> Result<(Topic, PartitionAssignment), ApiError> {
@@ -107,18 +137,65 @@ impl StrataService {
         handle.state.borrow().as_partition().cloned().expect("partition groups hold partition state")
     }
 
-    async fn produce_inner(&self, request: pb::ProduceRequest) -> Result<(u64, u32), ApiError> {
+    /// Takes room for a produce of `bytes` from `connection` in the node's
+    /// produce budget, or answers BUSY.
+    fn hold_produce_bytes(&self, connection: Option<SocketAddr>, bytes: usize) -> Result<Held, ApiError> {
+        self.budget.try_hold(connection, bytes).map_err(|exceeded| {
+            let message = match exceeded {
+                Exceeded::Node { limit } => format!("this node holds {limit} bytes of produce requests, its bound"),
+                Exceeded::Connection { limit } => {
+                    format!("this connection holds {limit} bytes of produce requests, its bound")
+                }
+            };
+            ApiError { retry_after_ms: BUSY_RETRY_AFTER_MS, ..ApiError::new(ErrorCode::Busy, message) }
+        })
+    }
+
+    async fn produce_inner(&self, request: pb::ProduceRequest) -> Result<pb::ProduceResponse, ApiError> {
         if request.batch.len() > MAX_BATCH_BYTES {
             return Err(ApiError::new(
                 ErrorCode::RecordTooLarge,
                 format!("batch of {} bytes is over the limit of {MAX_BATCH_BYTES}", request.batch.len()),
             ));
         }
-        let header =
-            strata_record::validate_batch(&request.batch).map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+        let (header, keyed) =
+            strata_record::validate_batch_with_header(&request.batch, strata_core::IDEMPOTENCY_KEY_HEADER)
+                .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+        if header.producer_id >= 0 && (header.producer_epoch < 0 || header.base_sequence < 0) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "producer {} sent epoch {} and sequence {}; both must be 0 or more",
+                    header.producer_id, header.producer_epoch, header.base_sequence
+                ),
+            ));
+        }
+        let mut keys = Vec::with_capacity(keyed.len());
+        for (index, value) in keyed {
+            match value {
+                Some(key) if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_BYTES => {
+                    keys.push(KeyedRecord { index, key: key.to_vec() })
+                }
+                _ => {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidRequest,
+                        format!(
+                            "record {index}: the {} header must hold 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes",
+                            strata_core::IDEMPOTENCY_KEY_HEADER
+                        ),
+                    ))
+                }
+            }
+        }
         let (handle, topic) = self.leader_handle(&request.topic, request.partition)?;
         let what = format!("partition {}/{}", topic.name, request.partition);
-        let command = Command::Partition(PartitionCommand::Append { batch: request.batch.to_vec() });
+        let command = Command::Partition(PartitionCommand::Append {
+            batch: request.batch.to_vec(),
+            time_ms: now_ms(),
+            dedup_window_ms: topic.config.dedup_window_ms,
+            producer_expiry_ms: self.node.config.producer_expiry.as_millis() as u64,
+            keys,
+        });
         if request.acks == pb::Acks::None as i32 {
             let raft = handle.raft.clone();
             tokio::spawn(async move {
@@ -126,21 +203,79 @@ impl StrataService {
                     tracing::debug!(error = %err, "acks=none produce failed");
                 }
             });
-            return Ok((0, header.record_count));
+            return Ok(pb::ProduceResponse { record_count: header.record_count, ..Default::default() });
         }
         let timeout_ms = if request.timeout_ms == 0 { DEFAULT_PRODUCE_TIMEOUT_MS } else { request.timeout_ms };
-        let written = tokio::time::timeout(Duration::from_millis(timeout_ms as u64), handle.raft.client_write(command))
+        // An idempotent producer's batches go to Raft in sequence order
+        // when they arrive close together (see `sequencer`).
+        let producer_key =
+            (header.producer_id >= 0).then_some((handle.group_id, header.producer_id, header.producer_epoch));
+        if let Some(key) = producer_key {
+            self.sequencer.wait_turn(key, header.base_sequence).await;
+        }
+        let (responder, answer) = ProgressResponder::<TypeConfig, _>::complete_only();
+        handle
+            .raft
+            .write(command)
+            .responder(responder)
+            .await
+            .map_err(|fatal| ApiError::from_write(RaftError::Fatal(fatal), &what))?;
+        if let Some(key) = producer_key {
+            self.sequencer.proposed(key, sequence_after(header.base_sequence, header.record_count));
+        }
+        let written = tokio::time::timeout(Duration::from_millis(timeout_ms as u64), metrics::observe_commit(answer))
             .await
             .map_err(|_| ApiError::new(ErrorCode::Timeout, format!("{what}: not replicated within {timeout_ms} ms")))?
-            .map_err(|e| ApiError::from_write(e, &what))?;
+            .map_err(|_| ApiError::new(ErrorCode::LeaderNotAvailable, format!("{what}: the leader stopped")))?
+            .map_err(|e| ApiError::from_write(RaftError::APIError(e), &what))?;
         match written.data {
-            SmResponse::Partition(PartitionResponse::Appended { base_offset, record_count }) => {
-                Ok((base_offset, record_count))
+            SmResponse::Partition(PartitionResponse::Appended {
+                base_offset,
+                record_count,
+                duplicates,
+                duplicate_batch,
+            }) => Ok(pb::ProduceResponse {
+                error: None,
+                base_offset,
+                record_count,
+                duplicates: duplicates
+                    .into_iter()
+                    .map(|(index, offset)| pb::DuplicateRecord { index, offset })
+                    .collect(),
+                duplicate_batch,
+            }),
+            SmResponse::Partition(PartitionResponse::Refused { code, message }) => {
+                Err(ApiError::new(code, format!("{what}: {message}")))
             }
             SmResponse::Partition(PartitionResponse::Rejected(reason)) => {
                 Err(ApiError::new(ErrorCode::CorruptBatch, reason))
             }
             other => Err(ApiError::internal(format!("unexpected apply result {other:?}"))),
+        }
+    }
+
+    /// A fresh producer id from this node's block, asking the metadata
+    /// group for a new block when it is used up. `None` when the metadata
+    /// leader is another node (the caller forwards the request there).
+    async fn fresh_producer_id(&self) -> Result<Option<u64>, ApiError> {
+        {
+            let mut ids = self.producer_ids.lock().expect("producer id lock");
+            if let Some(id) = ids.next() {
+                return Ok(Some(id));
+            }
+        }
+        match self.meta_write(MetaCommand::AllocateProducerIds { count: PRODUCER_ID_BLOCK }).await {
+            Ok(MetaResponse::ProducerIds { first, count }) => {
+                let mut ids = self.producer_ids.lock().expect("producer id lock");
+                // Another request may have refilled the block meanwhile;
+                // the older block's ids are then simply never used.
+                *ids = first + 1..first + count;
+                Ok(Some(first))
+            }
+            Ok(MetaResponse::Error { code, message }) => Err(ApiError::new(code, message)),
+            Ok(other) => Err(ApiError::internal(format!("unexpected answer {other:?}"))),
+            Err(MetaWriteError::Forward(_)) => Ok(None),
+            Err(MetaWriteError::Failed(error)) => Err(error),
         }
     }
 
@@ -183,7 +318,7 @@ impl StrataService {
         Ok((records, state))
     }
 
-    async fn list_offsets_inner(&self, request: pb::ListOffsetsRequest) -> Result<(u64, PartitionState), ApiError> {
+    async fn list_offsets_inner(&self, request: pb::ListOffsetsRequest) -> Result<pb::ListOffsetsResponse, ApiError> {
         let (handle, _) = self.leader_handle(&request.topic, request.partition)?;
         let state = Self::partition_state(&handle);
         let offset = match pb::OffsetSpec::try_from(request.spec) {
@@ -203,7 +338,19 @@ impl StrataService {
             }
             _ => return Err(ApiError::new(ErrorCode::InvalidRequest, "spec must be EARLIEST, LATEST or TIMESTAMP")),
         };
-        Ok((offset, state))
+        let idempotency_keys = if request.with_stats {
+            self.node.store.count_idempotency_keys(handle.group_id).await.map_err(ApiError::internal)?
+        } else {
+            0
+        };
+        Ok(pb::ListOffsetsResponse {
+            error: None,
+            offset,
+            high_watermark: state.next_offset,
+            log_start_offset: state.log_start_offset,
+            producer_count: state.producer_count,
+            idempotency_keys,
+        })
     }
 
     fn topic_metadata(&self, topic: &Topic) -> pb::TopicMetadata {
@@ -306,7 +453,13 @@ impl StrataService {
         self.node.peers.addresses().keys().copied().collect()
     }
 
-    async fn partition_offsets(&self, topic: &Topic, partition: u32) -> Result<(u64, u64, u64), ApiError> {
+    /// The leader of a partition and its offsets and stats, asking the
+    /// replicas in turn until the leader answers.
+    async fn partition_offsets(
+        &self,
+        topic: &Topic,
+        partition: u32,
+    ) -> Result<(u64, pb::ListOffsetsResponse), ApiError> {
         let assignment = &topic.partitions[partition as usize];
         let local_leader = self.node.groups.get(assignment.group_id).and_then(|g| g.leader());
         let mut candidates: Vec<u64> = local_leader.into_iter().collect();
@@ -324,10 +477,11 @@ impl StrataService {
                 partition,
                 spec: pb::OffsetSpec::Latest as i32,
                 timestamp_ms: 0,
+                with_stats: true,
             };
             let answer = if node == self.node.node_id() {
                 match self.list_offsets_inner(request).await {
-                    Ok((_, state)) => return Ok((node, state.next_offset, state.log_start_offset)),
+                    Ok(answer) => return Ok((node, answer)),
                     Err(e) => e.to_proto(),
                 }
             } else {
@@ -337,7 +491,7 @@ impl StrataService {
                         let answer = answer.into_inner();
                         match answer.error {
                             Some(e) if e.code != 0 => e,
-                            _ => return Ok((node, answer.high_watermark, answer.log_start_offset)),
+                            _ => return Ok((node, answer)),
                         }
                     }
                     Err(status) => {
@@ -399,16 +553,66 @@ fn is_forwarded<T>(request: &Request<T>) -> bool {
 #[tonic::async_trait]
 impl Strata for StrataService {
     async fn produce(&self, request: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
-        match self.produce_inner(request.into_inner()).await {
-            Ok((base_offset, record_count)) => {
-                Ok(Response::new(pb::ProduceResponse { error: None, base_offset, record_count }))
+        let connection = request.remote_addr();
+        let request = request.into_inner();
+        // The bytes stay held until the answer leaves (or is dropped).
+        let _held = match self.hold_produce_bytes(connection, request.batch.len()) {
+            Ok(held) => held,
+            Err(error) => return err(error, |a: &mut pb::ProduceResponse, e| a.error = e),
+        };
+        let bytes = request.batch.len();
+        match metrics::observe_produce(bytes, self.produce_inner(request)).await {
+            Ok(answer) => {
+                match self.faults.after_commit() {
+                    Some(AnswerFault::Drop) => return Err(Status::unavailable("fault hook: the answer was dropped")),
+                    Some(AnswerFault::Delay(delay)) => tokio::time::sleep(delay).await,
+                    None => {}
+                }
+                Ok(Response::new(answer))
             }
             Err(error) => err(error, |a: &mut pb::ProduceResponse, e| a.error = e),
         }
     }
 
+    async fn init_producer_id(
+        &self,
+        request: Request<pb::InitProducerIdRequest>,
+    ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let request = request.into_inner();
+        let set = |a: &mut pb::InitProducerIdResponse, e| a.error = e;
+        if request.producer_name.is_empty() {
+            return match self.fresh_producer_id().await {
+                Ok(Some(producer_id)) => {
+                    Ok(Response::new(pb::InitProducerIdResponse { error: None, producer_id, producer_epoch: 0 }))
+                }
+                Ok(None) if !forwarded => match self.node.metadata().leader().map(|leader| self.peer(leader)) {
+                    Some(Ok(mut peer)) => peer.init_producer_id(Self::forwarded(request)).await,
+                    Some(Err(error)) => err(error, set),
+                    None => err(ApiError::new(ErrorCode::ClusterUnavailable, "the metadata group has no leader"), set),
+                },
+                Ok(None) => err(ApiError::new(ErrorCode::ClusterUnavailable, "metadata leadership is moving"), set),
+                Err(error) => err(error, set),
+            };
+        }
+        let command = MetaCommand::InitNamedProducer { name: request.producer_name.clone() };
+        self.write_metadata(
+            command,
+            forwarded,
+            set,
+            |mut peer| async move { peer.init_producer_id(Self::forwarded(request)).await },
+            |response| match response {
+                MetaResponse::Producer { producer_id, epoch } => {
+                    Some(pb::InitProducerIdResponse { error: None, producer_id, producer_epoch: epoch as u32 })
+                }
+                _ => None,
+            },
+        )
+        .await
+    }
+
     async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
-        match self.fetch_inner(request.into_inner()).await {
+        match metrics::observe_fetch(self.fetch_inner(request.into_inner())).await {
             Ok((records, state)) => Ok(Response::new(pb::FetchResponse {
                 error: None,
                 records: records.into(),
@@ -540,10 +744,12 @@ impl Strata for StrataService {
                 ..Default::default()
             };
             match self.partition_offsets(&topic, index as u32).await {
-                Ok((leader, high_watermark, log_start_offset)) => {
+                Ok((leader, answer)) => {
                     description.leader = leader;
-                    description.high_watermark = high_watermark;
-                    description.log_start_offset = log_start_offset;
+                    description.high_watermark = answer.high_watermark;
+                    description.log_start_offset = answer.log_start_offset;
+                    description.producer_count = answer.producer_count;
+                    description.idempotency_keys = answer.idempotency_keys;
                 }
                 Err(error) => description.error = Some(error.to_proto()),
             }
@@ -562,12 +768,7 @@ impl Strata for StrataService {
         request: Request<pb::ListOffsetsRequest>,
     ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
         match self.list_offsets_inner(request.into_inner()).await {
-            Ok((offset, state)) => Ok(Response::new(pb::ListOffsetsResponse {
-                error: None,
-                offset,
-                high_watermark: state.next_offset,
-                log_start_offset: state.log_start_offset,
-            })),
+            Ok(answer) => Ok(Response::new(answer)),
             Err(error) => err(error, |a: &mut pb::ListOffsetsResponse, e| a.error = e),
         }
     }

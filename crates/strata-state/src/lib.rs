@@ -10,11 +10,13 @@
 
 pub mod metadata;
 pub mod partition;
+pub mod producer;
 
 use serde::{Deserialize, Serialize};
 
 pub use metadata::{MetaCommand, MetaResponse, MetadataState};
-pub use partition::{PartitionCommand, PartitionEffect, PartitionResponse, PartitionState};
+pub use partition::{KeyIndex, KeyedRecord, PartitionCommand, PartitionEffect, PartitionResponse, PartitionState};
+pub use producer::{BatchRecord, ProducerEntry, ProducerTable};
 
 /// The payload of a normal Raft entry. One type serves every group so that
 /// one Raft type configuration and one peer transport carry them all; a
@@ -39,7 +41,9 @@ impl std::fmt::Display for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Command::Meta(cmd) => write!(f, "meta:{cmd:?}"),
-            Command::Partition(PartitionCommand::Append { batch, .. }) => write!(f, "append:{}b", batch.len()),
+            Command::Partition(PartitionCommand::Append { batch, keys, .. }) => {
+                write!(f, "append:{}b:{}k", batch.len(), keys.len())
+            }
             Command::Partition(cmd) => write!(f, "partition:{cmd:?}"),
         }
     }

@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use strata_core::limits::{MAX_PARTITIONS_PER_TOPIC, MAX_REPLICATION_FACTOR};
+use strata_core::limits::{
+    MAX_NAMED_PRODUCERS, MAX_PARTITIONS_PER_TOPIC, MAX_PRODUCER_NAME_LEN, MAX_REPLICATION_FACTOR, PRODUCER_ID_BLOCK,
+};
 use strata_core::topic::{validate_topic_name, TopicConfig};
 use strata_core::ErrorCode;
 
@@ -32,13 +34,34 @@ pub enum MetaCommand {
     DeleteTopic {
         name: String,
     },
+    /// Hands out `count` fresh producer ids to the proposing node.
+    AllocateProducerIds {
+        count: u64,
+    },
+    /// Starts (or restarts) the producer named `name`: the same id with the
+    /// next epoch, which fences every older instance.
+    InitNamedProducer {
+        name: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaResponse {
     TopicCreated(Topic),
     TopicDeleted(Topic),
-    Error { code: ErrorCode, message: String },
+    /// Producer ids `first .. first + count`.
+    ProducerIds {
+        first: u64,
+        count: u64,
+    },
+    Producer {
+        producer_id: u64,
+        epoch: i16,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +88,16 @@ pub struct MetadataState {
     /// Rotates the starting node of replica sets so replicas and preferred
     /// leaders spread evenly over nodes across topics.
     pub placement_cursor: u64,
+    /// The next producer id never handed out.
+    pub next_producer_id: u64,
+    /// Named producers: their id and current epoch.
+    pub named_producers: BTreeMap<String, NamedProducer>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedProducer {
+    pub producer_id: u64,
+    pub epoch: i16,
 }
 
 impl Default for MetadataState {
@@ -74,6 +107,8 @@ impl Default for MetadataState {
             next_topic_id: 1,
             next_group_id: METADATA_GROUP_ID + 1,
             placement_cursor: 0,
+            next_producer_id: 1,
+            named_producers: BTreeMap::new(),
         }
     }
 }
@@ -145,6 +180,41 @@ impl MetadataState {
                 Some(topic) => MetaResponse::TopicDeleted(topic),
                 None => error(ErrorCode::UnknownTopic, format!("topic '{name}' does not exist")),
             },
+            MetaCommand::AllocateProducerIds { count } => {
+                let count = count.clamp(1, PRODUCER_ID_BLOCK);
+                let first = self.next_producer_id;
+                self.next_producer_id += count;
+                MetaResponse::ProducerIds { first, count }
+            }
+            MetaCommand::InitNamedProducer { name } => {
+                if name.is_empty() || name.len() > MAX_PRODUCER_NAME_LEN {
+                    return error(
+                        ErrorCode::InvalidRequest,
+                        format!("producer name must have 1 to {MAX_PRODUCER_NAME_LEN} bytes"),
+                    );
+                }
+                let next = match self.named_producers.get(&name) {
+                    Some(p) if p.epoch < i16::MAX => NamedProducer { producer_id: p.producer_id, epoch: p.epoch + 1 },
+                    Some(_) | None => {
+                        if !self.named_producers.contains_key(&name)
+                            && self.named_producers.len() >= MAX_NAMED_PRODUCERS
+                        {
+                            return error(
+                                ErrorCode::InvalidRequest,
+                                format!(
+                                    "the cluster has {MAX_NAMED_PRODUCERS} named producers, the limit; reuse names"
+                                ),
+                            );
+                        }
+                        // A new name, or epochs used up: a fresh id at epoch 0.
+                        let producer_id = self.next_producer_id;
+                        self.next_producer_id += 1;
+                        NamedProducer { producer_id, epoch: 0 }
+                    }
+                };
+                self.named_producers.insert(name, next.clone());
+                MetaResponse::Producer { producer_id: next.producer_id, epoch: next.epoch }
+            }
         }
     }
 }
@@ -192,6 +262,28 @@ mod tests {
         let MetaResponse::TopicCreated(topic) = state.apply(create("a", 2, 1, &[1])) else { panic!() };
         assert_eq!(topic.partitions[0].group_id, 3);
         assert_eq!(topic.id, 2);
+    }
+
+    #[test]
+    fn producer_ids_come_in_disjoint_blocks_and_names_bump_epochs() {
+        let mut state = MetadataState::default();
+        let a = state.apply(MetaCommand::AllocateProducerIds { count: 10 });
+        let b = state.apply(MetaCommand::AllocateProducerIds { count: u64::MAX });
+        assert_eq!(a, MetaResponse::ProducerIds { first: 1, count: 10 });
+        assert_eq!(b, MetaResponse::ProducerIds { first: 11, count: PRODUCER_ID_BLOCK });
+        let first = state.apply(MetaCommand::InitNamedProducer { name: "job".into() });
+        let MetaResponse::Producer { producer_id, epoch: 0 } = first else { panic!("{first:?}") };
+        assert_eq!(producer_id, 11 + PRODUCER_ID_BLOCK);
+        let again = state.apply(MetaCommand::InitNamedProducer { name: "job".into() });
+        assert_eq!(again, MetaResponse::Producer { producer_id, epoch: 1 });
+        // Epochs used up: a fresh id.
+        state.named_producers.get_mut("job").unwrap().epoch = i16::MAX;
+        let fresh = state.apply(MetaCommand::InitNamedProducer { name: "job".into() });
+        assert_eq!(fresh, MetaResponse::Producer { producer_id: producer_id + 1, epoch: 0 });
+        assert!(matches!(
+            state.apply(MetaCommand::InitNamedProducer { name: String::new() }),
+            MetaResponse::Error { code: ErrorCode::InvalidRequest, .. }
+        ));
     }
 
     #[test]

@@ -1,20 +1,50 @@
-//! The partition state machine: assigns offsets to appended batches and
-//! moves the log start forward for retention.
+//! The partition state machine: assigns offsets to appended batches, drops
+//! retried batches of idempotent producers and records whose idempotency
+//! key was stored within the topic's window, and moves the log start
+//! forward for retention.
 //!
 //! Invariant: `log_start_offset <= next_offset`; offsets are assigned
 //! densely from `next_offset` and never reused. The Raft log index of an
 //! entry and the offsets of its records are different numbers; the only
 //! translation between them happens in `apply`.
+//! Invariant: time inside the machine is `clock_ms`, the largest leader
+//! stamp applied so far; it never goes back, whatever the leaders' clocks do.
+//!
+//! The idempotency-key index lives outside this crate (on disk, behind
+//! [`KeyIndex`]); the producer table is in memory and its changes are
+//! returned as effects so the storage layer can persist them.
 
 use serde::{Deserialize, Serialize};
+use strata_core::ErrorCode;
+
+use crate::producer::{sequence_after, BatchRecord, ProducerEntry, ProducerTable};
+
+/// A record of a batch that carries an idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyedRecord {
+    /// Position of the record in the batch as sent.
+    pub index: u32,
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PartitionCommand {
     /// Append one record batch (RecordBatch v2, validated by the leader
     /// before proposing). Its base offset field is overwritten on apply.
+    /// Everything a replica needs to decide identically is in the command:
+    /// the leader's clock and the windows in force when it proposed.
     Append {
         #[serde(with = "serde_bytes")]
         batch: Vec<u8>,
+        /// The leader's wall clock at proposal.
+        time_ms: u64,
+        /// How long a key is remembered (the topic's `dedup.window`).
+        dedup_window_ms: u64,
+        /// How long an idle producer is remembered.
+        producer_expiry_ms: u64,
+        /// The batch's records that carry an idempotency key, by index.
+        keys: Vec<KeyedRecord>,
     },
     /// Retention: drop every batch below `new_log_start` (a batch boundary
     /// chosen by the leader). `trimmed_bytes_total` is the number of bytes
@@ -26,11 +56,24 @@ pub enum PartitionCommand {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PartitionResponse {
     Appended {
+        /// Offset of the first stored record (the next offset when none was stored).
         base_offset: u64,
+        /// Records stored.
         record_count: u32,
+        /// Records not stored because their idempotency key was: (index in
+        /// the batch, offset of the original).
+        duplicates: Vec<(u32, u64)>,
+        /// The whole batch was a retry of one already stored; the answer is
+        /// the original one and nothing was stored now.
+        duplicate_batch: bool,
     },
     Trimmed {
         log_start_offset: u64,
+    },
+    /// The batch was refused and changed nothing; `code` says why.
+    Refused {
+        code: ErrorCode,
+        message: String,
     },
     /// The command changed nothing; the text says why.
     Rejected(String),
@@ -40,9 +83,36 @@ pub enum PartitionResponse {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PartitionEffect {
     /// Store `batch` (its base offset field already set) under `base_offset`.
-    Write { base_offset: u64, batch: Vec<u8> },
+    Write {
+        base_offset: u64,
+        batch: Vec<u8>,
+    },
     /// Delete every stored batch with a base offset below `offset`.
-    DeleteBelow { offset: u64 },
+    DeleteBelow {
+        offset: u64,
+    },
+    /// Store the producer's entry (the table holds the same).
+    PutProducer {
+        producer_id: i64,
+        entry: ProducerEntry,
+    },
+    DeleteProducer {
+        producer_id: i64,
+    },
+    /// Remember `key` as stored at `offset` until `expires_ms`.
+    PutKey {
+        key: Vec<u8>,
+        offset: u64,
+        expires_ms: u64,
+    },
+}
+
+/// The idempotency keys stored on a partition. `lookup` must see every
+/// `PutKey` effect of earlier applies, including earlier entries of the
+/// same apply round.
+pub trait KeyIndex {
+    /// The newest offset stored for `key` and when that entry expires.
+    fn lookup(&mut self, key: &[u8]) -> Option<(u64, u64)>;
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +126,14 @@ pub struct PartitionState {
     pub appended_bytes_total: u64,
     /// Bytes of every batch dropped by retention.
     pub trimmed_bytes_total: u64,
+    /// The largest leader time stamp applied.
+    pub clock_ms: u64,
+    /// Producers in the producer table (a copy of its size, for readers).
+    pub producer_count: u64,
+}
+
+fn refused(code: ErrorCode, message: String) -> (PartitionResponse, Vec<PartitionEffect>) {
+    (PartitionResponse::Refused { code, message }, Vec::new())
 }
 
 impl PartitionState {
@@ -64,39 +142,36 @@ impl PartitionState {
         self.appended_bytes_total - self.trimmed_bytes_total
     }
 
-    pub fn apply(&mut self, command: PartitionCommand) -> (PartitionResponse, Option<PartitionEffect>) {
+    pub fn apply(
+        &mut self,
+        producers: &mut ProducerTable,
+        keys: &mut dyn KeyIndex,
+        command: PartitionCommand,
+    ) -> (PartitionResponse, Vec<PartitionEffect>) {
         let result = match command {
-            PartitionCommand::Append { mut batch } => {
-                let header = match strata_record::read_header(&batch) {
-                    Ok(header) => header,
-                    // The leader validated the batch; a bad one here means a
-                    // bug upstream, and it must not stop the group.
-                    Err(err) => return (PartitionResponse::Rejected(format!("unreadable batch: {err}")), None),
-                };
-                if header.last_offset_delta < 0 || header.total_len() != batch.len() {
-                    return (PartitionResponse::Rejected("batch framing does not match its length".into()), None);
-                }
-                let record_count = header.last_offset_delta as u32 + 1;
-                let base_offset = self.next_offset;
-                strata_record::set_base_offset(&mut batch, base_offset);
-                self.next_offset += record_count as u64;
-                self.appended_bytes_total += batch.len() as u64;
-                (
-                    PartitionResponse::Appended { base_offset, record_count },
-                    Some(PartitionEffect::Write { base_offset, batch }),
-                )
+            PartitionCommand::Append { batch, time_ms, dedup_window_ms, producer_expiry_ms, keys: keyed } => {
+                self.clock_ms = self.clock_ms.max(time_ms);
+                let mut effects: Vec<PartitionEffect> = producers
+                    .expire(self.clock_ms.saturating_sub(producer_expiry_ms))
+                    .into_iter()
+                    .map(|producer_id| PartitionEffect::DeleteProducer { producer_id })
+                    .collect();
+                let (response, more) = self.append(producers, keys, batch, dedup_window_ms, keyed);
+                effects.extend(more);
+                self.producer_count = producers.len() as u64;
+                (response, effects)
             }
             PartitionCommand::Trim { new_log_start, trimmed_bytes_total } => {
                 if new_log_start <= self.log_start_offset {
-                    (PartitionResponse::Rejected(format!("log already starts at {}", self.log_start_offset)), None)
+                    (PartitionResponse::Rejected(format!("log already starts at {}", self.log_start_offset)), vec![])
                 } else if new_log_start > self.next_offset || trimmed_bytes_total > self.appended_bytes_total {
-                    (PartitionResponse::Rejected(format!("trim to {new_log_start} is past the log end")), None)
+                    (PartitionResponse::Rejected(format!("trim to {new_log_start} is past the log end")), vec![])
                 } else {
                     self.log_start_offset = new_log_start;
                     self.trimmed_bytes_total = self.trimmed_bytes_total.max(trimmed_bytes_total);
                     (
                         PartitionResponse::Trimmed { log_start_offset: new_log_start },
-                        Some(PartitionEffect::DeleteBelow { offset: new_log_start }),
+                        vec![PartitionEffect::DeleteBelow { offset: new_log_start }],
                     )
                 }
             }
@@ -105,74 +180,500 @@ impl PartitionState {
         debug_assert!(self.trimmed_bytes_total <= self.appended_bytes_total);
         result
     }
+
+    fn append(
+        &mut self,
+        producers: &mut ProducerTable,
+        keys: &mut dyn KeyIndex,
+        mut batch: Vec<u8>,
+        dedup_window_ms: u64,
+        keyed: Vec<KeyedRecord>,
+    ) -> (PartitionResponse, Vec<PartitionEffect>) {
+        let header = match strata_record::read_header(&batch) {
+            Ok(header) => header,
+            // The leader validated the batch; a bad one here means a bug
+            // upstream, and it must not stop the group.
+            Err(err) => return (PartitionResponse::Rejected(format!("unreadable batch: {err}")), vec![]),
+        };
+        if header.last_offset_delta < 0 || header.total_len() != batch.len() {
+            return (PartitionResponse::Rejected("batch framing does not match its length".into()), vec![]);
+        }
+        let sent_count = header.last_offset_delta as u32 + 1;
+        let producer_id = header.producer_id;
+        let idempotent = producer_id >= 0;
+        let (epoch, first_sequence) = (header.producer_epoch, header.base_sequence);
+        let last_sequence = sequence_after(first_sequence.max(0), sent_count - 1);
+        let mut effects = Vec::new();
+
+        if idempotent {
+            match producers.get(producer_id) {
+                Some(entry) if epoch < entry.epoch => {
+                    return refused(
+                        ErrorCode::ProducerFenced,
+                        format!(
+                            "producer {producer_id} has epoch {} on this partition; epoch {epoch} is fenced",
+                            entry.epoch
+                        ),
+                    )
+                }
+                Some(entry) if epoch == entry.epoch => {
+                    if let Some(done) = entry
+                        .batches
+                        .iter()
+                        .find(|b| b.first_sequence == first_sequence && b.last_sequence == last_sequence)
+                    {
+                        return (
+                            PartitionResponse::Appended {
+                                base_offset: done.base_offset,
+                                record_count: done.record_count,
+                                duplicates: done.duplicates.clone(),
+                                duplicate_batch: true,
+                            },
+                            effects,
+                        );
+                    }
+                    let expected = entry.last_sequence().map_or(0, |last| sequence_after(last, 1));
+                    if first_sequence != expected {
+                        return refused(
+                            ErrorCode::OutOfOrderSequence,
+                            format!(
+                                "producer {producer_id} sent sequence {first_sequence}; {expected} was expected next"
+                            ),
+                        );
+                    }
+                }
+                // A newer epoch, or a producer this partition does not know
+                // (new, or expired): it must start at sequence 0. Accepting
+                // any sequence would let a producer's second batch, arriving
+                // first, be stored before its first.
+                _ if first_sequence != 0 => {
+                    return refused(
+                        ErrorCode::OutOfOrderSequence,
+                        format!(
+                            "producer {producer_id} epoch {epoch} is new to this partition and must start at \
+                             sequence 0, not {first_sequence}"
+                        ),
+                    )
+                }
+                _ => {
+                    if producers.get(producer_id).is_none() {
+                        if let Some(evicted) = producers.make_room() {
+                            effects.push(PartitionEffect::DeleteProducer { producer_id: evicted });
+                        }
+                    }
+                }
+            }
+        }
+
+        // Idempotency keys: a key stored within the window, or earlier in
+        // this batch, makes its record a duplicate.
+        let expires_ms = self.clock_ms.saturating_add(dedup_window_ms);
+        let mut duplicates: Vec<(u32, u64)> = Vec::new();
+        let mut fresh: Vec<(u32, Vec<u8>)> = Vec::new();
+        for KeyedRecord { index, key } in keyed {
+            if index >= sent_count {
+                return (PartitionResponse::Rejected(format!("keyed record {index} is past the batch")), vec![]);
+            }
+            if let Some(&(first, _)) = fresh.iter().find(|(_, k)| *k == key) {
+                // Resolved to an offset below, once the stored records are numbered.
+                duplicates.push((index, u64::MAX - first as u64));
+                continue;
+            }
+            match keys.lookup(&key) {
+                Some((offset, key_expires_ms)) if key_expires_ms > self.clock_ms => duplicates.push((index, offset)),
+                _ => fresh.push((index, key)),
+            }
+        }
+        duplicates.sort_unstable();
+        let base_offset = self.next_offset;
+        let dropped = |index: u32| duplicates.binary_search_by_key(&index, |d| d.0).is_ok();
+        // Offset of a stored record: base + its rank among stored records.
+        let offset_of =
+            |index: u32| base_offset + index as u64 - duplicates.iter().filter(|d| d.0 < index).count() as u64;
+        let resolved: Vec<(u32, u64)> = duplicates
+            .iter()
+            .map(|&(index, offset)| {
+                if offset > u64::MAX - sent_count as u64 {
+                    (index, offset_of((u64::MAX - offset) as u32))
+                } else {
+                    (index, offset)
+                }
+            })
+            .collect();
+        let record_count = sent_count - duplicates.len() as u32;
+
+        if record_count > 0 {
+            if !duplicates.is_empty() {
+                batch = match without_records(&batch, &dropped) {
+                    Ok(filtered) => filtered,
+                    Err(err) => return (PartitionResponse::Rejected(format!("cannot rebuild batch: {err}")), vec![]),
+                };
+            }
+            strata_record::set_base_offset(&mut batch, base_offset);
+            self.next_offset += record_count as u64;
+            self.appended_bytes_total += batch.len() as u64;
+            for (index, key) in fresh {
+                effects.push(PartitionEffect::PutKey { key, offset: offset_of(index), expires_ms });
+            }
+            effects.push(PartitionEffect::Write { base_offset, batch });
+        }
+        if idempotent {
+            let record =
+                BatchRecord { first_sequence, last_sequence, base_offset, record_count, duplicates: resolved.clone() };
+            let entry = producers.record(producer_id, epoch, record, self.clock_ms).clone();
+            effects.push(PartitionEffect::PutProducer { producer_id, entry });
+        }
+        (
+            PartitionResponse::Appended { base_offset, record_count, duplicates: resolved, duplicate_batch: false },
+            effects,
+        )
+    }
+}
+
+/// The batch re-encoded without the records `drop` names, keeping the
+/// producer fields and every other record as it was.
+fn without_records(batch: &[u8], drop: &dyn Fn(u32) -> bool) -> Result<Vec<u8>, strata_record::BatchError> {
+    let header = strata_record::read_header(batch)?;
+    let records: Vec<strata_record::Record> = strata_record::decode_batch(batch)?
+        .into_iter()
+        .enumerate()
+        .filter(|(index, _)| !drop(*index as u32))
+        .map(|(_, r)| strata_record::Record {
+            key: r.key,
+            value: r.value,
+            headers: r.headers,
+            timestamp_ms: r.timestamp_ms,
+        })
+        .collect();
+    let producer = strata_record::ProducerFields {
+        producer_id: header.producer_id,
+        producer_epoch: header.producer_epoch,
+        base_sequence: header.base_sequence,
+    };
+    Ok(strata_record::encode_batch(&records, producer)?.to_vec())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
-    use strata_record::{encode_batch, read_header, ProducerFields, Record};
+    use strata_record::{decode_batch, encode_batch, read_header, Header, ProducerFields, Record};
+
+    /// The key index as a map, applying `PutKey` effects like the store does.
+    #[derive(Default)]
+    struct MapIndex(BTreeMap<Vec<u8>, (u64, u64)>);
+
+    impl KeyIndex for MapIndex {
+        fn lookup(&mut self, key: &[u8]) -> Option<(u64, u64)> {
+            self.0.get(key).copied()
+        }
+    }
+
+    struct Machine {
+        state: PartitionState,
+        producers: ProducerTable,
+        keys: MapIndex,
+    }
+
+    impl Machine {
+        fn new() -> Machine {
+            Machine { state: PartitionState::default(), producers: ProducerTable::default(), keys: MapIndex::default() }
+        }
+
+        fn apply(&mut self, command: PartitionCommand) -> (PartitionResponse, Vec<PartitionEffect>) {
+            let (response, effects) = self.state.apply(&mut self.producers, &mut self.keys, command);
+            for effect in &effects {
+                if let PartitionEffect::PutKey { key, offset, expires_ms } = effect {
+                    self.keys.0.insert(key.clone(), (*offset, *expires_ms));
+                }
+            }
+            (response, effects)
+        }
+
+        fn append(&mut self, batch: Vec<u8>, keys: Vec<KeyedRecord>, time_ms: u64) -> PartitionResponse {
+            self.apply(append_command(batch, keys, time_ms)).0
+        }
+    }
+
+    fn append_command(batch: Vec<u8>, keys: Vec<KeyedRecord>, time_ms: u64) -> PartitionCommand {
+        PartitionCommand::Append { batch, time_ms, dedup_window_ms: 1000, producer_expiry_ms: 10_000, keys }
+    }
+
+    fn records(n: usize) -> Vec<Record> {
+        (0..n).map(|i| Record { value: Some(format!("v{i}").into_bytes().into()), ..Default::default() }).collect()
+    }
 
     fn batch(n: usize) -> Vec<u8> {
-        let records: Vec<Record> =
-            (0..n).map(|i| Record { value: Some(format!("v{i}").into_bytes().into()), ..Default::default() }).collect();
-        encode_batch(&records, ProducerFields::default()).unwrap().to_vec()
+        encode_batch(&records(n), ProducerFields::default()).unwrap().to_vec()
+    }
+
+    fn idempotent(n: usize, producer_id: i64, epoch: i16, sequence: i32) -> Vec<u8> {
+        let fields = ProducerFields { producer_id, producer_epoch: epoch, base_sequence: sequence };
+        encode_batch(&records(n), fields).unwrap().to_vec()
+    }
+
+    fn appended(base_offset: u64, record_count: u32) -> PartitionResponse {
+        PartitionResponse::Appended { base_offset, record_count, duplicates: vec![], duplicate_batch: false }
+    }
+
+    fn code_of(response: &PartitionResponse) -> Option<ErrorCode> {
+        match response {
+            PartitionResponse::Refused { code, .. } => Some(*code),
+            _ => None,
+        }
     }
 
     #[test]
     fn offsets_are_dense_and_written_into_the_batch() {
-        let mut state = PartitionState::default();
+        let mut m = Machine::new();
         let mut expected_base = 0;
         for n in [1, 3, 5] {
-            let (response, effect) = state.apply(PartitionCommand::Append { batch: batch(n) });
-            assert_eq!(response, PartitionResponse::Appended { base_offset: expected_base, record_count: n as u32 });
-            let Some(PartitionEffect::Write { base_offset, batch }) = effect else { panic!("no write") };
-            assert_eq!(base_offset, expected_base);
-            assert_eq!(read_header(&batch).unwrap().base_offset, expected_base);
+            let (response, effects) = m.apply(append_command(batch(n), vec![], 1));
+            assert_eq!(response, appended(expected_base, n as u32));
+            let [PartitionEffect::Write { base_offset, batch }] = effects.as_slice() else { panic!("{effects:?}") };
+            assert_eq!(*base_offset, expected_base);
+            assert_eq!(read_header(batch).unwrap().base_offset, expected_base);
             expected_base += n as u64;
         }
-        assert_eq!(state.next_offset, 9);
-        assert_eq!(state.retained_bytes(), state.appended_bytes_total);
+        assert_eq!(m.state.next_offset, 9);
+        assert_eq!(m.state.retained_bytes(), m.state.appended_bytes_total);
     }
 
     #[test]
-    fn a_garbage_batch_is_rejected_and_changes_nothing() {
-        let mut state = PartitionState::default();
-        let before = state.clone();
-        let (response, effect) = state.apply(PartitionCommand::Append { batch: vec![1, 2, 3] });
-        assert!(matches!(response, PartitionResponse::Rejected(_)));
-        assert!(effect.is_none());
-        assert_eq!(state, before);
+    fn a_retried_batch_answers_the_original_offset_and_stores_nothing() {
+        let mut m = Machine::new();
+        assert_eq!(m.append(idempotent(2, 7, 0, 0), vec![], 1), appended(0, 2));
+        assert_eq!(m.append(idempotent(3, 7, 0, 2), vec![], 1), appended(2, 3));
+        let before = m.state.clone();
+        let (response, effects) = m.apply(append_command(idempotent(2, 7, 0, 0), vec![], 2));
+        assert_eq!(
+            response,
+            PartitionResponse::Appended { base_offset: 0, record_count: 2, duplicates: vec![], duplicate_batch: true }
+        );
+        assert!(effects.is_empty());
+        assert_eq!(m.state.next_offset, before.next_offset);
+        // The next in sequence is accepted.
+        assert_eq!(m.append(idempotent(1, 7, 0, 5), vec![], 3), appended(5, 1));
     }
 
     #[test]
-    fn trim_is_idempotent_and_bounded_by_the_log_end() {
-        let mut state = PartitionState::default();
-        for _ in 0..4 {
-            state.apply(PartitionCommand::Append { batch: batch(2) });
+    fn every_one_of_the_last_five_batches_is_recognised() {
+        let mut m = Machine::new();
+        for i in 0..7 {
+            m.append(idempotent(1, 1, 0, i), vec![], 1);
         }
-        let one = state.appended_bytes_total / 4;
-        let (response, effect) = state.apply(PartitionCommand::Trim { new_log_start: 4, trimmed_bytes_total: 2 * one });
+        for i in 2..7 {
+            let response = m.append(idempotent(1, 1, 0, i), vec![], 1);
+            assert!(
+                matches!(response, PartitionResponse::Appended { duplicate_batch: true, base_offset, .. } if base_offset == i as u64)
+            );
+        }
+        // Older than the last five: no answer to give, so out of order.
+        assert_eq!(code_of(&m.append(idempotent(1, 1, 0, 1), vec![], 1)), Some(ErrorCode::OutOfOrderSequence));
+        assert_eq!(m.state.next_offset, 7);
+    }
+
+    #[test]
+    fn a_new_producer_must_start_at_sequence_zero() {
+        let mut m = Machine::new();
+        // Its second batch arriving first must not be stored first.
+        assert_eq!(code_of(&m.append(idempotent(2, 5, 0, 2), vec![], 1)), Some(ErrorCode::OutOfOrderSequence));
+        assert_eq!(m.append(idempotent(2, 5, 0, 0), vec![], 1), appended(0, 2));
+        assert_eq!(m.append(idempotent(2, 5, 0, 2), vec![], 1), appended(2, 2));
+    }
+
+    #[test]
+    fn a_gap_in_sequence_is_out_of_order_and_changes_nothing() {
+        let mut m = Machine::new();
+        m.append(idempotent(2, 3, 0, 0), vec![], 1);
+        let before = (m.state.clone(), m.producers.clone());
+        assert_eq!(code_of(&m.append(idempotent(1, 3, 0, 5), vec![], 1)), Some(ErrorCode::OutOfOrderSequence));
+        assert_eq!((m.state.next_offset, &m.producers), (before.0.next_offset, &before.1));
+    }
+
+    #[test]
+    fn an_older_epoch_is_fenced_and_a_new_epoch_starts_at_zero() {
+        let mut m = Machine::new();
+        m.append(idempotent(1, 4, 0, 0), vec![], 1);
+        assert_eq!(m.append(idempotent(1, 4, 1, 0), vec![], 1), appended(1, 1));
+        assert_eq!(code_of(&m.append(idempotent(1, 4, 0, 1), vec![], 1)), Some(ErrorCode::ProducerFenced));
+        assert_eq!(code_of(&m.append(idempotent(1, 4, 2, 9), vec![], 1)), Some(ErrorCode::OutOfOrderSequence));
+        assert_eq!(m.state.next_offset, 2);
+    }
+
+    #[test]
+    fn idle_producers_expire_with_the_partition_clock() {
+        let mut m = Machine::new();
+        m.append(idempotent(1, 1, 0, 0), vec![], 1_000);
+        m.append(idempotent(1, 2, 0, 0), vec![], 5_000);
+        assert_eq!(m.state.producer_count, 2);
+        // Expiry is 10 s: at 12 s producer 1 (last seen at 1 s) goes.
+        let (_, effects) = m.apply(append_command(batch(1), vec![], 12_000));
+        assert!(effects.contains(&PartitionEffect::DeleteProducer { producer_id: 1 }));
+        assert_eq!(m.state.producer_count, 1);
+        // A clock that goes back does not bring it back or expire more.
+        m.apply(append_command(batch(1), vec![], 2_000));
+        assert_eq!(m.state.clock_ms, 12_000);
+        assert_eq!(m.state.producer_count, 1);
+        // The expired producer is new again: it must start over at 0.
+        assert_eq!(code_of(&m.append(idempotent(1, 1, 0, 40), vec![], 12_000)), Some(ErrorCode::OutOfOrderSequence));
+        assert_eq!(m.append(idempotent(1, 1, 0, 0), vec![], 12_000), appended(4, 1));
+    }
+
+    fn keyed_records(keys: &[&str]) -> (Vec<u8>, Vec<KeyedRecord>) {
+        let records: Vec<Record> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Record {
+                value: Some(format!("v{i}").into_bytes().into()),
+                headers: vec![Header {
+                    key: strata_core::IDEMPOTENCY_KEY_HEADER.into(),
+                    value: Some(k.as_bytes().to_vec().into()),
+                }],
+                ..Default::default()
+            })
+            .collect();
+        let keyed =
+            keys.iter().enumerate().map(|(i, k)| KeyedRecord { index: i as u32, key: k.as_bytes().to_vec() }).collect();
+        (encode_batch(&records, ProducerFields::default()).unwrap().to_vec(), keyed)
+    }
+
+    #[test]
+    fn a_key_seen_in_the_window_is_not_stored_again() {
+        let mut m = Machine::new();
+        let (b, k) = keyed_records(&["a", "b"]);
+        assert_eq!(m.append(b, k, 100), appended(0, 2));
+        // "b" again, and a new "c": only "c" is stored, "b" answers offset 1.
+        let (b, k) = keyed_records(&["b", "c"]);
+        let (response, effects) = m.apply(append_command(b, k, 600));
+        assert_eq!(
+            response,
+            PartitionResponse::Appended {
+                base_offset: 2,
+                record_count: 1,
+                duplicates: vec![(0, 1)],
+                duplicate_batch: false
+            }
+        );
+        let stored = effects
+            .iter()
+            .find_map(|e| match e {
+                PartitionEffect::Write { batch, .. } => Some(decode_batch(batch).unwrap()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].offset, 2);
+        assert_eq!(stored[0].value.as_deref(), Some(&b"v1"[..]));
+        // Every key a duplicate: nothing stored, nothing written.
+        let (b, k) = keyed_records(&["a", "c"]);
+        let (response, effects) = m.apply(append_command(b, k, 700));
+        assert_eq!(
+            response,
+            PartitionResponse::Appended {
+                base_offset: 3,
+                record_count: 0,
+                duplicates: vec![(0, 0), (1, 2)],
+                duplicate_batch: false
+            }
+        );
+        assert!(effects.is_empty());
+        // After the window (1 s from 100 ms) "a" is stored again.
+        let (b, k) = keyed_records(&["a"]);
+        assert_eq!(m.append(b, k, 1_100), appended(3, 1));
+    }
+
+    #[test]
+    fn a_key_twice_in_one_batch_is_stored_once() {
+        let mut m = Machine::new();
+        let (b, k) = keyed_records(&["x", "y", "x"]);
+        assert_eq!(
+            m.append(b, k, 1),
+            PartitionResponse::Appended {
+                base_offset: 0,
+                record_count: 2,
+                duplicates: vec![(2, 0)],
+                duplicate_batch: false
+            }
+        );
+        assert_eq!(m.state.next_offset, 2);
+    }
+
+    #[test]
+    fn a_retried_batch_with_key_duplicates_gets_the_same_answer() {
+        let mut m = Machine::new();
+        let (b, k) = keyed_records(&["k1"]);
+        m.append(b, k, 1);
+        let make = || {
+            let records: Vec<Record> = ["k1", "k2"]
+                .iter()
+                .map(|key| Record {
+                    value: Some(b"v".to_vec().into()),
+                    headers: vec![Header {
+                        key: strata_core::IDEMPOTENCY_KEY_HEADER.into(),
+                        value: Some(key.as_bytes().to_vec().into()),
+                    }],
+                    ..Default::default()
+                })
+                .collect();
+            let fields = ProducerFields { producer_id: 9, producer_epoch: 0, base_sequence: 0 };
+            let keyed =
+                vec![KeyedRecord { index: 0, key: b"k1".to_vec() }, KeyedRecord { index: 1, key: b"k2".to_vec() }];
+            (encode_batch(&records, fields).unwrap().to_vec(), keyed)
+        };
+        let (b, k) = make();
+        let first = m.append(b, k, 2);
+        assert_eq!(
+            first,
+            PartitionResponse::Appended {
+                base_offset: 1,
+                record_count: 1,
+                duplicates: vec![(0, 0)],
+                duplicate_batch: false
+            }
+        );
+        let (b, k) = make();
+        let PartitionResponse::Appended { base_offset, record_count, duplicates, duplicate_batch } = m.append(b, k, 3)
+        else {
+            panic!()
+        };
+        assert!(duplicate_batch);
+        assert_eq!((base_offset, record_count, duplicates), (1, 1, vec![(0, 0)]));
+        assert_eq!(m.state.next_offset, 2);
+    }
+
+    #[test]
+    fn trims_are_idempotent_and_bounded_by_the_log() {
+        let mut m = Machine::new();
+        for _ in 0..4 {
+            m.append(batch(2), vec![], 1);
+        }
+        let one = m.state.appended_bytes_total / 4;
+        let (response, effects) = m.apply(PartitionCommand::Trim { new_log_start: 4, trimmed_bytes_total: 2 * one });
         assert_eq!(response, PartitionResponse::Trimmed { log_start_offset: 4 });
-        assert_eq!(effect, Some(PartitionEffect::DeleteBelow { offset: 4 }));
-        assert_eq!(state.retained_bytes(), 2 * one);
+        assert_eq!(effects, vec![PartitionEffect::DeleteBelow { offset: 4 }]);
+        assert_eq!(m.state.retained_bytes(), 2 * one);
         // The same trim again, or an older one, changes nothing.
-        let snapshot = state.clone();
-        assert!(matches!(
-            state.apply(PartitionCommand::Trim { new_log_start: 4, trimmed_bytes_total: 2 * one }).0,
-            PartitionResponse::Rejected(_)
-        ));
-        assert!(matches!(
-            state.apply(PartitionCommand::Trim { new_log_start: 2, trimmed_bytes_total: one }).0,
-            PartitionResponse::Rejected(_)
-        ));
-        // Past the end is refused.
-        assert!(matches!(
-            state.apply(PartitionCommand::Trim { new_log_start: 9, trimmed_bytes_total: 4 * one }).0,
-            PartitionResponse::Rejected(_)
-        ));
-        assert_eq!(state, snapshot);
+        let snapshot = m.state.clone();
+        for (new_log_start, bytes) in [(4, 2 * one), (2, one), (9, 4 * one)] {
+            let (response, _) = m.apply(PartitionCommand::Trim { new_log_start, trimmed_bytes_total: bytes });
+            assert!(matches!(response, PartitionResponse::Rejected(_)));
+        }
+        assert_eq!(m.state, snapshot);
         // Up to the end is allowed: an empty log keeps its next offset.
-        state.apply(PartitionCommand::Trim { new_log_start: 8, trimmed_bytes_total: 4 * one });
-        assert_eq!((state.log_start_offset, state.next_offset, state.retained_bytes()), (8, 8, 0));
+        m.apply(PartitionCommand::Trim { new_log_start: 8, trimmed_bytes_total: 4 * one });
+        assert_eq!((m.state.log_start_offset, m.state.next_offset, m.state.retained_bytes()), (8, 8, 0));
+    }
+
+    #[test]
+    fn a_bad_batch_is_rejected_and_changes_nothing() {
+        let mut m = Machine::new();
+        let mut b = batch(2);
+        b.truncate(b.len() - 1);
+        let (response, effects) = m.apply(append_command(b, vec![], 1));
+        assert!(matches!(response, PartitionResponse::Rejected(_)));
+        assert!(effects.is_empty());
+        assert_eq!(m.state.next_offset, 0);
     }
 }

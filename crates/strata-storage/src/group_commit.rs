@@ -15,6 +15,7 @@ use std::sync::{Arc, Weak};
 use openraft::storage::IOFlushed;
 use rocksdb::DB;
 use strata_core::limits::GROUP_COMMIT_MAX_WAITERS;
+use strata_core::metrics::{Histogram, HistogramSnapshot};
 
 use crate::TypeConfig;
 
@@ -34,10 +35,24 @@ impl Waiter {
     }
 }
 
-#[derive(Default)]
 struct Counters {
     fsyncs: AtomicU64,
     waiters: AtomicU64,
+    /// Duration of each WAL fsync, in microseconds.
+    fsync_latency_us: Histogram,
+    /// Waiters made durable by each fsync (the group-commit batch size).
+    fsync_batch_size: Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            fsyncs: AtomicU64::new(0),
+            waiters: AtomicU64::new(0),
+            fsync_latency_us: Histogram::new(16),
+            fsync_batch_size: Histogram::new(1),
+        }
+    }
 }
 
 /// Counters of the group-commit task, for metrics and tests.
@@ -72,13 +87,13 @@ impl Drop for JoinOnDrop {
 }
 
 impl GroupCommit {
-    pub(crate) fn start(db: Arc<DB>) -> GroupCommit {
+    pub(crate) fn start(db: Arc<DB>, record: crate::SyncRecord, marker: crate::durable::DurableMarker) -> GroupCommit {
         let (sender, receiver) = mpsc::channel::<Waiter>();
         let counters = Arc::new(Counters::default());
         let thread_counters = counters.clone();
         let thread = std::thread::Builder::new()
             .name("group-commit".into())
-            .spawn(move || run(Arc::downgrade(&db), receiver, thread_counters))
+            .spawn(move || run(Arc::downgrade(&db), receiver, thread_counters, record, marker))
             .expect("spawn group-commit thread");
         GroupCommit { sender, counters, _thread: Arc::new(JoinOnDrop(Some(thread))) }
     }
@@ -96,6 +111,11 @@ impl GroupCommit {
         rx.await.map_err(|_| io::Error::other("group-commit task has stopped"))?
     }
 
+    /// Histograms of fsync latency (µs) and batch size, for metrics.
+    pub fn histograms(&self) -> (HistogramSnapshot, HistogramSnapshot) {
+        (self.counters.fsync_latency_us.snapshot(), self.counters.fsync_batch_size.snapshot())
+    }
+
     pub fn stats(&self) -> GroupCommitStats {
         GroupCommitStats {
             fsyncs: self.counters.fsyncs.load(Ordering::Relaxed),
@@ -106,7 +126,13 @@ impl GroupCommit {
 
 /// Holds the database weakly: the last `Store` handle closes it, at once and
 /// on the dropping thread, rather than whenever this thread notices.
-fn run(db: Weak<DB>, receiver: mpsc::Receiver<Waiter>, counters: Arc<Counters>) {
+fn run(
+    db: Weak<DB>,
+    receiver: mpsc::Receiver<Waiter>,
+    counters: Arc<Counters>,
+    record: crate::SyncRecord,
+    mut marker: crate::durable::DurableMarker,
+) {
     let mut pending = Vec::with_capacity(64);
     // Ends when every sender (every Store handle) is gone.
     while let Ok(first) = receiver.recv() {
@@ -117,10 +143,19 @@ fn run(db: Weak<DB>, receiver: mpsc::Receiver<Waiter>, counters: Arc<Counters>) 
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let result = match db.upgrade() {
-            Some(db) => db.flush_wal(true).map_err(|e| e.into_string()),
+            Some(db) => {
+                // Every write up to this sequence number is covered by the sync.
+                let durable = db.latest_sequence_number();
+                crate::record_flush(&record, || db.flush_wal(true).map_err(crate::to_io))
+                    .map(|()| marker.advance(durable))
+                    .map_err(|e| e.to_string())
+            }
             None => Err("the store is closed".to_string()),
         };
+        counters.fsync_latency_us.observe_duration(started.elapsed());
+        counters.fsync_batch_size.observe(pending.len() as u64);
         counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         counters.waiters.fetch_add(pending.len() as u64, Ordering::Relaxed);
         match result {

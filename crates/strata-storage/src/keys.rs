@@ -6,6 +6,13 @@ pub const TAG_COMMITTED: u8 = 2;
 pub const TAG_PURGED: u8 = 3;
 pub const TAG_APPLIED: u8 = 1;
 pub const TAG_SNAPSHOT: u8 = 2;
+/// `state_machine`: group, 3, producer id → postcard `ProducerEntry`.
+pub const TAG_PRODUCER: u8 = 3;
+/// `state_machine`: group, 4, key length (u16), key, offset → expiry (ms, u64).
+pub const TAG_KEY: u8 = 4;
+/// `state_machine`: group, 5, expiry (ms), offset, key → empty. Orders the
+/// idempotency keys by expiry so cleanup never scans live keys.
+pub const TAG_KEY_EXPIRY: u8 = 5;
 
 pub fn group_range(group_id: u64) -> (Vec<u8>, Vec<u8>) {
     let start = group_id.to_be_bytes().to_vec();
@@ -47,6 +54,52 @@ pub fn tag_key(group_id: u64, tag: u8) -> [u8; 9] {
     key
 }
 
+pub fn producer_key(group_id: u64, producer_id: i64) -> [u8; 17] {
+    let mut key = [0u8; 17];
+    key[..9].copy_from_slice(&tag_key(group_id, TAG_PRODUCER));
+    key[9..].copy_from_slice(&producer_id.to_be_bytes());
+    key
+}
+
+/// Prefix of every row of `key` in the key index; the offset follows.
+pub fn idempotency_prefix(group_id: u64, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(11 + key.len() + 8);
+    out.extend_from_slice(&tag_key(group_id, TAG_KEY));
+    out.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    out.extend_from_slice(key);
+    out
+}
+
+pub fn idempotency_key(group_id: u64, key: &[u8], offset: u64) -> Vec<u8> {
+    let mut out = idempotency_prefix(group_id, key);
+    out.extend_from_slice(&offset.to_be_bytes());
+    out
+}
+
+/// The key and offset of a key-index row.
+pub fn parse_idempotency_key(row: &[u8]) -> Option<(&[u8], u64)> {
+    let len = u16::from_be_bytes(row.get(9..11)?.try_into().ok()?) as usize;
+    let key = row.get(11..11 + len)?;
+    let offset = u64::from_be_bytes(row.get(11 + len..11 + len + 8)?.try_into().ok()?);
+    Some((key, offset))
+}
+
+pub fn expiry_key(group_id: u64, expires_ms: u64, offset: u64, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(25 + key.len());
+    out.extend_from_slice(&tag_key(group_id, TAG_KEY_EXPIRY));
+    out.extend_from_slice(&expires_ms.to_be_bytes());
+    out.extend_from_slice(&offset.to_be_bytes());
+    out.extend_from_slice(key);
+    out
+}
+
+/// The expiry, offset and key of an expiry-index row.
+pub fn parse_expiry_key(row: &[u8]) -> Option<(u64, u64, &[u8])> {
+    let expires = u64::from_be_bytes(row.get(9..17)?.try_into().ok()?);
+    let offset = u64::from_be_bytes(row.get(17..25)?.try_into().ok()?);
+    Some((expires, offset, row.get(25..)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +117,20 @@ mod tests {
         assert_eq!(second_of(&b), 256);
         let (_, last_end) = group_range(u64::MAX);
         assert!(log_key(u64::MAX, u64::MAX).as_slice() < last_end.as_slice());
+    }
+
+    #[test]
+    fn key_index_rows_round_trip_and_sort_by_key_then_offset() {
+        let a = idempotency_key(3, b"order-1", 5);
+        let b = idempotency_key(3, b"order-1", 9);
+        let c = idempotency_key(3, b"order-10", 1);
+        assert!(a < b && b < c, "rows of one key are contiguous, newest last");
+        assert!(b.starts_with(&idempotency_prefix(3, b"order-1")));
+        assert!(!c.starts_with(&idempotency_prefix(3, b"order-1")));
+        assert_eq!(parse_idempotency_key(&b), Some((&b"order-1"[..], 9)));
+        let e = expiry_key(3, 1000, 9, b"order-1");
+        assert_eq!(parse_expiry_key(&e), Some((1000, 9, &b"order-1"[..])));
+        assert!(expiry_key(3, 999, 100, b"z") < e);
+        assert_eq!(group_of(&e), 3);
     }
 }

@@ -10,6 +10,9 @@
 //! | `raft_state`     | group, tag (vote, committed, purged) | postcard value          |
 //! | `partition_data` | group, base offset           | record batch (RecordBatch v2)  |
 //! | `state_machine`  | group, tag (applied, snapshot) | postcard applied state       |
+//! | `state_machine`  | group, 3, producer id        | postcard producer entry        |
+//! | `state_machine`  | group, 4, key len, key, offset | expiry of an idempotency key |
+//! | `state_machine`  | group, 5, expiry, offset, key | empty (keys by expiry)        |
 //!
 //! Invariant: a Raft append is reported durable (its `IOFlushed` completed)
 //! only after an fsync of the WAL that covers it. One node-wide thread, the
@@ -20,10 +23,14 @@
 //! Boundary: RocksDB appears in this crate only; RocksDB calls and fsyncs run
 //! on blocking threads, never on the async executor's workers.
 
+mod durable;
+mod engine_stats;
 mod group_commit;
 mod keys;
 mod log_store;
 mod state_machine;
+#[cfg(feature = "fault-hooks")]
+pub mod synced_wal;
 
 use std::io;
 use std::path::Path;
@@ -31,9 +38,19 @@ use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
 
+pub use engine_stats::EngineStats;
 pub use group_commit::{GroupCommit, GroupCommitStats};
 pub use log_store::LogStore;
-pub use state_machine::{BatchInfo, GroupKind, GroupState, GroupStateMachine, PartitionReader};
+pub use state_machine::{BatchInfo, GroupKind, GroupState, GroupStateMachine, PartitionReader, SnapshotPayload};
+
+/// One idempotency key of a partition, as a snapshot carries it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyRow {
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    pub offset: u64,
+    pub expires_ms: u64,
+}
 
 openraft::declare_raft_types!(
     /// The one Raft type configuration of Strata: every group, metadata and
@@ -58,11 +75,52 @@ pub struct Store {
     // last reference to the database drops, so the database closes here.
     pub(crate) group_commit: GroupCommit,
     pub(crate) db: Arc<DB>,
+    /// Test builds: where WAL syncs are recorded (see `synced_wal`).
+    pub(crate) synced_wal: SyncRecord,
+}
+
+#[cfg(feature = "fault-hooks")]
+pub(crate) type SyncRecord = Option<Arc<synced_wal::SyncedWal>>;
+#[cfg(not(feature = "fault-hooks"))]
+pub(crate) type SyncRecord = ();
+
+/// Runs `sync` (a `FlushWAL(sync)`), then records the WAL length taken
+/// before it as durable when a record is kept.
+#[allow(clippy::let_unit_value, unused_variables)]
+pub(crate) fn record_flush(record: &SyncRecord, sync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+    #[cfg(feature = "fault-hooks")]
+    let before = record.as_ref().and_then(|r| r.newest());
+    sync()?;
+    #[cfg(feature = "fault-hooks")]
+    if let Some(record) = record {
+        record.record(before);
+    }
+    Ok(())
+}
+
+/// Records the WAL length after a synchronous write when a record is kept.
+#[allow(unused_variables)]
+pub(crate) fn record_sync_write(record: &SyncRecord) {
+    #[cfg(feature = "fault-hooks")]
+    if let Some(record) = record {
+        record.record(record.newest());
+    }
 }
 
 impl Store {
     /// Opens (or creates) the store in `path`.
     pub fn open(path: &Path) -> io::Result<Store> {
+        Store::open_inner(path, Default::default())
+    }
+
+    /// Opens the store and records every WAL sync in `path/SYNCED_WAL`, for
+    /// fault injection that drops unsynced writes (test builds only).
+    #[cfg(feature = "fault-hooks")]
+    pub fn open_recording_syncs(path: &Path) -> io::Result<Store> {
+        Store::open_inner(path, Some(Arc::new(synced_wal::SyncedWal::new(path))))
+    }
+
+    fn open_inner(path: &Path, synced_wal: SyncRecord) -> io::Result<Store> {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
@@ -78,8 +136,9 @@ impl Store {
         });
         let db = DB::open_cf_descriptors(&options, path, descriptors).map_err(to_io)?;
         let db = Arc::new(db);
-        let group_commit = GroupCommit::start(db.clone());
-        Ok(Store { group_commit, db })
+        let marker = durable::DurableMarker::open(path, db.latest_sequence_number())?;
+        let group_commit = GroupCommit::start(db.clone(), synced_wal.clone(), marker);
+        Ok(Store { group_commit, db, synced_wal })
     }
 
     /// The Raft log storage of one group.
@@ -102,6 +161,7 @@ impl Store {
     /// down first.
     pub async fn delete_group(&self, group_id: u64) -> io::Result<()> {
         let db = self.db.clone();
+        let record = self.synced_wal.clone();
         blocking(move || {
             let mut batch = WriteBatch::default();
             let (start, end) = keys::group_range(group_id);
@@ -110,7 +170,7 @@ impl Store {
                 batch.delete_range_cf(&cf, &start, &end);
             }
             db.write(batch).map_err(to_io)?;
-            db.flush_wal(true).map_err(to_io)
+            record_flush(&record, || db.flush_wal(true).map_err(to_io))
         })
         .await
     }
@@ -158,6 +218,108 @@ impl Store {
         .await
     }
 
+    /// Idempotency keys of a partition for a snapshot: rows stored below
+    /// `below_offset` (the snapshot's next offset) and expiring after
+    /// `after_ms` (its clock), from `cursor` on (the cursor the previous
+    /// call returned; empty to start), about `max_bytes` at most. Returns the
+    /// rows and the cursor for the next call, `None` at the end.
+    pub async fn read_snapshot_keys(
+        &self,
+        group_id: u64,
+        cursor: Vec<u8>,
+        below_offset: u64,
+        after_ms: u64,
+        max_bytes: usize,
+    ) -> io::Result<(Vec<KeyRow>, Option<Vec<u8>>)> {
+        let db = self.db.clone();
+        blocking(move || {
+            let cf = db.cf_handle(CF_SM).expect("column family exists");
+            let prefix = keys::tag_key(group_id, keys::TAG_KEY);
+            let mut iter = db.raw_iterator_cf(&cf);
+            // The cursor is the first row not yet returned.
+            if cursor.is_empty() {
+                iter.seek(prefix);
+            } else {
+                iter.seek(&cursor);
+            }
+            let (mut rows, mut bytes) = (Vec::new(), 0);
+            while let (Some(row), Some(value)) = (iter.key(), iter.value()) {
+                if !row.starts_with(&prefix) {
+                    iter.status().map_err(to_io)?;
+                    return Ok((rows, None));
+                }
+                if bytes >= max_bytes {
+                    return Ok((rows, Some(row.to_vec())));
+                }
+                let (key, offset) = keys::parse_idempotency_key(row)
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "corrupt key-index row"))?;
+                let expires_ms = u64::from_be_bytes(
+                    value.try_into().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "corrupt key expiry"))?,
+                );
+                if offset < below_offset && expires_ms > after_ms {
+                    bytes += key.len() + 16;
+                    rows.push(KeyRow { key: key.to_vec(), offset, expires_ms });
+                }
+                iter.next();
+            }
+            iter.status().map_err(to_io)?;
+            Ok((rows, None))
+        })
+        .await
+    }
+
+    /// Writes idempotency keys received in a partition snapshot. Like
+    /// batches, key rows are immutable, so writing them before the snapshot
+    /// is installed is safe.
+    pub async fn write_snapshot_keys(&self, group_id: u64, rows: Vec<KeyRow>) -> io::Result<()> {
+        let db = self.db.clone();
+        blocking(move || {
+            let cf = db.cf_handle(CF_SM).expect("column family exists");
+            let mut write = WriteBatch::default();
+            for row in rows {
+                write.put_cf(&cf, keys::idempotency_key(group_id, &row.key, row.offset), row.expires_ms.to_be_bytes());
+                write.put_cf(&cf, keys::expiry_key(group_id, row.expires_ms, row.offset, &row.key), []);
+            }
+            db.write(write).map_err(to_io)
+        })
+        .await
+    }
+
+    /// Counts the idempotency keys a partition holds on this node (a scan:
+    /// for diagnostics and tests).
+    pub async fn count_idempotency_keys(&self, group_id: u64) -> io::Result<u64> {
+        let db = self.db.clone();
+        blocking(move || {
+            let cf = db.cf_handle(CF_SM).expect("column family exists");
+            let prefix = keys::tag_key(group_id, keys::TAG_KEY);
+            let mut iter = db.raw_iterator_cf(&cf);
+            iter.seek(prefix);
+            let mut count = 0;
+            while iter.key().is_some_and(|row| row.starts_with(&prefix)) {
+                count += 1;
+                iter.next();
+            }
+            iter.status().map_err(to_io)?;
+            Ok(count)
+        })
+        .await
+    }
+
+    /// An unsynced write of a raw key (under the last group id, which no
+    /// group uses), for tests of the fault hooks.
+    #[cfg(feature = "fault-hooks")]
+    pub async fn put_for_test(&self, key: &[u8], value: &[u8]) -> io::Result<()> {
+        let (db, key, value) = (self.db.clone(), test_key(key), value.to_vec());
+        blocking(move || db.put_cf(&db.cf_handle(CF_SM).expect("column family exists"), key, value).map_err(to_io))
+            .await
+    }
+
+    #[cfg(feature = "fault-hooks")]
+    pub async fn get_for_test(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        let (db, key) = (self.db.clone(), test_key(key));
+        blocking(move || db.get_cf(&db.cf_handle(CF_SM).expect("column family exists"), key).map_err(to_io)).await
+    }
+
     /// Waits until every write made before the call is durable.
     pub async fn sync(&self) -> io::Result<()> {
         self.group_commit.sync().await
@@ -167,6 +329,13 @@ impl Store {
     pub fn group_commit_stats(&self) -> GroupCommitStats {
         self.group_commit.stats()
     }
+}
+
+#[cfg(feature = "fault-hooks")]
+fn test_key(key: &[u8]) -> Vec<u8> {
+    let mut out = u64::MAX.to_be_bytes().to_vec();
+    out.extend_from_slice(key);
+    out
 }
 
 pub(crate) fn to_io(err: rocksdb::Error) -> io::Error {

@@ -117,7 +117,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(found)
         })
         .await?;
-        let last_log_id = last_in_log.or_else(|| last_purged.clone());
+        let last_log_id = last_in_log.or(last_purged);
         Ok(LogState { last_purged_log_id: last_purged, last_log_id })
     }
 
@@ -128,13 +128,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &VoteOf<TypeConfig>) -> Result<(), io::Error> {
         let bytes = postcard::to_allocvec(vote).map_err(|e| io::Error::other(e.to_string()))?;
         let db = self.store.db.clone();
+        let record = self.store.synced_wal.clone();
         let key = keys::tag_key(self.group_id, TAG_VOTE);
         blocking(move || {
             let cf = db.cf_handle(CF_RAFT).expect("column family exists");
             let mut options = WriteOptions::default();
             // A vote must be on disk before it is answered.
             options.set_sync(true);
-            db.put_cf_opt(&cf, key, bytes, &options).map_err(to_io)
+            db.put_cf_opt(&cf, key, bytes, &options).map_err(to_io)?;
+            crate::record_sync_write(&record);
+            Ok(())
         })
         .await
     }

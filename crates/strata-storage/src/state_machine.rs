@@ -12,6 +12,7 @@
 //! snapshot's next offset are immutable, so the transport streams them from
 //! `partition_data` when it sends the snapshot.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 
@@ -21,11 +22,14 @@ use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMe
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
-use strata_state::{Command, MetadataState, PartitionEffect, PartitionState, Response};
+use strata_state::{
+    Command, KeyIndex, MetadataState, PartitionEffect, PartitionState, ProducerEntry, ProducerTable, Response,
+};
 use tokio::sync::watch;
 
-use crate::keys::{self, TAG_APPLIED, TAG_SNAPSHOT};
+use crate::keys::{self, TAG_APPLIED, TAG_KEY_EXPIRY, TAG_PRODUCER, TAG_SNAPSHOT};
 use crate::{blocking, decode_error, to_io, Store, TypeConfig, CF_DATA, CF_SM};
+use strata_core::limits::IDEMPOTENCY_KEYS_EXPIRED_PER_APPLY;
 
 /// Which state machine a group runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +53,15 @@ impl GroupState {
         }
     }
 
+    /// An empty state of the same kind, held while the real one is away on
+    /// a blocking thread.
+    fn placeholder(&self) -> GroupState {
+        match self {
+            GroupState::Metadata(_) => GroupState::empty(GroupKind::Metadata),
+            GroupState::Partition(_) => GroupState::empty(GroupKind::Partition),
+        }
+    }
+
     pub fn as_partition(&self) -> Option<&PartitionState> {
         match self {
             GroupState::Partition(state) => Some(state),
@@ -61,6 +74,170 @@ impl GroupState {
             GroupState::Metadata(state) => Some(state),
             GroupState::Partition(_) => None,
         }
+    }
+}
+
+/// A partition's clock; 0 for the metadata group.
+fn partition_clock(state: &GroupState) -> u64 {
+    state.as_partition().map_or(0, |p| p.clock_ms)
+}
+
+fn decode_error_text(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("corrupt {what}"))
+}
+
+/// One apply round, run on a blocking thread: the state is moved in and
+/// back out, and every effect goes into one RocksDB write.
+struct ApplyRound {
+    db: Arc<rocksdb::DB>,
+    group_id: u64,
+    last_applied: Option<LogIdOf<TypeConfig>>,
+    last_membership: StoredMembershipOf<TypeConfig>,
+    state: GroupState,
+    producers: ProducerTable,
+    /// Expired idempotency keys may be deleted up to this partition time.
+    key_cleanup_bound_ms: u64,
+}
+
+type Responders = Vec<(openraft::storage::ApplyResponder<TypeConfig>, Response)>;
+
+impl ApplyRound {
+    fn run(&mut self, items: Vec<EntryResponder<TypeConfig>>) -> io::Result<Responders> {
+        let db = self.db.clone();
+        let data_cf = db.cf_handle(CF_DATA).expect("column family exists");
+        let sm_cf = db.cf_handle(CF_SM).expect("column family exists");
+        let mut write = WriteBatch::default();
+        let mut responders = Vec::new();
+        let mut index = DbKeyIndex { db: &db, group_id: self.group_id, pending: BTreeMap::new() };
+        for (entry, responder) in items {
+            let response = match entry.payload {
+                EntryPayload::Blank => Response::None,
+                EntryPayload::Membership(membership) => {
+                    self.last_membership = StoredMembershipOf::<TypeConfig>::new(Some(entry.log_id), membership);
+                    Response::None
+                }
+                EntryPayload::Normal(command) => match (&mut self.state, command) {
+                    (GroupState::Metadata(state), Command::Meta(command)) => Response::Meta(state.apply(command)),
+                    (GroupState::Partition(state), Command::Partition(command)) => {
+                        let (response, effects) = state.apply(&mut self.producers, &mut index, command);
+                        for effect in effects {
+                            let group_id = self.group_id;
+                            match effect {
+                                PartitionEffect::Write { base_offset, batch } => {
+                                    write.put_cf(&data_cf, keys::data_key(group_id, base_offset), batch)
+                                }
+                                PartitionEffect::DeleteBelow { offset } => write.delete_range_cf(
+                                    &data_cf,
+                                    keys::data_key(group_id, 0),
+                                    keys::data_key(group_id, offset),
+                                ),
+                                PartitionEffect::PutProducer { producer_id, entry } => {
+                                    let bytes =
+                                        postcard::to_allocvec(&entry).map_err(|e| io::Error::other(e.to_string()))?;
+                                    write.put_cf(&sm_cf, keys::producer_key(group_id, producer_id), bytes)
+                                }
+                                PartitionEffect::DeleteProducer { producer_id } => {
+                                    write.delete_cf(&sm_cf, keys::producer_key(group_id, producer_id))
+                                }
+                                PartitionEffect::PutKey { key, offset, expires_ms } => {
+                                    write.put_cf(
+                                        &sm_cf,
+                                        keys::idempotency_key(group_id, &key, offset),
+                                        expires_ms.to_be_bytes(),
+                                    );
+                                    write.put_cf(&sm_cf, keys::expiry_key(group_id, expires_ms, offset, &key), []);
+                                    index.pending.insert(key, (offset, expires_ms));
+                                }
+                            }
+                        }
+                        Response::Partition(response)
+                    }
+                    (_, command) => {
+                        // A command of the wrong kind can only come from a
+                        // bug in the proposer; every replica refuses it alike.
+                        tracing::error!(group = self.group_id, %command, "command of the wrong kind for this group");
+                        Response::None
+                    }
+                },
+            };
+            self.last_applied = Some(entry.log_id);
+            if let Some(responder) = responder {
+                responders.push((responder, response));
+            }
+        }
+        if let GroupState::Partition(state) = &self.state {
+            let bound = self.key_cleanup_bound_ms.min(state.clock_ms);
+            expire_keys(&db, self.group_id, bound, &mut write)?;
+        }
+        let applied = postcard::to_allocvec(&Applied {
+            last_applied: self.last_applied,
+            last_membership: self.last_membership.clone(),
+            state: self.state.clone(),
+        })
+        .map_err(|e| io::Error::other(e.to_string()))?;
+        write.put_cf(&sm_cf, keys::tag_key(self.group_id, TAG_APPLIED), applied);
+        db.write(write).map_err(to_io)?;
+        Ok(responders)
+    }
+}
+
+/// Deletes idempotency keys that expired at or before `bound_ms`, at most
+/// `IDEMPOTENCY_KEYS_EXPIRED_PER_APPLY` per call.
+///
+/// Why the bound is safe: a lookup treats a key as absent once the
+/// partition clock reaches its expiry, and the clock never goes back, so a
+/// key deleted here would never have been found again by this replica. The
+/// caller also keeps `bound_ms` at or below the clock of the older of the
+/// two latest snapshots, so a follower that installs a snapshot still
+/// receives every key that entries after that snapshot may look up.
+fn expire_keys(db: &rocksdb::DB, group_id: u64, bound_ms: u64, write: &mut WriteBatch) -> io::Result<()> {
+    let cf = db.cf_handle(CF_SM).expect("column family exists");
+    let prefix = keys::tag_key(group_id, TAG_KEY_EXPIRY);
+    let mut iter = db.raw_iterator_cf(&cf);
+    iter.seek(prefix);
+    let mut deleted = 0;
+    while let Some(row) = iter.key() {
+        if !row.starts_with(&prefix) || deleted >= IDEMPOTENCY_KEYS_EXPIRED_PER_APPLY {
+            break;
+        }
+        let (expires, offset, key) = keys::parse_expiry_key(row).ok_or_else(|| decode_error_text("expiry row"))?;
+        if expires > bound_ms {
+            break;
+        }
+        write.delete_cf(&cf, keys::idempotency_key(group_id, key, offset));
+        write.delete_cf(&cf, row);
+        deleted += 1;
+        iter.next();
+    }
+    iter.status().map_err(to_io)
+}
+
+/// The key index on RocksDB, with the keys put earlier in the same round
+/// (not yet written) in front of it.
+struct DbKeyIndex<'a> {
+    db: &'a rocksdb::DB,
+    group_id: u64,
+    pending: BTreeMap<Vec<u8>, (u64, u64)>,
+}
+
+impl KeyIndex for DbKeyIndex<'_> {
+    fn lookup(&mut self, key: &[u8]) -> Option<(u64, u64)> {
+        if let Some(found) = self.pending.get(key) {
+            return Some(*found);
+        }
+        let cf = self.db.cf_handle(CF_SM).expect("column family exists");
+        let prefix = keys::idempotency_prefix(self.group_id, key);
+        let mut iter = self.db.raw_iterator_cf(&cf);
+        let mut last = prefix.clone();
+        last.extend_from_slice(&u64::MAX.to_be_bytes());
+        iter.seek_for_prev(&last);
+        let (row, value) = (iter.key()?, iter.value()?);
+        if !row.starts_with(&prefix) || row.len() != prefix.len() + 8 {
+            return None;
+        }
+        let offset = u64::from_be_bytes(row[prefix.len()..].try_into().ok()?);
+        let expires = u64::from_be_bytes(value.try_into().ok()?);
+        Some((offset, expires))
     }
 }
 
@@ -79,12 +256,36 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+/// The data of a snapshot: the group's state, and for a partition its
+/// producer table. The partition's batches and idempotency keys travel
+/// beside it (see `Store::read_snapshot_keys`).
+#[derive(Serialize, Deserialize)]
+pub struct SnapshotPayload {
+    pub state: GroupState,
+    pub producers: Vec<(i64, ProducerEntry)>,
+}
+
+impl SnapshotPayload {
+    pub fn decode(bytes: &[u8]) -> io::Result<SnapshotPayload> {
+        postcard::from_bytes(bytes).map_err(|e| decode_error("snapshot", e))
+    }
+}
+
 pub struct GroupStateMachine {
     store: Store,
     group_id: u64,
     last_applied: Option<LogIdOf<TypeConfig>>,
     last_membership: StoredMembershipOf<TypeConfig>,
     state: GroupState,
+    /// A partition's idempotent producers (empty for the metadata group).
+    /// Persisted row by row under `TAG_PRODUCER`, not in the applied state,
+    /// so an apply writes only the producers it changed.
+    producers: ProducerTable,
+    /// Partition clocks of the two latest snapshots, newest first. Expired
+    /// idempotency keys are deleted only up to the older one: a snapshot
+    /// being sent must still find every key that entries after it may look
+    /// up (see `expire_keys`).
+    snapshot_clocks_ms: [u64; 2],
     /// The state after each apply, for readers (fetch, metadata, reconciler).
     published: watch::Sender<Arc<GroupState>>,
 }
@@ -104,8 +305,45 @@ impl GroupStateMachine {
             Some(a) => (a.last_applied, a.last_membership, a.state),
             None => (None, StoredMembershipOf::<TypeConfig>::default(), GroupState::empty(kind)),
         };
+        let db = store.db.clone();
+        let (producers, snapshot_clock_ms) = blocking(move || {
+            let cf = db.cf_handle(CF_SM).expect("column family exists");
+            let prefix = keys::tag_key(group_id, TAG_PRODUCER);
+            let mut entries = Vec::new();
+            let mut iter = db.raw_iterator_cf(&cf);
+            iter.seek(prefix);
+            while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+                if !key.starts_with(&prefix) {
+                    break;
+                }
+                let id = i64::from_be_bytes(key[9..17].try_into().map_err(|_| decode_error_text("producer key"))?);
+                let entry: ProducerEntry = postcard::from_bytes(value).map_err(|e| decode_error("producer", e))?;
+                entries.push((id, entry));
+                iter.next();
+            }
+            iter.status().map_err(to_io)?;
+            let clock = match db.get_pinned_cf(&cf, keys::tag_key(group_id, TAG_SNAPSHOT)).map_err(to_io)? {
+                Some(bytes) => {
+                    let stored: StoredSnapshot =
+                        postcard::from_bytes(&bytes).map_err(|e| decode_error("snapshot", e))?;
+                    partition_clock(&SnapshotPayload::decode(&stored.data)?.state)
+                }
+                None => 0,
+            };
+            Ok((ProducerTable::from_entries(entries), clock))
+        })
+        .await?;
         let (published, _) = watch::channel(Arc::new(state.clone()));
-        Ok(GroupStateMachine { store, group_id, last_applied, last_membership, state, published })
+        Ok(GroupStateMachine {
+            store,
+            group_id,
+            last_applied,
+            last_membership,
+            state,
+            producers,
+            snapshot_clocks_ms: [snapshot_clock_ms; 2],
+            published,
+        })
     }
 
     /// A receiver that sees the group's state after every apply.
@@ -115,7 +353,7 @@ impl GroupStateMachine {
 
     fn applied_bytes(&self) -> io::Result<Vec<u8>> {
         postcard::to_allocvec(&Applied {
-            last_applied: self.last_applied.clone(),
+            last_applied: self.last_applied,
             last_membership: self.last_membership.clone(),
             state: self.state.clone(),
         })
@@ -130,67 +368,38 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
     async fn applied_state(
         &mut self,
     ) -> Result<(Option<LogIdOf<TypeConfig>>, StoredMembershipOf<TypeConfig>), io::Error> {
-        Ok((self.last_applied.clone(), self.last_membership.clone()))
+        Ok((self.last_applied, self.last_membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        let mut write = WriteBatch::default();
-        let mut responders = Vec::new();
-        {
-            let db = &self.store.db;
-            let data_cf = db.cf_handle(CF_DATA).expect("column family exists");
-            while let Some(item) = entries.next().await {
-                let (entry, responder) = item?;
-                let response = match entry.payload {
-                    EntryPayload::Blank => Response::None,
-                    EntryPayload::Membership(membership) => {
-                        self.last_membership =
-                            StoredMembershipOf::<TypeConfig>::new(Some(entry.log_id.clone()), membership);
-                        Response::None
-                    }
-                    EntryPayload::Normal(command) => match (&mut self.state, command) {
-                        (GroupState::Metadata(state), Command::Meta(command)) => Response::Meta(state.apply(command)),
-                        (GroupState::Partition(state), Command::Partition(command)) => {
-                            let (response, effect) = state.apply(command);
-                            match effect {
-                                Some(PartitionEffect::Write { base_offset, batch }) => {
-                                    write.put_cf(&data_cf, keys::data_key(self.group_id, base_offset), batch)
-                                }
-                                Some(PartitionEffect::DeleteBelow { offset }) => write.delete_range_cf(
-                                    &data_cf,
-                                    keys::data_key(self.group_id, 0),
-                                    keys::data_key(self.group_id, offset),
-                                ),
-                                None => {}
-                            }
-                            Response::Partition(response)
-                        }
-                        (_, command) => {
-                            // A command of the wrong kind can only come from a
-                            // bug in the proposer; every replica refuses it alike.
-                            tracing::error!(group = self.group_id, %command, "command of the wrong kind for this group");
-                            Response::None
-                        }
-                    },
-                };
-                self.last_applied = Some(entry.log_id);
-                if let Some(responder) = responder {
-                    responders.push((responder, response));
-                }
-            }
+        let mut items = Vec::new();
+        while let Some(item) = entries.next().await {
+            items.push(item?);
         }
-        let applied = self.applied_bytes()?;
-        let sm_key = keys::tag_key(self.group_id, TAG_APPLIED);
-        let db = self.store.db.clone();
-        blocking(move || {
-            let cf = db.cf_handle(CF_SM).expect("column family exists");
-            write.put_cf(&cf, sm_key, applied);
-            db.write(write).map_err(to_io)
+        // Applying may read the key index, so the whole round runs on a
+        // blocking thread with the state moved there and back.
+        let placeholder = self.state.placeholder();
+        let mut round = ApplyRound {
+            db: self.store.db.clone(),
+            group_id: self.group_id,
+            last_applied: self.last_applied.take(),
+            last_membership: self.last_membership.clone(),
+            state: std::mem::replace(&mut self.state, placeholder),
+            producers: std::mem::take(&mut self.producers),
+            key_cleanup_bound_ms: self.snapshot_clocks_ms[1],
+        };
+        let (round, responders) = blocking(move || {
+            let responders = round.run(items)?;
+            Ok((round, responders))
         })
         .await?;
+        self.last_applied = round.last_applied;
+        self.last_membership = round.last_membership;
+        self.state = round.state;
+        self.producers = round.producers;
         self.published.send_replace(Arc::new(self.state.clone()));
         for (responder, response) in responders {
             responder.send(response);
@@ -199,11 +408,13 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.snapshot_clocks_ms = [partition_clock(&self.state), self.snapshot_clocks_ms[0]];
         SnapshotBuilder {
+            producers: self.producers.iter().map(|(id, entry)| (*id, entry.clone())).collect(),
             store: self.store.clone(),
             group_id: self.group_id,
             meta: SnapshotMetaOf::<TypeConfig> {
-                last_log_id: self.last_applied.clone(),
+                last_log_id: self.last_applied,
                 last_membership: self.last_membership.clone(),
             },
             state: self.state.clone(),
@@ -215,12 +426,20 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         meta: &SnapshotMetaOf<TypeConfig>,
         snapshot: Self::SnapshotData,
     ) -> Result<(), io::Error> {
-        let state: GroupState = postcard::from_bytes(&snapshot).map_err(|e| decode_error("snapshot", e))?;
+        let SnapshotPayload { state, producers } = SnapshotPayload::decode(&snapshot)?;
         if std::mem::discriminant(&state) != std::mem::discriminant(&self.state) {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "snapshot of another group kind"));
         }
         self.state = state;
-        self.last_applied = meta.last_log_id.clone();
+        let clock = partition_clock(&self.state);
+        self.snapshot_clocks_ms = [clock, clock];
+        let mut producer_rows = Vec::with_capacity(producers.len());
+        for (id, entry) in &producers {
+            let bytes = postcard::to_allocvec(entry).map_err(|e| io::Error::other(e.to_string()))?;
+            producer_rows.push((keys::producer_key(self.group_id, *id), bytes));
+        }
+        self.producers = ProducerTable::from_entries(producers);
+        self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
         let applied = self.applied_bytes()?;
         let stored = postcard::to_allocvec(&StoredSnapshot { meta: meta.clone(), data: snapshot })
@@ -228,6 +447,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         let group_id = self.group_id;
         let log_start = self.state.as_partition().map(|p| p.log_start_offset);
         let db = self.store.db.clone();
+        let record = self.store.synced_wal.clone();
         blocking(move || {
             let sm = db.cf_handle(CF_SM).expect("column family exists");
             let data = db.cf_handle(CF_DATA).expect("column family exists");
@@ -235,10 +455,18 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             if let Some(log_start) = log_start {
                 write.delete_range_cf(&data, keys::data_key(group_id, 0), keys::data_key(group_id, log_start));
             }
+            write.delete_range_cf(
+                &sm,
+                keys::tag_key(group_id, TAG_PRODUCER),
+                keys::tag_key(group_id, TAG_PRODUCER + 1),
+            );
+            for (key, value) in producer_rows {
+                write.put_cf(&sm, key, value);
+            }
             write.put_cf(&sm, keys::tag_key(group_id, TAG_APPLIED), applied);
             write.put_cf(&sm, keys::tag_key(group_id, TAG_SNAPSHOT), stored);
             db.write(write).map_err(to_io)?;
-            db.flush_wal(true).map_err(to_io)
+            crate::record_flush(&record, || db.flush_wal(true).map_err(to_io))
         })
         .await?;
         self.published.send_replace(Arc::new(self.state.clone()));
@@ -265,13 +493,16 @@ pub struct SnapshotBuilder {
     group_id: u64,
     meta: SnapshotMetaOf<TypeConfig>,
     state: GroupState,
+    producers: Vec<(i64, ProducerEntry)>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, Vec<u8>>, io::Error> {
-        let data = postcard::to_allocvec(&self.state).map_err(|e| io::Error::other(e.to_string()))?;
+        let payload = SnapshotPayload { state: self.state.clone(), producers: std::mem::take(&mut self.producers) };
+        let data = postcard::to_allocvec(&payload).map_err(|e| io::Error::other(e.to_string()))?;
+        self.producers = payload.producers;
         let stored = postcard::to_allocvec(&StoredSnapshot { meta: self.meta.clone(), data: data.clone() })
             .map_err(|e| io::Error::other(e.to_string()))?;
         let db = self.store.db.clone();

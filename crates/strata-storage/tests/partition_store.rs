@@ -1,16 +1,17 @@
 //! The partition side of the store on a real RocksDB: applying appends
 //! stores batches under dense offsets, state survives a reopen, retention
 //! trims, snapshots carry the data to another store, group commit answers
-//! every waiter, and deleting a group removes its keys.
+//! every waiter, deleting a group removes its keys, and producer state and
+//! idempotency keys survive a reopen, travel with a snapshot and expire.
 
 use futures::stream;
 use openraft::impls::leader_id_adv::LeaderId;
 use openraft::storage::RaftStateMachine;
 use openraft::vote::RaftLeaderId;
 use openraft::{Entry, EntryPayload, LogId, RaftSnapshotBuilder};
-use strata_record::{decode_records_from, encode_batch, ProducerFields, Record};
-use strata_state::{Command, PartitionCommand};
-use strata_storage::{GroupKind, GroupState, GroupStateMachine, Store, TypeConfig};
+use strata_record::{decode_records_from, encode_batch, Header, ProducerFields, Record};
+use strata_state::{Command, KeyedRecord, PartitionCommand};
+use strata_storage::{GroupKind, GroupStateMachine, SnapshotPayload, Store, TypeConfig};
 
 type TestEntry = <TypeConfig as openraft::RaftTypeConfig>::Entry;
 
@@ -22,7 +23,31 @@ fn append(index: u64, values: &[&str]) -> TestEntry {
     let records: Vec<Record> =
         values.iter().map(|v| Record { value: Some(v.as_bytes().to_vec().into()), ..Default::default() }).collect();
     let batch = encode_batch(&records, ProducerFields::default()).unwrap().to_vec();
-    entry(index, PartitionCommand::Append { batch })
+    entry(index, append_command(batch, vec![], 1))
+}
+
+fn append_command(batch: Vec<u8>, keys: Vec<KeyedRecord>, time_ms: u64) -> PartitionCommand {
+    PartitionCommand::Append { batch, time_ms, dedup_window_ms: 1_000, producer_expiry_ms: 60_000, keys }
+}
+
+/// An append of one record with idempotency key `key`, from producer
+/// `producer_id` at `sequence` (or no producer when negative).
+fn keyed(index: u64, key: &str, producer_id: i64, sequence: i32, time_ms: u64) -> TestEntry {
+    let record = Record {
+        value: Some(key.as_bytes().to_vec().into()),
+        headers: vec![Header {
+            key: strata_core::IDEMPOTENCY_KEY_HEADER.into(),
+            value: Some(key.as_bytes().to_vec().into()),
+        }],
+        ..Default::default()
+    };
+    let fields = if producer_id >= 0 {
+        ProducerFields { producer_id, producer_epoch: 0, base_sequence: sequence }
+    } else {
+        ProducerFields::default()
+    };
+    let batch = encode_batch(&[record], fields).unwrap().to_vec();
+    entry(index, append_command(batch, vec![KeyedRecord { index: 0, key: key.as_bytes().to_vec() }], time_ms))
 }
 
 async fn apply(sm: &mut GroupStateMachine, entries: Vec<TestEntry>) {
@@ -96,8 +121,8 @@ async fn a_snapshot_moves_state_and_data_to_another_store() {
     let mut sm = source.state_machine(3, GroupKind::Partition).await.unwrap();
     apply(&mut sm, vec![append(1, &["x"]), append(2, &["y", "z"])]).await;
     let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
-    let state: GroupState = postcard::from_bytes(&snapshot.snapshot).unwrap();
-    let end = state.as_partition().unwrap().next_offset;
+    let payload = SnapshotPayload::decode(&snapshot.snapshot).unwrap();
+    let end = payload.state.as_partition().unwrap().next_offset;
     // What the transport does: stream the batches, then install.
     let batches = source.partition_reader(3).read(0, end, 1 << 20).await.unwrap();
     target.write_snapshot_batches(3, batches).await.unwrap();
@@ -135,4 +160,98 @@ async fn group_commit_answers_every_waiter_and_delete_group_removes_everything()
     assert!(store.partition_reader(11).read(0, 10, 1 << 20).await.unwrap().is_empty());
     let reopened = store.state_machine(11, GroupKind::Partition).await.unwrap();
     assert_eq!(reopened.subscribe().borrow().as_partition().unwrap().next_offset, 0);
+}
+
+fn partition(sm: &GroupStateMachine) -> strata_state::PartitionState {
+    sm.subscribe().borrow().as_partition().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_state_and_idempotency_keys_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let mut sm = store.state_machine(4, GroupKind::Partition).await.unwrap();
+        apply(&mut sm, vec![keyed(1, "a", 7, 0, 100)]).await;
+        assert_eq!(partition(&sm).next_offset, 1);
+        assert_eq!(store.count_idempotency_keys(4).await.unwrap(), 1);
+        store.sync().await.unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let mut sm = store.state_machine(4, GroupKind::Partition).await.unwrap();
+    // The same key from another producer: remembered, not stored.
+    apply(&mut sm, vec![keyed(2, "a", 8, 0, 200)]).await;
+    // A retry of producer 7's batch (same sequence): recognised, not stored.
+    apply(&mut sm, vec![keyed(3, "b", 7, 0, 300)]).await;
+    let state = partition(&sm);
+    assert_eq!((state.next_offset, state.producer_count), (1, 2));
+    // Once the window (1 s from 100 ms) has passed, the key is stored again.
+    apply(&mut sm, vec![keyed(4, "a", -1, 0, 1_200)]).await;
+    assert_eq!(partition(&sm).next_offset, 2);
+    let read = store.partition_reader(4).read(0, 2, 1 << 20).await.unwrap();
+    assert_eq!(values(&read, 0), vec![(0, "a".into()), (1, "a".into())]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_keys_are_deleted_once_two_snapshots_have_passed_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut sm = store.state_machine(6, GroupKind::Partition).await.unwrap();
+    let entries: Vec<TestEntry> = (0..300).map(|i| keyed(i + 1, &format!("k{i}"), -1, 0, 10 + i)).collect();
+    apply(&mut sm, entries).await;
+    assert_eq!(store.count_idempotency_keys(6).await.unwrap(), 300);
+    // Long after the window, but no snapshot yet: nothing is deleted,
+    // since a follower may still need the keys.
+    apply(&mut sm, vec![keyed(301, "late", -1, 0, 10_000)]).await;
+    assert_eq!(store.count_idempotency_keys(6).await.unwrap(), 301);
+    sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    apply(&mut sm, vec![keyed(302, "later", -1, 0, 10_001)]).await;
+    assert_eq!(store.count_idempotency_keys(6).await.unwrap(), 302, "one snapshot is not enough");
+    sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    apply(&mut sm, vec![keyed(303, "last", -1, 0, 10_002)]).await;
+    // The 300 old keys expired by 10 s; the three recent ones stay.
+    assert_eq!(store.count_idempotency_keys(6).await.unwrap(), 3);
+    // An expired key is stored again, a live one is not.
+    apply(&mut sm, vec![keyed(304, "k0", -1, 0, 10_003), keyed(305, "late", -1, 0, 10_004)]).await;
+    assert_eq!(partition(&sm).next_offset, 304);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_carries_producers_and_keys_so_replicas_decide_alike() {
+    let source_dir = tempfile::tempdir().unwrap();
+    let target_dir = tempfile::tempdir().unwrap();
+    let source = Store::open(source_dir.path()).unwrap();
+    let target = Store::open(target_dir.path()).unwrap();
+    let mut sm = source.state_machine(8, GroupKind::Partition).await.unwrap();
+    apply(&mut sm, vec![keyed(1, "a", 7, 0, 100), keyed(2, "b", 7, 1, 110)]).await;
+    let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let payload = SnapshotPayload::decode(&snapshot.snapshot).unwrap();
+    let state = payload.state.as_partition().unwrap().clone();
+    assert_eq!(payload.producers.len(), 1);
+    // A key stored after the snapshot must not travel with it.
+    apply(&mut sm, vec![keyed(3, "c", -1, 0, 120)]).await;
+    // What the transport does: batches, then keys in pages, then install.
+    let batches = source.partition_reader(8).read(0, state.next_offset, 1 << 20).await.unwrap();
+    target.write_snapshot_batches(8, batches).await.unwrap();
+    let mut cursor = Vec::new();
+    let mut sent = 0;
+    loop {
+        let (rows, next) = source.read_snapshot_keys(8, cursor, state.next_offset, state.clock_ms, 1).await.unwrap();
+        sent += rows.len();
+        target.write_snapshot_keys(8, rows).await.unwrap();
+        match next {
+            Some(next) => cursor = next,
+            None => break,
+        }
+    }
+    assert_eq!(sent, 2);
+    let mut copy = target.state_machine(8, GroupKind::Partition).await.unwrap();
+    copy.install_snapshot(&snapshot.meta, snapshot.snapshot.clone()).await.unwrap();
+    // The same entries after the snapshot give the same result on both.
+    let after = |i| vec![keyed(i, "c", -1, 0, 120), keyed(i + 1, "a", 9, 0, 130), keyed(i + 2, "z", 7, 1, 140)];
+    apply(&mut copy, after(3)).await;
+    apply(&mut sm, after(4)[1..].to_vec()).await;
+    assert_eq!(partition(&copy).next_offset, 3, "c stored, a and the retry of producer 7 not");
+    assert_eq!(partition(&copy).next_offset, partition(&sm).next_offset);
+    assert_eq!(partition(&copy).producer_count, 2);
 }

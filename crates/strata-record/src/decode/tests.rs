@@ -493,3 +493,21 @@ fn arbitrary_input_never_panics() {
     // the repair step above really reaches the record checks.
     assert!(accepted > 0);
 }
+
+#[test]
+fn validate_with_header_finds_each_records_first_matching_header() {
+    let header = |key: &str, value: &[u8]| Header { key: key.into(), value: Some(value.to_vec().into()) };
+    let records = vec![
+        Record { headers: vec![header("other", b"x"), header("id", b"a"), header("id", b"b")], ..Default::default() },
+        Record::default(),
+        Record { headers: vec![Header { key: "id".into(), value: None }], ..Default::default() },
+    ];
+    let batch = encode_batch(&records, ProducerFields::default()).unwrap();
+    let (h, found) = validate_batch_with_header(&batch, "id").unwrap();
+    assert_eq!(h.record_count, 3);
+    assert_eq!(found, vec![(0, Some(&b"a"[..])), (2, None)]);
+    let mut bad = batch.to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert!(validate_batch_with_header(&bad, "id").is_err(), "the CRC is still checked");
+}

@@ -1,0 +1,331 @@
+//! What a run produces: the JSON document (everything measured, with every
+//! setting), a Markdown summary and an SVG plot of latency against offered
+//! load.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use plotters::prelude::*;
+use serde::Serialize;
+
+use crate::calibrate::Calibration;
+use crate::load::{LoadResult, LoadSpec, Percentiles};
+use crate::procs::Usage;
+use crate::systems::System;
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Resources {
+    /// Summed over the cluster's server processes.
+    pub total: Usage,
+    pub per_node: Vec<Usage>,
+    /// Record value bytes acknowledged over the whole run, warm-up included.
+    pub payload_bytes: u64,
+    /// Bytes written by all replicas / (payload bytes × 3).
+    pub write_amplification: Option<f64>,
+    /// Server CPU time per acknowledged record, µs.
+    pub cpu_us_per_record: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkloadResult {
+    /// "W1", "W2", ...
+    pub workload: String,
+    /// Unique within a system, e.g. "W2 6p max" or "W3 50%".
+    pub label: String,
+    pub partitions: u32,
+    pub spec: LoadSpec,
+    pub result: LoadResult,
+    pub resources: Resources,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SystemResults {
+    pub system: System,
+    pub durability: &'static str,
+    pub version: String,
+    /// Why the system (or part of its run) could not be measured.
+    pub errors: Vec<String>,
+    pub workloads: Vec<WorkloadResult>,
+}
+
+impl SystemResults {
+    pub fn find(&self, label: &str) -> Option<&WorkloadResult> {
+        self.workloads.iter().find(|w| w.label == label)
+    }
+
+    /// The highest open-loop or max-rate W2 rate whose p99 stayed under 50 ms.
+    pub fn w2_sustained(&self, partitions: u32) -> Option<&WorkloadResult> {
+        self.workloads
+            .iter()
+            .filter(|w| w.workload == "W2" && w.partitions == partitions && w.result.errors == 0)
+            .filter(|w| w.result.latency_ms.count > 0 && w.result.latency_ms.p99 < 50.0)
+            .max_by(|a, b| a.result.records_per_sec.total_cmp(&b.result.records_per_sec))
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct W7Result {
+    pub offered_rate: f64,
+    pub killed_node: usize,
+    /// Longest time without any acknowledgement, ms (the unavailability window).
+    pub unavailable_ms: f64,
+    pub latency_ms: Percentiles,
+    pub acked: u64,
+    pub lost: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct W5Result {
+    pub partitions: u32,
+    /// Partitions with a leader when the idle measurement started, and how
+    /// long after creation that was.
+    pub partitions_led: u64,
+    pub ready_secs: f64,
+    pub offered_rate: f64,
+    pub load: Option<LoadResult>,
+    /// Per node: CPU share of one core while idle after the load.
+    pub idle_cpu_core_fraction: Vec<f64>,
+    /// Per node: resident memory added by the partitions / replicas hosted.
+    pub memory_per_replica_bytes: Vec<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    pub name: String,
+    pub value: Option<f64>,
+    pub goal: String,
+    pub met: Option<bool>,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub memory_bytes: u64,
+    pub kernel: String,
+    pub cpu: String,
+    pub note: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub date: String,
+    pub quick: bool,
+    pub machine: Machine,
+    pub settings: serde_json::Value,
+    pub calibration: Option<Calibration>,
+    pub systems: Vec<SystemResults>,
+    pub w5: Option<W5Result>,
+    pub w7: Option<W7Result>,
+    pub targets: Vec<Target>,
+    pub notes: Vec<String>,
+}
+
+fn fmt_opt(value: Option<f64>, digits: usize) -> String {
+    value.map_or_else(|| "–".to_string(), |v| format!("{v:.digits$}"))
+}
+
+pub fn markdown(report: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# Benchmark run {}{}\n", report.date, if report.quick { " (quick)" } else { "" });
+    let m = &report.machine;
+    let _ = writeln!(
+        out,
+        "Machine: {} cores ({}), {:.1} GiB memory, Linux {}. {}\n",
+        m.cores,
+        m.cpu,
+        m.memory_bytes as f64 / (1u64 << 30) as f64,
+        m.kernel,
+        m.note
+    );
+    let _ = writeln!(out, "Settings: `{}`\n", report.settings);
+    if let Some(c) = &report.calibration {
+        let _ = writeln!(out, "## Calibration ({})\n", c.disk_tool);
+        let _ = writeln!(out, "| figure | value |\n| --- | --- |");
+        let _ = writeln!(
+            out,
+            "| fdatasync of a 4 KiB append, p50 / p99 | {:.3} / {:.3} ms |",
+            c.fsync_p50_ms, c.fsync_p99_ms
+        );
+        let _ = writeln!(
+            out,
+            "| sequential write, one fdatasync per MiB | {:.1} MB/s |",
+            c.write_bandwidth_bytes_per_sec / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "| loopback TCP round trip (1 KiB), p50 / p99 | {:.3} / {:.3} ms |",
+            c.loopback_rtt_p50_ms, c.loopback_rtt_p99_ms
+        );
+        let _ = writeln!(out, "| loopback TCP bandwidth | {:.0} MB/s |", c.loopback_bandwidth_bytes_per_sec / 1e6);
+        let _ = writeln!(out, "| W1 floor (fsync p50 + round trip p50) | {:.3} ms |", c.w1_floor_ms());
+        let _ = writeln!(
+            out,
+            "| ceiling, durable 1 KiB records × 3 replicas, write amplification 1 | {:.0} records/s |\n",
+            c.ceiling_records_per_sec(1024, 1.0)
+        );
+    }
+    let _ = writeln!(out, "## Workloads\n");
+    let _ = writeln!(
+        out,
+        "| workload | system | durability | offered rec/s | rec/s | MB/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | server CPU s | CPU µs/rec | disk MB | write ampl. | peak RSS MiB |"
+    );
+    let _ = writeln!(
+        out,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    let mut labels: Vec<&str> = Vec::new();
+    for system in &report.systems {
+        for w in &system.workloads {
+            if !labels.contains(&w.label.as_str()) {
+                labels.push(&w.label);
+            }
+        }
+    }
+    for label in labels {
+        for system in &report.systems {
+            let Some(w) = system.find(label) else { continue };
+            let r = &w.result;
+            let l = &r.latency_ms;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.1} | {} | {:.1} | {} | {:.0} |",
+                w.label,
+                system.system.name(),
+                system.durability,
+                fmt_opt(r.offered_rate, 0),
+                r.records_per_sec,
+                r.mb_per_sec,
+                l.p50,
+                l.p99,
+                l.p999,
+                l.max,
+                r.errors,
+                w.resources.total.cpu_seconds,
+                fmt_opt(w.resources.cpu_us_per_record, 1),
+                w.resources.total.write_bytes as f64 / 1e6,
+                fmt_opt(w.resources.write_amplification, 2),
+                w.resources.total.peak_rss_bytes as f64 / (1 << 20) as f64,
+            );
+        }
+    }
+    let _ =
+        writeln!(out, "\nSpec of each workload (producers, window, record size, partitions) is in the JSON file.\n");
+    if let Some(w7) = &report.w7 {
+        let _ = writeln!(out, "## W7: partition leader killed under load (Strata)\n");
+        let _ = writeln!(
+            out,
+            "Offered {:.0} records/s to 1 partition; node {} (the leader) got SIGKILL a third into the window. Longest gap between acknowledgements: {:.0} ms; p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; {} acknowledged, {} lost, {} errors{}.\n",
+            w7.offered_rate,
+            w7.killed_node + 1,
+            w7.unavailable_ms,
+            w7.latency_ms.p99,
+            w7.latency_ms.p999,
+            w7.latency_ms.max,
+            w7.acked,
+            w7.lost,
+            w7.errors,
+            w7.first_error.as_ref().map(|e| format!(" (first: {e})")).unwrap_or_default(),
+        );
+    }
+    if let Some(w5) = &report.w5 {
+        let _ = writeln!(out, "## W5: {} partitions RF 3 (Strata)\n", w5.partitions);
+        let _ = writeln!(
+            out,
+            "{} of {} partitions had a leader {:.0} s after creation; the idle figures were taken then, over 10 s.{}\n",
+            w5.partitions_led,
+            w5.partitions,
+            w5.ready_secs,
+            match &w5.load {
+                Some(load) => format!(
+                    " Then {:.0} records/s offered: {:.0} acknowledged/s, p50 {:.2} ms, p99 {:.2} ms, {} errors.",
+                    w5.offered_rate, load.records_per_sec, load.latency_ms.p50, load.latency_ms.p99, load.errors
+                ),
+                None => " The load was skipped: not every partition had a leader.".to_string(),
+            }
+        );
+        let _ = writeln!(
+            out,
+            "Idle CPU per node (share of one core): {:?}; resident memory per partition replica: {:?} bytes.\n",
+            w5.idle_cpu_core_fraction.iter().map(|v| format!("{v:.3}")).collect::<Vec<_>>(),
+            w5.memory_per_replica_bytes.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>()
+        );
+    }
+    let _ = writeln!(out, "## Targets\n\n| target | measured | goal | met | how |\n| --- | --- | --- | --- | --- |");
+    for t in &report.targets {
+        let met = match t.met {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "not measured",
+        };
+        let _ = writeln!(out, "| {} | {} | {} | {} | {} |", t.name, fmt_opt(t.value, 2), t.goal, met, t.detail);
+    }
+    if !report.notes.is_empty() {
+        let _ = writeln!(out, "\n## Notes\n");
+        for note in &report.notes {
+            let _ = writeln!(out, "- {note}");
+        }
+    }
+    for system in &report.systems {
+        for error in &system.errors {
+            let _ = writeln!(out, "- {}: {error}", system.system.name());
+        }
+    }
+    out
+}
+
+/// p50 and p99 against offered load (open-loop runs of W2 and W3), one
+/// colour per system, log-scale latency.
+pub fn plot(report: &Report, path: &Path) -> anyhow::Result<()> {
+    let mut series: Vec<(System, Vec<(f64, f64, f64)>)> = Vec::new();
+    for system in &report.systems {
+        let mut points: Vec<(f64, f64, f64)> = system
+            .workloads
+            .iter()
+            .filter(|w| matches!(w.workload.as_str(), "W2" | "W3") && w.result.latency_ms.count > 0)
+            .filter(|w| w.partitions == 6)
+            .map(|w| {
+                (
+                    w.result.offered_rate.unwrap_or(w.result.records_per_sec),
+                    w.result.latency_ms.p50,
+                    w.result.latency_ms.p99,
+                )
+            })
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if !points.is_empty() {
+            series.push((system.system, points));
+        }
+    }
+    let x_max = series.iter().flat_map(|(_, p)| p.iter().map(|p| p.0)).fold(1.0, f64::max) * 1.1;
+    let y_min = series.iter().flat_map(|(_, p)| p.iter().map(|p| p.1)).fold(f64::MAX, f64::min).max(0.01) * 0.5;
+    let y_max = series.iter().flat_map(|(_, p)| p.iter().map(|p| p.2)).fold(1.0, f64::max) * 2.0;
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("1 KiB records, 6 partitions, RF 3: latency vs offered load", ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..x_max, (y_min..y_max).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("offered load, records/s (max-rate runs at their achieved rate)")
+        .y_desc("publish-to-ack latency, ms (solid p99, dashed p50)")
+        .draw()?;
+    let colours = [RED, BLUE, GREEN, MAGENTA];
+    for (index, (system, points)) in series.iter().enumerate() {
+        let colour = colours[index % colours.len()];
+        chart
+            .draw_series(LineSeries::new(points.iter().map(|p| (p.0, p.2)), colour.stroke_width(2)))?
+            .label(format!("{} p99", system.name()))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+        chart.draw_series(points.iter().map(|p| Circle::new((p.0, p.2), 3, colour.filled())))?;
+        chart.draw_series(DashedLineSeries::new(points.iter().map(|p| (p.0, p.1)), 6, 4, colour.stroke_width(1)))?;
+    }
+    chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
+    root.present()?;
+    Ok(())
+}
