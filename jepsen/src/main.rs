@@ -31,8 +31,8 @@ enum Command {
         nodes: u64,
         #[arg(long, value_enum, default_value_t = WorkloadKind::Queue)]
         workload: WorkloadKind,
-        /// Comma-separated fault kinds; empty for none.
-        #[arg(long, value_enum, value_delimiter = ',', default_value = "kill,pause,partition")]
+        /// Comma-separated fault kinds; `--faults` with no value for none.
+        #[arg(long, value_enum, value_delimiter = ',', num_args = 0.., default_value = "kill,pause,partition")]
         faults: Vec<FaultKind>,
         /// Seconds of workload under faults (the heal, drain and checks follow).
         #[arg(long, default_value_t = 60)]
