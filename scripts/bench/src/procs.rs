@@ -14,9 +14,13 @@ use serde::Serialize;
 /// How long a server may take to exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// A free TCP port on 127.0.0.1 (the kernel picks it; it is released at once).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind a port on 127.0.0.1")
+/// `count` distinct free TCP ports on 127.0.0.1. All are held open until
+/// every one is chosen, so the kernel cannot hand out the same port twice
+/// (taking them one at a time let two nodes of a cluster get one port).
+pub fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> =
+        (0..count).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a port on 127.0.0.1")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("bound address").port()).collect()
 }
 
 /// One server process of a cluster. Killed (with its tree) when dropped.
@@ -226,6 +230,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ports_are_distinct() {
+        let mut ports = free_ports(12);
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 12);
+    }
 
     #[test]
     fn this_process_can_be_measured() {

@@ -276,12 +276,15 @@ pub fn markdown(report: &Report) -> String {
     out
 }
 
+/// One plotted point: (offered records/s, p50 ms, p99 ms).
+type LoadPoint = (f64, f64, f64);
+
 /// p50 and p99 against offered load (open-loop runs of W2 and W3), one
 /// colour per system, log-scale latency.
 pub fn plot(report: &Report, path: &Path) -> anyhow::Result<()> {
-    let mut series: Vec<(System, Vec<(f64, f64, f64)>)> = Vec::new();
+    let mut series: Vec<(System, Vec<LoadPoint>)> = Vec::new();
     for system in &report.systems {
-        let mut points: Vec<(f64, f64, f64)> = system
+        let mut points: Vec<LoadPoint> = system
             .workloads
             .iter()
             .filter(|w| matches!(w.workload.as_str(), "W2" | "W3") && w.result.latency_ms.count > 0)

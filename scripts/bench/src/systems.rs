@@ -14,7 +14,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde::Serialize;
 
-use crate::procs::{free_port, wait_for, Server};
+use crate::procs::{free_ports, wait_for, Server};
 
 /// How long a cluster may take to form and serve.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -117,7 +117,7 @@ pub async fn start(system: System, dir: &Path, strata_bin: &Path) -> anyhow::Res
 // ---- Strata -------------------------------------------------------------
 
 async fn start_strata(dir: &Path, bin: &Path) -> anyhow::Result<Cluster> {
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let ports: Vec<(u16, u16)> = free_ports(6).chunks(2).map(|p| (p[0], p[1])).collect();
     let initial: Vec<String> = ports.iter().enumerate().map(|(i, (p, _))| format!("{}=127.0.0.1:{p}", i + 1)).collect();
     let mut servers = Vec::new();
     for (index, (port, metrics_port)) in ports.iter().enumerate() {
@@ -157,7 +157,7 @@ async fn start_strata(dir: &Path, bin: &Path) -> anyhow::Result<Cluster> {
 // ---- etcd ---------------------------------------------------------------
 
 async fn start_etcd(dir: &Path) -> anyhow::Result<Cluster> {
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let ports: Vec<(u16, u16)> = free_ports(6).chunks(2).map(|p| (p[0], p[1])).collect();
     let initial: Vec<String> =
         ports.iter().enumerate().map(|(i, (_, peer))| format!("e{}=http://127.0.0.1:{peer}", i + 1)).collect();
     let mut servers = Vec::new();
@@ -249,7 +249,9 @@ async fn start_rabbitmq(dir: &Path) -> anyhow::Result<Cluster> {
     std::fs::write(&plugins, "[].\n")?;
     // Our own epmd on a private port, so nothing is left running afterwards
     // and nothing listens beyond loopback.
-    let epmd_port = free_port();
+    // Every port of the cluster at once, so none is handed out twice.
+    let ports = free_ports(7);
+    let epmd_port = ports[6];
     let mut epmd = Command::new(find_epmd()?);
     epmd.args(["-address", "127.0.0.1", "-port", &epmd_port.to_string()]);
     let helpers = vec![Server::spawn("epmd", epmd, &dir.join("epmd.log"))?];
@@ -259,7 +261,7 @@ async fn start_rabbitmq(dir: &Path) -> anyhow::Result<Cluster> {
     let mut endpoints = Vec::new();
     let mut names = Vec::new();
     for index in 1..=3 {
-        let (amqp_port, dist_port) = (free_port(), free_port());
+        let (amqp_port, dist_port) = (ports[2 * (index - 1)], ports[2 * (index - 1) + 1]);
         let name = format!("bench{index}@localhost");
         let mut command = Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server");
         command
@@ -304,7 +306,7 @@ async fn start_rabbitmq(dir: &Path) -> anyhow::Result<Cluster> {
 // ---- NATS ---------------------------------------------------------------
 
 async fn start_nats(dir: &Path) -> anyhow::Result<Cluster> {
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let ports: Vec<(u16, u16)> = free_ports(6).chunks(2).map(|p| (p[0], p[1])).collect();
     let routes: Vec<String> = ports.iter().map(|(_, r)| format!("nats-route://127.0.0.1:{r}")).collect();
     let mut servers = Vec::new();
     for (index, (client_port, route_port)) in ports.iter().enumerate() {
