@@ -98,10 +98,36 @@ pub fn strata_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(beside)
 }
 
+/// Where the machine-wide run lock lives.
+const RUN_LOCK: &str = "/tmp/strata-jepsen.lock";
+
+/// Takes the machine-wide lock that keeps a second harness run from
+/// starting while one is going; released when the returned file closes
+/// (also when the process dies).
+fn exclusive_run_lock() -> anyhow::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(RUN_LOCK)
+        .with_context(|| format!("opening {RUN_LOCK}"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another strata-jepsen run holds {RUN_LOCK}; runs share the network namespaces, so wait for it to end"
+        ),
+        Err(std::fs::TryLockError::Error(error)) => Err(error).with_context(|| format!("locking {RUN_LOCK}")),
+    }
+}
+
 pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
     if options.nodes < 1 || options.nodes > net::MAX_NODES {
         bail!("--nodes must be 1..={}", net::MAX_NODES);
     }
+    // Runs share the namespace names, the bridge and the addresses, and each
+    // cleans up the others' leftovers at start: two at once would wreck both
+    // (and make each other's clients talk to the wrong cluster).
+    let _lock = exclusive_run_lock()?;
     let binary = strata_binary(options.strata_bin.as_deref())?;
     let stamp = chrono_like_stamp();
     let dir = options.store.join(format!("{stamp}-{}-{}n-s{}", options.workload.name(), options.nodes, options.seed));
@@ -230,7 +256,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
     let mut verdict = checker::check(&history, &check_options).context("checking the history")?;
     if !duplicates_fatal {
         verdict.notes.push(format!(
-            "duplicates are reported as allowed: the {} workload's producer has no idempotence yet",
+            "duplicates are reported as allowed: the {} workload sends without an idempotent producer",
             options.workload.name()
         ));
     }
