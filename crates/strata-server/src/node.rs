@@ -39,11 +39,12 @@ pub struct Node {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot create data dir {path}: {source}")]
+    // The io::Error is the source: error chains print it once, after these.
+    #[error("cannot create data dir {path}")]
     DataDir { path: String, source: io::Error },
-    #[error("cannot open the store in {path}: {source}")]
+    #[error("cannot open the store in {path}")]
     Store { path: String, source: io::Error },
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address}")]
     Listen { address: String, source: io::Error },
     #[error("invalid raft settings: {0}")]
     RaftConfig(String),
