@@ -59,6 +59,8 @@ pub struct Cluster {
     binary: PathBuf,
     initial_cluster: String,
     faketime: Option<Faketime>,
+    /// A node config (TOML) every node starts with, when a fault needs one.
+    config_file: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -82,7 +84,7 @@ impl Cluster {
             write_file(&node.clock_file, "+0\n")?;
             nodes.push(node);
         }
-        Ok(Cluster { nodes, binary: binary.to_path_buf(), initial_cluster, faketime })
+        Ok(Cluster { nodes, binary: binary.to_path_buf(), initial_cluster, faketime, config_file: None })
     }
 
     pub fn ids(&self) -> Vec<u64> {
@@ -106,6 +108,7 @@ impl Cluster {
         let binary = self.binary.clone();
         let initial_cluster = self.initial_cluster.clone();
         let faketime = self.faketime.clone();
+        let config_file = self.config_file.clone();
         let node = self.node_mut(id);
         if node.child.is_some() {
             return Ok(());
@@ -124,6 +127,7 @@ impl Cluster {
             .args(["--listen", &net::node_address(id), "--initial-cluster", &initial_cluster])
             .arg("--data-dir")
             .arg(&node.data_dir)
+            .args(config_file.iter().flat_map(|path| [std::ffi::OsStr::new("--config"), path.as_os_str()]))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err_log)
@@ -142,6 +146,51 @@ impl Cluster {
         node.paused = false;
         node.starts += 1;
         Ok(())
+    }
+
+    /// Makes every node record, after each WAL sync, how much of its WAL is
+    /// durable (`[faults] record_synced_wal`), for the lost-writes fault.
+    /// Takes effect at each node's next start.
+    pub fn record_synced_wal(&mut self, dir: &Path) -> Result<(), ClusterError> {
+        let path = dir.join("node-faults.toml");
+        std::fs::write(&path, "[faults]\nrecord_synced_wal = true\n")
+            .map_err(|source| ClusterError::Start { node: 0, source })?;
+        self.config_file = Some(path);
+        Ok(())
+    }
+
+    /// Cuts a dead node's WAL back to what it last recorded as synced, as a
+    /// power loss would: the newest WAL to the recorded length, newer ones
+    /// to nothing. Returns the bytes dropped (0 without a record).
+    pub fn drop_unsynced_writes(&mut self, id: u64) -> std::io::Result<u64> {
+        let db = self.node(id).data_dir.join("db");
+        let text = match std::fs::read_to_string(db.join("SYNCED_WAL")) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut fields = text.split_whitespace();
+        let (Some(name), Some(len)) = (fields.next(), fields.next().and_then(|l| l.parse::<u64>().ok())) else {
+            return Err(std::io::Error::other(format!("bad SYNCED_WAL record {text:?}")));
+        };
+        let number = |file: &str| file.strip_suffix(".log").and_then(|n| n.parse::<u64>().ok());
+        let recorded = number(name).ok_or_else(|| std::io::Error::other(format!("bad WAL name {name}")))?;
+        let mut dropped = 0;
+        for entry in std::fs::read_dir(&db)? {
+            let entry = entry?;
+            let Some(current) = entry.file_name().to_str().and_then(number) else { continue };
+            let keep = match current.cmp(&recorded) {
+                std::cmp::Ordering::Less => continue,
+                std::cmp::Ordering::Equal => len,
+                std::cmp::Ordering::Greater => 0,
+            };
+            let size = entry.metadata()?.len();
+            if size > keep {
+                OpenOptions::new().write(true).open(entry.path())?.set_len(keep)?;
+                dropped += size - keep;
+            }
+        }
+        Ok(dropped)
     }
 
     /// SIGKILL, and reap. A node that is not running is left alone.

@@ -32,6 +32,9 @@ pub enum FaultKind {
     Netem,
     Clock,
     Corrupt,
+    /// SIGKILL, then drop what the node wrote but never synced (a power
+    /// loss), then restart at heal. Needs a `fault-hooks` build of strata.
+    LostWrites,
 }
 
 impl FaultKind {
@@ -43,6 +46,7 @@ impl FaultKind {
             FaultKind::Netem => "netem",
             FaultKind::Clock => "clock",
             FaultKind::Corrupt => "corrupt",
+            FaultKind::LostWrites => "lost-writes",
         }
     }
 }
@@ -106,6 +110,11 @@ pub enum Fault {
     Corrupt {
         how: Corruption,
     },
+    /// Kill nodes and cut their WAL back to what was synced.
+    #[serde(rename = "lost-writes")]
+    LostWrites {
+        targets: Targets,
+    },
 }
 
 impl Fault {
@@ -117,6 +126,7 @@ impl Fault {
             Fault::Netem { .. } => FaultKind::Netem,
             Fault::Clock { .. } => FaultKind::Clock,
             Fault::Corrupt { .. } => FaultKind::Corrupt,
+            Fault::LostWrites { .. } => FaultKind::LostWrites,
         }
     }
 }
@@ -172,6 +182,7 @@ fn draw_fault(kind: FaultKind, rng: &mut StdRng) -> Fault {
         |rng: &mut StdRng| *[Targets::One, Targets::Minority, Targets::Majority, Targets::All].choose(rng).unwrap();
     match kind {
         FaultKind::Kill => Fault::Kill { targets: targets(rng) },
+        FaultKind::LostWrites => Fault::LostWrites { targets: targets(rng) },
         FaultKind::Pause => Fault::Pause { targets: targets(rng) },
         FaultKind::Partition => Fault::Partition {
             shape: *[
@@ -366,6 +377,17 @@ impl Nemesis {
                     cluster.kill(id);
                 }
                 (Applied::Killed(hit.clone()), hit, Value::Null)
+            }
+            Fault::LostWrites { targets } => {
+                let hit = pick(*targets, &nodes, rng);
+                let mut cluster = self.cluster.lock().expect("cluster lock");
+                let mut dropped = serde_json::Map::new();
+                for &id in &hit {
+                    cluster.kill(id);
+                    let bytes = cluster.drop_unsynced_writes(id).map_err(|e| e.to_string())?;
+                    dropped.insert(id.to_string(), json!(bytes));
+                }
+                (Applied::Killed(hit.clone()), hit, json!({ "unsynced_bytes_dropped": dropped }))
             }
             Fault::Pause { targets } => {
                 let hit = pick(*targets, &nodes, rng);
@@ -580,6 +602,7 @@ mod tests {
         FaultKind::Netem,
         FaultKind::Clock,
         FaultKind::Corrupt,
+        FaultKind::LostWrites,
     ];
 
     #[test]

@@ -93,6 +93,7 @@ fn fault_colour(name: &str) -> RGBColor {
         "netem" => RGBColor(140, 86, 75),
         "clock" => RGBColor(227, 119, 194),
         "corrupt" => RGBColor(127, 127, 127),
+        "lost-writes" => RGBColor(140, 86, 75),
         _ => RGBColor(188, 189, 34),
     }
 }
@@ -112,7 +113,7 @@ pub fn plot_timeline(history: &[Op], path: &Path) -> Result<(), Box<dyn std::err
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..end_s, (0.1f64..max_ms).log_scale())?;
     chart.configure_mesh().x_desc("time (s)").y_desc("latency (ms)").draw()?;
-    let lanes = ["kill", "pause", "partition", "netem", "clock", "corrupt", "heal-all"];
+    let lanes = ["kill", "pause", "partition", "netem", "clock", "corrupt", "lost-writes", "heal-all"];
     let mut labelled = std::collections::BTreeSet::new();
     for span in &spans {
         let colour = fault_colour(&span.name);

@@ -146,7 +146,11 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
     } else {
         None
     };
-    let cluster = Arc::new(Mutex::new(Cluster::new(&binary, &ids, &dir, faketime)?));
+    let mut nodes = Cluster::new(&binary, &ids, &dir, faketime)?;
+    if options.faults.contains(&FaultKind::LostWrites) {
+        nodes.record_synced_wal(&dir)?;
+    }
+    let cluster = Arc::new(Mutex::new(nodes));
     let bootstrap = cluster.lock().expect("cluster lock").bootstrap();
     for &id in &ids {
         cluster.lock().expect("cluster lock").start(id)?;
