@@ -462,3 +462,19 @@ async fn metadata_skips_dead_bootstrap_nodes() {
     assert_eq!(metadata.nodes.len(), 3);
     assert_eq!(metadata.topic(TOPIC).unwrap().partition_count(), 1);
 }
+
+/// Regression (found by the fault-injection harness): a caller that stopped
+/// polling in the middle of a metadata refresh (a consumer's parked fetch)
+/// held the client's refresh lock, and every other call that needed a
+/// refresh waited forever.
+#[tokio::test]
+async fn a_refresh_left_unpolled_does_not_stall_other_calls() {
+    let (_cluster, addresses) = start_cluster(1, 1, 1, 1, true).await;
+    let client = Client::connect(&addresses).unwrap();
+    let mut parked = Box::pin(client.refresh_metadata());
+    // Polled once (it is now waiting on the network), then never again.
+    assert!(futures::poll!(&mut parked).is_pending());
+    let other = tokio::time::timeout(Duration::from_secs(10), client.refresh_metadata()).await;
+    assert!(other.expect("a second refresh must not wait for the parked one").is_ok());
+    drop(parked);
+}
