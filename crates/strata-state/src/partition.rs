@@ -14,10 +14,21 @@
 //! [`KeyIndex`]); the producer table is in memory and its changes are
 //! returned as effects so the storage layer can persist them.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use strata_core::ErrorCode;
 
 use crate::producer::{sequence_after, BatchRecord, ProducerEntry, ProducerTable};
+
+/// Where the original of a record that is a duplicate by key is.
+#[derive(Clone, Copy)]
+enum Original {
+    /// Stored earlier, at this offset.
+    Stored(u64),
+    /// Earlier in the same batch, at this index.
+    InBatch(u32),
+}
 
 /// A record of a batch that carries an idempotency key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,36 +279,37 @@ impl PartitionState {
         // Idempotency keys: a key stored within the window, or earlier in
         // this batch, makes its record a duplicate.
         let expires_ms = self.clock_ms.saturating_add(dedup_window_ms);
-        let mut duplicates: Vec<(u32, u64)> = Vec::new();
-        let mut fresh: Vec<(u32, Vec<u8>)> = Vec::new();
+        let mut duplicates: Vec<(u32, Original)> = Vec::new();
+        // Keys first seen in this batch, with their record's index. A map,
+        // not a scan: a batch may hold up to 100,000 keyed records.
+        let mut fresh: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
         for KeyedRecord { index, key } in keyed {
             if index >= sent_count {
                 return (PartitionResponse::Rejected(format!("keyed record {index} is past the batch")), vec![]);
             }
-            if let Some(&(first, _)) = fresh.iter().find(|(_, k)| *k == key) {
-                // Resolved to an offset below, once the stored records are numbered.
-                duplicates.push((index, u64::MAX - first as u64));
+            if let Some(&first) = fresh.get(&key) {
+                duplicates.push((index, Original::InBatch(first)));
                 continue;
             }
             match keys.lookup(&key) {
-                Some((offset, key_expires_ms)) if key_expires_ms > self.clock_ms => duplicates.push((index, offset)),
-                _ => fresh.push((index, key)),
+                Some((offset, key_expires_ms)) if key_expires_ms > self.clock_ms => {
+                    duplicates.push((index, Original::Stored(offset)))
+                }
+                _ => {
+                    fresh.insert(key, index);
+                }
             }
         }
-        duplicates.sort_unstable();
+        duplicates.sort_unstable_by_key(|d| d.0);
         let base_offset = self.next_offset;
         let dropped = |index: u32| duplicates.binary_search_by_key(&index, |d| d.0).is_ok();
         // Offset of a stored record: base + its rank among stored records.
-        let offset_of =
-            |index: u32| base_offset + index as u64 - duplicates.iter().filter(|d| d.0 < index).count() as u64;
+        let offset_of = |index: u32| base_offset + index as u64 - duplicates.partition_point(|d| d.0 < index) as u64;
         let resolved: Vec<(u32, u64)> = duplicates
             .iter()
-            .map(|&(index, offset)| {
-                if offset > u64::MAX - sent_count as u64 {
-                    (index, offset_of((u64::MAX - offset) as u32))
-                } else {
-                    (index, offset)
-                }
+            .map(|&(index, original)| match original {
+                Original::Stored(offset) => (index, offset),
+                Original::InBatch(first) => (index, offset_of(first)),
             })
             .collect();
         let record_count = sent_count - duplicates.len() as u32;
@@ -312,7 +324,7 @@ impl PartitionState {
             strata_record::set_base_offset(&mut batch, base_offset);
             self.next_offset += record_count as u64;
             self.appended_bytes_total += batch.len() as u64;
-            for (index, key) in fresh {
+            for (key, index) in fresh {
                 effects.push(PartitionEffect::PutKey { key, offset: offset_of(index), expires_ms });
             }
             effects.push(PartitionEffect::Write { base_offset, batch });
