@@ -169,12 +169,7 @@ impl ApplyRound {
             let bound = self.key_cleanup_bound_ms.min(state.clock_ms);
             expire_keys(&db, self.group_id, bound, &mut write)?;
         }
-        let applied = postcard::to_allocvec(&Applied {
-            last_applied: self.last_applied,
-            last_membership: self.last_membership.clone(),
-            state: self.state.clone(),
-        })
-        .map_err(|e| io::Error::other(e.to_string()))?;
+        let applied = encode_applied(&self.last_applied, &self.last_membership, &self.state)?;
         write.put_cf(&sm_cf, keys::tag_key(self.group_id, TAG_APPLIED), applied);
         db.write(write).map_err(to_io)?;
         Ok(responders)
@@ -241,8 +236,25 @@ impl KeyIndex for DbKeyIndex<'_> {
     }
 }
 
-/// What `state_machine/<group>/applied` holds.
-#[derive(Serialize, Deserialize)]
+/// Encodes an `Applied` from borrowed parts, so writing it after every
+/// apply does not copy the group's state.
+fn encode_applied(
+    last_applied: &Option<LogIdOf<TypeConfig>>,
+    last_membership: &StoredMembershipOf<TypeConfig>,
+    state: &GroupState,
+) -> io::Result<Vec<u8>> {
+    #[derive(Serialize)]
+    struct AppliedRef<'a> {
+        last_applied: &'a Option<LogIdOf<TypeConfig>>,
+        last_membership: &'a StoredMembershipOf<TypeConfig>,
+        state: &'a GroupState,
+    }
+    postcard::to_allocvec(&AppliedRef { last_applied, last_membership, state })
+        .map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// What `state_machine/<group>/applied` holds (see `encode_applied`).
+#[derive(Deserialize)]
 struct Applied {
     last_applied: Option<LogIdOf<TypeConfig>>,
     last_membership: StoredMembershipOf<TypeConfig>,
@@ -352,12 +364,7 @@ impl GroupStateMachine {
     }
 
     fn applied_bytes(&self) -> io::Result<Vec<u8>> {
-        postcard::to_allocvec(&Applied {
-            last_applied: self.last_applied,
-            last_membership: self.last_membership.clone(),
-            state: self.state.clone(),
-        })
-        .map_err(|e| io::Error::other(e.to_string()))
+        encode_applied(&self.last_applied, &self.last_membership, &self.state)
     }
 }
 
