@@ -233,7 +233,6 @@ impl Producer {
             outstanding: BTreeMap::new(),
             flush_waiters: Vec::new(),
             producer: None,
-            producer_wanted: config.idempotence,
             fatal: None,
             sequences: HashMap::new(),
             unacked: HashMap::new(),
@@ -375,10 +374,9 @@ struct SenderTask {
     outstanding: BTreeMap<u64, usize>,
     /// Each waits for every record of its epoch and earlier.
     flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
-    /// The producer id of an idempotent producer, once known.
+    /// The producer id of an idempotent producer, once known; until then
+    /// nothing is sent.
     producer: Option<ProducerId>,
-    /// Idempotent and no producer id yet: nothing is sent until it comes.
-    producer_wanted: bool,
     /// The producer cannot send at all (no producer id could be had).
     fatal: Option<ClientError>,
     /// Per partition: the id and next sequence its new batches get.
@@ -398,7 +396,7 @@ impl SenderTask {
         mut outcomes: mpsc::UnboundedReceiver<Outcome>,
     ) {
         let mut input_open = true;
-        if self.producer_wanted {
+        if self.config.idempotence {
             self.request_producer_id(None, Duration::ZERO);
         }
         loop {
