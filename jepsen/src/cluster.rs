@@ -159,38 +159,10 @@ impl Cluster {
         Ok(())
     }
 
-    /// Cuts a dead node's WAL back to what it last recorded as synced, as a
-    /// power loss would: the newest WAL to the recorded length, newer ones
-    /// to nothing. Returns the bytes dropped (0 without a record).
+    /// Cuts a dead node's WAL back to what it last recorded as synced (see
+    /// `cut_wal_to_synced`). Returns the bytes dropped.
     pub fn drop_unsynced_writes(&mut self, id: u64) -> std::io::Result<u64> {
-        let db = self.node(id).data_dir.join("db");
-        let text = match std::fs::read_to_string(db.join("SYNCED_WAL")) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(e),
-        };
-        let mut fields = text.split_whitespace();
-        let (Some(name), Some(len)) = (fields.next(), fields.next().and_then(|l| l.parse::<u64>().ok())) else {
-            return Err(std::io::Error::other(format!("bad SYNCED_WAL record {text:?}")));
-        };
-        let number = |file: &str| file.strip_suffix(".log").and_then(|n| n.parse::<u64>().ok());
-        let recorded = number(name).ok_or_else(|| std::io::Error::other(format!("bad WAL name {name}")))?;
-        let mut dropped = 0;
-        for entry in std::fs::read_dir(&db)? {
-            let entry = entry?;
-            let Some(current) = entry.file_name().to_str().and_then(number) else { continue };
-            let keep = match current.cmp(&recorded) {
-                std::cmp::Ordering::Less => continue,
-                std::cmp::Ordering::Equal => len,
-                std::cmp::Ordering::Greater => 0,
-            };
-            let size = entry.metadata()?.len();
-            if size > keep {
-                OpenOptions::new().write(true).open(entry.path())?.set_len(keep)?;
-                dropped += size - keep;
-            }
-        }
-        Ok(dropped)
+        cut_wal_to_synced(&self.node(id).data_dir.join("db"))
     }
 
     /// SIGKILL, and reap. A node that is not running is left alone.
@@ -266,4 +238,61 @@ impl Drop for Cluster {
 
 fn write_file(path: &Path, text: &str) -> Result<(), ClusterError> {
     std::fs::write(path, text).map_err(|source| ClusterError::Write { path: path.display().to_string(), source })
+}
+
+/// What a power loss would leave of the RocksDB directory `db`: the WAL
+/// named in `SYNCED_WAL` cut to its recorded length, newer WALs emptied.
+/// The record's format belongs to strata-storage (`synced_wal`); the
+/// harness reads it itself because it must not depend on the server's
+/// crates. Returns the bytes dropped (0 without a record).
+pub fn cut_wal_to_synced(db: &Path) -> std::io::Result<u64> {
+    let text = match std::fs::read_to_string(db.join("SYNCED_WAL")) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut fields = text.split_whitespace();
+    let (Some(name), Some(len)) = (fields.next(), fields.next().and_then(|l| l.parse::<u64>().ok())) else {
+        return Err(std::io::Error::other(format!("bad SYNCED_WAL record {text:?}")));
+    };
+    let number = |file: &str| file.strip_suffix(".log").and_then(|n| n.parse::<u64>().ok());
+    let recorded = number(name).ok_or_else(|| std::io::Error::other(format!("bad WAL name {name}")))?;
+    let mut dropped = 0;
+    for entry in std::fs::read_dir(db)? {
+        let entry = entry?;
+        let Some(current) = entry.file_name().to_str().and_then(number) else { continue };
+        let keep = match current.cmp(&recorded) {
+            std::cmp::Ordering::Less => continue,
+            std::cmp::Ordering::Equal => len,
+            std::cmp::Ordering::Greater => 0,
+        };
+        let size = entry.metadata()?.len();
+        if size > keep {
+            OpenOptions::new().write(true).open(entry.path())?.set_len(keep)?;
+            dropped += size - keep;
+        }
+    }
+    Ok(dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wal_is_cut_to_the_record_and_newer_wals_are_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path();
+        assert_eq!(cut_wal_to_synced(db).unwrap(), 0, "no record, nothing cut");
+        std::fs::write(db.join("000004.log"), vec![1u8; 50]).unwrap();
+        std::fs::write(db.join("000009.log"), vec![1u8; 40]).unwrap();
+        std::fs::write(db.join("000011.log"), vec![1u8; 8]).unwrap();
+        std::fs::write(db.join("000012.sst"), vec![1u8; 99]).unwrap();
+        std::fs::write(db.join("SYNCED_WAL"), "000009.log 25\n").unwrap();
+        assert_eq!(cut_wal_to_synced(db).unwrap(), 15 + 8);
+        let len = |name: &str| std::fs::metadata(db.join(name)).unwrap().len();
+        assert_eq!((len("000004.log"), len("000009.log"), len("000011.log"), len("000012.sst")), (50, 25, 0, 99));
+        std::fs::write(db.join("SYNCED_WAL"), "garbage").unwrap();
+        assert!(cut_wal_to_synced(db).is_err());
+    }
 }
