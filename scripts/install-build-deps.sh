@@ -8,8 +8,16 @@ need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
 # libclang-cpp (present on some images) is not the library bindgen loads.
-if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* \
-  /usr/lib/*-linux-gnu/libclang.so* /usr/lib/*-linux-gnu/libclang-[0-9]*.so* >/dev/null 2>&1; then
+# One match is enough (ls would fail when any one pattern matches nothing).
+have_libclang() {
+  local candidate
+  for candidate in /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* \
+    /usr/lib/*-linux-gnu/libclang.so* /usr/lib/*-linux-gnu/libclang-[0-9]*.so*; do
+    [ -e "$candidate" ] && return 0
+  done
+  return 1
+}
+if ! have_libclang; then
   need+=(libclang-dev)
 fi
 if [ ${#need[@]} -gt 0 ]; then
