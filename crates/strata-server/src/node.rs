@@ -364,12 +364,18 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     if let Some(task) = &metrics {
         task.abort();
     }
+    // Requests keep arriving until the server stops, and every handler
+    // looks up the metadata group: it stays registered (stopped, so its
+    // calls fail with an error) until the server has stopped.
     for handle in node.groups.all() {
         let _ = handle.raft.shutdown().await;
-        node.groups.remove(handle.group_id);
+        if handle.group_id != METADATA_GROUP_ID {
+            node.groups.remove(handle.group_id);
+        }
     }
     let _ = stop_tx.send(true);
     let _ = server.await;
+    node.groups.remove(METADATA_GROUP_ID);
     if let Err(err) = store.sync().await {
         tracing::warn!(error = %err, "final sync failed");
     }
