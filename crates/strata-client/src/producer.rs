@@ -94,6 +94,10 @@ pub struct ProducerConfig {
     pub request_timeout: Duration,
     /// First retry back-off; doubles per attempt up to `retry_backoff_max`.
     pub retry_backoff: Duration,
+    /// Longest wait between two attempts. A new leader is elected within
+    /// about a second (the default election timeout is 0.5-1 s), so a cap of
+    /// 1 s finds it at most a second late; longer caps only lengthen the
+    /// gap a failover leaves in the stream.
     pub retry_backoff_max: Duration,
     /// Bound on the bytes of unsent and unacknowledged records; `send` waits
     /// when it is reached. At least one maximal record.
@@ -119,7 +123,7 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_secs(120),
             request_timeout: Duration::from_secs(30),
             retry_backoff: Duration::from_millis(100),
-            retry_backoff_max: Duration::from_secs(2),
+            retry_backoff_max: Duration::from_secs(1),
             buffer_bytes: DEFAULT_BUFFER_BYTES,
             max_block: Duration::from_secs(60),
             idempotence: true,
