@@ -25,7 +25,9 @@ mixes=(
   "partition,netem"
   "kill,clock"
   "kill,corrupt"
-  "kill,pause,partition,netem,clock,corrupt"
+  "kill,lost-writes"
+  "kill,pause,partition,lost-writes"
+  "kill,pause,partition,netem,clock,corrupt,lost-writes"
 )
 workloads=(queue idempotent)
 mkdir -p jepsen/store
