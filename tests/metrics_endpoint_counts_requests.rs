@@ -5,30 +5,9 @@
 
 use std::time::Duration;
 
-use strata_cluster_tests::{create_topic, eventually, fetch_all, produce, Cluster};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use strata_cluster_tests::{create_topic, eventually, fetch_all, http_get, produce, sample, Cluster};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// One plain HTTP/1.1 GET; returns the status line and the body.
-async fn http_get(address: &str, path: &str) -> (String, String) {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect to the metrics port");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nAccept: text/plain\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.unwrap();
-        String::from_utf8(response).expect("text answer")
-    };
-    let response = tokio::time::timeout(Duration::from_secs(10), exchange).await.expect("metrics answer in time");
-    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
-    (head.lines().next().unwrap_or_default().to_string(), body.to_string())
-}
-
-/// The value of a sample line `name{labels} value` (exact name and labels).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_with_produce_and_fetch() {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use strata_proto::v1 as pb;
 use strata_proto::v1::strata_client::StrataClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 
 /// Waits until `probe` returns Some, polling every 50 ms, or fails after
@@ -132,7 +133,8 @@ impl Cluster {
         let child = Command::new(strata_binary())
             .args([
                 "--log-level",
-                "info,openraft=warn",
+                // STRATA_TEST_LOG overrides, to debug a failing test.
+                &std::env::var("STRATA_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
                 "server",
                 "--node-id",
                 &id.to_string(),
@@ -418,4 +420,24 @@ pub fn now_ms() -> i64 {
 
 pub fn value_of(record: &strata_record::StoredRecord) -> String {
     String::from_utf8_lossy(record.value.as_deref().unwrap_or_default()).into_owned()
+}
+
+/// One plain HTTP/1.1 GET; returns the status line and the body.
+pub async fn http_get(address: &str, path: &str) -> (String, String) {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect to the metrics port");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nAccept: text/plain\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        String::from_utf8(response).expect("text answer")
+    };
+    let response = tokio::time::timeout(Duration::from_secs(10), exchange).await.expect("metrics answer in time");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    (head.lines().next().unwrap_or_default().to_string(), body.to_string())
+}
+
+/// The value of a sample line `name{labels} value` (exact name and labels).
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
