@@ -23,6 +23,9 @@ pub struct NodeConfig {
     pub heartbeat_interval: Duration,
     pub election_timeout_min: Duration,
     pub election_timeout_max: Duration,
+    /// A partition group with no new entry for this long stops its Raft
+    /// timers (see `quiesce.rs`); `None` keeps every group's timers running.
+    pub quiesce_after: Option<Duration>,
     /// Raft entries between snapshots of a group (snapshots are cheap here:
     /// they hold offsets, not records), after which its log is purged.
     pub snapshot_every_entries: u64,
@@ -75,6 +78,7 @@ pub struct FileConfig {
     pub heartbeat_interval: Option<String>,
     pub election_timeout_min: Option<String>,
     pub election_timeout_max: Option<String>,
+    pub quiesce_after: Option<String>,
     pub snapshot_every_entries: Option<u64>,
     pub retention_check_interval: Option<String>,
     pub producer_expiry: Option<String>,
@@ -122,6 +126,20 @@ impl FileConfig {
         if heartbeat_interval >= election_timeout_min || election_timeout_min >= election_timeout_max {
             return Err("need heartbeat_interval < election_timeout_min < election_timeout_max".into());
         }
+        let quiesce_after = match self.quiesce_after.as_deref().map(str::trim) {
+            Some("off") => None,
+            other => {
+                let after = duration(other.map(str::to_string), 2000, "quiesce_after")?;
+                // Shorter, a partition written every second or so would go
+                // quiet and wake between its writes.
+                if after < election_timeout_max {
+                    return Err(format!(
+                        "quiesce_after must be at least election_timeout_max ({election_timeout_max:?}), or \"off\""
+                    ));
+                }
+                Some(after)
+            }
+        };
         let retention_check_interval = duration(self.retention_check_interval, 5000, "retention_check_interval")?;
         let snapshot_every_entries = self.snapshot_every_entries.unwrap_or(1024);
         if snapshot_every_entries == 0 {
@@ -182,6 +200,7 @@ impl FileConfig {
             heartbeat_interval,
             election_timeout_min,
             election_timeout_max,
+            quiesce_after,
             snapshot_every_entries,
             retention_check_interval,
             metrics_listen,
@@ -246,6 +265,10 @@ mod tests {
         assert!(FileConfig { listen: Some("nope".into()), ..base() }.validate().is_err());
         assert!(FileConfig { heartbeat_interval: Some("2s".into()), ..base() }.validate().is_err());
         assert_eq!(c.max_produce_bytes_in_flight, DEFAULT_MAX_PRODUCE_BYTES_IN_FLIGHT);
+        assert_eq!(c.quiesce_after, Some(Duration::from_secs(2)));
+        assert_eq!(FileConfig { quiesce_after: Some("off".into()), ..base() }.validate().unwrap().quiesce_after, None);
+        let flapping = FileConfig { quiesce_after: Some("200ms".into()), ..base() }.validate().unwrap_err();
+        assert!(flapping.contains("election_timeout_max"), "{flapping}");
         let small = FileConfig { max_produce_bytes_in_flight_per_connection: Some("1KiB".into()), ..base() };
         assert!(small.validate().is_err(), "below one batch");
         let c = FileConfig { max_produce_bytes_in_flight: Some("128MiB".into()), ..base() }.validate().unwrap();

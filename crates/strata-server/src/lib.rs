@@ -13,6 +13,7 @@ mod groups;
 pub mod metrics;
 mod network;
 mod node;
+mod quiesce;
 mod sequencer;
 mod service;
 

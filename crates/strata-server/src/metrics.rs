@@ -143,6 +143,9 @@ struct GroupFigures {
 fn group_figures(node: &Node) -> GroupFigures {
     let me = node.node_id();
     let mut figures = GroupFigures::default();
+    // A quiet group sends no heartbeats by design: it was fully replicated
+    // to beating followers when it went quiet.
+    let quiet = node.quiescence.quiet_led();
     for handle in node.groups.all() {
         let metrics = handle.raft.metrics().borrow_watched().clone();
         if handle.group_id == METADATA_GROUP_ID {
@@ -156,7 +159,8 @@ fn group_figures(node: &Node) -> GroupFigures {
             let out_of_sync = metrics.membership_config.voter_ids().filter(|id| *id != me).any(|id| {
                 let matched = metrics.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten());
                 let acked = metrics.heartbeat.as_ref().and_then(|h| h.get(&id).cloned().flatten());
-                let stale = acked.is_none_or(|at| (*at).elapsed() > OUT_OF_SYNC_AFTER);
+                let stale =
+                    !quiet.contains(&handle.group_id) && acked.is_none_or(|at| (*at).elapsed() > OUT_OF_SYNC_AFTER);
                 stale || last_index.saturating_sub(matched.map_or(0, |m| m.index)) > OUT_OF_SYNC_ENTRIES
             });
             figures.under_replicated += out_of_sync as u64;
@@ -272,6 +276,11 @@ pub async fn render(node: &Node) -> String {
     let figures = group_figures(node);
     out.gauge("strata_partitions_hosted", "Partition replicas running on this node.", figures.partitions_hosted);
     out.gauge("strata_partitions_led", "Partitions this node leads.", figures.partitions_led);
+    out.gauge(
+        "strata_quiet_partitions",
+        "Partition replicas on this node whose Raft timers are stopped (idle, quiet).",
+        node.quiescence.timers_off(),
+    );
     out.gauge(
         "strata_partitions_under_replicated",
         "Partitions led here with a replica that has not acknowledged for 5 s or is over 1000 entries behind.",

@@ -23,13 +23,16 @@ use serde::Serialize;
 use strata_core::limits::{MAX_GRPC_MESSAGE_BYTES, SNAPSHOT_CHUNK_BYTES};
 use strata_proto::v1::raft_transport_client::RaftTransportClient;
 use strata_proto::v1::raft_transport_server::RaftTransport;
-use strata_proto::v1::{RaftBatchRequest, RaftBatchResponse, RaftRequest, RaftResponse, RaftRpcKind, SnapshotChunk};
+use strata_proto::v1::{
+    NodeBeat, NodeBeatAck, RaftBatchRequest, RaftBatchResponse, RaftRequest, RaftResponse, RaftRpcKind, SnapshotChunk,
+};
 use strata_storage::{KeyRow, SnapshotPayload, Store, TypeConfig};
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::groups::Groups;
+use crate::quiesce::Quiescence;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -395,6 +398,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
 pub struct TransportService {
     pub groups: Groups,
     pub store: Store,
+    pub quiescence: Quiescence,
 }
 
 fn reply<T: Serialize>(result: Result<T, String>) -> Result<Response<RaftResponse>, Status> {
@@ -414,16 +418,28 @@ impl TransportService {
         };
         let decode_error = |e: postcard::Error| format!("cannot decode raft request: {e}");
         match RaftRpcKind::try_from(request.kind) {
-            Ok(RaftRpcKind::AppendEntries) => match postcard::from_bytes(&request.payload) {
-                Ok(rpc) => answer(raft.append_entries(rpc).await.map_err(|e| e.to_string())),
+            Ok(RaftRpcKind::AppendEntries) => match postcard::from_bytes::<AppendEntriesRequest<TypeConfig>>(
+                &request.payload,
+            ) {
+                Ok(rpc) => {
+                    // Entries wake a quiet follower; a bare heartbeat does not.
+                    self.quiescence.on_raft_message(request.group_id, !rpc.entries.is_empty(), &self.groups);
+                    answer(raft.append_entries(rpc).await.map_err(|e| e.to_string()))
+                }
                 Err(e) => failed(decode_error(e)),
             },
             Ok(RaftRpcKind::Vote) => match postcard::from_bytes(&request.payload) {
-                Ok(rpc) => answer(raft.vote(rpc).await.map_err(|e| e.to_string())),
+                Ok(rpc) => {
+                    self.quiescence.on_raft_message(request.group_id, true, &self.groups);
+                    answer(raft.vote(rpc).await.map_err(|e| e.to_string()))
+                }
                 Err(e) => failed(decode_error(e)),
             },
             Ok(RaftRpcKind::PreVote) => match postcard::from_bytes(&request.payload) {
-                Ok(rpc) => answer(raft.pre_vote(rpc).await.map_err(|e| e.to_string())),
+                Ok(rpc) => {
+                    self.quiescence.on_raft_message(request.group_id, true, &self.groups);
+                    answer(raft.pre_vote(rpc).await.map_err(|e| e.to_string()))
+                }
                 Err(e) => failed(decode_error(e)),
             },
             _ => failed(format!("unknown raft rpc kind {}", request.kind)),
@@ -446,6 +462,11 @@ impl RaftTransport for TransportService {
         self.handle(request.into_inner()).await.map(Response::new)
     }
 
+    async fn beat(&self, request: Request<NodeBeat>) -> Result<Response<NodeBeatAck>, Status> {
+        self.quiescence.on_beat(request.get_ref(), &self.groups);
+        Ok(Response::new(NodeBeatAck {}))
+    }
+
     async fn call_batch(&self, request: Request<RaftBatchRequest>) -> Result<Response<RaftBatchResponse>, Status> {
         let requests = request.into_inner().requests;
         let answers = futures::future::join_all(requests.into_iter().map(|r| self.handle(r))).await;
@@ -462,6 +483,7 @@ impl RaftTransport for TransportService {
             return transport_error("empty snapshot stream".into());
         };
         let group_id = first.group_id;
+        self.quiescence.on_raft_message(group_id, true, &self.groups);
         let Some(raft) = self.groups.raft(group_id) else {
             return transport_error(format!("group {group_id} is not hosted on this node (yet)"));
         };

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use crate::config::NodeConfig;
 use crate::groups::{GroupHandle, Groups};
 use crate::network::{GroupNetworkFactory, PeerChannels, Router, TransportService};
+use crate::quiesce::{QuietTiming, Quiescence};
 use crate::service::StrataService;
 
 /// Most batch headers one retention pass looks at per partition; the rest is
@@ -35,6 +36,7 @@ pub struct Node {
     pub peers: PeerChannels,
     router: Router,
     raft_config: Arc<openraft::Config>,
+    pub quiescence: Quiescence,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -263,6 +265,7 @@ impl Node {
         );
         let command =
             Command::Partition(PartitionCommand::Trim { new_log_start: new_start, trimmed_bytes_total: trimmed });
+        self.quiescence.wake_for_write(handle).await;
         handle.raft.client_write(command).await.map_err(|e| e.to_string())?;
         Ok(())
     }
@@ -309,6 +312,14 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     let peers = PeerChannels::new(config.initial_cluster.clone());
     let router = Router::new(config.node_id, peers.clone(), store.clone());
     let groups = Groups::default();
+    let quiescence = Quiescence::new(
+        config.node_id,
+        QuietTiming {
+            quiesce_after: config.quiesce_after,
+            beat_interval: config.heartbeat_interval,
+            peer_timeout: config.election_timeout_max,
+        },
+    );
     let node = Node {
         config: Arc::new(config),
         store: store.clone(),
@@ -316,6 +327,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         peers,
         router,
         raft_config: Arc::new(raft_config),
+        quiescence: quiescence.clone(),
     };
 
     // The metadata group is registered before the first request is served:
@@ -326,7 +338,11 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let transport = RaftTransportServer::new(TransportService { groups: groups.clone(), store: store.clone() })
+        let transport = RaftTransportServer::new(TransportService {
+            groups: groups.clone(),
+            store: store.clone(),
+            quiescence: quiescence.clone(),
+        })
             .max_decoding_message_size(strata_core::limits::MAX_GRPC_MESSAGE_BYTES)
             .max_encoding_message_size(strata_core::limits::MAX_GRPC_MESSAGE_BYTES);
         let api = StrataServer::new(StrataService::new(node.clone()))
@@ -354,6 +370,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         ),
         None => None,
     };
+    // Beats start before the partition groups, so a restarted node is
+    // heard (and its peers wake the quiet groups it replicates) before any
+    // of its groups could time out.
+    let beats = tokio::spawn(crate::quiesce::run(quiescence, groups.clone(), node.peers.clone()));
     let reconciler = tokio::spawn(node.clone().run_reconciler(metadata.state.clone()));
     let retention = tokio::spawn(node.clone().run_retention());
 
@@ -361,6 +381,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     tracing::info!(node = node.node_id(), "node stopping");
     reconciler.abort();
     retention.abort();
+    beats.abort();
     if let Some(task) = &metrics {
         task.abort();
     }
