@@ -35,6 +35,8 @@ async fn metrics_move_with_produce_and_fetch() {
         led_total += sample(&body, "strata_partitions_led").unwrap();
         assert!(sample(&body, "strata_rocksdb_write_stopped").is_some(), "{body}");
         assert!(sample(&body, "strata_rocksdb_sst_bytes{cf=\"partition_data\"}").is_some(), "{body}");
+        let wal = sample(&body, "strata_rocksdb_written_bytes_total{kind=\"wal\"}").unwrap();
+        assert!(wal > 0.0, "every replica wrote its appends to the WAL:\n{body}");
         let produced = sample(&body, "strata_produce_requests_total{result=\"ok\"}").unwrap();
         if produced >= 5.0 {
             produced_somewhere = true;

@@ -326,6 +326,16 @@ pub async fn render(node: &Node) -> String {
                 engine.pending_compaction_bytes,
             );
             out.gauge("strata_rocksdb_running_flushes", "Memtable flushes running now.", engine.running_flushes);
+            out.header(
+                "strata_rocksdb_written_bytes_total",
+                "counter",
+                "Bytes RocksDB wrote since the store opened, by kind: WAL, memtable flush, compaction.",
+            );
+            for (kind, bytes) in
+                [("wal", engine.wal_bytes), ("flush", engine.flush_bytes), ("compaction", engine.compaction_bytes)]
+            {
+                out.sample("strata_rocksdb_written_bytes_total", &format!("{{kind=\"{kind}\"}}"), bytes);
+            }
             out.header("strata_rocksdb_memtable_bytes", "gauge", "Memtable bytes by column family.");
             for (cf, memtable, _) in &engine.column_families {
                 out.sample("strata_rocksdb_memtable_bytes", &format!("{{cf=\"{cf}\"}}"), memtable);

@@ -6,6 +6,8 @@
 
 use strata_core::metrics::HistogramSnapshot;
 
+use rocksdb::statistics::Ticker;
+
 use crate::{blocking, Store, COLUMN_FAMILIES};
 
 /// A sample of the engine's state. Gauges unless named `_total`.
@@ -26,6 +28,11 @@ pub struct EngineStats {
     pub running_flushes: u64,
     /// Per column family: (name, memtable bytes, SST bytes on disk).
     pub column_families: Vec<(&'static str, u64, u64)>,
+    /// Bytes RocksDB wrote since the store opened: to the WAL, by memtable
+    /// flushes and by compactions.
+    pub wal_bytes: u64,
+    pub flush_bytes: u64,
+    pub compaction_bytes: u64,
 }
 
 /// Seconds in a "Cumulative stall: 00:00:1.234 H:M:S" line of `rocksdb.dbstats`.
@@ -45,9 +52,13 @@ impl Store {
     /// RocksDB calls).
     pub async fn engine_stats(&self) -> std::io::Result<EngineStats> {
         let db = self.db.clone();
+        let options = self.options.clone();
         blocking(move || {
             let int = |name: &str| db.property_int_value(name).ok().flatten().unwrap_or(0);
             let mut stats = EngineStats {
+                wal_bytes: options.get_ticker_count(Ticker::WalFileBytes),
+                flush_bytes: options.get_ticker_count(Ticker::FlushWriteBytes),
+                compaction_bytes: options.get_ticker_count(Ticker::CompactWriteBytes),
                 write_stopped: int("rocksdb.is-write-stopped") != 0,
                 delayed_write_rate_bytes: int("rocksdb.actual-delayed-write-rate"),
                 stall_seconds_total: db

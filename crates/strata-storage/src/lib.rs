@@ -77,6 +77,8 @@ pub struct Store {
     pub(crate) db: Arc<DB>,
     /// Test builds: where WAL syncs are recorded (see `synced_wal`).
     pub(crate) synced_wal: SyncRecord,
+    /// The options the database was opened with; they hold its statistics.
+    pub(crate) options: Arc<Options>,
 }
 
 #[cfg(feature = "fault-hooks")]
@@ -129,6 +131,11 @@ impl Store {
         options.set_manual_wal_flush(false);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
         options.increase_parallelism(2);
+        // Tickers only (no histograms or timers, the costly part): the
+        // bytes written to the WAL, by flushes and by compactions, which
+        // is where write amplification comes from.
+        options.enable_statistics();
+        options.set_statistics_level(rocksdb::statistics::StatsLevel::ExceptHistogramOrTimers);
         let descriptors = COLUMN_FAMILIES.iter().map(|name| {
             let mut cf = Options::default();
             cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
@@ -138,7 +145,7 @@ impl Store {
         let db = Arc::new(db);
         let marker = durable::DurableMarker::open(path, db.latest_sequence_number())?;
         let group_commit = GroupCommit::start(db.clone(), synced_wal.clone(), marker);
-        Ok(Store { group_commit, db, synced_wal })
+        Ok(Store { group_commit, db, synced_wal, options: Arc::new(options) })
     }
 
     /// The Raft log storage of one group.
