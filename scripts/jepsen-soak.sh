@@ -5,12 +5,17 @@
 # Needs root. Takes about RUNS * (TIME + 40) seconds.
 #
 #   RUNS=20 TIME=120 FIRST_SEED=100 scripts/jepsen-soak.sh
+#
+# KEYS (default 6) sets the partitions of the test topic: with many (say
+# 120) each partition is written only every few seconds, so partitions keep
+# going quiet and waking up under the faults (see quiesce.rs).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS="${RUNS:-20}"
 TIME="${TIME:-120}"
 FIRST_SEED="${FIRST_SEED:-100}"
+KEYS="${KEYS:-6}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}"
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   cargo build --workspace --all-targets --locked || exit 2
@@ -32,7 +37,7 @@ mixes=(
 workloads=(queue idempotent)
 mkdir -p jepsen/store
 summary="jepsen/store/soak-$(date -u +%Y%m%dT%H%M%S).tsv"
-printf 'seed\tnodes\tworkload\tfaults\texit\tresult\n' > "$summary"
+printf 'seed\tnodes\tkeys\tworkload\tfaults\texit\tresult\n' > "$summary"
 
 for i in $(seq 0 $((RUNS - 1))); do
   seed=$((FIRST_SEED + i))
@@ -42,11 +47,11 @@ for i in $(seq 0 $((RUNS - 1))); do
   echo "=== run $((i + 1))/$RUNS: seed $seed, $nodes nodes, $workload, faults $faults"
   log=$(mktemp)
   "$bin/strata-jepsen" run --nodes "$nodes" --workload "$workload" --faults "$faults" \
-    --time-limit "$TIME" --seed "$seed" --strata-bin "$bin/strata" --store jepsen/store 2>&1 | tee "$log"
+    --time-limit "$TIME" --seed "$seed" --keys "$KEYS" --strata-bin "$bin/strata" --store jepsen/store 2>&1 | tee "$log"
   status=${PIPESTATUS[0]}
   result=$(grep '^RESULT ' "$log" | tail -n 1 | cut -c8-)
   rm -f "$log"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$seed" "$nodes" "$workload" "$faults" "$status" "${result:-none}" >> "$summary"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$seed" "$nodes" "$KEYS" "$workload" "$faults" "$status" "${result:-none}" >> "$summary"
 done
 
 echo
