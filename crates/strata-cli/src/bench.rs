@@ -454,6 +454,10 @@ async fn produce_loop(
         } else {
             Some(window.clone().acquire_owned().await.expect("the window semaphore is never closed"))
         };
+        // At max rate (closed loop) a record is sent when the window has
+        // room: its latency counts from then, not from before the wait for
+        // an earlier record's acknowledgement.
+        let intended = if rate.is_none() { Instant::now() } else { intended };
         let value = record_value(clock.unix_ns(intended), args.record_size, &pool, (sequence as usize) * 61);
         let record = Record { value: Some(value), ..Default::default() };
         sequence += 1;

@@ -218,6 +218,10 @@ pub async fn run(sinks: Vec<Sink>, spec: &LoadSpec, on_window: Option<Box<dyn Fn
                 // open loop a full window delays sending, and the delay
                 // shows in the latency because it is measured from `intended`.
                 let permit = window.clone().acquire_owned().await.expect("never closed");
+                // At max rate (closed loop) a record is sent when the window
+                // has room: its latency counts from then, not from before
+                // the wait for an earlier record's acknowledgement.
+                let intended = if per_producer_rate.is_none() { Instant::now() } else { intended };
                 let id = ((index as u64) << 40) | sequence;
                 let record = value(unix_ns(intended), id, spec.record_size, &pool, sequence as usize * 61);
                 sequence += 1;
