@@ -266,6 +266,21 @@ async fn w7(cluster: &Cluster, rate: f64, timing: &Timing) -> anyhow::Result<W7R
 /// replica, then (when every partition has a leader) 10k records/s spread
 /// over them. The idle figures are taken even if not every partition
 /// becomes ready, since that cost is what W5 is about.
+/// A gauge summed over the Strata nodes' metrics (one scrape per node);
+/// a node that does not answer or lacks the gauge counts 0.
+async fn sum_gauge(cluster: &Cluster, name: &str) -> f64 {
+    let mut sum = 0.0;
+    for address in &cluster.metrics {
+        if let Ok(page) = systems::scrape(address).await {
+            sum += page
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+        }
+    }
+    sum
+}
+
 async fn w5(cluster: &Cluster, partitions: u32, timing: &Timing) -> anyhow::Result<W5Result> {
     let pids = cluster.pids();
     let before: Vec<procs::Usage> = pids.iter().map(|p| procs::usage(*p)).collect();
@@ -275,15 +290,7 @@ async fn w5(cluster: &Cluster, partitions: u32, timing: &Timing) -> anyhow::Resu
     // Leaders counted from the nodes' metrics (one scrape per node, not one request per partition).
     let mut led = 0.0;
     while Instant::now() < started + Duration::from_secs(240) {
-        led = 0.0;
-        for address in &cluster.metrics {
-            if let Ok(page) = systems::scrape(address).await {
-                led += page
-                    .lines()
-                    .find_map(|l| l.strip_prefix("strata_partitions_led ").and_then(|v| v.trim().parse::<f64>().ok()))
-                    .unwrap_or(0.0);
-            }
-        }
+        led = sum_gauge(cluster, "strata_partitions_led").await;
         // The metadata group is not counted: only partitions.
         if led >= partitions as f64 {
             break;
@@ -291,6 +298,19 @@ async fn w5(cluster: &Cluster, partitions: u32, timing: &Timing) -> anyhow::Resu
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let ready_secs = started.elapsed().as_secs_f64();
+    // Idle means settled: partitions stop their Raft timers a few seconds
+    // after their last write (quiescence), so wait until every replica is
+    // quiet, or 30 s, whichever comes first.
+    let settle_started = Instant::now();
+    let mut quiet = 0.0;
+    while settle_started.elapsed() < Duration::from_secs(30) {
+        quiet = sum_gauge(cluster, "strata_quiet_partitions").await;
+        if quiet >= partitions as f64 * 3.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let settle_secs = settle_started.elapsed().as_secs_f64();
     let idle_secs = 10.0;
     let idle_start: Vec<procs::Usage> = pids.iter().map(|p| procs::usage(*p)).collect();
     tokio::time::sleep(Duration::from_secs_f64(idle_secs)).await;
@@ -310,6 +330,8 @@ async fn w5(cluster: &Cluster, partitions: u32, timing: &Timing) -> anyhow::Resu
         partitions,
         partitions_led: led as u64,
         ready_secs,
+        quiet_replicas: quiet as u64,
+        settle_secs,
         offered_rate: rate,
         load,
         idle_cpu_core_fraction: idle_start

@@ -83,6 +83,11 @@ pub struct W5Result {
     /// long after creation that was.
     pub partitions_led: u64,
     pub ready_secs: f64,
+    /// Replicas with their Raft timers stopped (quiet) when the idle
+    /// measurement started, and how long after the leaders were ready the
+    /// suite waited for them (at most 30 s).
+    pub quiet_replicas: u64,
+    pub settle_secs: f64,
     pub offered_rate: f64,
     pub load: Option<LoadResult>,
     /// Per node: CPU share of one core while idle after the load.
@@ -234,10 +239,12 @@ pub fn markdown(report: &Report) -> String {
         let _ = writeln!(out, "## W5: {} partitions RF 3 (Strata)\n", w5.partitions);
         let _ = writeln!(
             out,
-            "{} of {} partitions had a leader {:.0} s after creation; the idle figures were taken then, over 10 s.{}\n",
+            "{} of {} partitions had a leader {:.0} s after creation; {} replicas were quiet {:.0} s later, and the idle figures were taken then, over 10 s.{}\n",
             w5.partitions_led,
             w5.partitions,
             w5.ready_secs,
+            w5.quiet_replicas,
+            w5.settle_secs,
             match &w5.load {
                 Some(load) => format!(
                     " Then {:.0} records/s offered: {:.0} acknowledged/s, p50 {:.2} ms, p99 {:.2} ms, {} errors.",
