@@ -73,6 +73,8 @@ struct Led {
     /// Set while the group is listed in beats.
     announced_at: Option<Instant>,
     timers_off: bool,
+    /// When a write last woke the group (see `wake_for_write`).
+    woken_at: Option<Instant>,
 }
 
 /// Decides the next step of a led group. `idle` is true when nothing
@@ -253,31 +255,39 @@ impl Quiescence {
     /// a peer timeout) for the acknowledgement. Free for a group that is
     /// not quiet.
     pub async fn wake_for_write(&self, handle: &GroupHandle) {
-        let was_off = {
+        let now = Instant::now();
+        // (first writer to wake the group, when it was woken)
+        let (first, woken_at) = {
             let mut state = self.state.lock().expect("lock");
             match state.led.get_mut(&handle.group_id) {
                 Some(led) if led.timers_off => {
                     led.timers_off = false;
                     led.announced_at = None;
-                    led.active_at = Instant::now();
-                    true
+                    led.active_at = now;
+                    led.woken_at = Some(now);
+                    (true, now)
                 }
-                _ => false,
+                // Writes that arrive while the first one waits for the
+                // acknowledgement wait for it too: sent now, Raft would
+                // refuse them for the same expired lease.
+                Some(led) => match led.woken_at {
+                    Some(at) if now.duration_since(at) < self.timing.peer_timeout => (false, at),
+                    _ => return,
+                },
+                None => return,
             }
         };
-        if !was_off {
-            return;
+        if first {
+            tracing::debug!(group = handle.group_id, "write to a quiet group; timers on");
+            handle.raft.runtime_config().tick(true);
+            let _ = handle.raft.trigger().heartbeat().await;
         }
-        tracing::debug!(group = handle.group_id, "write to a quiet group; timers on");
-        let started = Instant::now();
-        handle.raft.runtime_config().tick(true);
-        let _ = handle.raft.trigger().heartbeat().await;
         // A write refused anyway comes back as a retryable error.
         let _ = handle
             .raft
-            .wait(Some(self.timing.peer_timeout))
+            .wait(Some(self.timing.peer_timeout.saturating_sub(now.duration_since(woken_at))))
             .metrics(
-                |m| m.last_quorum_acked.as_ref().is_some_and(|at| (**at).elapsed() < started.elapsed()),
+                |m| m.last_quorum_acked.as_ref().is_some_and(|at| (**at).elapsed() < woken_at.elapsed()),
                 "a quorum acknowledgement after waking",
             )
             .await;
@@ -319,6 +329,7 @@ impl Quiescence {
                     active_at: now,
                     announced_at: None,
                     timers_off: false,
+                    woken_at: None,
                 });
                 let idle = led.term == term && led.last_log_index == last && matched && alive && !peer_returned;
                 if !idle {
@@ -472,7 +483,7 @@ mod tests {
     }
 
     fn led(active_at: Instant, announced_at: Option<Instant>) -> Led {
-        Led { term: 1, last_log_index: Some(5), active_at, announced_at, timers_off: false }
+        Led { term: 1, last_log_index: Some(5), active_at, announced_at, timers_off: false, woken_at: None }
     }
 
     #[test]
