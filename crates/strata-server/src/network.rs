@@ -418,16 +418,16 @@ impl TransportService {
         };
         let decode_error = |e: postcard::Error| format!("cannot decode raft request: {e}");
         match RaftRpcKind::try_from(request.kind) {
-            Ok(RaftRpcKind::AppendEntries) => match postcard::from_bytes::<AppendEntriesRequest<TypeConfig>>(
-                &request.payload,
-            ) {
-                Ok(rpc) => {
-                    // Entries wake a quiet follower; a bare heartbeat does not.
-                    self.quiescence.on_raft_message(request.group_id, !rpc.entries.is_empty(), &self.groups);
-                    answer(raft.append_entries(rpc).await.map_err(|e| e.to_string()))
+            Ok(RaftRpcKind::AppendEntries) => {
+                match postcard::from_bytes::<AppendEntriesRequest<TypeConfig>>(&request.payload) {
+                    Ok(rpc) => {
+                        // Entries wake a quiet follower; a bare heartbeat does not.
+                        self.quiescence.on_raft_message(request.group_id, !rpc.entries.is_empty(), &self.groups);
+                        answer(raft.append_entries(rpc).await.map_err(|e| e.to_string()))
+                    }
+                    Err(e) => failed(decode_error(e)),
                 }
-                Err(e) => failed(decode_error(e)),
-            },
+            }
             Ok(RaftRpcKind::Vote) => match postcard::from_bytes(&request.payload) {
                 Ok(rpc) => {
                     self.quiescence.on_raft_message(request.group_id, true, &self.groups);

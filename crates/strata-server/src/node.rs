@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use crate::config::NodeConfig;
 use crate::groups::{GroupHandle, Groups};
 use crate::network::{GroupNetworkFactory, PeerChannels, Router, TransportService};
-use crate::quiesce::{QuietTiming, Quiescence};
+use crate::quiesce::{Quiescence, QuietTiming};
 use crate::service::StrataService;
 
 /// Most batch headers one retention pass looks at per partition; the rest is
@@ -347,8 +347,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
             store: store.clone(),
             quiescence: quiescence.clone(),
         })
-            .max_decoding_message_size(strata_core::limits::MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(strata_core::limits::MAX_GRPC_MESSAGE_BYTES);
+        .max_decoding_message_size(strata_core::limits::MAX_GRPC_MESSAGE_BYTES)
+        .max_encoding_message_size(strata_core::limits::MAX_GRPC_MESSAGE_BYTES);
         let api = StrataServer::new(StrataService::new(node.clone()))
             .max_decoding_message_size(strata_core::limits::MAX_GRPC_MESSAGE_BYTES)
             .max_encoding_message_size(strata_core::limits::MAX_GRPC_MESSAGE_BYTES);
