@@ -3,23 +3,11 @@
 //! store reported durable is still there and unsynced writes are gone.
 #![cfg(feature = "fault-hooks")]
 
-use std::fs;
-use std::path::Path;
-
 use strata_storage::synced_wal::drop_unsynced_writes;
 use strata_storage::Store;
 
-/// Copies a live database directory as a crash would leave it (the page
-/// cache holds every written byte; the copy reads them).
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
-}
+mod common;
+use common::copy_dir;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cutting_the_wal_to_the_record_keeps_synced_writes_only() {

@@ -6,15 +6,8 @@ use std::path::Path;
 
 use strata_storage::Store;
 
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
-}
+mod common;
+use common::copy_dir;
 
 fn newest_wal(dir: &Path) -> std::path::PathBuf {
     fs::read_dir(dir)
