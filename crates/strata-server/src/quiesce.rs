@@ -75,6 +75,8 @@ struct Led {
     timers_off: bool,
     /// When a write last woke the group (see `wake_for_write`).
     woken_at: Option<Instant>,
+    /// The group's voters as of the last check: the peers its beats go to.
+    voters: Vec<u64>,
 }
 
 /// Decides the next step of a led group. `idle` is true when nothing
@@ -154,15 +156,13 @@ impl Quiescence {
 
     /// The beat for `peer`: the quiet groups this node leads that `peer`
     /// replicates.
-    fn beat_for(&self, peer: u64, groups: &Groups) -> NodeBeat {
-        let listed: Vec<(u64, u64)> = {
-            let state = self.state.lock().expect("lock");
-            state.led.iter().filter(|(_, led)| led.announced_at.is_some()).map(|(g, led)| (*g, led.term)).collect()
-        };
-        let quiet = listed
-            .into_iter()
-            .filter(|(group, _)| groups.get(*group).is_some_and(|handle| voters(&handle).contains(&peer)))
-            .map(|(group_id, term)| QuietGroup { group_id, term })
+    fn beat_for(&self, peer: u64) -> NodeBeat {
+        let state = self.state.lock().expect("lock");
+        let quiet = state
+            .led
+            .iter()
+            .filter(|(_, led)| led.announced_at.is_some() && led.voters.contains(&peer))
+            .map(|(group_id, led)| QuietGroup { group_id: *group_id, term: led.term })
             .collect();
         NodeBeat { from_node: self.node_id, incarnation: self.incarnation, quiet }
     }
@@ -330,7 +330,9 @@ impl Quiescence {
                     announced_at: None,
                     timers_off: false,
                     woken_at: None,
+                    voters: Vec::new(),
                 });
+                led.voters = view.voters;
                 let idle = led.term == term && led.last_log_index == last && matched && alive && !peer_returned;
                 if !idle {
                     led.term = term;
@@ -447,7 +449,6 @@ pub async fn run(quiescence: Quiescence, groups: Groups, peers: PeerChannels) {
     let mut senders = tokio::task::JoinSet::new();
     for (peer, _) in peers.addresses().into_iter().filter(|(id, _)| *id != me) {
         let quiescence = quiescence.clone();
-        let groups = groups.clone();
         let peers = peers.clone();
         senders.spawn(async move {
             let mut ticker = tokio::time::interval(interval);
@@ -455,7 +456,7 @@ pub async fn run(quiescence: Quiescence, groups: Groups, peers: PeerChannels) {
             loop {
                 ticker.tick().await;
                 let Ok(channel) = peers.channel(peer) else { continue };
-                let beat = quiescence.beat_for(peer, &groups);
+                let beat = quiescence.beat_for(peer);
                 let mut client = RaftTransportClient::new(channel);
                 // A beat later than the peer timeout is worthless.
                 let _ = tokio::time::timeout(quiescence.timing.peer_timeout, client.beat(beat)).await;
@@ -483,7 +484,15 @@ mod tests {
     }
 
     fn led(active_at: Instant, announced_at: Option<Instant>) -> Led {
-        Led { term: 1, last_log_index: Some(5), active_at, announced_at, timers_off: false, woken_at: None }
+        Led {
+            term: 1,
+            last_log_index: Some(5),
+            active_at,
+            announced_at,
+            timers_off: false,
+            woken_at: None,
+            voters: vec![1, 2, 3],
+        }
     }
 
     #[test]
