@@ -88,6 +88,13 @@ pub const MAX_DEDUP_WINDOW_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Default `dedup.window`: two minutes, as NATS JetStream's duplicate window.
 pub const DEFAULT_DEDUP_WINDOW_MS: u64 = 2 * 60 * 1000;
 
+/// How often, at most, the log purger forces a flush of the state-machine
+/// memtables so it can purge Raft logs (see strata-storage's `purger`).
+/// Each forced flush writes one small table per column family, so flushing
+/// rarely keeps compaction work down; the cost is log entries kept on disk
+/// a few seconds longer than needed.
+pub const LOG_PURGE_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Most expired idempotency keys one apply deletes, so cleanup after a burst
 /// never stalls a partition's apply loop.
 pub const IDEMPOTENCY_KEYS_EXPIRED_PER_APPLY: usize = 1024;

@@ -1,9 +1,12 @@
 //! Detects a store that lost writes it had made durable.
 //!
-//! After every group-commit fsync the node writes the RocksDB sequence
-//! number the sync covered into `DURABLE_SEQUENCE` (8 bytes, overwritten in
+//! After every group-commit fsync the node writes a RocksDB sequence number
+//! the sync covered into `DURABLE_SEQUENCE` (8 bytes, overwritten in
 //! place, not synced: it only has to survive the process, not the machine,
-//! since a power loss never takes back synced writes). On open, a store whose
+//! since a power loss never takes back synced writes). The number is a lower
+//! bound of the newest logged write before the sync (see `write_logged`):
+//! writes that skip the WAL also take sequence numbers, and a crash takes
+//! them back by design, so they must not count. On open, a store whose
 //! recovered sequence number is below the marker has lost durable data: its
 //! WAL or tables were truncated or corrupted. Raft must not run on such a
 //! store (it would vote and acknowledge as if it still had the entries), so

@@ -72,9 +72,16 @@ pub struct GroupCommit {
     _thread: Arc<JoinOnDrop>,
 }
 
-/// Joins the group-commit thread when the last handle goes, so the thread
-/// never outlives the store (a RocksDB handle alive at process exit aborts).
-struct JoinOnDrop(Option<std::thread::JoinHandle<()>>);
+/// Joins a store thread (group commit, log purger) when the last handle
+/// goes, so the thread never outlives the store (a RocksDB handle alive at
+/// process exit aborts).
+pub(crate) struct JoinOnDrop(Option<std::thread::JoinHandle<()>>);
+
+impl JoinOnDrop {
+    pub(crate) fn new(thread: std::thread::JoinHandle<()>) -> JoinOnDrop {
+        JoinOnDrop(Some(thread))
+    }
+}
 
 impl Drop for JoinOnDrop {
     fn drop(&mut self) {
@@ -87,15 +94,20 @@ impl Drop for JoinOnDrop {
 }
 
 impl GroupCommit {
-    pub(crate) fn start(db: Arc<DB>, record: crate::SyncRecord, marker: crate::durable::DurableMarker) -> GroupCommit {
+    pub(crate) fn start(
+        db: Arc<DB>,
+        sequences: Arc<crate::Sequences>,
+        record: crate::SyncRecord,
+        marker: crate::durable::DurableMarker,
+    ) -> GroupCommit {
         let (sender, receiver) = mpsc::channel::<Waiter>();
         let counters = Arc::new(Counters::default());
         let thread_counters = counters.clone();
         let thread = std::thread::Builder::new()
             .name("group-commit".into())
-            .spawn(move || run(Arc::downgrade(&db), receiver, thread_counters, record, marker))
+            .spawn(move || run(Arc::downgrade(&db), receiver, thread_counters, sequences, record, marker))
             .expect("spawn group-commit thread");
-        GroupCommit { sender, counters, _thread: Arc::new(JoinOnDrop(Some(thread))) }
+        GroupCommit { sender, counters, _thread: Arc::new(JoinOnDrop::new(thread)) }
     }
 
     pub(crate) fn submit(&self, waiter: Waiter) {
@@ -130,6 +142,7 @@ fn run(
     db: Weak<DB>,
     receiver: mpsc::Receiver<Waiter>,
     counters: Arc<Counters>,
+    sequences: Arc<crate::Sequences>,
     record: crate::SyncRecord,
     mut marker: crate::durable::DurableMarker,
 ) {
@@ -146,8 +159,10 @@ fn run(
         let started = std::time::Instant::now();
         let result = match db.upgrade() {
             Some(db) => {
-                // Every write up to this sequence number is covered by the sync.
-                let durable = db.latest_sequence_number();
+                // Some logged write at or past this sequence number is
+                // covered by the sync (unlogged writes are not, so the
+                // newest sequence number would overstate it).
+                let durable = sequences.wal_floor.load(Ordering::Acquire);
                 crate::record_flush(&record, || db.flush_wal(true).map_err(crate::to_io))
                     .map(|()| marker.advance(durable))
                     .map_err(|e| e.to_string())

@@ -20,6 +20,14 @@
 //! single `FlushWAL(sync)`.
 //! Invariant: votes are written with a synchronous write before the call
 //! returns, so a vote is never answered before it is on disk.
+//! Invariant: state-machine writes (applies and built snapshots) skip the
+//! WAL, since the Raft log already holds what rebuilds them; the bytes of a
+//! record batch reach the WAL once, in its log entry. They become durable
+//! through memtable flushes, which are atomic across column families
+//! (`atomic_flush`), so a crash leaves the applied state and the data it
+//! describes at one consistent point, and openraft re-applies the log from
+//! there. A group's log is purged only after a flush that covers the
+//! applies being purged (see `purger`).
 //! Boundary: RocksDB appears in this crate only; RocksDB calls and fsyncs run
 //! on blocking threads, never on the async executor's workers.
 
@@ -28,15 +36,17 @@ mod engine_stats;
 mod group_commit;
 mod keys;
 mod log_store;
+mod purger;
 mod state_machine;
 #[cfg(feature = "fault-hooks")]
 pub mod synced_wal;
 
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 
 pub use engine_stats::EngineStats;
 pub use group_commit::{GroupCommit, GroupCommitStats};
@@ -74,11 +84,47 @@ pub struct Store {
     // Field order matters: the group-commit thread is joined before the
     // last reference to the database drops, so the database closes here.
     pub(crate) group_commit: GroupCommit,
+    pub(crate) purger: purger::Purger,
     pub(crate) db: Arc<DB>,
+    pub(crate) sequences: Arc<Sequences>,
     /// Test builds: where WAL syncs are recorded (see `synced_wal`).
     pub(crate) synced_wal: SyncRecord,
     /// The options the database was opened with; they hold its statistics.
     pub(crate) options: Arc<Options>,
+}
+
+/// Sequence-number bounds of the two kinds of writes (every RocksDB write
+/// gets sequence numbers, with or without the WAL).
+#[derive(Default)]
+pub(crate) struct Sequences {
+    /// At or below the sequence number of the newest logged write: what a
+    /// WAL sync is known to cover, for the durable-sequence marker.
+    pub(crate) wal_floor: AtomicU64,
+    /// At or above the sequence number of the newest unlogged write: a
+    /// flush whose cut reaches it leaves nothing unlogged in memory.
+    pub(crate) unlogged: AtomicU64,
+}
+
+/// Writes `batch` through the WAL (not synced: the group commit syncs).
+pub(crate) fn write_logged(db: &DB, sequences: &Sequences, batch: WriteBatch) -> io::Result<()> {
+    if batch.is_empty() {
+        // An empty batch gets no sequence number, so it must not move the floor.
+        return Ok(());
+    }
+    // The write gets numbers above every one published before it.
+    let before = db.latest_sequence_number();
+    db.write(batch).map_err(to_io)?;
+    sequences.wal_floor.fetch_max(before + 1, Ordering::AcqRel);
+    Ok(())
+}
+
+/// Writes `batch` without the WAL. Only for writes the Raft log can rebuild.
+pub(crate) fn write_unlogged(db: &DB, sequences: &Sequences, batch: WriteBatch) -> io::Result<()> {
+    let mut options = WriteOptions::default();
+    options.disable_wal(true);
+    db.write_opt(batch, &options).map_err(to_io)?;
+    sequences.unlogged.fetch_max(db.latest_sequence_number(), Ordering::AcqRel);
+    Ok(())
 }
 
 #[cfg(feature = "fault-hooks")]
@@ -126,9 +172,12 @@ impl Store {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
-        // Durability comes from our own FlushWAL(sync) calls; the WAL itself
-        // is never disabled.
+        // Durability of logged writes comes from our own FlushWAL(sync)
+        // calls; state-machine writes skip the WAL and are made durable by
+        // flushes, which must then cover every column family at the same
+        // point (see the crate docs).
         options.set_manual_wal_flush(false);
+        options.set_atomic_flush(true);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
         options.increase_parallelism(2);
         // Tickers only (no histograms or timers, the costly part): the
@@ -144,8 +193,10 @@ impl Store {
         let db = DB::open_cf_descriptors(&options, path, descriptors).map_err(to_io)?;
         let db = Arc::new(db);
         let marker = durable::DurableMarker::open(path, db.latest_sequence_number())?;
-        let group_commit = GroupCommit::start(db.clone(), synced_wal.clone(), marker);
-        Ok(Store { group_commit, db, synced_wal, options: Arc::new(options) })
+        let sequences = Arc::new(Sequences::default());
+        let group_commit = GroupCommit::start(db.clone(), sequences.clone(), synced_wal.clone(), marker);
+        let purger = purger::Purger::start(db.clone(), sequences.clone());
+        Ok(Store { group_commit, purger, db, sequences, synced_wal, options: Arc::new(options) })
     }
 
     /// The Raft log storage of one group.
@@ -167,7 +218,10 @@ impl Store {
     /// topic is deleted or a replica moves away; the group's Raft must be shut
     /// down first.
     pub async fn delete_group(&self, group_id: u64) -> io::Result<()> {
+        // No queued purge may write the group's purge marker after this.
+        self.purger.forget(group_id).await?;
         let db = self.db.clone();
+        let sequences = self.sequences.clone();
         let record = self.synced_wal.clone();
         blocking(move || {
             let mut batch = WriteBatch::default();
@@ -176,7 +230,7 @@ impl Store {
                 let cf = db.cf_handle(name).expect("column family exists");
                 batch.delete_range_cf(&cf, &start, &end);
             }
-            db.write(batch).map_err(to_io)?;
+            write_logged(&db, &sequences, batch)?;
             record_flush(&record, || db.flush_wal(true).map_err(to_io))
         })
         .await
@@ -212,7 +266,7 @@ impl Store {
     /// batch written here either is already present or will be written with
     /// the same bytes by a later apply.
     pub async fn write_snapshot_batches(&self, group_id: u64, batches: Vec<u8>) -> io::Result<()> {
-        let db = self.db.clone();
+        let (db, sequences) = (self.db.clone(), self.sequences.clone());
         blocking(move || {
             let cf = db.cf_handle(CF_DATA).expect("column family exists");
             let mut write = WriteBatch::default();
@@ -220,7 +274,7 @@ impl Store {
                 let (header, bytes) = item.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
                 write.put_cf(&cf, keys::data_key(group_id, header.base_offset), bytes);
             }
-            db.write(write).map_err(to_io)
+            write_logged(&db, &sequences, write)
         })
         .await
     }
@@ -279,7 +333,7 @@ impl Store {
     /// batches, key rows are immutable, so writing them before the snapshot
     /// is installed is safe.
     pub async fn write_snapshot_keys(&self, group_id: u64, rows: Vec<KeyRow>) -> io::Result<()> {
-        let db = self.db.clone();
+        let (db, sequences) = (self.db.clone(), self.sequences.clone());
         blocking(move || {
             let cf = db.cf_handle(CF_SM).expect("column family exists");
             let mut write = WriteBatch::default();
@@ -287,7 +341,7 @@ impl Store {
                 write.put_cf(&cf, keys::idempotency_key(group_id, &row.key, row.offset), row.expires_ms.to_be_bytes());
                 write.put_cf(&cf, keys::expiry_key(group_id, row.expires_ms, row.offset, &row.key), []);
             }
-            db.write(write).map_err(to_io)
+            write_logged(&db, &sequences, write)
         })
         .await
     }
@@ -316,9 +370,13 @@ impl Store {
     /// group uses), for tests of the fault hooks.
     #[cfg(feature = "fault-hooks")]
     pub async fn put_for_test(&self, key: &[u8], value: &[u8]) -> io::Result<()> {
-        let (db, key, value) = (self.db.clone(), test_key(key), value.to_vec());
-        blocking(move || db.put_cf(&db.cf_handle(CF_SM).expect("column family exists"), key, value).map_err(to_io))
-            .await
+        let (db, sequences, key, value) = (self.db.clone(), self.sequences.clone(), test_key(key), value.to_vec());
+        blocking(move || {
+            let mut batch = WriteBatch::default();
+            batch.put_cf(&db.cf_handle(CF_SM).expect("column family exists"), key, value);
+            write_logged(&db, &sequences, batch)
+        })
+        .await
     }
 
     #[cfg(feature = "fault-hooks")]
@@ -327,7 +385,8 @@ impl Store {
         blocking(move || db.get_cf(&db.cf_handle(CF_SM).expect("column family exists"), key).map_err(to_io)).await
     }
 
-    /// Waits until every write made before the call is durable.
+    /// Waits until every logged write made before the call is durable.
+    /// State-machine writes are not covered (the Raft log rebuilds them).
     pub async fn sync(&self) -> io::Result<()> {
         self.group_commit.sync().await
     }

@@ -98,6 +98,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        // A purge still queued behind a flush counts: its entries are gone
+        // for openraft, though still stored (a crash would bring them back
+        // together with the stored purge mark, a consistent state too).
+        // Asked before the stored mark is read: a purge written in between
+        // then shows in the mark.
+        let queued = self.store.purger.queued(self.group_id).await?;
         let last_purged: Option<LogIdOf<TypeConfig>> = self.read_tag(TAG_PURGED, "purged log id").await?;
         let db = self.store.db.clone();
         let group_id = self.group_id;
@@ -117,7 +123,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(found)
         })
         .await?;
-        let last_log_id = last_in_log.or(last_purged);
+        let last_purged = match (last_purged, queued) {
+            (Some(stored), Some(queued)) if queued.index() > stored.index() => Some(queued),
+            (None, queued) => queued,
+            (stored, _) => stored,
+        };
+        let last_log_id = match (last_in_log, &last_purged) {
+            (Some(last), Some(purged)) if last.index() <= purged.index() => last_purged.clone(),
+            (None, _) => last_purged.clone(),
+            (last, _) => last,
+        };
         Ok(LogState { last_purged_log_id: last_purged, last_log_id })
     }
 
@@ -174,8 +189,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 batch.put_cf(&cf, keys::log_key(group_id, entry.index()), bytes);
             }
         }
-        let db = self.store.db.clone();
-        blocking(move || db.write(batch).map_err(to_io)).await?;
+        let (db, sequences) = (self.store.db.clone(), self.store.sequences.clone());
+        blocking(move || crate::write_logged(&db, &sequences, batch)).await?;
         // Durable once the group-commit task's next fsync is done.
         self.store.group_commit.submit(Waiter::Raft(callback));
         Ok(())
@@ -185,32 +200,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Not synced on its own: the WAL is sequential, so any later append
         // that is reported durable makes this delete durable too.
         let from = last_log_id.map_or(0, |id| id.index() + 1);
-        let db = self.store.db.clone();
+        let (db, sequences) = (self.store.db.clone(), self.store.sequences.clone());
         let group_id = self.group_id;
         blocking(move || {
             let cf = db.cf_handle(CF_LOG).expect("column family exists");
             let end = keys::group_range(group_id).1;
-            db.delete_range_cf(&cf, keys::log_key(group_id, from).as_slice(), end.as_slice()).map_err(to_io)
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(&cf, keys::log_key(group_id, from).as_slice(), end.as_slice());
+            crate::write_logged(&db, &sequences, batch)
         })
         .await
     }
 
     async fn purge(&mut self, log_id: LogIdOf<TypeConfig>) -> Result<(), io::Error> {
-        // The purged entries are covered by the state machine, whose writes
-        // are not synced by themselves: make them durable before the log
-        // entries that could rebuild them disappear.
-        self.store.group_commit.sync().await?;
-        let bytes = postcard::to_allocvec(&log_id).map_err(|e| io::Error::other(e.to_string()))?;
-        let db = self.store.db.clone();
-        let group_id = self.group_id;
-        blocking(move || {
-            let mut batch = WriteBatch::default();
-            let raft = db.cf_handle(CF_RAFT).expect("column family exists");
-            let log = db.cf_handle(CF_LOG).expect("column family exists");
-            batch.put_cf(&raft, keys::tag_key(group_id, TAG_PURGED), bytes);
-            batch.delete_range_cf(&log, keys::log_key(group_id, 0), keys::log_key(group_id, log_id.index() + 1));
-            db.write(batch).map_err(to_io)
-        })
-        .await
+        // The purged entries are what rebuilds the state machine's unlogged
+        // writes after a crash, so they go only once a flush covers those
+        // writes: at once when one already does, else after the next one.
+        self.store.purger.purge(self.group_id, log_id)
     }
 }

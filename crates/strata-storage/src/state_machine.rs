@@ -3,9 +3,13 @@
 //!
 //! Applied state (last applied log id, membership, the group's state) is
 //! written in the same RocksDB write as the effects of the entries, so a
-//! restart finds them consistent. Those writes are not synced: the Raft log
-//! still holds every entry past the last durable state (the log is purged
-//! only after a sync, see `LogStore::purge`), and openraft re-applies it.
+//! restart finds them consistent. Those writes skip the WAL: they become
+//! durable with the next memtable flush, the Raft log still holds every
+//! entry past the last flushed state (the log is purged only behind a
+//! flush, see `purger`), and openraft re-applies it. A built snapshot is
+//! written the same way, so it is never durable ahead of the applies it
+//! describes. A snapshot installed from the leader is logged and synced: it
+//! replaces the state and its data whole.
 //!
 //! Snapshots are cheap: a snapshot holds the group's state (for a partition:
 //! offsets and sizes, not records). A partition's record batches below the
@@ -90,6 +94,7 @@ fn decode_error_text(what: &str) -> io::Error {
 /// back out, and every effect goes into one RocksDB write.
 struct ApplyRound {
     db: Arc<rocksdb::DB>,
+    sequences: Arc<crate::Sequences>,
     group_id: u64,
     last_applied: Option<LogIdOf<TypeConfig>>,
     last_membership: StoredMembershipOf<TypeConfig>,
@@ -171,7 +176,7 @@ impl ApplyRound {
         }
         let applied = encode_applied(&self.last_applied, &self.last_membership, &self.state)?;
         write.put_cf(&sm_cf, keys::tag_key(self.group_id, TAG_APPLIED), applied);
-        db.write(write).map_err(to_io)?;
+        crate::write_unlogged(&db, &self.sequences, write)?;
         Ok(responders)
     }
 }
@@ -391,6 +396,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         let placeholder = self.state.placeholder();
         let mut round = ApplyRound {
             db: self.store.db.clone(),
+            sequences: self.store.sequences.clone(),
             group_id: self.group_id,
             last_applied: self.last_applied.take(),
             last_membership: self.last_membership.clone(),
@@ -453,7 +459,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             .map_err(|e| io::Error::other(e.to_string()))?;
         let group_id = self.group_id;
         let log_start = self.state.as_partition().map(|p| p.log_start_offset);
-        let db = self.store.db.clone();
+        let (db, sequences) = (self.store.db.clone(), self.store.sequences.clone());
         let record = self.store.synced_wal.clone();
         blocking(move || {
             let sm = db.cf_handle(CF_SM).expect("column family exists");
@@ -472,7 +478,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             }
             write.put_cf(&sm, keys::tag_key(group_id, TAG_APPLIED), applied);
             write.put_cf(&sm, keys::tag_key(group_id, TAG_SNAPSHOT), stored);
-            db.write(write).map_err(to_io)?;
+            crate::write_logged(&db, &sequences, write)?;
             crate::record_flush(&record, || db.flush_wal(true).map_err(to_io))
         })
         .await?;
@@ -512,11 +518,15 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         self.producers = payload.producers;
         let stored = postcard::to_allocvec(&StoredSnapshot { meta: self.meta.clone(), data: data.clone() })
             .map_err(|e| io::Error::other(e.to_string()))?;
-        let db = self.store.db.clone();
+        let (db, sequences) = (self.store.db.clone(), self.store.sequences.clone());
         let key = keys::tag_key(self.group_id, TAG_SNAPSHOT);
         blocking(move || {
             let cf = db.cf_handle(CF_SM).expect("column family exists");
-            db.put_cf(&cf, key, stored).map_err(to_io)
+            let mut write = WriteBatch::default();
+            write.put_cf(&cf, key, stored);
+            // Unlogged like the applies it describes, so it can never be
+            // durable ahead of them (openraft would restore it on start).
+            crate::write_unlogged(&db, &sequences, write)
         })
         .await?;
         Ok(SnapshotOf::<TypeConfig, Vec<u8>> { meta: self.meta.clone(), snapshot: data })
