@@ -112,7 +112,7 @@ fn run(db: Weak<DB>, receiver: mpsc::Receiver<Request>, sequences: Arc<Sequences
         let Some(db) = db.upgrade() else { return };
         match request {
             Some(Request::Purge { group_id, log_id }) => {
-                let target = queued.entry(group_id).or_insert_with(|| log_id.clone());
+                let target = queued.entry(group_id).or_insert(log_id);
                 if log_id.index() > target.index() {
                     *target = log_id;
                 }
@@ -130,7 +130,7 @@ fn run(db: Weak<DB>, receiver: mpsc::Receiver<Request>, sequences: Arc<Sequences
                 let _ = done.send(());
             }
             Some(Request::Queued { group_id, reply }) => {
-                let _ = reply.send(queued.get(&group_id).cloned());
+                let _ = reply.send(queued.get(&group_id).copied());
             }
             None => {
                 last_flush = Some(Instant::now());
