@@ -29,7 +29,8 @@
 //! there. A group's log is purged only after a flush that covers the
 //! applies being purged (see `purger`).
 //! Boundary: RocksDB appears in this crate only; RocksDB calls and fsyncs run
-//! on blocking threads, never on the async executor's workers.
+//! on blocking threads, never on an async worker that still has other tasks
+//! (see `blocking_in_place` for the two calls on every record's path).
 
 mod durable;
 mod engine_stats;
@@ -410,6 +411,25 @@ pub(crate) fn to_io(err: rocksdb::Error) -> io::Error {
 
 pub(crate) fn decode_error(what: &str, err: postcard::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("corrupt {what}: {err}"))
+}
+
+/// Runs short RocksDB work that sits on the write path of every record
+/// (a log append, an apply round) on the calling task, saving the two
+/// thread hand-offs of the blocking pool: on a multi-threaded runtime the
+/// worker is marked as blocking for the call (`block_in_place`), so its
+/// other tasks move to another thread and a RocksDB write stall never
+/// holds them up. Elsewhere (a current-thread runtime) it falls back to the
+/// blocking pool.
+pub(crate) async fn blocking_in_place<T, F>(work: F) -> io::Result<T>
+where
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(work)
+    } else {
+        blocking(work).await
+    }
 }
 
 /// Runs RocksDB work on the blocking pool, off the executor's workers.

@@ -129,8 +129,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             (stored, _) => stored,
         };
         let last_log_id = match (last_in_log, &last_purged) {
-            (Some(last), Some(purged)) if last.index() <= purged.index() => last_purged.clone(),
-            (None, _) => last_purged.clone(),
+            (Some(last), Some(purged)) if last.index() <= purged.index() => last_purged,
+            (None, _) => last_purged,
             (last, _) => last,
         };
         Ok(LogState { last_purged_log_id: last_purged, last_log_id })
@@ -190,7 +190,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         let (db, sequences) = (self.store.db.clone(), self.store.sequences.clone());
-        blocking(move || crate::write_logged(&db, &sequences, batch)).await?;
+        crate::blocking_in_place(move || crate::write_logged(&db, &sequences, batch)).await?;
         // Durable once the group-commit task's next fsync is done.
         self.store.group_commit.submit(Waiter::Raft(callback));
         Ok(())

@@ -90,7 +90,7 @@ fn decode_error_text(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("corrupt {what}"))
 }
 
-/// One apply round, run on a blocking thread: the state is moved in and
+/// One apply round, run as blocking work: the state is moved in and
 /// back out, and every effect goes into one RocksDB write.
 struct ApplyRound {
     db: Arc<rocksdb::DB>,
@@ -391,8 +391,9 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         while let Some(item) = entries.next().await {
             items.push(item?);
         }
-        // Applying may read the key index, so the whole round runs on a
-        // blocking thread with the state moved there and back.
+        // Applying may read the key index, so the whole round runs as
+        // blocking work (in place, see `blocking_in_place`) with the state
+        // moved there and back.
         let placeholder = self.state.placeholder();
         let mut round = ApplyRound {
             db: self.store.db.clone(),
@@ -404,7 +405,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             producers: std::mem::take(&mut self.producers),
             key_cleanup_bound_ms: self.snapshot_clocks_ms[1],
         };
-        let (round, responders) = blocking(move || {
+        let (round, responders) = crate::blocking_in_place(move || {
             let responders = round.run(items)?;
             Ok((round, responders))
         })
