@@ -70,15 +70,22 @@ async fn next_offset(store: &Store, sm: &GroupStateMachine) -> u64 {
     next
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_before_a_flush_keeps_the_log_that_rebuilds_the_applies() {
-    let dir = tempfile::tempdir().unwrap();
-    let (live, crashed) = (dir.path().join("live"), dir.path().join("crashed"));
-    let store = Store::open(&live).unwrap();
+/// Opens the store in `dir`, with entries 1..=6 appended durably to the
+/// group's log and applied (12 records).
+async fn six_applied(dir: &std::path::Path) -> (Store, LogStore, GroupStateMachine) {
+    let store = Store::open(dir).unwrap();
     let mut log = store.log_store(GROUP);
     let mut sm = store.state_machine(GROUP, GroupKind::Partition).await.unwrap();
     append_durably(&mut log, appends(6)).await;
     apply(&mut sm, appends(6)).await;
+    (store, log, sm)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_a_flush_keeps_the_log_that_rebuilds_the_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, crashed) = (dir.path().join("live"), dir.path().join("crashed"));
+    let (store, _log, sm) = six_applied(&live).await;
     assert_eq!(next_offset(&store, &sm).await, 12);
     copy_dir(&live, &crashed);
 
@@ -100,11 +107,7 @@ async fn a_crash_before_a_flush_keeps_the_log_that_rebuilds_the_applies() {
 async fn the_log_is_purged_only_behind_a_flush_of_the_applies() {
     let dir = tempfile::tempdir().unwrap();
     let (live, crashed) = (dir.path().join("live"), dir.path().join("crashed"));
-    let store = Store::open(&live).unwrap();
-    let mut log = store.log_store(GROUP);
-    let mut sm = store.state_machine(GROUP, GroupKind::Partition).await.unwrap();
-    append_durably(&mut log, appends(6)).await;
-    apply(&mut sm, appends(6)).await;
+    let (store, mut log, _sm) = six_applied(&live).await;
     // Purging needs the applies flushed first; the purge call returns at
     // once and the purger flushes, then purges.
     log.purge(log_id(4)).await.unwrap();
