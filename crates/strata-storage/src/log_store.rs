@@ -123,16 +123,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(found)
         })
         .await?;
-        let last_purged = match (last_purged, queued) {
-            (Some(stored), Some(queued)) if queued.index() > stored.index() => Some(queued),
-            (None, queued) => queued,
-            (stored, _) => stored,
-        };
-        let last_log_id = match (last_in_log, &last_purged) {
-            (Some(last), Some(purged)) if last.index() <= purged.index() => last_purged,
-            (None, _) => last_purged,
-            (last, _) => last,
-        };
+        let last_purged = [last_purged, queued].into_iter().flatten().max_by_key(|id| id.index());
+        // Entries a queued purge covers may still be stored; the last log id
+        // is never below the purge mark.
+        let last_log_id = [last_in_log, last_purged].into_iter().flatten().max_by_key(|id| id.index());
         Ok(LogState { last_purged_log_id: last_purged, last_log_id })
     }
 
