@@ -87,6 +87,10 @@ async fn a_crash_before_a_flush_keeps_the_log_that_rebuilds_the_applies() {
     let (live, crashed) = (dir.path().join("live"), dir.path().join("crashed"));
     let (store, _log, sm) = six_applied(&live).await;
     assert_eq!(next_offset(&store, &sm).await, 12);
+    // A WAL sync after the unlogged applies: the durable-sequence marker it
+    // advances must not count their sequence numbers, or the crashed copy
+    // would be refused as a store that lost durable writes.
+    store.sync().await.unwrap();
     copy_dir(&live, &crashed);
 
     // The applies never reached the WAL, so the crash took them back;
@@ -111,6 +115,8 @@ async fn the_log_is_purged_only_behind_a_flush_of_the_applies() {
     // Purging needs the applies flushed first; the purge call returns at
     // once and the purger flushes, then purges.
     log.purge(log_id(4)).await.unwrap();
+    // The first queued purge forces a flush at once (no flush happened
+    // yet); the deadline only bounds a hung flush on a loaded machine.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         // Until the purge is written, openraft's view (the log state) counts
