@@ -3,8 +3,14 @@
 //! Records with a key go to `(murmur2(key) & 0x7fffffff) % partitions`, the
 //! hash and formula of Kafka's default partitioner, so a key lands on the same
 //! partition number in Strata as in Kafka and stays there as long as the
-//! partition count does not change. Records without a key are spread
-//! round-robin by the producer.
+//! partition count does not change. Records without a key go to one
+//! partition at a time, for about one batch, then to the next
+//! ([`StickyPartitions`]).
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::time::{Duration, Instant};
 
 /// MurmurHash2 (32-bit) with Kafka's seed `0x9747b28c`, as Kafka's
 /// `Utils.murmur2` computes it (reading 4-byte blocks little-endian).
@@ -47,9 +53,95 @@ pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
     (murmur2(key) & 0x7fff_ffff) % partitions
 }
 
+/// Partitions for records without a key, per topic: each stays on one
+/// partition until a batch's worth of bytes went there or `linger` passed
+/// since it started (its batch is then on its way), then moves to the next.
+///
+/// Spreading such records one by one would cut every batch into one record
+/// per partition: a producer sending 500 records/s over 6 partitions with
+/// 5 ms linger makes ~500 requests a second instead of ~200, and every request
+/// costs the cluster a Raft entry, a replication round and a wake-up on each
+/// replica. Over a few batches the partitions still get even shares (the
+/// idea of Kafka's sticky partitioner). Each producer starts at a random
+/// partition, so producers started together do not move in step.
+pub(crate) struct StickyPartitions {
+    max_batch_bytes: usize,
+    linger: Duration,
+    start: u32,
+    topics: HashMap<String, Stick>,
+}
+
+struct Stick {
+    partition: u32,
+    since: Instant,
+    bytes: usize,
+}
+
+impl StickyPartitions {
+    pub(crate) fn new(max_batch_bytes: usize, linger: Duration) -> Self {
+        let start = RandomState::new().hash_one(0u8) as u32;
+        StickyPartitions { max_batch_bytes, linger, start, topics: HashMap::new() }
+    }
+
+    /// The partition (of `partitions`, > 0) for a keyless record of
+    /// `record_bytes` sent to `topic` at `now`.
+    pub(crate) fn choose(&mut self, topic: &str, partitions: u32, record_bytes: usize, now: Instant) -> u32 {
+        assert!(partitions > 0, "a topic has at least one partition");
+        if !self.topics.contains_key(topic) {
+            let first = Stick { partition: self.start % partitions, since: now, bytes: 0 };
+            self.topics.insert(topic.to_string(), first);
+        }
+        let stick = self.topics.get_mut(topic).expect("inserted above");
+        let batch_full = stick.bytes + record_bytes > self.max_batch_bytes;
+        let batch_sent = now.saturating_duration_since(stick.since) >= self.linger;
+        if stick.bytes > 0 && (batch_full || batch_sent) {
+            *stick = Stick { partition: stick.partition.wrapping_add(1), since: now, bytes: 0 };
+        }
+        stick.bytes += record_bytes;
+        // The partition count may have grown since the stick began.
+        stick.partition % partitions
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyless_records_stay_on_a_partition_for_one_batch() {
+        let linger = Duration::from_millis(5);
+        let mut sticky = StickyPartitions::new(10_000, linger);
+        let t0 = Instant::now();
+        let first = sticky.choose("t", 6, 1_000, t0);
+        // Ten 1,000-byte records fill the batch; the eleventh moves on.
+        for _ in 1..10 {
+            assert_eq!(sticky.choose("t", 6, 1_000, t0), first);
+        }
+        let second = sticky.choose("t", 6, 1_000, t0);
+        assert_eq!(second, (first + 1) % 6);
+        // Once linger has passed, the batch is sent: the next record moves on.
+        assert_eq!(sticky.choose("t", 6, 10, t0 + linger / 2), second);
+        assert_eq!(sticky.choose("t", 6, 10, t0 + linger), (second + 1) % 6);
+        // Topics stick independently.
+        let other = sticky.choose("u", 6, 1_000, t0);
+        assert!(other < 6);
+    }
+
+    #[test]
+    fn keyless_records_spread_evenly_over_batches() {
+        let mut sticky = StickyPartitions::new(4_096, Duration::from_millis(5));
+        let t0 = Instant::now();
+        let mut counts = [0u32; 6];
+        for i in 0..6_000u64 {
+            // 1 KiB records at 1,000/s: a batch of 4 records or 5 ms each.
+            counts[sticky.choose("t", 6, 1_024, t0 + Duration::from_millis(i)) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| c == 1_000), "{counts:?}");
+        // Without linger every record is its own batch: plain round-robin.
+        let mut sticky = StickyPartitions::new(4_096, Duration::ZERO);
+        let picks: Vec<u32> = (0..4).map(|_| sticky.choose("t", 4, 1, t0)).collect();
+        assert_eq!(picks.iter().map(|p| (p + 4 - picks[0]) % 4).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    }
 
     #[test]
     fn murmur2_matches_kafka() {

@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::accumulator::{retry_delay, Accumulator, AccumulatorConfig, PendingBatch, TopicPartition};
 use crate::client::{ProduceAnswer, ProducerId};
-use crate::partitioner::partition_for_key;
+use crate::partitioner::{partition_for_key, StickyPartitions};
 use crate::{Client, ClientError};
 
 /// Default bound on the bytes of records accepted by `send` but not yet
@@ -207,8 +207,8 @@ struct Shared {
     config: ProducerConfig,
     commands: mpsc::UnboundedSender<Command>,
     memory: Arc<Semaphore>,
-    /// Next partition per topic for records without a key.
-    round_robin: Mutex<HashMap<String, u32>>,
+    /// Where records without a key go.
+    sticky: Mutex<StickyPartitions>,
 }
 
 fn now_ms() -> i64 {
@@ -244,13 +244,14 @@ impl Producer {
             id_attempts: 0,
         };
         tokio::spawn(task.run(command_rx, outcome_rx));
+        let sticky = Mutex::new(StickyPartitions::new(config.max_batch_bytes, config.linger));
         Ok(Producer {
             shared: Arc::new(Shared {
                 memory: Arc::new(Semaphore::new(config.buffer_bytes)),
                 client,
                 config,
                 commands,
-                round_robin: Mutex::new(HashMap::new()),
+                sticky,
             }),
         })
     }
@@ -259,9 +260,10 @@ impl Producer {
         &self.shared.config
     }
 
-    /// Queues a record for `topic`: partition by key hash, or round-robin
-    /// without a key. Returns once the record is queued (waiting only for
-    /// topic metadata the first time, and for room when the buffer is full).
+    /// Queues a record for `topic`: partition by key hash, or without a key
+    /// one partition per batch in turn (see `partitioner`). Returns once the
+    /// record is queued (waiting only for topic metadata the first time, and
+    /// for room when the buffer is full).
     /// A record with `timestamp_ms == 0` is stamped with the current time.
     pub async fn send(&self, topic: &str, record: Record) -> Result<DeliveryFuture, ClientError> {
         self.enqueue(topic, None, record).await
@@ -291,6 +293,16 @@ impl Producer {
         if partitions == 0 {
             return Err(ClientError::local(ErrorCode::UnknownPartition, format!("topic '{topic}' has no partitions")));
         }
+        if record.timestamp_ms == 0 {
+            record.timestamp_ms = now_ms();
+        }
+        let size = encoded_record_len(&record, 0, 0);
+        if size > limits::MAX_RECORD_BYTES {
+            return Err(ClientError::local(
+                ErrorCode::RecordTooLarge,
+                format!("the record encodes to {size} bytes, over the limit of {} bytes", limits::MAX_RECORD_BYTES),
+            ));
+        }
         // Without a record key, a record's idempotency key picks its
         // partition, so a re-sent business event meets its first copy.
         let idempotency_key =
@@ -305,23 +317,9 @@ impl Producer {
             (Some(p), _) => p,
             (None, Some(key)) => partition_for_key(key, partitions),
             (None, None) => {
-                let mut counters = self.shared.round_robin.lock().expect("round robin lock");
-                let next = counters.entry(topic.to_string()).or_insert(0);
-                let chosen = *next % partitions;
-                *next = next.wrapping_add(1);
-                chosen
+                self.shared.sticky.lock().expect("sticky lock").choose(topic, partitions, size, Instant::now())
             }
         };
-        if record.timestamp_ms == 0 {
-            record.timestamp_ms = now_ms();
-        }
-        let size = encoded_record_len(&record, 0, 0);
-        if size > limits::MAX_RECORD_BYTES {
-            return Err(ClientError::local(
-                ErrorCode::RecordTooLarge,
-                format!("the record encodes to {size} bytes, over the limit of {} bytes", limits::MAX_RECORD_BYTES),
-            ));
-        }
         let charge = (size + RECORD_OVERHEAD_BYTES).min(self.shared.config.buffer_bytes) as u32;
         let max_block = self.shared.config.max_block;
         let memory = match tokio::time::timeout(max_block, self.shared.memory.clone().acquire_many_owned(charge)).await
