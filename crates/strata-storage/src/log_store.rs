@@ -64,7 +64,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let (start, end) = bounds(&range);
         let db = self.store.db.clone();
         let group_id = self.group_id;
-        blocking(move || {
+        // In place: replication and apply read the entries just appended,
+        // from the memtable, on every round; the blocking pool would add two
+        // thread hand-offs to each.
+        crate::blocking_in_place(move || {
             let cf = db.cf_handle(CF_LOG).expect("column family exists");
             let mut entries = Vec::new();
             let mut iter = db.raw_iterator_cf(&cf);
@@ -157,7 +160,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let bytes = postcard::to_allocvec(&committed).map_err(|e| io::Error::other(e.to_string()))?;
         let db = self.store.db.clone();
         let key = keys::tag_key(self.group_id, TAG_COMMITTED);
-        blocking(move || {
+        // In place, like appends: one small write on every commit round.
+        crate::blocking_in_place(move || {
             let cf = db.cf_handle(CF_RAFT).expect("column family exists");
             db.put_cf(&cf, key, bytes).map_err(to_io)
         })
