@@ -304,6 +304,11 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
         max_in_snapshot_log_to_keep: config.snapshot_every_entries,
         install_snapshot_timeout: 10_000,
+        // openraft keeps six ring buffers of this many entries per group for
+        // its `runtime-stats` feature, allocated even with the feature off
+        // (as Strata builds it): 1,024 each is ~150 KiB of address space per
+        // partition replica for nothing.
+        log_stage_capacity: Some(1),
         ..Default::default()
     }
     .validate()
