@@ -66,7 +66,8 @@ async fn stop_all(children: &mut [(u64, Child)]) {
     }
 }
 
-pub async fn run(args: DevArgs, log_level: &str) -> anyhow::Result<ExitCode> {
+/// `server_level`: the log filter each node gets.
+pub async fn run(args: DevArgs, server_level: &str) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("cannot find the strata binary")?;
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let addresses: Vec<(u64, String)> = (1..=args.nodes)
@@ -77,7 +78,6 @@ pub async fn run(args: DevArgs, log_level: &str) -> anyhow::Result<ExitCode> {
         })
         .collect::<anyhow::Result<_>>()?;
     let initial_cluster = addresses.iter().map(|(id, a)| format!("{id}={a}")).collect::<Vec<_>>().join(",");
-    let server_level = if log_level == "warn" { "info" } else { log_level };
     let mut children = Vec::new();
     for (id, address) in &addresses {
         let dir = args.data_dir.join(format!("node-{id}"));

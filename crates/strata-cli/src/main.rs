@@ -22,9 +22,10 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Log filter (e.g. info, debug, strata_server=debug); RUST_LOG wins when set.
-    #[arg(long, global = true, env = "STRATA_LOG_LEVEL", default_value = "warn")]
-    pub log_level: String,
+    /// Log filter (e.g. warn, debug, strata_server=debug); RUST_LOG wins
+    /// when set [default: info for `server` and `dev`, warn otherwise].
+    #[arg(long, global = true, env = "STRATA_LOG_LEVEL")]
+    pub log_level: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -58,19 +59,24 @@ fn init_logging(default_filter: &str) {
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
 
+/// The log filter asked for, or by default info for a server (and the
+/// nodes of `dev`) and warn for client commands, which stay quiet.
+fn log_filter(cli: &Cli) -> String {
+    cli.log_level.clone().unwrap_or_else(|| match &cli.command {
+        Command::Server(_) | Command::Dev(_) => "info".to_string(),
+        _ => "warn".to_string(),
+    })
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let default_level = match &cli.command {
-        // A server logs at info unless told otherwise; clients stay quiet.
-        Command::Server(_) | Command::Dev(_) if cli.log_level == "warn" => "info".to_string(),
-        _ => cli.log_level.clone(),
-    };
+    let default_level = log_filter(&cli);
     init_logging(&default_level);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
             Command::Server(args) => server::run(args).await,
-            Command::Dev(args) => dev::run(args, &cli.log_level).await,
+            Command::Dev(args) => dev::run(args, &default_level).await,
             Command::Topic(cmd) => topic::run(cmd, &cli.bootstrap, cli.json).await,
             Command::Produce(args) => produce::run(args, &cli.bootstrap, cli.json).await,
             Command::Consume(args) => consume::run(args, &cli.bootstrap, cli.json).await,
@@ -87,5 +93,27 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {err:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, FromArgMatches};
+
+    use super::*;
+
+    #[test]
+    fn log_level_defaults_by_command_and_an_explicit_one_wins() {
+        // Without the STRATA_LOG_LEVEL fallback, so the caller's environment cannot decide.
+        let command = Cli::command().mut_arg("log_level", |arg| arg.env(None));
+        let filter = |args: &[&str]| {
+            let matches = command.clone().try_get_matches_from(args).expect("valid arguments");
+            log_filter(&Cli::from_arg_matches(&matches).expect("matches parse"))
+        };
+        assert_eq!(filter(&["strata", "dev"]), "info");
+        assert_eq!(filter(&["strata", "cluster", "status"]), "warn");
+        // An explicit warn used to be taken for the default and raised to info.
+        assert_eq!(filter(&["strata", "--log-level", "warn", "dev"]), "warn");
+        assert_eq!(filter(&["strata", "--log-level", "debug", "cluster", "status"]), "debug");
     }
 }
