@@ -30,7 +30,7 @@
 //! applies being purged (see `purger`).
 //! Boundary: RocksDB appears in this crate only; RocksDB calls and fsyncs run
 //! on blocking threads, never on an async worker that still has other tasks
-//! (see `blocking_in_place` for the two calls on every record's path).
+//! (see `blocking_in_place` for the calls made on every commit round).
 
 mod durable;
 mod engine_stats;
@@ -413,8 +413,9 @@ pub(crate) fn decode_error(what: &str, err: postcard::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("corrupt {what}: {err}"))
 }
 
-/// Runs short RocksDB work that sits on the write path of every record
-/// (a log append, an apply round) on the calling task, saving the two
+/// Runs short RocksDB work made on every commit round (a log append, the
+/// read of entries for replication and apply, the commit-index write, an
+/// apply round) on the calling task, saving the two
 /// thread hand-offs of the blocking pool: on a multi-threaded runtime the
 /// worker is marked as blocking for the call (`block_in_place`), so its
 /// other tasks move to another thread and a RocksDB write stall never
