@@ -19,6 +19,16 @@ use std::path::Path;
 
 pub const DURABLE_SEQUENCE_FILE: &str = "DURABLE_SEQUENCE";
 
+/// What to do about a node that lost durable writes. Not "wipe it and
+/// restart": with the same node id it would rejoin as the same voter
+/// without its vote and its acknowledged entries, free to vote twice in a
+/// term or to help elect a leader that lacks committed entries. Until a
+/// node can rejoin as a new member, it must stay out.
+const KEEP_STOPPED: &str = "Keep this node stopped: the other replicas keep serving while a majority of \
+     nodes runs. Do not wipe the data dir and restart it under the same node id; it would rejoin without \
+     its vote and acknowledged entries and could help elect a leader that lacks committed data. Restore \
+     the data dir from a copy taken while the node was stopped, if there is one";
+
 pub struct DurableMarker {
     file: Option<File>,
     written: u64,
@@ -38,7 +48,7 @@ impl DurableMarker {
             n => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("{} holds {n} bytes instead of 8: the data dir is damaged; wipe it and restart the node so it rejoins as an empty replica", path.display()),
+                    format!("{} holds {n} bytes instead of 8: the data dir is damaged. {KEEP_STOPPED}", path.display()),
                 ))
             }
         };
@@ -47,8 +57,8 @@ impl DurableMarker {
                 io::ErrorKind::InvalidData,
                 format!(
                     "the store recovered up to write {recovered} but had made writes up to {durable} durable: \
-                     its files were truncated or corrupted and acknowledged data is gone from this node; \
-                     wipe the data dir and restart the node so it rejoins as an empty replica"
+                     its files were truncated or corrupted and acknowledged data is gone from this node. \
+                     {KEEP_STOPPED}"
                 ),
             ));
         }
@@ -86,7 +96,8 @@ mod tests {
         assert!(DurableMarker::open(dir.path(), 40).is_ok());
         assert!(DurableMarker::open(dir.path(), 55).is_ok());
         let error = DurableMarker::open(dir.path(), 39).err().expect("behind the marker");
-        assert!(error.to_string().contains("wipe the data dir"), "{error}");
+        assert!(error.to_string().contains("Keep this node stopped"), "{error}");
+        assert!(!error.to_string().contains("rejoins as an empty replica"), "{error}");
         std::fs::write(dir.path().join(DURABLE_SEQUENCE_FILE), b"xyz").unwrap();
         assert!(DurableMarker::open(dir.path(), 100).is_err(), "a damaged marker is refused");
     }

@@ -1,0 +1,122 @@
+//! A follower brought up to date by a snapshot decides duplicates exactly
+//! like the replicas it caught up with: the snapshot stream carries the
+//! partition's idempotency keys even when retention has trimmed every batch
+//! below the snapshot, so after a failover to that follower a re-sent key is
+//! still a duplicate, and every replica serves the same bytes.
+
+use std::time::Duration;
+
+use strata_client::{Client, ClientConfig, Header, Producer, ProducerConfig, Record};
+use strata_cluster_tests::{create_topic, eventually, Cluster};
+use strata_core::IDEMPOTENCY_KEY_HEADER;
+use strata_proto::v1 as pb;
+
+const TOPIC: &str = "orders";
+const KEYS: u64 = 20;
+
+fn keyed(key: &str, value: &str) -> Record {
+    Record {
+        value: Some(value.as_bytes().to_vec().into()),
+        headers: vec![Header { key: IDEMPOTENCY_KEY_HEADER.into(), value: Some(key.as_bytes().to_vec().into()) }],
+        ..Default::default()
+    }
+}
+
+/// Sends one keyed event with a producer of its own, as a re-sending
+/// application would, and returns the offset the answer names.
+async fn send_event(cluster: &Cluster, key: &str, value: &str) -> u64 {
+    let client = Client::connect_with(
+        &cluster.bootstrap(),
+        ClientConfig { request_timeout: Duration::from_secs(2), ..Default::default() },
+    )
+    .unwrap();
+    let producer = Producer::new(client, ProducerConfig::default()).unwrap();
+    let delivery = producer.send_to(TOPIC, 0, keyed(key, value)).await.unwrap();
+    delivery.await.unwrap_or_else(|e| panic!("send of {key} failed: {e}\n{}", cluster.logs())).offset.unwrap()
+}
+
+/// (log start, high watermark) as the partition leader answers them.
+async fn offsets(cluster: &Cluster) -> Option<(u64, u64)> {
+    for node in cluster.nodes.iter().filter(|n| n.is_running()) {
+        let mut api = cluster.api(node.id).await;
+        let request = pb::ListOffsetsRequest {
+            topic: TOPIC.into(),
+            partition: 0,
+            spec: pb::OffsetSpec::Earliest as i32,
+            timestamp_ms: 0,
+            with_stats: false,
+        };
+        if let Ok(answer) = api.list_offsets(request).await {
+            let answer = answer.into_inner();
+            if answer.error.is_none() {
+                return Some((answer.log_start_offset, answer.high_watermark));
+            }
+        }
+    }
+    None
+}
+
+/// The node that leads the partition now (it answers ListOffsets).
+async fn leader(cluster: &Cluster) -> u64 {
+    cluster.wait_topic_ready(TOPIC, 1).await[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_restored_from_a_trimmed_snapshot_still_knows_every_key() {
+    // Snapshots every 4 entries, and the log behind them purged, so a
+    // follower that missed 20 appends can only catch up by snapshot.
+    let mut cluster =
+        Cluster::start_with_config(3, "snapshot_every_entries = 4\nretention_check_interval = \"100ms\"\n").await;
+    create_topic(&cluster, 1, TOPIC, 1, 3, &[("retention.bytes", "1"), ("dedup.window", "10m")]).await;
+    let first_leader = leader(&cluster).await;
+    let follower = cluster.nodes.iter().map(|n| n.id).find(|id| *id != first_leader).unwrap();
+    cluster.kill(follower);
+
+    let mut original = Vec::new();
+    for i in 0..KEYS {
+        original.push(send_event(&cluster, &format!("order-{i}"), &format!("value {i}")).await);
+    }
+    assert_eq!(original, (0..KEYS).collect::<Vec<_>>());
+    // Retention trims the partition to its end: no batch is left below the
+    // snapshot, only the keys.
+    eventually(Duration::from_secs(30), "retention to trim the partition to its end", || async {
+        offsets(&cluster).await.filter(|(start, end)| *start == KEYS && *end == KEYS)
+    })
+    .await;
+
+    // The follower comes back and catches up by snapshot.
+    cluster.start_node(follower);
+    eventually(Duration::from_secs(30), "the follower to install a snapshot", || async {
+        std::fs::read_to_string(&cluster.node(follower).log_path)
+            .ok()
+            .filter(|log| log.contains("installed snapshot from the leader"))
+    })
+    .await;
+
+    // Fail over until the restored follower leads: stop whoever leads, and
+    // bring the previous one back so a majority stays up.
+    let mut stopped: Option<u64> = None;
+    for _ in 0..20 {
+        let now = leader(&cluster).await;
+        if now == follower {
+            break;
+        }
+        if let Some(id) = stopped.take() {
+            cluster.start_node(id);
+        }
+        cluster.stop(now);
+        stopped = Some(now);
+    }
+    assert_eq!(leader(&cluster).await, follower, "failover to the restored follower\n{}", cluster.logs());
+    if let Some(id) = stopped.take() {
+        cluster.start_node(id);
+    }
+
+    // Every key again: each is a duplicate of its original, nothing is stored.
+    for i in 0..KEYS {
+        let offset = send_event(&cluster, &format!("order-{i}"), &format!("value {i} again")).await;
+        assert_eq!(offset, i, "order-{i} was stored a second time\n{}", cluster.logs());
+    }
+    let (_, high_watermark) = eventually(Duration::from_secs(30), "offsets", || offsets(&cluster)).await;
+    assert_eq!(high_watermark, KEYS, "re-sent keys were stored again");
+}
