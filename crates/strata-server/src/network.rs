@@ -3,9 +3,12 @@
 //! message names its group.
 //!
 //! Snapshots stream in chunks: a header chunk (vote, snapshot meta, the
-//! group's state) and, for partition groups, the record batches below the
-//! snapshot's next offset, read from this node's store as they are sent,
-//! then the partition's idempotency keys as of the snapshot.
+//! group's state) and, for partition groups, the record batches from the
+//! snapshot's log start to its next offset, read from this node's store as
+//! they are sent, then the partition's idempotency keys as of the snapshot,
+//! then a trailer. What the body holds, how the receiver stages it and when
+//! it is installed is `strata_storage::snapshot_stream`'s; this side only
+//! carries it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -20,13 +23,14 @@ use openraft::{BasicNode, RPCTypes};
 use openraft_multi::{GroupNetworkAdapter, GroupRouter};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use strata_core::limits::{MAX_GRPC_MESSAGE_BYTES, SNAPSHOT_CHUNK_BYTES};
+use strata_core::limits::MAX_GRPC_MESSAGE_BYTES;
 use strata_proto::v1::raft_transport_client::RaftTransportClient;
 use strata_proto::v1::raft_transport_server::RaftTransport;
 use strata_proto::v1::{
     NodeBeat, NodeBeatAck, RaftBatchRequest, RaftBatchResponse, RaftRequest, RaftResponse, RaftRpcKind, SnapshotChunk,
+    SnapshotTrailer,
 };
-use strata_storage::{KeyRow, SnapshotPayload, Store, TypeConfig};
+use strata_storage::{KeyRow, SnapshotPayload, Store, StreamPart, Trailer, TypeConfig};
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
@@ -192,68 +196,33 @@ impl Router {
     ) -> Result<SnapshotResponse<TypeConfig>, String> {
         let header = postcard::to_allocvec(&(vote, snapshot.meta.clone())).map_err(|e| e.to_string())?;
         let payload = SnapshotPayload::decode(&snapshot.snapshot).map_err(|e| e.to_string())?;
+        let mut source = self.store.snapshot_source(group_id, &payload).map_err(|e| e.to_string())?;
         let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(2);
-        let first = SnapshotChunk {
-            group_id,
-            header: header.into(),
-            data: snapshot.snapshot.into(),
-            key_rows: Default::default(),
-        };
-        let reader = self.store.partition_reader(group_id);
-        let store = self.store.clone();
-        let bounds = payload.state.as_partition().map(|p| (p.next_offset, p.clock_ms));
+        let first =
+            SnapshotChunk { group_id, header: header.into(), data: snapshot.snapshot.into(), ..Default::default() };
+        // The body is read as it is sent. A read error ends the stream
+        // without its trailer, so the receiver installs nothing.
         tokio::spawn(async move {
             if tx.send(first).await.is_err() {
                 return;
             }
-            let Some((end, clock_ms)) = bounds else { return };
-            let mut offset = 0;
-            while offset < end {
-                let batches = match reader.read(offset, end, SNAPSHOT_CHUNK_BYTES).await {
-                    Ok(b) if !b.is_empty() => b,
-                    _ => return,
-                };
-                let mut next = offset;
-                for item in strata_record::BatchIter::new(&batches) {
-                    match item {
-                        Ok((header, _)) => next = header.next_offset(),
-                        Err(_) => return,
+            loop {
+                let chunk = match source.next_part().await {
+                    Ok(Some(part)) => match chunk_of(group_id, part) {
+                        Ok(chunk) => chunk,
+                        Err(error) => {
+                            tracing::warn!(group = group_id, %error, "cannot encode a snapshot chunk");
+                            return;
+                        }
+                    },
+                    Ok(None) => return,
+                    Err(error) => {
+                        tracing::warn!(group = group_id, %error, "snapshot stream stopped");
+                        return;
                     }
-                }
-                offset = next;
-                let chunk = SnapshotChunk {
-                    group_id,
-                    header: Default::default(),
-                    data: batches.into(),
-                    key_rows: Default::default(),
                 };
                 if tx.send(chunk).await.is_err() {
                     return;
-                }
-            }
-            // Then the idempotency keys as of the snapshot, in pages.
-            let mut cursor = Vec::new();
-            loop {
-                let (rows, next) =
-                    match store.read_snapshot_keys(group_id, cursor, end, clock_ms, SNAPSHOT_CHUNK_BYTES).await {
-                        Ok(page) => page,
-                        Err(_) => return,
-                    };
-                if !rows.is_empty() {
-                    let Ok(encoded) = postcard::to_allocvec(&rows) else { return };
-                    let chunk = SnapshotChunk {
-                        group_id,
-                        header: Default::default(),
-                        data: Default::default(),
-                        key_rows: encoded.into(),
-                    };
-                    if tx.send(chunk).await.is_err() {
-                        return;
-                    }
-                }
-                match next {
-                    Some(next) => cursor = next,
-                    None => return,
                 }
             }
         });
@@ -270,6 +239,46 @@ impl Router {
             postcard::from_bytes(&answer.payload).map_err(|e| e.to_string())?;
         result
     }
+}
+
+/// The wire form of one part of a snapshot stream's body.
+fn chunk_of(group_id: u64, part: StreamPart) -> Result<SnapshotChunk, postcard::Error> {
+    let mut chunk = SnapshotChunk { group_id, ..Default::default() };
+    match part {
+        StreamPart::Batches(batches) => chunk.data = batches.into(),
+        StreamPart::Keys(rows) => chunk.key_rows = postcard::to_allocvec(&rows)?.into(),
+        StreamPart::Trailer(t) => {
+            chunk.trailer = Some(SnapshotTrailer {
+                end_offset: t.end_offset,
+                batch_count: t.batch_count,
+                key_row_count: t.key_row_count,
+                checksum: t.checksum,
+            })
+        }
+    }
+    Ok(chunk)
+}
+
+/// The parts of a snapshot stream's body that one chunk carries, in order.
+fn parts_of(chunk: SnapshotChunk) -> Result<Vec<StreamPart>, String> {
+    let mut parts = Vec::new();
+    if !chunk.data.is_empty() {
+        parts.push(StreamPart::Batches(chunk.data.to_vec()));
+    }
+    if !chunk.key_rows.is_empty() {
+        let rows: Vec<KeyRow> =
+            postcard::from_bytes(&chunk.key_rows).map_err(|e| format!("bad snapshot key rows: {e}"))?;
+        parts.push(StreamPart::Keys(rows));
+    }
+    if let Some(t) = chunk.trailer {
+        parts.push(StreamPart::Trailer(Trailer {
+            end_offset: t.end_offset,
+            batch_count: t.batch_count,
+            key_row_count: t.key_row_count,
+            checksum: t.checksum,
+        }));
+    }
+    Ok(parts)
 }
 
 impl GroupRouter<TypeConfig, u64> for Router {
@@ -491,32 +500,54 @@ impl RaftTransport for TransportService {
             Ok(header) => header,
             Err(e) => return transport_error(format!("bad snapshot header: {e}")),
         };
-        while let Some(chunk) = stream.message().await? {
-            if chunk.group_id != group_id {
-                return transport_error("snapshot chunk of another group".into());
-            }
-            if !chunk.data.is_empty() {
-                if let Err(e) = self.store.write_snapshot_batches(group_id, chunk.data.to_vec()).await {
-                    return transport_error(format!("cannot store snapshot batches: {e}"));
-                }
-            }
-            if !chunk.key_rows.is_empty() {
-                let rows: Vec<KeyRow> = match postcard::from_bytes(&chunk.key_rows) {
-                    Ok(rows) => rows,
-                    Err(e) => return transport_error(format!("bad snapshot key rows: {e}")),
-                };
-                if let Err(e) = self.store.write_snapshot_keys(group_id, rows).await {
-                    return transport_error(format!("cannot store snapshot keys: {e}"));
-                }
-            }
-        }
+        let payload = match SnapshotPayload::decode(&first.data) {
+            Ok(payload) => payload,
+            Err(e) => return transport_error(format!("bad snapshot data: {e}")),
+        };
         let snapshot = SnapshotOf::<TypeConfig, Vec<u8>> { meta, snapshot: first.data.to_vec() };
-        let last_log_id = snapshot.meta.last_log_id;
-        let result = raft.install_full_snapshot(vote, snapshot).await.map_err(|e| e.to_string());
-        match &result {
-            Ok(_) => tracing::info!(group = group_id, ?last_log_id, "installed snapshot from the leader"),
-            Err(error) => tracing::warn!(group = group_id, %error, "snapshot install failed"),
+        // Receive and install on a task of its own: once the install is
+        // asked for, it runs to its end even if the sender goes away, and
+        // the staged rows are released only after it.
+        let store = self.store.clone();
+        let task = tokio::spawn(async move {
+            let mut sink = store.snapshot_sink(group_id, &payload).await.map_err(|e| e.to_string())?;
+            let received: Result<(), String> = async {
+                while let Some(chunk) = stream.message().await.map_err(|s| s.message().to_string())? {
+                    if chunk.group_id != group_id {
+                        return Err("snapshot chunk of another group".to_string());
+                    }
+                    for part in parts_of(chunk)? {
+                        sink.accept(part).await.map_err(|e| e.to_string())?;
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(error) = received {
+                if let Err(e) = sink.discard().await {
+                    tracing::warn!(group = group_id, error = %e, "cannot drop staged snapshot rows");
+                }
+                return Err(error);
+            }
+            let staged = sink.finish().await.map_err(|e| e.to_string())?;
+            let last_log_id = snapshot.meta.last_log_id;
+            let result = raft.install_full_snapshot(vote, snapshot).await.map_err(|e| e.to_string());
+            match &result {
+                Ok(_) => tracing::info!(group = group_id, ?last_log_id, "installed snapshot from the leader"),
+                Err(error) => tracing::warn!(group = group_id, %error, "snapshot install failed"),
+            }
+            if let Err(e) = staged.release().await {
+                tracing::warn!(group = group_id, error = %e, "cannot drop staged snapshot rows");
+            }
+            Ok(result)
+        });
+        match task.await {
+            Ok(Ok(result)) => reply(result),
+            Ok(Err(error)) => {
+                tracing::warn!(group = group_id, %error, "snapshot stream refused");
+                transport_error(error)
+            }
+            Err(e) => transport_error(format!("snapshot receiver failed: {e}")),
         }
-        reply(result)
     }
 }

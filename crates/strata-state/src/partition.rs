@@ -122,8 +122,12 @@ pub enum PartitionEffect {
 /// `PutKey` effect of earlier applies, including earlier entries of the
 /// same apply round.
 pub trait KeyIndex {
-    /// The newest offset stored for `key` and when that entry expires.
-    fn lookup(&mut self, key: &[u8]) -> Option<(u64, u64)>;
+    /// The newest offset below `below_offset` stored for `key`, and when
+    /// that entry expires. Rows at or past `below_offset` (the partition's
+    /// next offset) are not this replica's yet: a snapshot stream or an
+    /// install cut by a crash may have left them, and a record is never a
+    /// duplicate of itself.
+    fn lookup(&mut self, key: &[u8], below_offset: u64) -> Option<(u64, u64)>;
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -291,8 +295,9 @@ impl PartitionState {
                 duplicates.push((index, Original::InBatch(first)));
                 continue;
             }
-            match keys.lookup(&key) {
+            match keys.lookup(&key, self.next_offset) {
                 Some((offset, key_expires_ms)) if key_expires_ms > self.clock_ms => {
+                    assert!(offset < self.next_offset, "key index answered offset {offset} at or past the log end");
                     duplicates.push((index, Original::Stored(offset)))
                 }
                 _ => {
@@ -377,8 +382,8 @@ mod tests {
     struct MapIndex(BTreeMap<Vec<u8>, (u64, u64)>);
 
     impl KeyIndex for MapIndex {
-        fn lookup(&mut self, key: &[u8]) -> Option<(u64, u64)> {
-            self.0.get(key).copied()
+        fn lookup(&mut self, key: &[u8], below_offset: u64) -> Option<(u64, u64)> {
+            self.0.get(key).copied().filter(|(offset, _)| *offset < below_offset)
         }
     }
 

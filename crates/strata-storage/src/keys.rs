@@ -1,6 +1,11 @@
 //! Key encodings. Every key starts with the group id in big-endian so one
 //! group's keys sort together and a range delete removes a group.
 
+use strata_core::limits::MAX_IDEMPOTENCY_KEY_BYTES;
+
+// Key lengths are stored in two bytes.
+const _: () = assert!(MAX_IDEMPOTENCY_KEY_BYTES <= u16::MAX as usize);
+
 pub const TAG_VOTE: u8 = 1;
 pub const TAG_COMMITTED: u8 = 2;
 pub const TAG_PURGED: u8 = 3;
@@ -13,6 +18,15 @@ pub const TAG_KEY: u8 = 4;
 /// `state_machine`: group, 5, expiry (ms), offset, key → empty. Orders the
 /// idempotency keys by expiry so cleanup never scans live keys.
 pub const TAG_KEY_EXPIRY: u8 = 5;
+/// `state_machine`: group, 6, base offset → record batch received in a
+/// snapshot stream and not installed yet (see `snapshot_stream`).
+pub const TAG_STAGED_BATCH: u8 = 6;
+/// `state_machine`: group, 7, key length (u16), key, offset → expiry: an
+/// idempotency key received in a snapshot stream and not installed yet.
+pub const TAG_STAGED_KEY: u8 = 7;
+/// `state_machine`: group, 8 → empty while an install moves staged rows in;
+/// a store that opens with it set finishes the cleanup of the cut install.
+pub const TAG_INSTALLING: u8 = 8;
 
 pub fn group_range(group_id: u64) -> (Vec<u8>, Vec<u8>) {
     let start = group_id.to_be_bytes().to_vec();
@@ -62,12 +76,12 @@ pub fn producer_key(group_id: u64, producer_id: i64) -> [u8; 17] {
 }
 
 /// Prefix of every row of `key` in the key index; the offset follows.
+///
+/// Keys are at most `MAX_IDEMPOTENCY_KEY_BYTES` long: the service checks
+/// keys from producers and the snapshot receiver checks keys from peers
+/// before any reaches here, so a longer one is a bug, not bad input.
 pub fn idempotency_prefix(group_id: u64, key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(11 + key.len() + 8);
-    out.extend_from_slice(&tag_key(group_id, TAG_KEY));
-    out.extend_from_slice(&(key.len() as u16).to_be_bytes());
-    out.extend_from_slice(key);
-    out
+    key_row_prefix(group_id, TAG_KEY, key)
 }
 
 pub fn idempotency_key(group_id: u64, key: &[u8], offset: u64) -> Vec<u8> {
@@ -76,12 +90,44 @@ pub fn idempotency_key(group_id: u64, key: &[u8], offset: u64) -> Vec<u8> {
     out
 }
 
-/// The key and offset of a key-index row.
+/// A key-index row as staged by a snapshot stream (same layout, own tag).
+pub fn staged_key(group_id: u64, key: &[u8], offset: u64) -> Vec<u8> {
+    let mut out = key_row_prefix(group_id, TAG_STAGED_KEY, key);
+    out.extend_from_slice(&offset.to_be_bytes());
+    out
+}
+
+fn key_row_prefix(group_id: u64, tag: u8, key: &[u8]) -> Vec<u8> {
+    assert!(
+        !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_BYTES,
+        "idempotency key of {} bytes reached the key index unchecked",
+        key.len()
+    );
+    let mut out = Vec::with_capacity(11 + key.len() + 8);
+    out.extend_from_slice(&tag_key(group_id, tag));
+    out.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    out.extend_from_slice(key);
+    out
+}
+
+/// The key and offset of a key-index row (live or staged). `None` for a
+/// row that is not exactly tag, length, key and offset.
 pub fn parse_idempotency_key(row: &[u8]) -> Option<(&[u8], u64)> {
     let len = u16::from_be_bytes(row.get(9..11)?.try_into().ok()?) as usize;
     let key = row.get(11..11 + len)?;
     let offset = u64::from_be_bytes(row.get(11 + len..11 + len + 8)?.try_into().ok()?);
+    if row.len() != 11 + len + 8 || key.is_empty() || len > MAX_IDEMPOTENCY_KEY_BYTES {
+        return None;
+    }
     Some((key, offset))
+}
+
+/// A record batch staged by a snapshot stream, under its base offset.
+pub fn staged_batch_key(group_id: u64, base_offset: u64) -> [u8; 17] {
+    let mut key = [0u8; 17];
+    key[..9].copy_from_slice(&tag_key(group_id, TAG_STAGED_BATCH));
+    key[9..].copy_from_slice(&base_offset.to_be_bytes());
+    key
 }
 
 pub fn expiry_key(group_id: u64, expires_ms: u64, offset: u64, key: &[u8]) -> Vec<u8> {
@@ -128,9 +174,29 @@ mod tests {
         assert!(b.starts_with(&idempotency_prefix(3, b"order-1")));
         assert!(!c.starts_with(&idempotency_prefix(3, b"order-1")));
         assert_eq!(parse_idempotency_key(&b), Some((&b"order-1"[..], 9)));
+        assert_eq!(parse_idempotency_key(&staged_key(3, b"order-1", 9)), Some((&b"order-1"[..], 9)));
         let e = expiry_key(3, 1000, 9, b"order-1");
         assert_eq!(parse_expiry_key(&e), Some((1000, 9, &b"order-1"[..])));
         assert!(expiry_key(3, 999, 100, b"z") < e);
         assert_eq!(group_of(&e), 3);
+    }
+
+    #[test]
+    fn a_malformed_key_row_does_not_parse() {
+        let row = idempotency_key(3, b"abc", 9);
+        assert_eq!(parse_idempotency_key(&row[..row.len() - 1]), None, "cut short");
+        let mut longer = row.clone();
+        longer.push(0);
+        assert_eq!(parse_idempotency_key(&longer), None, "trailing bytes");
+        let mut empty = tag_key(3, TAG_KEY).to_vec();
+        empty.extend_from_slice(&0u16.to_be_bytes());
+        empty.extend_from_slice(&9u64.to_be_bytes());
+        assert_eq!(parse_idempotency_key(&empty), None, "empty key");
+    }
+
+    #[test]
+    #[should_panic(expected = "reached the key index unchecked")]
+    fn a_key_over_the_bound_is_never_truncated_into_a_row() {
+        idempotency_key(3, &vec![b'k'; MAX_IDEMPOTENCY_KEY_BYTES + 1], 0);
     }
 }

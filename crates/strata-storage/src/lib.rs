@@ -38,10 +38,12 @@ mod group_commit;
 mod keys;
 mod log_store;
 mod purger;
+mod snapshot_stream;
 mod state_machine;
 #[cfg(feature = "fault-hooks")]
 pub mod synced_wal;
 
+use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,6 +54,7 @@ use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 pub use engine_stats::EngineStats;
 pub use group_commit::{GroupCommit, GroupCommitStats};
 pub use log_store::LogStore;
+pub use snapshot_stream::{SnapshotSink, SnapshotSource, StagedSnapshot, StreamError, StreamPart, Trailer};
 pub use state_machine::{BatchInfo, GroupKind, GroupState, GroupStateMachine, PartitionReader, SnapshotPayload};
 
 /// One idempotency key of a partition, as a snapshot carries it.
@@ -92,6 +95,10 @@ pub struct Store {
     pub(crate) synced_wal: SyncRecord,
     /// The options the database was opened with; they hold its statistics.
     pub(crate) options: Arc<Options>,
+    /// Expired-key cleanup held back for snapshot streams being sent.
+    pub(crate) key_cleanup: Arc<snapshot_stream::KeyCleanup>,
+    /// Per group: held while a snapshot stream is received and installed.
+    pub(crate) staging_locks: Arc<std::sync::Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 /// Sequence-number bounds of the two kinds of writes (every RocksDB write
@@ -197,7 +204,16 @@ impl Store {
         let sequences = Arc::new(Sequences::default());
         let group_commit = GroupCommit::start(db.clone(), sequences.clone(), synced_wal.clone(), marker);
         let purger = purger::Purger::start(db.clone(), sequences.clone());
-        Ok(Store { group_commit, purger, db, sequences, synced_wal, options: Arc::new(options) })
+        Ok(Store {
+            group_commit,
+            purger,
+            db,
+            sequences,
+            synced_wal,
+            options: Arc::new(options),
+            key_cleanup: Arc::default(),
+            staging_locks: Arc::default(),
+        })
     }
 
     /// The Raft log storage of one group.
@@ -221,6 +237,8 @@ impl Store {
     pub async fn delete_group(&self, group_id: u64) -> io::Result<()> {
         // No queued purge may write the group's purge marker after this.
         self.purger.forget(group_id).await?;
+        self.key_cleanup.forget(group_id);
+        self.staging_locks.lock().expect("lock").remove(&group_id);
         let db = self.db.clone();
         let sequences = self.sequences.clone();
         let record = self.synced_wal.clone();
@@ -237,45 +255,30 @@ impl Store {
         .await
     }
 
-    /// Group ids that have any Raft state on this node (to find leftovers of
-    /// deleted topics at start-up).
+    /// Group ids that have any row on this node, in any column family: Raft
+    /// state, log, data or state-machine rows (to find leftovers of deleted
+    /// groups, including rows a late apply or snapshot chunk wrote after
+    /// `delete_group`). One seek per group and column family.
     pub async fn stored_groups(&self) -> io::Result<Vec<u64>> {
         let db = self.db.clone();
         blocking(move || {
-            let cf = db.cf_handle(CF_RAFT).expect("column family exists");
-            let mut groups = Vec::new();
-            let mut iter = db.raw_iterator_cf(&cf);
-            iter.seek_to_first();
-            while let Some(key) = iter.key() {
-                let group = keys::group_of(key);
-                groups.push(group);
-                // Jump to the next group.
-                match group.checked_add(1) {
-                    Some(next) => iter.seek(keys::group_range(next).0),
-                    None => break,
+            let mut groups = std::collections::BTreeSet::new();
+            for name in COLUMN_FAMILIES {
+                let cf = db.cf_handle(name).expect("column family exists");
+                let mut iter = db.raw_iterator_cf(&cf);
+                iter.seek_to_first();
+                while let Some(key) = iter.key() {
+                    let group = keys::group_of(key);
+                    groups.insert(group);
+                    // Jump to the next group.
+                    match group.checked_add(1) {
+                        Some(next) => iter.seek(keys::group_range(next).0),
+                        None => break,
+                    }
                 }
+                iter.status().map_err(to_io)?;
             }
-            iter.status().map_err(to_io)?;
-            Ok(groups)
-        })
-        .await
-    }
-
-    /// Writes record batches received in a partition snapshot. Each batch
-    /// goes under its own base offset. Safe to do before the snapshot is
-    /// installed: committed batches are identical on every replica, so a
-    /// batch written here either is already present or will be written with
-    /// the same bytes by a later apply.
-    pub async fn write_snapshot_batches(&self, group_id: u64, batches: Vec<u8>) -> io::Result<()> {
-        let (db, sequences) = (self.db.clone(), self.sequences.clone());
-        blocking(move || {
-            let cf = db.cf_handle(CF_DATA).expect("column family exists");
-            let mut write = WriteBatch::default();
-            for item in strata_record::BatchIter::new(&batches) {
-                let (header, bytes) = item.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                write.put_cf(&cf, keys::data_key(group_id, header.base_offset), bytes);
-            }
-            write_logged(&db, &sequences, write)
+            Ok(groups.into_iter().collect())
         })
         .await
     }
@@ -285,7 +288,7 @@ impl Store {
     /// `after_ms` (its clock), from `cursor` on (the cursor the previous
     /// call returned; empty to start), about `max_bytes` at most. Returns the
     /// rows and the cursor for the next call, `None` at the end.
-    pub async fn read_snapshot_keys(
+    pub(crate) async fn read_snapshot_keys(
         &self,
         group_id: u64,
         cursor: Vec<u8>,
@@ -330,23 +333,6 @@ impl Store {
         .await
     }
 
-    /// Writes idempotency keys received in a partition snapshot. Like
-    /// batches, key rows are immutable, so writing them before the snapshot
-    /// is installed is safe.
-    pub async fn write_snapshot_keys(&self, group_id: u64, rows: Vec<KeyRow>) -> io::Result<()> {
-        let (db, sequences) = (self.db.clone(), self.sequences.clone());
-        blocking(move || {
-            let cf = db.cf_handle(CF_SM).expect("column family exists");
-            let mut write = WriteBatch::default();
-            for row in rows {
-                write.put_cf(&cf, keys::idempotency_key(group_id, &row.key, row.offset), row.expires_ms.to_be_bytes());
-                write.put_cf(&cf, keys::expiry_key(group_id, row.expires_ms, row.offset, &row.key), []);
-            }
-            write_logged(&db, &sequences, write)
-        })
-        .await
-    }
-
     /// Counts the idempotency keys a partition holds on this node (a scan:
     /// for diagnostics and tests).
     pub async fn count_idempotency_keys(&self, group_id: u64) -> io::Result<u64> {
@@ -378,6 +364,22 @@ impl Store {
             write_logged(&db, &sequences, batch)
         })
         .await
+    }
+
+    /// The first half of an install (staged rows moved in, the state not
+    /// yet written), so tests can copy the store as a crash would leave it.
+    #[cfg(feature = "fault-hooks")]
+    pub async fn move_staged_for_test(&self, group_id: u64) -> io::Result<()> {
+        let (db, sequences) = (self.db.clone(), self.sequences.clone());
+        blocking(move || snapshot_stream::move_staged(&db, &sequences, group_id)).await
+    }
+
+    /// Makes every apply so far durable (a flush of the state-machine
+    /// column families), so a copy of the store keeps them.
+    #[cfg(feature = "fault-hooks")]
+    pub async fn flush_for_test(&self) -> io::Result<()> {
+        let db = self.db.clone();
+        blocking(move || purger::flush_state_machines(&db).map(drop)).await
     }
 
     #[cfg(feature = "fault-hooks")]

@@ -152,7 +152,7 @@ fn run(db: Weak<DB>, receiver: mpsc::Receiver<Request>, sequences: Arc<Sequences
 
 /// Flushes the state-machine column families (atomically, see `Store::open`)
 /// and returns a sequence number every write up to which is now durable.
-fn flush_state_machines(db: &DB) -> io::Result<u64> {
+pub(crate) fn flush_state_machines(db: &DB) -> io::Result<u64> {
     let cut = db.latest_sequence_number();
     let data = db.cf_handle(CF_DATA).expect("column family exists");
     let sm = db.cf_handle(CF_SM).expect("column family exists");

@@ -95,6 +95,7 @@ fn decode_error_text(what: &str) -> io::Error {
 struct ApplyRound {
     db: Arc<rocksdb::DB>,
     sequences: Arc<crate::Sequences>,
+    key_cleanup: Arc<crate::snapshot_stream::KeyCleanup>,
     group_id: u64,
     last_applied: Option<LogIdOf<TypeConfig>>,
     last_membership: StoredMembershipOf<TypeConfig>,
@@ -171,7 +172,7 @@ impl ApplyRound {
             }
         }
         if let GroupState::Partition(state) = &self.state {
-            let bound = self.key_cleanup_bound_ms.min(state.clock_ms);
+            let bound = self.key_cleanup.bound(self.group_id, self.key_cleanup_bound_ms.min(state.clock_ms));
             expire_keys(&db, self.group_id, bound, &mut write)?;
         }
         let applied = encode_applied(&self.last_applied, &self.last_membership, &self.state)?;
@@ -188,8 +189,10 @@ impl ApplyRound {
 /// partition clock reaches its expiry, and the clock never goes back, so a
 /// key deleted here would never have been found again by this replica. The
 /// caller also keeps `bound_ms` at or below the clock of the older of the
-/// two latest snapshots, so a follower that installs a snapshot still
-/// receives every key that entries after that snapshot may look up.
+/// two latest snapshots, and at or below the clock of every snapshot being
+/// sent (see `snapshot_stream::KeyCleanup`), so a follower that installs a
+/// snapshot still receives every key that entries after that snapshot may
+/// look up.
 fn expire_keys(db: &rocksdb::DB, group_id: u64, bound_ms: u64, write: &mut WriteBatch) -> io::Result<()> {
     let cf = db.cf_handle(CF_SM).expect("column family exists");
     let prefix = keys::tag_key(group_id, TAG_KEY_EXPIRY);
@@ -221,15 +224,18 @@ struct DbKeyIndex<'a> {
 }
 
 impl KeyIndex for DbKeyIndex<'_> {
-    fn lookup(&mut self, key: &[u8]) -> Option<(u64, u64)> {
-        if let Some(found) = self.pending.get(key) {
+    fn lookup(&mut self, key: &[u8], below_offset: u64) -> Option<(u64, u64)> {
+        if let Some(found) = self.pending.get(key).filter(|(offset, _)| *offset < below_offset) {
             return Some(*found);
         }
+        // The newest row below `below_offset`: rows at or past it are not
+        // this replica's yet (see `KeyIndex::lookup`).
+        let newest = below_offset.checked_sub(1)?;
         let cf = self.db.cf_handle(CF_SM).expect("column family exists");
         let prefix = keys::idempotency_prefix(self.group_id, key);
         let mut iter = self.db.raw_iterator_cf(&cf);
         let mut last = prefix.clone();
-        last.extend_from_slice(&u64::MAX.to_be_bytes());
+        last.extend_from_slice(&newest.to_be_bytes());
         iter.seek_for_prev(&last);
         let (row, value) = (iter.key()?, iter.value()?);
         if !row.starts_with(&prefix) || row.len() != prefix.len() + 8 {
@@ -322,6 +328,10 @@ impl GroupStateMachine {
             Some(a) => (a.last_applied, a.last_membership, a.state),
             None => (None, StoredMembershipOf::<TypeConfig>::default(), GroupState::empty(kind)),
         };
+        if let Some(partition) = state.as_partition() {
+            let (db, sequences, next_offset) = (store.db.clone(), store.sequences.clone(), partition.next_offset);
+            blocking(move || crate::snapshot_stream::recover_staging(&db, &sequences, group_id, next_offset)).await?;
+        }
         let db = store.db.clone();
         let (producers, snapshot_clock_ms) = blocking(move || {
             let cf = db.cf_handle(CF_SM).expect("column family exists");
@@ -398,6 +408,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         let mut round = ApplyRound {
             db: self.store.db.clone(),
             sequences: self.store.sequences.clone(),
+            key_cleanup: self.store.key_cleanup.clone(),
             group_id: self.group_id,
             last_applied: self.last_applied.take(),
             last_membership: self.last_membership.clone(),
@@ -467,6 +478,10 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             let data = db.cf_handle(CF_DATA).expect("column family exists");
             let mut write = WriteBatch::default();
             if let Some(log_start) = log_start {
+                // The rows a snapshot stream staged (none when openraft
+                // restores a snapshot of this store's own at start-up).
+                crate::snapshot_stream::move_staged(&db, &sequences, group_id)?;
+                write.delete_cf(&sm, keys::tag_key(group_id, keys::TAG_INSTALLING));
                 write.delete_range_cf(&data, keys::data_key(group_id, 0), keys::data_key(group_id, log_start));
             }
             write.delete_range_cf(

@@ -4,63 +4,13 @@
 //! every waiter, deleting a group removes its keys, and producer state and
 //! idempotency keys survive a reopen, travel with a snapshot and expire.
 
-use futures::stream;
-use openraft::impls::leader_id_adv::LeaderId;
 use openraft::storage::RaftStateMachine;
-use openraft::vote::RaftLeaderId;
-use openraft::{Entry, EntryPayload, LogId, RaftSnapshotBuilder};
-use strata_record::{decode_records_from, encode_batch, Header, ProducerFields, Record};
-use strata_state::{Command, KeyedRecord, PartitionCommand};
-use strata_storage::{GroupKind, GroupStateMachine, SnapshotPayload, Store, TypeConfig};
+use openraft::RaftSnapshotBuilder;
+use strata_state::PartitionCommand;
+use strata_storage::{GroupKind, SnapshotPayload, Store};
 
-type TestEntry = <TypeConfig as openraft::RaftTypeConfig>::Entry;
-
-fn entry(index: u64, command: PartitionCommand) -> TestEntry {
-    Entry { log_id: LogId::new(LeaderId::new(1, 1), index), payload: EntryPayload::Normal(Command::Partition(command)) }
-}
-
-fn append(index: u64, values: &[&str]) -> TestEntry {
-    let records: Vec<Record> =
-        values.iter().map(|v| Record { value: Some(v.as_bytes().to_vec().into()), ..Default::default() }).collect();
-    let batch = encode_batch(&records, ProducerFields::default()).unwrap().to_vec();
-    entry(index, append_command(batch, vec![], 1))
-}
-
-fn append_command(batch: Vec<u8>, keys: Vec<KeyedRecord>, time_ms: u64) -> PartitionCommand {
-    PartitionCommand::Append { batch, time_ms, dedup_window_ms: 1_000, producer_expiry_ms: 60_000, keys }
-}
-
-/// An append of one record with idempotency key `key`, from producer
-/// `producer_id` at `sequence` (or no producer when negative).
-fn keyed(index: u64, key: &str, producer_id: i64, sequence: i32, time_ms: u64) -> TestEntry {
-    let record = Record {
-        value: Some(key.as_bytes().to_vec().into()),
-        headers: vec![Header {
-            key: strata_core::IDEMPOTENCY_KEY_HEADER.into(),
-            value: Some(key.as_bytes().to_vec().into()),
-        }],
-        ..Default::default()
-    };
-    let fields = if producer_id >= 0 {
-        ProducerFields { producer_id, producer_epoch: 0, base_sequence: sequence }
-    } else {
-        ProducerFields::default()
-    };
-    let batch = encode_batch(&[record], fields).unwrap().to_vec();
-    entry(index, append_command(batch, vec![KeyedRecord { index: 0, key: key.as_bytes().to_vec() }], time_ms))
-}
-
-async fn apply(sm: &mut GroupStateMachine, entries: Vec<TestEntry>) {
-    sm.apply(stream::iter(entries.into_iter().map(|e| Ok((e, None))))).await.unwrap();
-}
-
-fn values(bytes: &[u8], from: u64) -> Vec<(u64, String)> {
-    decode_records_from(bytes, from)
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.offset, String::from_utf8(r.value.unwrap().to_vec()).unwrap()))
-        .collect()
-}
+mod common;
+use common::{append, apply, entry, keyed, partition, transfer, values, TestEntry};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_get_dense_offsets_and_survive_reopen() {
@@ -121,13 +71,8 @@ async fn a_snapshot_moves_state_and_data_to_another_store() {
     let mut sm = source.state_machine(3, GroupKind::Partition).await.unwrap();
     apply(&mut sm, vec![append(1, &["x"]), append(2, &["y", "z"])]).await;
     let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
-    let payload = SnapshotPayload::decode(&snapshot.snapshot).unwrap();
-    let end = payload.state.as_partition().unwrap().next_offset;
-    // What the transport does: stream the batches, then install.
-    let batches = source.partition_reader(3).read(0, end, 1 << 20).await.unwrap();
-    target.write_snapshot_batches(3, batches).await.unwrap();
     let mut copy = target.state_machine(3, GroupKind::Partition).await.unwrap();
-    copy.install_snapshot(&snapshot.meta, snapshot.snapshot.clone()).await.unwrap();
+    transfer(&source, &target, &mut copy, 3, &snapshot).await;
     assert_eq!(copy.applied_state().await.unwrap().0, snapshot.meta.last_log_id);
     assert_eq!(copy.subscribe().borrow().as_partition().unwrap().next_offset, 3);
     let read = target.partition_reader(3).read(0, 3, 1 << 20).await.unwrap();
@@ -160,10 +105,6 @@ async fn group_commit_answers_every_waiter_and_delete_group_removes_everything()
     assert!(store.partition_reader(11).read(0, 10, 1 << 20).await.unwrap().is_empty());
     let reopened = store.state_machine(11, GroupKind::Partition).await.unwrap();
     assert_eq!(reopened.subscribe().borrow().as_partition().unwrap().next_offset, 0);
-}
-
-fn partition(sm: &GroupStateMachine) -> strata_state::PartitionState {
-    sm.subscribe().borrow().as_partition().unwrap().clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,27 +167,12 @@ async fn a_snapshot_carries_producers_and_keys_so_replicas_decide_alike() {
     apply(&mut sm, vec![keyed(1, "a", 7, 0, 100), keyed(2, "b", 7, 1, 110)]).await;
     let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
     let payload = SnapshotPayload::decode(&snapshot.snapshot).unwrap();
-    let state = payload.state.as_partition().unwrap().clone();
     assert_eq!(payload.producers.len(), 1);
     // A key stored after the snapshot must not travel with it.
     apply(&mut sm, vec![keyed(3, "c", -1, 0, 120)]).await;
-    // What the transport does: batches, then keys in pages, then install.
-    let batches = source.partition_reader(8).read(0, state.next_offset, 1 << 20).await.unwrap();
-    target.write_snapshot_batches(8, batches).await.unwrap();
-    let mut cursor = Vec::new();
-    let mut sent = 0;
-    loop {
-        let (rows, next) = source.read_snapshot_keys(8, cursor, state.next_offset, state.clock_ms, 1).await.unwrap();
-        sent += rows.len();
-        target.write_snapshot_keys(8, rows).await.unwrap();
-        match next {
-            Some(next) => cursor = next,
-            None => break,
-        }
-    }
-    assert_eq!(sent, 2);
     let mut copy = target.state_machine(8, GroupKind::Partition).await.unwrap();
-    copy.install_snapshot(&snapshot.meta, snapshot.snapshot.clone()).await.unwrap();
+    transfer(&source, &target, &mut copy, 8, &snapshot).await;
+    assert_eq!(target.count_idempotency_keys(8).await.unwrap(), 2, "a and b travel, c does not");
     // The same entries after the snapshot give the same result on both.
     let after = |i| vec![keyed(i, "c", -1, 0, 120), keyed(i + 1, "a", 9, 0, 130), keyed(i + 2, "z", 7, 1, 140)];
     apply(&mut copy, after(3)).await;

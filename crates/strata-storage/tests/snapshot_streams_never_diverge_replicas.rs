@@ -1,0 +1,265 @@
+//! A partition snapshot stream, sent and received on real RocksDB stores:
+//! what a stream stages stays apart from live state until its install, a
+//! stream cut short or with a wrong trailer is never installed, the keys
+//! travel even when retention trimmed every batch below the snapshot,
+//! cleanup cannot delete keys a stream in progress still has to send, bad
+//! rows from a peer are refused at the edge, and a crash at any point leaves
+//! a replica that decides like the others.
+#![cfg(feature = "fault-hooks")]
+
+use openraft::storage::RaftStateMachine;
+use openraft::RaftSnapshotBuilder;
+use strata_state::PartitionCommand;
+use strata_storage::{GroupKind, GroupStateMachine, KeyRow, Store, StreamError, StreamPart};
+
+mod common;
+use common::{apply, copy_dir, entry, keyed, partition, stage, stream_parts, transfer, TestEntry};
+
+const GROUP: u64 = 12;
+
+/// Entries `from..=to`, each one record with key `k<i>` stored at offset
+/// i - 1, stamped at `100 + i` ms (keys expire 1 s later).
+fn keyed_entries(from: u64, to: u64) -> Vec<TestEntry> {
+    (from..=to).map(|i| keyed(i, &format!("k{i}"), -1, 0, 100 + i)).collect()
+}
+
+async fn read_all(store: &Store, end: u64) -> Vec<u8> {
+    store.partition_reader(GROUP).read(0, end, 1 << 20).await.unwrap()
+}
+
+/// A leader with `k1..=k10` applied and a snapshot of them, and a follower
+/// that applied only the first three.
+async fn leader_and_follower(dir: &std::path::Path) -> (Store, GroupStateMachine, Store, GroupStateMachine) {
+    let leader = Store::open(&dir.join("leader")).unwrap();
+    let follower = Store::open(&dir.join("follower")).unwrap();
+    let mut leader_sm = leader.state_machine(GROUP, GroupKind::Partition).await.unwrap();
+    let mut follower_sm = follower.state_machine(GROUP, GroupKind::Partition).await.unwrap();
+    apply(&mut leader_sm, keyed_entries(1, 10)).await;
+    apply(&mut follower_sm, keyed_entries(1, 3)).await;
+    (leader, leader_sm, follower, follower_sm)
+}
+
+/// The follower applies the rest of the leader's log and must end up with
+/// the same records at the same offsets, byte for byte.
+async fn catch_up_and_compare(leader: &Store, follower: &Store, follower_sm: &mut GroupStateMachine) {
+    apply(follower_sm, keyed_entries(4, 10)).await;
+    assert_eq!(partition(follower_sm).next_offset, 10, "the follower dropped its own records as duplicates");
+    assert_eq!(read_all(follower, 10).await, read_all(leader, 10).await);
+    assert_eq!(follower.count_staged(GROUP).await.unwrap(), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_of_a_stream_whose_install_is_refused_never_reach_live_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, mut leader_sm, follower, mut follower_sm) = leader_and_follower(dir.path()).await;
+    let snapshot = leader_sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let parts = stream_parts(&leader, GROUP, &snapshot.snapshot).await;
+    let staged = stage(&follower, GROUP, &snapshot.snapshot, parts).await.unwrap();
+    assert_eq!(follower.count_staged(GROUP).await.unwrap(), (10, 10));
+    assert_eq!(follower.count_idempotency_keys(GROUP).await.unwrap(), 3, "staged keys are not live");
+    // openraft refuses the install (stale vote, or not newer than what is
+    // committed): the follower applies the same entries from the log.
+    staged.release().await.unwrap();
+    catch_up_and_compare(&leader, &follower, &mut follower_sm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rows_past_the_next_offset_are_never_looked_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, mut leader_sm, follower, mut follower_sm) = leader_and_follower(dir.path()).await;
+    let snapshot = leader_sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let parts = stream_parts(&leader, GROUP, &snapshot.snapshot).await;
+    let staged = stage(&follower, GROUP, &snapshot.snapshot, parts).await.unwrap();
+    // An install that moved its rows in and then failed: rows for offsets
+    // 3..10 are in the key index while the follower's next offset is 3.
+    follower.move_staged_for_test(GROUP).await.unwrap();
+    assert_eq!(follower.count_idempotency_keys(GROUP).await.unwrap(), 10);
+    staged.release().await.unwrap();
+    catch_up_and_compare(&leader, &follower, &mut follower_sm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_while_staging_or_installing_leaves_a_replica_that_decides_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, mut leader_sm, follower, follower_sm) = leader_and_follower(dir.path()).await;
+    let snapshot = leader_sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let parts = stream_parts(&leader, GROUP, &snapshot.snapshot).await;
+    // The follower's own applies are durable; a crash keeps them.
+    follower.flush_for_test().await.unwrap();
+    drop(follower_sm);
+
+    // Killed mid-stream: every body part staged, no trailer, no install.
+    let staged = stage(&follower, GROUP, &snapshot.snapshot, parts[..parts.len() - 1].to_vec()).await;
+    assert!(matches!(staged, Err(StreamError::NoTrailer)), "{staged:?}");
+    let payload = strata_storage::SnapshotPayload::decode(&snapshot.snapshot).unwrap();
+    let mut sink = follower.snapshot_sink(GROUP, &payload).await.unwrap();
+    for part in parts.iter().take(parts.len() - 1).cloned() {
+        sink.accept(part).await.unwrap();
+    }
+    copy_dir(&dir.path().join("follower"), &dir.path().join("mid-stream"));
+    sink.discard().await.unwrap();
+    {
+        let crashed = Store::open(&dir.path().join("mid-stream")).unwrap();
+        let mut sm = crashed.state_machine(GROUP, GroupKind::Partition).await.unwrap();
+        assert_eq!(crashed.count_staged(GROUP).await.unwrap(), (0, 0), "staged rows are dropped at open");
+        catch_up_and_compare(&leader, &crashed, &mut sm).await;
+    }
+
+    // Killed mid-install: the staged rows moved in, the state not written.
+    let staged = stage(&follower, GROUP, &snapshot.snapshot, parts.clone()).await.unwrap();
+    follower.move_staged_for_test(GROUP).await.unwrap();
+    assert_eq!(follower.count_idempotency_keys(GROUP).await.unwrap(), 10, "moved rows sit past the next offset");
+    copy_dir(&dir.path().join("follower"), &dir.path().join("mid-install"));
+    staged.release().await.unwrap();
+    let crashed = Store::open(&dir.path().join("mid-install")).unwrap();
+    let mut sm = crashed.state_machine(GROUP, GroupKind::Partition).await.unwrap();
+    assert_eq!(partition(&sm).next_offset, 3);
+    assert_eq!(crashed.count_idempotency_keys(GROUP).await.unwrap(), 3, "rows past the next offset are dropped");
+    catch_up_and_compare(&leader, &crashed, &mut sm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_short_or_with_a_wrong_trailer_is_never_installed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, mut leader_sm, follower, _follower_sm) = leader_and_follower(dir.path()).await;
+    let snapshot = leader_sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let parts = stream_parts(&leader, GROUP, &snapshot.snapshot).await;
+    assert!(matches!(parts.last(), Some(StreamPart::Trailer(t)) if t.batch_count == 10 && t.key_row_count == 10));
+
+    let cut = parts[..parts.len() - 1].to_vec();
+    assert!(matches!(stage(&follower, GROUP, &snapshot.snapshot, cut).await, Err(StreamError::NoTrailer)));
+    // A chunk lost in the middle: the trailer's counts and checksum differ.
+    let mut lost = parts.clone();
+    lost.retain(|p| !matches!(p, StreamPart::Keys(_)));
+    assert!(matches!(stage(&follower, GROUP, &snapshot.snapshot, lost).await, Err(StreamError::TrailerMismatch(_))));
+    // One changed byte in a batch.
+    let mut flipped = parts.clone();
+    if let StreamPart::Batches(batches) = &mut flipped[0] {
+        let last = batches.len() - 1;
+        batches[last] ^= 0x01;
+    }
+    assert!(matches!(stage(&follower, GROUP, &snapshot.snapshot, flipped).await, Err(StreamError::TrailerMismatch(_))));
+    // Anything after the trailer.
+    let mut after = parts.clone();
+    after.push(parts[0].clone());
+    assert!(matches!(stage(&follower, GROUP, &snapshot.snapshot, after).await, Err(StreamError::BadPart(_))));
+    assert_eq!(follower.count_staged(GROUP).await.unwrap(), (0, 0), "refused streams leave nothing staged");
+    // The whole stream still installs.
+    assert!(stage(&follower, GROUP, &snapshot.snapshot, parts).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_whose_batches_retention_trimmed_still_carries_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, mut leader_sm, follower, mut follower_sm) = leader_and_follower(dir.path()).await;
+    let snapshot = leader_sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    // Retention trims the partition to its end after the snapshot was built.
+    let bytes = partition(&leader_sm).appended_bytes_total;
+    apply(&mut leader_sm, vec![entry(11, PartitionCommand::Trim { new_log_start: 10, trimmed_bytes_total: bytes })])
+        .await;
+    assert!(read_all(&leader, 10).await.is_empty());
+
+    let parts = stream_parts(&leader, GROUP, &snapshot.snapshot).await;
+    assert!(parts.iter().all(|p| !matches!(p, StreamPart::Batches(_))), "no batch is left to send");
+    assert!(matches!(parts.last(), Some(StreamPart::Trailer(t)) if t.key_row_count == 10 && t.end_offset == 10));
+    let staged = stage(&follower, GROUP, &snapshot.snapshot, parts).await.unwrap();
+    follower_sm.install_snapshot(&snapshot.meta, snapshot.snapshot.clone()).await.unwrap();
+    staged.release().await.unwrap();
+    assert_eq!(follower.count_idempotency_keys(GROUP).await.unwrap(), 10);
+
+    // The follower, now leader, sees every key again within the window:
+    // nothing is stored a second time.
+    apply(&mut follower_sm, (12..=21).map(|i| keyed(i, &format!("k{}", i - 11), -1, 0, 150)).collect()).await;
+    assert_eq!(partition(&follower_sm).next_offset, 10, "re-sent keys were stored again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_a_stream_in_progress_needs_survive_cleanup() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, mut leader_sm, follower, mut follower_sm) = leader_and_follower(dir.path()).await;
+    let snapshot = leader_sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let payload = strata_storage::SnapshotPayload::decode(&snapshot.snapshot).unwrap();
+    let mut source = leader.snapshot_source(GROUP, &payload).unwrap();
+    let first = source.next_part().await.unwrap().unwrap();
+    assert!(matches!(first, StreamPart::Batches(_)));
+
+    // While the stream is in its batch phase, time passes every key's
+    // expiry and two snapshots are built: cleanup would delete them all.
+    let late = |i: u64| keyed(i, &format!("late{i}"), -1, 0, 50_000 + i);
+    apply(&mut leader_sm, vec![late(11)]).await;
+    leader_sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    apply(&mut leader_sm, vec![late(12)]).await;
+    leader_sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    apply(&mut leader_sm, vec![late(13)]).await;
+    assert_eq!(leader.count_idempotency_keys(GROUP).await.unwrap(), 13, "cleanup waits for the stream");
+
+    let mut parts = vec![first];
+    while let Some(part) = source.next_part().await.unwrap() {
+        parts.push(part);
+    }
+    drop(source);
+    assert!(matches!(parts.last(), Some(StreamPart::Trailer(t)) if t.key_row_count == 10));
+    let staged = stage(&follower, GROUP, &snapshot.snapshot, parts).await.unwrap();
+    follower_sm.install_snapshot(&snapshot.meta, snapshot.snapshot.clone()).await.unwrap();
+    staged.release().await.unwrap();
+
+    // Once the stream is over, cleanup goes on.
+    apply(&mut leader_sm, vec![late(14)]).await;
+    assert_eq!(leader.count_idempotency_keys(GROUP).await.unwrap(), 4);
+    // A stream of the old snapshot can no longer start: its keys are gone.
+    assert!(matches!(leader.snapshot_source(GROUP, &payload), Err(StreamError::KeysCleaned)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_rows_from_a_peer_are_refused_at_the_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, mut leader_sm, follower, mut follower_sm) = leader_and_follower(dir.path()).await;
+    let snapshot = leader_sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let parts = stream_parts(&leader, GROUP, &snapshot.snapshot).await;
+    let row = |key: Vec<u8>, offset, expires_ms| StreamPart::Keys(vec![KeyRow { key, offset, expires_ms }]);
+    let over = strata_core::limits::MAX_IDEMPOTENCY_KEY_BYTES + 1;
+    for bad in [
+        // 70,000 bytes: its length no longer fits the row's two bytes.
+        row(vec![b'k'; 70_000], 1, 5_000),
+        row(vec![b'k'; over], 1, 5_000),
+        row(vec![], 1, 5_000),
+        row(b"past-the-end".to_vec(), 10, 5_000),
+        row(b"already-expired".to_vec(), 1, 1),
+        StreamPart::Batches(vec![0xff; 40]),
+    ] {
+        let mut with_bad = vec![bad];
+        with_bad.extend(parts.iter().cloned());
+        let refused = stage(&follower, GROUP, &snapshot.snapshot, with_bad).await;
+        assert!(matches!(refused, Err(StreamError::BadPart(_))), "{refused:?}");
+        assert_eq!(follower.count_staged(GROUP).await.unwrap(), (0, 0));
+    }
+    // A batch sent twice (out of order) is refused too.
+    let batches = parts.iter().find(|p| matches!(p, StreamPart::Batches(_))).unwrap().clone();
+    let mut twice = vec![batches.clone(), batches];
+    twice.extend(parts.iter().skip(1).cloned());
+    assert!(matches!(stage(&follower, GROUP, &snapshot.snapshot, twice).await, Err(StreamError::BadPart(_))));
+
+    // The good stream afterwards installs every key intact.
+    transfer(&leader, &follower, &mut follower_sm, GROUP, &snapshot).await;
+    assert_eq!(follower.count_idempotency_keys(GROUP).await.unwrap(), 10);
+    assert_eq!(partition(&follower_sm).next_offset, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leftover_rows_of_a_deleted_group_are_found_in_every_column_family() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, mut leader_sm, follower, follower_sm) = leader_and_follower(dir.path()).await;
+    let snapshot = leader_sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let parts = stream_parts(&leader, GROUP, &snapshot.snapshot).await;
+    drop(follower_sm);
+    follower.delete_group(GROUP).await.unwrap();
+    assert!(!follower.stored_groups().await.unwrap().contains(&GROUP));
+    // A late snapshot chunk lands after the delete.
+    let payload = strata_storage::SnapshotPayload::decode(&snapshot.snapshot).unwrap();
+    let mut sink = follower.snapshot_sink(GROUP, &payload).await.unwrap();
+    sink.accept(parts[0].clone()).await.unwrap();
+    drop(sink);
+    assert!(follower.stored_groups().await.unwrap().contains(&GROUP), "rows outside raft_state are found");
+    follower.delete_group(GROUP).await.unwrap();
+    assert!(!follower.stored_groups().await.unwrap().contains(&GROUP));
+}
