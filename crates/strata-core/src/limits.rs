@@ -50,6 +50,12 @@ pub const MAX_GRPC_MESSAGE_BYTES: usize = MAX_FETCH_BYTES + 64 * 1024;
 /// chunk from delaying heartbeats on the shared connection.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 512 * 1024;
 
+/// How often a node looks for rows of groups it no longer hosts (besides
+/// at start-up): a snapshot chunk that arrives after its group was deleted
+/// leaves staged rows behind. The sweep seeks once per stored group and
+/// column family, so a minute keeps it cheap with thousands of groups.
+pub const LEFTOVER_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Most entries the group-commit task makes durable in one fsync before it
 /// answers. Keeps the tail latency of one round bounded under heavy load.
 pub const GROUP_COMMIT_MAX_WAITERS: usize = 4096;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::{BasicNode, SnapshotPolicy};
-use strata_core::limits::MAX_PARTITION_REPLICAS_PER_NODE;
+use strata_core::limits::{LEFTOVER_SWEEP_INTERVAL, MAX_PARTITION_REPLICAS_PER_NODE};
 use strata_proto::v1::raft_transport_server::RaftTransportServer;
 use strata_proto::v1::strata_server::StrataServer;
 use strata_state::metadata::METADATA_GROUP_ID;
@@ -175,15 +175,17 @@ impl Node {
     }
 
     async fn run_reconciler(self, mut metadata: watch::Receiver<Arc<GroupState>>) {
-        let mut first = true;
+        let mut last_sweep: Option<std::time::Instant> = None;
         loop {
             let state = match &**metadata.borrow_and_update() {
                 GroupState::Metadata(state) => state.clone(),
                 GroupState::Partition(_) => unreachable!("group 0 is the metadata group"),
             };
-            if first {
+            // At start-up, then now and then: rows of deleted groups can
+            // also be written after their deletion (a late snapshot chunk).
+            if last_sweep.is_none_or(|at| at.elapsed() >= LEFTOVER_SWEEP_INTERVAL) {
                 self.delete_leftovers(&state).await;
-                first = false;
+                last_sweep = Some(std::time::Instant::now());
             }
             self.reconcile(&state).await;
             // Also wake up now and then to retry groups that failed to start.
