@@ -551,3 +551,91 @@ impl RaftTransport for TransportService {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::raft::{AppendEntriesRequest, VoteRequest};
+    use strata_storage::{GroupState, SnapshotPayload};
+
+    use super::*;
+
+    /// A small deterministic generator, so a failure names its case.
+    struct Bytes(u64);
+
+    impl Bytes {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn fill(&mut self, len: usize) -> Vec<u8> {
+            (0..len).map(|_| self.next() as u8).collect()
+        }
+
+        /// `valid` with a few bytes changed, cut short or grown.
+        fn mutate(&mut self, valid: &[u8]) -> Vec<u8> {
+            let mut out = valid.to_vec();
+            match self.next() % 4 {
+                0 if !out.is_empty() => {
+                    let at = self.next() as usize % out.len();
+                    out[at] ^= 1 << (self.next() % 8);
+                }
+                1 => out.truncate(self.next() as usize % (out.len() + 1)),
+                2 => {
+                    let len = self.next() as usize % 64;
+                    out.extend(self.fill(len))
+                }
+                _ => {
+                    for _ in 0..4 {
+                        if !out.is_empty() {
+                            let at = self.next() as usize % out.len();
+                            out[at] = self.next() as u8;
+                        }
+                    }
+                }
+            }
+            out
+        }
+    }
+
+    /// Bytes from a peer (Raft messages, snapshot headers, data and key
+    /// rows) decode to a value or an error, never a panic.
+    #[test]
+    fn peer_decoders_never_panic_on_arbitrary_bytes() {
+        let rows = vec![KeyRow { key: b"order-1".to_vec(), offset: 3, expires_ms: 9_000 }; 3];
+        let payload = SnapshotPayload { state: GroupState::Partition(Default::default()), producers: vec![] };
+        let valid = [
+            postcard::to_allocvec(&rows).unwrap(),
+            postcard::to_allocvec(&payload).unwrap(),
+            postcard::to_allocvec(&(1u64, 2u64, vec![7u8; 40])).unwrap(),
+        ];
+        let mut gen = Bytes(0x9e37_79b9_7f4a_7c15);
+        for case in 0..5_000 {
+            let bytes = if case % 2 == 0 {
+                let len = gen.next() as usize % 300;
+                gen.fill(len)
+            } else {
+                let base = &valid[case % valid.len()];
+                gen.mutate(base)
+            };
+            let _ = postcard::from_bytes::<AppendEntriesRequest<TypeConfig>>(&bytes);
+            let _ = postcard::from_bytes::<VoteRequest<TypeConfig>>(&bytes);
+            let _ = postcard::from_bytes::<(
+                VoteOf<TypeConfig>,
+                openraft::type_config::alias::SnapshotMetaOf<TypeConfig>,
+            )>(&bytes);
+            let _ = SnapshotPayload::decode(&bytes);
+            let chunk = SnapshotChunk {
+                group_id: 1,
+                data: bytes.clone().into(),
+                key_rows: bytes.clone().into(),
+                ..Default::default()
+            };
+            if let Ok(parts) = parts_of(chunk) {
+                assert_eq!(parts.len(), if bytes.is_empty() { 0 } else { 2 }, "case {case}: batches and keys");
+            }
+        }
+    }
+}

@@ -263,3 +263,56 @@ async fn leftover_rows_of_a_deleted_group_are_found_in_every_column_family() {
     follower.delete_group(GROUP).await.unwrap();
     assert!(!follower.stored_groups().await.unwrap().contains(&GROUP));
 }
+
+/// A small deterministic generator, so a failure names its case.
+struct Gen(u64);
+
+impl Gen {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arbitrary_parts_from_a_peer_never_panic_and_a_changed_byte_is_never_installed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, mut leader_sm, follower, _follower_sm) = leader_and_follower(dir.path()).await;
+    let snapshot = leader_sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let parts = stream_parts(&leader, GROUP, &snapshot.snapshot).await;
+    let StreamPart::Batches(batches) = &parts[0] else { panic!("batches first") };
+    let mut gen = Gen(0x2545_f491_4f6c_dd1d);
+    for case in 0..300 {
+        let mut stream = parts.clone();
+        match case % 3 {
+            // One byte of the batches changed: refused, whatever it hits.
+            0 => {
+                let mut changed = batches.clone();
+                let at = gen.next() as usize % changed.len();
+                changed[at] ^= 1 << (gen.next() % 8);
+                stream[0] = StreamPart::Batches(changed);
+            }
+            // Arbitrary bytes as batches.
+            1 => {
+                let len = gen.next() as usize % 200;
+                stream[0] = StreamPart::Batches((0..len).map(|_| gen.next() as u8).collect());
+            }
+            // Arbitrary key rows.
+            _ => {
+                let rows = (0..1 + gen.next() % 4)
+                    .map(|_| KeyRow {
+                        key: (0..gen.next() % 300).map(|_| gen.next() as u8).collect(),
+                        offset: gen.next() % 12,
+                        expires_ms: gen.next() % 2_000,
+                    })
+                    .collect();
+                stream.insert(1, StreamPart::Keys(rows));
+            }
+        }
+        let result = stage(&follower, GROUP, &snapshot.snapshot, stream).await;
+        assert!(result.is_err(), "case {case}: a changed stream was accepted");
+        assert_eq!(follower.count_staged(GROUP).await.unwrap(), (0, 0), "case {case}");
+    }
+}
