@@ -340,7 +340,7 @@ impl StrataService {
             _ => return Err(ApiError::new(ErrorCode::InvalidRequest, "spec must be EARLIEST, LATEST or TIMESTAMP")),
         };
         let idempotency_keys = if request.with_stats {
-            self.node.store.count_idempotency_keys(handle.group_id).await.map_err(ApiError::internal)?
+            self.node.store.idempotency_key_count(handle.group_id).await.map_err(ApiError::internal)?
         } else {
             0
         };

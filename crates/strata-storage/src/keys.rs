@@ -27,6 +27,9 @@ pub const TAG_STAGED_KEY: u8 = 7;
 /// `state_machine`: group, 8 → empty while an install moves staged rows in;
 /// a store that opens with it set finishes the cleanup of the cut install.
 pub const TAG_INSTALLING: u8 = 8;
+/// `state_machine`: group, 9 → how many key-index rows the group holds
+/// (u64), written with every change to them, so stats never scan the keys.
+pub const TAG_KEY_COUNT: u8 = 9;
 
 pub fn group_range(group_id: u64) -> (Vec<u8>, Vec<u8>) {
     let start = group_id.to_be_bytes().to_vec();

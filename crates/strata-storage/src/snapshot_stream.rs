@@ -545,9 +545,33 @@ pub(crate) fn recover_staging(
         }
         iter.status().map_err(to_io)?;
         write.delete_cf(&sm, mark);
+        // Recounted at open from what is left (see `key_count`).
+        write.delete_cf(&sm, keys::tag_key(group_id, keys::TAG_KEY_COUNT));
         tracing::warn!(group = group_id, next_offset, "dropped the rows of a snapshot install cut by a crash");
     }
     write_logged(db, sequences, write)
+}
+
+/// Rows in a group's key index, by scan (at install and at open only).
+pub(crate) fn count_key_rows(db: &rocksdb::DB, group_id: u64) -> io::Result<u64> {
+    count_prefix(db, &keys::tag_key(group_id, keys::TAG_KEY))
+}
+
+/// The group's key count row, written from a scan when it is missing (a
+/// store from before the row existed). Blocking work, at open.
+pub(crate) fn key_count(db: &rocksdb::DB, sequences: &crate::Sequences, group_id: u64) -> io::Result<u64> {
+    let sm = db.cf_handle(CF_SM).expect("column family exists");
+    let row = keys::tag_key(group_id, keys::TAG_KEY_COUNT);
+    if let Some(value) = db.get_pinned_cf(&sm, row).map_err(to_io)? {
+        return Ok(u64::from_be_bytes(value.as_ref().try_into().map_err(|_| corrupt("key count"))?));
+    }
+    let count = count_key_rows(db, group_id)?;
+    if count > 0 {
+        let mut write = WriteBatch::default();
+        write.put_cf(&sm, row, count.to_be_bytes());
+        write_logged(db, sequences, write)?;
+    }
+    Ok(count)
 }
 
 fn corrupt(what: &str) -> io::Error {

@@ -31,7 +31,7 @@ use strata_state::{
 };
 use tokio::sync::watch;
 
-use crate::keys::{self, TAG_APPLIED, TAG_KEY_EXPIRY, TAG_PRODUCER, TAG_SNAPSHOT};
+use crate::keys::{self, TAG_APPLIED, TAG_KEY_COUNT, TAG_KEY_EXPIRY, TAG_PRODUCER, TAG_SNAPSHOT};
 use crate::{blocking, decode_error, to_io, Store, TypeConfig, CF_DATA, CF_SM};
 use strata_core::limits::IDEMPOTENCY_KEYS_EXPIRED_PER_APPLY;
 
@@ -103,6 +103,8 @@ struct ApplyRound {
     producers: ProducerTable,
     /// Expired idempotency keys may be deleted up to this partition time.
     key_cleanup_bound_ms: u64,
+    /// Rows in the group's key index.
+    key_count: u64,
 }
 
 type Responders = Vec<(openraft::storage::ApplyResponder<TypeConfig>, Response)>;
@@ -114,6 +116,7 @@ impl ApplyRound {
         let sm_cf = db.cf_handle(CF_SM).expect("column family exists");
         let mut write = WriteBatch::default();
         let mut responders = Vec::new();
+        let initial_key_count = self.key_count;
         let mut index = DbKeyIndex { db: &db, group_id: self.group_id, pending: BTreeMap::new() };
         for (entry, responder) in items {
             let response = match entry.payload {
@@ -153,6 +156,7 @@ impl ApplyRound {
                                     );
                                     write.put_cf(&sm_cf, keys::expiry_key(group_id, expires_ms, offset, &key), []);
                                     index.pending.insert(key, (offset, expires_ms));
+                                    self.key_count += 1;
                                 }
                             }
                         }
@@ -173,7 +177,14 @@ impl ApplyRound {
         }
         if let GroupState::Partition(state) = &self.state {
             let bound = self.key_cleanup.bound(self.group_id, self.key_cleanup_bound_ms.min(state.clock_ms));
-            expire_keys(&db, self.group_id, bound, &mut write)?;
+            let deleted = expire_keys(&db, self.group_id, bound, &mut write)?;
+            let before = self.key_count;
+            self.key_count = self.key_count.checked_sub(deleted).unwrap_or_else(|| {
+                panic!("group {}: key count {before} is below the {deleted} keys expired", self.group_id)
+            });
+            if self.key_count != initial_key_count {
+                write.put_cf(&sm_cf, keys::tag_key(self.group_id, TAG_KEY_COUNT), self.key_count.to_be_bytes());
+            }
         }
         let applied = encode_applied(&self.last_applied, &self.last_membership, &self.state)?;
         write.put_cf(&sm_cf, keys::tag_key(self.group_id, TAG_APPLIED), applied);
@@ -193,7 +204,7 @@ impl ApplyRound {
 /// sent (see `snapshot_stream::KeyCleanup`), so a follower that installs a
 /// snapshot still receives every key that entries after that snapshot may
 /// look up.
-fn expire_keys(db: &rocksdb::DB, group_id: u64, bound_ms: u64, write: &mut WriteBatch) -> io::Result<()> {
+fn expire_keys(db: &rocksdb::DB, group_id: u64, bound_ms: u64, write: &mut WriteBatch) -> io::Result<u64> {
     let cf = db.cf_handle(CF_SM).expect("column family exists");
     let prefix = keys::tag_key(group_id, TAG_KEY_EXPIRY);
     let mut iter = db.raw_iterator_cf(&cf);
@@ -212,7 +223,8 @@ fn expire_keys(db: &rocksdb::DB, group_id: u64, bound_ms: u64, write: &mut Write
         deleted += 1;
         iter.next();
     }
-    iter.status().map_err(to_io)
+    iter.status().map_err(to_io)?;
+    Ok(deleted as u64)
 }
 
 /// The key index on RocksDB, with the keys put earlier in the same round
@@ -309,6 +321,9 @@ pub struct GroupStateMachine {
     /// being sent must still find every key that entries after it may look
     /// up (see `expire_keys`).
     snapshot_clocks_ms: [u64; 2],
+    /// Rows in a partition's key index (0 for the metadata group), kept in
+    /// step with them under `TAG_KEY_COUNT`.
+    key_count: u64,
     /// The state after each apply, for readers (fetch, metadata, reconciler).
     published: watch::Sender<Arc<GroupState>>,
 }
@@ -328,9 +343,14 @@ impl GroupStateMachine {
             Some(a) => (a.last_applied, a.last_membership, a.state),
             None => (None, StoredMembershipOf::<TypeConfig>::default(), GroupState::empty(kind)),
         };
+        let mut key_count = 0;
         if let Some(partition) = state.as_partition() {
             let (db, sequences, next_offset) = (store.db.clone(), store.sequences.clone(), partition.next_offset);
-            blocking(move || crate::snapshot_stream::recover_staging(&db, &sequences, group_id, next_offset)).await?;
+            key_count = blocking(move || {
+                crate::snapshot_stream::recover_staging(&db, &sequences, group_id, next_offset)?;
+                crate::snapshot_stream::key_count(&db, &sequences, group_id)
+            })
+            .await?;
         }
         let db = store.db.clone();
         let (producers, snapshot_clock_ms) = blocking(move || {
@@ -369,6 +389,7 @@ impl GroupStateMachine {
             state,
             producers,
             snapshot_clocks_ms: [snapshot_clock_ms; 2],
+            key_count,
             published,
         })
     }
@@ -415,6 +436,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             state: std::mem::replace(&mut self.state, placeholder),
             producers: std::mem::take(&mut self.producers),
             key_cleanup_bound_ms: self.snapshot_clocks_ms[1],
+            key_count: self.key_count,
         };
         let (round, responders) = crate::blocking_in_place(move || {
             let responders = round.run(items)?;
@@ -425,6 +447,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         self.last_membership = round.last_membership;
         self.state = round.state;
         self.producers = round.producers;
+        self.key_count = round.key_count;
         self.published.send_replace(Arc::new(self.state.clone()));
         for (responder, response) in responders {
             responder.send(response);
@@ -473,15 +496,19 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         let log_start = self.state.as_partition().map(|p| p.log_start_offset);
         let (db, sequences) = (self.store.db.clone(), self.store.sequences.clone());
         let record = self.store.synced_wal.clone();
-        blocking(move || {
+        self.key_count = blocking(move || {
             let sm = db.cf_handle(CF_SM).expect("column family exists");
             let data = db.cf_handle(CF_DATA).expect("column family exists");
             let mut write = WriteBatch::default();
+            let mut key_count = 0;
             if let Some(log_start) = log_start {
                 // The rows a snapshot stream staged (none when openraft
                 // restores a snapshot of this store's own at start-up).
                 crate::snapshot_stream::move_staged(&db, &sequences, group_id)?;
                 write.delete_cf(&sm, keys::tag_key(group_id, keys::TAG_INSTALLING));
+                // Moved rows can repeat rows this replica had: count anew.
+                key_count = crate::snapshot_stream::count_key_rows(&db, group_id)?;
+                write.put_cf(&sm, keys::tag_key(group_id, TAG_KEY_COUNT), key_count.to_be_bytes());
                 write.delete_range_cf(&data, keys::data_key(group_id, 0), keys::data_key(group_id, log_start));
             }
             write.delete_range_cf(
@@ -495,7 +522,8 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             write.put_cf(&sm, keys::tag_key(group_id, TAG_APPLIED), applied);
             write.put_cf(&sm, keys::tag_key(group_id, TAG_SNAPSHOT), stored);
             crate::write_logged(&db, &sequences, write)?;
-            crate::record_flush(&record, || db.flush_wal(true).map_err(to_io))
+            crate::record_flush(&record, || db.flush_wal(true).map_err(to_io))?;
+            Ok(key_count)
         })
         .await?;
         self.published.send_replace(Arc::new(self.state.clone()));

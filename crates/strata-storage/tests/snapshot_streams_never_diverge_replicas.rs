@@ -13,7 +13,7 @@ use strata_state::PartitionCommand;
 use strata_storage::{GroupKind, GroupStateMachine, KeyRow, Store, StreamError, StreamPart};
 
 mod common;
-use common::{apply, copy_dir, entry, keyed, partition, stage, stream_parts, transfer, TestEntry};
+use common::{apply, copy_dir, entry, keyed, keys_held, partition, stage, stream_parts, transfer, TestEntry};
 
 const GROUP: u64 = 12;
 
@@ -46,6 +46,7 @@ async fn catch_up_and_compare(leader: &Store, follower: &Store, follower_sm: &mu
     assert_eq!(partition(follower_sm).next_offset, 10, "the follower dropped its own records as duplicates");
     assert_eq!(read_all(follower, 10).await, read_all(leader, 10).await);
     assert_eq!(follower.count_staged(GROUP).await.unwrap(), (0, 0));
+    assert_eq!(keys_held(follower, GROUP).await, 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,7 +57,7 @@ async fn rows_of_a_stream_whose_install_is_refused_never_reach_live_state() {
     let parts = stream_parts(&leader, GROUP, &snapshot.snapshot).await;
     let staged = stage(&follower, GROUP, &snapshot.snapshot, parts).await.unwrap();
     assert_eq!(follower.count_staged(GROUP).await.unwrap(), (10, 10));
-    assert_eq!(follower.count_idempotency_keys(GROUP).await.unwrap(), 3, "staged keys are not live");
+    assert_eq!(keys_held(&follower, GROUP).await, 3, "staged keys are not live");
     // openraft refuses the install (stale vote, or not newer than what is
     // committed): the follower applies the same entries from the log.
     staged.release().await.unwrap();
@@ -114,7 +115,7 @@ async fn a_crash_while_staging_or_installing_leaves_a_replica_that_decides_alike
     let crashed = Store::open(&dir.path().join("mid-install")).unwrap();
     let mut sm = crashed.state_machine(GROUP, GroupKind::Partition).await.unwrap();
     assert_eq!(partition(&sm).next_offset, 3);
-    assert_eq!(crashed.count_idempotency_keys(GROUP).await.unwrap(), 3, "rows past the next offset are dropped");
+    assert_eq!(keys_held(&crashed, GROUP).await, 3, "rows past the next offset are dropped");
     catch_up_and_compare(&leader, &crashed, &mut sm).await;
 }
 
@@ -165,7 +166,7 @@ async fn a_snapshot_whose_batches_retention_trimmed_still_carries_every_key() {
     let staged = stage(&follower, GROUP, &snapshot.snapshot, parts).await.unwrap();
     follower_sm.install_snapshot(&snapshot.meta, snapshot.snapshot.clone()).await.unwrap();
     staged.release().await.unwrap();
-    assert_eq!(follower.count_idempotency_keys(GROUP).await.unwrap(), 10);
+    assert_eq!(keys_held(&follower, GROUP).await, 10);
 
     // The follower, now leader, sees every key again within the window:
     // nothing is stored a second time.
@@ -191,7 +192,7 @@ async fn keys_a_stream_in_progress_needs_survive_cleanup() {
     apply(&mut leader_sm, vec![late(12)]).await;
     leader_sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
     apply(&mut leader_sm, vec![late(13)]).await;
-    assert_eq!(leader.count_idempotency_keys(GROUP).await.unwrap(), 13, "cleanup waits for the stream");
+    assert_eq!(keys_held(&leader, GROUP).await, 13, "cleanup waits for the stream");
 
     let mut parts = vec![first];
     while let Some(part) = source.next_part().await.unwrap() {
@@ -205,7 +206,7 @@ async fn keys_a_stream_in_progress_needs_survive_cleanup() {
 
     // Once the stream is over, cleanup goes on.
     apply(&mut leader_sm, vec![late(14)]).await;
-    assert_eq!(leader.count_idempotency_keys(GROUP).await.unwrap(), 4);
+    assert_eq!(keys_held(&leader, GROUP).await, 4);
     // A stream of the old snapshot can no longer start: its keys are gone.
     assert!(matches!(leader.snapshot_source(GROUP, &payload), Err(StreamError::KeysCleaned)));
 }
@@ -241,7 +242,7 @@ async fn bad_rows_from_a_peer_are_refused_at_the_edge() {
 
     // The good stream afterwards installs every key intact.
     transfer(&leader, &follower, &mut follower_sm, GROUP, &snapshot).await;
-    assert_eq!(follower.count_idempotency_keys(GROUP).await.unwrap(), 10);
+    assert_eq!(keys_held(&follower, GROUP).await, 10);
     assert_eq!(partition(&follower_sm).next_offset, 10);
 }
 

@@ -123,3 +123,11 @@ pub async fn transfer(
 }
 
 pub type TestSnapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, Vec<u8>>;
+
+/// The idempotency keys a partition holds, by scan, after checking that the
+/// count kept for stats says the same.
+pub async fn keys_held(store: &Store, group: u64) -> u64 {
+    let scanned = store.count_idempotency_keys(group).await.unwrap();
+    assert_eq!(store.idempotency_key_count(group).await.unwrap(), scanned, "the kept key count drifted");
+    scanned
+}
