@@ -1,8 +1,10 @@
 //! A follower brought up to date by a snapshot decides duplicates exactly
 //! like the replicas it caught up with: the snapshot stream carries the
 //! partition's idempotency keys even when retention has trimmed every batch
-//! below the snapshot, so after a failover to that follower a re-sent key is
-//! still a duplicate, and every replica serves the same bytes.
+//! below the snapshot (here: records back-dated past `retention.ms`, which
+//! is shorter than `dedup.window`), so after a failover to that follower a
+//! re-sent key is still a duplicate, and every replica stores the same
+//! bytes at every offset.
 
 use std::time::Duration;
 
@@ -13,9 +15,13 @@ use strata_proto::v1 as pb;
 
 const TOPIC: &str = "orders";
 const KEYS: u64 = 20;
+/// Older than the topic's `retention.ms` (one minute): trimmed at once.
+const BACK_DATED_MS: i64 = 3_600_000;
 
-fn keyed(key: &str, value: &str) -> Record {
+/// A record with an idempotency key; `age_ms` back-dates its timestamp.
+fn keyed(key: &str, value: &str, age_ms: i64) -> Record {
     Record {
+        timestamp_ms: strata_cluster_tests::now_ms() - age_ms,
         value: Some(value.as_bytes().to_vec().into()),
         headers: vec![Header { key: IDEMPOTENCY_KEY_HEADER.into(), value: Some(key.as_bytes().to_vec().into()) }],
         ..Default::default()
@@ -24,14 +30,14 @@ fn keyed(key: &str, value: &str) -> Record {
 
 /// Sends one keyed event with a producer of its own, as a re-sending
 /// application would, and returns the offset the answer names.
-async fn send_event(cluster: &Cluster, key: &str, value: &str) -> u64 {
+async fn send_event(cluster: &Cluster, key: &str, value: &str, age_ms: i64) -> u64 {
     let client = Client::connect_with(
         &cluster.bootstrap(),
         ClientConfig { request_timeout: Duration::from_secs(2), ..Default::default() },
     )
     .unwrap();
     let producer = Producer::new(client, ProducerConfig::default()).unwrap();
-    let delivery = producer.send_to(TOPIC, 0, keyed(key, value)).await.unwrap();
+    let delivery = producer.send_to(TOPIC, 0, keyed(key, value, age_ms)).await.unwrap();
     delivery.await.unwrap_or_else(|e| panic!("send of {key} failed: {e}\n{}", cluster.logs())).offset.unwrap()
 }
 
@@ -67,14 +73,14 @@ async fn a_follower_restored_from_a_trimmed_snapshot_still_knows_every_key() {
     // follower that missed 20 appends can only catch up by snapshot.
     let mut cluster =
         Cluster::start_with_config(3, "snapshot_every_entries = 4\nretention_check_interval = \"100ms\"\n").await;
-    create_topic(&cluster, 1, TOPIC, 1, 3, &[("retention.bytes", "1"), ("dedup.window", "10m")]).await;
+    create_topic(&cluster, 1, TOPIC, 1, 3, &[("retention.ms", "60000"), ("dedup.window", "10m")]).await;
     let first_leader = leader(&cluster).await;
     let follower = cluster.nodes.iter().map(|n| n.id).find(|id| *id != first_leader).unwrap();
     cluster.kill(follower);
 
     let mut original = Vec::new();
     for i in 0..KEYS {
-        original.push(send_event(&cluster, &format!("order-{i}"), &format!("value {i}")).await);
+        original.push(send_event(&cluster, &format!("order-{i}"), &format!("value {i}"), BACK_DATED_MS).await);
     }
     assert_eq!(original, (0..KEYS).collect::<Vec<_>>());
     // Retention trims the partition to its end: no batch is left below the
@@ -114,9 +120,33 @@ async fn a_follower_restored_from_a_trimmed_snapshot_still_knows_every_key() {
 
     // Every key again: each is a duplicate of its original, nothing is stored.
     for i in 0..KEYS {
-        let offset = send_event(&cluster, &format!("order-{i}"), &format!("value {i} again")).await;
+        let offset = send_event(&cluster, &format!("order-{i}"), &format!("value {i} again"), 0).await;
         assert_eq!(offset, i, "order-{i} was stored a second time\n{}", cluster.logs());
     }
     let (_, high_watermark) = eventually(Duration::from_secs(30), "offsets", || offsets(&cluster)).await;
     assert_eq!(high_watermark, KEYS, "re-sent keys were stored again");
+
+    // New keys are stored after them, and every replica holds the same
+    // bytes at the same offsets.
+    for i in KEYS..KEYS + 10 {
+        assert_eq!(send_event(&cluster, &format!("order-{i}"), &format!("value {i}"), 0).await, i);
+    }
+    let client = Client::connect(&cluster.bootstrap()).unwrap();
+    let copies = eventually(Duration::from_secs(30), "every replica to apply the new keys", || async {
+        let mut copies = Vec::new();
+        for node in &cluster.nodes {
+            let copy = client.read_replica(&node.address, TOPIC, 0).await.ok()?;
+            if copy.high_watermark != KEYS + 10 {
+                return None;
+            }
+            copies.push((node.id, copy.batches));
+        }
+        Some(copies)
+    })
+    .await;
+    let (first_id, first) = &copies[0];
+    assert_eq!(first.last().map(|(base, _)| *base), Some(KEYS + 9), "the new records are there");
+    for (id, batches) in &copies[1..] {
+        assert_eq!(batches, first, "node {id} stores other bytes than node {first_id}");
+    }
 }
