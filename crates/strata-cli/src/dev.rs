@@ -1,6 +1,7 @@
 //! `strata dev`: a local cluster of N `strata server` processes on
 //! 127.0.0.1, in the foreground. Ctrl-C stops every node cleanly; running it
-//! again on the same data dir resumes with the same data.
+//! again on the same data dir resumes with the same data. The nodes stop
+//! with it even when it is killed (see `die_with_parent`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +67,27 @@ async fn stop_all(children: &mut [(u64, Child)]) {
     }
 }
 
+/// Makes the child stop (SIGTERM: a clean shutdown) when this process dies,
+/// however it dies: killed with SIGKILL, `strata dev` cannot stop its nodes
+/// itself, and they would go on holding their ports. The signal comes when
+/// the thread that spawned the child ends; tokio's worker threads live as
+/// long as the runtime, which ends only after `stop_all`.
+fn die_with_parent(command: &mut Command) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: between fork and exec the closure only makes two system calls
+    // (prctl, getppid) and allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+            // The parent may have died before the prctl: then stop now.
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::other("strata dev exited while starting a node"));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// `server_level`: the log filter each node gets.
 pub async fn run(args: DevArgs, server_level: &str) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("cannot find the strata binary")?;
@@ -83,7 +105,8 @@ pub async fn run(args: DevArgs, server_level: &str) -> anyhow::Result<ExitCode> 
         let dir = args.data_dir.join(format!("node-{id}"));
         let log_path = args.data_dir.join(format!("node-{id}.log"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
-        let child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        command
             .arg("--log-level")
             .arg(server_level)
             .arg("server")
@@ -98,9 +121,9 @@ pub async fn run(args: DevArgs, server_level: &str) -> anyhow::Result<ExitCode> 
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start node {id}"))?;
+            .kill_on_drop(true);
+        die_with_parent(&mut command);
+        let child = command.spawn().with_context(|| format!("cannot start node {id}"))?;
         children.push((*id, child));
     }
     let bootstrap = addresses.iter().map(|(_, a)| a.as_str()).collect::<Vec<_>>().join(",");
