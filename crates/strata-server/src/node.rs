@@ -343,6 +343,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     let metadata =
         node.start_group(METADATA_GROUP_ID, GroupKind::Metadata, &voters).await.map_err(StartError::Metadata)?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (health, health_service) = tonic_health::server::health_reporter();
     let server = {
         // Accepted sockets get TCP_NODELAY here: `Server::tcp_nodelay` only
         // reaches listeners tonic binds itself. Without it a small answer
@@ -359,12 +360,21 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         let api = StrataServer::new(StrataService::new(node.clone()))
             .max_decoding_message_size(strata_core::limits::MAX_GRPC_MESSAGE_BYTES)
             .max_encoding_message_size(strata_core::limits::MAX_GRPC_MESSAGE_BYTES);
+        // Standard tools: the gRPC health service (Kubernetes gRPC probes,
+        // grpcurl, load balancers) and reflection (grpcurl without protos).
+        health.set_serving::<StrataServer<StrataService>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .expect("the descriptor set is generated at build time");
         let mut stop = stop_rx.clone();
         tokio::spawn(
             tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(transport)
                 .add_service(api)
+                .add_service(health_service)
+                .add_service(reflection)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop.wait_for(|s| *s).await;
                 }),
@@ -390,6 +400,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
 
     shutdown.await;
     tracing::info!(node = node.node_id(), "node stopping");
+    health.set_not_serving::<StrataServer<StrataService>>().await;
+    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
     reconciler.abort();
     retention.abort();
     beats.abort();
