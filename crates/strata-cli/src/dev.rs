@@ -8,8 +8,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use strata_proto::v1::strata_client::StrataClient;
-use strata_proto::v1::ClusterStatusRequest;
 use tokio::process::{Child, Command};
 
 /// How long the cluster may take to elect its metadata leader.
@@ -32,14 +30,13 @@ pub struct DevArgs {
 
 async fn wait_ready(address: &str) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    let client = strata_client::Client::connect(&[address.to_string()])?;
     let mut last = String::from("no answer yet");
     while tokio::time::Instant::now() < deadline {
-        if let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?.connect().await {
-            match StrataClient::new(channel).cluster_status(ClusterStatusRequest {}).await {
-                Ok(status) if status.get_ref().metadata_available => return Ok(()),
-                Ok(status) => last = status.into_inner().metadata_detail,
-                Err(e) => last = e.message().to_string(),
-            }
+        match client.cluster_status().await {
+            Ok(status) if status.metadata_available => return Ok(()),
+            Ok(status) => last = status.metadata_detail,
+            Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
