@@ -54,8 +54,12 @@ pub enum StartError {
     Metadata(String),
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+/// This node's own wall clock, ms since the Unix epoch. Every wall-clock
+/// reading of the server goes through here (a test build may skew it, see
+/// `faults`).
+pub fn local_wall_ms() -> u64 {
+    let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    wall.saturating_add(crate::faults::clock_offset_ms()).max(0) as u64
 }
 
 impl Node {
@@ -223,7 +227,7 @@ impl Node {
         }
         let Some(partition) = handle.state.borrow().as_partition().cloned() else { return Ok(()) };
         let reader = handle.reader.as_ref().expect("partition groups have a reader");
-        let cutoff_ms = config.retention_ms.map(|r| now_ms() as i64 - r as i64);
+        let cutoff_ms = config.retention_ms.map(|r| local_wall_ms() as i64 - r as i64);
         let excess = config.retention_bytes.map_or(0, |b| partition.retained_bytes().saturating_sub(b));
         // A batch goes when it expired by time, or while the partition is
         // over its byte bound (oldest first); the scan stops at the first
@@ -287,6 +291,7 @@ fn open_store(_config: &NodeConfig, path: &std::path::Path) -> io::Result<Store>
 
 /// Starts a node and serves until `shutdown` completes.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+    crate::faults::set_clock_offset_ms(config.faults.clock_offset_ms);
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
     let db_path = config.data_dir.join("db");

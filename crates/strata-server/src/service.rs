@@ -38,7 +38,7 @@ use crate::error::ApiError;
 use crate::faults::{AnswerFault, Faults};
 use crate::groups::GroupHandle;
 use crate::metrics;
-use crate::node::{now_ms, Node};
+use crate::node::{local_wall_ms, Node};
 use crate::sequencer::Sequencer;
 
 /// Default time a produce waits for replication before answering TIMEOUT.
@@ -191,7 +191,7 @@ impl StrataService {
         let what = format!("partition {}/{}", topic.name, request.partition);
         let command = Command::Partition(PartitionCommand::Append {
             batch: request.batch.to_vec(),
-            time_ms: now_ms(),
+            time_ms: local_wall_ms(),
             dedup_window_ms: topic.config.dedup_window_ms,
             producer_expiry_ms: self.node.config.producer_expiry.as_millis() as u64,
             keys,
@@ -678,7 +678,7 @@ impl Strata for StrataService {
             replication_factor: request.replication_factor,
             config,
             nodes: self.voters(),
-            created_ms: now_ms(),
+            created_ms: local_wall_ms(),
         };
         self.write_metadata(
             command,
