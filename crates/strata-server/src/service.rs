@@ -38,7 +38,7 @@ use crate::error::ApiError;
 use crate::faults::{AnswerFault, Faults};
 use crate::groups::GroupHandle;
 use crate::metrics;
-use crate::node::{local_wall_ms, Node};
+use crate::node::Node;
 use crate::sequencer::Sequencer;
 
 /// Default time a produce waits for replication before answering TIMEOUT.
@@ -189,9 +189,12 @@ impl StrataService {
         }
         let (handle, topic) = self.leader_handle(&request.topic, request.partition)?;
         let what = format!("partition {}/{}", topic.name, request.partition);
+        // Cluster time under the clock rule (see `clock`), never this
+        // node's raw wall clock: it becomes the partition's clock.
+        let partition_clock_ms = handle.state.borrow().as_partition().map_or(0, |p| p.clock_ms);
         let command = Command::Partition(PartitionCommand::Append {
             batch: request.batch.to_vec(),
-            time_ms: local_wall_ms(),
+            time_ms: self.node.clock.stamp(handle.group_id, partition_clock_ms).await,
             dedup_window_ms: topic.config.dedup_window_ms,
             producer_expiry_ms: self.node.config.producer_expiry.as_millis() as u64,
             keys,
@@ -678,7 +681,7 @@ impl Strata for StrataService {
             replication_factor: request.replication_factor,
             config,
             nodes: self.voters(),
-            created_ms: local_wall_ms(),
+            created_ms: self.node.clock.now().ms,
         };
         self.write_metadata(
             command,
