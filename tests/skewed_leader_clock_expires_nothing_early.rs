@@ -1,7 +1,8 @@
 //! A node whose wall clock runs days ahead cannot move a partition's clock:
 //! once it leads, the idempotency keys and the idempotent producer stored
 //! under an honest leader are still remembered (re-sends store nothing),
-//! and retention deletes only what is old by the cluster's time.
+//! and retention deletes only what is old by the cluster's time. The
+//! skewed node says so: cluster status, its metrics and its log.
 //!
 //! The skew comes from the test-only `[faults] clock_offset_ms` (the
 //! harness builds the server with `fault-hooks`); the node's monotonic clock
@@ -9,7 +10,7 @@
 
 use std::time::Duration;
 
-use strata_cluster_tests::{create_topic, eventually, fetch_all, now_ms, value_of, Cluster};
+use strata_cluster_tests::{create_topic, eventually, fetch_all, http_get, now_ms, sample, value_of, Cluster};
 use strata_core::IDEMPOTENCY_KEY_HEADER;
 use strata_proto::v1 as pb;
 use strata_record::{encode_batch, Header, ProducerFields, Record};
@@ -146,9 +147,16 @@ async fn a_leader_days_ahead_expires_no_key_no_producer_and_no_data() {
 
     // Node 1 comes back two days ahead, runs retention often, and leads.
     cluster.stop(SKEWED);
+    let metrics_address = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
     cluster.set_node_config(
         SKEWED,
-        &format!("retention_check_interval = \"200ms\"\n[faults]\nclock_offset_ms = {SKEW_MS}\n"),
+        &format!(
+            "retention_check_interval = \"200ms\"\nmetrics_listen = \"{metrics_address}\"\n[faults]\n\
+             clock_offset_ms = {SKEW_MS}\n"
+        ),
     );
     cluster.start_node(SKEWED);
     make_leader(&mut cluster, |id| id == SKEWED).await;
@@ -174,4 +182,23 @@ async fn a_leader_days_ahead_expires_no_key_no_producer_and_no_data() {
     );
     let stored: Vec<String> = fetch_all(&cluster, TOPIC, 0, 1).await.iter().map(value_of).collect();
     assert_eq!(stored, vec!["k1", "k2", "b"], "stored once");
+
+    // The skewed node says so: in cluster status, and in its log.
+    let client = strata_client::Client::connect(&cluster.bootstrap()).unwrap();
+    let status = eventually(Duration::from_secs(30), "every node's clock offset", || async {
+        let status = client.cluster_status().await.ok()?;
+        status.nodes.iter().all(|n| n.clock_offset_ms.is_some()).then_some(status)
+    })
+    .await;
+    for node in &status.nodes {
+        let expected = if node.id == SKEWED { SKEW_MS } else { 0 };
+        let offset = node.clock_offset_ms.unwrap();
+        assert!((offset - expected).abs() < 1_000, "node {}: clock offset {offset} ms, not about {expected}", node.id);
+    }
+    assert!(cluster.logs().contains("wall clock is off from cluster time"), "no warning logged");
+    let (status_line, metrics) = http_get(&metrics_address, "/metrics").await;
+    assert!(status_line.contains("200"), "{status_line}");
+    let offset = sample(&metrics, "strata_clock_offset_ms").expect("the clock offset gauge");
+    assert!((offset - SKEW_MS as f64).abs() < 1_000.0, "strata_clock_offset_ms {offset}");
+    assert_eq!(sample(&metrics, "strata_clock_trusted"), Some(1.0));
 }

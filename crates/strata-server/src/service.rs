@@ -531,10 +531,13 @@ impl StrataService {
     fn ping_local(&self) -> pb::PingResponse {
         let me = self.node.node_id();
         let partitions: Vec<_> = self.node.groups.all().into_iter().filter(|g| g.reader.is_some()).collect();
+        let clock = self.node.clock.now();
         pb::PingResponse {
             node_id: me,
             partitions_led: partitions.iter().filter(|g| g.is_leader(me)).count() as u32,
             partitions_hosted: partitions.len() as u32,
+            clock_offset_ms: clock.local_offset_ms,
+            clock_known: clock.trusted,
         }
     }
 }
@@ -820,6 +823,8 @@ impl Strata for StrataService {
                     partitions_led: ping.partitions_led,
                     partitions_hosted: ping.partitions_hosted,
                     error: String::new(),
+                    clock_offset_ms: ping.clock_offset_ms,
+                    clock_known: ping.clock_known,
                 },
                 Err(error) => pb::NodeStatus { id, address, alive: false, error, ..Default::default() },
             };
