@@ -29,7 +29,9 @@
 //!   elapsed time, whatever the wall clock does.
 //!
 //! The state machine keeps `clock = max(clock, stamp)`, so the clock never
-//! goes back either.
+//! goes back either. A node that has not trusted cluster time once since it
+//! started, and whose stamp the cap would hold below cluster time, first
+//! waits up to `CLOCK_TRUST_WAIT` for its peers' beats.
 //!
 //! Everything here but [`ClusterClock`] is pure (times are arguments), so
 //! the rules are unit-tested with made-up times.
