@@ -8,7 +8,9 @@
 //! on its own monotonic clock and estimates the peer's wall clock at
 //! receipt as the peer's reading plus half the round trip. Per peer the
 //! estimate is the sample with the smallest round trip among the last few
-//! (the one whose half round trip error is smallest).
+//! (the one whose half round trip error is smallest). Samples are kept
+//! against this node's monotonic clock, so a step of its own wall clock
+//! shows in its offset at the next reading.
 //!
 //! Cluster time is the wall clock plus the median of {0 (this node)} and
 //! the offsets of the peers heard recently: one skewed node in three is
@@ -51,8 +53,11 @@ use crate::node::local_wall_ms;
 /// One measurement of a peer's clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sample {
-    /// The peer's wall clock minus this node's, ms.
-    pub offset_ms: i64,
+    /// The peer's wall clock minus this node's monotonic clock (ms since
+    /// the `ClusterClock` was made). Against the monotonic clock, not this
+    /// node's wall clock, so that a step of this node's wall clock shows in
+    /// its offset at once instead of after the old samples age out.
+    pub monotonic_offset_ms: i64,
     /// Round trip of the exchange, on this node's monotonic clock.
     pub rtt: Duration,
     /// When it was taken (this node's monotonic clock).
@@ -172,6 +177,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct ClusterClock {
     cluster_size: usize,
+    /// Origin of the monotonic readings samples are kept against.
+    origin: Instant,
     inner: Arc<Mutex<Inner>>,
     /// Whether cluster time was trusted when last computed.
     trusted: Arc<watch::Sender<bool>>,
@@ -179,14 +186,25 @@ pub struct ClusterClock {
 
 impl ClusterClock {
     pub fn new(cluster_size: usize) -> ClusterClock {
-        ClusterClock { cluster_size, inner: Arc::default(), trusted: Arc::new(watch::channel(false).0) }
+        ClusterClock {
+            cluster_size,
+            origin: Instant::now(),
+            inner: Arc::default(),
+            trusted: Arc::new(watch::channel(false).0),
+        }
     }
 
-    /// A measurement of `peer`'s clock from a beat exchange.
-    pub fn record(&self, peer: u64, offset_ms: i64, rtt: Duration) {
+    fn monotonic_ms(&self, at: Instant) -> i64 {
+        at.saturating_duration_since(self.origin).as_millis() as i64
+    }
+
+    /// A measurement from a beat exchange: `peer`'s wall clock is
+    /// `peer_wall_ms` now, give or take half of `rtt`.
+    pub fn record(&self, peer: u64, peer_wall_ms: i64, rtt: Duration) {
         let now = Instant::now();
         let mut inner = self.inner.lock().expect("lock");
-        inner.peers.entry(peer).or_default().add(Sample { offset_ms, rtt, at: now });
+        let monotonic_offset_ms = peer_wall_ms - self.monotonic_ms(now);
+        inner.peers.entry(peer).or_default().add(Sample { monotonic_offset_ms, rtt, at: now });
         let seen = self.now_locked(&mut inner, now);
         if seen.local_offset_ms.unsigned_abs() > CLOCK_SKEW_TOLERANCE_MS
             && inner.last_warning.is_none_or(|at| now.duration_since(at) >= CLOCK_WARN_INTERVAL)
@@ -203,8 +221,20 @@ impl ClusterClock {
     }
 
     fn now_locked(&self, inner: &mut Inner, now: Instant) -> ClusterNow {
-        let offsets: Vec<i64> = inner.peers.values().filter_map(|p| p.estimate(now)).map(|s| s.offset_ms).collect();
-        let seen = cluster_now_at(local_wall_ms(), &offsets, self.cluster_size);
+        self.now_at(inner, now, local_wall_ms())
+    }
+
+    fn now_at(&self, inner: &mut Inner, now: Instant, wall_ms: u64) -> ClusterNow {
+        // Each peer's wall clock now, by the monotonic time since its
+        // sample, minus this node's wall clock now.
+        let since_origin = self.monotonic_ms(now);
+        let offsets: Vec<i64> = inner
+            .peers
+            .values()
+            .filter_map(|p| p.estimate(now))
+            .map(|s| s.monotonic_offset_ms + since_origin - wall_ms as i64)
+            .collect();
+        let seen = cluster_now_at(wall_ms, &offsets, self.cluster_size);
         if seen.trusted {
             inner.anchor = Some(Seen { time_ms: seen.ms, at: now });
         }
@@ -277,27 +307,27 @@ mod tests {
         assert_eq!(peer.estimate(t0), None, "no sample, no estimate");
         // A slow exchange (queued behind other traffic) is off by up to
         // half its round trip; the fast one wins.
-        peer.add(Sample { offset_ms: 400, rtt: ms(300), at: t0 });
-        peer.add(Sample { offset_ms: 1_002, rtt: ms(2), at: t0 + ms(100) });
-        peer.add(Sample { offset_ms: 1_200, rtt: ms(80), at: t0 + ms(200) });
-        assert_eq!(peer.estimate(t0 + ms(200)).map(|s| s.offset_ms), Some(1_002));
+        peer.add(Sample { monotonic_offset_ms: 400, rtt: ms(300), at: t0 });
+        peer.add(Sample { monotonic_offset_ms: 1_002, rtt: ms(2), at: t0 + ms(100) });
+        peer.add(Sample { monotonic_offset_ms: 1_200, rtt: ms(80), at: t0 + ms(200) });
+        assert_eq!(peer.estimate(t0 + ms(200)).map(|s| s.monotonic_offset_ms), Some(1_002));
         // Too slow to say anything: dropped.
-        peer.add(Sample { offset_ms: -50_000, rtt: CLOCK_SAMPLE_MAX_RTT + ms(1), at: t0 + ms(300) });
-        assert_eq!(peer.estimate(t0 + ms(300)).map(|s| s.offset_ms), Some(1_002));
+        peer.add(Sample { monotonic_offset_ms: -50_000, rtt: CLOCK_SAMPLE_MAX_RTT + ms(1), at: t0 + ms(300) });
+        assert_eq!(peer.estimate(t0 + ms(300)).map(|s| s.monotonic_offset_ms), Some(1_002));
     }
 
     #[test]
     fn old_samples_leave_and_a_silent_peer_goes_stale() {
         let t0 = Instant::now();
         let mut peer = PeerClock::default();
-        peer.add(Sample { offset_ms: 0, rtt: ms(1), at: t0 });
+        peer.add(Sample { monotonic_offset_ms: 0, rtt: ms(1), at: t0 });
         // The clock jumps by a minute: once the good old sample has left
         // the window, the estimate follows.
         for i in 1..=CLOCK_SAMPLES_KEPT as u64 {
-            peer.add(Sample { offset_ms: 60_000, rtt: ms(5), at: t0 + ms(100 * i) });
+            peer.add(Sample { monotonic_offset_ms: 60_000, rtt: ms(5), at: t0 + ms(100 * i) });
         }
         let last = t0 + ms(100 * CLOCK_SAMPLES_KEPT as u64);
-        assert_eq!(peer.estimate(last).map(|s| s.offset_ms), Some(60_000));
+        assert_eq!(peer.estimate(last).map(|s| s.monotonic_offset_ms), Some(60_000));
         assert!(peer.estimate(last + CLOCK_PEER_FRESH - ms(1)).is_some());
         assert_eq!(peer.estimate(last + CLOCK_PEER_FRESH), None, "not heard for too long");
     }
@@ -379,13 +409,29 @@ mod tests {
         assert_eq!(waited.elapsed(), CLOCK_TRUST_WAIT);
         assert!(stamp >= behind && stamp <= behind + TOL + 1_000, "{stamp} vs {behind}");
         // Both peers see this node a day ahead: cluster time is a day back, trusted.
-        clock.record(2, -86_400_000, ms(1));
-        clock.record(3, -86_400_000, ms(1));
+        clock.record(2, wall as i64 - 86_400_000, ms(1));
+        clock.record(3, wall as i64 - 86_400_000, ms(1));
         let now = clock.now();
         assert!(now.trusted);
         assert_eq!(now.local_offset_ms, 86_400_000);
         let stamp = clock.stamp(7, behind).await;
         assert!(stamp.abs_diff(behind) <= 1_000, "{stamp} vs {behind}");
+    }
+
+    #[test]
+    fn a_step_of_this_nodes_wall_clock_shows_at_once() {
+        let clock = ClusterClock::new(3);
+        let wall = local_wall_ms();
+        clock.record(2, wall as i64, ms(1));
+        clock.record(3, wall as i64 + 2, ms(1));
+        // This node's wall clock steps an hour ahead (NTP step, libfaketime):
+        // the peers' samples were kept against the monotonic clock, so the
+        // very next reading outvotes the step.
+        let mut inner = clock.inner.lock().unwrap();
+        let now = clock.now_at(&mut inner, Instant::now(), wall + 3_600_000);
+        assert!(now.trusted);
+        assert!(now.local_offset_ms.abs_diff(3_600_000) <= 1_000, "{now:?}");
+        assert!(now.ms.abs_diff(wall) <= 1_000, "{now:?}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -398,7 +444,7 @@ mod tests {
         });
         tokio::time::sleep(CLOCK_TRUST_WAIT / 2).await;
         assert!(!stamping.is_finished(), "no trust yet: it waits");
-        clock.record(2, 0, ms(1));
+        clock.record(2, local_wall_ms() as i64, ms(1));
         let stamp = stamping.await.unwrap();
         assert!(stamp.abs_diff(local_wall_ms()) <= 1_000, "cluster time, not 1970: {stamp}");
         // Trusted once: later stamps never wait, even while untrusted (the

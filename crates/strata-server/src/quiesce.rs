@@ -195,8 +195,8 @@ impl Quiescence {
 
     /// A clock sample from a beat that echoes one of ours: the round trip
     /// (our monotonic time since our beat left, minus the time the peer
-    /// held it) and the peer's offset, its wall clock when it sent plus
-    /// half the round trip minus ours now.
+    /// held it) and the peer's wall clock now, its reading when it sent
+    /// plus half the round trip.
     fn clock_sample(&self, beat: &NodeBeat, now: Instant) -> Option<(i64, Duration)> {
         if beat.echo_incarnation != self.incarnation || beat.echo_monotonic_us == 0 || beat.wall_ms == 0 {
             return None;
@@ -204,8 +204,8 @@ impl Quiescence {
         // (Held time and our readings are truncated to µs: a round trip
         // of a few µs may come out a µs below zero.)
         let rtt_us = self.monotonic_us(now).checked_sub(beat.echo_monotonic_us)?.saturating_sub(beat.echo_held_us);
-        let offset_ms = beat.wall_ms as i64 + (rtt_us / 2_000) as i64 - local_wall_ms() as i64;
-        Some((offset_ms, Duration::from_micros(rtt_us)))
+        let peer_wall_ms = beat.wall_ms as i64 + (rtt_us / 2_000) as i64;
+        Some((peer_wall_ms, Duration::from_micros(rtt_us)))
     }
 
     /// Handles a beat from a peer.
@@ -233,8 +233,8 @@ impl Quiescence {
                 beat_received_at: now,
             };
             state.peers.insert(from, peer);
-            if let Some((offset_ms, rtt)) = self.clock_sample(beat, now) {
-                self.clock.record(from, offset_ms, rtt);
+            if let Some((peer_wall_ms, rtt)) = self.clock_sample(beat, now) {
+                self.clock.record(from, peer_wall_ms, rtt);
             }
             // Followed groups that this leader no longer lists wake up.
             let dropped: Vec<u64> = state
