@@ -70,6 +70,8 @@ pub struct Cluster {
     initial_cluster: String,
     /// Extra TOML lines given to every node through `--config`.
     extra_config: String,
+    /// Nodes given other TOML lines than `extra_config` (`set_node_config`).
+    node_config: std::collections::BTreeMap<u64, String>,
 }
 
 impl Cluster {
@@ -101,7 +103,13 @@ impl Cluster {
             })
             .collect();
         let initial_cluster = nodes.iter().map(|n| format!("{}={}", n.id, n.address)).collect::<Vec<_>>().join(",");
-        let mut cluster = Cluster { dir, nodes, initial_cluster, extra_config: extra_config.to_string() };
+        let mut cluster = Cluster {
+            dir,
+            nodes,
+            initial_cluster,
+            extra_config: extra_config.to_string(),
+            node_config: Default::default(),
+        };
         for id in 1..=count {
             cluster.start_node(id);
         }
@@ -125,7 +133,7 @@ impl Cluster {
         if let Some(address) = &self.node(id).metrics_address {
             config.push_str(&format!("metrics_listen = \"{address}\"\n"));
         }
-        config.push_str(&self.extra_config);
+        config.push_str(self.node_config.get(&id).unwrap_or(&self.extra_config));
         std::fs::write(&config_path, config).expect("write node config");
         let node = self.node_mut(id);
         assert!(node.child.is_none(), "node {id} is already running");
@@ -152,6 +160,12 @@ impl Cluster {
             .spawn()
             .expect("start strata server");
         node.child = Some(child);
+    }
+
+    /// Gives node `id` these TOML lines instead of the cluster's extra
+    /// config from its next start on.
+    pub fn set_node_config(&mut self, id: u64, toml: &str) {
+        self.node_config.insert(id, toml.to_string());
     }
 
     /// SIGKILL: no clean shutdown, no final sync.

@@ -5,13 +5,16 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use serde::Serialize;
 use strata_client::{Client, ClusterStatus};
+use strata_core::limits::CLOCK_SKEW_TOLERANCE_MS;
 
 use crate::topic::{explain, print_table, show_node};
 
 #[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
-    /// Show nodes (alive, partitions led) and the metadata leader; exits 1
-    /// when the metadata group is not available.
+    /// Show nodes (alive, partitions led, how far each node's wall clock
+    /// is from cluster time) and the metadata leader; exits 1 when the
+    /// metadata group is not available. A clock off by more than 1 s is
+    /// reported as a warning.
     Status,
 }
 
@@ -31,6 +34,8 @@ struct JsonNode<'a> {
     partitions_led: u32,
     partitions_hosted: u32,
     error: Option<&'a str>,
+    /// The node's wall clock minus cluster time, ms (null: unknown).
+    clock_offset_ms: Option<i64>,
 }
 
 impl<'a> From<&'a ClusterStatus> for JsonStatus<'a> {
@@ -49,6 +54,7 @@ impl<'a> From<&'a ClusterStatus> for JsonStatus<'a> {
                     partitions_led: n.partitions_led,
                     partitions_hosted: n.partitions_hosted,
                     error: n.error.as_deref(),
+                    clock_offset_ms: n.clock_offset_ms,
                 })
                 .collect(),
         }
@@ -66,7 +72,29 @@ fn problems(status: &ClusterStatus) -> Vec<String> {
         let why = node.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
         problems.push(format!("node {} ({}) is not answering{why}", node.id, node.address));
     }
+    for node in status.nodes.iter().filter(|n| n.alive) {
+        if let Some(offset) = node.clock_offset_ms.filter(|o| o.unsigned_abs() > CLOCK_SKEW_TOLERANCE_MS) {
+            problems.push(format!(
+                "node {} ({}) has a wall clock {} cluster time; Strata stamps with cluster time, but fix the \
+                 node's time sync (NTP)",
+                node.id,
+                node.address,
+                show_clock_offset(Some(offset)),
+            ));
+        }
+    }
     problems
+}
+
+/// `+1.234 s ahead of` / `0.002 s behind` / `unknown`.
+fn show_clock_offset(offset_ms: Option<i64>) -> String {
+    match offset_ms {
+        None => "unknown".into(),
+        Some(ms) => {
+            let side = if ms >= 0 { "ahead of" } else { "behind" };
+            format!("{}.{:03} s {side}", ms.unsigned_abs() / 1000, ms.unsigned_abs() % 1000)
+        }
+    }
 }
 
 pub async fn run(command: ClusterCommand, bootstrap: &[String], json: bool) -> anyhow::Result<ExitCode> {
@@ -88,10 +116,11 @@ pub async fn run(command: ClusterCommand, bootstrap: &[String], json: bool) -> a
                     if n.alive { "yes" } else { "no" }.to_string(),
                     n.partitions_led.to_string(),
                     n.partitions_hosted.to_string(),
+                    show_clock_offset(n.clock_offset_ms).replace(" of", ""),
                 ]
             })
             .collect();
-        print_table(&["NODE", "ADDRESS", "ALIVE", "PARTITIONS LED", "PARTITIONS HOSTED"], &rows);
+        print_table(&["NODE", "ADDRESS", "ALIVE", "PARTITIONS LED", "PARTITIONS HOSTED", "CLOCK"], &rows);
     }
     // Dead nodes are only a warning while the metadata group still works.
     let level = if status.metadata_available { "warning" } else { "error" };
@@ -120,6 +149,7 @@ mod tests {
             partitions_led: 0,
             partitions_hosted: 0,
             error: (!alive).then(|| "connection refused".to_string()),
+            clock_offset_ms: alive.then_some(3),
         };
         let mut status = ClusterStatus {
             nodes: vec![node(1, true), node(2, false)],
@@ -134,5 +164,13 @@ mod tests {
         status.metadata_available = true;
         status.nodes.pop();
         assert!(problems(&status).is_empty());
+        // A clock a day ahead is named with its offset; unknown is not a problem.
+        status.nodes[0].clock_offset_ms = Some(86_400_000);
+        let found = problems(&status);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].contains("node 1") && found[0].contains("86400.000 s ahead of cluster time"), "{found:?}");
+        status.nodes[0].clock_offset_ms = None;
+        assert!(problems(&status).is_empty());
+        assert_eq!(show_clock_offset(Some(-1_500)), "1.500 s behind");
     }
 }

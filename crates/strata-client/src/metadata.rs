@@ -110,6 +110,9 @@ pub struct NodeStatus {
     pub partitions_hosted: u32,
     /// Why the node is not alive, when known.
     pub error: Option<String>,
+    /// The node's wall clock minus cluster time (the median of the nodes'
+    /// clocks), ms, as the node estimates it; `None` while it cannot tell.
+    pub clock_offset_ms: Option<i64>,
 }
 
 pub(crate) fn node_id(id: u64) -> Option<NodeId> {
@@ -173,6 +176,7 @@ impl From<proto::ClusterStatusResponse> for ClusterStatus {
                 partitions_led: n.partitions_led,
                 partitions_hosted: n.partitions_hosted,
                 error: (!n.error.is_empty()).then_some(n.error),
+                clock_offset_ms: n.clock_known.then_some(n.clock_offset_ms),
             })
             .collect();
         nodes.sort_by_key(|n| n.id);

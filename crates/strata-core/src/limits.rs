@@ -125,6 +125,39 @@ pub const MAX_PRODUCER_NAME_LEN: usize = 249;
 /// gives them out one by one, so starting a producer is rarely a Raft write.
 pub const PRODUCER_ID_BLOCK: u64 = 1000;
 
+/// How far a node's wall clock may be from cluster time (the median of the
+/// nodes' clocks, see strata-server's `clock`) before it says so, how close
+/// peers must be to agree on cluster time, and how far a stamp may run
+/// ahead of the monotonic time a leader measured (when cluster time is not
+/// trusted). 1 s: synced clocks are milliseconds apart and loopback or LAN
+/// beats measure offsets to a few ms, so this flags only a real fault, and
+/// a key can expire at most this much early (dedup windows are minutes).
+pub const CLOCK_SKEW_TOLERANCE_MS: u64 = 1_000;
+
+/// Clock samples kept per peer; the estimate is the one with the smallest
+/// round trip. Eight beats (0.8 s at the default heartbeat interval) ride
+/// out a few slow exchanges yet follow a clock step within a second.
+pub const CLOCK_SAMPLES_KEPT: usize = 8;
+
+/// A peer whose newest clock sample is older than this no longer counts
+/// towards cluster time: five peer timeouts at the default settings, so a
+/// short stall does not drop it, a dead peer does.
+pub const CLOCK_PEER_FRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A clock sample whose round trip took longer than this is dropped: its
+/// error (up to half the round trip) could exceed half the skew tolerance.
+pub const CLOCK_SAMPLE_MAX_RTT: std::time::Duration = std::time::Duration::from_millis(CLOCK_SKEW_TOLERANCE_MS);
+
+/// Longest a produce waits for cluster time to be trusted on a node that
+/// has not heard its peers since it started, before its stamp is held to
+/// the partition's clock: beats arrive every heartbeat interval (100 ms),
+/// so a node with live peers trusts cluster time well within a second.
+pub const CLOCK_TRUST_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A node whose clock is off warns at most this often: the condition lasts
+/// until an operator fixes time sync, and one line a minute says it.
+pub const CLOCK_WARN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 const _: () = assert!(MAX_RECORD_BYTES < MAX_BATCH_BYTES);
 const _: () = assert!(MAX_BATCH_BYTES <= MAX_FETCH_BYTES);
 const _: () = assert!(MAX_FETCH_BYTES < MAX_GRPC_MESSAGE_BYTES);

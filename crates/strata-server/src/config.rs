@@ -64,6 +64,11 @@ pub struct FaultConfig {
     /// after killing the node (see strata-storage's `synced_wal`).
     #[serde(default)]
     pub record_synced_wal: bool,
+    /// Added to every wall-clock reading of the node (ms, may be negative),
+    /// so a cluster test can run one node with a clock far off without
+    /// libfaketime; its monotonic clock stays true (see `faults`).
+    #[serde(default)]
+    pub clock_offset_ms: i64,
 }
 
 /// The TOML file; every key optional, flags override. See

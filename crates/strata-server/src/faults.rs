@@ -1,9 +1,11 @@
-//! Test-only faults in produce answers (feature `fault-hooks`): a committed
-//! produce whose answer is lost or late, so tests can prove that a client's
-//! retries never store a record twice. Without the feature this module
-//! never injects anything, and the config refuses `[faults]`.
+//! Test-only faults (feature `fault-hooks`): a committed produce whose
+//! answer is lost or late, so tests can prove that a client's retries never
+//! store a record twice; and a wall clock set off by a fixed amount, so
+//! tests can prove that one node's clock cannot expire keys or data early.
+//! Without the feature this module never injects anything, and the config
+//! refuses `[faults]`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::config::FaultConfig;
@@ -42,6 +44,27 @@ impl Faults {
         } else {
             None
         }
+    }
+}
+
+/// The skew `clock_offset_ms` adds to this process's wall clock. A static:
+/// a process runs one node, and every wall-clock reading of the server
+/// (`node::local_wall_ms`) must see it, including free functions.
+static CLOCK_OFFSET_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Sets the wall-clock skew of this process (ignored without the feature).
+pub fn set_clock_offset_ms(offset_ms: i64) {
+    if cfg!(feature = "fault-hooks") {
+        CLOCK_OFFSET_MS.store(offset_ms, Ordering::Relaxed);
+    }
+}
+
+/// The wall-clock skew of this process: 0 unless a test build set one.
+pub fn clock_offset_ms() -> i64 {
+    if cfg!(feature = "fault-hooks") {
+        CLOCK_OFFSET_MS.load(Ordering::Relaxed)
+    } else {
+        0
     }
 }
 

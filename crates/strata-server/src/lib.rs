@@ -6,6 +6,7 @@
 //! (prost types); state machines and storage see domain types only.
 
 mod backpressure;
+mod clock;
 pub mod config;
 mod error;
 mod faults;

@@ -297,6 +297,19 @@ pub async fn render(node: &Node) -> String {
         figures.follower_lag_entries_max,
     );
     out.gauge("strata_metadata_leader", "1 when this node leads the metadata group.", figures.metadata_leader as u8);
+    let clock = node.clock.now();
+    out.gauge(
+        "strata_clock_offset_ms",
+        "This node's wall clock minus cluster time (the median of the nodes' clocks), ms; far from 0 means broken \
+         time sync.",
+        clock.local_offset_ms,
+    );
+    out.gauge(
+        "strata_clock_trusted",
+        "1 when a majority of the cluster's clocks agree on cluster time (stamps and time retention use it).",
+        clock.trusted as u8,
+    );
+    out.gauge("strata_clock_peers_fresh", "Peers whose clock offset this node measured recently.", clock.fresh_peers);
 
     match node.store.engine_stats().await {
         Ok(engine) => {

@@ -17,6 +17,7 @@ use strata_state::{Command, MetadataState, PartitionCommand};
 use strata_storage::{BatchInfo, GroupKind, GroupState, Store};
 use tokio::sync::watch;
 
+use crate::clock::ClusterClock;
 use crate::config::NodeConfig;
 use crate::groups::{GroupHandle, Groups};
 use crate::network::{GroupNetworkFactory, PeerChannels, Router, TransportService};
@@ -37,6 +38,9 @@ pub struct Node {
     router: Router,
     raft_config: Arc<openraft::Config>,
     pub quiescence: Quiescence,
+    /// Cluster time: what stamps and retention use instead of this node's
+    /// wall clock.
+    pub clock: ClusterClock,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,8 +58,13 @@ pub enum StartError {
     Metadata(String),
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+/// This node's own wall clock, ms since the Unix epoch. Every wall-clock
+/// reading of the server goes through here (a test build may skew it, see
+/// `faults`). Nothing replicated may be stamped with it directly: use
+/// cluster time (`Node::clock`), which one fast clock cannot move.
+pub fn local_wall_ms() -> u64 {
+    let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    wall.saturating_add(crate::faults::clock_offset_ms()).max(0) as u64
 }
 
 impl Node {
@@ -203,6 +212,7 @@ impl Node {
             tick.tick().await;
             let metadata = self.metadata_state();
             let assignments = metadata.assignments();
+            self.clock.retain_partitions(|group| self.groups.contains(group));
             for handle in self.groups.all() {
                 let Some((topic, _, _)) = assignments.get(&handle.group_id) else { continue };
                 if !handle.is_leader(self.node_id()) {
@@ -225,7 +235,12 @@ impl Node {
         }
         let Some(partition) = handle.state.borrow().as_partition().cloned() else { return Ok(()) };
         let reader = handle.reader.as_ref().expect("partition groups have a reader");
-        let cutoff_ms = config.retention_ms.map(|r| now_ms() as i64 - r as i64);
+        // Age is measured in cluster time, never this node's wall clock: a
+        // leader whose clock runs ahead must not delete data early. Until
+        // cluster time is trusted (a majority of clocks agree), time-based
+        // retention waits; it only ever runs late, never early.
+        let now = self.clock.now();
+        let cutoff_ms = config.retention_ms.filter(|_| now.trusted).map(|r| now.ms as i64 - r as i64);
         let excess = config.retention_bytes.map_or(0, |b| partition.retained_bytes().saturating_sub(b));
         // A batch goes when it expired by time, or while the partition is
         // over its byte bound (oldest first); the scan stops at the first
@@ -289,6 +304,7 @@ fn open_store(_config: &NodeConfig, path: &std::path::Path) -> io::Result<Store>
 
 /// Starts a node and serves until `shutdown` completes.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+    crate::faults::set_clock_offset_ms(config.faults.clock_offset_ms);
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
     let db_path = config.data_dir.join("db");
@@ -319,6 +335,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     let peers = PeerChannels::new(config.initial_cluster.clone());
     let router = Router::new(config.node_id, peers.clone(), store.clone());
     let groups = Groups::default();
+    let clock = ClusterClock::new(config.initial_cluster.len());
     let quiescence = Quiescence::new(
         config.node_id,
         QuietTiming {
@@ -326,6 +343,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
             beat_interval: config.heartbeat_interval,
             peer_timeout: config.election_timeout_max,
         },
+        clock.clone(),
     );
     let node = Node {
         config: Arc::new(config),
@@ -335,6 +353,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         router,
         raft_config: Arc::new(raft_config),
         quiescence: quiescence.clone(),
+        clock,
     };
 
     // The metadata group is registered before the first request is served:

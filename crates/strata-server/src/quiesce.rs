@@ -38,8 +38,10 @@ use strata_proto::v1::raft_transport_client::RaftTransportClient;
 use strata_proto::v1::{NodeBeat, QuietGroup};
 use strata_state::metadata::METADATA_GROUP_ID;
 
+use crate::clock::ClusterClock;
 use crate::groups::{GroupHandle, Groups};
 use crate::network::PeerChannels;
+use crate::node::local_wall_ms;
 
 /// Timing of quiescence, from the node's Raft settings.
 #[derive(Clone, Copy, Debug)]
@@ -105,6 +107,10 @@ fn wake_delay(me: u64, leader: u64, voters: &[u64], timing: &QuietTiming) -> Dur
 struct Peer {
     last_heard: Instant,
     incarnation: u64,
+    /// The latest beat from the peer, for the echo in beats to it (clock
+    /// estimation): its monotonic reading and when it arrived here.
+    beat_monotonic_us: u64,
+    beat_received_at: Instant,
 }
 
 #[derive(Default)]
@@ -128,13 +134,22 @@ pub struct Quiescence {
     incarnation: u64,
     timing: QuietTiming,
     state: Arc<Mutex<State>>,
+    /// Peers' clock offsets, measured over the beats.
+    clock: ClusterClock,
+    /// Origin of the monotonic readings beats carry.
+    started: Instant,
 }
 
 impl Quiescence {
-    pub fn new(node_id: u64, timing: QuietTiming) -> Quiescence {
+    pub fn new(node_id: u64, timing: QuietTiming, clock: ClusterClock) -> Quiescence {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
         let incarnation = (nanos as u64) ^ ((std::process::id() as u64) << 32);
-        Quiescence { node_id, incarnation, timing, state: Arc::default() }
+        Quiescence { node_id, incarnation, timing, state: Arc::default(), clock, started: Instant::now() }
+    }
+
+    /// This process's monotonic clock in µs, never 0 (0 means "no beat").
+    fn monotonic_us(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.started).as_micros() as u64 + 1
     }
 
     fn peer_alive(&self, state: &State, peer: u64, now: Instant) -> bool {
@@ -164,7 +179,33 @@ impl Quiescence {
             .filter(|(_, led)| led.announced_at.is_some() && led.voters.contains(&peer))
             .map(|(group_id, led)| QuietGroup { group_id: *group_id, term: led.term })
             .collect();
-        NodeBeat { from_node: self.node_id, incarnation: self.incarnation, quiet }
+        let now = Instant::now();
+        let echo = state.peers.get(&peer);
+        NodeBeat {
+            from_node: self.node_id,
+            incarnation: self.incarnation,
+            quiet,
+            wall_ms: local_wall_ms(),
+            monotonic_us: self.monotonic_us(now),
+            echo_monotonic_us: echo.map_or(0, |p| p.beat_monotonic_us),
+            echo_incarnation: echo.map_or(0, |p| p.incarnation),
+            echo_held_us: echo.map_or(0, |p| now.saturating_duration_since(p.beat_received_at).as_micros() as u64),
+        }
+    }
+
+    /// A clock sample from a beat that echoes one of ours: the round trip
+    /// (our monotonic time since our beat left, minus the time the peer
+    /// held it) and the peer's wall clock now, its reading when it sent
+    /// plus half the round trip.
+    fn clock_sample(&self, beat: &NodeBeat, now: Instant) -> Option<(i64, Duration)> {
+        if beat.echo_incarnation != self.incarnation || beat.echo_monotonic_us == 0 || beat.wall_ms == 0 {
+            return None;
+        }
+        // (Held time and our readings are truncated to µs: a round trip
+        // of a few µs may come out a µs below zero.)
+        let rtt_us = self.monotonic_us(now).checked_sub(beat.echo_monotonic_us)?.saturating_sub(beat.echo_held_us);
+        let peer_wall_ms = beat.wall_ms as i64 + (rtt_us / 2_000) as i64;
+        Some((peer_wall_ms, Duration::from_micros(rtt_us)))
     }
 
     /// Handles a beat from a peer.
@@ -185,7 +226,16 @@ impl Quiescence {
             if back {
                 state.returned.insert(from);
             }
-            state.peers.insert(from, Peer { last_heard: now, incarnation: beat.incarnation });
+            let peer = Peer {
+                last_heard: now,
+                incarnation: beat.incarnation,
+                beat_monotonic_us: beat.monotonic_us,
+                beat_received_at: now,
+            };
+            state.peers.insert(from, peer);
+            if let Some((peer_wall_ms, rtt)) = self.clock_sample(beat, now) {
+                self.clock.record(from, peer_wall_ms, rtt);
+            }
             // Followed groups that this leader no longer lists wake up.
             let dropped: Vec<u64> = state
                 .following
@@ -529,10 +579,33 @@ mod tests {
     }
 
     #[test]
-    fn a_returning_peer_is_noticed_once() {
-        let q = Quiescence::new(1, timing());
+    fn beats_both_ways_measure_a_peers_clock() {
+        let (clock_1, clock_2) = (ClusterClock::new(3), ClusterClock::new(3));
+        let q1 = Quiescence::new(1, timing(), clock_1.clone());
+        let q2 = Quiescence::new(2, timing(), clock_2.clone());
         let groups = Groups::default();
-        let beat = |incarnation| NodeBeat { from_node: 2, incarnation, quiet: vec![] };
+        // A beat that echoes nothing yet measures nothing.
+        q2.on_beat(&q1.beat_for(2), &groups);
+        assert_eq!(clock_2.now().fresh_peers, 0);
+        // Node 2's beat echoes node 1's: node 1 knows the round trip.
+        q1.on_beat(&q2.beat_for(1), &groups);
+        let seen = clock_1.now();
+        assert_eq!(seen.fresh_peers, 1);
+        assert!(seen.trusted, "two of three clocks agree");
+        assert!(seen.local_offset_ms.abs() <= 1, "one process, one clock: {seen:?}");
+        // An echo of another incarnation of node 1 is ignored.
+        let mut stale = q2.beat_for(1);
+        stale.echo_incarnation ^= 1;
+        let other = ClusterClock::new(3);
+        Quiescence::new(1, timing(), other.clone()).on_beat(&stale, &groups);
+        assert_eq!(other.now().fresh_peers, 0);
+    }
+
+    #[test]
+    fn a_returning_peer_is_noticed_once() {
+        let q = Quiescence::new(1, timing(), ClusterClock::new(3));
+        let groups = Groups::default();
+        let beat = |incarnation| NodeBeat { from_node: 2, incarnation, ..Default::default() };
         q.on_beat(&beat(7), &groups);
         assert!(q.state.lock().unwrap().returned.remove(&2), "a first beat is a return");
         q.on_beat(&beat(7), &groups);

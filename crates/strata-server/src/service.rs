@@ -38,7 +38,7 @@ use crate::error::ApiError;
 use crate::faults::{AnswerFault, Faults};
 use crate::groups::GroupHandle;
 use crate::metrics;
-use crate::node::{now_ms, Node};
+use crate::node::Node;
 use crate::sequencer::Sequencer;
 
 /// Default time a produce waits for replication before answering TIMEOUT.
@@ -209,9 +209,12 @@ impl StrataService {
         }
         let (handle, topic) = self.leader_handle(&request.topic, request.partition)?;
         let what = format!("partition {}/{}", topic.name, request.partition);
+        // Cluster time under the clock rule (see `clock`), never this
+        // node's raw wall clock: it becomes the partition's clock.
+        let partition_clock_ms = handle.state.borrow().as_partition().map_or(0, |p| p.clock_ms);
         let command = Command::Partition(PartitionCommand::Append {
             batch: request.batch.to_vec(),
-            time_ms: now_ms(),
+            time_ms: self.node.clock.stamp(handle.group_id, partition_clock_ms).await,
             dedup_window_ms: topic.config.dedup_window_ms,
             producer_expiry_ms: self.node.config.producer_expiry.as_millis() as u64,
             keys,
@@ -553,10 +556,13 @@ impl StrataService {
     fn ping_local(&self) -> pb::PingResponse {
         let me = self.node.node_id();
         let partitions: Vec<_> = self.node.groups.all().into_iter().filter(|g| g.reader.is_some()).collect();
+        let clock = self.node.clock.now();
         pb::PingResponse {
             node_id: me,
             partitions_led: partitions.iter().filter(|g| g.is_leader(me)).count() as u32,
             partitions_hosted: partitions.len() as u32,
+            clock_offset_ms: clock.local_offset_ms,
+            clock_known: clock.trusted,
         }
     }
 }
@@ -703,7 +709,7 @@ impl Strata for StrataService {
             replication_factor: request.replication_factor,
             config,
             nodes: self.voters(),
-            created_ms: now_ms(),
+            created_ms: self.node.clock.now().ms,
         };
         self.write_metadata(
             command,
@@ -842,6 +848,8 @@ impl Strata for StrataService {
                     partitions_led: ping.partitions_led,
                     partitions_hosted: ping.partitions_hosted,
                     error: String::new(),
+                    clock_offset_ms: ping.clock_offset_ms,
+                    clock_known: ping.clock_known,
                 },
                 Err(error) => pb::NodeStatus { id, address, alive: false, error, ..Default::default() },
             };

@@ -9,6 +9,14 @@
 //! translation between them happens in `apply`.
 //! Invariant: time inside the machine is `clock_ms`, the largest leader
 //! stamp applied so far; it never goes back, whatever the leaders' clocks do.
+//! The clock rule (stamps come from strata-server's `clock`): a leader stamps
+//! with cluster time, the median of the nodes' wall clocks, when a majority
+//! of clocks agree on it; otherwise with cluster time capped at the larger
+//! of (the partition clock as the leader last saw it change, or the last
+//! trusted cluster time it saw) plus the monotonic time elapsed since plus
+//! `CLOCK_SKEW_TOLERANCE_MS`. So one node's fast clock cannot move the
+//! clock (and expire keys or producers early); a clock stale after an idle
+//! period catches up to trusted cluster time.
 //!
 //! The idempotency-key index lives outside this crate (on disk, behind
 //! [`KeyIndex`]); the producer table is in memory and its changes are
@@ -48,7 +56,8 @@ pub enum PartitionCommand {
     Append {
         #[serde(with = "serde_bytes")]
         batch: Vec<u8>,
-        /// The leader's wall clock at proposal.
+        /// The leader's cluster time at proposal, under the clock rule
+        /// (module doc); never its raw wall clock.
         time_ms: u64,
         /// How long a key is remembered (the topic's `dedup.window`).
         dedup_window_ms: u64,
