@@ -78,6 +78,8 @@ error_codes! {
         "an idempotent producer skipped a sequence number; the client restarts the partition's sequence";
     ProducerFenced = 20, "PRODUCER_FENCED", Fatal,
         "a newer instance of this producer (same name, newer epoch) is running; stop this one";
+    UnsupportedFeature = 21, "UNSUPPORTED_FEATURE", Fatal,
+        "the batch uses a Kafka feature Strata does not implement yet (compression, transactions, control batches, LogAppendTime); send uncompressed batches with attributes 0";
 }
 
 #[cfg(test)]
