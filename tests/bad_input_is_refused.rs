@@ -1,7 +1,7 @@
 //! Bad input gets a clear, typed error, changes nothing, and the node keeps
 //! serving: oversized records, unknown topics and partitions, invalid topic
 //! names, offsets out of range, corrupt batches, attribute bits Strata does
-//! not implement, malformed requests.
+//! not implement, idempotent batches with acks=none, malformed requests.
 
 use std::time::Duration;
 
@@ -99,6 +99,19 @@ async fn each_bad_input_gets_its_error_and_changes_nothing() {
         expect(answer, "UNSUPPORTED_FEATURE");
         assert!(message.contains(&format!("{bits:#04x}")), "{message}");
     }
+
+    // An idempotent batch with acks=none: the answer would come before the
+    // producer state could say whether the batch is a duplicate.
+    let idempotent = strata_record::encode_batch(
+        &[strata_record::Record { value: Some(bytes::Bytes::from_static(b"v")), ..Default::default() }],
+        strata_record::ProducerFields { producer_id: 1, producer_epoch: 0, base_sequence: 0 },
+    )
+    .unwrap();
+    let request = pb::ProduceRequest { acks: pb::Acks::None as i32, ..produce_request("t", 0, idempotent) };
+    let answer = api.produce(request).await.unwrap().into_inner();
+    let message = answer.error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+    expect(answer, "INVALID_REQUEST");
+    assert!(message.contains("acks=all"), "{message}");
 
     // Invalid topic names and configs.
     for (name, configs, code) in [

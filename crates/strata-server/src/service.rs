@@ -170,6 +170,18 @@ impl StrataService {
                 ),
             ));
         }
+        if header.producer_id >= 0 && request.acks == pb::Acks::None as i32 {
+            // Without an answer the producer cannot learn that a batch was a
+            // duplicate or out of order, so its retries would go unchecked.
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "producer {} sent an idempotent batch with acks=none; idempotence needs acks=all \
+                     (send with acks=all, or without a producer id)",
+                    header.producer_id
+                ),
+            ));
+        }
         let mut keys = Vec::with_capacity(keyed.len());
         for (index, value) in keyed {
             match value {
