@@ -119,6 +119,18 @@ pub const MAX_PRODUCER_NAME_LEN: usize = 249;
 /// gives them out one by one, so starting a producer is rarely a Raft write.
 pub const PRODUCER_ID_BLOCK: u64 = 1000;
 
+/// Fetch answer bytes one node holds at once by default, across every
+/// concurrent fetch: sixteen full-size fetches (MAX_FETCH_BYTES). Past it a
+/// fetch is shortened to the room left, or answered BUSY when not even one
+/// batch fits, so readers cannot pin unbounded memory.
+pub const DEFAULT_MAX_FETCH_BYTES_IN_FLIGHT: usize = 256 * 1024 * 1024;
+
+/// Most batches one ListOffsets by timestamp reads before it gives up with
+/// LIMIT_REACHED. Without a time index the lookup walks the partition from
+/// its start and keeps each header it passes (32 bytes), so this bounds
+/// one lookup to about 3 MiB of headers and a bounded read.
+pub const MAX_TIMESTAMP_LOOKUP_BATCHES: usize = 100_000;
+
 const _: () = assert!(MAX_RECORD_BYTES < MAX_BATCH_BYTES);
 const _: () = assert!(MAX_BATCH_BYTES <= MAX_FETCH_BYTES);
 const _: () = assert!(MAX_FETCH_BYTES < MAX_GRPC_MESSAGE_BYTES);
@@ -127,3 +139,4 @@ const _: () = assert!(DEFAULT_MAX_PRODUCE_BYTES_IN_FLIGHT_PER_CONNECTION <= DEFA
 const _: () = assert!(MAX_BATCH_BYTES <= DEFAULT_MAX_PRODUCE_BYTES_IN_FLIGHT_PER_CONNECTION);
 const _: () = assert!(DEFAULT_MAX_IN_FLIGHT <= PRODUCER_BATCHES_KEPT);
 const _: () = assert!(DEFAULT_DEDUP_WINDOW_MS <= MAX_DEDUP_WINDOW_MS);
+const _: () = assert!(MAX_FETCH_BYTES <= DEFAULT_MAX_FETCH_BYTES_IN_FLIGHT);

@@ -33,7 +33,7 @@ use strata_state::{
 use strata_storage::TypeConfig;
 use tonic::{Request, Response, Status};
 
-use crate::backpressure::{Exceeded, Held, ProduceBudget, BUSY_RETRY_AFTER_MS};
+use crate::backpressure::{Exceeded, FetchBudget, FetchHeld, Held, ProduceBudget, BUSY_RETRY_AFTER_MS};
 use crate::error::ApiError;
 use crate::faults::{AnswerFault, Faults};
 use crate::groups::GroupHandle;
@@ -56,6 +56,7 @@ const FORWARDED: &str = "x-strata-forwarded";
 pub struct StrataService {
     node: Node,
     budget: Arc<ProduceBudget>,
+    fetch_budget: Arc<FetchBudget>,
     sequencer: Sequencer,
     faults: Faults,
     /// Producer ids this node may hand out: the rest of the block the
@@ -72,6 +73,7 @@ impl StrataService {
                 config.max_produce_bytes_in_flight,
                 config.max_produce_bytes_in_flight_per_connection,
             ),
+            fetch_budget: FetchBudget::new(config.max_fetch_bytes_in_flight),
             faults: Faults::new(config.faults.clone()),
             sequencer: Sequencer::default(),
             producer_ids: Mutex::new(0..0),
@@ -151,7 +153,9 @@ impl StrataService {
         })
     }
 
-    async fn produce_inner(&self, request: pb::ProduceRequest) -> Result<pb::ProduceResponse, ApiError> {
+    /// Serves one produce; `held` is its room in the produce budget, kept
+    /// until the write ends (for acks=none, until the spawned write ends).
+    async fn produce_inner(&self, request: pb::ProduceRequest, held: Held) -> Result<pb::ProduceResponse, ApiError> {
         if request.batch.len() > MAX_BATCH_BYTES {
             return Err(ApiError::new(
                 ErrorCode::RecordTooLarge,
@@ -215,9 +219,12 @@ impl StrataService {
                 if let Err(err) = raft.client_write(command).await {
                     tracing::debug!(error = %err, "acks=none produce failed");
                 }
+                // The bytes stay counted until the write is done with them.
+                drop(held);
             });
             return Ok(pb::ProduceResponse { record_count: header.record_count, ..Default::default() });
         }
+        let _held = held;
         let timeout_ms = if request.timeout_ms == 0 { DEFAULT_PRODUCE_TIMEOUT_MS } else { request.timeout_ms };
         // An idempotent producer's batches go to Raft in sequence order
         // when they arrive close together (see `sequencer`).
@@ -292,7 +299,12 @@ impl StrataService {
         }
     }
 
-    async fn fetch_inner(&self, request: pb::FetchRequest) -> Result<(Vec<u8>, PartitionState), ApiError> {
+    /// Serves one fetch. The returned room in the fetch budget covers the
+    /// answer's bytes; the caller keeps it until the answer is built.
+    async fn fetch_inner(
+        &self,
+        request: pb::FetchRequest,
+    ) -> Result<(Vec<u8>, (PartitionState, Option<FetchHeld>)), ApiError> {
         let (handle, _) = self.leader_handle(&request.topic, request.partition)?;
         let max_bytes = match request.max_bytes as usize {
             0 => DEFAULT_FETCH_BYTES,
@@ -323,12 +335,30 @@ impl StrataService {
             match tokio::time::timeout_at(deadline, watch.changed()).await {
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) => return Err(ApiError::new(ErrorCode::PartitionNotReady, "partition is shutting down")),
-                Err(_) => return Ok((Vec::new(), state)),
+                Err(_) => return Ok((Vec::new(), (state, None))),
             }
         };
+        // Room is taken only once there is something to read, so long polls
+        // hold none.
+        let Some(mut held) = self.fetch_budget.try_hold(max_bytes) else {
+            return Err(ApiError {
+                retry_after_ms: BUSY_RETRY_AFTER_MS,
+                ..ApiError::new(
+                    ErrorCode::Busy,
+                    format!(
+                        "this node holds {} bytes of fetch answers, its bound (max_fetch_bytes_in_flight)",
+                        self.fetch_budget.limit()
+                    ),
+                )
+            });
+        };
         let reader = handle.reader.as_ref().expect("partition groups have a reader");
-        let records = reader.read(request.offset, state.next_offset, max_bytes).await.map_err(ApiError::internal)?;
-        Ok((records, state))
+        let records = reader
+            .read(request.offset, state.next_offset, max_bytes.min(held.bytes()))
+            .await
+            .map_err(ApiError::internal)?;
+        held.shrink_to(records.len());
+        Ok((records, (state, Some(held))))
     }
 
     async fn list_offsets_inner(&self, request: pb::ListOffsetsRequest) -> Result<pb::ListOffsetsResponse, ApiError> {
@@ -338,14 +368,30 @@ impl StrataService {
             Ok(pb::OffsetSpec::Earliest) => state.log_start_offset,
             Ok(pb::OffsetSpec::Latest) => state.next_offset,
             Ok(pb::OffsetSpec::Timestamp) => {
+                // Without a time index this walks the partition from its
+                // start, so the walk is bounded; only the last header it
+                // reads decides the answer.
                 let wanted = request.timestamp_ms;
                 let reader = handle.reader.as_ref().expect("partition groups have a reader");
+                let limit = self.node.config.max_timestamp_lookup_batches;
                 let headers = reader
-                    .scan_headers(move |info| info.max_timestamp_ms >= wanted, usize::MAX)
+                    .scan_headers(move |info| info.max_timestamp_ms >= wanted, limit)
                     .await
                     .map_err(ApiError::internal)?;
-                match headers.last() {
+                let scanned = headers.len();
+                match headers.last().copied() {
                     Some(info) if info.max_timestamp_ms >= wanted => info.base_offset.max(state.log_start_offset),
+                    // The walk stopped at the bound, not at the end of the log.
+                    Some(info) if scanned >= limit && info.next_offset < state.next_offset => {
+                        return Err(ApiError::new(
+                            ErrorCode::LimitReached,
+                            format!(
+                                "no batch up to offset {} of the first {limit} has a timestamp at or after {wanted}, \
+                                 and a lookup reads at most {limit} batches; ask for LATEST, or read on from offset {}",
+                                info.next_offset, info.next_offset
+                            ),
+                        ));
+                    }
                     _ => state.next_offset,
                 }
             }
@@ -568,13 +614,14 @@ impl Strata for StrataService {
     async fn produce(&self, request: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
         let connection = request.remote_addr();
         let request = request.into_inner();
-        // The bytes stay held until the answer leaves (or is dropped).
-        let _held = match self.hold_produce_bytes(connection, request.batch.len()) {
+        // The bytes stay held until the write ends: until the answer is
+        // ready, or for acks=none until the spawned write is done.
+        let held = match self.hold_produce_bytes(connection, request.batch.len()) {
             Ok(held) => held,
             Err(error) => return err(error, |a: &mut pb::ProduceResponse, e| a.error = e),
         };
         let bytes = request.batch.len();
-        match metrics::observe_produce(bytes, self.produce_inner(request)).await {
+        match metrics::observe_produce(bytes, self.produce_inner(request, held)).await {
             Ok(answer) => {
                 match self.faults.after_commit() {
                     Some(AnswerFault::Drop) => return Err(Status::unavailable("fault hook: the answer was dropped")),
@@ -626,7 +673,7 @@ impl Strata for StrataService {
 
     async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
         match metrics::observe_fetch(self.fetch_inner(request.into_inner())).await {
-            Ok((records, state)) => Ok(Response::new(pb::FetchResponse {
+            Ok((records, (state, _held))) => Ok(Response::new(pb::FetchResponse {
                 error: None,
                 records: records.into(),
                 high_watermark: state.next_offset,
