@@ -125,6 +125,18 @@ pub const PRODUCER_ID_BLOCK: u64 = 1000;
 /// batch fits, so readers cannot pin unbounded memory.
 pub const DEFAULT_MAX_FETCH_BYTES_IN_FLIGHT: usize = 256 * 1024 * 1024;
 
+/// Most topics in a cluster. Every node holds the whole metadata state in
+/// memory and a topic entry with its config is a few hundred bytes, so this
+/// keeps topics to a few MiB of every node's memory.
+pub const MAX_TOPICS: usize = 10_000;
+
+/// Most partitions in a cluster, over all topics. Every partition is an
+/// assignment in the metadata state that every node holds in memory (and
+/// writes out on each metadata apply) and a Raft group on its replicas;
+/// 65,536 keeps that state to a few MiB and is 65 times the benchmark's
+/// largest workload (W5, 1,000 partitions).
+pub const MAX_PARTITIONS: usize = 65_536;
+
 /// Most batches one ListOffsets by timestamp reads before it gives up with
 /// LIMIT_REACHED. Without a time index the lookup walks the partition from
 /// its start and keeps each header it passes (32 bytes), so this bounds
@@ -140,3 +152,5 @@ const _: () = assert!(MAX_BATCH_BYTES <= DEFAULT_MAX_PRODUCE_BYTES_IN_FLIGHT_PER
 const _: () = assert!(DEFAULT_MAX_IN_FLIGHT <= PRODUCER_BATCHES_KEPT);
 const _: () = assert!(DEFAULT_DEDUP_WINDOW_MS <= MAX_DEDUP_WINDOW_MS);
 const _: () = assert!(MAX_FETCH_BYTES <= DEFAULT_MAX_FETCH_BYTES_IN_FLIGHT);
+const _: () = assert!(MAX_PARTITIONS_PER_TOPIC as usize <= MAX_PARTITIONS);
+const _: () = assert!(MAX_TOPICS <= MAX_PARTITIONS);
