@@ -38,7 +38,7 @@ use crate::error::ApiError;
 use crate::faults::{AnswerFault, Faults};
 use crate::groups::GroupHandle;
 use crate::metrics;
-use crate::node::{now_ms, Node};
+use crate::node::{now_ms, Node, TopicRef};
 use crate::sequencer::Sequencer;
 
 /// Default time a produce waits for replication before answering TIMEOUT.
@@ -80,13 +80,12 @@ impl StrataService {
         }
     }
 
-    fn lookup(&self, topic: &str, partition: u32) -> Result<(Topic, PartitionAssignment), ApiError> {
-        let state = self.node.metadata_state();
-        let topic = state
-            .topics
-            .get(topic)
-            .ok_or_else(|| ApiError::new(ErrorCode::UnknownTopic, format!("topic '{topic}' does not exist")))?
-            .clone();
+    fn lookup(&self, topic: &str, partition: u32) -> Result<(TopicRef, PartitionAssignment), ApiError> {
+        let topic = self
+            .node
+            .metadata_state()
+            .topic(topic)
+            .ok_or_else(|| ApiError::new(ErrorCode::UnknownTopic, format!("topic '{topic}' does not exist")))?;
         let assignment = topic.partitions.get(partition as usize).cloned().ok_or_else(|| {
             ApiError::new(
                 ErrorCode::UnknownPartition,
@@ -103,7 +102,7 @@ impl StrataService {
     /// The local group of a partition, if this node leads it and has applied
     /// an entry of its own term (so its state includes everything committed
     /// by earlier leaders and its high watermark never goes backwards).
-    fn leader_handle(&self, topic: &str, partition: u32) -> Result<(GroupHandle, Topic), ApiError> {
+    fn leader_handle(&self, topic: &str, partition: u32) -> Result<(GroupHandle, TopicRef), ApiError> {
         let (topic, assignment) = self.lookup(topic, partition)?;
         let what = format!("partition {}/{partition}", topic.name);
         let Some(handle) = self.node.groups.get(assignment.group_id) else {
