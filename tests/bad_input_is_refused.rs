@@ -1,6 +1,7 @@
 //! Bad input gets a clear, typed error, changes nothing, and the node keeps
 //! serving: oversized records, unknown topics and partitions, invalid topic
-//! names, offsets out of range, corrupt batches, malformed requests.
+//! names, offsets out of range, corrupt batches, attribute bits Strata does
+//! not implement, idempotent batches with acks=none, malformed requests.
 
 use std::time::Duration;
 
@@ -13,6 +14,18 @@ fn batch(value: &[u8]) -> bytes::Bytes {
         strata_record::ProducerFields::default(),
     )
     .unwrap()
+}
+
+/// `batch` with its attributes' low byte set to `bits` and the CRC-32C
+/// (which covers the attributes) recomputed, so only the bits are wrong.
+fn with_attributes(batch: bytes::Bytes, bits: u8) -> bytes::Bytes {
+    const CRC_AT: usize = 17;
+    const ATTRIBUTES_AT: usize = 21;
+    let mut raw = batch.to_vec();
+    raw[ATTRIBUTES_AT + 1] |= bits;
+    let crc = crc32c::crc32c(&raw[ATTRIBUTES_AT..]);
+    raw[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    raw.into()
 }
 
 fn produce_request(topic: &str, partition: u32, batch: bytes::Bytes) -> pb::ProduceRequest {
@@ -75,6 +88,30 @@ async fn each_bad_input_gets_its_error_and_changes_nothing() {
         api.produce(produce_request("t", 0, bytes::Bytes::from_static(b"garbage"))).await.unwrap().into_inner(),
         "CORRUPT_BATCH",
     );
+
+    // Attribute bits Strata does not implement: LogAppendTime, transactional,
+    // control. Stored as sent, Kafka decoders would read other records
+    // (control batches hidden) or other timestamps than Strata stored.
+    for bits in [0x08u8, 0x10, 0x20] {
+        let answer = api.produce(produce_request("t", 0, with_attributes(batch(b"v"), bits))).await.unwrap();
+        let answer = answer.into_inner();
+        let message = answer.error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+        expect(answer, "UNSUPPORTED_FEATURE");
+        assert!(message.contains(&format!("{bits:#04x}")), "{message}");
+    }
+
+    // An idempotent batch with acks=none: the answer would come before the
+    // producer state could say whether the batch is a duplicate.
+    let idempotent = strata_record::encode_batch(
+        &[strata_record::Record { value: Some(bytes::Bytes::from_static(b"v")), ..Default::default() }],
+        strata_record::ProducerFields { producer_id: 1, producer_epoch: 0, base_sequence: 0 },
+    )
+    .unwrap();
+    let request = pb::ProduceRequest { acks: pb::Acks::None as i32, ..produce_request("t", 0, idempotent) };
+    let answer = api.produce(request).await.unwrap().into_inner();
+    let message = answer.error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+    expect(answer, "INVALID_REQUEST");
+    assert!(message.contains("acks=all"), "{message}");
 
     // Invalid topic names and configs.
     for (name, configs, code) in [

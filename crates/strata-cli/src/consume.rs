@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use base64::prelude::{Engine as _, BASE64_STANDARD};
 use clap::Args;
 use serde::Serialize;
 use strata_client::{Client, ConsumedRecord, Consumer, OffsetSpec, StartOffset};
@@ -19,7 +20,26 @@ use crate::topic::explain;
 /// end checks are noticed when the topic is idle.
 const POLL_WAIT: Duration = Duration::from_millis(500);
 
+/// How `--json` shows bytes; part of `strata consume --help`.
+const OUTPUT_HELP: &str = "\
+Output:
+  Text output prints each value (with --print-key, key<SEP>value) as UTF-8;
+  bytes that are not valid UTF-8 are shown as U+FFFD, so text output is not
+  exact for binary data.
+
+  With --json each record is one JSON object per line:
+    {\"partition\":0,\"offset\":5,\"key\":\"k\",\"value\":\"v\",\"timestamp\":1700000000000,\"headers\":{\"h\":\"x\"}}
+  A key or value that is valid UTF-8 is printed as a string under \"key\" or
+  \"value\" (null when absent). One that is not valid UTF-8 is printed under
+  \"key_base64\" or \"value_base64\" instead, as standard base64 with padding
+  (RFC 4648), and the plain field is left out. Header values do the same:
+  a header whose value is not valid UTF-8 appears in \"headers_base64\"
+  (name -> base64) instead of \"headers\". Keys, values and header values
+  are therefore exact; a header name repeated in one record shows only its
+  last value.";
+
 #[derive(Args, Debug)]
+#[command(after_help = OUTPUT_HELP)]
 pub struct ConsumeArgs {
     /// Topic to read.
     pub topic: String,
@@ -55,14 +75,41 @@ fn parse_time_ms(text: &str) -> Result<i64, String> {
         .map_err(|e| format!("'{text}' is not an RFC 3339 time such as 2024-05-01T12:00:00Z: {e}"))
 }
 
+/// One record as `--json` prints it (see [`OUTPUT_HELP`]). A field is
+/// either its plain string (valid UTF-8, or null when absent) or its
+/// `_base64` twin, never both.
 #[derive(Serialize)]
 struct JsonRecord<'a> {
     partition: u32,
     offset: u64,
-    key: Option<Cow<'a, str>>,
-    value: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_base64: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_base64: Option<String>,
     timestamp: i64,
-    headers: BTreeMap<&'a str, Option<Cow<'a, str>>>,
+    headers: BTreeMap<&'a str, Option<&'a str>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    headers_base64: BTreeMap<&'a str, String>,
+}
+
+/// Bytes as JSON shows them: `Ok(text)` when absent or valid UTF-8,
+/// `Err(base64)` otherwise.
+fn exact(bytes: &Option<strata_client::Bytes>) -> Result<Option<&str>, String> {
+    match bytes.as_deref() {
+        None => Ok(None),
+        Some(b) => std::str::from_utf8(b).map(Some).map_err(|_| BASE64_STANDARD.encode(b)),
+    }
+}
+
+fn split(shown: Result<Option<&str>, String>) -> (Option<Option<&str>>, Option<String>) {
+    match shown {
+        Ok(text) => (Some(text), None),
+        Err(base64) => (None, Some(base64)),
+    }
 }
 
 fn lossy(bytes: &Option<strata_client::Bytes>) -> Option<Cow<'_, str>> {
@@ -71,13 +118,30 @@ fn lossy(bytes: &Option<strata_client::Bytes>) -> Option<Cow<'_, str>> {
 
 fn format_record(record: &ConsumedRecord, json: bool, print_key: bool, key_separator: &str) -> String {
     if json {
+        let (key, key_base64) = split(exact(&record.key));
+        let (value, value_base64) = split(exact(&record.value));
+        let mut headers = BTreeMap::new();
+        let mut headers_base64 = BTreeMap::new();
+        for header in &record.headers {
+            match exact(&header.value) {
+                Ok(text) => {
+                    headers.insert(header.key.as_str(), text);
+                }
+                Err(base64) => {
+                    headers_base64.insert(header.key.as_str(), base64);
+                }
+            }
+        }
         let shown = JsonRecord {
             partition: record.partition,
             offset: record.offset,
-            key: lossy(&record.key),
-            value: lossy(&record.value),
+            key,
+            key_base64,
+            value,
+            value_base64,
             timestamp: record.timestamp_ms,
-            headers: record.headers.iter().map(|h| (h.key.as_str(), lossy(&h.value))).collect(),
+            headers,
+            headers_base64,
         };
         return serde_json::to_string(&shown).expect("plain data serialises");
     }
@@ -198,6 +262,46 @@ mod tests {
         keyless.key = None;
         keyless.value = Some(Bytes::from_static(b"\xff"));
         assert_eq!(format_record(&keyless, false, true, ":"), ":\u{fffd}");
+    }
+
+    #[test]
+    fn json_output_is_exact_for_bytes_that_are_not_utf8() {
+        let mut binary = record();
+        binary.key = Some(Bytes::from_static(b"\xffk"));
+        binary.value = Some(Bytes::from_static(b"\xff"));
+        binary.headers = vec![
+            Header { key: "text".into(), value: Some(Bytes::from_static(b"x")) },
+            Header { key: "bin".into(), value: Some(Bytes::from_static(b"\x00\xfe\xff")) },
+        ];
+        let line = format_record(&binary, true, false, "\t");
+        assert_eq!(
+            line,
+            r#"{"partition":0,"offset":5,"key_base64":"/2s=","value_base64":"/w==","timestamp":1700000000000,"headers":{"text":"x"},"headers_base64":{"bin":"AP7/"}}"#
+        );
+        // The bytes come back exactly.
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let decode = |v: &serde_json::Value| BASE64_STANDARD.decode(v.as_str().unwrap()).unwrap();
+        assert_eq!(decode(&parsed["value_base64"]), b"\xff");
+        assert_eq!(decode(&parsed["key_base64"]), b"\xffk");
+        assert_eq!(decode(&parsed["headers_base64"]["bin"]), b"\x00\xfe\xff");
+        assert!(parsed.get("value").is_none() && parsed.get("key").is_none());
+        // Valid UTF-8 (not only ASCII) stays a plain string; absent stays null.
+        let mut text = record();
+        text.key = None;
+        text.value = Some(Bytes::from("é€".as_bytes().to_vec()));
+        let parsed: serde_json::Value = serde_json::from_str(&format_record(&text, true, false, "\t")).unwrap();
+        assert_eq!(parsed["value"], "é€");
+        assert!(parsed["key"].is_null() && parsed.get("key_base64").is_none());
+    }
+
+    #[test]
+    fn help_says_how_json_shows_binary_data() {
+        use clap::CommandFactory;
+        let mut cli = crate::Cli::command();
+        let help = cli.find_subcommand_mut("consume").expect("consume command").render_long_help().to_string();
+        for needle in ["value_base64", "key_base64", "headers_base64", "RFC 4648", "U+FFFD"] {
+            assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+        }
     }
 
     #[test]

@@ -574,6 +574,7 @@ impl Client {
 
     /// Sends one encoded record batch to the partition's leader. The server
     /// may wait up to `timeout` for replication before answering TIMEOUT.
+    /// An idempotent batch with `Acks::None` is refused before sending.
     /// Not retried here: the producer owns retries and their ordering.
     pub async fn produce_batch(
         &self,
@@ -583,6 +584,7 @@ impl Client {
         acks: Acks,
         timeout: Duration,
     ) -> Result<ProduceAnswer, ClientError> {
+        check_acks(&batch, acks)?;
         let request = proto::ProduceRequest {
             topic: topic.to_string(),
             partition,
@@ -865,6 +867,17 @@ impl Client {
     }
 }
 
+/// Refuses an idempotent batch (one with a producer id) with `Acks::None`:
+/// the server refuses it too, and saying so here saves a round trip.
+fn check_acks(batch: &[u8], acks: Acks) -> Result<(), ClientError> {
+    if acks == Acks::None && strata_record::read_header(batch).is_ok_and(|h| h.producer_id >= 0) {
+        return Err(ClientError::InvalidArgument(
+            "an idempotent batch (one with a producer id) needs acks=all; send it with Acks::All".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn unknown_topic(topic: &str) -> ClientError {
     ClientError::local(ErrorCode::UnknownTopic, format!("the cluster has no topic '{topic}'"))
 }
@@ -901,6 +914,28 @@ mod tests {
         let client = Client::connect(&["127.0.0.1:1".to_string(), "127.0.0.1:2".to_string()]).unwrap();
         assert_eq!(client.any_node_candidates(), vec!["http://127.0.0.1:1", "http://127.0.0.1:2"]);
         assert!(client.cached_metadata().topics.is_empty());
+    }
+
+    #[tokio::test]
+    async fn idempotent_batches_with_acks_none_are_refused_before_sending() {
+        let record = strata_record::Record { value: Some(Bytes::from_static(b"v")), ..Default::default() };
+        let idempotent = strata_record::encode_batch(
+            std::slice::from_ref(&record),
+            strata_record::ProducerFields { producer_id: 7, producer_epoch: 0, base_sequence: 0 },
+        )
+        .unwrap();
+        let plain = strata_record::encode_batch(&[record], strata_record::ProducerFields::default()).unwrap();
+        assert!(check_acks(&idempotent, Acks::All).is_ok());
+        assert!(check_acks(&idempotent, Acks::Leader).is_ok());
+        assert!(check_acks(&plain, Acks::None).is_ok());
+        // Bytes that are not a batch are the server's to refuse.
+        assert!(check_acks(b"garbage", Acks::None).is_ok());
+        // Nothing listens on port 1: a request that were sent would fail
+        // with a connection error, not InvalidArgument.
+        let client = Client::connect(&["127.0.0.1:1".to_string()]).unwrap();
+        let refused =
+            client.produce_batch("t", 0, idempotent, Acks::None, Duration::from_millis(200)).await.unwrap_err();
+        assert!(matches!(&refused, ClientError::InvalidArgument(m) if m.contains("acks=all")), "{refused:?}");
     }
 
     #[test]

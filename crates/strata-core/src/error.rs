@@ -78,6 +78,10 @@ error_codes! {
         "an idempotent producer skipped a sequence number; the client restarts the partition's sequence";
     ProducerFenced = 20, "PRODUCER_FENCED", Fatal,
         "a newer instance of this producer (same name, newer epoch) is running; stop this one";
+    UnsupportedFeature = 21, "UNSUPPORTED_FEATURE", Fatal,
+        "the batch uses a Kafka feature Strata does not implement yet (compression, transactions, control batches, LogAppendTime); send uncompressed batches with attributes 0";
+    LimitReached = 22, "LIMIT_REACHED", Fatal,
+        "a bound of the cluster was reached (the message names it; the bounds are in ARCHITECTURE.md); delete unused topics, add nodes or narrow the request";
 }
 
 #[cfg(test)]

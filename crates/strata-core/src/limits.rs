@@ -125,6 +125,30 @@ pub const MAX_PRODUCER_NAME_LEN: usize = 249;
 /// gives them out one by one, so starting a producer is rarely a Raft write.
 pub const PRODUCER_ID_BLOCK: u64 = 1000;
 
+/// Fetch answer bytes one node holds at once by default, across every
+/// concurrent fetch: sixteen full-size fetches (MAX_FETCH_BYTES). Past it a
+/// fetch is shortened to the room left, or answered BUSY when not even one
+/// batch fits, so readers cannot pin unbounded memory.
+pub const DEFAULT_MAX_FETCH_BYTES_IN_FLIGHT: usize = 256 * 1024 * 1024;
+
+/// Most topics in a cluster. Every node holds the whole metadata state in
+/// memory and a topic entry with its config is a few hundred bytes, so this
+/// keeps topics to a few MiB of every node's memory.
+pub const MAX_TOPICS: usize = 10_000;
+
+/// Most partitions in a cluster, over all topics. Every partition is an
+/// assignment in the metadata state that every node holds in memory (and
+/// writes out on each metadata apply) and a Raft group on its replicas;
+/// 65,536 keeps that state to a few MiB and is 65 times the benchmark's
+/// largest workload (W5, 1,000 partitions).
+pub const MAX_PARTITIONS: usize = 65_536;
+
+/// Most batches one ListOffsets by timestamp reads before it gives up with
+/// LIMIT_REACHED. Without a time index the lookup walks the partition from
+/// its start and keeps each header it passes (32 bytes), so this bounds
+/// one lookup to about 3 MiB of headers and a bounded read.
+pub const MAX_TIMESTAMP_LOOKUP_BATCHES: usize = 100_000;
+
 /// How far a node's wall clock may be from cluster time (the median of the
 /// nodes' clocks, see strata-server's `clock`) before it says so, how close
 /// peers must be to agree on cluster time, and how far a stamp may run
@@ -166,3 +190,6 @@ const _: () = assert!(DEFAULT_MAX_PRODUCE_BYTES_IN_FLIGHT_PER_CONNECTION <= DEFA
 const _: () = assert!(MAX_BATCH_BYTES <= DEFAULT_MAX_PRODUCE_BYTES_IN_FLIGHT_PER_CONNECTION);
 const _: () = assert!(DEFAULT_MAX_IN_FLIGHT <= PRODUCER_BATCHES_KEPT);
 const _: () = assert!(DEFAULT_DEDUP_WINDOW_MS <= MAX_DEDUP_WINDOW_MS);
+const _: () = assert!(MAX_FETCH_BYTES <= DEFAULT_MAX_FETCH_BYTES_IN_FLIGHT);
+const _: () = assert!(MAX_PARTITIONS_PER_TOPIC as usize <= MAX_PARTITIONS);
+const _: () = assert!(MAX_TOPICS <= MAX_PARTITIONS);

@@ -10,7 +10,10 @@ use bytes::Bytes;
 use strata_core::limits::{MAX_BATCH_BYTES, MAX_RECORDS_PER_BATCH, MAX_RECORD_BYTES};
 
 use crate::error::BatchError;
-use crate::header::{read_header, BatchHeader, BATCH_HEADER_LEN, COMPRESSION_MASK, CRC_START, MAGIC_V2};
+use crate::header::{
+    read_header, BatchHeader, BATCH_HEADER_LEN, COMPRESSION_MASK, CONTROL_BIT, CRC_START, MAGIC_V2, TIMESTAMP_TYPE_BIT,
+    TRANSACTIONAL_BIT,
+};
 use crate::record::{Header, StoredRecord};
 use crate::varint::Reader;
 
@@ -73,11 +76,12 @@ fn check_frame(bytes: &[u8], mode: Mode) -> Result<BatchHeader, BatchError> {
     }
     let compression = h.attributes & COMPRESSION_MASK;
     if compression != 0 {
-        return Err(BatchError::Invalid(format!(
+        return Err(BatchError::Unsupported(format!(
             "compressed batches are not supported yet (compression type {compression})"
         )));
     }
     if mode == Mode::Validate {
+        check_attributes(h.attributes)?;
         if h.record_count == 0 {
             return Err(BatchError::Invalid("a batch needs at least one record".into()));
         }
@@ -102,6 +106,33 @@ fn check_frame(bytes: &[u8], mode: Mode) -> Result<BatchHeader, BatchError> {
         )));
     }
     Ok(h)
+}
+
+/// Refuses every attribute bit besides compression (checked before): Strata
+/// implements none of them, and storing them as sent would make Kafka
+/// decoders read the batch differently from how Strata stored it (control
+/// batches hidden, timestamps replaced by the append time). Only producer
+/// input is checked; batches stored before this check stay readable.
+fn check_attributes(attributes: i16) -> Result<(), BatchError> {
+    const NAMED: [(i16, &str); 3] = [
+        (TIMESTAMP_TYPE_BIT, "LogAppendTime timestamps (attribute bit 0x08)"),
+        (TRANSACTIONAL_BIT, "transactional batches (attribute bit 0x10)"),
+        (CONTROL_BIT, "control batches (attribute bit 0x20)"),
+    ];
+    if attributes == 0 {
+        return Ok(());
+    }
+    let mut what: Vec<String> =
+        NAMED.iter().filter(|(bit, _)| attributes & bit != 0).map(|(_, name)| (*name).to_string()).collect();
+    let known = NAMED.iter().fold(COMPRESSION_MASK, |mask, (bit, _)| mask | bit);
+    let other = attributes & !known;
+    if other != 0 {
+        what.push(format!("attribute bits {:#x}", other as u16));
+    }
+    Err(BatchError::Unsupported(format!(
+        "{} are not supported yet; send batches with attributes 0 (CreateTime timestamps, no transaction)",
+        what.join(", ")
+    )))
 }
 
 fn nullable<'a>(r: &mut Reader<'a>, what: &str) -> Result<Option<&'a [u8]>, String> {
@@ -202,7 +233,8 @@ fn for_each_record<'a>(
 
 /// Full check of a batch as received from a producer: exactly one batch
 /// filling `bytes`; length fields consistent; magic 2; CRC-32C matches; no
-/// compression; at least one record; every record decodes and uses exactly its
+/// compression and no other attribute bit (LogAppendTime, transactional,
+/// control: see [`BatchError::Unsupported`]); at least one record; every record decodes and uses exactly its
 /// length; offset deltas are 0, 1, 2, .. in order; the record count matches
 /// and lastOffsetDelta = count - 1; no trailing bytes; the batch is at most
 /// MAX_BATCH_BYTES, holds at most MAX_RECORDS_PER_BATCH records and no record

@@ -13,9 +13,13 @@ pub enum BatchError {
     #[error("corrupt batch: {0}")]
     Corrupt(String),
     /// The batch is well-formed but asks for something we refuse (an empty
-    /// batch, compression).
+    /// batch).
     #[error("invalid batch: {0}")]
     Invalid(String),
+    /// The batch uses a Kafka feature Strata does not implement yet:
+    /// compression, transactions, control batches, LogAppendTime.
+    #[error("unsupported batch: {0}")]
+    Unsupported(String),
 }
 
 impl BatchError {
@@ -25,6 +29,7 @@ impl BatchError {
             BatchError::TooLarge { .. } => ErrorCode::RecordTooLarge,
             BatchError::Corrupt(_) => ErrorCode::CorruptBatch,
             BatchError::Invalid(_) => ErrorCode::InvalidRequest,
+            BatchError::Unsupported(_) => ErrorCode::UnsupportedFeature,
         }
     }
 
@@ -43,6 +48,7 @@ mod tests {
         assert_eq!(too_large.code(), ErrorCode::RecordTooLarge);
         assert_eq!(BatchError::Corrupt("x".into()).code(), ErrorCode::CorruptBatch);
         assert_eq!(BatchError::Invalid("x".into()).code(), ErrorCode::InvalidRequest);
+        assert_eq!(BatchError::Unsupported("x".into()).code(), ErrorCode::UnsupportedFeature);
         assert_eq!(too_large.to_string(), "record size in bytes is 2, over the limit of 1");
     }
 }

@@ -28,6 +28,12 @@ pub(crate) const CRC_START: usize = ATTRIBUTES_AT;
 pub(crate) const MAGIC_V2: i8 = 2;
 /// Low 3 bits of `attributes`: the compression codec, 0 = none.
 pub(crate) const COMPRESSION_MASK: i16 = 0x07;
+/// `attributes` bit 3: the timestamps are the broker's append time.
+pub(crate) const TIMESTAMP_TYPE_BIT: i16 = 0x08;
+/// `attributes` bit 4: the batch belongs to a transaction.
+pub(crate) const TRANSACTIONAL_BIT: i16 = 0x10;
+/// `attributes` bit 5: a control batch (transaction markers).
+pub(crate) const CONTROL_BIT: i16 = 0x20;
 
 const _: () = assert!(RECORD_COUNT_AT + 4 == BATCH_HEADER_LEN);
 

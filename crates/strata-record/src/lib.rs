@@ -14,7 +14,9 @@
 //!   can rewrite them without recomputing it.
 //! - Offset deltas inside a batch are `0, 1, 2, ..`; a record's offset is
 //!   `baseOffset + offsetDelta`.
-//! - Compressed batches (non-zero low 3 bits of `attributes`) are rejected.
+//! - Compressed batches (non-zero low 3 bits of `attributes`) are rejected,
+//!   and a producer's batch must have no other `attributes` bit either
+//!   (LogAppendTime, transactional, control): Strata implements none yet.
 //! - Untrusted input never panics and never makes us allocate more than the
 //!   input could describe: every defect is a [`BatchError`].
 //!

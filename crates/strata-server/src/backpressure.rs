@@ -3,10 +3,16 @@
 //! retry-after hint at once, instead of queueing: memory stays bounded under
 //! any load, and nothing already accepted is dropped (a BUSY produce was
 //! never proposed).
+//!
+//! Fetch answers have a node-wide bound of their own ([`FetchBudget`]): a
+//! fetch that does not fit whole is shortened to the room left, and
+//! answered BUSY only when not even one full batch fits.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+
+use strata_core::limits::MAX_BATCH_BYTES;
 
 /// How long a client should wait after BUSY. About one group-commit round
 /// under load: by then the answers in flight have released their bytes.
@@ -83,6 +89,84 @@ impl Drop for Held {
     }
 }
 
+/// The fetch answer bytes one node holds at once. A fetch reserves room
+/// before it reads and keeps what its answer really uses until the answer
+/// is built.
+///
+/// A fetch that does not fit whole is shortened to the room that is left
+/// rather than refused: a consumer then still makes progress while the
+/// node is busy, and the bound holds. It must get room for at least one
+/// full batch ([`MAX_BATCH_BYTES`]), because a fetch answer always carries
+/// its first batch whole, whatever `max_bytes` says; with less room than
+/// that it is answered BUSY.
+#[derive(Debug)]
+pub struct FetchBudget {
+    max_total: usize,
+    held: Mutex<usize>,
+}
+
+/// Room held by one fetch; released when dropped.
+#[derive(Debug)]
+pub struct FetchHeld {
+    budget: Arc<FetchBudget>,
+    bytes: usize,
+}
+
+impl FetchBudget {
+    pub fn new(max_total: usize) -> Arc<FetchBudget> {
+        assert!(max_total >= MAX_BATCH_BYTES, "the fetch bound must hold one full batch");
+        Arc::new(FetchBudget { max_total, held: Mutex::new(0) })
+    }
+
+    pub fn limit(&self) -> usize {
+        self.max_total
+    }
+
+    /// Room for a fetch of up to `max_bytes`: all it may need, or what is
+    /// left when that is at least one batch. `None` when not even one batch
+    /// fits. Read at most [`FetchHeld::bytes`] for the answer.
+    pub fn try_hold(self: &Arc<Self>, max_bytes: usize) -> Option<FetchHeld> {
+        // The answer is at most max_bytes, or one batch when the first
+        // batch alone is larger.
+        let need = max_bytes.max(MAX_BATCH_BYTES);
+        let mut held = self.held.lock().expect("fetch budget lock");
+        let free = self.max_total - *held;
+        if free < MAX_BATCH_BYTES {
+            return None;
+        }
+        let bytes = need.min(free);
+        *held += bytes;
+        Some(FetchHeld { budget: self.clone(), bytes })
+    }
+
+    /// Bytes held now, in total.
+    #[cfg(test)]
+    pub fn held(&self) -> usize {
+        *self.held.lock().expect("fetch budget lock")
+    }
+}
+
+impl FetchHeld {
+    /// The most bytes the answer may carry (at least one batch).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Gives back the room the answer did not use.
+    pub fn shrink_to(&mut self, used: usize) {
+        if used < self.bytes {
+            *self.budget.held.lock().expect("fetch budget lock") -= self.bytes - used;
+            self.bytes = used;
+        }
+    }
+}
+
+impl Drop for FetchHeld {
+    fn drop(&mut self) {
+        *self.budget.held.lock().expect("fetch budget lock") -= self.bytes;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +197,67 @@ mod tests {
         assert!(budget.try_hold(addr(2), 30).is_err());
         drop(big);
         assert!(budget.try_hold(addr(2), 30).is_ok());
+    }
+
+    const MIB: usize = 1024 * 1024;
+
+    #[test]
+    fn fetches_are_shortened_to_the_room_left_then_refused() {
+        let budget = FetchBudget::new(40 * MIB);
+        let a = budget.try_hold(16 * MIB).unwrap();
+        let b = budget.try_hold(16 * MIB).unwrap();
+        assert_eq!((a.bytes(), b.bytes()), (16 * MIB, 16 * MIB));
+        // 8 MiB left: the third fetch gets them, not its 16.
+        let c = budget.try_hold(16 * MIB).unwrap();
+        assert_eq!(c.bytes(), 8 * MIB);
+        assert_eq!(budget.held(), 40 * MIB);
+        // Nothing left: refused, and nothing was taken.
+        assert!(budget.try_hold(MIB).is_none());
+        assert_eq!(budget.held(), 40 * MIB);
+        drop(c);
+        // A small fetch reserves one batch: its first batch comes whole.
+        let mut d = budget.try_hold(1000).unwrap();
+        assert_eq!(d.bytes(), MAX_BATCH_BYTES);
+        d.shrink_to(300);
+        assert_eq!(budget.held(), 32 * MIB + 300);
+        // Less than one batch left: refused even for a small fetch.
+        let e = budget.try_hold(8 * MIB - 300).unwrap();
+        assert_eq!(budget.held(), 40 * MIB);
+        assert!(budget.try_hold(1).is_none());
+        drop((a, b, d, e));
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[test]
+    fn concurrent_fetches_never_hold_more_than_the_bound() {
+        let budget = FetchBudget::new(8 * MIB);
+        let peak = Arc::new(Mutex::new(0usize));
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let (budget, peak) = (budget.clone(), peak.clone());
+                std::thread::spawn(move || {
+                    let mut refused = 0;
+                    for round in 0..2000 {
+                        match budget.try_hold((i + round) % 5 * MIB) {
+                            Some(mut held) => {
+                                assert!(held.bytes() >= MAX_BATCH_BYTES);
+                                let now = budget.held();
+                                let mut p = peak.lock().unwrap();
+                                *p = (*p).max(now);
+                                drop(p);
+                                held.shrink_to(held.bytes() / 2);
+                            }
+                            None => refused += 1,
+                        }
+                    }
+                    refused
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(*peak.lock().unwrap() <= 8 * MIB);
+        assert_eq!(budget.held(), 0);
     }
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use strata_core::limits::{
-    DEFAULT_MAX_PRODUCE_BYTES_IN_FLIGHT, DEFAULT_MAX_PRODUCE_BYTES_IN_FLIGHT_PER_CONNECTION,
-    DEFAULT_PRODUCER_EXPIRY_MS, MAX_BATCH_BYTES, MAX_NODES,
+    DEFAULT_MAX_FETCH_BYTES_IN_FLIGHT, DEFAULT_MAX_PRODUCE_BYTES_IN_FLIGHT,
+    DEFAULT_MAX_PRODUCE_BYTES_IN_FLIGHT_PER_CONNECTION, DEFAULT_PRODUCER_EXPIRY_MS, MAX_BATCH_BYTES, MAX_NODES,
+    MAX_TIMESTAMP_LOOKUP_BATCHES,
 };
 
 /// A validated node configuration.
@@ -37,6 +38,12 @@ pub struct NodeConfig {
     pub max_produce_bytes_in_flight: usize,
     /// The same bound for one client connection.
     pub max_produce_bytes_in_flight_per_connection: usize,
+    /// Fetch answer bytes the node holds at once; past it fetches are
+    /// shortened, or answered BUSY.
+    pub max_fetch_bytes_in_flight: usize,
+    /// Most batches a ListOffsets by timestamp reads before it answers
+    /// LIMIT_REACHED; at most MAX_TIMESTAMP_LOOKUP_BATCHES.
+    pub max_timestamp_lookup_batches: usize,
     /// Test-only faults (builds with the `fault-hooks` feature only).
     pub faults: FaultConfig,
     /// Address of the Prometheus `/metrics` endpoint; `None` serves none.
@@ -89,6 +96,8 @@ pub struct FileConfig {
     pub producer_expiry: Option<String>,
     pub max_produce_bytes_in_flight: Option<String>,
     pub max_produce_bytes_in_flight_per_connection: Option<String>,
+    pub max_fetch_bytes_in_flight: Option<String>,
+    pub max_timestamp_lookup_batches: Option<usize>,
     pub faults: Option<FaultConfig>,
     pub metrics_listen: Option<String>,
 }
@@ -177,6 +186,15 @@ impl FileConfig {
                 "need {MAX_BATCH_BYTES} bytes (one batch) <= max_produce_bytes_in_flight_per_connection <= max_produce_bytes_in_flight"
             ));
         }
+        let max_fetch_bytes_in_flight =
+            bytes(self.max_fetch_bytes_in_flight, DEFAULT_MAX_FETCH_BYTES_IN_FLIGHT, "max_fetch_bytes_in_flight")?;
+        if max_fetch_bytes_in_flight < MAX_BATCH_BYTES {
+            return Err(format!("max_fetch_bytes_in_flight must be at least {MAX_BATCH_BYTES} bytes (one batch)"));
+        }
+        let max_timestamp_lookup_batches = self.max_timestamp_lookup_batches.unwrap_or(MAX_TIMESTAMP_LOOKUP_BATCHES);
+        if max_timestamp_lookup_batches == 0 || max_timestamp_lookup_batches > MAX_TIMESTAMP_LOOKUP_BATCHES {
+            return Err(format!("max_timestamp_lookup_batches must be 1 to {MAX_TIMESTAMP_LOOKUP_BATCHES}"));
+        }
         let faults = self.faults.unwrap_or_default();
         if faults != FaultConfig::default() && !cfg!(feature = "fault-hooks") {
             return Err("[faults] is only for test builds (feature fault-hooks); remove it".into());
@@ -197,6 +215,8 @@ impl FileConfig {
             producer_expiry,
             max_produce_bytes_in_flight,
             max_produce_bytes_in_flight_per_connection,
+            max_fetch_bytes_in_flight,
+            max_timestamp_lookup_batches,
             faults,
             node_id,
             listen,
@@ -276,6 +296,12 @@ mod tests {
         assert!(flapping.contains("election_timeout_max"), "{flapping}");
         let small = FileConfig { max_produce_bytes_in_flight_per_connection: Some("1KiB".into()), ..base() };
         assert!(small.validate().is_err(), "below one batch");
+        assert_eq!(c.max_fetch_bytes_in_flight, DEFAULT_MAX_FETCH_BYTES_IN_FLIGHT);
+        let small = FileConfig { max_fetch_bytes_in_flight: Some("1KiB".into()), ..base() };
+        assert!(small.validate().is_err(), "fetch bound below one batch");
+        assert_eq!(c.max_timestamp_lookup_batches, MAX_TIMESTAMP_LOOKUP_BATCHES);
+        let over = FileConfig { max_timestamp_lookup_batches: Some(MAX_TIMESTAMP_LOOKUP_BATCHES + 1), ..base() };
+        assert!(over.validate().is_err(), "over the limit");
         let c = FileConfig { max_produce_bytes_in_flight: Some("128MiB".into()), ..base() }.validate().unwrap();
         assert_eq!(c.max_produce_bytes_in_flight, 128 << 20);
         assert_eq!(parse_size("2GB"), Some(2_000_000_000));

@@ -12,7 +12,7 @@ use openraft::{BasicNode, SnapshotPolicy};
 use strata_core::limits::{LEFTOVER_SWEEP_INTERVAL, MAX_PARTITION_REPLICAS_PER_NODE};
 use strata_proto::v1::raft_transport_server::RaftTransportServer;
 use strata_proto::v1::strata_server::StrataServer;
-use strata_state::metadata::METADATA_GROUP_ID;
+use strata_state::metadata::{Topic, METADATA_GROUP_ID};
 use strata_state::{Command, MetadataState, PartitionCommand};
 use strata_storage::{BatchInfo, GroupKind, GroupState, Store};
 use tokio::sync::watch;
@@ -27,6 +27,46 @@ use crate::service::StrataService;
 /// Most batch headers one retention pass looks at per partition; the rest is
 /// trimmed by the next pass. Bounds the memory and time of a pass.
 const RETENTION_SCAN_LIMIT: usize = 100_000;
+
+/// A shared, immutable metadata state: requests read it without copying it.
+#[derive(Clone, Debug)]
+pub struct MetadataSnapshot(Arc<GroupState>);
+
+impl MetadataSnapshot {
+    /// Panics unless `state` is a metadata state.
+    pub fn new(state: Arc<GroupState>) -> MetadataSnapshot {
+        assert!(state.as_metadata().is_some(), "group 0 is the metadata group");
+        MetadataSnapshot(state)
+    }
+
+    /// The topic named `name`, sharing this snapshot.
+    pub fn topic(&self, name: &str) -> Option<TopicRef> {
+        self.topics.contains_key(name).then(|| TopicRef { snapshot: self.clone(), name: name.to_string() })
+    }
+}
+
+impl std::ops::Deref for MetadataSnapshot {
+    type Target = MetadataState;
+
+    fn deref(&self) -> &MetadataState {
+        self.0.as_metadata().expect("checked in new")
+    }
+}
+
+/// One topic of a [`MetadataSnapshot`], without copying it.
+#[derive(Clone, Debug)]
+pub struct TopicRef {
+    snapshot: MetadataSnapshot,
+    name: String,
+}
+
+impl std::ops::Deref for TopicRef {
+    type Target = Topic;
+
+    fn deref(&self) -> &Topic {
+        &self.snapshot.topics[&self.name]
+    }
+}
 
 /// Everything a request handler needs; cheap to clone.
 #[derive(Clone)]
@@ -73,11 +113,10 @@ impl Node {
         self.groups.get(METADATA_GROUP_ID).expect("the metadata group starts before serving")
     }
 
-    pub fn metadata_state(&self) -> Arc<MetadataState> {
-        match &**self.metadata().state.borrow() {
-            GroupState::Metadata(state) => Arc::new(state.clone()),
-            GroupState::Partition(_) => unreachable!("group 0 is the metadata group"),
-        }
+    /// The metadata state as of the last apply: the immutable snapshot the
+    /// state machine publishes after each apply, shared, never copied.
+    pub fn metadata_state(&self) -> MetadataSnapshot {
+        MetadataSnapshot::new(self.metadata().state.borrow().clone())
     }
 
     pub fn node_id(&self) -> u64 {
@@ -186,10 +225,7 @@ impl Node {
     async fn run_reconciler(self, mut metadata: watch::Receiver<Arc<GroupState>>) {
         let mut last_sweep: Option<std::time::Instant> = None;
         loop {
-            let state = match &**metadata.borrow_and_update() {
-                GroupState::Metadata(state) => state.clone(),
-                GroupState::Partition(_) => unreachable!("group 0 is the metadata group"),
-            };
+            let state = MetadataSnapshot::new(metadata.borrow_and_update().clone());
             // At start-up, then now and then: rows of deleted groups can
             // also be written after their deletion (a late snapshot chunk).
             if last_sweep.is_none_or(|at| at.elapsed() >= LEFTOVER_SWEEP_INTERVAL) {
@@ -446,4 +482,39 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     // The database closes when its last handle drops; the caller must let
     // the runtime's tasks end (drop the runtime) before the process exits.
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_state::MetaCommand;
+
+    #[test]
+    fn metadata_snapshots_share_the_published_state() {
+        let mut state = MetadataState::default();
+        state.apply(MetaCommand::CreateTopic {
+            name: "t".into(),
+            partitions: 2,
+            replication_factor: 1,
+            config: Default::default(),
+            nodes: vec![1],
+            created_ms: 0,
+        });
+        let published = Arc::new(GroupState::Metadata(state));
+        let snapshot = MetadataSnapshot::new(published.clone());
+        // No copy: the snapshot and its topics point into the published state.
+        assert!(Arc::ptr_eq(&snapshot.0, &published));
+        let topic = snapshot.topic("t").expect("topic t");
+        let GroupState::Metadata(inner) = &*published else { unreachable!() };
+        assert!(std::ptr::eq(&*topic, &inner.topics["t"]));
+        assert_eq!(topic.partitions.len(), 2);
+        assert!(snapshot.topic("u").is_none());
+        assert_eq!(snapshot.assignments().len(), 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "metadata group")]
+    fn a_partition_state_is_not_a_metadata_snapshot() {
+        MetadataSnapshot::new(Arc::new(GroupState::Partition(Default::default())));
+    }
 }

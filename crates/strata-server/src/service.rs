@@ -33,12 +33,12 @@ use strata_state::{
 use strata_storage::TypeConfig;
 use tonic::{Request, Response, Status};
 
-use crate::backpressure::{Exceeded, Held, ProduceBudget, BUSY_RETRY_AFTER_MS};
+use crate::backpressure::{Exceeded, FetchBudget, FetchHeld, Held, ProduceBudget, BUSY_RETRY_AFTER_MS};
 use crate::error::ApiError;
 use crate::faults::{AnswerFault, Faults};
 use crate::groups::GroupHandle;
 use crate::metrics;
-use crate::node::Node;
+use crate::node::{Node, TopicRef};
 use crate::sequencer::Sequencer;
 
 /// Default time a produce waits for replication before answering TIMEOUT.
@@ -56,6 +56,7 @@ const FORWARDED: &str = "x-strata-forwarded";
 pub struct StrataService {
     node: Node,
     budget: Arc<ProduceBudget>,
+    fetch_budget: Arc<FetchBudget>,
     sequencer: Sequencer,
     faults: Faults,
     /// Producer ids this node may hand out: the rest of the block the
@@ -72,19 +73,19 @@ impl StrataService {
                 config.max_produce_bytes_in_flight,
                 config.max_produce_bytes_in_flight_per_connection,
             ),
+            fetch_budget: FetchBudget::new(config.max_fetch_bytes_in_flight),
             faults: Faults::new(config.faults.clone()),
             sequencer: Sequencer::default(),
             producer_ids: Mutex::new(0..0),
         }
     }
 
-    fn lookup(&self, topic: &str, partition: u32) -> Result<(Topic, PartitionAssignment), ApiError> {
-        let state = self.node.metadata_state();
-        let topic = state
-            .topics
-            .get(topic)
-            .ok_or_else(|| ApiError::new(ErrorCode::UnknownTopic, format!("topic '{topic}' does not exist")))?
-            .clone();
+    fn lookup(&self, topic: &str, partition: u32) -> Result<(TopicRef, PartitionAssignment), ApiError> {
+        let topic = self
+            .node
+            .metadata_state()
+            .topic(topic)
+            .ok_or_else(|| ApiError::new(ErrorCode::UnknownTopic, format!("topic '{topic}' does not exist")))?;
         let assignment = topic.partitions.get(partition as usize).cloned().ok_or_else(|| {
             ApiError::new(
                 ErrorCode::UnknownPartition,
@@ -101,7 +102,7 @@ impl StrataService {
     /// The local group of a partition, if this node leads it and has applied
     /// an entry of its own term (so its state includes everything committed
     /// by earlier leaders and its high watermark never goes backwards).
-    fn leader_handle(&self, topic: &str, partition: u32) -> Result<(GroupHandle, Topic), ApiError> {
+    fn leader_handle(&self, topic: &str, partition: u32) -> Result<(GroupHandle, TopicRef), ApiError> {
         let (topic, assignment) = self.lookup(topic, partition)?;
         let what = format!("partition {}/{partition}", topic.name);
         let Some(handle) = self.node.groups.get(assignment.group_id) else {
@@ -171,7 +172,9 @@ impl StrataService {
         })
     }
 
-    async fn produce_inner(&self, request: pb::ProduceRequest) -> Result<pb::ProduceResponse, ApiError> {
+    /// Serves one produce; `held` is its room in the produce budget, kept
+    /// until the write ends (for acks=none, until the spawned write ends).
+    async fn produce_inner(&self, request: pb::ProduceRequest, held: Held) -> Result<pb::ProduceResponse, ApiError> {
         if request.batch.len() > MAX_BATCH_BYTES {
             return Err(ApiError::new(
                 ErrorCode::RecordTooLarge,
@@ -187,6 +190,18 @@ impl StrataService {
                 format!(
                     "producer {} sent epoch {} and sequence {}; both must be 0 or more",
                     header.producer_id, header.producer_epoch, header.base_sequence
+                ),
+            ));
+        }
+        if header.producer_id >= 0 && request.acks == pb::Acks::None as i32 {
+            // Without an answer the producer cannot learn that a batch was a
+            // duplicate or out of order, so its retries would go unchecked.
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "producer {} sent an idempotent batch with acks=none; idempotence needs acks=all \
+                     (send with acks=all, or without a producer id)",
+                    header.producer_id
                 ),
             ));
         }
@@ -226,9 +241,12 @@ impl StrataService {
                 if let Err(err) = raft.client_write(command).await {
                     tracing::debug!(error = %err, "acks=none produce failed");
                 }
+                // The bytes stay counted until the write is done with them.
+                drop(held);
             });
             return Ok(pb::ProduceResponse { record_count: header.record_count, ..Default::default() });
         }
+        let _held = held;
         let timeout_ms = if request.timeout_ms == 0 { DEFAULT_PRODUCE_TIMEOUT_MS } else { request.timeout_ms };
         // An idempotent producer's batches go to Raft in sequence order
         // when they arrive close together (see `sequencer`).
@@ -303,7 +321,12 @@ impl StrataService {
         }
     }
 
-    async fn fetch_inner(&self, request: pb::FetchRequest) -> Result<(Vec<u8>, PartitionState), ApiError> {
+    /// Serves one fetch. The returned room in the fetch budget covers the
+    /// answer's bytes; the caller keeps it until the answer is built.
+    async fn fetch_inner(
+        &self,
+        request: pb::FetchRequest,
+    ) -> Result<(Vec<u8>, (PartitionState, Option<FetchHeld>)), ApiError> {
         // A replica read serves this node's own applied copy, leader or not.
         let handle = if request.replica_read {
             self.replica_handle(&request.topic, request.partition)?
@@ -339,12 +362,30 @@ impl StrataService {
             match tokio::time::timeout_at(deadline, watch.changed()).await {
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) => return Err(ApiError::new(ErrorCode::PartitionNotReady, "partition is shutting down")),
-                Err(_) => return Ok((Vec::new(), state)),
+                Err(_) => return Ok((Vec::new(), (state, None))),
             }
         };
+        // Room is taken only once there is something to read, so long polls
+        // hold none.
+        let Some(mut held) = self.fetch_budget.try_hold(max_bytes) else {
+            return Err(ApiError {
+                retry_after_ms: BUSY_RETRY_AFTER_MS,
+                ..ApiError::new(
+                    ErrorCode::Busy,
+                    format!(
+                        "this node holds {} bytes of fetch answers, its bound (max_fetch_bytes_in_flight)",
+                        self.fetch_budget.limit()
+                    ),
+                )
+            });
+        };
         let reader = handle.reader.as_ref().expect("partition groups have a reader");
-        let records = reader.read(request.offset, state.next_offset, max_bytes).await.map_err(ApiError::internal)?;
-        Ok((records, state))
+        let records = reader
+            .read(request.offset, state.next_offset, max_bytes.min(held.bytes()))
+            .await
+            .map_err(ApiError::internal)?;
+        held.shrink_to(records.len());
+        Ok((records, (state, Some(held))))
     }
 
     async fn list_offsets_inner(&self, request: pb::ListOffsetsRequest) -> Result<pb::ListOffsetsResponse, ApiError> {
@@ -354,14 +395,30 @@ impl StrataService {
             Ok(pb::OffsetSpec::Earliest) => state.log_start_offset,
             Ok(pb::OffsetSpec::Latest) => state.next_offset,
             Ok(pb::OffsetSpec::Timestamp) => {
+                // Without a time index this walks the partition from its
+                // start, so the walk is bounded; only the last header it
+                // reads decides the answer.
                 let wanted = request.timestamp_ms;
                 let reader = handle.reader.as_ref().expect("partition groups have a reader");
+                let limit = self.node.config.max_timestamp_lookup_batches;
                 let headers = reader
-                    .scan_headers(move |info| info.max_timestamp_ms >= wanted, usize::MAX)
+                    .scan_headers(move |info| info.max_timestamp_ms >= wanted, limit)
                     .await
                     .map_err(ApiError::internal)?;
-                match headers.last() {
+                let scanned = headers.len();
+                match headers.last().copied() {
                     Some(info) if info.max_timestamp_ms >= wanted => info.base_offset.max(state.log_start_offset),
+                    // The walk stopped at the bound, not at the end of the log.
+                    Some(info) if scanned >= limit && info.next_offset < state.next_offset => {
+                        return Err(ApiError::new(
+                            ErrorCode::LimitReached,
+                            format!(
+                                "no batch up to offset {} of the first {limit} has a timestamp at or after {wanted}, \
+                                 and a lookup reads at most {limit} batches; ask for LATEST, or read on from offset {}",
+                                info.next_offset, info.next_offset
+                            ),
+                        ));
+                    }
                     _ => state.next_offset,
                 }
             }
@@ -587,13 +644,14 @@ impl Strata for StrataService {
     async fn produce(&self, request: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
         let connection = request.remote_addr();
         let request = request.into_inner();
-        // The bytes stay held until the answer leaves (or is dropped).
-        let _held = match self.hold_produce_bytes(connection, request.batch.len()) {
+        // The bytes stay held until the write ends: until the answer is
+        // ready, or for acks=none until the spawned write is done.
+        let held = match self.hold_produce_bytes(connection, request.batch.len()) {
             Ok(held) => held,
             Err(error) => return err(error, |a: &mut pb::ProduceResponse, e| a.error = e),
         };
         let bytes = request.batch.len();
-        match metrics::observe_produce(bytes, self.produce_inner(request)).await {
+        match metrics::observe_produce(bytes, self.produce_inner(request, held)).await {
             Ok(answer) => {
                 match self.faults.after_commit() {
                     Some(AnswerFault::Drop) => return Err(Status::unavailable("fault hook: the answer was dropped")),
@@ -645,7 +703,7 @@ impl Strata for StrataService {
 
     async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
         match metrics::observe_fetch(self.fetch_inner(request.into_inner())).await {
-            Ok((records, state)) => Ok(Response::new(pb::FetchResponse {
+            Ok((records, (state, _held))) => Ok(Response::new(pb::FetchResponse {
                 error: None,
                 records: records.into(),
                 high_watermark: state.next_offset,

@@ -6,12 +6,16 @@
 //! topic deleted and created again never meets the old topic's data.
 //! Invariant: every replica set names distinct nodes, and its first entry is
 //! the preferred leader.
+//! Invariant: a create never takes the cluster past MAX_TOPICS topics,
+//! MAX_PARTITIONS partitions, or a node past MAX_PARTITION_REPLICAS_PER_NODE
+//! replicas (topics created before these checks may exceed them).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use strata_core::limits::{
-    MAX_NAMED_PRODUCERS, MAX_PARTITIONS_PER_TOPIC, MAX_PRODUCER_NAME_LEN, MAX_REPLICATION_FACTOR, PRODUCER_ID_BLOCK,
+    MAX_NAMED_PRODUCERS, MAX_PARTITIONS, MAX_PARTITIONS_PER_TOPIC, MAX_PARTITION_REPLICAS_PER_NODE,
+    MAX_PRODUCER_NAME_LEN, MAX_REPLICATION_FACTOR, MAX_TOPICS, PRODUCER_ID_BLOCK,
 };
 use strata_core::topic::{validate_topic_name, TopicConfig};
 use strata_core::ErrorCode;
@@ -129,6 +133,15 @@ impl MetadataState {
         out
     }
 
+    /// How many partition replicas each node hosts.
+    pub fn replicas_per_node(&self) -> BTreeMap<u64, usize> {
+        let mut out = BTreeMap::new();
+        for replica in self.topics.values().flat_map(|t| &t.partitions).flat_map(|a| &a.replicas) {
+            *out.entry(*replica).or_insert(0) += 1;
+        }
+        out
+    }
+
     pub fn apply(&mut self, command: MetaCommand) -> MetaResponse {
         match command {
             MetaCommand::CreateTopic { name, partitions, replication_factor, config, nodes, created_ms } => {
@@ -159,7 +172,24 @@ impl MetadataState {
                         ),
                     );
                 }
-                let assignments = (0..partitions as u64)
+                if self.topics.len() >= MAX_TOPICS {
+                    return error(
+                        ErrorCode::LimitReached,
+                        format!("the cluster has {MAX_TOPICS} topics, the limit; delete unused topics first"),
+                    );
+                }
+                let existing: usize = self.topics.values().map(|t| t.partitions.len()).sum();
+                if existing + partitions as usize > MAX_PARTITIONS {
+                    return error(
+                        ErrorCode::LimitReached,
+                        format!(
+                            "the cluster has {existing} partitions and the limit is {MAX_PARTITIONS}; \
+                             create at most {} more or delete unused topics",
+                            MAX_PARTITIONS.saturating_sub(existing)
+                        ),
+                    );
+                }
+                let assignments: Vec<PartitionAssignment> = (0..partitions as u64)
                     .map(|index| {
                         let start = (self.placement_cursor + index) as usize;
                         let replicas =
@@ -168,6 +198,24 @@ impl MetadataState {
                         PartitionAssignment { group_id, replicas }
                     })
                     .collect();
+                // The reconciler starts no more than this many replicas on a
+                // node; a partition past it would never become ready.
+                let mut per_node = self.replicas_per_node();
+                for replica in assignments.iter().flat_map(|a| &a.replicas) {
+                    *per_node.entry(*replica).or_insert(0) += 1;
+                }
+                if let Some((node, count)) =
+                    per_node.iter().find(|(_, count)| **count > MAX_PARTITION_REPLICAS_PER_NODE)
+                {
+                    return error(
+                        ErrorCode::LimitReached,
+                        format!(
+                            "node {node} would host {count} partition replicas, over the limit of \
+                             {MAX_PARTITION_REPLICAS_PER_NODE} per node; create fewer partitions, \
+                             use a lower replication factor, delete unused topics or add nodes"
+                        ),
+                    );
+                }
                 self.placement_cursor = (self.placement_cursor + partitions as u64) % nodes.len() as u64;
                 self.next_group_id += partitions as u64;
                 let topic =
@@ -307,5 +355,80 @@ mod tests {
             }
         }
         assert_eq!(state, before);
+    }
+
+    fn code_of(response: MetaResponse) -> (ErrorCode, String) {
+        match response {
+            MetaResponse::Error { code, message } => (code, message),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn creates_past_the_replicas_a_node_may_host_are_refused() {
+        let mut state = MetadataState::default();
+        let per_topic = MAX_PARTITIONS_PER_TOPIC as usize;
+        let full_topics = MAX_PARTITION_REPLICAS_PER_NODE / per_topic;
+        for i in 0..full_topics {
+            assert!(matches!(
+                state.apply(create(&format!("t{i}"), per_topic as u32, 1, &[1])),
+                MetaResponse::TopicCreated(_)
+            ));
+        }
+        assert_eq!(state.replicas_per_node()[&1], MAX_PARTITION_REPLICAS_PER_NODE);
+        let before = state.clone();
+        let (code, message) = code_of(state.apply(create("more", 1, 1, &[1])));
+        assert_eq!(code, ErrorCode::LimitReached);
+        assert!(message.contains("node 1 would host 4097 partition replicas"), "{message}");
+        assert!(message.contains("add nodes"), "{message}");
+        assert_eq!(state, before, "a refused create changes nothing");
+        // RF 2 over nodes 1 and 2 still puts a replica on node 1: refused.
+        assert_eq!(code_of(state.apply(create("more", 1, 2, &[1, 2]))).0, ErrorCode::LimitReached);
+        // A replica set that avoids node 1 fits.
+        assert!(matches!(state.apply(create("more", 1, 1, &[2])), MetaResponse::TopicCreated(_)));
+        // Deleting a topic makes room again.
+        state.apply(MetaCommand::DeleteTopic { name: "t0".into() });
+        assert!(matches!(state.apply(create("again", 3, 1, &[1])), MetaResponse::TopicCreated(_)));
+    }
+
+    #[test]
+    fn creates_past_the_cluster_partition_bound_are_refused() {
+        let mut state = MetadataState::default();
+        let nodes: Vec<u64> = (1..=64).collect();
+        let per_topic = MAX_PARTITIONS_PER_TOPIC;
+        let full_topics = MAX_PARTITIONS / per_topic as usize;
+        for i in 0..full_topics {
+            assert!(matches!(
+                state.apply(create(&format!("t{i}"), per_topic, 1, &nodes)),
+                MetaResponse::TopicCreated(_)
+            ));
+        }
+        let before = state.clone();
+        let (code, message) = code_of(state.apply(create("one-more", 1, 1, &nodes)));
+        assert_eq!(code, ErrorCode::LimitReached);
+        assert!(message.contains(&format!("limit is {MAX_PARTITIONS}")), "{message}");
+        assert_eq!(state, before);
+    }
+
+    #[test]
+    fn creates_past_the_topic_bound_are_refused() {
+        let mut state = MetadataState::default();
+        // Filled directly: applying 10,000 creates one by one adds nothing
+        // to what this test checks and is slow in a debug build.
+        let MetaResponse::TopicCreated(template) = state.apply(create("t", 1, 1, &[1, 2, 3])) else { panic!() };
+        for i in 1..MAX_TOPICS {
+            let name = format!("t{i}");
+            let mut topic = template.clone();
+            topic.name = name.clone();
+            topic.partitions[0].replicas = vec![1 + i as u64 % 3];
+            state.topics.insert(name, topic);
+        }
+        let before = state.clone();
+        let (code, message) = code_of(state.apply(create("last", 1, 1, &[1, 2, 3])));
+        assert_eq!(code, ErrorCode::LimitReached);
+        assert!(message.contains(&format!("{MAX_TOPICS} topics")), "{message}");
+        assert_eq!(state, before);
+        state.apply(MetaCommand::DeleteTopic { name: "t5".into() });
+        assert!(matches!(state.apply(create("last", 1, 1, &[1, 2, 3])), MetaResponse::TopicCreated(_)));
     }
 }

@@ -88,11 +88,35 @@ fn validate_accepts_fresh_batch() {
     let batch = sample_batch(5, 10);
     let h = validate_batch(&batch).unwrap();
     assert_eq!(h, read_header(&batch).unwrap());
-    // Transactional and control bits are carried without meaning.
-    let mut b = batch.to_vec();
-    b[ATTRIBUTES_AT + 1] = 0x30;
-    fix_crc(&mut b);
-    assert_eq!(validate_batch(&b).unwrap().attributes, 0x30);
+}
+
+#[test]
+fn validate_rejects_attribute_bits_strata_does_not_implement() {
+    // LogAppendTime, transactional, control, and all three at once.
+    for bits in [0x08i16, 0x10, 0x20, 0x38] {
+        let mut b = sample_batch(2, 0).to_vec();
+        b[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&bits.to_be_bytes());
+        fix_crc(&mut b);
+        let err = validate_batch(&b).unwrap_err();
+        assert!(matches!(err, BatchError::Unsupported(_)), "{bits:#x}: {err:?}");
+        assert_eq!(err.code(), strata_core::ErrorCode::UnsupportedFeature);
+        assert_eq!(validate_batch_with_header(&b, "h").unwrap_err(), err);
+        // Stored batches written before this check stay readable.
+        assert_eq!(decode_batch(&b).unwrap().len(), 2);
+    }
+    let names = |bits: i16| {
+        let mut b = sample_batch(1, 0).to_vec();
+        b[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&bits.to_be_bytes());
+        fix_crc(&mut b);
+        validate_batch(&b).unwrap_err().to_string()
+    };
+    assert!(names(0x08).contains("LogAppendTime"), "{}", names(0x08));
+    assert!(names(0x10).contains("transactional"), "{}", names(0x10));
+    assert!(names(0x20).contains("control"), "{}", names(0x20));
+    // Bits above the ones Kafka defines (0x40 is the delete-horizon flag of
+    // compacted batches, the rest unused) are refused too.
+    assert!(names(0x40).contains("0x40"), "{}", names(0x40));
+    assert!(names(i16::MIN).contains("0x8000"), "{}", names(i16::MIN));
 }
 
 #[test]
@@ -225,9 +249,9 @@ fn validate_rejects_compression() {
         b[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&codec.to_be_bytes());
         fix_crc(&mut b);
         let err = validate_batch(&b).unwrap_err();
-        assert!(matches!(err, BatchError::Invalid(_)), "{err:?}");
+        assert!(matches!(err, BatchError::Unsupported(_)), "{err:?}");
         assert!(err.to_string().contains("compressed batches are not supported yet"), "{err}");
-        assert_eq!(err.code(), strata_core::ErrorCode::InvalidRequest);
+        assert_eq!(err.code(), strata_core::ErrorCode::UnsupportedFeature);
         assert_eq!(decode_batch(&b).unwrap_err(), err);
     }
 }
