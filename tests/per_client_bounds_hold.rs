@@ -50,7 +50,7 @@ async fn offset_for(
 }
 
 fn fetch_request(topic: &str, offset: u64, max_bytes: u32) -> pb::FetchRequest {
-    pb::FetchRequest { topic: topic.into(), partition: 0, offset, max_bytes, max_wait_ms: 0 }
+    pb::FetchRequest { topic: topic.into(), partition: 0, offset, max_bytes, max_wait_ms: 0, replica_read: false }
 }
 
 fn assert_busy(error: &pb::Error) {

@@ -20,8 +20,8 @@ use strata_state::{
 struct MapIndex(BTreeMap<Vec<u8>, (u64, u64)>);
 
 impl KeyIndex for MapIndex {
-    fn lookup(&mut self, key: &[u8]) -> Option<(u64, u64)> {
-        self.0.get(key).copied()
+    fn lookup(&mut self, key: &[u8], below_offset: u64) -> Option<(u64, u64)> {
+        self.0.get(key).copied().filter(|(offset, _)| *offset < below_offset)
     }
 }
 
