@@ -385,6 +385,19 @@ impl StrataService {
             .await
             .map_err(ApiError::internal)?;
         held.shrink_to(records.len());
+        if let Some(first) = trimmed_below(&records, request.offset) {
+            // The batches below `first` are gone though this replica's state
+            // still counts them: retention trimmed them after the snapshot
+            // this replica installed, and it has not applied that trim yet.
+            // Offsets are dense, so nothing else leaves such a gap.
+            return Err(ApiError {
+                range: Some((first, state.next_offset)),
+                ..ApiError::new(
+                    ErrorCode::OffsetOutOfRange,
+                    format!("offset {} was deleted by retention; the log now starts at {first}", request.offset),
+                )
+            });
+        }
         Ok((records, (state, Some(held))))
     }
 
@@ -924,5 +937,27 @@ impl Strata for StrataService {
 
     async fn ping(&self, _request: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
         Ok(Response::new(self.ping_local()))
+    }
+}
+
+/// The base offset of the first batch `records` holds when it starts after
+/// `offset`: a read returns the batch holding `offset` first, so a later
+/// start means the batches holding `offset` are gone.
+fn trimmed_below(records: &[u8], offset: u64) -> Option<u64> {
+    let header = strata_record::read_header(records).ok()?;
+    (header.base_offset > offset).then_some(header.base_offset)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_read_that_starts_after_the_offset_names_the_new_log_start() {
+        let records = |n: usize| (0..n).map(|_| strata_record::Record::default()).collect::<Vec<_>>();
+        let mut batch = strata_record::encode_batch(&records(3), Default::default()).unwrap().to_vec();
+        strata_record::set_base_offset(&mut batch, 10);
+        assert_eq!(super::trimmed_below(&batch, 4), Some(10));
+        assert_eq!(super::trimmed_below(&batch, 10), None);
+        assert_eq!(super::trimmed_below(&batch, 11), None, "the batch holds offset 11");
+        assert_eq!(super::trimmed_below(&[], 4), None);
     }
 }
