@@ -13,6 +13,11 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 # Build every binary first: the cluster tests start the `strata` binary.
 cargo build --workspace --all-targets --locked
+
+# Formatting and lints are part of the suite: a change that breaks either
+# fails here (rustfmt.toml holds the format; clippy denies every warning).
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast --failure-output final
 else

@@ -1,0 +1,137 @@
+//! Rules of the repository that no compiler checks, checked on every run of
+//! the suite (in the spirit of TigerBeetle's `tidy.zig`): the crate
+//! boundaries ARCHITECTURE.md states, read from `cargo metadata`, and the
+//! error codes, pinned so that a renumbered or reused code fails here, with
+//! ARCHITECTURE.md's table kept equal to the registry.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+use strata_core::ErrorCode;
+
+fn repository() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repository")
+}
+
+/// Every workspace crate and the crates it depends on to build (normal
+/// dependencies; dev and build dependencies are not edges of the product).
+fn crate_edges() -> BTreeMap<String, BTreeSet<String>> {
+    let output = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .current_dir(repository())
+        .output()
+        .expect("run cargo metadata");
+    assert!(output.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&output.stderr));
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).expect("cargo metadata JSON");
+    let mut edges = BTreeMap::new();
+    for package in metadata["packages"].as_array().expect("packages") {
+        let name = package["name"].as_str().expect("name").to_string();
+        let deps = package["dependencies"]
+            .as_array()
+            .expect("dependencies")
+            .iter()
+            .filter(|d| d["kind"].is_null())
+            .map(|d| d["name"].as_str().expect("dependency name").to_string())
+            .collect();
+        edges.insert(name, deps);
+    }
+    edges
+}
+
+/// Each rule: a dependency, and the only workspace crates that may have it.
+/// The reasons are ARCHITECTURE.md's "Boundary:" lines.
+const ONLY_IN: &[(&str, &[&str])] = &[
+    // RocksDB appears in strata-storage only.
+    ("rocksdb", &["strata-storage"]),
+    // Wire types (prost, tonic) appear only where the wire is: the
+    // generated crate, the node, the client library and the cluster tests.
+    ("strata-proto", &["strata-server", "strata-client", "strata-cluster-tests"]),
+    ("prost", &["strata-proto"]),
+    ("tonic", &["strata-proto", "strata-server", "strata-client", "strata-cluster-tests"]),
+    ("tonic-prost", &["strata-proto"]),
+    ("tonic-health", &["strata-server", "strata-cluster-tests"]),
+    ("tonic-reflection", &["strata-server", "strata-cluster-tests"]),
+    // Raft is the node's and its store's business, not the state machines'.
+    ("openraft", &["strata-storage", "strata-server"]),
+    ("openraft-multi", &["strata-server"]),
+];
+
+/// Each rule: a workspace crate, and dependencies it must not have.
+const NEVER_IN: &[(&str, &[&str])] = &[
+    // Plain, deterministic state machines: no runtime, no Raft, no disk.
+    ("strata-state", &["tokio", "openraft", "rocksdb", "strata-storage", "strata-proto"]),
+    // Vocabulary with no I/O and nothing of Strata below it.
+    ("strata-core", &["tokio", "strata-record", "strata-state", "strata-storage", "strata-proto"]),
+    // The codec: no I/O, no async.
+    ("strata-record", &["tokio", "futures", "strata-state", "strata-storage"]),
+];
+
+#[test]
+fn crate_edges_keep_the_boundaries_of_architecture_md() {
+    let edges = crate_edges();
+    for crate_name in ["strata-core", "strata-record", "strata-state", "strata-storage", "strata-server"] {
+        assert!(edges.contains_key(crate_name), "{crate_name} is not in the workspace: update this test");
+    }
+    let mut broken = Vec::new();
+    for (dependency, allowed) in ONLY_IN {
+        for (crate_name, deps) in &edges {
+            if deps.contains(*dependency) && !allowed.contains(&crate_name.as_str()) {
+                broken.push(format!("{crate_name} depends on {dependency}, which only {allowed:?} may"));
+            }
+        }
+    }
+    for (crate_name, forbidden) in NEVER_IN {
+        for dependency in *forbidden {
+            if edges[*crate_name].contains(*dependency) {
+                broken.push(format!("{crate_name} depends on {dependency}"));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "crate boundaries broken (see ARCHITECTURE.md):\n{}", broken.join("\n"));
+}
+
+/// The registry as released: a code is never renumbered or reused. A new
+/// code is added here and to ARCHITECTURE.md's table in the same change.
+const PINNED: &[(u32, &str)] = &[
+    (1, "UNKNOWN_TOPIC"),
+    (2, "UNKNOWN_PARTITION"),
+    (3, "NOT_LEADER"),
+    (4, "LEADER_NOT_AVAILABLE"),
+    (5, "OFFSET_OUT_OF_RANGE"),
+    (6, "RECORD_TOO_LARGE"),
+    (7, "CORRUPT_BATCH"),
+    (8, "INVALID_TOPIC_NAME"),
+    (9, "TOPIC_ALREADY_EXISTS"),
+    (10, "INVALID_REQUEST"),
+    (11, "INVALID_CONFIG"),
+    (12, "INVALID_REPLICATION_FACTOR"),
+    (13, "INVALID_PARTITIONS"),
+    (14, "TIMEOUT"),
+    (15, "BUSY"),
+    (16, "INTERNAL"),
+    (17, "CLUSTER_UNAVAILABLE"),
+    (18, "PARTITION_NOT_READY"),
+    (19, "OUT_OF_ORDER_SEQUENCE"),
+    (20, "PRODUCER_FENCED"),
+    (21, "UNSUPPORTED_FEATURE"),
+    (22, "LIMIT_REACHED"),
+];
+
+#[test]
+fn error_codes_are_pinned_and_architecture_md_lists_them() {
+    let registry: Vec<(u32, &str)> = ErrorCode::ALL.iter().map(|c| (c.code(), c.name())).collect();
+    assert_eq!(registry, PINNED, "an error code was renumbered, renamed, reused or added without pinning it");
+    let architecture = std::fs::read_to_string(repository().join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let table: Vec<(u32, String)> = architecture
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let code = cells.get(1)?.parse().ok()?;
+            let name = cells.get(2).filter(|n| n.chars().all(|c| c.is_ascii_uppercase() || c == '_'))?;
+            Some((code, name.to_string()))
+        })
+        .collect();
+    let pinned: Vec<(u32, String)> = PINNED.iter().map(|(code, name)| (*code, name.to_string())).collect();
+    assert_eq!(table, pinned, "ARCHITECTURE.md's error-code table differs from the registry");
+}
