@@ -39,10 +39,10 @@ pub async fn stop_signal() {
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
-    let mut file = match &args.config {
-        Some(path) => FileConfig::load(path).map_err(anyhow::Error::msg)?,
-        None => FileConfig::default(),
-    };
+    // Every key of the file has a STRATA_* variable, which wins over the
+    // file; flags win over both.
+    let mut file =
+        FileConfig::load_with_env(args.config.as_deref(), |var| std::env::var(var).ok()).map_err(anyhow::Error::msg)?;
     file.node_id = args.node_id.or(file.node_id);
     file.listen = args.listen.or(file.listen);
     file.data_dir = args.data_dir.or(file.data_dir);

@@ -102,10 +102,64 @@ pub struct FileConfig {
     pub metrics_listen: Option<String>,
 }
 
+/// Every key of the file (but the test-only `[faults]` table), and whether
+/// its value is a number (else a string). Each has an environment override,
+/// `STRATA_` and the key in capitals; `the_example_file_has_every_key_with_an_override`
+/// keeps this list, the struct and deploy/strata.toml together.
+pub const KEYS: &[(&str, bool)] = &[
+    ("node_id", true),
+    ("listen", false),
+    ("data_dir", false),
+    ("initial_cluster", false),
+    ("heartbeat_interval", false),
+    ("election_timeout_min", false),
+    ("election_timeout_max", false),
+    ("quiesce_after", false),
+    ("snapshot_every_entries", true),
+    ("retention_check_interval", false),
+    ("producer_expiry", false),
+    ("max_produce_bytes_in_flight", false),
+    ("max_produce_bytes_in_flight_per_connection", false),
+    ("max_fetch_bytes_in_flight", false),
+    ("max_timestamp_lookup_batches", true),
+    ("metrics_listen", false),
+];
+
+/// The environment variable that overrides `key`.
+pub fn env_var(key: &str) -> String {
+    format!("STRATA_{}", key.to_uppercase())
+}
+
 impl FileConfig {
     pub fn load(path: &Path) -> Result<FileConfig, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+        FileConfig::load_with_env(Some(path), |_| None)
+    }
+
+    /// The file at `path` (none: every key unset), with every key that
+    /// `env` gives a `STRATA_*` value for overridden by it.
+    pub fn load_with_env(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<FileConfig, String> {
+        let mut table: toml::Table = match path {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+                toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (key, number) in KEYS {
+            let var = env_var(key);
+            if let Some(text) = env(&var) {
+                let value = if *number {
+                    let n: i64 = text.parse().map_err(|e| format!("{var}={text}: {e}; give a whole number"))?;
+                    toml::Value::Integer(n)
+                } else {
+                    toml::Value::String(text)
+                };
+                table.insert(key.to_string(), value);
+            }
+        }
+        let what = path.map_or("the environment".to_string(), |p| format!("config {}", p.display()));
+        table.try_into().map_err(|e| format!("{what}: {e}"))
     }
 
     /// Applies defaults and checks every value.
@@ -337,6 +391,63 @@ mod tests {
 #[cfg(test)]
 mod example_file {
     use super::*;
+
+    #[test]
+    fn the_example_file_has_every_key_with_an_override() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/strata.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Keys set in the file, and keys shown commented out (`# key = ...`).
+        let in_file: Vec<&str> = text
+            .lines()
+            .filter_map(|line| {
+                let line = line.trim_start_matches('#').trim_start();
+                let (key, _) = line.split_once(" = ")?;
+                key.chars().all(|c| c.is_ascii_lowercase() || c == '_').then_some(key)
+            })
+            .collect();
+        let keys: Vec<&str> = KEYS.iter().map(|(key, _)| *key).collect();
+        assert_eq!(in_file, keys, "deploy/strata.toml and config::KEYS list other keys or another order");
+        // Every key is a field of the file (unknown keys are refused) and
+        // its variable overrides the file.
+        let file: toml::Table = toml::from_str(&text).unwrap();
+        for (key, _) in KEYS {
+            // metrics_listen is off by default, so only shown commented out.
+            let value = file.get(*key).cloned().unwrap_or_else(|| toml::Value::String("127.0.0.1:9171".into()));
+            let text = match &value {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let var = env_var(key);
+            let from_env = FileConfig::load_with_env(None, |name| (name == var).then(|| text.clone()))
+                .unwrap_or_else(|e| panic!("{var}: {e}"));
+            let from_file: FileConfig = toml::from_str(&format!("{key} = {value}")).unwrap();
+            assert_eq!(format!("{from_env:?}"), format!("{from_file:?}"), "{var} sets {key} as the file does");
+        }
+        // A variable wins over the file.
+        let overridden =
+            FileConfig::load_with_env(Some(&path), |name| (name == "STRATA_HEARTBEAT_INTERVAL").then(|| "50ms".into()))
+                .unwrap()
+                .validate()
+                .unwrap();
+        assert_eq!(overridden.heartbeat_interval, Duration::from_millis(50));
+        assert!(FileConfig::load_with_env(None, |name| (name == "STRATA_NODE_ID").then(|| "two".into())).is_err());
+    }
+
+    #[test]
+    fn the_example_file_holds_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/strata.toml");
+        let example = FileConfig::load(&path).unwrap().validate().unwrap();
+        let defaults = FileConfig {
+            node_id: Some(example.node_id),
+            listen: Some(example.listen.clone()),
+            data_dir: Some(example.data_dir.clone()),
+            initial_cluster: FileConfig::load(&path).unwrap().initial_cluster,
+            ..FileConfig::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(format!("{example:?}"), format!("{defaults:?}"), "deploy/strata.toml must show the defaults");
+    }
 
     #[test]
     fn the_shipped_example_config_is_valid() {
