@@ -109,7 +109,14 @@ async fn each_bad_input_gets_its_error_and_changes_nothing() {
 
     // Offsets out of range carry the valid range.
     let answer = api
-        .fetch(pb::FetchRequest { topic: "t".into(), partition: 0, offset: 99, max_bytes: 0, max_wait_ms: 0 })
+        .fetch(pb::FetchRequest {
+            topic: "t".into(),
+            partition: 0,
+            offset: 99,
+            max_bytes: 0,
+            max_wait_ms: 0,
+            replica_read: false,
+        })
         .await
         .unwrap()
         .into_inner();

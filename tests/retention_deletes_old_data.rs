@@ -46,7 +46,14 @@ async fn retention_by_bytes_advances_the_log_start() {
 
     let mut api = cluster.api(leader).await;
     let answer = api
-        .fetch(pb::FetchRequest { topic: "bounded".into(), partition: 0, offset: 0, max_bytes: 0, max_wait_ms: 0 })
+        .fetch(pb::FetchRequest {
+            topic: "bounded".into(),
+            partition: 0,
+            offset: 0,
+            max_bytes: 0,
+            max_wait_ms: 0,
+            replica_read: false,
+        })
         .await
         .unwrap()
         .into_inner();

@@ -383,7 +383,14 @@ pub async fn fetch_all(cluster: &Cluster, topic: &str, partition: u32, from: u64
         for node in cluster.nodes.iter().filter(|n| n.child.is_some()) {
             let mut api = cluster.api(node.id).await;
             loop {
-                let request = pb::FetchRequest { topic: topic.into(), partition, offset, max_bytes: 0, max_wait_ms: 0 };
+                let request = pb::FetchRequest {
+                    topic: topic.into(),
+                    partition,
+                    offset,
+                    max_bytes: 0,
+                    max_wait_ms: 0,
+                    replica_read: false,
+                };
                 let answer = match api.fetch(request).await {
                     Ok(answer) => answer.into_inner(),
                     Err(status) => {

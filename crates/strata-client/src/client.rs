@@ -129,6 +129,25 @@ pub struct FetchAnswer {
     pub log_start_offset: u64,
 }
 
+/// One node's own copy of a partition, from [`Client::read_replica`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaCopy {
+    /// The node's log start when the read began.
+    pub log_start_offset: u64,
+    /// One past the last offset the node had applied when the read began;
+    /// the read stops there.
+    pub high_watermark: u64,
+    /// Every stored batch in order: its base offset and its bytes exactly
+    /// as the replica stores them.
+    pub batches: Vec<(u64, Bytes)>,
+}
+
+/// How often `read_replica` starts over at a log start it learned from an
+/// out-of-range answer before giving up: retention moves the log start at
+/// most once per check interval (seconds), so a few tries always suffice
+/// unless something is wrong.
+const READ_REPLICA_RESTARTS: u32 = 5;
+
 /// A handle on a cluster. Cloning is cheap; clones share connections and
 /// the metadata cache.
 #[derive(Clone)]
@@ -603,6 +622,7 @@ impl Client {
             offset,
             max_bytes: max_bytes.min(limits::MAX_FETCH_BYTES as u32),
             max_wait_ms,
+            replica_read: false,
         };
         let timeout = Duration::from_millis(max_wait_ms as u64) + self.inner.config.request_timeout;
         let answer =
@@ -615,6 +635,98 @@ impl Client {
             high_watermark: answer.high_watermark,
             log_start_offset: answer.log_start_offset,
         })
+    }
+
+    /// Reads batches of a partition from the copy of one chosen node,
+    /// whether it leads the partition or follows, from `offset` up to that
+    /// node's own applied high watermark (which may lag the leader's). No
+    /// long poll, no leader routing, no retries. The answer's `records` are
+    /// the batches exactly as that replica stores them, so two replicas'
+    /// answers can be compared byte for byte; its `high_watermark` and
+    /// `log_start_offset` are that node's own. For checking replicas (tests,
+    /// the fault harness), not for consuming.
+    pub async fn fetch_from_replica(
+        &self,
+        node_address: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: u32,
+    ) -> Result<FetchAnswer, ClientError> {
+        let request = proto::FetchRequest {
+            topic: topic.to_string(),
+            partition,
+            offset,
+            max_bytes: max_bytes.min(limits::MAX_FETCH_BYTES as u32),
+            max_wait_ms: 0,
+            replica_read: true,
+        };
+        let uri = to_uri(node_address)?;
+        let answer = self
+            .rpc(&uri, request, self.inner.config.request_timeout, &|mut stub: Stub, request| async move {
+                stub.fetch(request).await
+            })
+            .await?;
+        Ok(FetchAnswer {
+            records: answer.records,
+            high_watermark: answer.high_watermark,
+            log_start_offset: answer.log_start_offset,
+        })
+    }
+
+    /// One node's whole copy of a partition (see [`Client::fetch_from_replica`]):
+    /// every stored batch from its log start up to the high watermark it had
+    /// when the read began. Fails when the copy changes under the read in a
+    /// way that leaves a gap (retention moving the log start past the
+    /// read's position); the caller may simply read again.
+    pub async fn read_replica(
+        &self,
+        node_address: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<ReplicaCopy, ClientError> {
+        let mut offset = 0;
+        let mut copy: Option<ReplicaCopy> = None;
+        // The first read learns the log start from an out-of-range answer;
+        // retention may move it again in between, a few times at most.
+        let mut restarts = 0;
+        loop {
+            let max_bytes = limits::MAX_FETCH_BYTES as u32;
+            let answer = match self.fetch_from_replica(node_address, topic, partition, offset, max_bytes).await {
+                Ok(answer) => answer,
+                Err(ClientError::Server { code: ErrorCode::OffsetOutOfRange, details, .. })
+                    if copy.is_none() && restarts < READ_REPLICA_RESTARTS =>
+                {
+                    restarts += 1;
+                    offset = details.log_start_offset;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            let copy = copy.get_or_insert_with(|| ReplicaCopy {
+                log_start_offset: answer.log_start_offset,
+                high_watermark: answer.high_watermark,
+                batches: Vec::new(),
+            });
+            let before = offset;
+            for batch in strata_record::BatchIter::new(&answer.records) {
+                let (header, bytes) = batch.map_err(|e| ClientError::Decode {
+                    address: node_address.to_string(),
+                    message: format!("replica read of {topic}/{partition} at offset {offset}: {e}"),
+                })?;
+                if header.base_offset >= copy.high_watermark {
+                    break;
+                }
+                if header.next_offset() <= offset {
+                    continue;
+                }
+                copy.batches.push((header.base_offset, answer.records.slice_ref(bytes)));
+                offset = header.next_offset();
+            }
+            if offset >= copy.high_watermark || offset == before {
+                return Ok(copy.clone());
+            }
+        }
     }
 
     /// Looks up an offset of a partition at its leader. Retryable answers

@@ -37,7 +37,7 @@ mod metadata;
 pub mod partitioner;
 mod producer;
 
-pub use client::{Client, ClientConfig, FetchAnswer, ListedOffset, OffsetSpec, ProduceAnswer, ProducerId};
+pub use client::{Client, ClientConfig, FetchAnswer, ListedOffset, OffsetSpec, ProduceAnswer, ProducerId, ReplicaCopy};
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartOffset};
 pub use error::{ClientError, ErrorDetails};
 pub use metadata::{
@@ -45,5 +45,5 @@ pub use metadata::{
     TopicMetadata,
 };
 pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig, RecordMetadata};
-pub use strata_core::{ErrorCode, RetryClass};
+pub use strata_core::{ErrorCode, RetryClass, IDEMPOTENCY_KEY_HEADER};
 pub use strata_record::{Bytes, Header, Record};

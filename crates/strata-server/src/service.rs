@@ -133,6 +133,26 @@ impl StrataService {
         }
     }
 
+    /// The local group of a partition on this node, leading or following,
+    /// for a replica read: its state is what this node itself has applied.
+    fn replica_handle(&self, topic: &str, partition: u32) -> Result<GroupHandle, ApiError> {
+        let (topic, assignment) = self.lookup(topic, partition)?;
+        let what = format!("partition {}/{partition}", topic.name);
+        match self.node.groups.get(assignment.group_id) {
+            Some(handle) => Ok(handle),
+            None if assignment.replicas.contains(&self.node.node_id()) => {
+                Err(ApiError::new(ErrorCode::PartitionNotReady, format!("{what} is starting on this node")))
+            }
+            None => Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "this node hosts no replica of {what}; send the replica read to one of nodes {:?}",
+                    assignment.replicas
+                ),
+            )),
+        }
+    }
+
     fn partition_state(handle: &GroupHandle) -> PartitionState {
         handle.state.borrow().as_partition().cloned().expect("partition groups hold partition state")
     }
@@ -281,7 +301,12 @@ impl StrataService {
     }
 
     async fn fetch_inner(&self, request: pb::FetchRequest) -> Result<(Vec<u8>, PartitionState), ApiError> {
-        let (handle, _) = self.leader_handle(&request.topic, request.partition)?;
+        // A replica read serves this node's own applied copy, leader or not.
+        let handle = if request.replica_read {
+            self.replica_handle(&request.topic, request.partition)?
+        } else {
+            self.leader_handle(&request.topic, request.partition)?.0
+        };
         let max_bytes = match request.max_bytes as usize {
             0 => DEFAULT_FETCH_BYTES,
             n => n.min(MAX_FETCH_BYTES),
