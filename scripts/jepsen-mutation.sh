@@ -11,8 +11,8 @@
 # valid or found anomalies other than duplicates; 2 the build or the run
 # failed.
 #
-#   scripts/jepsen-mutation.sh             # ~2 minutes once built
-#   TIME=60 JEPSEN_SEED=21 FAULTS=kill,pause,partition,client-cut scripts/jepsen-mutation.sh
+#   scripts/jepsen-mutation.sh             # about a minute once built
+#   MUTATION_TIME=60 MUTATION_SEED=21 MUTATION_FAULTS=kill,pause,partition,client-cut scripts/jepsen-mutation.sh
 #
 # MUTATION_TARGET_DIR (default ~/.cache/strata-target-mutation) holds the
 # variant, so it never replaces the normal binary. When it does not exist
@@ -40,8 +40,8 @@ built=$(date +%s)
 
 log=$(mktemp)
 "$CARGO_TARGET_DIR/debug/strata-jepsen" run \
-  --nodes 3 --workload idempotent --faults "${FAULTS:-kill,pause,partition,client-cut,answers}" \
-  --time-limit "${TIME:-30}" --seed "${JEPSEN_SEED:-21}" --verify-rounds 0 \
+  --nodes 3 --workload idempotent --faults "${MUTATION_FAULTS:-kill,pause,partition,client-cut,answers}" \
+  --time-limit "${MUTATION_TIME:-30}" --seed "${MUTATION_SEED:-21}" --verify-rounds 0 \
   --strata-bin "$mutation_dir/debug/strata" --store jepsen/store 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 result=$(grep '^RESULT ' "$log" | tail -n 1)
