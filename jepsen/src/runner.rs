@@ -290,7 +290,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
         let paused = ids[round as usize % ids.len()];
         match verify_round(&cluster, &admin, &recorder, &bootstrap, &targets, paused).await {
             Ok(()) => {}
-            Err(error) => notes.push(format!("replica comparison with node {paused} paused: {error}")),
+            Err(error) => notes.push(format!("verification round with node {paused} paused: {error}")),
         }
     }
     for (id, status) in cluster.lock().expect("cluster lock").reap_exited() {
