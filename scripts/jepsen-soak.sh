@@ -9,6 +9,13 @@
 # KEYS (default 6) sets the partitions of the test topic: with many (say
 # 120) each partition is written only every few seconds, so partitions keep
 # going quiet and waking up under the faults (see quiesce.rs).
+#
+# WORKLOADS (default "queue idempotent keys") and MIXES (default: the list
+# below, space-separated) pick what runs, e.g.
+#   WORKLOADS=keys MIXES="clock kill,pause,partition,client-cut,answers" RUNS=10 scripts/jepsen-soak.sh
+# Before the runs the mutation check (scripts/jepsen-mutation.sh) proves
+# that the harness still reports duplicates against a server that does not
+# deduplicate; MUTATION=0 skips it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,16 +40,26 @@ mixes=(
   "kill,lost-writes"
   "kill,pause,partition,lost-writes"
   "kill,pause,partition,netem,clock,corrupt,lost-writes"
+  "kill,pause,partition,client-cut,answers"
+  "clock"
 )
-workloads=(queue idempotent)
+if [ -n "${MIXES:-}" ]; then read -r -a mixes <<<"$MIXES"; fi
+read -r -a workloads <<<"${WORKLOADS:-queue idempotent keys}"
 mkdir -p jepsen/store
 summary="jepsen/store/soak-$(date -u +%Y%m%dT%H%M%S).tsv"
 printf 'seed\tnodes\tkeys\tworkload\tfaults\texit\tresult\n' > "$summary"
 
+if [ "${MUTATION:-1}" != 0 ]; then
+  SKIP_BUILD=1 scripts/jepsen-mutation.sh
+  mutation=$?
+  printf 'mutation\t3\t6\tidempotent\tmutation-no-dedup build\t%s\t%s\n' "$mutation" \
+    "$([ "$mutation" = 0 ] && echo 'duplicates reported (as required)' || echo 'MUTATION CHECK FAILED')" >> "$summary"
+fi
+
 for i in $(seq 0 $((RUNS - 1))); do
   seed=$((FIRST_SEED + i))
   faults="${mixes[$((i % ${#mixes[@]}))]}"
-  workload="${workloads[$(((i / ${#mixes[@]}) % 2))]}"
+  workload="${workloads[$(((i / ${#mixes[@]}) % ${#workloads[@]}))]}"
   nodes=$([ $((i % 3)) -eq 2 ] && echo 5 || echo 3)
   echo "=== run $((i + 1))/$RUNS: seed $seed, $nodes nodes, $workload, faults $faults"
   log=$(mktemp)

@@ -14,6 +14,13 @@
 //! - commit (ok): `{"K": O}` (a consumer group's committed offsets);
 //! - nemesis entries: `{"phase": "start" | "stop", "active": N, ...}` where
 //!   `active` counts the faults still in force afterwards;
+//! - log-start (ok): `{"key": K, "log_start": O, "high_watermark": O,
+//!   "at_ms": T}`, `T` being the harness's wall clock at the answer;
+//! - replica-read (ok): `{"key": K, "node": N, "log_start": O,
+//!   "high_watermark": O, "batches": [[BASE, NEXT, LEN, "DIGEST"], ...]}`,
+//!   one node's own copy of a key (see `runner::compare_replicas`);
+//! - a send's invoke may carry `"ts"` (the record's timestamp, ms) and
+//!   `"resend": true` (a record sent again with its idempotency key);
 //! - a `harness`/`start` entry may carry `{"workload": W, "idempotence": B}`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -42,6 +49,7 @@ pub const EXACTLY_ONCE: &str = "exactly-once";
 pub const OFFSET_REGRESSION: &str = "offset-regression";
 pub const NEVER_SUCCEEDED: &str = "never-succeeded";
 pub const NO_RECOVERY: &str = "writes-did-not-resume";
+pub const EARLY_DELETION: &str = "early-deletion";
 
 /// Operation kinds a client may run; each that was tried must succeed sometimes.
 const CLIENT_FUNCTIONS: &[&str] = &["send", "poll", "assign", "subscribe", "txn", "commit"];
@@ -59,11 +67,14 @@ pub struct CheckOptions {
     /// After every fault is healed, an acknowledged send must complete
     /// within this bound.
     pub recovery_bound_ns: u64,
+    /// The topic's time-based retention, when it has one: a record stamped
+    /// `ts` may not be trimmed before wall-clock time `ts + retention_ms`.
+    pub retention_ms: Option<u64>,
 }
 
 impl Default for CheckOptions {
     fn default() -> Self {
-        CheckOptions { duplicates_fatal: true, recovery_bound_ns: 30_000_000_000 }
+        CheckOptions { duplicates_fatal: true, recovery_bound_ns: 30_000_000_000, retention_ms: None }
     }
 }
 
@@ -89,6 +100,12 @@ pub struct Stats {
     pub records_read: u64,
     pub keys: u64,
     pub fault_events: u64,
+    /// Acknowledged records never read because retention trimmed them.
+    #[serde(default)]
+    pub trimmed_unread: u64,
+    /// Batches found identical on every replica by the replica comparison.
+    #[serde(default)]
+    pub replica_batches_agreed: u64,
 }
 
 /// The checker's answer.
@@ -247,6 +264,32 @@ struct Send {
     txn: Option<u64>,
     invoke_time: u64,
     done_time: u64,
+    /// The record's timestamp (ms), when the send says.
+    timestamp_ms: Option<i64>,
+    /// A record sent again with its idempotency key: its offset is the
+    /// original's, so it says nothing about the order of the process's sends.
+    resend: bool,
+}
+
+/// A key's log start as seen at `at_ms` (harness wall clock).
+#[derive(Clone, Debug)]
+struct LogStart {
+    key: Key,
+    log_start: Offset,
+    at_ms: i64,
+    op: u64,
+}
+
+/// One node's copy of a key, from the replica comparison.
+#[derive(Clone, Debug)]
+struct ReplicaRead {
+    key: Key,
+    node: u64,
+    log_start: Offset,
+    high_watermark: Offset,
+    /// base offset -> (next offset, length, digest)
+    batches: BTreeMap<Offset, (Offset, u64, String)>,
+    op: u64,
 }
 
 /// A record seen by a read.
@@ -273,6 +316,8 @@ pub fn check(history: &[Op], options: &CheckOptions) -> Result<Verdict, CheckErr
     let mut consumer_events: BTreeMap<&Process, Vec<ConsumerEvent>> = BTreeMap::new();
     let mut txns: Vec<(Pair<'_>, BTreeMap<Key, Vec<Offset>>)> = Vec::new();
     let mut commits: Vec<(Pair<'_>, BTreeMap<Key, Offset>)> = Vec::new();
+    let mut log_starts: Vec<LogStart> = Vec::new();
+    let mut replica_reads: Vec<ReplicaRead> = Vec::new();
 
     for p in &pairs {
         let f = p.invoke.f.as_str();
@@ -292,7 +337,26 @@ pub fn check(history: &[Op], options: &CheckOptions) -> Result<Verdict, CheckErr
                     txn: None,
                     invoke_time: p.invoke.time,
                     done_time: p.done_time(),
+                    timestamp_ms: p.invoke.value.get("ts").and_then(Value::as_i64),
+                    resend: p.invoke.value.get("resend").and_then(Value::as_bool).unwrap_or(false),
                 });
+            }
+            "log-start" if kind == OpType::Ok => {
+                let done = p.done.unwrap();
+                log_starts.push(LogStart {
+                    key: field(done, &done.value, "key")?,
+                    log_start: field(done, &done.value, "log_start")?,
+                    at_ms: done
+                        .value
+                        .get("at_ms")
+                        .and_then(Value::as_i64)
+                        .ok_or_else(|| malformed(done, "no at_ms"))?,
+                    op: done.index,
+                });
+            }
+            "replica-read" if kind == OpType::Ok => {
+                let done = p.done.unwrap();
+                replica_reads.push(parse_replica_read(done)?);
             }
             "poll" if kind == OpType::Ok => {
                 let done = p.done.unwrap();
@@ -340,7 +404,9 @@ pub fn check(history: &[Op], options: &CheckOptions) -> Result<Verdict, CheckErr
     verdict.stats.keys = keys.len() as u64;
 
     check_offsets(&sends, &reads, options, &mut verdict);
-    check_lost_and_unseen(&sends, &reads, &mut verdict);
+    check_lost_and_unseen(&sends, &reads, &log_starts, &mut verdict);
+    check_early_deletion(&sends, &log_starts, options, &mut verdict);
+    check_replicas(&replica_reads, &mut verdict);
     check_aborted_and_uncommitted(&sends, &reads, &mut verdict);
     check_polls(&consumer_events, &mut verdict);
     check_send_order(&sends, &mut verdict);
@@ -398,6 +464,8 @@ fn parse_txn<'a>(
                     txn: Some(p.invoke.index),
                     invoke_time: p.invoke.time,
                     done_time: p.done_time(),
+                    timestamp_ms: None,
+                    resend: false,
                 });
             }
             Some("poll") if kind == OpType::Ok => {
@@ -506,8 +574,16 @@ fn check_offsets(sends: &[Send], reads: &[Read], options: &CheckOptions, verdict
 }
 
 /// An acknowledged send never read is lost when a read got past its offset,
-/// and unseen otherwise.
-fn check_lost_and_unseen(sends: &[Send], reads: &[Read], verdict: &mut Verdict) {
+/// and unseen otherwise, unless retention trimmed it (a log start past its
+/// offset was seen; whether that was too early is `check_early_deletion`'s
+/// business).
+fn check_lost_and_unseen(sends: &[Send], reads: &[Read], log_starts: &[LogStart], verdict: &mut Verdict) {
+    let mut trimmed_below: BTreeMap<Key, Offset> = BTreeMap::new();
+    for seen in log_starts {
+        let below = trimmed_below.entry(seen.key).or_default();
+        *below = (*below).max(seen.log_start);
+    }
+    let mut trimmed: BTreeSet<(Key, Val)> = BTreeSet::new();
     let read_values: BTreeSet<(Key, Val)> = reads.iter().map(|r| (r.key, r.value)).collect();
     // key -> (highest offset read, the read that saw it)
     let mut highest: BTreeMap<Key, (Offset, u64)> = BTreeMap::new();
@@ -522,6 +598,10 @@ fn check_lost_and_unseen(sends: &[Send], reads: &[Read], verdict: &mut Verdict) 
             continue;
         }
         let offset = send.offset.expect("ok sends have offsets");
+        if trimmed_below.get(&send.key).is_some_and(|&below| below > offset) {
+            trimmed.insert((send.key, send.value));
+            continue;
+        }
         match highest.get(&send.key) {
             Some(&(high, read_op)) if high > offset => {
                 let mut ops = send.witnesses.clone();
@@ -553,6 +633,130 @@ fn check_lost_and_unseen(sends: &[Send], reads: &[Read], verdict: &mut Verdict) 
                     ops: send.witnesses.clone(),
                 },
             ),
+        }
+    }
+    verdict.stats.trimmed_unread = trimmed.len() as u64;
+}
+
+/// With time-based retention, a record stamped `ts` must still be stored
+/// at wall-clock time `ts + retention_ms`: a log start past its offset seen
+/// by then (the answer's arrival time bounds when the trim happened) is an
+/// early deletion. The harness stamps records and reads log starts with the
+/// same clock, the one the nodes' clocks follow when no clock fault skews
+/// them, so in a correct cluster this never happens.
+fn check_early_deletion(sends: &[Send], log_starts: &[LogStart], options: &CheckOptions, verdict: &mut Verdict) {
+    let Some(retention_ms) = options.retention_ms else { return };
+    // (key, value, offset) -> (earliest stamp among its sends, witnesses)
+    let mut stored: BTreeMap<(Key, Val, Offset), (i64, Vec<u64>)> = BTreeMap::new();
+    for send in sends.iter().filter(|s| s.kind == OpType::Ok) {
+        let (Some(offset), Some(ts)) = (send.offset, send.timestamp_ms) else { continue };
+        let entry = stored.entry((send.key, send.value, offset)).or_insert((ts, Vec::new()));
+        entry.0 = entry.0.min(ts);
+        entry.1.extend(send.witnesses.iter().copied());
+    }
+    let mut by_key: BTreeMap<Key, Vec<&LogStart>> = BTreeMap::new();
+    for seen in log_starts {
+        by_key.entry(seen.key).or_default().push(seen);
+    }
+    for ((key, value, offset), (ts, witnesses)) in stored {
+        let allowed_ms = ts.saturating_add(retention_ms as i64);
+        let first_gone =
+            by_key.get(&key).into_iter().flatten().filter(|seen| seen.log_start > offset).min_by_key(|seen| seen.at_ms);
+        if let Some(seen) = first_gone.filter(|seen| seen.at_ms <= allowed_ms) {
+            let mut ops = witnesses;
+            ops.push(seen.op);
+            verdict.flag(
+                EARLY_DELETION,
+                Anomaly {
+                    key: Some(key),
+                    offset: Some(offset),
+                    value: Some(value),
+                    message: format!(
+                        "key {key} value {value} at offset {offset}, stamped {ts}, was trimmed by {} (log start {}), \
+                         {} ms before its retention of {retention_ms} ms allowed",
+                        seen.at_ms,
+                        seen.log_start,
+                        allowed_ms - seen.at_ms
+                    ),
+                    ops,
+                },
+            );
+        }
+    }
+}
+
+fn parse_replica_read(op: &Op) -> Result<ReplicaRead, CheckError> {
+    let value = &op.value;
+    let mut batches = BTreeMap::new();
+    let list = value.get("batches").and_then(Value::as_array).ok_or_else(|| malformed(op, "no batches list"))?;
+    for batch in list {
+        let parts = batch.as_array().filter(|p| p.len() == 4).ok_or_else(|| malformed(op, "batch not [B, N, L, D]"))?;
+        let digest = parts[3].as_str().ok_or_else(|| malformed(op, "batch digest is not a string"))?;
+        batches.insert(
+            as_u64(op, &parts[0], "base offset")?,
+            (as_u64(op, &parts[1], "next offset")?, as_u64(op, &parts[2], "length")?, digest.to_string()),
+        );
+    }
+    Ok(ReplicaRead {
+        key: field(op, value, "key")?,
+        node: field(op, value, "node")?,
+        log_start: field(op, value, "log_start")?,
+        high_watermark: field(op, value, "high_watermark")?,
+        batches,
+        op: op.index,
+    })
+}
+
+/// The replica comparison: over the offsets every replica of a key holds
+/// (from the highest log start to the lowest high watermark), every replica
+/// must store the same batches, byte for byte (same boundaries, lengths and
+/// digests). Each batch where they differ is a divergence. A node's latest
+/// read of a key counts.
+fn check_replicas(replica_reads: &[ReplicaRead], verdict: &mut Verdict) {
+    let mut by_key: BTreeMap<Key, BTreeMap<u64, &ReplicaRead>> = BTreeMap::new();
+    for read in replica_reads {
+        by_key.entry(read.key).or_default().insert(read.node, read);
+    }
+    for (key, copies) in by_key {
+        if copies.len() < 2 {
+            continue;
+        }
+        let low = copies.values().map(|c| c.log_start).max().unwrap_or(0);
+        let high = copies.values().map(|c| c.high_watermark).min().unwrap_or(0);
+        let in_range = |c: &&ReplicaRead| -> BTreeMap<Offset, (Offset, u64, String)> {
+            c.batches.range(low..high).map(|(&b, v)| (b, v.clone())).collect()
+        };
+        let ranges: BTreeMap<u64, BTreeMap<Offset, (Offset, u64, String)>> =
+            copies.iter().map(|(&node, c)| (node, in_range(c))).collect();
+        let bases: BTreeSet<Offset> = ranges.values().flat_map(|r| r.keys().copied()).collect();
+        for base in bases {
+            let held: BTreeMap<u64, Option<&(Offset, u64, String)>> =
+                ranges.iter().map(|(&node, r)| (node, r.get(&base))).collect();
+            let distinct: BTreeSet<Option<&(Offset, u64, String)>> = held.values().copied().collect();
+            if distinct.len() == 1 {
+                verdict.stats.replica_batches_agreed += 1;
+                continue;
+            }
+            let describe = held
+                .iter()
+                .map(|(node, batch)| match batch {
+                    Some((next, len, digest)) => format!("node {node}: {len} bytes up to {next}, digest {digest}"),
+                    None => format!("node {node}: no batch starts here"),
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            verdict.flag(
+                DIVERGENCE,
+                Anomaly {
+                    key: Some(key),
+                    offset: Some(base),
+                    value: None,
+                    message: format!(
+                        "replicas of key {key} store different batches at offset {base} (common range {low}..{high}): {describe}"
+                    ),
+                    ops: copies.values().map(|c| c.op).collect(),
+                },
+            );
         }
     }
 }
@@ -673,7 +877,7 @@ fn check_polls(consumer_events: &BTreeMap<&Process, Vec<ConsumerEvent>>, verdict
 /// One process's acknowledged sends to a key land in the order it sent them.
 fn check_send_order(sends: &[Send], verdict: &mut Verdict) {
     let mut last: BTreeMap<(&Process, Key), &Send> = BTreeMap::new();
-    for send in sends.iter().filter(|s| s.kind == OpType::Ok) {
+    for send in sends.iter().filter(|s| s.kind == OpType::Ok && !s.resend) {
         let offset = send.offset.expect("ok sends have offsets");
         if let Some(previous) = last.get(&(&send.process, send.key)) {
             let before = previous.offset.expect("ok sends have offsets");

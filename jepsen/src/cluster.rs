@@ -59,8 +59,12 @@ pub struct Cluster {
     binary: PathBuf,
     initial_cluster: String,
     faketime: Option<Faketime>,
-    /// A node config (TOML) every node starts with, when a fault needs one.
+    /// A node config (TOML) every node starts with, when a fault or the
+    /// workload needs one.
     config_file: Option<PathBuf>,
+    /// Its top-level settings and its `[faults]` settings, one per line.
+    settings: Vec<String>,
+    fault_settings: Vec<String>,
 }
 
 impl Cluster {
@@ -84,7 +88,15 @@ impl Cluster {
             write_file(&node.clock_file, "+0\n")?;
             nodes.push(node);
         }
-        Ok(Cluster { nodes, binary: binary.to_path_buf(), initial_cluster, faketime, config_file: None })
+        Ok(Cluster {
+            nodes,
+            binary: binary.to_path_buf(),
+            initial_cluster,
+            faketime,
+            config_file: None,
+            settings: Vec::new(),
+            fault_settings: Vec::new(),
+        })
     }
 
     pub fn ids(&self) -> Vec<u64> {
@@ -152,9 +164,23 @@ impl Cluster {
     /// durable (`[faults] record_synced_wal`), for the lost-writes fault.
     /// Takes effect at each node's next start.
     pub fn record_synced_wal(&mut self, dir: &Path) -> Result<(), ClusterError> {
-        let path = dir.join("node-faults.toml");
-        std::fs::write(&path, "[faults]\nrecord_synced_wal = true\n")
-            .map_err(|source| ClusterError::Start { node: 0, source })?;
+        self.configure(dir, &[], &["record_synced_wal = true".to_string()])
+    }
+
+    /// Adds lines to the node config every node starts with: top-level
+    /// `settings` (e.g. `snapshot_every_entries = 16`) and `[faults]`
+    /// settings (those need a `fault-hooks` build). Takes effect at each
+    /// node's next start.
+    pub fn configure(&mut self, dir: &Path, settings: &[String], faults: &[String]) -> Result<(), ClusterError> {
+        self.settings.extend(settings.iter().cloned());
+        self.fault_settings.extend(faults.iter().cloned());
+        let mut text = self.settings.join("\n");
+        if !self.fault_settings.is_empty() {
+            text.push_str(&format!("\n[faults]\n{}", self.fault_settings.join("\n")));
+        }
+        text.push('\n');
+        let path = dir.join("node-config.toml");
+        write_file(&path, &text)?;
         self.config_file = Some(path);
         Ok(())
     }

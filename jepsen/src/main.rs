@@ -32,6 +32,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = WorkloadKind::Queue)]
         workload: WorkloadKind,
         /// Comma-separated fault kinds; `--faults` with no value for none.
+        /// `lost-writes` and `answers` need a `fault-hooks` build of strata
+        /// (the workspace build is one).
         #[arg(long, value_enum, value_delimiter = ',', num_args = 0.., default_value = "kill,pause,partition")]
         faults: Vec<FaultKind>,
         /// Seconds of workload under faults (the heal, drain and checks follow).
@@ -139,6 +141,7 @@ fn check(path: PathBuf, duplicates_fatal: Option<bool>, recovery_bound: Option<u
             .or_else(|| start.get("recovery_bound_s").and_then(|v| v.as_u64()))
             .unwrap_or(30)
             * 1_000_000_000,
+        retention_ms: start.get("retention_ms").and_then(|v| v.as_u64()),
     };
     let mut verdict = checker::check(&ops, &options).context("checking the history")?;
     if !options.duplicates_fatal {

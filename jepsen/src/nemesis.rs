@@ -20,7 +20,7 @@ use strata_client::Client;
 
 use crate::cluster::Cluster;
 use crate::history::{OpType, Process, Recorder};
-use crate::net::Network;
+use crate::net::{ClientCut, Network};
 
 /// What the user may ask for with `--faults`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
@@ -35,6 +35,16 @@ pub enum FaultKind {
     /// SIGKILL, then drop what the node wrote but never synced (a power
     /// loss), then restart at heal. Needs a `fault-hooks` build of strata.
     LostWrites,
+    /// Drop the traffic between the harness's clients and some nodes
+    /// (requests, answers or both); node-to-node traffic is untouched.
+    ClientCut,
+    /// For the whole run, every node drops the answer of every
+    /// `ANSWER_DROP_EVERY`th committed produce and holds every
+    /// `ANSWER_DELAY_EVERY`th one past the clients' timeouts (the produce
+    /// answer hooks of a `fault-hooks` build); and in fault windows a node
+    /// that leads partitions is SIGKILLed, which lands between commit and
+    /// answer for every answer it holds at the time.
+    Answers,
 }
 
 impl FaultKind {
@@ -47,6 +57,8 @@ impl FaultKind {
             FaultKind::Clock => "clock",
             FaultKind::Corrupt => "corrupt",
             FaultKind::LostWrites => "lost-writes",
+            FaultKind::ClientCut => "client-cut",
+            FaultKind::Answers => "answers",
         }
     }
 }
@@ -59,6 +71,9 @@ pub enum Targets {
     Minority,
     Majority,
     All,
+    /// The current partition leaders (resolved at run time; picked like
+    /// `One` where no leader is known).
+    Leaders,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -115,6 +130,16 @@ pub enum Fault {
     LostWrites {
         targets: Targets,
     },
+    /// Cut the clients off from some nodes.
+    #[serde(rename = "client-cut")]
+    ClientCut {
+        targets: Targets,
+        direction: ClientCut,
+    },
+    /// SIGKILL a node that leads partitions while it holds answers of
+    /// committed produces (see `FaultKind::Answers`); restart it at heal.
+    #[serde(rename = "kill-leaders-mid-answer")]
+    KillLeadersMidAnswer,
 }
 
 impl Fault {
@@ -127,6 +152,8 @@ impl Fault {
             Fault::Clock { .. } => FaultKind::Clock,
             Fault::Corrupt { .. } => FaultKind::Corrupt,
             Fault::LostWrites { .. } => FaultKind::LostWrites,
+            Fault::ClientCut { .. } => FaultKind::ClientCut,
+            Fault::KillLeadersMidAnswer => FaultKind::Answers,
         }
     }
 }
@@ -215,7 +242,33 @@ fn draw_fault(kind: FaultKind, rng: &mut StdRng) -> Fault {
         FaultKind::Corrupt => Fault::Corrupt {
             how: if rng.gen_bool(0.5) { Corruption::BitFlips(rng.gen_range(1..=16)) } else { Corruption::Truncate },
         },
+        FaultKind::ClientCut => Fault::ClientCut {
+            targets: *[Targets::One, Targets::Minority, Targets::Leaders].choose(rng).unwrap(),
+            // Lost answers most often: they leave commits the client cannot see.
+            direction: *[ClientCut::Answers, ClientCut::Answers, ClientCut::Requests, ClientCut::Both]
+                .choose(rng)
+                .unwrap(),
+        },
+        FaultKind::Answers => Fault::KillLeadersMidAnswer,
     }
+}
+
+/// The produce-answer hooks the `answers` fault turns on in every node
+/// (`[faults]` of a `fault-hooks` build), as TOML lines. Every 7th committed
+/// produce of a node loses its answer, and every 11th (unless also a 7th)
+/// holds it 7 s: longer than any client deadline of the workloads (3 s
+/// request timeout plus the client's 2 s slack for the server's own
+/// TIMEOUT answer), so the client gives up on a write that committed.
+pub const ANSWER_DROP_EVERY: u64 = 7;
+pub const ANSWER_DELAY_EVERY: u64 = 11;
+pub const ANSWER_DELAY_MS: u64 = 7_000;
+
+pub fn answer_hook_config() -> Vec<String> {
+    vec![
+        format!("drop_produce_answer_every = {ANSWER_DROP_EVERY}"),
+        format!("delay_produce_answer_every = {ANSWER_DELAY_EVERY}"),
+        format!("delay_produce_answer_ms = {ANSWER_DELAY_MS}"),
+    ]
 }
 
 /// Picks the nodes a process fault hits.
@@ -223,10 +276,10 @@ pub fn pick(targets: Targets, nodes: &[u64], rng: &mut StdRng) -> Vec<u64> {
     let n = nodes.len();
     let minority = (n - 1) / 2;
     let count = match targets {
-        Targets::One => 1,
         Targets::Minority => rng.gen_range(1..=minority.max(1)),
         Targets::Majority => rng.gen_range(n / 2 + 1..=n),
         Targets::All => n,
+        Targets::One | Targets::Leaders => 1,
     };
     let mut chosen: Vec<u64> = nodes.choose_multiple(rng, count.min(n)).copied().collect();
     chosen.sort();
@@ -324,6 +377,7 @@ enum Applied {
     Netem,
     Clock(Vec<u64>),
     Corrupted(Vec<u64>),
+    ClientsCut,
 }
 
 impl Nemesis {
@@ -388,6 +442,27 @@ impl Nemesis {
                     dropped.insert(id.to_string(), json!(bytes));
                 }
                 (Applied::Killed(hit.clone()), hit, json!({ "unsynced_bytes_dropped": dropped }))
+            }
+            Fault::ClientCut { targets, direction } => {
+                let hit = match targets {
+                    Targets::Leaders => self.partition_leaders(&nodes, rng).await,
+                    other => pick(*other, &nodes, rng),
+                };
+                for &id in &hit {
+                    self.network.cut_clients(id, *direction).map_err(|e| e.to_string())?;
+                }
+                (Applied::ClientsCut, hit, Value::Null)
+            }
+            Fault::KillLeadersMidAnswer => {
+                // One leading node: its answers held at the time die with
+                // it, and the other nodes keep a majority.
+                let leaders = self.partition_leaders(&nodes, rng).await;
+                let hit: Vec<u64> = leaders.choose(rng).copied().into_iter().collect();
+                let mut cluster = self.cluster.lock().expect("cluster lock");
+                for &id in &hit {
+                    cluster.kill(id);
+                }
+                (Applied::Killed(hit.clone()), hit, Value::Null)
             }
             Fault::Pause { targets } => {
                 let hit = pick(*targets, &nodes, rng);
@@ -491,6 +566,10 @@ impl Nemesis {
                 nodes
             }
             Applied::Corrupted(nodes) => nodes,
+            Applied::ClientsCut => {
+                self.network.heal_client_cuts();
+                Vec::new()
+            }
         }
     }
 
@@ -498,6 +577,7 @@ impl Nemesis {
     /// restarts dead ones, removes partitions, netem and clock skew.
     pub fn heal_all(&self) {
         let _ = self.network.heal_partitions();
+        self.network.heal_client_cuts();
         self.network.heal_netem();
         let mut restarted = Vec::new();
         {
@@ -603,6 +683,8 @@ mod tests {
         FaultKind::Clock,
         FaultKind::Corrupt,
         FaultKind::LostWrites,
+        FaultKind::ClientCut,
+        FaultKind::Answers,
     ];
 
     #[test]

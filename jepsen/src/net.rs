@@ -4,9 +4,10 @@
 //!
 //! Addresses: node `i` is 10.77.0.`i`/24 on its `eth0`; the bridge holds
 //! 10.77.0.254, so the harness's clients run in the root namespace and reach
-//! every node directly. Partitions cut node-to-node traffic only; the
-//! client-to-node path stays open, so clients keep talking to the minority
-//! side (which must then refuse to acknowledge writes).
+//! every node directly. Partitions cut node-to-node traffic only, so clients
+//! keep talking to the minority side (which must then refuse to acknowledge
+//! writes); client cuts drop the traffic between the harness and chosen
+//! nodes (requests, answers or both) and leave node-to-node traffic alone.
 //!
 //! Invariant: no namespace has a default route, forwarding to anything but
 //! the bridge's own ports is never enabled, and every name this module
@@ -108,6 +109,28 @@ pub fn cleanup_leftovers() {
     while run_quietly("iptables", &delete) {}
 }
 
+/// What a client cut drops between the harness and a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientCut {
+    /// The node's answers (and every other packet to the clients).
+    Answers,
+    /// The clients' requests (and connection attempts).
+    Requests,
+    Both,
+}
+
+/// The iptables rules (chain and match) of a client cut.
+fn client_cut_rules(direction: ClientCut) -> Vec<[&'static str; 5]> {
+    let answers = ["OUTPUT", "-d", HOST_ADDRESS, "-j", "DROP"];
+    let requests = ["INPUT", "-s", HOST_ADDRESS, "-j", "DROP"];
+    match direction {
+        ClientCut::Answers => vec![answers],
+        ClientCut::Requests => vec![requests],
+        ClientCut::Both => vec![answers, requests],
+    }
+}
+
 /// The namespaces and bridge of one run; torn down when dropped.
 pub struct Network {
     nodes: Vec<u64>,
@@ -164,6 +187,31 @@ impl Network {
             in_namespace(node, "iptables", &["-F", "INPUT"])?;
         }
         Ok(())
+    }
+
+    /// Cuts the harness's clients (the host end of the bridge) off from
+    /// `node`: requests, answers or both are dropped inside the node's
+    /// namespace. Node-to-node traffic is untouched. Dropping only answers
+    /// leaves requests that commit but whose outcome the client never
+    /// learns.
+    pub fn cut_clients(&self, node: u64, direction: ClientCut) -> Result<(), NetError> {
+        for rule in client_cut_rules(direction) {
+            let mut args = vec!["-I"];
+            args.extend_from_slice(&rule);
+            in_namespace(node, "iptables", &args)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every client cut (and nothing else).
+    pub fn heal_client_cuts(&self) {
+        for &node in &self.nodes {
+            for rule in client_cut_rules(ClientCut::Both) {
+                let mut args = vec!["-D"];
+                args.extend_from_slice(&rule);
+                while in_namespace(node, "iptables", &args).is_ok() {}
+            }
+        }
     }
 
     /// Applies a netem discipline (e.g. `delay 50ms 20ms loss 5%`) to a

@@ -85,6 +85,9 @@ fn points(history: &[Op]) -> Vec<Point> {
     out
 }
 
+/// Longest witness entry quoted in the report (history.jsonl has it whole).
+const WITNESS_CHARS: usize = 1_500;
+
 fn fault_colour(name: &str) -> RGBColor {
     match name {
         "kill" => RGBColor(214, 39, 40),
@@ -94,6 +97,8 @@ fn fault_colour(name: &str) -> RGBColor {
         "clock" => RGBColor(227, 119, 194),
         "corrupt" => RGBColor(127, 127, 127),
         "lost-writes" => RGBColor(140, 86, 75),
+        "client-cut" => RGBColor(23, 190, 207),
+        "answers" => RGBColor(255, 127, 14),
         _ => RGBColor(188, 189, 34),
     }
 }
@@ -113,7 +118,8 @@ pub fn plot_timeline(history: &[Op], path: &Path) -> Result<(), Box<dyn std::err
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..end_s, (0.1f64..max_ms).log_scale())?;
     chart.configure_mesh().x_desc("time (s)").y_desc("latency (ms)").draw()?;
-    let lanes = ["kill", "pause", "partition", "netem", "clock", "corrupt", "lost-writes", "heal-all"];
+    let lanes =
+        ["kill", "pause", "partition", "netem", "clock", "corrupt", "lost-writes", "client-cut", "answers", "heal-all"];
     let mut labelled = std::collections::BTreeSet::new();
     for span in &spans {
         let colour = fault_colour(&span.name);
@@ -221,7 +227,14 @@ pub fn write(
             let _ = writeln!(md, "- {}; witnesses:", anomaly.message);
             for index in &anomaly.ops {
                 if let Some(op) = history.get(*index as usize) {
-                    let _ = writeln!(md, "  - `{}`", serde_json::to_string(op).unwrap_or_default());
+                    // Replica reads list every batch; the file has them whole.
+                    let mut text = serde_json::to_string(op).unwrap_or_default();
+                    if text.len() > WITNESS_CHARS {
+                        let cut = (0..=WITNESS_CHARS).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+                        text.truncate(cut);
+                        text.push_str(" ...");
+                    }
+                    let _ = writeln!(md, "  - `{text}`");
                 }
             }
         }

@@ -54,6 +54,24 @@ const FAILOVER_TIMEOUT: Duration = Duration::from_secs(20);
 /// Bound on reading every key in one replica comparison round; a healthy
 /// cluster needs a few seconds, a sick one must not hold the run for long.
 const VERIFY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on every replica of a key reaching the same high watermark before
+/// the byte comparison; followers apply within a second of a healthy
+/// leader, and a lagging one only narrows the compared range.
+const REPLICA_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The `keys` workload's topic trims records this long after their
+/// timestamp: every key is trimmed many times in a 60-120 s run, and a
+/// record outlives a fault window (4-12 s) and a quiet gap.
+pub const KEYS_RETENTION_MS: u64 = 20_000;
+/// The `keys` workload's nodes snapshot every this many Raft entries of a
+/// group (the default is 1024), so followers that fall behind catch up
+/// through snapshot installs, key rows included.
+pub const KEYS_SNAPSHOT_EVERY_ENTRIES: u64 = 16;
+/// How long past the run's fault phase and recovery bound the `keys`
+/// topic's `dedup.window` reaches, so that no key expires before the
+/// replica comparison ends when clocks are right (a clock fault may then
+/// still expire keys early).
+const KEYS_DEDUP_SLACK_S: u64 = 120;
 
 /// Polls `probe` every 100 ms until it returns Some or `timeout` passes.
 async fn eventually<T, F, Fut>(timeout: Duration, mut probe: F) -> Option<T>
@@ -150,6 +168,20 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
     if options.faults.contains(&FaultKind::LostWrites) {
         nodes.record_synced_wal(&dir)?;
     }
+    if options.faults.contains(&FaultKind::Answers) {
+        nodes.configure(&dir, &[], &nemesis::answer_hook_config())?;
+    }
+    let keys_workload = options.workload == WorkloadKind::Keys;
+    if keys_workload {
+        let settings = [
+            format!("snapshot_every_entries = {KEYS_SNAPSHOT_EVERY_ENTRIES}"),
+            // Retention acts within a second of being due.
+            "retention_check_interval = \"1s\"".to_string(),
+        ];
+        nodes.configure(&dir, &settings, &[])?;
+    }
+    let retention_ms = keys_workload.then_some(KEYS_RETENTION_MS);
+    let dedup_window_s = options.time_limit_s + options.recovery_bound_s + KEYS_DEDUP_SLACK_S;
     let cluster = Arc::new(Mutex::new(nodes));
     let bootstrap = cluster.lock().expect("cluster lock").bootstrap();
     for &id in &ids {
@@ -157,7 +189,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
     }
 
     let recorder = Recorder::new(Some(&dir.join("history.jsonl")))?;
-    let duplicates_fatal = options.workload == WorkloadKind::Idempotent && PRODUCER_IDEMPOTENCE;
+    let duplicates_fatal = (options.workload == WorkloadKind::Idempotent && PRODUCER_IDEMPOTENCE) || keys_workload;
     recorder.record(
         Process::Named("harness".into()),
         OpType::Info,
@@ -171,13 +203,22 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
             "nodes": options.nodes,
             "faults": options.faults,
             "time_limit_s": options.time_limit_s,
+            "retention_ms": retention_ms,
+            "dedup_window_s": keys_workload.then_some(dedup_window_s),
+            "snapshot_every_entries": keys_workload.then_some(KEYS_SNAPSHOT_EVERY_ENTRIES),
+            "answer_hooks": options.faults.contains(&FaultKind::Answers).then(nemesis::answer_hook_config),
         }),
         None,
         None,
     );
 
     let admin = workload::connect(&bootstrap);
-    setup_topic(&admin, &options).await?;
+    let mut topic_config = BTreeMap::new();
+    if keys_workload {
+        topic_config.insert("retention.ms".to_string(), KEYS_RETENTION_MS.to_string());
+        topic_config.insert("dedup.window".to_string(), format!("{dedup_window_s}s"));
+    }
+    setup_topic(&admin, &options, &topic_config).await?;
     println!("cluster of {} nodes ready; topic '{TOPIC}' has {} partitions", options.nodes, options.keys);
 
     let windows = nemesis::schedule(options.seed, &options.faults, options.time_limit_s * 1000);
@@ -235,16 +276,21 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
     }
 
     let targets = acknowledged_targets(&recorder, options.keys);
-    let drained = workload::drain(&recorder, &bootstrap, TOPIC, targets.clone(), Instant::now() + DRAIN_TIMEOUT).await;
+    let drained =
+        workload::drain(&recorder, &bootstrap, TOPIC, targets.clone(), keys_workload, Instant::now() + DRAIN_TIMEOUT)
+            .await;
     println!("drain: {} polls in {} ms", drained.polls, drained.elapsed_ms);
     if !drained.short.is_empty() {
         notes.push(format!("the drain stopped short on keys (reached, target): {:?}", drained.short));
     }
+    // Right after the drain, before the verification rounds pause nodes:
+    // with retention on, what the replicas hold shrinks as time passes.
+    notes.extend(compare_replicas(&admin, &recorder, options.keys).await);
     for round in 0..options.verify_rounds.min(options.nodes.saturating_sub(1)) {
         let paused = ids[round as usize % ids.len()];
         match verify_round(&cluster, &admin, &recorder, &bootstrap, &targets, paused).await {
             Ok(()) => {}
-            Err(error) => notes.push(format!("replica comparison with node {paused} paused: {error}")),
+            Err(error) => notes.push(format!("verification round with node {paused} paused: {error}")),
         }
     }
     for (id, status) in cluster.lock().expect("cluster lock").reap_exited() {
@@ -256,7 +302,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
     recorder.flush();
 
     let history = recorder.ops();
-    let check_options = CheckOptions { duplicates_fatal, recovery_bound_ns: options.recovery_bound_s * 1_000_000_000 };
+    let check_options =
+        CheckOptions { duplicates_fatal, recovery_bound_ns: options.recovery_bound_s * 1_000_000_000, retention_ms };
     let mut verdict = checker::check(&history, &check_options).context("checking the history")?;
     if !duplicates_fatal {
         verdict.notes.push(format!(
@@ -296,7 +343,7 @@ fn chrono_like_stamp() -> String {
 }
 
 /// Waits for the metadata group, creates the topic, waits for its leaders.
-async fn setup_topic(client: &Client, options: &RunOptions) -> anyhow::Result<()> {
+async fn setup_topic(client: &Client, options: &RunOptions, config: &BTreeMap<String, String>) -> anyhow::Result<()> {
     let ready = eventually(SETUP_TIMEOUT, || async {
         client.cluster_status().await.ok().filter(|s| s.metadata_available).map(|_| ())
     })
@@ -308,7 +355,7 @@ async fn setup_topic(client: &Client, options: &RunOptions) -> anyhow::Result<()
         let was_retried = retried;
         retried = true;
         async move {
-            match client.create_topic(TOPIC, options.keys, replication, BTreeMap::new()).await {
+            match client.create_topic(TOPIC, options.keys, replication, config.clone()).await {
                 Ok(_) => Some(Ok(())),
                 Err(ClientError::Server { code, .. }) if was_retried && code.name() == "TOPIC_ALREADY_EXISTS" => {
                     Some(Ok(()))
@@ -376,11 +423,24 @@ async fn verify_round(
             // The paused node would only make the client wait for it.
             let reachable: Vec<String> =
                 bootstrap.iter().filter(|a| **a != net::node_address(paused)).cloned().collect();
-            let mut consumer = Consumer::new(workload::connect(&reachable));
-            consumer.assign(TOPIC, key, StartOffset::Offset(0)).await?;
-            let positions = json!({"keys": [key], "positions": {key.to_string(): 0}});
-            recorder.record(process.clone(), OpType::Invoke, "assign", json!({"keys": [key]}), node, None);
-            recorder.record(process.clone(), OpType::Ok, "assign", positions, node, None);
+            // From the log start: retention may have trimmed the beginning.
+            let assign = || async {
+                let mut consumer = Consumer::new(workload::connect(&reachable));
+                recorder.record(process.clone(), OpType::Invoke, "assign", json!({"keys": [key]}), node, None);
+                let position = consumer.assign(TOPIC, key, StartOffset::Earliest).await;
+                match &position {
+                    Ok(position) => {
+                        let positions = json!({"keys": [key], "positions": {key.to_string(): position}});
+                        recorder.record(process.clone(), OpType::Ok, "assign", positions, node, None);
+                    }
+                    Err(error) => {
+                        let keys = json!({"keys": [key]});
+                        recorder.record(process.clone(), OpType::Fail, "assign", keys, node, Some(error.to_string()));
+                    }
+                }
+                position.map(|_| consumer)
+            };
+            let mut consumer = assign().await?;
             while consumer.position(TOPIC, key).unwrap_or(0) < target && Instant::now() < deadline {
                 recorder.record(process.clone(), OpType::Invoke, "poll", Value::Null, node, None);
                 match tokio::time::timeout(Duration::from_secs(15), consumer.poll(Duration::from_millis(200))).await {
@@ -401,6 +461,7 @@ async fn verify_round(
                         recorder.record(process.clone(), OpType::Ok, "poll", json!(reads), node, None);
                     }
                     Ok(Err(error)) => {
+                        let retryable = error.is_retryable();
                         recorder.record(
                             process.clone(),
                             OpType::Fail,
@@ -409,6 +470,10 @@ async fn verify_round(
                             node,
                             Some(error.to_string()),
                         );
+                        // Retention moved the log start past the position.
+                        if !retryable {
+                            consumer = assign().await?;
+                        }
                     }
                     Err(_) => {
                         recorder.record(
@@ -432,4 +497,100 @@ async fn verify_round(
     .await;
     cluster.lock().expect("cluster lock").resume(paused)?;
     result
+}
+
+/// The replica comparison of every run, after the heal, the drain and the
+/// verification rounds, with every node up: reads each key's batches from
+/// each of its replicas' own copies (replica reads, leader or follower)
+/// once they reach one high watermark, and records every copy as a
+/// `replica-read` of process `replicas`, each batch as its base and next
+/// offset, length and a 64-bit FNV-1a digest of its bytes exactly as
+/// stored. The checker compares them over the range all copies hold
+/// (`checker::check_replicas`). Returns notes for the verdict.
+async fn compare_replicas(admin: &Client, recorder: &Recorder, keys: u32) -> Vec<String> {
+    let mut notes = Vec::new();
+    let process = Process::Named("replicas".into());
+    let described = eventually(SETUP_TIMEOUT, || async { admin.describe_topic(TOPIC).await.ok() }).await;
+    let Some(description) = described else {
+        notes.push("replica comparison skipped: the topic could not be described".into());
+        return notes;
+    };
+    for partition in description.partitions.iter().filter(|p| p.partition < keys) {
+        let key = partition.partition;
+        let read_all = || async {
+            let mut copies = BTreeMap::new();
+            for &node in &partition.replicas {
+                copies.insert(node, admin.read_replica(&net::node_address(node), TOPIC, key).await);
+            }
+            copies
+        };
+        let caught_up = eventually(REPLICA_CATCH_UP_TIMEOUT, || async {
+            let copies = read_all().await;
+            let ends: std::collections::BTreeSet<Option<u64>> =
+                copies.values().map(|c| c.as_ref().ok().map(|c| c.high_watermark)).collect();
+            (ends.len() == 1 && !ends.contains(&None)).then_some(copies)
+        })
+        .await;
+        let copies = match caught_up {
+            Some(copies) => copies,
+            None => {
+                notes.push(format!(
+                    "replicas of key {key} did not reach one high watermark within {} s; compared what they hold",
+                    REPLICA_CATCH_UP_TIMEOUT.as_secs()
+                ));
+                read_all().await
+            }
+        };
+        for (node, copy) in copies {
+            recorder.record(
+                process.clone(),
+                OpType::Invoke,
+                "replica-read",
+                json!({"key": key, "node": node}),
+                Some(node),
+                None,
+            );
+            match copy {
+                Ok(copy) => {
+                    let batches: Vec<Value> = copy
+                        .batches
+                        .iter()
+                        .map(|(base, bytes)| {
+                            let next = strata_record::read_header(bytes).map_or(*base, |h| h.next_offset());
+                            json!([base, next, bytes.len(), format!("{:016x}", fnv1a64(bytes))])
+                        })
+                        .collect();
+                    let value = json!({
+                        "key": key,
+                        "node": node,
+                        "log_start": copy.log_start_offset,
+                        "high_watermark": copy.high_watermark,
+                        "batches": batches,
+                    });
+                    recorder.record(process.clone(), OpType::Ok, "replica-read", value, Some(node), None);
+                }
+                Err(error) => {
+                    let value = json!({"key": key, "node": node});
+                    recorder.record(
+                        process.clone(),
+                        OpType::Fail,
+                        "replica-read",
+                        value,
+                        Some(node),
+                        Some(error.to_string()),
+                    );
+                    notes.push(format!("replica read of key {key} from node {node} failed: {error}"));
+                }
+            }
+        }
+    }
+    notes
+}
+
+/// 64-bit FNV-1a: a digest of a stored batch for the history (the batches
+/// themselves would make it megabytes). Not cryptographic; an accidental
+/// difference between two replicas' bytes goes unnoticed with probability
+/// 2^-64 per batch, next to the length, which is compared too.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
 }

@@ -24,8 +24,8 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::{json, Value};
 use strata_client::{
-    Acks, Bytes, Client, ClientConfig, ClientError, ConsumedRecord, Consumer, OffsetSpec, Producer, ProducerConfig,
-    Record, StartOffset,
+    Acks, Bytes, Client, ClientConfig, ClientError, ConsumedRecord, Consumer, Header, ListedOffset, OffsetSpec,
+    Producer, ProducerConfig, Record, StartOffset, IDEMPOTENCY_KEY_HEADER,
 };
 
 use crate::history::{OpType, Process, Recorder};
@@ -44,6 +44,13 @@ pub enum WorkloadKind {
     Queue,
     /// Sends through the batching `Producer`, which retries through faults.
     Idempotent,
+    /// One attempt per send, each record carrying an idempotency key; a
+    /// send whose outcome is unknown is sent again by the worker's next
+    /// process, and now and then an earlier record is re-sent on purpose.
+    /// The topic has time-based retention and a `dedup.window` longer than
+    /// the run, so a key stored at two offsets is a duplicate, and a
+    /// record trimmed before its retention allows is an early deletion.
+    Keys,
 }
 
 impl WorkloadKind {
@@ -51,6 +58,7 @@ impl WorkloadKind {
         match self {
             WorkloadKind::Queue => "queue",
             WorkloadKind::Idempotent => "idempotent",
+            WorkloadKind::Keys => "keys",
         }
     }
 }
@@ -60,8 +68,9 @@ impl WorkloadKind {
 /// workload on any duplicate.
 pub const PRODUCER_IDEMPOTENCE: bool = true;
 
-/// The producer settings of the `idempotent` workload.
-pub fn producer_config() -> ProducerConfig {
+/// The producer settings of the `idempotent` workload, for a process whose
+/// requests wait `request_timeout`.
+pub fn producer_config(request_timeout: Duration) -> ProducerConfig {
     ProducerConfig {
         idempotence: PRODUCER_IDEMPOTENCE,
         linger: Duration::ZERO,
@@ -69,10 +78,26 @@ pub fn producer_config() -> ProducerConfig {
         max_in_flight: 1,
         acks: Acks::All,
         delivery_timeout: SEND_RETRY_WINDOW,
-        request_timeout: REQUEST_TIMEOUT,
+        request_timeout,
         ..ProducerConfig::default()
     }
 }
+
+/// One process in `SHORT_TIMEOUT_ONE_IN` gives its produce requests a
+/// deadline of 100-800 ms instead of `REQUEST_TIMEOUT`: shorter than a
+/// commit during an election, a pause or a slow disk, so the server answers
+/// TIMEOUT (or the client gives up) while the write may still commit, and
+/// the outcome is unknown.
+const SHORT_TIMEOUT_ONE_IN: u32 = 3;
+const SHORT_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=800;
+/// The `keys` workload re-sends one earlier record (acknowledged or not)
+/// instead of a new one in this many sends.
+const RESEND_ONE_IN: u32 = 8;
+/// Records a `keys` worker remembers for re-sending on purpose.
+const RESEND_MEMORY: usize = 64;
+/// How often the `keys` workload reads every key's log start, to catch
+/// records trimmed before their retention allows.
+const LOG_START_EVERY: Duration = Duration::from_millis(500);
 
 /// Deadline of one request: long enough for an election (about 1-3 s), short
 /// enough that a client stuck on a paused node gives up within a window.
@@ -84,6 +109,28 @@ const SEND_RETRY_WINDOW: Duration = Duration::from_secs(20);
 const OP_DEADLINE: Duration = Duration::from_secs(30);
 /// Long-poll wait of one poll.
 const POLL_WAIT: Duration = Duration::from_millis(300);
+
+/// A keyed record a `keys` worker sent, to be sent again with the same
+/// idempotency key and timestamp.
+#[derive(Clone, Copy, Debug)]
+struct Sent {
+    key: u32,
+    value: u64,
+    timestamp_ms: i64,
+}
+
+/// What a `keys` worker re-sends: records whose outcome it never learned
+/// (sent again first, by its next process), and recent ones.
+#[derive(Default)]
+struct Resends {
+    unknown: Vec<Sent>,
+    recent: std::collections::VecDeque<Sent>,
+}
+
+/// The idempotency key of a `keys` record: one per (key, value).
+pub fn idempotency_key(key: u32, value: u64) -> String {
+    format!("{key}-{value}")
+}
 
 #[derive(Clone, Debug)]
 pub struct WorkloadConfig {
@@ -148,24 +195,44 @@ impl Workload {
         self.stop.load(Ordering::SeqCst)
     }
 
-    /// Starts the workers; each runs until `stop`.
+    /// Starts the workers; each runs until `stop`. The `keys` workload
+    /// also reads every key's log start now and then.
     pub fn spawn(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
-        (0..self.config.concurrency)
+        let mut tasks: Vec<_> = (0..self.config.concurrency)
             .map(|worker| {
                 let workload = self.clone();
                 tokio::spawn(async move { workload.worker(worker).await })
             })
-            .collect()
+            .collect();
+        if self.config.kind == WorkloadKind::Keys {
+            let workload = self.clone();
+            tasks.push(tokio::spawn(async move { workload.watch_log_starts().await }));
+        }
+        tasks
     }
 
     async fn worker(self: Arc<Self>, worker: usize) {
         let mut rng = StdRng::seed_from_u64(self.config.seed.wrapping_mul(1_000_003).wrapping_add(worker as u64));
         let mut generation = 0u64;
+        let mut resends = Resends::default();
         while !self.stopped() {
             let process = worker as u64 + generation * self.config.concurrency as u64;
             generation += 1;
-            let mut session = Session::new(&self, process);
-            session.run(&mut rng).await;
+            let mut session = Session::new(&self, process, &mut rng);
+            session.run(&mut rng, &mut resends).await;
+        }
+    }
+
+    /// Records every key's log start every `LOG_START_EVERY`, as process
+    /// `log-start`, until the workload stops.
+    async fn watch_log_starts(self: Arc<Self>) {
+        let process = Process::Named("log-start".into());
+        let client = connect(&self.config.bootstrap);
+        while !self.stopped() {
+            for key in 0..self.config.keys {
+                record_log_start(&self.recorder, &process, &client, &self.config.topic, key).await;
+            }
+            tokio::time::sleep(LOG_START_EVERY).await;
         }
     }
 
@@ -196,6 +263,8 @@ struct Session {
     consumer: Consumer,
     producer: Option<Producer>,
     needs_assign: bool,
+    /// Deadline of this process's produce requests.
+    request_timeout: Duration,
 }
 
 fn outcome_of(error: &ClientError) -> OpType {
@@ -207,13 +276,19 @@ fn outcome_of(error: &ClientError) -> OpType {
 }
 
 impl Session {
-    fn new(workload: &Arc<Workload>, process: u64) -> Session {
+    fn new(workload: &Arc<Workload>, process: u64, rng: &mut StdRng) -> Session {
         let client = connect(&workload.config.bootstrap);
+        let request_timeout = if rng.gen_ratio(1, SHORT_TIMEOUT_ONE_IN) {
+            Duration::from_millis(rng.gen_range(SHORT_TIMEOUT_MS))
+        } else {
+            REQUEST_TIMEOUT
+        };
         let producer = match workload.config.kind {
-            WorkloadKind::Queue => None,
-            WorkloadKind::Idempotent => {
-                Some(Producer::new(client.clone(), producer_config()).expect("the workload's producer settings agree"))
-            }
+            WorkloadKind::Queue | WorkloadKind::Keys => None,
+            WorkloadKind::Idempotent => Some(
+                Producer::new(client.clone(), producer_config(request_timeout))
+                    .expect("the workload's producer settings agree"),
+            ),
         };
         Session {
             workload: workload.clone(),
@@ -222,15 +297,18 @@ impl Session {
             client,
             producer,
             needs_assign: true,
+            request_timeout,
         }
     }
 
     /// Runs operations until the workload stops or one ends unknown.
-    async fn run(&mut self, rng: &mut StdRng) {
+    async fn run(&mut self, rng: &mut StdRng, resends: &mut Resends) {
         while !self.workload.stopped() {
             let roll = rng.gen_range(0..100);
             let ended = if self.needs_assign || roll < 5 {
                 self.assign(rng).await
+            } else if self.workload.config.kind == WorkloadKind::Keys && (roll < 55 || !resends.unknown.is_empty()) {
+                self.send_keyed(rng, resends).await
             } else if roll < 55 {
                 self.send(rng).await
             } else {
@@ -265,7 +343,7 @@ impl Session {
                     .expect("a one-record batch encodes");
                 tokio::time::timeout(
                     OP_DEADLINE,
-                    self.client.produce_batch(topic, key, batch, Acks::All, REQUEST_TIMEOUT),
+                    self.client.produce_batch(topic, key, batch, Acks::All, self.request_timeout),
                 )
                 .await
                 .map(|answer| answer.map(|a| a.base_offset))
@@ -302,6 +380,73 @@ impl Session {
             }
             Err(_) => {
                 workload.record(&self.process, OpType::Info, "send", invoke, Some("operation deadline passed".into()));
+                Ended::Unknown
+            }
+        }
+    }
+
+    /// A `keys` send: one record with an idempotency key, one attempt. An
+    /// unknown outcome leaves the record for the worker's next process to
+    /// send again; a re-send must be answered with the original's offset.
+    async fn send_keyed(&mut self, rng: &mut StdRng, resends: &mut Resends) -> Ended {
+        let workload = self.workload.clone();
+        let (sent, resend) = if let Some(sent) = resends.unknown.pop() {
+            (sent, true)
+        } else if !resends.recent.is_empty() && rng.gen_ratio(1, RESEND_ONE_IN) {
+            (resends.recent[rng.gen_range(0..resends.recent.len())], true)
+        } else {
+            let key = workload.pick_key(rng);
+            let value = workload.next_value[key as usize].fetch_add(1, Ordering::SeqCst);
+            (Sent { key, value, timestamp_ms: now_ms() }, false)
+        };
+        let Sent { key, value, timestamp_ms } = sent;
+        let invoke = json!({"key": key, "value": value, "ts": timestamp_ms, "resend": resend});
+        workload.record(&self.process, OpType::Invoke, "send", invoke.clone(), None);
+        let record = Record {
+            key: Some(Bytes::from(key.to_string())),
+            value: Some(Bytes::from(value.to_string())),
+            headers: vec![Header {
+                key: IDEMPOTENCY_KEY_HEADER.into(),
+                value: Some(Bytes::from(idempotency_key(key, value))),
+            }],
+            // The same event time on every attempt, as an application
+            // re-sending one event would; retention counts from it.
+            timestamp_ms,
+        };
+        let batch = strata_record::encode_batch(&[record], strata_record::ProducerFields::default())
+            .expect("a one-record batch encodes");
+        let topic = &workload.config.topic;
+        let result = tokio::time::timeout(
+            OP_DEADLINE,
+            self.client.produce_batch(topic, key, batch, Acks::All, self.request_timeout),
+        )
+        .await;
+        match result {
+            Ok(Ok(answer)) => {
+                let offset = answer.record_offsets(1)[0];
+                let mut done = invoke;
+                done["offset"] = json!(offset);
+                let at = workload.record(&self.process, OpType::Ok, "send", done, None);
+                workload.last_ack_ns.fetch_max(at, Ordering::SeqCst);
+                if resends.recent.len() >= RESEND_MEMORY {
+                    resends.recent.pop_front();
+                }
+                resends.recent.push_back(sent);
+                Ended::Ok
+            }
+            Ok(Err(error)) => {
+                let kind = outcome_of(&error);
+                workload.record(&self.process, kind, "send", invoke, Some(error.to_string()));
+                if kind == OpType::Fail {
+                    Ended::Fail
+                } else {
+                    resends.unknown.push(sent);
+                    Ended::Unknown
+                }
+            }
+            Err(_) => {
+                workload.record(&self.process, OpType::Info, "send", invoke, Some("operation deadline passed".into()));
+                resends.unknown.push(sent);
                 Ended::Unknown
             }
         }
@@ -431,88 +576,163 @@ pub struct DrainOutcome {
     pub elapsed_ms: u64,
 }
 
-/// Reads every key from offset 0 up to `targets` (one past the highest
+/// Reads `key`'s log start and high watermark at its leader and records
+/// them as a `log-start` operation of `process`: ok `{"key", "log_start",
+/// "high_watermark", "at_ms"}`, `at_ms` being the harness's wall clock when
+/// the answer arrived (retention counts wall-clock time from record
+/// timestamps, which the workloads stamp with the same clock).
+pub async fn record_log_start(
+    recorder: &Recorder,
+    process: &Process,
+    client: &Client,
+    topic: &str,
+    key: u32,
+) -> Option<ListedOffset> {
+    recorder.record(process.clone(), OpType::Invoke, "log-start", json!({"key": key}), None, None);
+    match tokio::time::timeout(OP_DEADLINE, client.list_offsets(topic, key, OffsetSpec::Earliest)).await {
+        Ok(Ok(listed)) => {
+            let value = json!({
+                "key": key,
+                "log_start": listed.log_start_offset,
+                "high_watermark": listed.high_watermark,
+                "at_ms": now_ms(),
+            });
+            recorder.record(process.clone(), OpType::Ok, "log-start", value, None, None);
+            Some(listed)
+        }
+        Ok(Err(error)) => {
+            // A read has no effect, whatever went wrong.
+            recorder.record(
+                process.clone(),
+                OpType::Fail,
+                "log-start",
+                json!({"key": key}),
+                None,
+                Some(error.to_string()),
+            );
+            None
+        }
+        Err(_) => {
+            recorder.record(
+                process.clone(),
+                OpType::Info,
+                "log-start",
+                json!({"key": key}),
+                None,
+                Some("deadline".into()),
+            );
+            None
+        }
+    }
+}
+
+/// How often the drain starts over after retention moved a log start past
+/// its position (only topics with retention, i.e. the `keys` workload).
+const DRAIN_RESTARTS: u32 = 5;
+
+/// Reads every key from its log start up to `targets` (one past the highest
 /// acknowledged offset, or the high watermark when higher), recording the
-/// reads as process `drain`, until done or `deadline`.
+/// reads as process `drain`, until done or `deadline`. With
+/// `from_log_start` (topics with retention) reading starts at each key's
+/// log start as the drain saw it, and starts over there when retention
+/// moves it on; otherwise at offset 0, which needs no leader to answer.
 pub async fn drain(
     recorder: &Recorder,
     bootstrap: &[String],
     topic: &str,
     mut targets: BTreeMap<u32, u64>,
+    from_log_start: bool,
     deadline: Instant,
 ) -> DrainOutcome {
     let started = Instant::now();
     let process = Process::Named("drain".into());
     let client = connect(bootstrap);
-    for (&key, target) in targets.iter_mut() {
-        while Instant::now() < deadline {
-            match client.list_offsets(topic, key, OffsetSpec::Latest).await {
-                Ok(listed) => {
-                    *target = (*target).max(listed.high_watermark);
-                    break;
-                }
-                Err(error) => {
-                    tracing::debug!(key, %error, "drain: no high watermark yet");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-    let keys: Vec<u32> = targets.keys().copied().collect();
-    let mut consumer = Consumer::new(client);
-    recorder.record(process.clone(), OpType::Invoke, "assign", json!({"keys": keys}), None, None);
-    let mut positions = BTreeMap::new();
     let mut outcome = DrainOutcome::default();
-    for &key in &keys {
-        // Offset 0 without asking the leader: the topic keeps everything.
-        // Only the topic's metadata is needed, which a cluster that has just
-        // come back may not serve at once.
-        loop {
-            match consumer.assign(topic, key, StartOffset::Offset(0)).await {
-                Ok(position) => {
-                    positions.insert(key.to_string(), position);
-                    break;
+    let mut restarts = 0;
+    let keys: Vec<u32> = targets.keys().copied().collect();
+    let mut consumer;
+    'start: loop {
+        let mut starts: BTreeMap<u32, u64> = BTreeMap::new();
+        for (&key, target) in targets.iter_mut() {
+            while Instant::now() < deadline {
+                match record_log_start(recorder, &process, &client, topic, key).await {
+                    Some(listed) => {
+                        *target = (*target).max(listed.high_watermark);
+                        starts.insert(key, if from_log_start { listed.log_start_offset } else { 0 });
+                        break;
+                    }
+                    None => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
-                Err(error) if Instant::now() >= deadline => {
-                    recorder.record(
-                        process,
-                        OpType::Info,
-                        "assign",
-                        json!({"keys": keys}),
-                        None,
-                        Some(error.to_string()),
-                    );
-                    outcome.short = targets.iter().map(|(&k, &t)| (k, (0, t))).collect();
-                    outcome.elapsed_ms = started.elapsed().as_millis() as u64;
-                    return outcome;
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
-    }
-    recorder.record(process.clone(), OpType::Ok, "assign", json!({"keys": keys, "positions": positions}), None, None);
-    let done = |consumer: &Consumer| targets.iter().all(|(&k, &t)| consumer.position(topic, k).unwrap_or(0) >= t);
-    while !done(&consumer) && Instant::now() < deadline {
-        outcome.polls += 1;
-        recorder.record(process.clone(), OpType::Invoke, "poll", Value::Null, None, None);
-        match tokio::time::timeout(OP_DEADLINE, consumer.poll(POLL_WAIT)).await {
-            Ok(Ok(records)) => match reads_value(&records) {
-                Ok(value) => {
-                    recorder.record(process.clone(), OpType::Ok, "poll", value, None, None);
+        consumer = Consumer::new(client.clone());
+        recorder.record(process.clone(), OpType::Invoke, "assign", json!({"keys": keys}), None, None);
+        let mut positions = BTreeMap::new();
+        for &key in &keys {
+            // An explicit offset needs only the topic's metadata, which a
+            // cluster that has just come back may serve before its leaders.
+            let start = starts.get(&key).copied().unwrap_or(0);
+            loop {
+                match consumer.assign(topic, key, StartOffset::Offset(start)).await {
+                    Ok(position) => {
+                        positions.insert(key.to_string(), position);
+                        break;
+                    }
+                    Err(error) if Instant::now() >= deadline => {
+                        recorder.record(
+                            process,
+                            OpType::Info,
+                            "assign",
+                            json!({"keys": keys}),
+                            None,
+                            Some(error.to_string()),
+                        );
+                        outcome.short = targets.iter().map(|(&k, &t)| (k, (0, t))).collect();
+                        outcome.elapsed_ms = started.elapsed().as_millis() as u64;
+                        return outcome;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
-                Err(bad) => {
-                    recorder.record(process.clone(), OpType::Info, "poll", Value::Null, None, Some(bad));
+            }
+        }
+        recorder.record(
+            process.clone(),
+            OpType::Ok,
+            "assign",
+            json!({"keys": keys, "positions": positions}),
+            None,
+            None,
+        );
+        let done = |consumer: &Consumer| targets.iter().all(|(&k, &t)| consumer.position(topic, k).unwrap_or(0) >= t);
+        while !done(&consumer) && Instant::now() < deadline {
+            outcome.polls += 1;
+            recorder.record(process.clone(), OpType::Invoke, "poll", Value::Null, None, None);
+            match tokio::time::timeout(OP_DEADLINE, consumer.poll(POLL_WAIT)).await {
+                Ok(Ok(records)) => match reads_value(&records) {
+                    Ok(value) => {
+                        recorder.record(process.clone(), OpType::Ok, "poll", value, None, None);
+                    }
+                    Err(bad) => {
+                        recorder.record(process.clone(), OpType::Info, "poll", Value::Null, None, Some(bad));
+                        break;
+                    }
+                },
+                Ok(Err(error)) => {
+                    let retryable = error.is_retryable();
+                    recorder.record(process.clone(), OpType::Fail, "poll", Value::Null, None, Some(error.to_string()));
+                    // Retention moved a log start past the position.
+                    if !retryable && from_log_start && restarts < DRAIN_RESTARTS {
+                        restarts += 1;
+                        continue 'start;
+                    }
+                }
+                Err(_) => {
+                    recorder.record(process.clone(), OpType::Info, "poll", Value::Null, None, Some("deadline".into()));
                     break;
                 }
-            },
-            Ok(Err(error)) => {
-                recorder.record(process.clone(), OpType::Fail, "poll", Value::Null, None, Some(error.to_string()));
-            }
-            Err(_) => {
-                recorder.record(process.clone(), OpType::Info, "poll", Value::Null, None, Some("deadline".into()));
-                break;
-            }
-        };
+            };
+        }
+        break;
     }
     for (&key, &target) in &targets {
         let reached = consumer.position(topic, key).unwrap_or(0);

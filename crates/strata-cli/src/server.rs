@@ -49,6 +49,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     file.initial_cluster = args.initial_cluster.or(file.initial_cluster);
     file.metrics_listen = args.metrics_listen.or(file.metrics_listen);
     let config = file.validate().map_err(anyhow::Error::msg).context("invalid configuration")?;
+    if cfg!(feature = "mutation-no-dedup") {
+        // The harness's mutation check greps the node logs for this line.
+        tracing::warn!("MUTATION BUILD (mutation-no-dedup): idempotent batches are not deduplicated; test use only");
+    }
     strata_server::run(config, stop_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -229,7 +229,9 @@ impl PartitionState {
         let last_sequence = sequence_after(first_sequence.max(0), sent_count - 1);
         let mut effects = Vec::new();
 
-        if idempotent {
+        // The test-only mutation `mutation-no-dedup` skips this check, so the
+        // fault harness can prove it notices a server that stores retries.
+        if idempotent && !cfg!(feature = "mutation-no-dedup") {
             match producers.get(producer_id) {
                 Some(entry) if epoch < entry.epoch => {
                     return refused(

@@ -476,3 +476,120 @@ fn an_unfinished_operation_counts_as_indeterminate() {
     assert!(verdict.valid, "{}", verdict.summary());
     assert_eq!(verdict.stats.completions["send"]["info"], 1);
 }
+
+impl H {
+    /// An acknowledged `keys` send: stamped `ts`, maybe a re-send.
+    fn keyed_ok(&mut self, p: u64, key: u64, value: u64, ts: i64, resend: bool, offset: u64) -> u64 {
+        let sent = json!({"key": key, "value": value, "ts": ts, "resend": resend});
+        self.push(client(p), OpType::Invoke, "send", sent.clone(), None);
+        let mut done = sent;
+        done["offset"] = json!(offset);
+        self.push(client(p), OpType::Ok, "send", done, None)
+    }
+
+    fn log_start(&mut self, key: u64, log_start: u64, at_ms: i64) -> u64 {
+        let process = Process::Named("log-start".into());
+        self.push(process.clone(), OpType::Invoke, "log-start", json!({"key": key}), None);
+        let seen = json!({"key": key, "log_start": log_start, "high_watermark": log_start + 10, "at_ms": at_ms});
+        self.push(process, OpType::Ok, "log-start", seen, None)
+    }
+
+    /// One node's copy of `key`: (base, next, length, digest) per batch.
+    fn replica(&mut self, key: u64, node: u64, range: (u64, u64), batches: &[(u64, u64, u64, &str)]) -> u64 {
+        let process = Process::Named("replicas".into());
+        let batches: Vec<Value> = batches.iter().map(|&(b, n, l, d)| json!([b, n, l, d])).collect();
+        self.push(process.clone(), OpType::Invoke, "replica-read", json!({"key": key, "node": node}), Some(node));
+        let copy =
+            json!({"key": key, "node": node, "log_start": range.0, "high_watermark": range.1, "batches": batches});
+        self.push(process, OpType::Ok, "replica-read", copy, Some(node))
+    }
+}
+
+fn with_retention(ms: u64) -> CheckOptions {
+    CheckOptions { retention_ms: Some(ms), ..CheckOptions::default() }
+}
+
+#[test]
+fn a_resend_answered_with_the_original_offset_is_fine() {
+    let mut h = H::default();
+    h.keyed_ok(1, 0, 10, 1_000, false, 0);
+    h.keyed_ok(1, 0, 11, 1_000, false, 1);
+    // Process 2 sends value 10 again: the original's offset, no new order.
+    h.keyed_ok(2, 0, 10, 1_000, true, 0);
+    h.keyed_ok(1, 0, 10, 1_000, true, 0);
+    h.poll(3, &[(0, 0, 10), (0, 1, 11)]);
+    let verdict = h.check();
+    assert!(verdict.valid, "{}", verdict.summary());
+}
+
+#[test]
+fn a_resend_stored_again_is_a_duplicate() {
+    let mut h = H::default();
+    h.keyed_ok(1, 0, 10, 1_000, false, 0);
+    h.keyed_ok(2, 0, 10, 1_000, true, 1);
+    h.poll(3, &[(0, 0, 10), (0, 1, 10)]);
+    assert_eq!(names(&h.check()), vec![DUPLICATE]);
+}
+
+#[test]
+fn records_trimmed_after_their_retention_are_neither_lost_nor_early() {
+    let mut h = H::default();
+    h.keyed_ok(1, 0, 10, 1_000, false, 0);
+    h.keyed_ok(1, 0, 11, 1_000, false, 1);
+    h.keyed_ok(1, 0, 12, 9_000, false, 2);
+    h.log_start(0, 0, 5_000);
+    // Offsets 0 and 1 (stamped 1000, retention 5000) gone at 6001 ms.
+    h.log_start(0, 2, 6_001);
+    h.poll(3, &[(0, 2, 12)]);
+    let verdict = h.check_with(with_retention(5_000));
+    assert!(verdict.valid, "{}", verdict.summary());
+    assert_eq!(verdict.stats.trimmed_unread, 2);
+    // Without the log start the same history has a lost write.
+    let mut without = H::default();
+    without.keyed_ok(1, 0, 10, 1_000, false, 0);
+    without.keyed_ok(1, 0, 12, 9_000, false, 2);
+    without.poll(3, &[(0, 2, 12)]);
+    assert_eq!(names(&without.check_with(with_retention(5_000))), vec![LOST_WRITE]);
+}
+
+#[test]
+fn a_record_trimmed_before_its_retention_is_an_early_deletion() {
+    let mut h = H::default();
+    let stored = h.keyed_ok(1, 0, 10, 1_000, false, 0);
+    h.keyed_ok(1, 0, 11, 1_000, false, 1);
+    let seen = h.log_start(0, 1, 5_999);
+    h.poll(3, &[(0, 1, 11)]);
+    let verdict = h.check_with(with_retention(5_000));
+    assert_eq!(names(&verdict), vec![EARLY_DELETION]);
+    let early = &verdict.anomalies[EARLY_DELETION][0];
+    assert_eq!((early.key, early.offset, early.value), (Some(0), Some(0), Some(10)));
+    assert!(early.ops.contains(&stored) && early.ops.contains(&seen), "{early:?}");
+    // Without retention configured nothing is judged early.
+    assert!(h.check().valid);
+}
+
+#[test]
+fn replicas_holding_the_same_batches_agree() {
+    let mut h = H::default();
+    h.replica(0, 1, (0, 4), &[(0, 2, 90, "aa"), (2, 4, 90, "bb")]);
+    // Node 2 trimmed the first batch already and lags by one batch: the
+    // common range is 2..4.
+    h.replica(0, 2, (2, 6), &[(2, 4, 90, "bb"), (4, 6, 90, "cc")]);
+    let verdict = h.check();
+    assert!(verdict.valid, "{}", verdict.summary());
+    assert_eq!(verdict.stats.replica_batches_agreed, 1);
+}
+
+#[test]
+fn replicas_storing_different_bytes_diverge() {
+    let mut h = H::default();
+    let one = h.replica(0, 1, (0, 4), &[(0, 2, 90, "aa"), (2, 4, 90, "bb")]);
+    let two = h.replica(0, 2, (0, 4), &[(0, 2, 90, "aa"), (2, 4, 90, "XX")]);
+    // Node 3 split the same offsets into other batches.
+    let three = h.replica(0, 3, (0, 4), &[(0, 2, 90, "aa"), (2, 3, 45, "b1"), (3, 4, 45, "b2")]);
+    let verdict = h.check();
+    assert_eq!(names(&verdict), vec![DIVERGENCE]);
+    let found: Vec<Option<u64>> = verdict.anomalies[DIVERGENCE].iter().map(|a| a.offset).collect();
+    assert_eq!(found, vec![Some(2), Some(3)]);
+    assert_eq!(verdict.anomalies[DIVERGENCE][0].ops, vec![one, two, three]);
+}
