@@ -65,6 +65,14 @@ const NEVER_IN: &[(&str, &[&str])] = &[
     ("strata-core", &["tokio", "strata-record", "strata-state", "strata-storage", "strata-proto"]),
     // The codec: no I/O, no async.
     ("strata-record", &["tokio", "futures", "strata-state", "strata-storage"]),
+    // The harness sees Strata as a user does: through strata-client only.
+    (
+        "strata-jepsen",
+        &["strata-core", "strata-record", "strata-state", "strata-storage", "strata-proto", "strata-server"],
+    ),
+    // The CLI talks to nodes through strata-client (it runs a node through
+    // strata-server).
+    ("strata-cli", &["strata-proto", "tonic", "prost"]),
 ];
 
 #[test]

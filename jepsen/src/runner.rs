@@ -556,7 +556,7 @@ async fn compare_replicas(admin: &Client, recorder: &Recorder, keys: u32) -> Vec
                         .batches
                         .iter()
                         .map(|(base, bytes)| {
-                            let next = strata_record::read_header(bytes).map_or(*base, |h| h.next_offset());
+                            let next = strata_client::batch::read_header(bytes).map_or(*base, |h| h.next_offset());
                             json!([base, next, bytes.len(), format!("{:016x}", fnv1a64(bytes))])
                         })
                         .collect();

@@ -339,8 +339,9 @@ impl Session {
             None => {
                 let mut record = record;
                 record.timestamp_ms = now_ms();
-                let batch = strata_record::encode_batch(&[record], strata_record::ProducerFields::default())
-                    .expect("a one-record batch encodes");
+                let batch =
+                    strata_client::batch::encode_batch(&[record], strata_client::batch::ProducerFields::default())
+                        .expect("a one-record batch encodes");
                 tokio::time::timeout(
                     OP_DEADLINE,
                     self.client.produce_batch(topic, key, batch, Acks::All, self.request_timeout),
@@ -413,7 +414,7 @@ impl Session {
             // re-sending one event would; retention counts from it.
             timestamp_ms,
         };
-        let batch = strata_record::encode_batch(&[record], strata_record::ProducerFields::default())
+        let batch = strata_client::batch::encode_batch(&[record], strata_client::batch::ProducerFields::default())
             .expect("a one-record batch encodes");
         let topic = &workload.config.topic;
         let result = tokio::time::timeout(

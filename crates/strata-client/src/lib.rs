@@ -47,3 +47,9 @@ pub use metadata::{
 pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig, RecordMetadata};
 pub use strata_core::{ErrorCode, RetryClass, IDEMPOTENCY_KEY_HEADER};
 pub use strata_record::{Bytes, Header, Record};
+
+/// Kafka RecordBatch v2, for callers of [`Client::produce_batch`] that build
+/// batches themselves and of [`Client::read_replica`] that read them.
+pub mod batch {
+    pub use strata_record::{encode_batch, read_header, BatchHeader, ProducerFields};
+}
