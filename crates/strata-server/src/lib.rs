@@ -15,8 +15,11 @@ pub mod metrics;
 mod network;
 mod node;
 mod quiesce;
+mod reconcile;
+mod retention;
 mod sequencer;
 mod service;
+mod startup;
 
 pub use config::{FileConfig, NodeConfig};
-pub use node::{run, StartError};
+pub use startup::{run, StartError};

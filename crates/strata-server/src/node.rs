@@ -1,28 +1,30 @@
 //! A running node: the store, the groups it hosts, the reconciler that
 //! starts and stops partition groups to match the metadata state, and the
-//! retention task.
+//! retention task. What they decide is plain logic in `reconcile` and
+//! `retention`; start-up and shut-down are `startup`'s.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::io;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use openraft::{BasicNode, SnapshotPolicy};
+use openraft::BasicNode;
 use strata_core::limits::{LEFTOVER_SWEEP_INTERVAL, MAX_PARTITION_REPLICAS_PER_NODE};
-use strata_proto::v1::raft_transport_server::RaftTransportServer;
-use strata_proto::v1::strata_server::StrataServer;
 use strata_state::metadata::{Topic, METADATA_GROUP_ID};
 use strata_state::{Command, MetadataState, PartitionCommand};
-use strata_storage::{BatchInfo, GroupKind, GroupState, Store};
+use strata_storage::{GroupKind, GroupState, Store};
 use tokio::sync::watch;
 
 use crate::clock::ClusterClock;
 use crate::config::NodeConfig;
 use crate::groups::{GroupHandle, Groups};
-use crate::network::{GroupNetworkFactory, PeerChannels, Router, TransportService};
-use crate::quiesce::{Quiescence, QuietTiming};
-use crate::service::StrataService;
+use crate::network::{GroupNetworkFactory, PeerChannels, Router};
+use crate::quiesce::Quiescence;
+use crate::retention::{trim_point, Retention};
+
+/// Each partition group's replicas, by group id.
+fn replica_sets(state: &MetadataState) -> BTreeMap<u64, Vec<u64>> {
+    state.assignments().into_iter().map(|(group, (_, _, assignment))| (group, assignment.replicas.clone())).collect()
+}
 
 /// Most batch headers one retention pass looks at per partition; the rest is
 /// trimmed by the next pass. Bounds the memory and time of a pass.
@@ -75,27 +77,12 @@ pub struct Node {
     pub store: Store,
     pub groups: Groups,
     pub peers: PeerChannels,
-    router: Router,
-    raft_config: Arc<openraft::Config>,
+    pub(crate) router: Router,
+    pub(crate) raft_config: Arc<openraft::Config>,
     pub quiescence: Quiescence,
     /// Cluster time: what stamps and retention use instead of this node's
     /// wall clock.
     pub clock: ClusterClock,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    // The io::Error is the source: error chains print it once, after these.
-    #[error("cannot create data dir {path}")]
-    DataDir { path: String, source: io::Error },
-    #[error("cannot open the store in {path}")]
-    Store { path: String, source: io::Error },
-    #[error("cannot listen on {address}")]
-    Listen { address: String, source: io::Error },
-    #[error("invalid raft settings: {0}")]
-    RaftConfig(String),
-    #[error("cannot start the metadata group: {0}")]
-    Metadata(String),
 }
 
 /// This node's own wall clock, ms since the Unix epoch. Every wall-clock
@@ -127,7 +114,12 @@ impl Node {
         ids.iter().map(|id| (*id, BasicNode { addr: self.peers.address(*id).unwrap_or_default() })).collect()
     }
 
-    async fn start_group(&self, group_id: u64, kind: GroupKind, voters: &[u64]) -> Result<GroupHandle, String> {
+    pub(crate) async fn start_group(
+        &self,
+        group_id: u64,
+        kind: GroupKind,
+        voters: &[u64],
+    ) -> Result<GroupHandle, String> {
         let log_store = self.store.log_store(group_id);
         let state_machine = self.store.state_machine(group_id, kind).await.map_err(|e| e.to_string())?;
         let state = state_machine.subscribe();
@@ -155,35 +147,32 @@ impl Node {
         Ok(handle)
     }
 
-    /// Starts and stops partition groups to match the metadata state.
+    /// Starts and stops partition groups to match the metadata state (the
+    /// decisions are `reconcile::plan`'s).
     async fn reconcile(&self, state: &MetadataState) {
-        let me = self.node_id();
-        let assignments = state.assignments();
-        let wanted: BTreeSet<u64> =
-            assignments.iter().filter(|(_, (_, _, a))| a.replicas.contains(&me)).map(|(group, _)| *group).collect();
-        for group in &wanted {
-            if self.groups.contains(*group) {
-                continue;
-            }
-            if self.groups.all().len() > MAX_PARTITION_REPLICAS_PER_NODE {
-                tracing::error!(
-                    group,
-                    limit = MAX_PARTITION_REPLICAS_PER_NODE,
-                    "too many partition replicas; not starting"
-                );
-                break;
-            }
-            let replicas = &assignments[group].2.replicas;
-            if let Err(err) = self.start_group(*group, GroupKind::Partition, replicas).await {
+        let running = self.running_partitions();
+        let plan =
+            crate::reconcile::plan(self.node_id(), &replica_sets(state), &running, MAX_PARTITION_REPLICAS_PER_NODE);
+        if !plan.over_limit.is_empty() {
+            tracing::error!(
+                groups = ?plan.over_limit,
+                limit = MAX_PARTITION_REPLICAS_PER_NODE,
+                "too many partition replicas; not starting"
+            );
+        }
+        for (group, replicas) in plan.start {
+            if let Err(err) = self.start_group(group, GroupKind::Partition, &replicas).await {
                 tracing::warn!(group, error = %err, "cannot start partition group; will retry");
             }
         }
-        for handle in self.groups.all() {
-            if handle.group_id == METADATA_GROUP_ID || wanted.contains(&handle.group_id) {
-                continue;
-            }
-            self.stop_and_delete(handle.group_id).await;
+        for group in plan.stop {
+            self.stop_and_delete(group).await;
         }
+    }
+
+    /// The partition groups this node runs (the metadata group aside).
+    fn running_partitions(&self) -> BTreeSet<u64> {
+        self.groups.all().iter().map(|h| h.group_id).filter(|g| *g != METADATA_GROUP_ID).collect()
     }
 
     async fn stop_and_delete(&self, group_id: u64) {
@@ -198,11 +187,9 @@ impl Node {
         }
     }
 
-    /// Deletes data of groups this node no longer hosts: groups the metadata
-    /// state has allocated (id below `next_group_id`) but not assigned here.
+    /// Deletes data of groups this node no longer hosts (see
+    /// `reconcile::leftovers`).
     async fn delete_leftovers(&self, state: &MetadataState) {
-        let me = self.node_id();
-        let assignments = state.assignments();
         let stored = match self.store.stored_groups().await {
             Ok(groups) => groups,
             Err(err) => {
@@ -210,19 +197,16 @@ impl Node {
                 return;
             }
         };
-        for group in stored {
-            let assigned_here = assignments.get(&group).is_some_and(|(_, _, a)| a.replicas.contains(&me));
-            if group != METADATA_GROUP_ID
-                && group < state.next_group_id
-                && !assigned_here
-                && !self.groups.contains(group)
-            {
-                self.stop_and_delete(group).await;
-            }
+        let running = self.running_partitions();
+        let assigned = replica_sets(state);
+        let next = state.next_group_id;
+        for group in crate::reconcile::leftovers(self.node_id(), &stored, &assigned, &running, METADATA_GROUP_ID, next)
+        {
+            self.stop_and_delete(group).await;
         }
     }
 
-    async fn run_reconciler(self, mut metadata: watch::Receiver<Arc<GroupState>>) {
+    pub(crate) async fn run_reconciler(self, mut metadata: watch::Receiver<Arc<GroupState>>) {
         let mut last_sweep: Option<std::time::Instant> = None;
         loop {
             let state = MetadataSnapshot::new(metadata.borrow_and_update().clone());
@@ -241,7 +225,7 @@ impl Node {
         }
     }
 
-    async fn run_retention(self) {
+    pub(crate) async fn run_retention(self) {
         let mut tick = tokio::time::interval(self.config.retention_check_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -276,19 +260,16 @@ impl Node {
         // cluster time is trusted (a majority of clocks agree), time-based
         // retention waits; it only ever runs late, never early.
         let now = self.clock.now();
-        let cutoff_ms = config.retention_ms.filter(|_| now.trusted).map(|r| now.ms as i64 - r as i64);
-        let excess = config.retention_bytes.map_or(0, |b| partition.retained_bytes().saturating_sub(b));
-        // A batch goes when it expired by time, or while the partition is
-        // over its byte bound (oldest first); the scan stops at the first
-        // batch to keep.
-        let expendable = move |info: &BatchInfo, removed: u64| {
-            cutoff_ms.is_some_and(|c| info.max_timestamp_ms < c) || removed < excess
+        let retention = Retention {
+            cutoff_ms: config.retention_ms.filter(|_| now.trusted).map(|r| now.ms as i64 - r as i64),
+            max_bytes: config.retention_bytes,
         };
-        let mut scanned = 0u64;
+        // The scan stops at the first batch to keep (see `trim_point`).
+        let (scanned_state, mut scanned) = (partition.clone(), 0u64);
         let headers = reader
             .scan_headers(
                 move |info| {
-                    let keep = !expendable(info, scanned);
+                    let keep = !retention.expendable(&scanned_state, info, scanned);
                     scanned += info.size_bytes;
                     keep
                 },
@@ -296,20 +277,8 @@ impl Node {
             )
             .await
             .map_err(|e| e.to_string())?;
-        let mut new_start = partition.log_start_offset;
-        let mut trimmed = partition.trimmed_bytes_total;
-        let mut removed = 0u64;
-        for info in &headers {
-            if !expendable(info, removed) || info.next_offset > partition.next_offset {
-                break;
-            }
-            new_start = info.next_offset;
-            trimmed += info.size_bytes;
-            removed += info.size_bytes;
-        }
-        if new_start <= partition.log_start_offset {
-            return Ok(());
-        }
+        let Some((new_start, trimmed)) = trim_point(&partition, &headers, retention) else { return Ok(()) };
+        let removed = trimmed - partition.trimmed_bytes_total;
         tracing::info!(
             group = handle.group_id,
             new_log_start = new_start,
@@ -322,166 +291,6 @@ impl Node {
         handle.raft.client_write(command).await.map_err(|e| e.to_string())?;
         Ok(())
     }
-}
-
-#[cfg(feature = "fault-hooks")]
-fn open_store(config: &NodeConfig, path: &std::path::Path) -> io::Result<Store> {
-    if config.faults.record_synced_wal {
-        Store::open_recording_syncs(path)
-    } else {
-        Store::open(path)
-    }
-}
-
-#[cfg(not(feature = "fault-hooks"))]
-fn open_store(_config: &NodeConfig, path: &std::path::Path) -> io::Result<Store> {
-    Store::open(path)
-}
-
-/// Starts a node and serves until `shutdown` completes.
-pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
-    crate::faults::set_clock_offset_ms(config.faults.clock_offset_ms);
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
-    let db_path = config.data_dir.join("db");
-    let store = open_store(&config, &db_path)
-        .map_err(|source| StartError::Store { path: db_path.display().to_string(), source })?;
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .map_err(|source| StartError::Listen { address: config.listen.clone(), source })?;
-
-    let raft_config = openraft::Config {
-        cluster_name: "strata".into(),
-        heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
-        election_timeout_min: config.election_timeout_min.as_millis() as u64,
-        election_timeout_max: config.election_timeout_max.as_millis() as u64,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
-        max_in_snapshot_log_to_keep: config.snapshot_every_entries,
-        install_snapshot_timeout: 10_000,
-        // openraft keeps six ring buffers of this many entries per group for
-        // its `runtime-stats` feature, allocated even with the feature off
-        // (as Strata builds it): 1,024 each is ~150 KiB of address space per
-        // partition replica for nothing.
-        log_stage_capacity: Some(1),
-        ..Default::default()
-    }
-    .validate()
-    .map_err(|e| StartError::RaftConfig(e.to_string()))?;
-
-    let peers = PeerChannels::new(config.initial_cluster.clone());
-    let router = Router::new(config.node_id, peers.clone(), store.clone());
-    let groups = Groups::default();
-    let clock = ClusterClock::new(config.initial_cluster.len());
-    let quiescence = Quiescence::new(
-        config.node_id,
-        QuietTiming {
-            quiesce_after: config.quiesce_after,
-            beat_interval: config.heartbeat_interval,
-            peer_timeout: config.election_timeout_max,
-        },
-        clock.clone(),
-    );
-    let node = Node {
-        config: Arc::new(config),
-        store: store.clone(),
-        groups: groups.clone(),
-        peers,
-        router,
-        raft_config: Arc::new(raft_config),
-        quiescence: quiescence.clone(),
-        clock,
-    };
-
-    // The metadata group is registered before the first request is served:
-    // handlers rely on it (its Raft needs no peer to start).
-    let voters: Vec<u64> = node.config.initial_cluster.keys().copied().collect();
-    let metadata =
-        node.start_group(METADATA_GROUP_ID, GroupKind::Metadata, &voters).await.map_err(StartError::Metadata)?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (health, health_service) = tonic_health::server::health_reporter();
-    let server = {
-        // Accepted sockets get TCP_NODELAY here: `Server::tcp_nodelay` only
-        // reaches listeners tonic binds itself. Without it a small answer
-        // written behind an unacknowledged one waits for the peer's delayed
-        // ACK (40 ms on Linux): that was the p99 of a produce.
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let transport = RaftTransportServer::new(TransportService {
-            groups: groups.clone(),
-            store: store.clone(),
-            quiescence: quiescence.clone(),
-        })
-        .max_decoding_message_size(strata_core::limits::MAX_GRPC_MESSAGE_BYTES)
-        .max_encoding_message_size(strata_core::limits::MAX_GRPC_MESSAGE_BYTES);
-        let api = StrataServer::new(StrataService::new(node.clone()))
-            .max_decoding_message_size(strata_core::limits::MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(strata_core::limits::MAX_GRPC_MESSAGE_BYTES);
-        // Standard tools: the gRPC health service (Kubernetes gRPC probes,
-        // grpcurl, load balancers) and reflection (grpcurl without protos).
-        health.set_serving::<StrataServer<StrataService>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .expect("the descriptor set is generated at build time");
-        let mut stop = stop_rx.clone();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .tcp_nodelay(true)
-                .add_service(transport)
-                .add_service(api)
-                .add_service(health_service)
-                .add_service(reflection)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                }),
-        )
-    };
-
-    tracing::info!(node = node.node_id(), listen = %node.config.listen, "node started");
-
-    let metrics = match &node.config.metrics_listen {
-        Some(address) => Some(
-            crate::metrics::serve(address, node.clone())
-                .await
-                .map_err(|source| StartError::Listen { address: address.clone(), source })?,
-        ),
-        None => None,
-    };
-    // Beats start before the partition groups, so a restarted node is
-    // heard (and its peers wake the quiet groups it replicates) before any
-    // of its groups could time out.
-    let beats = tokio::spawn(crate::quiesce::run(quiescence, groups.clone(), node.peers.clone()));
-    let reconciler = tokio::spawn(node.clone().run_reconciler(metadata.state.clone()));
-    let retention = tokio::spawn(node.clone().run_retention());
-
-    shutdown.await;
-    tracing::info!(node = node.node_id(), "node stopping");
-    health.set_not_serving::<StrataServer<StrataService>>().await;
-    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-    reconciler.abort();
-    retention.abort();
-    beats.abort();
-    if let Some(task) = &metrics {
-        task.abort();
-    }
-    // Requests keep arriving until the server stops, and every handler
-    // looks up the metadata group: it stays registered (stopped, so its
-    // calls fail with an error) until the server has stopped.
-    for handle in node.groups.all() {
-        let _ = handle.raft.shutdown().await;
-        if handle.group_id != METADATA_GROUP_ID {
-            node.groups.remove(handle.group_id);
-        }
-    }
-    let _ = stop_tx.send(true);
-    let _ = server.await;
-    node.groups.remove(METADATA_GROUP_ID);
-    if let Err(err) = store.sync().await {
-        tracing::warn!(error = %err, "final sync failed");
-    }
-    tracing::info!(node = node.node_id(), "node stopped");
-    // The database closes when its last handle drops; the caller must let
-    // the runtime's tasks end (drop the runtime) before the process exits.
-    Ok(())
 }
 
 #[cfg(test)]
