@@ -24,7 +24,7 @@ use crate::net::{ClientCut, Network};
 
 /// What the user may ask for with `--faults`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum FaultKind {
     Kill,
     Pause,

@@ -515,32 +515,44 @@ async fn compare_replicas(admin: &Client, recorder: &Recorder, keys: u32) -> Vec
         notes.push("replica comparison skipped: the topic could not be described".into());
         return notes;
     };
+    // Every key at once: with retention on, what the copies hold shrinks
+    // while one key waits for a lagging replica.
+    let mut reads = Vec::new();
     for partition in description.partitions.iter().filter(|p| p.partition < keys) {
-        let key = partition.partition;
-        let read_all = || async {
-            let mut copies = BTreeMap::new();
-            for &node in &partition.replicas {
-                copies.insert(node, admin.read_replica(&net::node_address(node), TOPIC, key).await);
+        let (admin, key, replicas) = (admin.clone(), partition.partition, partition.replicas.clone());
+        reads.push(tokio::spawn(async move {
+            let read_all = || async {
+                let mut copies = BTreeMap::new();
+                for &node in &replicas {
+                    copies.insert(node, admin.read_replica(&net::node_address(node), TOPIC, key).await);
+                }
+                copies
+            };
+            let caught_up = eventually(REPLICA_CATCH_UP_TIMEOUT, || async {
+                let copies = read_all().await;
+                let ends: std::collections::BTreeSet<Option<u64>> =
+                    copies.values().map(|c| c.as_ref().ok().map(|c| c.high_watermark)).collect();
+                (ends.len() == 1 && !ends.contains(&None)).then_some(copies)
+            })
+            .await;
+            match caught_up {
+                Some(copies) => (key, copies, None),
+                None => {
+                    let note = format!(
+                        "replicas of key {key} did not reach one high watermark within {} s; compared what they hold",
+                        REPLICA_CATCH_UP_TIMEOUT.as_secs()
+                    );
+                    (key, read_all().await, Some(note))
+                }
             }
-            copies
+        }));
+    }
+    for read in reads {
+        let Ok((key, copies, note)) = read.await else {
+            notes.push("a replica comparison task panicked".into());
+            continue;
         };
-        let caught_up = eventually(REPLICA_CATCH_UP_TIMEOUT, || async {
-            let copies = read_all().await;
-            let ends: std::collections::BTreeSet<Option<u64>> =
-                copies.values().map(|c| c.as_ref().ok().map(|c| c.high_watermark)).collect();
-            (ends.len() == 1 && !ends.contains(&None)).then_some(copies)
-        })
-        .await;
-        let copies = match caught_up {
-            Some(copies) => copies,
-            None => {
-                notes.push(format!(
-                    "replicas of key {key} did not reach one high watermark within {} s; compared what they hold",
-                    REPLICA_CATCH_UP_TIMEOUT.as_secs()
-                ));
-                read_all().await
-            }
-        };
+        notes.extend(note);
         for (node, copy) in copies {
             recorder.record(
                 process.clone(),
