@@ -110,7 +110,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last_purged: Option<LogIdOf<TypeConfig>> = self.read_tag(TAG_PURGED, "purged log id").await?;
         let db = self.store.db.clone();
         let group_id = self.group_id;
-        let last_in_log = blocking(move || {
+        // Entries at or below the stored snapshot count as purged too: a
+        // snapshot install's purge waits behind a flush like any other, and
+        // a crash before it would otherwise leave a hole between the old
+        // purge mark and the entries appended after the snapshot, which
+        // openraft cannot start from.
+        let (last_in_log, snapshot) = blocking(move || {
+            let snapshot = crate::state_machine::stored_snapshot_log_id(&db, group_id)?;
             let cf = db.cf_handle(CF_LOG).expect("column family exists");
             let mut iter = db.raw_iterator_cf(&cf);
             iter.seek_for_prev(keys::log_key(group_id, u64::MAX));
@@ -123,10 +129,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 _ => None,
             };
             iter.status().map_err(to_io)?;
-            Ok(found)
+            Ok((found, snapshot))
         })
         .await?;
-        let last_purged = [last_purged, queued].into_iter().flatten().max_by_key(|id| id.index());
+        let last_purged = [last_purged, queued, snapshot].into_iter().flatten().max_by_key(|id| id.index());
         // Entries a queued purge covers may still be stored; the last log id
         // is never below the purge mark.
         let last_log_id = [last_in_log, last_purged].into_iter().flatten().max_by_key(|id| id.index());

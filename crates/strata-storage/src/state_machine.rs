@@ -291,6 +291,21 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+/// The last log id of the group's stored snapshot. The state it describes
+/// is durable whenever the snapshot is (an installed one is written with
+/// it, a built one after the applies it covers), so after a restart no log
+/// entry at or below it is ever needed again. Blocking work.
+pub(crate) fn stored_snapshot_log_id(db: &rocksdb::DB, group_id: u64) -> io::Result<Option<LogIdOf<TypeConfig>>> {
+    let cf = db.cf_handle(CF_SM).expect("column family exists");
+    match db.get_pinned_cf(&cf, keys::tag_key(group_id, TAG_SNAPSHOT)).map_err(to_io)? {
+        Some(bytes) => {
+            let stored: StoredSnapshot = postcard::from_bytes(&bytes).map_err(|e| decode_error("snapshot", e))?;
+            Ok(stored.meta.last_log_id)
+        }
+        None => Ok(None),
+    }
+}
+
 /// The data of a snapshot: the group's state, and for a partition its
 /// producer table. The partition's batches and idempotency keys travel
 /// beside it (see `Store::read_snapshot_keys`).

@@ -119,6 +119,50 @@ async fn a_crash_while_staging_or_installing_leaves_a_replica_that_decides_alike
     catch_up_and_compare(&leader, &crashed, &mut sm).await;
 }
 
+/// Appends entries to `log` and waits until they are durable.
+async fn append_durably(log: &mut strata_storage::LogStore, entries: Vec<TestEntry>) {
+    use openraft::storage::{IOFlushed, RaftLogStorage};
+    use openraft::type_config::TypeConfigExt;
+    let (tx, rx) = strata_storage::TypeConfig::oneshot();
+    log.append(entries, IOFlushed::signal(tx)).await.unwrap();
+    rx.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_killed_right_after_a_snapshot_install_starts_again() {
+    use openraft::storage::RaftLogStorage;
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, mut leader_sm, follower, mut follower_sm) = leader_and_follower(dir.path()).await;
+    let mut log = follower.log_store(GROUP);
+    // The follower's own log: entries 1..=3, applied, flushed and purged.
+    append_durably(&mut log, keyed_entries(1, 3)).await;
+    follower.flush_for_test().await.unwrap();
+    log.purge(keyed_entries(3, 3)[0].log_id).await.unwrap();
+    // It falls behind; the leader's log is gone, so it gets a snapshot (10).
+    let snapshot = leader_sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    transfer(&leader, &follower, &mut follower_sm, GROUP, &snapshot).await;
+    // openraft purges the log the snapshot covers; with unlogged writes of
+    // another group in memory the purge waits for the next flush.
+    let mut other = follower.state_machine(GROUP + 1, GroupKind::Partition).await.unwrap();
+    apply(&mut other, keyed_entries(1, 1)).await;
+    log.purge(snapshot.meta.last_log_id.unwrap()).await.unwrap();
+    // Entries after the snapshot arrive and are durable; then kill -9.
+    append_durably(&mut log, keyed_entries(11, 12)).await;
+    copy_dir(&dir.path().join("follower"), &dir.path().join("killed"));
+
+    let store = Store::open(&dir.path().join("killed")).unwrap();
+    let mut log = store.log_store(GROUP);
+    let mut sm = store.state_machine(GROUP, GroupKind::Partition).await.unwrap();
+    let state = openraft::StorageHelper::new(&mut log, &mut sm)
+        .with_id(2)
+        .get_initial_state()
+        .await
+        .expect("the group starts again");
+    assert_eq!(sm.applied_state().await.unwrap().0.map(|id| id.index), Some(10));
+    assert!(state.log_ids.last().is_some_and(|id| id.index == 12), "the entries after the snapshot are there");
+    drop(leader);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_cut_short_or_with_a_wrong_trailer_is_never_installed() {
     let dir = tempfile::tempdir().unwrap();
