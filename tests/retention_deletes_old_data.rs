@@ -4,28 +4,8 @@
 
 use std::time::Duration;
 
-use strata_cluster_tests::{create_topic, eventually, produce, produce_at, Cluster};
+use strata_cluster_tests::{create_topic, eventually, partition_offsets, produce, produce_at, Cluster};
 use strata_proto::v1 as pb;
-
-async fn offsets(cluster: &Cluster, topic: &str) -> Option<(u64, u64)> {
-    for node in &cluster.nodes {
-        let mut api = cluster.api(node.id).await;
-        let request = pb::ListOffsetsRequest {
-            topic: topic.into(),
-            partition: 0,
-            spec: pb::OffsetSpec::Earliest as i32,
-            timestamp_ms: 0,
-            with_stats: false,
-        };
-        if let Ok(answer) = api.list_offsets(request).await {
-            let answer = answer.into_inner();
-            if answer.error.is_none() {
-                return Some((answer.log_start_offset, answer.high_watermark));
-            }
-        }
-    }
-    None
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_by_bytes_advances_the_log_start() {
@@ -36,7 +16,10 @@ async fn retention_by_bytes_advances_the_log_start() {
         produce(&cluster, "bounded", 0, &[(None, &value)], Duration::from_secs(30)).await.unwrap();
     }
     let (log_start, high_watermark) = eventually(Duration::from_secs(30), "retention to trim the log", || async {
-        offsets(&cluster, "bounded").await.filter(|(start, _)| *start > 0)
+        partition_offsets(&cluster, "bounded", 0)
+            .await
+            .map(|(_, start, end)| (start, end))
+            .filter(|(start, _)| *start > 0)
     })
     .await;
     assert_eq!(high_watermark, 40);
@@ -74,7 +57,10 @@ async fn retention_by_time_deletes_expired_batches() {
     produce(&cluster, "expiring", 0, &[(None, "fresh")], Duration::from_secs(30)).await.unwrap();
     let (log_start, high_watermark) =
         eventually(Duration::from_secs(30), "retention to drop expired batches", || async {
-            offsets(&cluster, "expiring").await.filter(|(start, _)| *start > 0)
+            partition_offsets(&cluster, "expiring", 0)
+                .await
+                .map(|(_, start, end)| (start, end))
+                .filter(|(start, _)| *start > 0)
         })
         .await;
     assert_eq!((log_start, high_watermark), (5, 6), "expired batches gone, the fresh one kept");

@@ -10,7 +10,9 @@
 
 use std::time::Duration;
 
-use strata_cluster_tests::{create_topic, eventually, fetch_all, http_get, now_ms, sample, value_of, Cluster};
+use strata_cluster_tests::{
+    create_topic, eventually, fetch_all, http_get, now_ms, partition_offsets, sample, value_of, Cluster,
+};
 use strata_core::IDEMPOTENCY_KEY_HEADER;
 use strata_proto::v1 as pb;
 use strata_record::{encode_batch, Header, ProducerFields, Record};
@@ -65,31 +67,10 @@ async fn send(cluster: &Cluster, batch: bytes::Bytes) -> pb::ProduceResponse {
     answer
 }
 
-/// (serving leader, log start, high watermark) of the partition.
-async fn offsets(cluster: &Cluster) -> Option<(u64, u64, u64)> {
-    for node in cluster.nodes.iter().filter(|n| n.is_running()) {
-        let mut api = cluster.api(node.id).await;
-        let request = pb::ListOffsetsRequest {
-            topic: TOPIC.into(),
-            partition: 0,
-            spec: pb::OffsetSpec::Latest as i32,
-            timestamp_ms: 0,
-            with_stats: false,
-        };
-        if let Ok(answer) = api.list_offsets(request).await {
-            let answer = answer.into_inner();
-            if answer.error.is_none() {
-                return Some((node.id, answer.log_start_offset, answer.high_watermark));
-            }
-        }
-    }
-    None
-}
-
 async fn leader(cluster: &Cluster) -> u64 {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some((leader, _, _)) = offsets(cluster).await {
+        if let Some((leader, _, _)) = partition_offsets(cluster, TOPIC, 0).await {
             return leader;
         }
         assert!(std::time::Instant::now() < deadline, "no serving partition leader after 30 s\n{}", cluster.logs());
@@ -142,7 +123,7 @@ async fn a_leader_days_ahead_expires_no_key_no_producer_and_no_data() {
     assert_eq!(send(&cluster, keyed("")).await.base_offset, 1);
     let first = send(&cluster, idempotent.clone()).await;
     assert_eq!((first.base_offset, first.record_count, first.duplicate_batch), (3, 1, false));
-    let (_, log_start, high_watermark) = offsets(&cluster).await.unwrap();
+    let (_, log_start, high_watermark) = partition_offsets(&cluster, TOPIC, 0).await.unwrap();
     assert_eq!((log_start, high_watermark), (0, 4), "honest nodes trim nothing");
 
     // Node 1 comes back two days ahead, runs retention often, and leads.
@@ -163,11 +144,11 @@ async fn a_leader_days_ahead_expires_no_key_no_producer_and_no_data() {
 
     // Its retention drops the old batch, and nothing younger than an hour.
     eventually(Duration::from_secs(30), "the skewed leader's retention to drop the old batch", || async {
-        let (_, log_start, _) = offsets(&cluster).await?;
+        let (_, log_start, _) = partition_offsets(&cluster, TOPIC, 0).await?;
         (log_start > 0).then_some(())
     })
     .await;
-    let (_, log_start, high_watermark) = offsets(&cluster).await.unwrap();
+    let (_, log_start, high_watermark) = partition_offsets(&cluster, TOPIC, 0).await.unwrap();
     assert_eq!((log_start, high_watermark), (1, 4), "retention deleted records of the last hour");
 
     // The keys and the producer are remembered: re-sends store nothing.

@@ -9,9 +9,8 @@
 use std::time::Duration;
 
 use strata_client::{Client, ClientConfig, Header, Producer, ProducerConfig, Record};
-use strata_cluster_tests::{create_topic, eventually, Cluster};
+use strata_cluster_tests::{create_topic, eventually, partition_offsets, Cluster};
 use strata_core::IDEMPOTENCY_KEY_HEADER;
-use strata_proto::v1 as pb;
 
 const TOPIC: &str = "orders";
 const KEYS: u64 = 20;
@@ -41,27 +40,6 @@ async fn send_event(cluster: &Cluster, key: &str, value: &str, age_ms: i64) -> u
     delivery.await.unwrap_or_else(|e| panic!("send of {key} failed: {e}\n{}", cluster.logs())).offset.unwrap()
 }
 
-/// (log start, high watermark) as the partition leader answers them.
-async fn offsets(cluster: &Cluster) -> Option<(u64, u64)> {
-    for node in cluster.nodes.iter().filter(|n| n.is_running()) {
-        let mut api = cluster.api(node.id).await;
-        let request = pb::ListOffsetsRequest {
-            topic: TOPIC.into(),
-            partition: 0,
-            spec: pb::OffsetSpec::Earliest as i32,
-            timestamp_ms: 0,
-            with_stats: false,
-        };
-        if let Ok(answer) = api.list_offsets(request).await {
-            let answer = answer.into_inner();
-            if answer.error.is_none() {
-                return Some((answer.log_start_offset, answer.high_watermark));
-            }
-        }
-    }
-    None
-}
-
 /// The node that leads the partition now (it answers ListOffsets).
 async fn leader(cluster: &Cluster) -> u64 {
     cluster.wait_topic_ready(TOPIC, 1).await[0]
@@ -86,7 +64,7 @@ async fn a_follower_restored_from_a_trimmed_snapshot_still_knows_every_key() {
     // Retention trims the partition to its end: no batch is left below the
     // snapshot, only the keys.
     eventually(Duration::from_secs(30), "retention to trim the partition to its end", || async {
-        offsets(&cluster).await.filter(|(start, end)| *start == KEYS && *end == KEYS)
+        partition_offsets(&cluster, TOPIC, 0).await.filter(|(_, start, end)| *start == KEYS && *end == KEYS)
     })
     .await;
 
@@ -123,7 +101,8 @@ async fn a_follower_restored_from_a_trimmed_snapshot_still_knows_every_key() {
         let offset = send_event(&cluster, &format!("order-{i}"), &format!("value {i} again"), 0).await;
         assert_eq!(offset, i, "order-{i} was stored a second time\n{}", cluster.logs());
     }
-    let (_, high_watermark) = eventually(Duration::from_secs(30), "offsets", || offsets(&cluster)).await;
+    let (_, _, high_watermark) =
+        eventually(Duration::from_secs(30), "offsets", || partition_offsets(&cluster, TOPIC, 0)).await;
     assert_eq!(high_watermark, KEYS, "re-sent keys were stored again");
 
     // New keys are stored after them, and every replica holds the same

@@ -385,6 +385,28 @@ pub async fn produce_at(
     Err(format!("gave up producing: {last}"))
 }
 
+/// (serving node, log start, high watermark) of a partition, as the first
+/// running node that answers ListOffsets for it (its leader) says.
+pub async fn partition_offsets(cluster: &Cluster, topic: &str, partition: u32) -> Option<(u64, u64, u64)> {
+    for node in cluster.nodes.iter().filter(|n| n.is_running()) {
+        let mut api = cluster.api(node.id).await;
+        let request = pb::ListOffsetsRequest {
+            topic: topic.into(),
+            partition,
+            spec: pb::OffsetSpec::Latest as i32,
+            timestamp_ms: 0,
+            with_stats: false,
+        };
+        if let Ok(answer) = api.list_offsets(request).await {
+            let answer = answer.into_inner();
+            if answer.error.is_none() {
+                return Some((node.id, answer.log_start_offset, answer.high_watermark));
+            }
+        }
+    }
+    None
+}
+
 /// Reads every record of a partition from its leader, from `from` up to the
 /// high watermark seen by the first fetch.
 pub async fn fetch_all(cluster: &Cluster, topic: &str, partition: u32, from: u64) -> Vec<strata_record::StoredRecord> {
