@@ -68,6 +68,19 @@ async fn a_follower_restored_from_a_trimmed_snapshot_still_knows_every_key() {
     })
     .await;
 
+    // The two live nodes restart: a restarted node counts its log below its
+    // stored snapshot as purged, so whoever leads then has no log left that
+    // the follower could catch up from (without the restart, the leader's
+    // purge may still trail the last appends).
+    let live: Vec<u64> = cluster.nodes.iter().map(|n| n.id).filter(|id| *id != follower).collect();
+    for id in &live {
+        cluster.stop(*id);
+    }
+    for id in &live {
+        cluster.start_node(*id);
+    }
+    leader(&cluster).await;
+
     // The follower comes back and catches up by snapshot.
     cluster.start_node(follower);
     eventually(Duration::from_secs(30), "the follower to install a snapshot", || async {
