@@ -1,7 +1,10 @@
 //! Compiles proto/strata/v1 with protox (pure Rust), so no system protoc is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read when the script runs, not baked in when it is compiled: a build
+    // script binary is shared by checkouts at other paths (another clone
+    // with the same target dir), which must each compile their own protos.
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = ["strata/v1/strata.proto", "strata/v1/raft.proto"];
     for file in files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());
