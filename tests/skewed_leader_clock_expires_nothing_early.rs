@@ -68,14 +68,10 @@ async fn send(cluster: &Cluster, batch: bytes::Bytes) -> pb::ProduceResponse {
 }
 
 async fn leader(cluster: &Cluster) -> u64 {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some((leader, _, _)) = partition_offsets(cluster, TOPIC, 0).await {
-            return leader;
-        }
-        assert!(std::time::Instant::now() < deadline, "no serving partition leader after 30 s\n{}", cluster.logs());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(30), "a serving partition leader", || async {
+        partition_offsets(cluster, TOPIC, 0).await.map(|(leader, _, _)| leader)
+    })
+    .await
 }
 
 /// Moves the partition's leadership to a node that `wanted` accepts by

@@ -219,28 +219,10 @@ impl Cluster {
     /// Waits until every partition of `topic` has a leader that serves
     /// ListOffsets, and returns the leaders by partition.
     pub async fn wait_topic_ready(&self, topic: &str, partitions: u32) -> Vec<u64> {
-        let running: Vec<u64> = self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.id).collect();
         eventually(Duration::from_secs(30), "every partition to have a serving leader", || async {
             let mut leaders = Vec::new();
             for partition in 0..partitions {
-                let mut found = None;
-                for id in &running {
-                    let mut api = self.api(*id).await;
-                    let request = pb::ListOffsetsRequest {
-                        topic: topic.into(),
-                        partition,
-                        spec: pb::OffsetSpec::Latest as i32,
-                        timestamp_ms: 0,
-                        with_stats: false,
-                    };
-                    if let Ok(answer) = api.list_offsets(request).await {
-                        if answer.get_ref().error.is_none() {
-                            found = Some(*id);
-                            break;
-                        }
-                    }
-                }
-                leaders.push(found?);
+                leaders.push(partition_offsets(self, topic, partition).await?.0);
             }
             Some(leaders)
         })

@@ -129,6 +129,16 @@ pub struct FetchAnswer {
     pub log_start_offset: u64,
 }
 
+impl From<proto::FetchResponse> for FetchAnswer {
+    fn from(answer: proto::FetchResponse) -> FetchAnswer {
+        FetchAnswer {
+            records: answer.records,
+            high_watermark: answer.high_watermark,
+            log_start_offset: answer.log_start_offset,
+        }
+    }
+}
+
 /// One node's own copy of a partition, from [`Client::read_replica`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicaCopy {
@@ -632,11 +642,7 @@ impl Client {
                 stub.fetch(request).await
             })
             .await?;
-        Ok(FetchAnswer {
-            records: answer.records,
-            high_watermark: answer.high_watermark,
-            log_start_offset: answer.log_start_offset,
-        })
+        Ok(FetchAnswer::from(answer))
     }
 
     /// Reads batches of a partition from the copy of one chosen node,
@@ -669,11 +675,7 @@ impl Client {
                 stub.fetch(request).await
             })
             .await?;
-        Ok(FetchAnswer {
-            records: answer.records,
-            high_watermark: answer.high_watermark,
-            log_start_offset: answer.log_start_offset,
-        })
+        Ok(FetchAnswer::from(answer))
     }
 
     /// One node's whole copy of a partition (see [`Client::fetch_from_replica`]):
