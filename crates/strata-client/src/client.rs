@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::Rng;
+use strata_core::limits::{MAX_LEADER_HOPS, RETRY_WAIT_MAX_MS, RETRY_WAIT_MIN_MS, SERVER_ANSWER_SLACK};
 use strata_core::{limits, ErrorCode, RetryClass};
 use strata_proto::v1 as proto;
 use strata_proto::v1::strata_client::StrataClient;
@@ -26,20 +27,6 @@ use crate::producer::Acks;
 use crate::ClientError;
 
 type Stub = StrataClient<Channel>;
-
-/// Most `NOT_LEADER` hints one request follows before giving up; more hops
-/// than this means leadership is moving faster than we can chase it.
-const MAX_LEADER_HOPS: usize = 3;
-
-/// A produce request asks the server to answer within the request timeout;
-/// the client waits this much longer, so the server's own TIMEOUT answer
-/// (which is informative) arrives before our deadline fires.
-const SERVER_ANSWER_SLACK: Duration = Duration::from_secs(2);
-
-/// Range of the randomised wait before retrying a back-off answer; the
-/// randomness keeps many clients from retrying in lock step after an election.
-const RETRY_WAIT_MIN_MS: u64 = 50;
-const RETRY_WAIT_MAX_MS: u64 = 200;
 
 /// Settings of a [`Client`].
 #[derive(Clone, Debug)]
@@ -53,7 +40,10 @@ pub struct ClientConfig {
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        ClientConfig { request_timeout: Duration::from_secs(30), connect_timeout: Duration::from_secs(5) }
+        ClientConfig {
+            request_timeout: limits::DEFAULT_CLIENT_REQUEST_TIMEOUT,
+            connect_timeout: limits::DEFAULT_CLIENT_CONNECT_TIMEOUT,
+        }
     }
 }
 
@@ -371,8 +361,8 @@ impl Client {
             .connect_timeout(self.inner.config.connect_timeout)
             .tcp_nodelay(true)
             // Keep-alives notice a dead node during a long poll.
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(10))
+            .http2_keep_alive_interval(limits::CLIENT_KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(limits::CLIENT_KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
         let stub = StrataClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(limits::MAX_GRPC_MESSAGE_BYTES)

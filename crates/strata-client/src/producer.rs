@@ -30,31 +30,19 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use strata_core::{limits, ErrorCode};
 use strata_proto::v1 as proto;
-use strata_record::{encode_batch, encoded_record_len, set_producer_fields, ProducerFields, Record, BATCH_HEADER_LEN};
+use strata_record::{
+    encode_batch, encoded_record_len, sequence_after, set_producer_fields, ProducerFields, Record, BATCH_HEADER_LEN,
+};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::accumulator::{retry_delay, Accumulator, AccumulatorConfig, PendingBatch, TopicPartition};
 use crate::client::{ProduceAnswer, ProducerId};
 use crate::partitioner::{partition_for_key, StickyPartitions};
 use crate::{Client, ClientError};
-
-/// Default bound on the bytes of records accepted by `send` but not yet
-/// delivered. Large enough to keep several full batches per partition in
-/// flight; when it is reached `send` waits.
-pub const DEFAULT_BUFFER_BYTES: usize = 32 * 1024 * 1024;
-
-/// Bytes charged per record on top of its encoded size, for the bookkeeping
-/// a queued record costs (its completion channel and permit). Keeps the
-/// memory bound honest for many tiny records.
-const RECORD_OVERHEAD_BYTES: usize = 128;
-
-/// How many queued commands the task takes in one turn before it looks at
-/// timers and sends batches; amortises that scan under heavy load.
-const COMMANDS_PER_TURN: usize = 1024;
 
 /// When a produce answer counts as success.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -120,12 +108,12 @@ impl Default for ProducerConfig {
             max_batch_bytes: limits::DEFAULT_CLIENT_BATCH_BYTES,
             max_in_flight: limits::DEFAULT_MAX_IN_FLIGHT,
             acks: Acks::All,
-            delivery_timeout: Duration::from_secs(120),
-            request_timeout: Duration::from_secs(30),
-            retry_backoff: Duration::from_millis(100),
-            retry_backoff_max: Duration::from_secs(1),
-            buffer_bytes: DEFAULT_BUFFER_BYTES,
-            max_block: Duration::from_secs(60),
+            delivery_timeout: limits::DEFAULT_DELIVERY_TIMEOUT,
+            request_timeout: limits::DEFAULT_CLIENT_REQUEST_TIMEOUT,
+            retry_backoff: limits::DEFAULT_RETRY_BACKOFF,
+            retry_backoff_max: limits::DEFAULT_RETRY_BACKOFF_MAX,
+            buffer_bytes: limits::DEFAULT_PRODUCER_BUFFER_BYTES,
+            max_block: limits::DEFAULT_MAX_BLOCK,
             idempotence: true,
             producer_name: None,
         }
@@ -136,7 +124,7 @@ impl ProducerConfig {
     fn clamped(mut self) -> Self {
         self.max_batch_bytes = self.max_batch_bytes.clamp(BATCH_HEADER_LEN + 1, limits::MAX_BATCH_BYTES);
         self.max_in_flight = self.max_in_flight.max(1);
-        let one_record = limits::MAX_RECORD_BYTES + RECORD_OVERHEAD_BYTES;
+        let one_record = limits::MAX_RECORD_BYTES + limits::PRODUCER_RECORD_OVERHEAD_BYTES;
         self.buffer_bytes = self.buffer_bytes.clamp(one_record, u32::MAX as usize);
         self.retry_backoff_max = self.retry_backoff_max.max(self.retry_backoff);
         if self.idempotence {
@@ -209,10 +197,6 @@ struct Shared {
     memory: Arc<Semaphore>,
     /// Where records without a key go.
     sticky: Mutex<StickyPartitions>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Producer {
@@ -294,7 +278,7 @@ impl Producer {
             return Err(ClientError::local(ErrorCode::UnknownPartition, format!("topic '{topic}' has no partitions")));
         }
         if record.timestamp_ms == 0 {
-            record.timestamp_ms = now_ms();
+            record.timestamp_ms = strata_core::time::now_ms();
         }
         let size = encoded_record_len(&record, 0, 0);
         if size > limits::MAX_RECORD_BYTES {
@@ -320,7 +304,7 @@ impl Producer {
                 self.shared.sticky.lock().expect("sticky lock").choose(topic, partitions, size, Instant::now())
             }
         };
-        let charge = (size + RECORD_OVERHEAD_BYTES).min(self.shared.config.buffer_bytes) as u32;
+        let charge = (size + limits::PRODUCER_RECORD_OVERHEAD_BYTES).min(self.shared.config.buffer_bytes) as u32;
         let max_block = self.shared.config.max_block;
         let memory = match tokio::time::timeout(max_block, self.shared.memory.clone().acquire_many_owned(charge)).await
         {
@@ -429,7 +413,7 @@ impl SenderTask {
                 command = commands.recv(), if input_open => match command {
                     Some(command) => {
                         self.on_command(command);
-                        for _ in 1..COMMANDS_PER_TURN {
+                        for _ in 1..limits::PRODUCER_COMMANDS_PER_TURN {
                             match commands.try_recv() {
                                 Ok(command) => self.on_command(command),
                                 Err(_) => break,
@@ -728,12 +712,6 @@ impl SenderTask {
         // The caller may have dropped its DeliveryFuture; that is its choice.
         let _ = completion.tx.send(result);
     }
-}
-
-/// The sequence number `count` records after `sequence`; sequences wrap
-/// from `i32::MAX` to 0, as the server's do.
-fn sequence_after(sequence: i32, count: u32) -> i32 {
-    ((i64::from(sequence) + i64::from(count)) % (i64::from(i32::MAX) + 1)) as i32
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

@@ -1,7 +1,11 @@
 //! The registry of error codes a user can see. Codes are stable: a retired
 //! code is never reused. Each has a retry class telling a client what to do.
 
+use std::sync::LazyLock;
+
 use serde::{Deserialize, Serialize};
+
+use crate::limits::{MAX_PARTITIONS_PER_TOPIC, MAX_REPLICATION_FACTOR, MAX_TOPIC_NAME_LEN};
 
 /// What a client should do after an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,7 +21,7 @@ pub enum RetryClass {
 }
 
 macro_rules! error_codes {
-    ($($variant:ident = $code:literal, $name:literal, $retry:ident, $help:literal;)*) => {
+    ($($variant:ident = $code:literal, $name:literal, $retry:ident, $help:expr;)*) => {
         /// A stable, user-visible error code.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
         pub enum ErrorCode { $($variant,)* }
@@ -28,8 +32,12 @@ macro_rules! error_codes {
             pub fn code(self) -> u32 { match self { $(ErrorCode::$variant => $code,)* } }
             pub fn name(self) -> &'static str { match self { $(ErrorCode::$variant => $name,)* } }
             pub fn retry_class(self) -> RetryClass { match self { $(ErrorCode::$variant => RetryClass::$retry,)* } }
-            /// What the user should do about it.
-            pub fn help(self) -> &'static str { match self { $(ErrorCode::$variant => $help,)* } }
+            /// What the user should do about it. Texts that name a bound are
+            /// built from the limits module once, so they never disagree.
+            pub fn help(self) -> &'static str {
+                static HELP: LazyLock<Vec<String>> = LazyLock::new(|| vec![$($help.to_string(),)*]);
+                &HELP[self as usize]
+            }
             pub fn from_code(code: u32) -> Option<ErrorCode> {
                 match code { $($code => Some(ErrorCode::$variant),)* _ => None }
             }
@@ -53,7 +61,7 @@ error_codes! {
     CorruptBatch = 7, "CORRUPT_BATCH", Fatal,
         "the batch failed its CRC-32C or layout check; rebuild it from the records";
     InvalidTopicName = 8, "INVALID_TOPIC_NAME", Fatal,
-        "use 1-249 characters from [a-zA-Z0-9._-], not '.' or '..'";
+        format!("use 1-{MAX_TOPIC_NAME_LEN} characters from [a-zA-Z0-9._-], not '.' or '..'");
     TopicAlreadyExists = 9, "TOPIC_ALREADY_EXISTS", Fatal,
         "pick another name or delete the existing topic";
     InvalidRequest = 10, "INVALID_REQUEST", Fatal,
@@ -61,9 +69,9 @@ error_codes! {
     InvalidConfig = 11, "INVALID_CONFIG", Fatal,
         "use a known topic config key with a valid value (see README)";
     InvalidReplicationFactor = 12, "INVALID_REPLICATION_FACTOR", Fatal,
-        "use a replication factor between 1 and the number of nodes";
+        format!("use a replication factor between 1 and the number of nodes (at most {MAX_REPLICATION_FACTOR})");
     InvalidPartitions = 13, "INVALID_PARTITIONS", Fatal,
-        "use a partition count between 1 and 1024";
+        format!("use a partition count between 1 and {MAX_PARTITIONS_PER_TOPIC}");
     Timeout = 14, "TIMEOUT", Retry,
         "the outcome is unknown; retry (idempotent producers make this safe)";
     Busy = 15, "BUSY", BackOff,
@@ -100,5 +108,16 @@ mod tests {
             assert!(code.code() != 0, "0 means success on the wire");
         }
         assert_eq!(ErrorCode::from_code(0), None);
+    }
+
+    #[test]
+    fn help_texts_follow_the_variants_and_name_the_bounds() {
+        for &code in ErrorCode::ALL {
+            assert!(!code.help().is_empty(), "{} has no help", code.name());
+        }
+        assert!(ErrorCode::UnknownTopic.help().starts_with("create the topic"));
+        assert!(ErrorCode::LimitReached.help().starts_with("a bound of the cluster"));
+        assert!(ErrorCode::InvalidTopicName.help().contains(&MAX_TOPIC_NAME_LEN.to_string()));
+        assert!(ErrorCode::InvalidPartitions.help().contains(&MAX_PARTITIONS_PER_TOPIC.to_string()));
     }
 }

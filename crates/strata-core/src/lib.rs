@@ -1,11 +1,13 @@
 //! Domain vocabulary shared by every Strata crate.
 //!
 //! Boundary: no I/O, no async runtime, no wire (prost) types. Everything here
-//! is plain data and pure functions, so state machines may depend on it.
+//! is plain data and pure functions, so state machines may depend on it;
+//! the one exception, `time::now_ms`, is for drivers and clients only.
 
 pub mod error;
 pub mod limits;
 pub mod metrics;
+pub mod time;
 pub mod topic;
 
 pub use error::{ErrorCode, RetryClass};

@@ -1,5 +1,7 @@
 //! Every bound of the system in one place, each with the reason for its value.
 
+use std::time::Duration;
+
 /// Largest record batch a producer may send, in bytes. One batch is one Raft
 /// entry and one RocksDB value; 1 MiB keeps a single entry from monopolising a
 /// replication round or the group-commit fsync, and matches Kafka's default
@@ -54,7 +56,7 @@ pub const SNAPSHOT_CHUNK_BYTES: usize = 512 * 1024;
 /// at start-up): a snapshot chunk that arrives after its group was deleted
 /// leaves staged rows behind. The sweep seeks once per stored group and
 /// column family, so a minute keeps it cheap with thousands of groups.
-pub const LEFTOVER_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+pub const LEFTOVER_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Most entries the group-commit task makes durable in one fsync before it
 /// answers. Keeps the tail latency of one round bounded under heavy load.
@@ -99,7 +101,7 @@ pub const DEFAULT_DEDUP_WINDOW_MS: u64 = 2 * 60 * 1000;
 /// Each forced flush writes one small table per column family, so flushing
 /// rarely keeps compaction work down; the cost is log entries kept on disk
 /// a few seconds longer than needed.
-pub const LOG_PURGE_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+pub const LOG_PURGE_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Most expired idempotency keys one apply deletes, so cleanup after a burst
 /// never stalls a partition's apply loop.
@@ -166,21 +168,183 @@ pub const CLOCK_SAMPLES_KEPT: usize = 8;
 /// A peer whose newest clock sample is older than this no longer counts
 /// towards cluster time: five peer timeouts at the default settings, so a
 /// short stall does not drop it, a dead peer does.
-pub const CLOCK_PEER_FRESH: std::time::Duration = std::time::Duration::from_secs(5);
+pub const CLOCK_PEER_FRESH: Duration = Duration::from_secs(5);
 
 /// A clock sample whose round trip took longer than this is dropped: its
 /// error (up to half the round trip) could exceed half the skew tolerance.
-pub const CLOCK_SAMPLE_MAX_RTT: std::time::Duration = std::time::Duration::from_millis(CLOCK_SKEW_TOLERANCE_MS);
+pub const CLOCK_SAMPLE_MAX_RTT: Duration = Duration::from_millis(CLOCK_SKEW_TOLERANCE_MS);
 
 /// Longest a produce waits for cluster time to be trusted on a node that
 /// has not heard its peers since it started, before its stamp is held to
 /// the partition's clock: beats arrive every heartbeat interval (100 ms),
 /// so a node with live peers trusts cluster time well within a second.
-pub const CLOCK_TRUST_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+pub const CLOCK_TRUST_WAIT: Duration = Duration::from_secs(1);
 
 /// A node whose clock is off warns at most this often: the condition lasts
 /// until an operator fixes time sync, and one line a minute says it.
-pub const CLOCK_WARN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+pub const CLOCK_WARN_INTERVAL: Duration = Duration::from_secs(60);
+
+// ---- Raft timing defaults (config keys heartbeat_interval,
+// election_timeout_min, election_timeout_max override them per node).
+
+/// Default Raft heartbeat interval: a leader's heartbeat and a node's
+/// liveness beat go out this often. 100 ms lets a follower notice a lost
+/// leader within an election timeout of a few heartbeats.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Default shortest election timeout: five heartbeats, so one or two lost
+/// heartbeats never start an election.
+pub const DEFAULT_ELECTION_TIMEOUT_MIN: Duration = Duration::from_millis(500);
+
+/// Default longest election timeout: twice the shortest, a spread wide
+/// enough that two followers rarely time out together and split the vote.
+pub const DEFAULT_ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(1000);
+
+/// Default time a led partition group must be idle before it goes quiet
+/// (stops its Raft timers, see strata-server's `quiesce`): two election
+/// timeouts, so a group between two bursts of a steady producer stays awake.
+pub const DEFAULT_QUIESCE_AFTER: Duration = Duration::from_millis(2 * DEFAULT_ELECTION_TIMEOUT_MAX.as_millis() as u64);
+
+/// Default interval of the retention task: retention is measured in hours
+/// or days, so trimming within seconds of the bound is precise enough, and
+/// each pass reads only batch headers.
+pub const DEFAULT_RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Default `snapshot_every_entries`: a group snapshots after this many
+/// entries, so the Raft log it keeps (and a restarted replica replays)
+/// stays about a thousand entries long, while snapshots stay rare next to
+/// the entries they cover.
+pub const DEFAULT_SNAPSHOT_EVERY_ENTRIES: u64 = 1024;
+
+// ---- Connections.
+
+/// How long a node waits for a TCP connection to a peer. Peers are on a LAN
+/// (or loopback): a connection that takes longer is to a dead node, and the
+/// next Raft round retries.
+pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// HTTP/2 keep-alive ping interval, and how long a ping may go unanswered,
+/// on the peer transport. Raft's own timeouts notice a dead peer; the
+/// keep-alive only reclaims a half-open connection. Their sum is held above
+/// the longest election timeout (checked below) so that a peer paused for
+/// less than an election keeps its connection instead of reconnecting.
+pub const PEER_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+pub const PEER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// HTTP/2 keep-alive ping interval and timeout on client connections: they
+/// notice a dead node during a long poll (up to MAX_FETCH_WAIT_MS) without
+/// waiting for the request deadline.
+pub const CLIENT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+pub const CLIENT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default deadline of one client request (`ClientConfig::request_timeout`).
+/// Matches the produce timeout, so a produce that the server still answers
+/// (TIMEOUT, or success late) is not cut short by the client.
+pub const DEFAULT_CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(DEFAULT_PRODUCE_TIMEOUT_MS as u64 / 1000);
+
+/// Default time a client waits for a connection before trying another node.
+pub const DEFAULT_CLIENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A client waits this much longer than the timeout it asked the server to
+/// answer within, so the server's own TIMEOUT answer (which is informative)
+/// arrives before the client's deadline fires.
+pub const SERVER_ANSWER_SLACK: Duration = Duration::from_secs(2);
+
+/// Most `NOT_LEADER` hints one client request follows before giving up;
+/// more hops than this means leadership moves faster than a client chases it.
+pub const MAX_LEADER_HOPS: usize = 3;
+
+/// Range of the randomised wait before a client retries a back-off answer;
+/// the randomness keeps many clients from retrying in lock step after an
+/// election.
+pub const RETRY_WAIT_MIN_MS: u64 = 50;
+pub const RETRY_WAIT_MAX_MS: u64 = 200;
+
+// ---- Producer client defaults (`ProducerConfig`).
+
+/// Default bound on the bytes of records a producer accepted but has not
+/// delivered yet: several full batches per partition in flight; when it is
+/// reached `send` waits (at most DEFAULT_MAX_BLOCK).
+pub const DEFAULT_PRODUCER_BUFFER_BYTES: usize = 32 * 1024 * 1024;
+
+/// Bytes a producer charges per record on top of its encoded size, for the
+/// bookkeeping a queued record costs (its completion channel and permit),
+/// so that the memory bound holds for many tiny records.
+pub const PRODUCER_RECORD_OVERHEAD_BYTES: usize = 128;
+
+/// Queued commands a producer's task takes in one turn before it looks at
+/// its timers and sends batches: amortises that scan under heavy load.
+pub const PRODUCER_COMMANDS_PER_TURN: usize = 1024;
+
+/// Default time a record may take from `send` to its answer, retries
+/// included (Kafka's `delivery.timeout.ms` is 120 s as well): long enough
+/// to ride out several elections.
+pub const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Default first and longest wait between a producer's retries of a batch
+/// (the wait doubles from the first to the longest).
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+pub const DEFAULT_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Default longest time `send` waits for buffer room before it fails.
+pub const DEFAULT_MAX_BLOCK: Duration = Duration::from_secs(60);
+
+// ---- Topic defaults.
+
+/// Default `retention.ms`: seven days, as Kafka.
+pub const DEFAULT_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
+
+// ---- Requests on a node.
+
+/// Default time a produce waits for replication before answering TIMEOUT
+/// (Kafka's `request.timeout.ms` is 30 s as well).
+pub const DEFAULT_PRODUCE_TIMEOUT_MS: u32 = 30_000;
+
+/// Default fetch size when a client asks for 0 bytes: a few full batches.
+pub const DEFAULT_FETCH_BYTES: usize = 1024 * 1024;
+
+/// How long one call a node forwards to another node (to the metadata
+/// leader, say) may take: longer than an election, so a forward that meets
+/// one still completes, and below a client's request timeout.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long `cluster status` waits for a peer's ping or a quorum read: a
+/// live peer answers in milliseconds; a status command must not hang on a
+/// dead one.
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a client should wait after BUSY. About one group-commit round
+/// under load: by then the answers in flight have released their bytes.
+pub const BUSY_RETRY_AFTER_MS: u64 = 50;
+
+/// How long a client should wait after any other back-off answer (no
+/// leader, cluster unavailable, partition not ready): a fraction of an
+/// election, so a retry usually finds the new leader.
+pub const BACKOFF_RETRY_AFTER_MS: u64 = 100;
+
+/// Longest a produced batch waits for its producer's previous batch to be
+/// proposed (the sequencer re-orders batches that left the client together
+/// and arrive out of order). A few times the spread of such requests; far
+/// below a produce timeout (checked below).
+pub const REORDER_WAIT: Duration = Duration::from_millis(50);
+
+/// Most (partition, producer, epoch) entries the sequencer keeps. Each is a
+/// few dozen bytes; past this the table starts over (its entries are hints
+/// only, so forgetting them costs a wait, never correctness).
+pub const SEQUENCER_MAX_ENTRIES: usize = 100_000;
+
+// ---- Background tasks on a node.
+
+/// How often the reconciler looks again at groups that failed to start,
+/// when no metadata change wakes it: quick enough that a replica whose
+/// start failed on a transient error (a busy disk) runs again within
+/// seconds, rare enough to cost nothing on an idle node.
+pub const RECONCILE_RETRY_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Most batch headers one retention pass looks at per partition; the rest
+/// is trimmed by the next pass. Each header is a few dozen bytes, so a pass
+/// holds a few MiB at most and never stalls the node.
+pub const RETENTION_SCAN_LIMIT: usize = 100_000;
 
 const _: () = assert!(MAX_RECORD_BYTES < MAX_BATCH_BYTES);
 const _: () = assert!(MAX_BATCH_BYTES <= MAX_FETCH_BYTES);
@@ -193,3 +357,26 @@ const _: () = assert!(DEFAULT_DEDUP_WINDOW_MS <= MAX_DEDUP_WINDOW_MS);
 const _: () = assert!(MAX_FETCH_BYTES <= DEFAULT_MAX_FETCH_BYTES_IN_FLIGHT);
 const _: () = assert!(MAX_PARTITIONS_PER_TOPIC as usize <= MAX_PARTITIONS);
 const _: () = assert!(MAX_TOPICS <= MAX_PARTITIONS);
+const _: () = assert!(SNAPSHOT_CHUNK_BYTES < MAX_GRPC_MESSAGE_BYTES);
+// A paused peer keeps its connection through an election (see
+// PEER_KEEPALIVE_INTERVAL).
+const _: () = assert!(
+    PEER_KEEPALIVE_INTERVAL.as_millis() + PEER_KEEPALIVE_TIMEOUT.as_millis() > DEFAULT_ELECTION_TIMEOUT_MAX.as_millis()
+);
+// A keep-alive ping must not fire more often than beats already flow.
+const _: () = assert!(PEER_KEEPALIVE_INTERVAL.as_millis() > DEFAULT_HEARTBEAT_INTERVAL.as_millis());
+const _: () = assert!(DEFAULT_HEARTBEAT_INTERVAL.as_millis() < DEFAULT_ELECTION_TIMEOUT_MIN.as_millis());
+const _: () = assert!(DEFAULT_ELECTION_TIMEOUT_MIN.as_millis() < DEFAULT_ELECTION_TIMEOUT_MAX.as_millis());
+// A batch waiting for its predecessor gives up long before its produce
+// times out, so the wait never turns into a TIMEOUT answer.
+const _: () = assert!(REORDER_WAIT.as_millis() * 10 < DEFAULT_PRODUCE_TIMEOUT_MS as u128);
+// A forwarded call finishes (or fails) before the client's deadline, so
+// the client sees the forward's own error.
+const _: () = assert!(FORWARD_TIMEOUT.as_millis() < DEFAULT_CLIENT_REQUEST_TIMEOUT.as_millis());
+const _: () = assert!(FORWARD_TIMEOUT.as_millis() > DEFAULT_ELECTION_TIMEOUT_MAX.as_millis());
+// A client long poll is noticed dead by keep-alive within the poll.
+const _: () =
+    assert!(CLIENT_KEEPALIVE_INTERVAL.as_millis() + CLIENT_KEEPALIVE_TIMEOUT.as_millis() <= MAX_FETCH_WAIT_MS as u128);
+const _: () = assert!(RETRY_WAIT_MIN_MS <= RETRY_WAIT_MAX_MS);
+const _: () = assert!(BUSY_RETRY_AFTER_MS <= BACKOFF_RETRY_AFTER_MS);
+const _: () = assert!(DEFAULT_FETCH_BYTES <= MAX_FETCH_BYTES);

@@ -6,20 +6,49 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits::{DEFAULT_DEDUP_WINDOW_MS, MAX_DEDUP_WINDOW_MS, MAX_TOPIC_NAME_LEN};
 
-/// Checks a topic name: 1..=249 characters from `[a-zA-Z0-9._-]`, and not
-/// `.` or `..` (they would be confusing in paths and tools).
-pub fn validate_topic_name(name: &str) -> Result<(), String> {
+/// Why a topic name is refused (INVALID_TOPIC_NAME).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TopicNameError {
+    #[error("topic name is empty")]
+    Empty,
+    #[error("topic name is {0} characters long, the limit is {MAX_TOPIC_NAME_LEN}")]
+    TooLong(usize),
+    #[error("topic name '{0}' is reserved")]
+    Reserved(String),
+    #[error("topic name contains '{0}'; use only [a-zA-Z0-9._-]")]
+    BadCharacter(char),
+}
+
+/// Why topic settings are refused (INVALID_CONFIG).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TopicConfigError {
+    #[error("unknown topic config '{0}'; known: {RETENTION_MS}, {RETENTION_BYTES}, {DEDUP_WINDOW}")]
+    UnknownKey(String),
+    #[error("{key}={value}: {reason}; use milliseconds, a duration like 10m, or -1")]
+    BadDuration { key: String, value: String, reason: String },
+    #[error("{key}={value}: use a byte count or -1")]
+    BadBytes { key: String, value: String },
+    #[error("{DEDUP_WINDOW}=-1: the window must be bounded; use up to {hours} hours", hours = MAX_DEDUP_WINDOW_MS / 3_600_000)]
+    UnboundedWindow,
+    #[error("{DEDUP_WINDOW}={value}: the longest window is {hours} hours", hours = MAX_DEDUP_WINDOW_MS / 3_600_000)]
+    WindowTooLong { value: String },
+}
+
+/// Checks a topic name: 1..=MAX_TOPIC_NAME_LEN characters from
+/// `[a-zA-Z0-9._-]`, and not `.` or `..` (they would be confusing in paths
+/// and tools).
+pub fn validate_topic_name(name: &str) -> Result<(), TopicNameError> {
     if name.is_empty() {
-        return Err("topic name is empty".into());
+        return Err(TopicNameError::Empty);
     }
     if name.len() > MAX_TOPIC_NAME_LEN {
-        return Err(format!("topic name is {} characters long, the limit is {MAX_TOPIC_NAME_LEN}", name.len()));
+        return Err(TopicNameError::TooLong(name.len()));
     }
     if name == "." || name == ".." {
-        return Err(format!("topic name '{name}' is reserved"));
+        return Err(TopicNameError::Reserved(name.to_string()));
     }
     if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return Err(format!("topic name contains '{bad}'; use only [a-zA-Z0-9._-]"));
+        return Err(TopicNameError::BadCharacter(bad));
     }
     Ok(())
 }
@@ -36,8 +65,7 @@ pub struct TopicConfig {
     pub dedup_window_ms: u64,
 }
 
-/// Kafka's default retention: seven days.
-pub const DEFAULT_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
+pub use crate::limits::DEFAULT_RETENTION_MS;
 
 impl Default for TopicConfig {
     fn default() -> Self {
@@ -56,7 +84,7 @@ pub const DEDUP_WINDOW: &str = "dedup.window";
 impl TopicConfig {
     /// Parses `key=value` settings over the defaults. `-1` means unbounded.
     /// Durations accept plain milliseconds or human units ("10m", "7days").
-    pub fn parse(settings: &BTreeMap<String, String>) -> Result<TopicConfig, String> {
+    pub fn parse(settings: &BTreeMap<String, String>) -> Result<TopicConfig, TopicConfigError> {
         let mut config = TopicConfig::default();
         for (key, value) in settings {
             let value = value.trim();
@@ -64,21 +92,13 @@ impl TopicConfig {
                 RETENTION_MS => config.retention_ms = parse_duration_ms(key, value)?,
                 RETENTION_BYTES => config.retention_bytes = parse_bytes(key, value)?,
                 DEDUP_WINDOW => {
-                    let window = parse_duration_ms(key, value)?
-                        .ok_or_else(|| format!("{key}=-1: the window must be bounded; use up to 7days"))?;
+                    let window = parse_duration_ms(key, value)?.ok_or(TopicConfigError::UnboundedWindow)?;
                     if window > MAX_DEDUP_WINDOW_MS {
-                        return Err(format!(
-                            "{key}={value}: the longest window is {} hours",
-                            MAX_DEDUP_WINDOW_MS / 3_600_000
-                        ));
+                        return Err(TopicConfigError::WindowTooLong { value: value.to_string() });
                     }
                     config.dedup_window_ms = window;
                 }
-                other => {
-                    return Err(format!(
-                        "unknown topic config '{other}'; known: {RETENTION_MS}, {RETENTION_BYTES}, {DEDUP_WINDOW}"
-                    ))
-                }
+                other => return Err(TopicConfigError::UnknownKey(other.to_string())),
             }
         }
         Ok(config)
@@ -95,23 +115,25 @@ impl TopicConfig {
     }
 }
 
-fn parse_duration_ms(key: &str, value: &str) -> Result<Option<u64>, String> {
+fn parse_duration_ms(key: &str, value: &str) -> Result<Option<u64>, TopicConfigError> {
     if value == "-1" {
         return Ok(None);
     }
     if let Ok(ms) = value.parse::<u64>() {
         return Ok(Some(ms));
     }
-    humantime::parse_duration(value)
-        .map(|d| Some(d.as_millis() as u64))
-        .map_err(|e| format!("{key}={value}: {e}; use milliseconds, a duration like 10m, or -1"))
+    humantime::parse_duration(value).map(|d| Some(d.as_millis() as u64)).map_err(|e| TopicConfigError::BadDuration {
+        key: key.into(),
+        value: value.into(),
+        reason: e.to_string(),
+    })
 }
 
-fn parse_bytes(key: &str, value: &str) -> Result<Option<u64>, String> {
+fn parse_bytes(key: &str, value: &str) -> Result<Option<u64>, TopicConfigError> {
     if value == "-1" {
         return Ok(None);
     }
-    value.parse::<u64>().map(Some).map_err(|_| format!("{key}={value}: use a byte count or -1"))
+    value.parse::<u64>().map(Some).map_err(|_| TopicConfigError::BadBytes { key: key.into(), value: value.into() })
 }
 
 #[cfg(test)]
@@ -141,7 +163,7 @@ mod tests {
         m.insert("retention.ms".into(), "-1".into());
         assert_eq!(TopicConfig::parse(&m).unwrap().retention_ms, None);
         m.insert("nope".into(), "1".into());
-        assert!(TopicConfig::parse(&m).unwrap_err().contains("unknown topic config"));
+        assert!(TopicConfig::parse(&m).unwrap_err().to_string().contains("unknown topic config"));
         let bad = BTreeMap::from([("retention.bytes".to_string(), "lots".to_string())]);
         assert!(TopicConfig::parse(&bad).is_err());
         let window = |v: &str| TopicConfig::parse(&BTreeMap::from([("dedup.window".to_string(), v.to_string())]));

@@ -39,4 +39,4 @@ pub use error::BatchError;
 pub use header::{
     read_header, set_base_offset, set_partition_leader_epoch, set_producer_fields, BatchHeader, BATCH_HEADER_LEN,
 };
-pub use record::{Header, ProducerFields, Record, StoredRecord};
+pub use record::{sequence_after, Header, ProducerFields, Record, StoredRecord};

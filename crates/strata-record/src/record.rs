@@ -42,3 +42,22 @@ impl Default for ProducerFields {
         ProducerFields { producer_id: -1, producer_epoch: -1, base_sequence: -1 }
     }
 }
+
+/// The sequence number `count` records after `sequence`; sequences wrap
+/// from `i32::MAX` to 0, as Kafka's do. Producers and partitions both use
+/// it, so they agree on every wrap.
+pub fn sequence_after(sequence: i32, count: u32) -> i32 {
+    ((i64::from(sequence) + i64::from(count)) % (i64::from(i32::MAX) + 1)) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sequence_after;
+
+    #[test]
+    fn sequences_wrap_to_zero() {
+        assert_eq!(sequence_after(5, 3), 8);
+        assert_eq!(sequence_after(i32::MAX, 1), 0);
+        assert_eq!(sequence_after(i32::MAX - 1, 3), 1);
+    }
+}

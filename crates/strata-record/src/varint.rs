@@ -56,8 +56,22 @@ pub(crate) fn put_varlong(buf: &mut Vec<u8>, v: i64) {
     put_uvarint(buf, zigzag64(v));
 }
 
+/// Why a read ran off its buffer or met a malformed varint; the caller adds
+/// which field it was reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ReadError {
+    #[error("ends where a byte was expected")]
+    EndOfInput,
+    #[error("needs {needed} bytes but only {left} are left")]
+    Short { needed: usize, left: usize },
+    #[error("varint runs past the end")]
+    VarintPastEnd,
+    #[error("varint overflows its type")]
+    VarintOverflow,
+}
+
 /// A cursor over untrusted bytes. Every read checks bounds and reports a
-/// lowercase message instead of panicking; callers add the context.
+/// typed error instead of panicking; callers add the context.
 pub(crate) struct Reader<'a> {
     buf: &'a [u8],
 }
@@ -75,15 +89,15 @@ impl<'a> Reader<'a> {
         self.buf.is_empty()
     }
 
-    pub(crate) fn u8(&mut self) -> Result<u8, String> {
-        let (&b, rest) = self.buf.split_first().ok_or_else(|| "ends where a byte was expected".to_string())?;
+    pub(crate) fn u8(&mut self) -> Result<u8, ReadError> {
+        let (&b, rest) = self.buf.split_first().ok_or(ReadError::EndOfInput)?;
         self.buf = rest;
         Ok(b)
     }
 
-    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], ReadError> {
         if n > self.buf.len() {
-            return Err(format!("needs {n} bytes but only {} are left", self.buf.len()));
+            return Err(ReadError::Short { needed: n, left: self.buf.len() });
         }
         let (head, rest) = self.buf.split_at(n);
         self.buf = rest;
@@ -92,12 +106,12 @@ impl<'a> Reader<'a> {
 
     /// Reads an unsigned base-128 value of at most `max_len` bytes whose last
     /// byte is at most `last_max`.
-    fn uvarint(&mut self, max_len: usize, last_max: u8) -> Result<u64, String> {
+    fn uvarint(&mut self, max_len: usize, last_max: u8) -> Result<u64, ReadError> {
         let mut value = 0u64;
         for i in 0..max_len {
-            let b = self.u8().map_err(|_| "varint runs past the end".to_string())?;
+            let b = self.u8().map_err(|_| ReadError::VarintPastEnd)?;
             if i == max_len - 1 && b > last_max {
-                return Err("varint overflows its type".to_string());
+                return Err(ReadError::VarintOverflow);
             }
             value |= u64::from(b & 0x7f) << (7 * i);
             if b & 0x80 == 0 {
@@ -105,16 +119,16 @@ impl<'a> Reader<'a> {
             }
         }
         // Unreachable: the last-byte check rejects a continuation bit there.
-        Err("varint is too long".to_string())
+        Err(ReadError::VarintOverflow)
     }
 
-    pub(crate) fn varint(&mut self) -> Result<i32, String> {
+    pub(crate) fn varint(&mut self) -> Result<i32, ReadError> {
         // 5 bytes carry 35 bits; only the low 4 of the last byte fit in 32.
         let u = self.uvarint(5, 0x0f)?;
         Ok(unzigzag32(u as u32))
     }
 
-    pub(crate) fn varlong(&mut self) -> Result<i64, String> {
+    pub(crate) fn varlong(&mut self) -> Result<i64, ReadError> {
         // 10 bytes carry 70 bits; only the low bit of the last byte fits in 64.
         let u = self.uvarint(10, 0x01)?;
         Ok(unzigzag64(u))

@@ -14,9 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use strata_core::limits::MAX_BATCH_BYTES;
 
-/// How long a client should wait after BUSY. About one group-commit round
-/// under load: by then the answers in flight have released their bytes.
-pub const BUSY_RETRY_AFTER_MS: u64 = 50;
+pub use strata_core::limits::BUSY_RETRY_AFTER_MS;
 
 #[derive(Debug)]
 pub struct ProduceBudget {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use strata_core::limits;
 use strata_core::limits::{
     DEFAULT_MAX_FETCH_BYTES_IN_FLIGHT, DEFAULT_MAX_PRODUCE_BYTES_IN_FLIGHT,
     DEFAULT_MAX_PRODUCE_BYTES_IN_FLIGHT_PER_CONNECTION, DEFAULT_PRODUCER_EXPIRY_MS, MAX_BATCH_BYTES, MAX_NODES,
@@ -130,19 +131,40 @@ pub fn env_var(key: &str) -> String {
     format!("STRATA_{}", key.to_uppercase())
 }
 
+/// Why a configuration was refused. The message names the key or the file
+/// and says what to give instead.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The file or an environment value is not valid TOML of the right shape.
+    #[error("{what}: {message}")]
+    Syntax { what: String, message: String },
+    /// A key's value is missing, malformed or out of its bounds.
+    #[error("{message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, message: message.into() }
+}
+
 impl FileConfig {
-    pub fn load(path: &Path) -> Result<FileConfig, String> {
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
         FileConfig::load_with_env(Some(path), |_| None)
     }
 
     /// The file at `path` (none: every key unset), with every key that
     /// `env` gives a `STRATA_*` value for overridden by it.
-    pub fn load_with_env(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<FileConfig, String> {
+    pub fn load_with_env(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<FileConfig, ConfigError> {
         let mut table: toml::Table = match path {
             Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-                toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))?
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+                    what: format!("config {}", path.display()),
+                    message: e.to_string(),
+                })?
             }
             None => toml::Table::new(),
         };
@@ -150,7 +172,10 @@ impl FileConfig {
             let var = env_var(key);
             if let Some(text) = env(&var) {
                 let value = if *number {
-                    let n: i64 = text.parse().map_err(|e| format!("{var}={text}: {e}; give a whole number"))?;
+                    let n: i64 = text.parse().map_err(|e| ConfigError::Syntax {
+                        what: format!("{var}={text}"),
+                        message: format!("{e}; give a whole number"),
+                    })?;
                     toml::Value::Integer(n)
                 } else {
                     toml::Value::String(text)
@@ -159,68 +184,85 @@ impl FileConfig {
             }
         }
         let what = path.map_or("the environment".to_string(), |p| format!("config {}", p.display()));
-        table.try_into().map_err(|e| format!("{what}: {e}"))
+        table.try_into().map_err(|e: toml::de::Error| ConfigError::Syntax { what, message: e.to_string() })
     }
 
     /// Applies defaults and checks every value.
-    pub fn validate(self) -> Result<NodeConfig, String> {
-        let node_id = self.node_id.ok_or("node_id is missing (--node-id or node_id in the config file)")?;
+    pub fn validate(self) -> Result<NodeConfig, ConfigError> {
+        let node_id = self
+            .node_id
+            .ok_or_else(|| invalid("node_id", "node_id is missing (--node-id or node_id in the config file)"))?;
         if node_id == 0 || node_id > MAX_NODES {
-            return Err(format!("node_id {node_id} is out of range; use 1 to {MAX_NODES}"));
+            return Err(invalid("node_id", format!("node_id {node_id} is out of range; use 1 to {MAX_NODES}")));
         }
         let listen = self.listen.unwrap_or_else(|| "127.0.0.1:7171".into());
-        listen
-            .parse::<std::net::SocketAddr>()
-            .map_err(|e| format!("listen address '{listen}' is not HOST:PORT with an IP host: {e}"))?;
-        let data_dir = self.data_dir.ok_or("data_dir is missing (--data-dir or data_dir in the config file)")?;
+        listen.parse::<std::net::SocketAddr>().map_err(|e| {
+            invalid("listen", format!("listen address '{listen}' is not HOST:PORT with an IP host: {e}"))
+        })?;
+        let data_dir = self
+            .data_dir
+            .ok_or_else(|| invalid("data_dir", "data_dir is missing (--data-dir or data_dir in the config file)"))?;
         let initial_cluster = match self.initial_cluster {
             Some(text) => parse_initial_cluster(&text)?,
             None => BTreeMap::from([(node_id, listen.clone())]),
         };
         if !initial_cluster.contains_key(&node_id) {
-            return Err(format!("initial_cluster does not name this node ({node_id})"));
+            return Err(invalid("initial_cluster", format!("initial_cluster does not name this node ({node_id})")));
         }
-        let duration = |value: Option<String>, default_ms: u64, key: &str| -> Result<Duration, String> {
+        let duration = |value: Option<String>, default: Duration, key: &'static str| -> Result<Duration, ConfigError> {
             match value {
-                None => Ok(Duration::from_millis(default_ms)),
-                Some(text) => {
-                    humantime::parse_duration(&text).map_err(|e| format!("{key} = '{text}': {e}; use e.g. 150ms"))
-                }
+                None => Ok(default),
+                Some(text) => humantime::parse_duration(&text)
+                    .map_err(|e| invalid(key, format!("{key} = '{text}': {e}; use e.g. 150ms"))),
             }
         };
-        let heartbeat_interval = duration(self.heartbeat_interval, 100, "heartbeat_interval")?;
-        let election_timeout_min = duration(self.election_timeout_min, 500, "election_timeout_min")?;
-        let election_timeout_max = duration(self.election_timeout_max, 1000, "election_timeout_max")?;
+        let heartbeat_interval =
+            duration(self.heartbeat_interval, limits::DEFAULT_HEARTBEAT_INTERVAL, "heartbeat_interval")?;
+        let election_timeout_min =
+            duration(self.election_timeout_min, limits::DEFAULT_ELECTION_TIMEOUT_MIN, "election_timeout_min")?;
+        let election_timeout_max =
+            duration(self.election_timeout_max, limits::DEFAULT_ELECTION_TIMEOUT_MAX, "election_timeout_max")?;
         if heartbeat_interval >= election_timeout_min || election_timeout_min >= election_timeout_max {
-            return Err("need heartbeat_interval < election_timeout_min < election_timeout_max".into());
+            return Err(invalid(
+                "election_timeout_min",
+                "need heartbeat_interval < election_timeout_min < election_timeout_max",
+            ));
         }
         let quiesce_after = match self.quiesce_after.as_deref().map(str::trim) {
             Some("off") => None,
             other => {
-                let after = duration(other.map(str::to_string), 2000, "quiesce_after")?;
+                let after = duration(other.map(str::to_string), limits::DEFAULT_QUIESCE_AFTER, "quiesce_after")?;
                 // Shorter, a partition written every second or so would go
                 // quiet and wake between its writes.
                 if after < election_timeout_max {
-                    return Err(format!(
-                        "quiesce_after must be at least election_timeout_max ({election_timeout_max:?}), or \"off\""
+                    return Err(invalid(
+                        "quiesce_after",
+                        format!("quiesce_after must be at least election_timeout_max ({election_timeout_max:?}), or \"off\""),
                     ));
                 }
                 Some(after)
             }
         };
-        let retention_check_interval = duration(self.retention_check_interval, 5000, "retention_check_interval")?;
-        let snapshot_every_entries = self.snapshot_every_entries.unwrap_or(1024);
+        let retention_check_interval = duration(
+            self.retention_check_interval,
+            limits::DEFAULT_RETENTION_CHECK_INTERVAL,
+            "retention_check_interval",
+        )?;
+        let snapshot_every_entries = self.snapshot_every_entries.unwrap_or(limits::DEFAULT_SNAPSHOT_EVERY_ENTRIES);
         if snapshot_every_entries == 0 {
-            return Err("snapshot_every_entries must be at least 1".into());
+            return Err(invalid("snapshot_every_entries", "snapshot_every_entries must be at least 1"));
         }
-        let producer_expiry = duration(self.producer_expiry, DEFAULT_PRODUCER_EXPIRY_MS, "producer_expiry")?;
+        let producer_expiry =
+            duration(self.producer_expiry, Duration::from_millis(DEFAULT_PRODUCER_EXPIRY_MS), "producer_expiry")?;
         if producer_expiry < Duration::from_secs(1) {
-            return Err("producer_expiry must be at least 1s".into());
+            return Err(invalid("producer_expiry", "producer_expiry must be at least 1s"));
         }
-        let bytes = |value: Option<String>, default: usize, key: &str| -> Result<usize, String> {
+        let bytes = |value: Option<String>, default: usize, key: &'static str| -> Result<usize, ConfigError> {
             match value {
                 None => Ok(default),
-                Some(text) => parse_size(&text).ok_or_else(|| format!("{key} = '{text}': use bytes, e.g. 64MiB")),
+                Some(text) => {
+                    parse_size(&text).ok_or_else(|| invalid(key, format!("{key} = '{text}': use bytes, e.g. 64MiB")))
+                }
             }
         };
         let max_produce_bytes_in_flight = bytes(
@@ -236,31 +278,46 @@ impl FileConfig {
         if max_produce_bytes_in_flight_per_connection < MAX_BATCH_BYTES
             || max_produce_bytes_in_flight < max_produce_bytes_in_flight_per_connection
         {
-            return Err(format!(
-                "need {MAX_BATCH_BYTES} bytes (one batch) <= max_produce_bytes_in_flight_per_connection <= max_produce_bytes_in_flight"
+            return Err(invalid(
+                "max_produce_bytes_in_flight_per_connection",
+                format!(
+                    "need {MAX_BATCH_BYTES} bytes (one batch) <= max_produce_bytes_in_flight_per_connection <= max_produce_bytes_in_flight"
+                ),
             ));
         }
         let max_fetch_bytes_in_flight =
             bytes(self.max_fetch_bytes_in_flight, DEFAULT_MAX_FETCH_BYTES_IN_FLIGHT, "max_fetch_bytes_in_flight")?;
         if max_fetch_bytes_in_flight < MAX_BATCH_BYTES {
-            return Err(format!("max_fetch_bytes_in_flight must be at least {MAX_BATCH_BYTES} bytes (one batch)"));
+            return Err(invalid(
+                "max_fetch_bytes_in_flight",
+                format!("max_fetch_bytes_in_flight must be at least {MAX_BATCH_BYTES} bytes (one batch)"),
+            ));
         }
         let max_timestamp_lookup_batches = self.max_timestamp_lookup_batches.unwrap_or(MAX_TIMESTAMP_LOOKUP_BATCHES);
         if max_timestamp_lookup_batches == 0 || max_timestamp_lookup_batches > MAX_TIMESTAMP_LOOKUP_BATCHES {
-            return Err(format!("max_timestamp_lookup_batches must be 1 to {MAX_TIMESTAMP_LOOKUP_BATCHES}"));
+            return Err(invalid(
+                "max_timestamp_lookup_batches",
+                format!("max_timestamp_lookup_batches must be 1 to {MAX_TIMESTAMP_LOOKUP_BATCHES}"),
+            ));
         }
         let faults = self.faults.unwrap_or_default();
         if faults != FaultConfig::default() && !cfg!(feature = "fault-hooks") {
-            return Err("[faults] is only for test builds (feature fault-hooks); remove it".into());
+            return Err(invalid("faults", "[faults] is only for test builds (feature fault-hooks); remove it"));
         }
         let metrics_listen = match self.metrics_listen.filter(|a| !a.trim().is_empty()) {
             None => None,
             Some(address) => {
-                address
-                    .parse::<std::net::SocketAddr>()
-                    .map_err(|e| format!("metrics_listen address '{address}' is not HOST:PORT with an IP host: {e}"))?;
+                address.parse::<std::net::SocketAddr>().map_err(|e| {
+                    invalid(
+                        "metrics_listen",
+                        format!("metrics_listen address '{address}' is not HOST:PORT with an IP host: {e}"),
+                    )
+                })?;
                 if address == listen {
-                    return Err(format!("metrics_listen must differ from listen ({listen})"));
+                    return Err(invalid(
+                        "metrics_listen",
+                        format!("metrics_listen must differ from listen ({listen})"),
+                    ));
                 }
                 Some(address)
             }
@@ -308,21 +365,28 @@ fn parse_size(text: &str) -> Option<usize> {
 }
 
 /// Parses `1=127.0.0.1:7171,2=127.0.0.1:7172`.
-pub fn parse_initial_cluster(text: &str) -> Result<BTreeMap<u64, String>, String> {
+pub fn parse_initial_cluster(text: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
     let mut out = BTreeMap::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, addr) =
-            part.split_once('=').ok_or_else(|| format!("'{part}' in initial_cluster is not ID=HOST:PORT"))?;
-        let id: u64 = id.trim().parse().map_err(|_| format!("'{id}' in initial_cluster is not a node id"))?;
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| invalid("initial_cluster", format!("'{part}' in initial_cluster is not ID=HOST:PORT")))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| invalid("initial_cluster", format!("'{id}' in initial_cluster is not a node id")))?;
         if id == 0 || id > MAX_NODES {
-            return Err(format!("node id {id} in initial_cluster is out of range; use 1 to {MAX_NODES}"));
+            return Err(invalid(
+                "initial_cluster",
+                format!("node id {id} in initial_cluster is out of range; use 1 to {MAX_NODES}"),
+            ));
         }
         if out.insert(id, addr.trim().to_string()).is_some() {
-            return Err(format!("node id {id} appears twice in initial_cluster"));
+            return Err(invalid("initial_cluster", format!("node id {id} appears twice in initial_cluster")));
         }
     }
     if out.is_empty() {
-        return Err("initial_cluster is empty".into());
+        return Err(invalid("initial_cluster", "initial_cluster is empty"));
     }
     Ok(out)
 }
@@ -339,14 +403,20 @@ mod tests {
     fn defaults_and_checks() {
         let c = base().validate().unwrap();
         assert_eq!(c.initial_cluster, BTreeMap::from([(1, "127.0.0.1:7171".to_string())]));
-        assert!(FileConfig { node_id: None, ..base() }.validate().unwrap_err().contains("node_id"));
+        let key_of = |config: FileConfig| match config.validate() {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected a refused key, got {other:?}"),
+        };
+        assert_eq!(key_of(FileConfig { node_id: None, ..base() }), "node_id");
+        assert_eq!(key_of(FileConfig { initial_cluster: Some("2=a:1".into()), ..base() }), "initial_cluster");
+        assert_eq!(key_of(FileConfig { snapshot_every_entries: Some(0), ..base() }), "snapshot_every_entries");
         assert!(FileConfig { initial_cluster: Some("2=a:1".into()), ..base() }.validate().is_err());
         assert!(FileConfig { listen: Some("nope".into()), ..base() }.validate().is_err());
         assert!(FileConfig { heartbeat_interval: Some("2s".into()), ..base() }.validate().is_err());
         assert_eq!(c.max_produce_bytes_in_flight, DEFAULT_MAX_PRODUCE_BYTES_IN_FLIGHT);
         assert_eq!(c.quiesce_after, Some(Duration::from_secs(2)));
         assert_eq!(FileConfig { quiesce_after: Some("off".into()), ..base() }.validate().unwrap().quiesce_after, None);
-        let flapping = FileConfig { quiesce_after: Some("200ms".into()), ..base() }.validate().unwrap_err();
+        let flapping = FileConfig { quiesce_after: Some("200ms".into()), ..base() }.validate().unwrap_err().to_string();
         assert!(flapping.contains("election_timeout_max"), "{flapping}");
         let small = FileConfig { max_produce_bytes_in_flight_per_connection: Some("1KiB".into()), ..base() };
         assert!(small.validate().is_err(), "below one batch");

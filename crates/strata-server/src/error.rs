@@ -1,6 +1,7 @@
 //! Errors a request handler answers with, and their wire form.
 
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
+use strata_core::limits::BACKOFF_RETRY_AFTER_MS;
 use strata_core::{ErrorCode, RetryClass};
 use strata_proto::v1 as pb;
 use strata_storage::TypeConfig;
@@ -17,7 +18,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        let retry_after_ms = if code.retry_class() == RetryClass::BackOff { 100 } else { 0 };
+        let retry_after_ms = if code.retry_class() == RetryClass::BackOff { BACKOFF_RETRY_AFTER_MS } else { 0 };
         ApiError { code, message: message.into(), leader: None, range: None, retry_after_ms }
     }
 

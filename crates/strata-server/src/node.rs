@@ -5,13 +5,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::BasicNode;
-use strata_core::limits::{LEFTOVER_SWEEP_INTERVAL, MAX_PARTITION_REPLICAS_PER_NODE};
+use strata_core::limits::{
+    LEFTOVER_SWEEP_INTERVAL, MAX_PARTITION_REPLICAS_PER_NODE, RECONCILE_RETRY_INTERVAL, RETENTION_SCAN_LIMIT,
+};
 use strata_state::metadata::{Topic, METADATA_GROUP_ID};
 use strata_state::{Command, MetadataState, PartitionCommand};
-use strata_storage::{GroupKind, GroupState, Store};
+use strata_storage::{GroupKind, GroupState, Store, TypeConfig};
 use tokio::sync::watch;
 
 use crate::clock::ClusterClock;
@@ -26,9 +27,16 @@ fn replica_sets(state: &MetadataState) -> BTreeMap<u64, Vec<u64>> {
     state.assignments().into_iter().map(|(group, (_, _, assignment))| (group, assignment.replicas.clone())).collect()
 }
 
-/// Most batch headers one retention pass looks at per partition; the rest is
-/// trimmed by the next pass. Bounds the memory and time of a pass.
-const RETENTION_SCAN_LIMIT: usize = 100_000;
+/// Why a group could not be started, or a write for it failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error("storage: {0}")]
+    Storage(#[from] std::io::Error),
+    #[error("raft stopped: {0}")]
+    Fatal(#[from] openraft::error::Fatal<TypeConfig>),
+    #[error("raft write failed: {0}")]
+    Write(#[from] openraft::error::RaftError<TypeConfig, openraft::error::ClientWriteError<TypeConfig>>),
+}
 
 /// A shared, immutable metadata state: requests read it without copying it.
 #[derive(Clone, Debug)]
@@ -90,8 +98,7 @@ pub struct Node {
 /// `faults`). Nothing replicated may be stamped with it directly: use
 /// cluster time (`Node::clock`), which one fast clock cannot move.
 pub fn local_wall_ms() -> u64 {
-    let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    wall.saturating_add(crate::faults::clock_offset_ms()).max(0) as u64
+    strata_core::time::now_ms().saturating_add(crate::faults::clock_offset_ms()).max(0) as u64
 }
 
 impl Node {
@@ -119,15 +126,14 @@ impl Node {
         group_id: u64,
         kind: GroupKind,
         voters: &[u64],
-    ) -> Result<GroupHandle, String> {
+    ) -> Result<GroupHandle, GroupError> {
         let log_store = self.store.log_store(group_id);
-        let state_machine = self.store.state_machine(group_id, kind).await.map_err(|e| e.to_string())?;
+        let state_machine = self.store.state_machine(group_id, kind).await?;
         let state = state_machine.subscribe();
         let network = GroupNetworkFactory { router: self.router.clone(), group_id };
-        let raft = openraft::Raft::new(self.node_id(), self.raft_config.clone(), network, log_store, state_machine)
-            .await
-            .map_err(|e| e.to_string())?;
-        let fresh = !raft.is_initialized().await.map_err(|e| e.to_string())?;
+        let raft =
+            openraft::Raft::new(self.node_id(), self.raft_config.clone(), network, log_store, state_machine).await?;
+        let fresh = !raft.is_initialized().await?;
         if fresh {
             // Every voter initializes with the same membership, so the group
             // forms whatever order its nodes start in.
@@ -220,7 +226,7 @@ impl Node {
             // Also wake up now and then to retry groups that failed to start.
             tokio::select! {
                 changed = metadata.changed() => if changed.is_err() { return },
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = tokio::time::sleep(RECONCILE_RETRY_INTERVAL) => {}
             }
         }
     }
@@ -249,7 +255,7 @@ impl Node {
         &self,
         handle: &GroupHandle,
         config: &strata_core::topic::TopicConfig,
-    ) -> Result<(), String> {
+    ) -> Result<(), GroupError> {
         if config.retention_ms.is_none() && config.retention_bytes.is_none() {
             return Ok(());
         }
@@ -275,8 +281,7 @@ impl Node {
                 },
                 RETENTION_SCAN_LIMIT,
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let Some((new_start, trimmed)) = trim_point(&partition, &headers, retention) else { return Ok(()) };
         let removed = trimmed - partition.trimmed_bytes_total;
         tracing::info!(
@@ -288,7 +293,7 @@ impl Node {
         let command =
             Command::Partition(PartitionCommand::Trim { new_log_start: new_start, trimmed_bytes_total: trimmed });
         self.quiescence.wake_for_write(handle).await;
-        handle.raft.client_write(command).await.map_err(|e| e.to_string())?;
+        handle.raft.client_write(command).await?;
         Ok(())
     }
 }

@@ -14,18 +14,9 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
+use strata_core::limits::{REORDER_WAIT, SEQUENCER_MAX_ENTRIES as MAX_ENTRIES};
 use tokio::sync::Notify;
-
-/// Longest a batch waits for its predecessor to be proposed. A few times
-/// the spread of requests that left the client together; far below a
-/// produce timeout.
-pub const REORDER_WAIT: Duration = Duration::from_millis(50);
-
-/// Most (partition, producer, epoch) entries kept. Each is a few dozen
-/// bytes; past this the table starts over (hints only).
-const MAX_ENTRIES: usize = 100_000;
 
 /// A producer on one partition: group id, producer id, epoch.
 pub type ProducerKey = (u64, i64, i16);

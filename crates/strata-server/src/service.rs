@@ -17,15 +17,16 @@ use openraft::impls::ProgressResponder;
 use openraft::vote::RaftLeaderId;
 use openraft::ReadPolicy;
 use strata_core::limits::{
-    MAX_BATCH_BYTES, MAX_FETCH_BYTES, MAX_FETCH_WAIT_MS, MAX_IDEMPOTENCY_KEY_BYTES, PRODUCER_ID_BLOCK,
+    DEFAULT_FETCH_BYTES, DEFAULT_PRODUCE_TIMEOUT_MS, FORWARD_TIMEOUT, MAX_BATCH_BYTES, MAX_FETCH_BYTES,
+    MAX_FETCH_WAIT_MS, MAX_IDEMPOTENCY_KEY_BYTES, PRODUCER_ID_BLOCK, STATUS_TIMEOUT,
 };
 use strata_core::topic::TopicConfig;
 use strata_core::ErrorCode;
 use strata_proto::v1 as pb;
 use strata_proto::v1::strata_client::StrataClient;
 use strata_proto::v1::strata_server::Strata;
+use strata_record::sequence_after;
 use strata_state::metadata::{PartitionAssignment, Topic};
-use strata_state::producer::sequence_after;
 use strata_state::{
     Command, KeyedRecord, MetaCommand, MetaResponse, PartitionCommand, PartitionResponse, PartitionState,
     Response as SmResponse,
@@ -41,14 +42,6 @@ use crate::metrics;
 use crate::node::{Node, TopicRef};
 use crate::sequencer::Sequencer;
 
-/// Default time a produce waits for replication before answering TIMEOUT.
-const DEFAULT_PRODUCE_TIMEOUT_MS: u32 = 30_000;
-/// Default fetch size when the client asks for 0.
-const DEFAULT_FETCH_BYTES: usize = 1024 * 1024;
-/// How long one forwarded call to another node may take.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long cluster status waits for a ping or a quorum read.
-const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Request metadata that marks a call forwarded by a node, so it is not
 /// forwarded again.
 const FORWARDED: &str = "x-strata-forwarded";
@@ -619,7 +612,7 @@ impl StrataService {
         match tokio::time::timeout(STATUS_TIMEOUT, peer.ping(request)).await {
             Ok(Ok(answer)) => Ok(answer.into_inner()),
             Ok(Err(status)) => Err(status.message().to_string()),
-            Err(_) => Err("no answer within 2 s".into()),
+            Err(_) => Err(format!("no answer within {STATUS_TIMEOUT:?}")),
         }
     }
 
@@ -772,7 +765,7 @@ impl Strata for StrataService {
         let settings: BTreeMap<String, String> = request.configs.clone().into_iter().collect();
         let config = match TopicConfig::parse(&settings) {
             Ok(config) => config,
-            Err(message) => return err(ApiError::new(ErrorCode::InvalidConfig, message), set),
+            Err(problem) => return err(ApiError::new(ErrorCode::InvalidConfig, problem.to_string()), set),
         };
         let command = MetaCommand::CreateTopic {
             name: request.name.clone(),
@@ -891,7 +884,10 @@ impl Strata for StrataService {
                 {
                     Ok(Ok(_)) => (true, format!("node {me} leads the metadata group and a quorum confirmed it")),
                     Ok(Err(e)) => (false, format!("node {me} leads the metadata group but a quorum read failed: {e}")),
-                    Err(_) => (false, format!("node {me} leads the metadata group but no quorum answered within 2 s")),
+                    Err(_) => (
+                        false,
+                        format!("node {me} leads the metadata group but no quorum answered within {STATUS_TIMEOUT:?}"),
+                    ),
                 }
             }
             Some(leader) if !forwarded => match self.peer(leader) {

@@ -33,7 +33,7 @@ pub enum StartError {
     #[error("invalid raft settings: {0}")]
     RaftConfig(String),
     #[error("cannot start the metadata group: {0}")]
-    Metadata(String),
+    Metadata(crate::node::GroupError),
 }
 
 #[cfg(feature = "fault-hooks")]

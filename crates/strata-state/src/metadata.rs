@@ -142,11 +142,96 @@ impl MetadataState {
         out
     }
 
+    /// Applies one command. A command that breaks an invariant of the
+    /// module header (which only a bug can make) panics with the broken
+    /// rule, which stops the metadata group on every replica alike instead
+    /// of storing a state that later decisions would build on.
     pub fn apply(&mut self, command: MetaCommand) -> MetaResponse {
+        let response = self.apply_unchecked(command);
+        if let MetaResponse::TopicCreated(topic) = &response {
+            self.assert_new_topic(topic);
+        }
+        // The full check walks every assignment: cheap next to the
+        // serialisation of the state that follows each apply, but only run
+        // where tests are (debug builds); releases check the new topic.
+        #[cfg(debug_assertions)]
+        self.assert_invariants();
+        response
+    }
+
+    /// The invariants of a topic just created: fresh group ids, one per
+    /// partition, and replica sets of distinct nodes.
+    fn assert_new_topic(&self, topic: &Topic) {
+        let first = self.next_group_id - topic.partitions.len() as u64;
+        for (index, assignment) in topic.partitions.iter().enumerate() {
+            assert_eq!(
+                assignment.group_id,
+                first + index as u64,
+                "metadata invariant broken: partition {index} of topic '{}' got group id {}, not the fresh id {}",
+                topic.name,
+                assignment.group_id,
+                first + index as u64
+            );
+            let mut nodes = assignment.replicas.clone();
+            nodes.sort_unstable();
+            nodes.dedup();
+            assert!(
+                !assignment.replicas.is_empty() && nodes.len() == assignment.replicas.len(),
+                "metadata invariant broken: partition {index} of topic '{}' has replica set {:?} (empty or a node twice)",
+                topic.name,
+                assignment.replicas
+            );
+        }
+    }
+
+    /// Checks every invariant of the module header, and the counters that
+    /// keep them: panics naming the first broken one.
+    pub fn assert_invariants(&self) {
+        let mut group_ids = std::collections::BTreeSet::new();
+        let mut topic_ids = std::collections::BTreeSet::new();
+        for (name, topic) in &self.topics {
+            assert_eq!(name, &topic.name, "metadata invariant broken: topic '{}' is filed under '{name}'", topic.name);
+            assert!(
+                topic.id < self.next_topic_id && topic_ids.insert(topic.id),
+                "metadata invariant broken: topic '{name}' has id {} (reused, or not below the next id {})",
+                topic.id,
+                self.next_topic_id
+            );
+            for (index, assignment) in topic.partitions.iter().enumerate() {
+                assert!(
+                    assignment.group_id != METADATA_GROUP_ID
+                        && assignment.group_id < self.next_group_id
+                        && group_ids.insert(assignment.group_id),
+                    "metadata invariant broken: partition {index} of topic '{name}' has group id {} \
+                     (the metadata group's, a reused one, or not below the next id {})",
+                    assignment.group_id,
+                    self.next_group_id
+                );
+                let mut nodes = assignment.replicas.clone();
+                nodes.sort_unstable();
+                nodes.dedup();
+                assert!(
+                    !nodes.is_empty() && nodes.len() == assignment.replicas.len(),
+                    "metadata invariant broken: partition {index} of topic '{name}' has replica set {:?}",
+                    assignment.replicas
+                );
+            }
+        }
+        for (name, producer) in &self.named_producers {
+            assert!(
+                producer.producer_id < self.next_producer_id,
+                "metadata invariant broken: named producer '{name}' has id {}, not below the next id {}",
+                producer.producer_id,
+                self.next_producer_id
+            );
+        }
+    }
+
+    fn apply_unchecked(&mut self, command: MetaCommand) -> MetaResponse {
         match command {
             MetaCommand::CreateTopic { name, partitions, replication_factor, config, nodes, created_ms } => {
-                if let Err(message) = validate_topic_name(&name) {
-                    return error(ErrorCode::InvalidTopicName, message);
+                if let Err(problem) = validate_topic_name(&name) {
+                    return error(ErrorCode::InvalidTopicName, problem.to_string());
                 }
                 if self.topics.contains_key(&name) {
                     return error(ErrorCode::TopicAlreadyExists, format!("topic '{name}' already exists"));
@@ -270,6 +355,53 @@ impl MetadataState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    #[should_panic(expected = "metadata invariant broken: partition 0 of topic 'b' has group id 1")]
+    fn a_reused_group_id_is_caught() {
+        let mut state = MetadataState::default();
+        state.apply(create("a", 1, 1, &[1]));
+        let mut copy = state.topics["a"].clone();
+        copy.name = "b".into();
+        copy.id = 2;
+        state.next_topic_id = 3;
+        state.topics.insert("b".into(), copy);
+        state.assert_invariants();
+    }
+
+    #[test]
+    #[should_panic(expected = "has replica set [2, 2]")]
+    fn a_replica_set_naming_a_node_twice_is_caught() {
+        let mut state = MetadataState::default();
+        state.apply(create("a", 1, 2, &[1, 2]));
+        state.topics.get_mut("a").unwrap().partitions[0].replicas = vec![2, 2];
+        state.assert_invariants();
+    }
+
+    fn command() -> impl Strategy<Value = MetaCommand> {
+        let name = "[a-c]";
+        prop_oneof![
+            (name, 0u32..4, 0u32..4, proptest::collection::vec(1u64..5, 0..5))
+                .prop_map(|(n, p, rf, nodes)| create(&n, p, rf, &nodes)),
+            name.prop_map(|n| MetaCommand::DeleteTopic { name: n }),
+            (0u64..3000).prop_map(|count| MetaCommand::AllocateProducerIds { count }),
+            name.prop_map(|n| MetaCommand::InitNamedProducer { name: n }),
+        ]
+    }
+
+    proptest! {
+        /// Whatever commands arrive, valid or not, the invariants hold
+        /// after each (apply checks them in debug builds and would panic).
+        #[test]
+        fn any_command_sequence_keeps_the_invariants(commands in proptest::collection::vec(command(), 1..40)) {
+            let mut state = MetadataState::default();
+            for command in commands {
+                state.apply(command);
+                state.assert_invariants();
+            }
+        }
+    }
 
     fn create(name: &str, partitions: u32, rf: u32, nodes: &[u64]) -> MetaCommand {
         MetaCommand::CreateTopic {
@@ -420,7 +552,11 @@ mod tests {
             let name = format!("t{i}");
             let mut topic = template.clone();
             topic.name = name.clone();
-            topic.partitions[0].replicas = vec![1 + i as u64 % 3];
+            topic.id = state.next_topic_id;
+            state.next_topic_id += 1;
+            topic.partitions[0] =
+                PartitionAssignment { group_id: state.next_group_id, replicas: vec![1 + i as u64 % 3] };
+            state.next_group_id += 1;
             state.topics.insert(name, topic);
         }
         let before = state.clone();

@@ -27,7 +27,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use strata_core::ErrorCode;
 
-use crate::producer::{sequence_after, BatchRecord, ProducerEntry, ProducerTable};
+use crate::producer::{BatchRecord, ProducerEntry, ProducerTable};
+use strata_record::sequence_after;
 
 /// Where the original of a record that is a duplicate by key is.
 #[derive(Clone, Copy)]

@@ -129,12 +129,6 @@ impl ProducerTable {
     }
 }
 
-/// The sequence number `count` records after `sequence`; sequences wrap
-/// from `i32::MAX` to 0, as Kafka's do.
-pub fn sequence_after(sequence: i32, count: u32) -> i32 {
-    ((i64::from(sequence) + i64::from(count)) % (i64::from(i32::MAX) + 1)) as i32
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,12 +160,5 @@ mod tests {
         let entry = table.record(1, 1, batch(0, 0), 2);
         assert_eq!(entry.epoch, 1);
         assert_eq!(entry.batches.len(), 1);
-    }
-
-    #[test]
-    fn sequences_wrap_to_zero() {
-        assert_eq!(sequence_after(5, 3), 8);
-        assert_eq!(sequence_after(i32::MAX, 1), 0);
-        assert_eq!(sequence_after(i32::MAX - 1, 3), 1);
     }
 }
