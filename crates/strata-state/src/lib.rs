@@ -27,6 +27,16 @@ pub enum Command {
     Partition(PartitionCommand),
 }
 
+impl Command {
+    /// "metadata" or "partition": the kind of group the command is for.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::Meta(_) => "metadata",
+            Command::Partition(_) => "partition",
+        }
+    }
+}
+
 /// What applying a [`Command`] answers to the proposer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum Response {

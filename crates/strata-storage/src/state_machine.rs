@@ -66,6 +66,14 @@ impl GroupState {
         }
     }
 
+    /// "metadata" or "partition", for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GroupState::Metadata(_) => "metadata",
+            GroupState::Partition(_) => "partition",
+        }
+    }
+
     pub fn as_partition(&self) -> Option<&PartitionState> {
         match self {
             GroupState::Partition(state) => Some(state),
@@ -162,11 +170,23 @@ impl ApplyRound {
                         }
                         Response::Partition(response)
                     }
-                    (_, command) => {
-                        // A command of the wrong kind can only come from a
-                        // bug in the proposer; every replica refuses it alike.
-                        tracing::error!(group = self.group_id, %command, "command of the wrong kind for this group");
-                        Response::None
+                    (state, command) => {
+                        // Only a bug in the proposer puts a command of the
+                        // wrong kind in a group's log. Applying past it would
+                        // answer a client as if its command had run, so the
+                        // group stops here, on every replica alike, and this
+                        // round's writes are dropped (nothing of it is
+                        // stored). A restart meets the same entry again.
+                        let message = format!(
+                            "group {}: entry {} holds a {} command, but this is a {} group; \
+                             the group stops (a proposer bug; report it with this line)",
+                            self.group_id,
+                            entry.log_id,
+                            command.kind(),
+                            state.kind(),
+                        );
+                        tracing::error!(group = self.group_id, %command, "{message}");
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, message));
                     }
                 },
             };

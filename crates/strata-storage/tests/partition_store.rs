@@ -2,11 +2,15 @@
 //! stores batches under dense offsets, state survives a reopen, retention
 //! trims, snapshots carry the data to another store, group commit answers
 //! every waiter, deleting a group removes its keys, and producer state and
-//! idempotency keys survive a reopen, travel with a snapshot and expire.
+//! idempotency keys survive a reopen, travel with a snapshot and expire,
+//! and a command of the wrong kind stops the group instead of being skipped.
 
+use futures::stream;
+use openraft::impls::leader_id_adv::LeaderId;
 use openraft::storage::RaftStateMachine;
-use openraft::RaftSnapshotBuilder;
-use strata_state::PartitionCommand;
+use openraft::vote::RaftLeaderId;
+use openraft::{Entry, EntryPayload, LogId, RaftSnapshotBuilder};
+use strata_state::{Command, MetaCommand, PartitionCommand};
 use strata_storage::{GroupKind, SnapshotPayload, Store};
 
 mod common;
@@ -180,4 +184,34 @@ async fn a_snapshot_carries_producers_and_keys_so_replicas_decide_alike() {
     assert_eq!(partition(&copy).next_offset, 3, "c stored, a and the retry of producer 7 not");
     assert_eq!(partition(&copy).next_offset, partition(&sm).next_offset);
     assert_eq!(partition(&copy).producer_count, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_of_the_wrong_kind_stops_the_group_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let mut sm = store.state_machine(5, GroupKind::Partition).await.unwrap();
+        apply(&mut sm, vec![append(1, &["a"])]).await;
+        // A metadata command in a partition's log, behind a good append in
+        // the same round: the round fails as a whole.
+        let wrong = Entry {
+            log_id: LogId::new(LeaderId::new(1, 1), 3),
+            payload: EntryPayload::Normal(Command::Meta(MetaCommand::DeleteTopic { name: "t".into() })),
+        };
+        let round = vec![append(2, &["b"]), wrong];
+        let error = sm.apply(stream::iter(round.into_iter().map(|e| Ok((e, None))))).await.unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("holds a metadata command, but this is a partition group"), "{message}");
+        assert!(message.contains("the group stops"), "{message}");
+        store.sync().await.unwrap();
+    }
+    // Nothing of the failed round was stored: a reopened replica is where
+    // the last good round left it, and meets the bad entry again.
+    let store = Store::open(dir.path()).unwrap();
+    let mut sm = store.state_machine(5, GroupKind::Partition).await.unwrap();
+    let (applied, _) = sm.applied_state().await.unwrap();
+    assert_eq!(applied.map(|id| id.index), Some(1));
+    assert_eq!(sm.subscribe().borrow().as_partition().unwrap().next_offset, 1);
+    assert_eq!(values(&store.partition_reader(5).read(0, 10, 1 << 20).await.unwrap(), 0).len(), 1);
 }
