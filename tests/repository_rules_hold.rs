@@ -2,7 +2,8 @@
 //! the suite (in the spirit of TigerBeetle's `tidy.zig`): the crate
 //! boundaries ARCHITECTURE.md states, read from `cargo metadata`, and the
 //! error codes, pinned so that a renumbered or reused code fails here, with
-//! ARCHITECTURE.md's table kept equal to the registry.
+//! ARCHITECTURE.md's table kept equal to the registry, and the state
+//! machines' determinism (no clock, no randomness, no hash-order maps).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -142,4 +143,42 @@ fn error_codes_are_pinned_and_architecture_md_lists_them() {
         .collect();
     let pinned: Vec<(u32, String)> = PINNED.iter().map(|(code, name)| (*code, name.to_string())).collect();
     assert_eq!(table, pinned, "ARCHITECTURE.md's error-code table differs from the registry");
+}
+
+/// Every `.rs` file under `dir`, with its text.
+fn sources(dir: &Path) -> Vec<(std::path::PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read source dir") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).expect("read source");
+                out.push((path, text));
+            }
+        }
+    }
+    out
+}
+
+/// The state machines decide alike on every replica only if nothing but
+/// the commands feeds them: no clock, no randomness, no iteration order
+/// that differs between processes. Time comes in commands (`time_ms`,
+/// `now_ms` fields), never from the machine.
+#[test]
+fn state_machines_read_no_clock_and_no_randomness() {
+    const FORBIDDEN: &[&str] = &["SystemTime", "Instant::now", "time::now_ms", "rand::", "HashMap", "HashSet"];
+    let mut broken = Vec::new();
+    for (path, text) in sources(&repository().join("crates/strata-state/src")) {
+        // Unit tests may use anything.
+        let product = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for word in FORBIDDEN {
+            if product.contains(word) {
+                broken.push(format!("{} uses {word}", path.display()));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "strata-state must stay deterministic:\n{}", broken.join("\n"));
 }
