@@ -310,7 +310,11 @@ mod tests {
         assert_eq!(out["m1"].len(), 6);
     }
 
-    fn specs_strategy() -> impl Strategy<Value = (Vec<(Vec<bool>, Vec<(u8, u32)>)>, Vec<u32>)> {
+    /// Per member its subscription over the topics and its previous
+    /// (topic index, partition) pairs; then the topics' partition counts.
+    type RawGroup = (Vec<(Vec<bool>, Vec<(u8, u32)>)>, Vec<u32>);
+
+    fn specs_strategy() -> impl Strategy<Value = RawGroup> {
         // Up to 6 members, each with a subscription over 3 topics and some
         // previous partitions (possibly stale or shared: the assignor must
         // cope); topic counts 0 (absent) to 12.
@@ -323,7 +327,7 @@ mod tests {
         )
     }
 
-    fn build(raw: &(Vec<(Vec<bool>, Vec<(u8, u32)>)>, Vec<u32>)) -> (Vec<Spec>, Vec<(&'static str, u32)>) {
+    fn build(raw: &RawGroup) -> (Vec<Spec>, Vec<(&'static str, u32)>) {
         const NAMES: [&str; 3] = ["a", "b", "c"];
         let specs = raw
             .0

@@ -326,13 +326,7 @@ pub enum GroupCommand {
     },
     /// Committed offsets, many partitions at once. An empty member id with
     /// epoch -1 is a standalone commit, for groups without members.
-    CommitOffsets {
-        group_id: String,
-        member_id: String,
-        member_epoch: i32,
-        offsets: Vec<OffsetCommit>,
-        commit_ms: u64,
-    },
+    CommitOffsets { group_id: String, member_id: String, member_epoch: i32, offsets: Vec<OffsetCommit>, commit_ms: u64 },
     /// An operator sets offsets (reset-offsets); only without members.
     ResetOffsets { group_id: String, offsets: Vec<(String, u32, u64)>, now_ms: u64 },
     /// Removes a group without members, offsets and all.
@@ -365,20 +359,53 @@ impl GroupCommand {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GroupResponse {
     Configured,
-    Joined { member_id: String, group_epoch: i32 },
-    SubscriptionUpdated { group_epoch: i32 },
-    Left { member_id: String, group_epoch: i32 },
-    StaticLeft { member_id: String },
-    Expired { member_id: String, group_epoch: i32 },
-    TopicsRefreshed { group_epoch: i32 },
-    TargetSet { group_epoch: i32 },
-    Reconciled { member_id: String, member_epoch: i32, state: MemberState },
+    Joined {
+        member_id: String,
+        group_epoch: i32,
+    },
+    SubscriptionUpdated {
+        group_epoch: i32,
+    },
+    Left {
+        member_id: String,
+        group_epoch: i32,
+    },
+    StaticLeft {
+        member_id: String,
+    },
+    Expired {
+        member_id: String,
+        group_epoch: i32,
+    },
+    TopicsRefreshed {
+        group_epoch: i32,
+    },
+    TargetSet {
+        group_epoch: i32,
+    },
+    Reconciled {
+        member_id: String,
+        member_epoch: i32,
+        state: MemberState,
+    },
     /// Per partition, in the command's order.
-    OffsetsCommitted { partitions: Vec<CommitOutcome> },
-    OffsetsReset { partitions: usize },
-    GroupDeleted { offsets: usize },
-    OffsetsExpired { expired: usize, group_deleted: bool },
-    Error { code: ErrorCode, message: String },
+    OffsetsCommitted {
+        partitions: Vec<CommitOutcome>,
+    },
+    OffsetsReset {
+        partitions: usize,
+    },
+    GroupDeleted {
+        offsets: usize,
+    },
+    OffsetsExpired {
+        expired: usize,
+        group_deleted: bool,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 fn invalid(message: impl Into<String>) -> GroupError {
@@ -477,7 +504,9 @@ fn validate_offsets<'a>(
         if partition >= MAX_PARTITIONS_PER_TOPIC {
             return Err(GroupError::new(
                 ErrorCode::UnknownPartition,
-                format!("partition {partition} of '{topic}' cannot exist: topics have at most {MAX_PARTITIONS_PER_TOPIC}"),
+                format!(
+                    "partition {partition} of '{topic}' cannot exist: topics have at most {MAX_PARTITIONS_PER_TOPIC}"
+                ),
             ));
         }
         if metadata.len() > MAX_COMMIT_METADATA_LEN {
@@ -642,7 +671,13 @@ impl ConsumerGroup {
             GroupCommand::RefreshTopics { topics, .. } => self.refresh_topics(topics)?,
             GroupCommand::SetTargetAssignment { group_epoch, members, .. } => self.set_target(*group_epoch, members)?,
             GroupCommand::ReconcileMember {
-                member_id, member_epoch, new_member_epoch, released, revoked, granted, ..
+                member_id,
+                member_epoch,
+                new_member_epoch,
+                released,
+                revoked,
+                granted,
+                ..
             } => self.reconcile_member(member_id, *member_epoch, *new_member_epoch, released, revoked, granted)?,
             GroupCommand::CommitOffsets { member_id, member_epoch, offsets, commit_ms, .. } => {
                 self.commit(member_id, *member_epoch, offsets, *commit_ms)?
@@ -1074,8 +1109,7 @@ impl ConsumerGroup {
         let accepted = offsets.iter().zip(&outcomes).filter(|(_, e)| e.is_none()).map(|(o, _)| o);
         self.check_offsets_room(accepted.clone().map(|o| (o.topic.as_str(), o.partition)))?;
         for commit in accepted {
-            let committed =
-                CommittedOffset { offset: commit.offset, metadata: commit.metadata.clone(), commit_ms };
+            let committed = CommittedOffset { offset: commit.offset, metadata: commit.metadata.clone(), commit_ms };
             self.offsets.entry(commit.topic.clone()).or_default().insert(commit.partition, committed);
         }
         let partitions = offsets
@@ -1207,9 +1241,9 @@ impl GroupsState {
         // Commands that may create their group: a join, a configuration, and
         // offsets set without members (admin tools, manual assignment).
         let creates = match command {
-            GroupCommand::ConfigureGroup { .. } | GroupCommand::JoinMember { .. } | GroupCommand::ResetOffsets { .. } => {
-                true
-            }
+            GroupCommand::ConfigureGroup { .. }
+            | GroupCommand::JoinMember { .. }
+            | GroupCommand::ResetOffsets { .. } => true,
             GroupCommand::CommitOffsets { member_id, .. } => member_id.is_empty(),
             _ => false,
         };

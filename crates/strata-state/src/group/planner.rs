@@ -203,9 +203,16 @@ pub fn plan_heartbeat(
         JOIN_EPOCH => plan_join(state, request, topics, new_member_id),
         LEAVE_EPOCH => {
             let mut scratch = Scratch::of(existing(state, &group_id)?);
-            scratch.push(GroupCommand::LeaveMember { group_id: group_id.clone(), member_id: member_id.clone(), now_ms })?;
+            scratch.push(GroupCommand::LeaveMember {
+                group_id: group_id.clone(),
+                member_id: member_id.clone(),
+                now_ms,
+            })?;
             settle(&mut scratch, topics, None)?;
-            Ok(Plan { commands: scratch.commands, reply: Reply::Left { group_id, member_id, member_epoch: LEAVE_EPOCH } })
+            Ok(Plan {
+                commands: scratch.commands,
+                reply: Reply::Left { group_id, member_id, member_epoch: LEAVE_EPOCH },
+            })
         }
         STATIC_LEAVE_EPOCH => {
             let group = existing(state, &group_id)?;

@@ -320,7 +320,8 @@ fn a_fenced_member_rejoins_and_its_old_epoch_can_no_longer_commit() {
 fn bad_heartbeats_get_typed_errors() {
     let mut h = Harness::new(&[("a", 2)]);
     let consumer = Consumer::join(&mut h, &["a"]);
-    let cases: Vec<(Box<dyn Fn(&mut HeartbeatRequest)>, ErrorCode)> = vec![
+    type Mutation = Box<dyn Fn(&mut HeartbeatRequest)>;
+    let cases: Vec<(Mutation, ErrorCode)> = vec![
         (Box::new(|r| r.group_id = String::new()), ErrorCode::InvalidGroupId),
         (Box::new(|r| r.group_id = "tab\there".into()), ErrorCode::InvalidGroupId),
         (Box::new(|r| r.group_id = "x".repeat(250)), ErrorCode::InvalidGroupId),
@@ -397,7 +398,7 @@ fn a_subscription_to_a_topic_that_does_not_exist_yet_is_served_once_it_exists() 
     assert_eq!(answer.assignment.len(), 2, "told to give 'later' up");
     assert_eq!(h.group().members[&consumer.member_id].pending_revocation.len(), 4);
     consumer.beat(&mut h).unwrap();
-    assert!(h.group().owners.get("later").is_none());
+    assert!(!h.group().owners.contains_key("later"));
     assert_eq!(h.group().state, GroupState::Stable);
 }
 
@@ -620,9 +621,7 @@ fn malformed_commits_are_refused_whole() {
     h.refused(commit(vec![one("bad/topic", 0, String::new())]), ErrorCode::InvalidTopicName);
     h.refused(commit(vec![one("a", 5000, String::new())]), ErrorCode::UnknownPartition);
     let mut standalone = commit(vec![one("a", 0, String::new())]);
-    let GroupCommand::CommitOffsets { member_id, member_epoch, group_id, .. } = &mut standalone else {
-        unreachable!()
-    };
+    let GroupCommand::CommitOffsets { member_id, member_epoch, group_id, .. } = &mut standalone else { unreachable!() };
     member_id.clear();
     *member_epoch = 3;
     *group_id = "new-group".into();
@@ -841,27 +840,57 @@ mod simulation {
     enum Step {
         /// Start (or restart) the client's process and join. Odd clients
         /// are static (instance id `i<client>`).
-        Join { client: usize, topics: u8, range: bool },
+        Join {
+            client: usize,
+            topics: u8,
+            range: bool,
+        },
         /// Gives up revoked partitions, then heartbeats.
-        Beat { client: usize },
+        Beat {
+            client: usize,
+        },
         /// Heartbeats still holding partitions it was told to give up.
-        SlowBeat { client: usize },
+        SlowBeat {
+            client: usize,
+        },
         /// Like Beat, but the answer is lost on the way back.
-        LostBeat { client: usize },
+        LostBeat {
+            client: usize,
+        },
         /// Heartbeats at an epoch the group never gave it.
-        FutureBeat { client: usize },
-        Leave { client: usize },
-        StaticLeave { client: usize },
+        FutureBeat {
+            client: usize,
+        },
+        Leave {
+            client: usize,
+        },
+        StaticLeave {
+            client: usize,
+        },
         /// The process dies without a word.
-        Crash { client: usize },
+        Crash {
+            client: usize,
+        },
         /// The leader's session timer fires for the client's member; a live
         /// client does not know it yet (a zombie, e.g. after a long pause).
-        Expire { client: usize },
-        Subscribe { client: usize, topics: u8 },
+        Expire {
+            client: usize,
+        },
+        Subscribe {
+            client: usize,
+            topics: u8,
+        },
         /// A topic's partition count changes (0: deleted).
-        Resize { topic: usize, partitions: u32 },
+        Resize {
+            topic: usize,
+            partitions: u32,
+        },
         /// Commits one partition at its epoch plus `delta`.
-        Commit { client: usize, pick: u8, delta: i8 },
+        Commit {
+            client: usize,
+            pick: u8,
+            delta: i8,
+        },
     }
 
     fn step() -> impl Strategy<Value = Step> {
@@ -1102,7 +1131,7 @@ mod simulation {
             // Half the time a partition it owns, else any.
             let owned: Vec<&(String, u32)> = client.owned.keys().collect();
             let (topic, partition) = match owned.get((pick as usize / 2) % owned.len().max(1)) {
-                Some((topic, partition)) if pick % 2 == 0 => (topic.as_str(), *partition),
+                Some((topic, partition)) if pick.is_multiple_of(2) => (topic.as_str(), *partition),
                 _ => (TOPICS[pick as usize % TOPICS.len()], (pick as u32 / 3) % 6),
             };
             let epoch = client.epoch + delta as i32;
