@@ -1336,3 +1336,225 @@ mod simulation {
         }
     }
 }
+
+// Apply stands on its own: every replica applies what the log holds, so
+// arbitrary commands, however ill-formed or stale, must never panic, break
+// an invariant, or change anything when refused.
+
+mod arbitrary_commands {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const GROUPS: [&str; 3] = ["g", "h", ""];
+    const MEMBERS: [&str; 5] = ["m0", "m1", "m2", "m3", ""];
+    const NAMES: [&str; 3] = ["a", "b", "bad/"];
+
+    fn pick<T: Copy + std::fmt::Debug + 'static>(items: &'static [T]) -> impl Strategy<Value = T> + Clone {
+        prop::sample::select(items)
+    }
+
+    fn assignment() -> impl Strategy<Value = Assignment> {
+        prop::collection::vec((pick(&NAMES), 0u32..4), 0..4).prop_map(|v| v.into_iter().collect())
+    }
+
+    fn epoch() -> impl Strategy<Value = i32> {
+        prop_oneof![-3i32..8, any::<i32>()]
+    }
+
+    fn time() -> impl Strategy<Value = u64> {
+        prop_oneof![0u64..100, Just(u64::MAX), any::<u64>()]
+    }
+
+    fn topics() -> impl Strategy<Value = BTreeSet<String>> {
+        prop::collection::btree_set(pick(&NAMES).prop_map(String::from), 0..3)
+    }
+
+    fn command() -> impl Strategy<Value = GroupCommand> {
+        let group = pick(&GROUPS).prop_map(String::from);
+        let member = pick(&MEMBERS).prop_map(String::from);
+        prop_oneof![
+            (group.clone(), time(), time()).prop_map(|(group_id, session_timeout_ms, heartbeat_interval_ms)| {
+                GroupCommand::ConfigureGroup { group_id, session_timeout_ms, heartbeat_interval_ms }
+            }),
+            (group.clone(), member.clone(), prop::option::of(pick(&["i1", "i2"])), topics(), any::<bool>(), time())
+                .prop_map(|(group_id, member_id, instance, subscribed_topics, range, rebalance_timeout_ms)| {
+                    GroupCommand::JoinMember {
+                        group_id,
+                        member: JoinSpec {
+                            member_id,
+                            instance_id: instance.map(String::from),
+                            subscribed_topics,
+                            assignor: range.then(|| assignor::RANGE.to_string()),
+                            client_id: String::new(),
+                            client_host: String::new(),
+                            rebalance_timeout_ms,
+                        },
+                    }
+                }),
+            (group.clone(), member.clone(), topics()).prop_map(|(group_id, member_id, subscribed_topics)| {
+                GroupCommand::UpdateSubscription { group_id, member_id, subscribed_topics, assignor: None }
+            }),
+            (group.clone(), member.clone(), time())
+                .prop_map(|(group_id, member_id, now_ms)| GroupCommand::LeaveMember { group_id, member_id, now_ms }),
+            (group.clone(), member.clone())
+                .prop_map(|(group_id, member_id)| GroupCommand::StaticLeave { group_id, member_id }),
+            (group.clone(), member.clone(), time())
+                .prop_map(|(group_id, member_id, now_ms)| GroupCommand::ExpireMember { group_id, member_id, now_ms }),
+            (group.clone(), prop::collection::btree_map(pick(&NAMES).prop_map(String::from), 0u32..5, 0..3))
+                .prop_map(|(group_id, topics)| GroupCommand::RefreshTopics { group_id, topics }),
+            (group.clone(), epoch(), prop::collection::btree_map(member.clone(), assignment(), 0..3)).prop_map(
+                |(group_id, group_epoch, members)| GroupCommand::SetTargetAssignment { group_id, group_epoch, members }
+            ),
+            (group.clone(), member.clone(), epoch(), epoch(), assignment(), assignment(), assignment()).prop_map(
+                |(group_id, member_id, member_epoch, new_member_epoch, released, revoked, granted)| {
+                    GroupCommand::ReconcileMember {
+                        group_id,
+                        member_id,
+                        member_epoch,
+                        new_member_epoch,
+                        released,
+                        revoked,
+                        granted,
+                    }
+                }
+            ),
+            (group.clone(), member, epoch(), prop::collection::vec((pick(&NAMES), 0u32..4, 0u64..9), 0..4), time())
+                .prop_map(|(group_id, member_id, member_epoch, offsets, commit_ms)| {
+                    let offsets = offsets
+                        .into_iter()
+                        .map(|(t, p, o)| OffsetCommit {
+                            topic: t.into(),
+                            partition: p,
+                            offset: o,
+                            metadata: "x".into(),
+                        })
+                        .collect();
+                    GroupCommand::CommitOffsets { group_id, member_id, member_epoch, offsets, commit_ms }
+                }),
+            (group.clone(), prop::collection::vec((pick(&NAMES), 0u32..4, 0u64..9), 0..3), time()).prop_map(
+                |(group_id, offsets, now_ms)| GroupCommand::ResetOffsets {
+                    group_id,
+                    offsets: offsets.into_iter().map(|(t, p, o)| (t.to_string(), p, o)).collect(),
+                    now_ms,
+                }
+            ),
+            group.clone().prop_map(|group_id| GroupCommand::DeleteGroup { group_id }),
+            (group, time(), time()).prop_map(|(group_id, now_ms, retention_ms)| GroupCommand::ExpireOffsets {
+                group_id,
+                now_ms,
+                retention_ms
+            }),
+        ]
+    }
+
+    #[derive(Clone, Debug)]
+    enum Action {
+        Raw(GroupCommand),
+        /// A heartbeat through the planner, to reach states raw commands
+        /// rarely do. `epoch` None: the member's epoch in the state (0 if
+        /// absent); `owned` None: the member's assignment in the state.
+        Beat {
+            member: usize,
+            epoch: Option<i32>,
+            topics: BTreeSet<String>,
+            owned: Option<Assignment>,
+        },
+        /// A target with arbitrary partitions, at the group's epoch.
+        Target {
+            members: BTreeMap<String, Assignment>,
+        },
+        /// A reconciliation with arbitrary partitions, from the member's
+        /// epoch to the target's (or staying).
+        Reconcile {
+            member: usize,
+            advance: bool,
+            released: Assignment,
+            revoked: Assignment,
+            granted: Assignment,
+        },
+    }
+
+    fn action() -> impl Strategy<Value = Action> {
+        prop_oneof![
+            3 => command().prop_map(Action::Raw),
+            4 => (0..MEMBERS.len() - 1, prop::option::of(-2i32..8), topics(), prop::option::of(assignment()))
+                .prop_map(|(member, epoch, topics, owned)| Action::Beat { member, epoch, topics, owned }),
+            1 => prop::collection::btree_map(pick(&MEMBERS).prop_map(String::from), assignment(), 0..3)
+                .prop_map(|members| Action::Target { members }),
+            1 => (0..MEMBERS.len() - 1, any::<bool>(), assignment(), assignment(), assignment()).prop_map(
+                |(member, advance, released, revoked, granted)| Action::Reconcile {
+                    member,
+                    advance,
+                    released,
+                    revoked,
+                    granted,
+                }
+            ),
+        ]
+    }
+
+    fn apply_checked(h: &mut Harness, command: GroupCommand) -> Result<(), TestCaseError> {
+        let before = h.state.clone();
+        if let GroupResponse::Error { .. } = h.state.apply(command) {
+            prop_assert_eq!(&h.state, &before);
+        }
+        h.check();
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_commands_never_panic_and_refusals_change_nothing(
+            actions in prop::collection::vec(action(), 1..60),
+        ) {
+            let mut h = Harness::new(&[("a", 3), ("b", 2)]);
+            for action in actions {
+                match action {
+                    Action::Raw(command) => apply_checked(&mut h, command)?,
+                    Action::Target { members } => {
+                        let group_epoch = h.state.groups.get(GROUP).map_or(0, |g| g.group_epoch);
+                        let command = GroupCommand::SetTargetAssignment { group_id: GROUP.into(), group_epoch, members };
+                        apply_checked(&mut h, command)?;
+                    }
+                    Action::Reconcile { member, advance, released, revoked, granted } => {
+                        let Some(group) = h.state.groups.get(GROUP) else { continue };
+                        let member_epoch = group.members.get(MEMBERS[member]).map_or(0, |m| m.member_epoch);
+                        let new_member_epoch = if advance { group.target.epoch } else { member_epoch };
+                        let command = GroupCommand::ReconcileMember {
+                            group_id: GROUP.into(),
+                            member_id: MEMBERS[member].into(),
+                            member_epoch,
+                            new_member_epoch,
+                            released,
+                            revoked,
+                            granted,
+                        };
+                        apply_checked(&mut h, command)?;
+                    }
+                    Action::Beat { member, epoch, topics, owned } => {
+                        let current = h.state.groups.get(GROUP).and_then(|g| g.members.get(MEMBERS[member]));
+                        let epoch = epoch.unwrap_or(current.map_or(0, |m| m.member_epoch));
+                        let owned = owned.or_else(|| current.map(|m| m.assigned.clone()));
+                        let request = HeartbeatRequest {
+                            group_id: GROUP.into(),
+                            member_id: MEMBERS[member].into(),
+                            member_epoch: epoch,
+                            instance_id: (member % 2 == 1).then(|| format!("i{member}")),
+                            rebalance_timeout_ms: 0,
+                            subscribed_topics: Some(topics),
+                            assignor: None,
+                            owned_partitions: owned,
+                            client_id: String::new(),
+                            client_host: String::new(),
+                        };
+                        // Errors are fine; panics and broken invariants are not.
+                        let _ = h.heartbeat(&request);
+                    }
+                }
+            }
+        }
+    }
+}
