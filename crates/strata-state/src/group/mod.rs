@@ -28,17 +28,37 @@
 //! the free partitions of its target. A partition another member still owns
 //! is withheld until that member releases it.
 //!
+//! Fencing: a heartbeat at an epoch the member does not have is refused
+//! with FENCED_MEMBER_EPOCH, except the member's previous epoch when it owns
+//! only partitions it still has (the answer that moved it on was lost). A
+//! fenced member drops every partition and rejoins at epoch 0, with its id
+//! or without: a rejoin releases what it owned and bumps the group epoch,
+//! so nothing its previous incarnation commits is accepted.
+//!
+//! Static membership (KIP-345): a member with an instance id that leaves
+//! with epoch -2 keeps its place, epoch and partitions, which no one else
+//! gets, until its session timeout expires it. A member that joins with
+//! that instance id in the meantime takes its place with no rebalance; a
+//! second live member with the id is refused (UNRELEASED_INSTANCE_ID).
+//!
 //! Only transitions are Raft entries: joins, leaves, expiries, subscription
 //! and topic changes, new targets and reconciliation steps. A heartbeat that
-//! changes nothing plans no command. Liveness (session timers) lives in the
-//! metadata leader's memory and is re-armed with the full session timeout
-//! after a leader change; the leader proposes `ExpireMember` when one fires.
+//! changes nothing plans no command. Every transition is applied before the
+//! heartbeat is answered: the answer is read from the state after apply.
+//! Liveness (session and rebalance timers) lives in the metadata leader's
+//! memory and is re-armed with the full timeout after a leader change; the
+//! leader proposes `ExpireMember` when one fires (a rebalance timer runs
+//! while a member has partitions pending revocation).
 //!
 //! Offset commits are fenced per partition (KIP-1251): a member's commit of
 //! a partition is accepted when it owns the partition and the partition's
-//! assignment epoch ≤ the commit's member epoch ≤ the member's epoch. A
+//! assignment epoch ≤ the commit's member epoch ≤ the member's epoch, so a
+//! commit sent before an epoch bump still lands and a zombie's does not. A
 //! group without members accepts standalone commits (empty member id, epoch
-//! -1), as Kafka does for admin tools and manually assigned consumers.
+//! -1), as Kafka does for admin tools and manually assigned consumers. The
+//! offsets of a group without members expire `offsets.retention` after
+//! their commit or after the last member left, whichever is later; a group
+//! without members or offsets is then deleted.
 //!
 //! # Division of work
 //!
@@ -60,7 +80,10 @@
 //! was granted and is ≤ its owner's epoch.
 //! Invariant: every iteration that reaches state goes over ordered maps, so
 //! replicas applying the same commands reach the same state.
-//! [`ConsumerGroup::check_invariants`] checks all of these.
+//! [`ConsumerGroup::check_invariants`] checks all of these; apply checks
+//! them after every command in debug builds.
+//!
+//! Boundary: plain Rust: no I/O, no clock, no randomness, no async.
 
 mod assignment;
 pub mod assignor;
@@ -634,8 +657,10 @@ impl ConsumerGroup {
         }
     }
 
-    /// Applies a command to this group. On error nothing changed.
-    pub fn apply(&mut self, command: &GroupCommand) -> Result<GroupResponse, GroupError> {
+    /// Applies a command to this group. On error nothing changed. The
+    /// planner applies to scratch copies through this; everyone else goes
+    /// through [`GroupsState::apply`], which also creates and deletes groups.
+    pub(crate) fn apply(&mut self, command: &GroupCommand) -> Result<GroupResponse, GroupError> {
         let response = match command {
             GroupCommand::ConfigureGroup { session_timeout_ms, heartbeat_interval_ms, .. } => {
                 validate_timeouts(*session_timeout_ms, *heartbeat_interval_ms)?;

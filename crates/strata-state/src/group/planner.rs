@@ -3,8 +3,8 @@
 //! answer, read from the state once they are applied.
 //!
 //! The planner works on a scratch copy of the group (without its offsets)
-//! and applies each command it plans to that copy with the same
-//! [`ConsumerGroup::apply`] the replicas run, so a plan is valid for the
+//! and applies each command it plans to that copy with the same code the
+//! replicas run, so a plan is valid for the
 //! state it was made from and its errors are the errors apply would give.
 //! A plan is made stale by any change applied between planning and
 //! applying it, so the driver plans, proposes and applies one group's plans
