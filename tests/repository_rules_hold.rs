@@ -125,6 +125,14 @@ const PINNED: &[(u32, &str)] = &[
     (20, "PRODUCER_FENCED"),
     (21, "UNSUPPORTED_FEATURE"),
     (22, "LIMIT_REACHED"),
+    (23, "UNKNOWN_MEMBER_ID"),
+    (24, "FENCED_MEMBER_EPOCH"),
+    (25, "STALE_MEMBER_EPOCH"),
+    (26, "GROUP_ID_NOT_FOUND"),
+    (27, "INVALID_GROUP_ID"),
+    (28, "GROUP_NOT_EMPTY"),
+    (29, "UNSUPPORTED_ASSIGNOR"),
+    (30, "UNRELEASED_INSTANCE_ID"),
 ];
 
 #[test]

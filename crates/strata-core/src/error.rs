@@ -90,6 +90,22 @@ error_codes! {
         "the batch uses a Kafka feature Strata does not implement yet (compression, transactions, control batches, LogAppendTime); send uncompressed batches with attributes 0";
     LimitReached = 22, "LIMIT_REACHED", Fatal,
         "a bound of the cluster was reached (the message names it; the bounds are in ARCHITECTURE.md); delete unused topics, add nodes or narrow the request";
+    UnknownMemberId = 23, "UNKNOWN_MEMBER_ID", Fatal,
+        "the group no longer knows this member (it left or its session timed out); drop its partitions and rejoin with member epoch 0";
+    FencedMemberEpoch = 24, "FENCED_MEMBER_EPOCH", Fatal,
+        "the member's epoch is not the one the group knows; drop every partition and rejoin with member epoch 0";
+    StaleMemberEpoch = 25, "STALE_MEMBER_EPOCH", RefreshMetadata,
+        "the member does not own the partition at this epoch; heartbeat for the current assignment, then commit only partitions it still owns";
+    GroupIdNotFound = 26, "GROUP_ID_NOT_FOUND", Fatal,
+        "check the group id (strata group list); a group exists once a member joins or offsets are committed";
+    InvalidGroupId = 27, "INVALID_GROUP_ID", Fatal,
+        "use a group id of 1-249 bytes without control characters";
+    GroupNotEmpty = 28, "GROUP_NOT_EMPTY", Fatal,
+        "the group has members; stop them (or wait for their session timeout) and retry";
+    UnsupportedAssignor = 29, "UNSUPPORTED_ASSIGNOR", Fatal,
+        "name a known assignor: uniform (the default) or range";
+    UnreleasedInstanceId = 30, "UNRELEASED_INSTANCE_ID", BackOff,
+        "another live member uses this instance id; stop it, or wait for its session timeout, and retry";
 }
 
 #[cfg(test)]

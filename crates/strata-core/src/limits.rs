@@ -380,3 +380,105 @@ const _: () =
 const _: () = assert!(RETRY_WAIT_MIN_MS <= RETRY_WAIT_MAX_MS);
 const _: () = assert!(BUSY_RETRY_AFTER_MS <= BACKOFF_RETRY_AFTER_MS);
 const _: () = assert!(DEFAULT_FETCH_BYTES <= MAX_FETCH_BYTES);
+
+// Consumer groups
+
+/// Longest consumer group id, in bytes. Group ids are keys of the metadata
+/// state that every node holds in memory and appear in log lines; 249 is the
+/// topic name bound, so tools can name a group after a topic.
+pub const MAX_GROUP_ID_LEN: usize = 249;
+
+/// Most consumer groups in a cluster. Every node holds the whole metadata
+/// state, groups included, in memory; a group without members costs a few
+/// hundred bytes plus its committed offsets, so this matches MAX_TOPICS.
+pub const MAX_GROUPS: usize = 10_000;
+
+/// Most members in one group. The leader's assignor runs over every member
+/// and every subscribed partition on each rebalance, and each member is a
+/// few hundred bytes of replicated state; a thousand members is already
+/// more than one per partition of a topic at MAX_PARTITIONS_PER_TOPIC.
+pub const MAX_GROUP_MEMBERS: usize = 1_000;
+
+/// Longest member id, in bytes. The leader makes ids of 36 characters (a
+/// UUID); a client may bring its own, and 64 bytes fits any such token.
+pub const MAX_MEMBER_ID_LEN: usize = 64;
+
+/// Longest static instance id (and client id and client host), in bytes.
+/// Operators pick them (host names, pod names), so they get the topic name
+/// bound; they are stored per member in every node's memory.
+pub const MAX_GROUP_CLIENT_STRING_LEN: usize = 249;
+
+/// Most topics one member subscribes to. The subscription is replicated and
+/// compared on every heartbeat that changes it; a thousand topics covers
+/// wide subscriptions while keeping a join entry to a few hundred KiB.
+pub const MAX_SUBSCRIBED_TOPICS: usize = 1_000;
+
+/// Shortest session timeout a group may set. A member is declared dead when
+/// no heartbeat arrives for this long; below 2 s one slow round trip or a
+/// pause of a loaded consumer would expire live members and rebalance.
+pub const MIN_GROUP_SESSION_TIMEOUT_MS: u64 = 2_000;
+
+/// Longest session timeout a group may set. A crashed member's partitions
+/// are unread until its session expires, so half an hour (Kafka's bound for
+/// the classic protocol) bounds how long a crash can stall a partition.
+pub const MAX_GROUP_SESSION_TIMEOUT_MS: u64 = 30 * 60 * 1000;
+
+/// Default session timeout of a group (Kafka's default for KIP-848 groups).
+pub const DEFAULT_GROUP_SESSION_TIMEOUT_MS: u64 = 45_000;
+
+/// Shortest heartbeat interval a group may set. Every heartbeat is a call to
+/// the metadata leader; 500 ms keeps a full group (MAX_GROUP_MEMBERS) to
+/// 2,000 calls a second.
+pub const MIN_GROUP_HEARTBEAT_INTERVAL_MS: u64 = 500;
+
+/// Longest heartbeat interval a group may set. Members learn of new
+/// assignments only when they heartbeat, and a rebalance takes about two
+/// intervals, so a longer interval would make rebalances take minutes.
+pub const MAX_GROUP_HEARTBEAT_INTERVAL_MS: u64 = 30_000;
+
+/// Default heartbeat interval of a group: fifteen heartbeats per default
+/// session timeout, so a member survives many lost heartbeats, and a
+/// rebalance (about two intervals) takes about 6 s.
+pub const DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS: u64 = 3_000;
+
+/// Longest rebalance timeout a member may ask for: how long it may take to
+/// give up revoked partitions before the leader removes it. Same reason as
+/// MAX_GROUP_SESSION_TIMEOUT_MS: it bounds how long one slow member can hold
+/// partitions others wait for.
+pub const MAX_GROUP_REBALANCE_TIMEOUT_MS: u64 = 30 * 60 * 1000;
+
+/// Rebalance timeout of a member that asks for none: five minutes, Kafka's
+/// default `max.poll.interval.ms`, the time a consumer may spend between
+/// polls before it is considered stuck.
+pub const DEFAULT_GROUP_REBALANCE_TIMEOUT_MS: u64 = 5 * 60 * 1000;
+
+/// Most partition offsets in one commit. One commit is one Raft entry of
+/// the metadata group; 1,024 (a whole topic at MAX_PARTITIONS_PER_TOPIC)
+/// with full-length names and metadata stays under 2 MiB (checked below),
+/// about the size of the largest produce batch.
+pub const MAX_OFFSETS_PER_COMMIT: usize = 1024;
+
+/// Longest metadata string committed with an offset, in bytes. It is kept
+/// per partition in every node's memory; clients store small tokens there
+/// (Kafka allows 4 KiB, which few use).
+pub const MAX_COMMIT_METADATA_LEN: usize = 1024;
+
+/// Most partitions with a committed offset in one group: every partition of
+/// the cluster, since a group cannot read more; it bounds the offsets a
+/// group keeps for topics deleted since it committed.
+pub const MAX_COMMITTED_PARTITIONS_PER_GROUP: usize = MAX_PARTITIONS;
+
+/// Default `offsets.retention`: the committed offsets of a group without
+/// members are dropped this long after its last commit or after its last
+/// member left, whichever is later (Kafka's default is also 7 days).
+pub const DEFAULT_OFFSETS_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
+
+const _: () = assert!(MIN_GROUP_HEARTBEAT_INTERVAL_MS < MIN_GROUP_SESSION_TIMEOUT_MS);
+const _: () = assert!(MIN_GROUP_SESSION_TIMEOUT_MS <= DEFAULT_GROUP_SESSION_TIMEOUT_MS);
+const _: () = assert!(DEFAULT_GROUP_SESSION_TIMEOUT_MS <= MAX_GROUP_SESSION_TIMEOUT_MS);
+const _: () = assert!(MIN_GROUP_HEARTBEAT_INTERVAL_MS <= DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS);
+const _: () = assert!(DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS <= MAX_GROUP_HEARTBEAT_INTERVAL_MS);
+const _: () = assert!(DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS < DEFAULT_GROUP_SESSION_TIMEOUT_MS);
+const _: () = assert!(DEFAULT_GROUP_REBALANCE_TIMEOUT_MS <= MAX_GROUP_REBALANCE_TIMEOUT_MS);
+const _: () =
+    assert!(MAX_OFFSETS_PER_COMMIT * (MAX_TOPIC_NAME_LEN + MAX_COMMIT_METADATA_LEN + 32) <= 2 * MAX_BATCH_BYTES);

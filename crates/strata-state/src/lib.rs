@@ -8,6 +8,7 @@
 //! Boundary: must not depend on tokio, RocksDB, openraft or prost.
 //! Invariant: iteration that reaches state only goes over ordered maps.
 
+pub mod group;
 pub mod metadata;
 pub mod partition;
 pub mod producer;
