@@ -216,29 +216,27 @@ fn w2_max(results: &SystemResults) -> Option<f64> {
     results.find("W2 6p max").map(|w| w.result.records_per_sec)
 }
 
+/// Strata's rate, the best fsync-class peer's, and how many times the peer's Strata's is.
+fn rate_vs_best_peer(report: &Report, rate: fn(&SystemResults) -> Option<f64>) -> (Option<f64>, String, String) {
+    let strata = report.system(System::Strata).and_then(rate);
+    let peer = highest(of_peers(report, rate));
+    (times(strata, peer), fmt_rate(strata), fmt_rate(peer))
+}
+
 fn w2_vs_peers(report: &Report) -> Option<Figure> {
-    let strata = report.system(System::Strata).and_then(w2_sustained);
-    let peer = highest(of_peers(report, w2_sustained));
+    let (ratio, strata, peer) = rate_vs_best_peer(report, w2_sustained);
+    let bound = W2_P99_BOUND_MS;
     Figure::of(
-        times(strata, peer),
-        format!(
-            "highest 6-partition rate with p99 < {W2_P99_BOUND_MS:.0} ms: Strata {} vs best fsync-class peer {}",
-            fmt_rate(strata),
-            fmt_rate(peer)
-        ),
+        ratio,
+        format!("highest 6-partition rate with p99 < {bound:.0} ms: Strata {strata} vs best fsync-class peer {peer}"),
     )
 }
 
 fn w2_max_vs_peers(report: &Report) -> Option<Figure> {
-    let strata = report.system(System::Strata).and_then(w2_max);
-    let peer = highest(of_peers(report, w2_max));
+    let (ratio, strata, peer) = rate_vs_best_peer(report, w2_max);
     Figure::of(
-        times(strata, peer),
-        format!(
-            "6 partitions, 4 producers, {MAX_RATE_WINDOW} outstanding each: Strata {} vs {}",
-            fmt_rate(strata),
-            fmt_rate(peer)
-        ),
+        ratio,
+        format!("6 partitions, 4 producers, {MAX_RATE_WINDOW} outstanding each: Strata {strata} vs {peer}"),
     )
 }
 
