@@ -74,6 +74,22 @@ const NEVER_IN: &[(&str, &[&str])] = &[
     // The CLI talks to nodes through strata-client (it runs a node through
     // strata-server).
     ("strata-cli", &["strata-proto", "tonic", "prost"]),
+    // The load generator stays light: the benchmark suite builds it beside
+    // the peers' clients, and a system is reached only through a sink.
+    (
+        "strata-load",
+        &[
+            "strata-client",
+            "strata-proto",
+            "strata-server",
+            "strata-storage",
+            "strata-state",
+            "rocksdb",
+            "tonic",
+            "prost",
+            "openraft",
+        ],
+    ),
 ];
 
 #[test]

@@ -7,9 +7,10 @@ use std::path::Path;
 
 use plotters::prelude::*;
 use serde::Serialize;
+use strata_load::Percentiles;
 
 use crate::calibrate::Calibration;
-use crate::load::{LoadResult, LoadSpec, Percentiles};
+use crate::load::{LoadResult, LoadSpec};
 use crate::procs::Usage;
 use crate::systems::System;
 
@@ -53,13 +54,9 @@ impl SystemResults {
         self.workloads.iter().find(|w| w.label == label)
     }
 
-    /// The highest open-loop or max-rate W2 rate whose p99 stayed under 50 ms.
+    /// The highest open-loop or max-rate W2 rate whose p99 held the bound.
     pub fn w2_sustained(&self, partitions: u32) -> Option<&WorkloadResult> {
-        self.workloads
-            .iter()
-            .filter(|w| w.workload == "W2" && w.partitions == partitions && w.result.errors == 0)
-            .filter(|w| w.result.latency_ms.count > 0 && w.result.latency_ms.p99 < 50.0)
-            .max_by(|a, b| a.result.records_per_sec.total_cmp(&b.result.records_per_sec))
+        crate::ramp::sustained(&self.workloads, partitions)
     }
 }
 
@@ -126,6 +123,12 @@ pub struct Report {
     pub w7: Option<W7Result>,
     pub targets: Vec<Target>,
     pub notes: Vec<String>,
+}
+
+impl Report {
+    pub fn system(&self, system: System) -> Option<&SystemResults> {
+        self.systems.iter().find(|r| r.system == system)
+    }
 }
 
 fn fmt_opt(value: Option<f64>, digits: usize) -> String {

@@ -1,17 +1,13 @@
 //! The systems under test, each run as a 3-node cluster on 127.0.0.1 with
 //! its data under one directory: Strata, etcd, RabbitMQ (quorum queues) and
-//! NATS (JetStream, R3 file streams). Also the one thing the load
-//! generator needs of each: a [`Sink`] that hands a record over and returns
-//! a future of its acknowledgement.
+//! NATS (JetStream, R3 file streams), and their topic equivalents. What the
+//! load generator needs of each system is in `sinks.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bytes::Bytes;
-use futures::future::BoxFuture;
-use futures::FutureExt;
 use serde::Serialize;
 
 use crate::procs::{free_ports, wait_for, Server};
@@ -33,6 +29,10 @@ pub enum System {
 
 impl System {
     pub const ALL: [System; 4] = [System::Strata, System::Etcd, System::Rabbitmq, System::Nats];
+
+    /// The peers of Strata's durability class (fsync before the
+    /// acknowledgement): the ones its figures are compared with.
+    pub const FSYNC_CLASS_PEERS: [System; 2] = [System::Etcd, System::Rabbitmq];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -414,7 +414,7 @@ pub async fn create_topic(cluster: &Cluster, name: &str, partitions: u32) -> any
     Ok(())
 }
 
-fn rabbit_queue(topic: &str, partition: u32) -> String {
+pub fn rabbit_queue(topic: &str, partition: u32) -> String {
     format!("{topic}-{partition}")
 }
 
@@ -422,125 +422,8 @@ fn nats_stream(topic: &str, partition: u32) -> String {
     format!("{}_{partition}", topic.replace(['.', '-'], "_").to_uppercase())
 }
 
-fn nats_subject(topic: &str, partition: u32) -> String {
+pub fn nats_subject(topic: &str, partition: u32) -> String {
     format!("{}.{partition}", topic.replace('.', "_"))
-}
-
-/// Settings of the client side that the systems share where they apply.
-#[derive(Clone, Debug, Serialize)]
-pub struct ClientSettings {
-    /// Strata producer linger (etcd, RabbitMQ and NATS clients send at once).
-    pub linger_ms: u64,
-}
-
-/// One producer's connection to a system.
-pub enum Sink {
-    Strata { producer: strata_client::Producer, topic: String },
-    Etcd { kv: etcd_client::KvClient, prefix: String },
-    Rabbit { channel: lapin::Channel, queues: Vec<String>, _connection: lapin::Connection },
-    Nats { js: async_nats::jetstream::Context, subjects: Vec<String> },
-}
-
-pub type AckFuture = BoxFuture<'static, anyhow::Result<()>>;
-
-impl Sink {
-    /// Connects producer `index` (each to a different node where the client chooses).
-    pub async fn connect(
-        cluster: &Cluster,
-        topic: &str,
-        partitions: u32,
-        index: usize,
-        settings: &ClientSettings,
-    ) -> anyhow::Result<Sink> {
-        let endpoint = cluster.endpoints[index % cluster.endpoints.len()].clone();
-        Ok(match cluster.system {
-            System::Strata => {
-                let client = strata_client::Client::connect(&cluster.endpoints)?;
-                let config = strata_client::ProducerConfig {
-                    linger: Duration::from_millis(settings.linger_ms),
-                    ..Default::default()
-                };
-                Sink::Strata { producer: strata_client::Producer::new(client, config)?, topic: topic.to_string() }
-            }
-            System::Etcd => {
-                let client = etcd_client::Client::connect(&cluster.endpoints, None).await?;
-                Sink::Etcd { kv: client.kv_client(), prefix: format!("{topic}/{index}/") }
-            }
-            System::Rabbitmq => {
-                let connection = lapin::Connection::connect(
-                    &format!("amqp://guest:guest@{endpoint}/%2f"),
-                    lapin::ConnectionProperties::default(),
-                )
-                .await?;
-                let channel = connection.create_channel().await?;
-                channel.confirm_select(lapin::options::ConfirmSelectOptions::default()).await?;
-                let queues = (0..partitions).map(|p| rabbit_queue(topic, p)).collect();
-                Sink::Rabbit { channel, queues, _connection: connection }
-            }
-            System::Nats => {
-                let client = async_nats::connect(endpoint.as_str()).await?;
-                let subjects = (0..partitions).map(|p| nats_subject(topic, p)).collect();
-                Sink::Nats { js: async_nats::jetstream::new(client), subjects }
-            }
-        })
-    }
-
-    /// Hands record `sequence` over; the returned future resolves when the
-    /// system acknowledged it. Partitions are chosen round-robin.
-    pub async fn send(&self, sequence: u64, value: Bytes) -> anyhow::Result<AckFuture> {
-        Ok(match self {
-            Sink::Strata { producer, topic } => {
-                let record = strata_client::Record { value: Some(value), ..Default::default() };
-                let delivery = producer.send(topic, record).await?;
-                async move { delivery.await.map(|_| ()).map_err(anyhow::Error::from) }.boxed()
-            }
-            Sink::Etcd { kv, prefix } => {
-                let mut kv = kv.clone();
-                let key = format!("{prefix}{sequence}");
-                // Spawned so the request starts now, not when the ack is first polled.
-                let put = tokio::spawn(async move { kv.put(key, value.to_vec(), None).await });
-                async move {
-                    put.await??;
-                    Ok(())
-                }
-                .boxed()
-            }
-            Sink::Rabbit { channel, queues, .. } => {
-                let queue = &queues[(sequence % queues.len() as u64) as usize];
-                let confirm = channel
-                    .basic_publish(
-                        "".into(),
-                        queue.as_str().into(),
-                        lapin::options::BasicPublishOptions::default(),
-                        &value,
-                        lapin::BasicProperties::default().with_delivery_mode(2),
-                    )
-                    .await?;
-                async move {
-                    let confirmation = confirm.await?;
-                    anyhow::ensure!(confirmation.is_ack(), "the broker refused the message (nack)");
-                    Ok(())
-                }
-                .boxed()
-            }
-            Sink::Nats { js, subjects } => {
-                let subject = subjects[(sequence % subjects.len() as u64) as usize].clone();
-                let ack = js.publish(subject, value).await.map_err(|e| anyhow::anyhow!("publish: {e}"))?;
-                async move {
-                    ack.await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
-                    Ok(())
-                }
-                .boxed()
-            }
-        })
-    }
-
-    /// Waits for everything handed over to be acknowledged (Strata batches).
-    pub async fn flush(&self) {
-        if let Sink::Strata { producer, .. } = self {
-            producer.flush().await;
-        }
-    }
 }
 
 /// The node (index into `cluster.servers`) leading partition 0 of a Strata topic.

@@ -1,0 +1,97 @@
+//! The suite's command line, and the durations of its two modes.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::load::LoadSpec;
+use crate::systems::System;
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmarks Strata against etcd, RabbitMQ quorum queues and NATS JetStream")]
+pub struct Args {
+    /// Short runs: the whole suite in under 10 minutes.
+    #[arg(long)]
+    pub quick: bool,
+    /// The release `strata` binary.
+    #[arg(long)]
+    pub strata_bin: PathBuf,
+    /// Where results go (<date>.json, <date>.md, <date>.svg).
+    #[arg(long, default_value = "bench/results")]
+    pub out: PathBuf,
+    /// Where the clusters keep their data (removed afterwards). Must be on
+    /// the disk being measured, not a tmpfs.
+    #[arg(long, default_value = "/var/tmp/strata-bench")]
+    pub work_dir: PathBuf,
+    /// Run W5 (1,000 partitions) also in quick mode.
+    #[arg(long)]
+    pub w5: bool,
+    /// Run only W5 (implies --w5; for studying partition overhead).
+    #[arg(long)]
+    pub only_w5: bool,
+    /// Systems to run (default: all): strata, etcd, rabbitmq, nats.
+    #[arg(long, value_delimiter = ',')]
+    pub systems: Vec<String>,
+}
+
+impl Args {
+    /// The systems asked for, in the suite's order.
+    pub fn wanted(&self) -> Vec<System> {
+        if self.systems.is_empty() {
+            System::ALL.to_vec()
+        } else {
+            System::ALL.into_iter().filter(|s| self.systems.iter().any(|n| n == s.name())).collect()
+        }
+    }
+
+    /// Whether W5 runs: always outside quick mode, in quick mode when asked.
+    pub fn runs_w5(&self) -> bool {
+        !self.quick || self.w5 || self.only_w5
+    }
+}
+
+/// Durations of one mode.
+pub struct Timing {
+    pub warmup_secs: f64,
+    pub duration_secs: f64,
+    pub drain_secs: f64,
+}
+
+impl Timing {
+    pub fn of(quick: bool) -> Timing {
+        if quick {
+            Timing { warmup_secs: 1.0, duration_secs: 5.0, drain_secs: 30.0 }
+        } else {
+            Timing { warmup_secs: 3.0, duration_secs: 20.0, drain_secs: 60.0 }
+        }
+    }
+
+    pub fn spec(&self, producers: usize, rate: Option<f64>, window: usize, record_size: usize) -> LoadSpec {
+        LoadSpec {
+            producers,
+            rate,
+            window,
+            record_size,
+            warmup_secs: self.warmup_secs,
+            duration_secs: self.duration_secs,
+            drain_secs: self.drain_secs,
+            track_acks: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn systems_are_chosen_by_name_in_the_suites_order() {
+        let args = Args::parse_from(["suite", "--strata-bin", "strata", "--systems", "nats,strata,kafka"]);
+        assert_eq!(args.wanted(), [System::Strata, System::Nats]);
+        let all = Args::parse_from(["suite", "--strata-bin", "strata", "--quick"]);
+        assert_eq!(all.wanted(), System::ALL);
+        assert!(!all.runs_w5());
+        assert!(Args::parse_from(["suite", "--strata-bin", "strata", "--quick", "--only-w5"]).runs_w5());
+        assert!(Args::parse_from(["suite", "--strata-bin", "strata"]).runs_w5());
+    }
+}

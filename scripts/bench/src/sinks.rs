@@ -1,0 +1,219 @@
+//! What the load generator (`strata-load`) needs of each system: one
+//! producer's connection, which hands a record over and returns a future of
+//! its acknowledgement. One [`Sink`] per system, and [`SystemSink`] to drive
+//! whichever system a cluster runs from one workload runner.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use serde::Serialize;
+use strata_load::Sink;
+
+use crate::systems::{nats_subject, rabbit_queue, Cluster, System};
+
+/// Settings of the client side that the systems share where they apply.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClientSettings {
+    /// Strata producer linger (etcd, RabbitMQ and NATS clients send at once).
+    pub linger_ms: u64,
+}
+
+pub type AckFuture = BoxFuture<'static, anyhow::Result<()>>;
+
+/// Strata's batching producer; partitions chosen by the producer.
+pub struct StrataSink {
+    producer: strata_client::Producer,
+    topic: String,
+}
+
+impl StrataSink {
+    pub fn connect(cluster: &Cluster, topic: &str, settings: &ClientSettings) -> anyhow::Result<StrataSink> {
+        let client = strata_client::Client::connect(&cluster.endpoints)?;
+        let config =
+            strata_client::ProducerConfig { linger: Duration::from_millis(settings.linger_ms), ..Default::default() };
+        Ok(StrataSink { producer: strata_client::Producer::new(client, config)?, topic: topic.to_string() })
+    }
+}
+
+impl Sink for StrataSink {
+    type Ack = AckFuture;
+    type Error = anyhow::Error;
+
+    async fn send(&self, _id: u64, value: Bytes) -> anyhow::Result<AckFuture> {
+        let delivery =
+            self.producer.send(&self.topic, strata_client::Record { value: Some(value), ..Default::default() }).await?;
+        Ok(async move { delivery.await.map(|_| ()).map_err(anyhow::Error::from) }.boxed())
+    }
+
+    /// Sends the producer's open batches and waits for them.
+    async fn flush(&self) {
+        self.producer.flush().await;
+    }
+}
+
+/// One etcd Put per record, under a key of the producer's own.
+pub struct EtcdSink {
+    kv: etcd_client::KvClient,
+    prefix: String,
+}
+
+impl EtcdSink {
+    pub async fn connect(cluster: &Cluster, topic: &str, index: usize) -> anyhow::Result<EtcdSink> {
+        let client = etcd_client::Client::connect(&cluster.endpoints, None).await?;
+        Ok(EtcdSink { kv: client.kv_client(), prefix: format!("{topic}/{index}/") })
+    }
+}
+
+impl Sink for EtcdSink {
+    type Ack = AckFuture;
+    type Error = anyhow::Error;
+
+    async fn send(&self, id: u64, value: Bytes) -> anyhow::Result<AckFuture> {
+        let mut kv = self.kv.clone();
+        let key = format!("{}{id}", self.prefix);
+        // Spawned so the request starts now, not when the ack is first polled.
+        let put = tokio::spawn(async move { kv.put(key, value.to_vec(), None).await });
+        Ok(async move {
+            put.await??;
+            Ok(())
+        }
+        .boxed())
+    }
+
+    /// Every Put is in flight on its own: nothing is held back.
+    async fn flush(&self) {}
+}
+
+/// RabbitMQ publisher confirms on quorum queues (one per partition, in turn).
+pub struct RabbitSink {
+    channel: lapin::Channel,
+    queues: Vec<String>,
+    _connection: lapin::Connection,
+}
+
+impl RabbitSink {
+    pub async fn connect(cluster: &Cluster, topic: &str, partitions: u32, index: usize) -> anyhow::Result<RabbitSink> {
+        let endpoint = &cluster.endpoints[index % cluster.endpoints.len()];
+        let connection = lapin::Connection::connect(
+            &format!("amqp://guest:guest@{endpoint}/%2f"),
+            lapin::ConnectionProperties::default(),
+        )
+        .await?;
+        let channel = connection.create_channel().await?;
+        channel.confirm_select(lapin::options::ConfirmSelectOptions::default()).await?;
+        let queues = (0..partitions).map(|p| rabbit_queue(topic, p)).collect();
+        Ok(RabbitSink { channel, queues, _connection: connection })
+    }
+}
+
+impl Sink for RabbitSink {
+    type Ack = AckFuture;
+    type Error = anyhow::Error;
+
+    async fn send(&self, id: u64, value: Bytes) -> anyhow::Result<AckFuture> {
+        let queue = &self.queues[(id % self.queues.len() as u64) as usize];
+        let confirm = self
+            .channel
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                lapin::options::BasicPublishOptions::default(),
+                &value,
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await?;
+        Ok(async move {
+            let confirmation = confirm.await?;
+            anyhow::ensure!(confirmation.is_ack(), "the broker refused the message (nack)");
+            Ok(())
+        }
+        .boxed())
+    }
+
+    /// Every publish awaits its own confirm: nothing is held back.
+    async fn flush(&self) {}
+}
+
+/// NATS JetStream publishes with ack futures (one stream per partition, in turn).
+pub struct NatsSink {
+    js: async_nats::jetstream::Context,
+    subjects: Vec<String>,
+}
+
+impl NatsSink {
+    pub async fn connect(cluster: &Cluster, topic: &str, partitions: u32, index: usize) -> anyhow::Result<NatsSink> {
+        let endpoint = &cluster.endpoints[index % cluster.endpoints.len()];
+        let client = async_nats::connect(endpoint.as_str()).await?;
+        let subjects = (0..partitions).map(|p| nats_subject(topic, p)).collect();
+        Ok(NatsSink { js: async_nats::jetstream::new(client), subjects })
+    }
+}
+
+impl Sink for NatsSink {
+    type Ack = AckFuture;
+    type Error = anyhow::Error;
+
+    async fn send(&self, id: u64, value: Bytes) -> anyhow::Result<AckFuture> {
+        let subject = self.subjects[(id % self.subjects.len() as u64) as usize].clone();
+        let ack = self.js.publish(subject, value).await.map_err(|e| anyhow::anyhow!("publish: {e}"))?;
+        Ok(async move {
+            ack.await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+            Ok(())
+        }
+        .boxed())
+    }
+
+    /// Every publish awaits its own ack: nothing is held back.
+    async fn flush(&self) {}
+}
+
+/// The sink of whichever system a cluster runs.
+pub enum SystemSink {
+    Strata(StrataSink),
+    Etcd(EtcdSink),
+    Rabbit(RabbitSink),
+    Nats(NatsSink),
+}
+
+impl SystemSink {
+    /// Connects producer `index` (each to a different node where the client chooses).
+    pub async fn connect(
+        cluster: &Cluster,
+        topic: &str,
+        partitions: u32,
+        index: usize,
+        settings: &ClientSettings,
+    ) -> anyhow::Result<SystemSink> {
+        Ok(match cluster.system {
+            System::Strata => SystemSink::Strata(StrataSink::connect(cluster, topic, settings)?),
+            System::Etcd => SystemSink::Etcd(EtcdSink::connect(cluster, topic, index).await?),
+            System::Rabbitmq => SystemSink::Rabbit(RabbitSink::connect(cluster, topic, partitions, index).await?),
+            System::Nats => SystemSink::Nats(NatsSink::connect(cluster, topic, partitions, index).await?),
+        })
+    }
+}
+
+impl Sink for SystemSink {
+    type Ack = AckFuture;
+    type Error = anyhow::Error;
+
+    async fn send(&self, id: u64, value: Bytes) -> anyhow::Result<AckFuture> {
+        match self {
+            SystemSink::Strata(sink) => sink.send(id, value).await,
+            SystemSink::Etcd(sink) => sink.send(id, value).await,
+            SystemSink::Rabbit(sink) => sink.send(id, value).await,
+            SystemSink::Nats(sink) => sink.send(id, value).await,
+        }
+    }
+
+    async fn flush(&self) {
+        match self {
+            SystemSink::Strata(sink) => sink.flush().await,
+            SystemSink::Etcd(sink) => sink.flush().await,
+            SystemSink::Rabbit(sink) => sink.flush().await,
+            SystemSink::Nats(sink) => sink.flush().await,
+        }
+    }
+}

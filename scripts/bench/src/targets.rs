@@ -1,0 +1,439 @@
+//! The suite's targets, read from one table: each with the figure it
+//! measures, the comparison that meets it and why the goal is what it is.
+
+use crate::phases::MAX_RATE_WINDOW;
+use crate::ramp::W2_P99_BOUND_MS;
+use crate::report::{Report, SystemResults, Target};
+use crate::systems::System;
+
+/// How a figure meets its goal.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Comparison {
+    AtLeast(f64),
+    AtMost(f64),
+    Below(f64),
+    /// Listed for comparison only: never met or missed.
+    Informative,
+}
+
+impl Comparison {
+    /// Whether `value` meets the goal; `None` for an informative row.
+    pub fn met(self, value: f64) -> Option<bool> {
+        match self {
+            Comparison::AtLeast(goal) => Some(value >= goal),
+            Comparison::AtMost(goal) => Some(value <= goal),
+            Comparison::Below(goal) => Some(value < goal),
+            Comparison::Informative => None,
+        }
+    }
+}
+
+/// What a run measured for one target.
+pub struct Figure {
+    /// The figure the comparison is made on; `None` when not measured.
+    pub value: Option<f64>,
+    /// How it was measured, with the numbers it came from.
+    pub detail: String,
+    /// Appended to the target's name in brackets (e.g. the partition count).
+    pub qualifier: Option<String>,
+    /// A further condition of the goal beside the comparison (W7: nothing lost).
+    pub also: bool,
+}
+
+impl Figure {
+    fn of(value: Option<f64>, detail: impl Into<String>) -> Option<Figure> {
+        Some(Figure { value, detail: detail.into(), qualifier: None, also: true })
+    }
+}
+
+/// One row of the table.
+pub struct Goal {
+    pub name: &'static str,
+    /// The goal as printed.
+    pub goal: &'static str,
+    pub comparison: Comparison,
+    /// Why the goal is what it is.
+    pub reason: &'static str,
+    /// The figure of a run; `None` leaves the row out (its inputs, such as
+    /// the calibration, are missing).
+    pub figure: fn(&Report) -> Option<Figure>,
+}
+
+/// The targets, in the order they are reported.
+pub const GOALS: &[Goal] = &[
+    Goal {
+        name: "W2 records/s vs best of etcd and RabbitMQ",
+        goal: "≥ 1.25×",
+        comparison: Comparison::AtLeast(1.25),
+        reason: "a quarter more than the best peer of the same durability class, at the same latency bound: \
+                 a margin large enough to stand out from run-to-run noise on this shared machine",
+        figure: w2_vs_peers,
+    },
+    Goal {
+        name: "W2 max-rate records/s vs best of etcd and RabbitMQ",
+        goal: "≥ 1.25× (informative: no latency bound)",
+        comparison: Comparison::AtLeast(1.25),
+        reason: "the same margin without the latency bound, for runs where no rate holds it",
+        figure: w2_max_vs_peers,
+    },
+    Goal {
+        name: "W2 share of the calibrated ceiling",
+        goal: "≥ 0.30",
+        comparison: Comparison::AtLeast(0.30),
+        reason: "how close Strata comes to what the disk allows for durable 1 KiB records on 3 replicas: \
+                 below 30 % the cost is in Strata rather than in the disk",
+        figure: w2_share_of_ceiling,
+    },
+    Goal {
+        name: "W1 p50 vs calibrated floor",
+        goal: "≤ 3×",
+        comparison: Comparison::AtMost(3.0),
+        reason: "one record in flight cannot beat one fsync plus one round trip; within 3 times that, \
+                 replication and the client's and server's own work cost at most twice the physics",
+        figure: w1_vs_floor,
+    },
+    Goal {
+        name: "W3 at 50 % p99 vs best fsync-class peer",
+        goal: "≤ 0.8×",
+        comparison: Comparison::AtMost(0.8),
+        reason: "at half the weakest peer's max rate no system is saturated, so the tail shows each design's \
+                 own cost; the goal is a tail a fifth below the best peer's",
+        figure: w3_vs_peers,
+    },
+    Goal {
+        name: "write amplification (W2)",
+        goal: "≤ 2.5",
+        comparison: Comparison::AtMost(2.5),
+        reason: "a log store writes a record more than once (log, applied data, compaction); 2.5 bytes per \
+                 payload byte and replica bounds that overhead",
+        figure: write_amplification,
+    },
+    Goal {
+        name: "W5 idle CPU per node",
+        goal: "< 0.10 of a core",
+        comparison: Comparison::Below(0.10),
+        reason: "a thousand idle partitions may take a tenth of one core, leaving the node's cores to the \
+                 partitions that work",
+        figure: w5_idle_cpu,
+    },
+    Goal {
+        name: "W5 memory per partition replica",
+        goal: "< 200 KiB",
+        comparison: Comparison::Below(200.0),
+        reason: "at that size 10,000 replicas per node (benchmarks.md's next W5 step) take about 2 GiB",
+        figure: w5_memory,
+    },
+    Goal {
+        name: "W7 unavailability after a leader kill",
+        goal: "< 3 s and 0 acknowledged records lost",
+        comparison: Comparison::Below(3.0),
+        reason: "failover is an election timeout (500 to 1000 ms) plus the client finding the new leader: \
+                 3 s bounds both with room; an acknowledged record must never be lost",
+        figure: w7,
+    },
+    Goal {
+        name: "no-fsync mode vs NATS JetStream R3",
+        goal: "compare",
+        comparison: Comparison::Informative,
+        reason: "NATS acknowledges before fsync: only a Strata mode of that durability class compares with it",
+        figure: no_fsync_mode,
+    },
+];
+
+/// A target of a report, with the goal it was judged against.
+pub struct Judged {
+    pub goal: &'static Goal,
+    pub target: Target,
+}
+
+/// The targets of a report, from [`GOALS`].
+pub fn judge(report: &Report) -> Vec<Judged> {
+    GOALS
+        .iter()
+        .filter_map(|goal| {
+            let figure = (goal.figure)(report)?;
+            let target = Target {
+                name: match &figure.qualifier {
+                    Some(qualifier) => format!("{} ({qualifier})", goal.name),
+                    None => goal.name.to_string(),
+                },
+                value: figure.value,
+                goal: goal.goal.to_string(),
+                met: figure.value.and_then(|v| goal.comparison.met(v)).map(|met| met && figure.also),
+                detail: figure.detail,
+            };
+            Some(Judged { goal, target })
+        })
+        .collect()
+}
+
+/// One line per target on stderr, each with the reason for its goal.
+pub fn print(judged: &[Judged]) {
+    for Judged { goal, target } in judged {
+        let met = match target.met {
+            Some(true) => "met",
+            Some(false) => "NOT met",
+            None => "not measured",
+        };
+        eprintln!("  {:<52} {:>10} (goal {}) {met}", target.name, fmt(target.value), target.goal);
+        eprintln!("      why: {}", goal.reason);
+    }
+}
+
+/// Strata's figure over the best peer's: how many times the peer's.
+pub fn times(strata: Option<f64>, peer: Option<f64>) -> Option<f64> {
+    strata.zip(peer).map(|(s, p)| s / p)
+}
+
+/// The highest of some figures (throughput: higher is better).
+pub fn highest(figures: impl IntoIterator<Item = f64>) -> Option<f64> {
+    figures.into_iter().fold(None, |best, f| Some(best.map_or(f, |b: f64| b.max(f))))
+}
+
+/// The lowest of some figures (latency: lower is better).
+pub fn lowest(figures: impl IntoIterator<Item = f64>) -> Option<f64> {
+    figures.into_iter().fold(None, |best, f| Some(best.map_or(f, |b: f64| b.min(f))))
+}
+
+/// A figure of each fsync-class peer that has it.
+fn of_peers(report: &Report, figure: impl Fn(&SystemResults) -> Option<f64>) -> Vec<f64> {
+    System::FSYNC_CLASS_PEERS.into_iter().filter_map(|s| report.system(s).and_then(&figure)).collect()
+}
+
+fn fmt(value: Option<f64>) -> String {
+    value.map_or("–".into(), |v| format!("{v:.2}"))
+}
+
+fn fmt_rate(value: Option<f64>) -> String {
+    value.map_or("–".into(), |v| format!("{v:.0}"))
+}
+
+fn w2_sustained(results: &SystemResults) -> Option<f64> {
+    results.w2_sustained(6).map(|w| w.result.records_per_sec)
+}
+
+fn w2_max(results: &SystemResults) -> Option<f64> {
+    results.find("W2 6p max").map(|w| w.result.records_per_sec)
+}
+
+/// Strata's rate, the best fsync-class peer's, and how many times the peer's Strata's is.
+fn rate_vs_best_peer(report: &Report, rate: fn(&SystemResults) -> Option<f64>) -> (Option<f64>, String, String) {
+    let strata = report.system(System::Strata).and_then(rate);
+    let peer = highest(of_peers(report, rate));
+    (times(strata, peer), fmt_rate(strata), fmt_rate(peer))
+}
+
+fn w2_vs_peers(report: &Report) -> Option<Figure> {
+    let (ratio, strata, peer) = rate_vs_best_peer(report, w2_sustained);
+    let bound = W2_P99_BOUND_MS;
+    Figure::of(
+        ratio,
+        format!("highest 6-partition rate with p99 < {bound:.0} ms: Strata {strata} vs best fsync-class peer {peer}"),
+    )
+}
+
+fn w2_max_vs_peers(report: &Report) -> Option<Figure> {
+    let (ratio, strata, peer) = rate_vs_best_peer(report, w2_max);
+    Figure::of(
+        ratio,
+        format!("6 partitions, 4 producers, {MAX_RATE_WINDOW} outstanding each: Strata {strata} vs {peer}"),
+    )
+}
+
+fn w2_share_of_ceiling(report: &Report) -> Option<Figure> {
+    let ceiling = report.calibration.as_ref()?.ceiling_records_per_sec(1024, 1.0);
+    let strata = report.system(System::Strata).and_then(w2_sustained);
+    Figure::of(
+        strata.map(|s| s / ceiling),
+        format!("ceiling {ceiling:.0} records/s = write bandwidth / (3 × 1 KiB), write amplification taken as 1"),
+    )
+}
+
+fn w1_vs_floor(report: &Report) -> Option<Figure> {
+    let floor = report.calibration.as_ref()?.w1_floor_ms();
+    let w1 = report.system(System::Strata).and_then(|r| r.find("W1")).map(|w| w.result.latency_ms.p50);
+    Figure::of(
+        w1.map(|p50| p50 / floor),
+        format!("Strata W1 p50 {} ms, floor {floor:.3} ms (fsync p50 + loopback RTT p50)", fmt(w1)),
+    )
+}
+
+fn w3_vs_peers(report: &Report) -> Option<Figure> {
+    let p99 = |r: &SystemResults| r.find("W3 50%").filter(|w| w.result.errors == 0).map(|w| w.result.latency_ms.p99);
+    let strata = report.system(System::Strata).and_then(p99);
+    let peer = lowest(of_peers(report, p99));
+    Figure::of(times(strata, peer), format!("Strata p99 {} ms vs {} ms", fmt(strata), fmt(peer)))
+}
+
+fn write_amplification(report: &Report) -> Option<Figure> {
+    let wa = report
+        .system(System::Strata)
+        .and_then(|r| r.w2_sustained(6).or_else(|| r.find("W2 6p max")))
+        .and_then(|w| w.resources.write_amplification);
+    Figure::of(wa, "bytes written by all replicas (/proc/PID/io write_bytes) / (payload bytes × 3)")
+}
+
+const W5_NOT_RUN: &str = "W5 runs only without --quick";
+
+fn w5_idle_cpu(report: &Report) -> Option<Figure> {
+    let Some(w5) = &report.w5 else { return Figure::of(None, W5_NOT_RUN) };
+    Some(Figure {
+        value: Some(w5.idle_cpu_core_fraction.iter().cloned().fold(0.0, f64::max)),
+        detail: "worst node, over 10 s with every partition idle, before the load".into(),
+        qualifier: Some(format!("{} partitions", w5.partitions)),
+        also: true,
+    })
+}
+
+fn w5_memory(report: &Report) -> Option<Figure> {
+    let Some(w5) = &report.w5 else { return Figure::of(None, W5_NOT_RUN) };
+    let memory = w5.memory_per_replica_bytes.iter().cloned().fold(0.0, f64::max);
+    Figure::of(Some(memory / 1024.0), "worst node: resident memory growth / partitions hosted, in KiB")
+}
+
+fn w7(report: &Report) -> Option<Figure> {
+    let Some(w7) = &report.w7 else { return Figure::of(None, "did not run") };
+    Some(Figure {
+        value: Some(w7.unavailable_ms / 1000.0),
+        detail: format!("{} acknowledged, {} lost", w7.acked, w7.lost),
+        qualifier: None,
+        also: w7.lost == 0,
+    })
+}
+
+fn no_fsync_mode(_: &Report) -> Option<Figure> {
+    Figure::of(None, "Strata has no mode without per-write fsync; NATS is listed in its own durability class")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calibrate::Calibration;
+    use crate::ramp::tests::run;
+    use crate::report::{Machine, W7Result};
+
+    fn system(system: System, workloads: Vec<crate::report::WorkloadResult>) -> SystemResults {
+        SystemResults { system, durability: system.durability(), version: String::new(), errors: vec![], workloads }
+    }
+
+    fn report(systems: Vec<SystemResults>) -> Report {
+        Report {
+            date: "test".into(),
+            quick: true,
+            machine: Machine {
+                cores: 2,
+                memory_bytes: 0,
+                kernel: String::new(),
+                cpu: String::new(),
+                note: String::new(),
+            },
+            settings: serde_json::Value::Null,
+            calibration: None,
+            systems,
+            w5: None,
+            w7: None,
+            targets: vec![],
+            notes: vec![],
+        }
+    }
+
+    fn target<'a>(targets: &'a [Target], name: &str) -> &'a Target {
+        targets.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("no target {name}: {targets:?}"))
+    }
+
+    #[test]
+    fn every_goal_has_a_reason_and_a_unique_name() {
+        for (index, goal) in GOALS.iter().enumerate() {
+            assert!(!goal.reason.is_empty() && !goal.goal.is_empty(), "{}", goal.name);
+            assert!(GOALS[..index].iter().all(|g| g.name != goal.name), "{} twice", goal.name);
+        }
+    }
+
+    #[test]
+    fn comparisons_meet_at_their_bounds_as_written() {
+        assert_eq!(Comparison::AtLeast(1.25).met(1.25), Some(true));
+        assert_eq!(Comparison::AtLeast(1.25).met(1.2499), Some(false));
+        assert_eq!(Comparison::AtMost(0.8).met(0.8), Some(true));
+        assert_eq!(Comparison::AtMost(0.8).met(0.81), Some(false));
+        assert_eq!(Comparison::Below(3.0).met(3.0), Some(false));
+        assert_eq!(Comparison::Below(3.0).met(2.99), Some(true));
+        assert_eq!(Comparison::Informative.met(1.0), None);
+    }
+
+    #[test]
+    fn ratio_arithmetic() {
+        assert_eq!(times(Some(15_000.0), Some(10_000.0)), Some(1.5));
+        assert_eq!(times(Some(15_000.0), None), None);
+        assert_eq!(times(None, Some(1.0)), None);
+        assert_eq!(highest([3.0, 9.0, 4.0]), Some(9.0));
+        assert_eq!(lowest([3.0, 9.0, 4.0]), Some(3.0));
+        assert_eq!(highest([]), None);
+    }
+
+    #[test]
+    fn throughput_is_compared_with_the_best_peer_and_latency_with_the_lowest() {
+        let mut report = report(vec![
+            system(
+                System::Strata,
+                vec![
+                    run("W1", "W1", 1, 500.0, 8.0),
+                    run("W2", "W2 6p max", 6, 30_000.0, 80.0),
+                    run("W2", "W2 6p 80%", 6, 24_000.0, 20.0),
+                    run("W3", "W3 50%", 6, 5000.0, 8.0),
+                ],
+            ),
+            system(System::Etcd, vec![run("W2", "W2 6p max", 6, 10_000.0, 40.0), run("W3", "W3 50%", 6, 5000.0, 20.0)]),
+            system(
+                System::Rabbitmq,
+                vec![run("W2", "W2 6p max", 6, 12_000.0, 45.0), run("W3", "W3 50%", 6, 5000.0, 10.0)],
+            ),
+            // NATS is of another durability class: never the peer compared with.
+            system(System::Nats, vec![run("W2", "W2 6p max", 6, 90_000.0, 5.0), run("W3", "W3 50%", 6, 5000.0, 1.0)]),
+        ]);
+        let targets: Vec<Target> = judge(&report).into_iter().map(|j| j.target).collect();
+        // Strata's sustained 24,000 (the 80 % step) vs RabbitMQ's 12,000 (its max rate held).
+        let w2 = target(&targets, "W2 records/s vs best of etcd and RabbitMQ");
+        assert_eq!((w2.value, w2.met), (Some(2.0), Some(true)));
+        let max = target(&targets, "W2 max-rate records/s vs best of etcd and RabbitMQ");
+        assert_eq!(max.value, Some(2.5));
+        // 8 ms against RabbitMQ's 10 ms.
+        let w3 = target(&targets, "W3 at 50 % p99 vs best fsync-class peer");
+        assert_eq!((w3.value, w3.met), (Some(0.8), Some(true)));
+        // Without a calibration the ceiling and floor rows are left out.
+        assert!(targets.iter().all(|t| !t.name.contains("calibrated")));
+        // Not run: listed, not measured.
+        let w7 = target(&targets, "W7 unavailability after a leader kill");
+        assert_eq!((w7.value, w7.met, w7.detail.as_str()), (None, None, "did not run"));
+        assert_eq!(target(&targets, "W5 memory per partition replica").met, None);
+        assert_eq!(target(&targets, "no-fsync mode vs NATS JetStream R3").met, None);
+
+        report.calibration = Some(Calibration {
+            fsync_p50_ms: 0.9,
+            loopback_rtt_p50_ms: 0.1,
+            // 3 × 1 KiB × 40,000 records/s.
+            write_bandwidth_bytes_per_sec: 3.0 * 1024.0 * 40_000.0,
+            ..Default::default()
+        });
+        report.w7 = Some(W7Result {
+            offered_rate: 5000.0,
+            killed_node: 0,
+            unavailable_ms: 2500.0,
+            latency_ms: Default::default(),
+            acked: 100,
+            lost: 1,
+            errors: 0,
+            first_error: None,
+        });
+        let targets: Vec<Target> = judge(&report).into_iter().map(|j| j.target).collect();
+        // 24,000 of a 40,000 ceiling.
+        let share = target(&targets, "W2 share of the calibrated ceiling");
+        assert_eq!((share.value, share.met), (Some(0.6), Some(true)));
+        // W1 p50 4 ms (half its p99 in these runs) is 4 times the 1 ms floor.
+        let w1 = target(&targets, "W1 p50 vs calibrated floor");
+        assert_eq!(w1.met, Some(false));
+        assert!((w1.value.unwrap() - 4.0).abs() < 1e-9);
+        // Fast enough, but a lost record misses the goal.
+        let w7 = target(&targets, "W7 unavailability after a leader kill");
+        assert_eq!((w7.value, w7.met), (Some(2.5), Some(false)));
+    }
+}
