@@ -34,13 +34,13 @@ use std::time::{Duration, Instant};
 use openraft::async_runtime::WatchReceiver;
 use openraft::Instant as _;
 use openraft::ServerState;
-use strata_proto::v1::raft_transport_client::RaftTransportClient;
 use strata_proto::v1::{NodeBeat, QuietGroup};
 use strata_state::metadata::METADATA_GROUP_ID;
 
 use crate::clock::ClusterClock;
 use crate::groups::{GroupHandle, Groups};
-use crate::network::PeerChannels;
+use crate::network::incoming::{PeerTraffic, RaftMessage};
+use crate::network::outgoing::PeerChannels;
 use crate::node::local_wall_ms;
 
 /// Timing of quiescence, from the node's Raft settings.
@@ -460,6 +460,19 @@ impl Quiescence {
     }
 }
 
+/// Quiescence hears peers' traffic from the transport's incoming side.
+impl PeerTraffic for Quiescence {
+    async fn beat(&self, beat: &NodeBeat, groups: &Groups) {
+        self.on_beat(beat, groups)
+    }
+
+    async fn raft_message(&self, group_id: u64, message: RaftMessage, groups: &Groups) {
+        // Entries, votes and snapshots wake a quiet follower; a bare
+        // heartbeat does not.
+        self.on_raft_message(group_id, message != RaftMessage::Heartbeat, groups)
+    }
+}
+
 /// What the leader side needs of a group's Raft metrics; `None` when this
 /// node does not lead it.
 struct LeaderView {
@@ -505,11 +518,9 @@ pub async fn run(quiescence: Quiescence, groups: Groups, peers: PeerChannels) {
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticker.tick().await;
-                let Ok(channel) = peers.channel(peer) else { continue };
-                let beat = quiescence.beat_for(peer);
-                let mut client = RaftTransportClient::new(channel);
-                // A beat later than the peer timeout is worthless.
-                let _ = tokio::time::timeout(quiescence.timing.peer_timeout, client.beat(beat)).await;
+                // A beat later than the peer timeout is worthless; one that
+                // fails is simply missed, as a silent peer's would be.
+                let _ = peers.send_beat(peer, quiescence.beat_for(peer), quiescence.timing.peer_timeout).await;
             }
         });
     }
