@@ -26,7 +26,7 @@ pub struct NodeConfig {
     pub election_timeout_min: Duration,
     pub election_timeout_max: Duration,
     /// A partition group with no new entry for this long stops its Raft
-    /// timers (see `quiesce.rs`); `None` keeps every group's timers running.
+    /// timers (see `quiesce`); `None` keeps every group's timers running.
     pub quiesce_after: Option<Duration>,
     /// Raft entries between snapshots of a group (snapshots are cheap here:
     /// they hold offsets, not records), after which its log is purged.

@@ -120,7 +120,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         let transport = RaftTransportServer::new(TransportService {
             groups: groups.clone(),
             store: store.clone(),
-            quiescence: quiescence.clone(),
+            traffic: quiescence.clone(),
         })
         .max_decoding_message_size(strata_core::limits::MAX_GRPC_MESSAGE_BYTES)
         .max_encoding_message_size(strata_core::limits::MAX_GRPC_MESSAGE_BYTES);

@@ -1,0 +1,437 @@
+//! The outgoing side of the peer transport: Raft messages of every group
+//! this node runs, and its liveness beats, to the peers (see `mod.rs` for
+//! the layout).
+//!
+//! `PeerChannels` keeps one lazily connected gRPC channel per peer;
+//! `Router` implements openraft-multi's `GroupRouter` over them, sending
+//! heartbeats (empty AppendEntries) of every group to one peer together in
+//! batch calls; `GroupNetworkFactory` hands each group's Raft its view of
+//! the router.
+//!
+//! Snapshots stream in chunks: a header chunk (vote, snapshot meta, the
+//! group's state) and, for partition groups, the record batches from the
+//! snapshot's log start to its next offset, read from this node's store as
+//! they are sent, then the partition's idempotency keys as of the snapshot,
+//! then a trailer. What the body holds, how the receiver stages it and when
+//! it is installed is `strata_storage::snapshot_stream`'s; this side only
+//! carries it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::io;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::type_config::alias::{SnapshotOf, VoteOf};
+use openraft::{BasicNode, RPCTypes};
+use openraft_multi::{GroupNetworkAdapter, GroupRouter};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use strata_core::limits::MAX_GRPC_MESSAGE_BYTES;
+use strata_proto::v1::raft_transport_client::RaftTransportClient;
+use strata_proto::v1::{
+    NodeBeat, RaftBatchRequest, RaftRequest, RaftResponse, RaftRpcKind, SnapshotChunk, SnapshotTrailer,
+};
+use strata_storage::{SnapshotPayload, Store, StreamError, StreamPart, TypeConfig};
+use tokio::sync::{mpsc, oneshot};
+use tonic::transport::{Channel, Endpoint};
+
+use super::WireResult;
+
+/// Why a message to a peer got no answer. Raft calls turn it into
+/// openraft's `Unreachable` (retried on the next round); beats drop it.
+///
+/// The cause's text is part of each message rather than a `source`: these
+/// errors end up as text (in openraft's errors and log lines), where a
+/// source chain would be lost.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("node {0} has no known address")]
+    NoAddress(u64),
+    #[error("bad address {address}: {reason}")]
+    BadAddress { address: String, reason: String },
+    #[error("batcher stopped")]
+    BatcherStopped,
+    #[error("batch dropped")]
+    BatchDropped,
+    #[error("batch call timed out")]
+    BatchTimedOut,
+    #[error("call timed out")]
+    TimedOut,
+    #[error("batch answered {answered} of {sent} requests")]
+    BatchShort { answered: usize, sent: usize },
+    /// The peer's gRPC server refused the call.
+    #[error("{}", .0.message())]
+    Status(tonic::Status),
+    #[error("{0}")]
+    Encode(postcard::Error),
+    #[error("bad raft reply: {0}")]
+    BadReply(postcard::Error),
+    #[error("{0}")]
+    BadSnapshotReply(postcard::Error),
+    #[error("{0}")]
+    SnapshotPayload(io::Error),
+    #[error("{0}")]
+    SnapshotSource(StreamError),
+    /// The peer answered with an error: its transport's, or its Raft's
+    /// (a fatal, stopped Raft).
+    #[error("{0}")]
+    Remote(String),
+}
+
+impl SendError {
+    /// The error as openraft's retryable `Unreachable`.
+    fn unreachable(&self) -> RPCError<TypeConfig> {
+        RPCError::Unreachable(Unreachable::new(self))
+    }
+}
+
+/// Addresses of peer nodes and one lazily connected channel to each.
+#[derive(Clone)]
+pub struct PeerChannels {
+    addresses: Arc<RwLock<BTreeMap<u64, String>>>,
+    channels: Arc<Mutex<HashMap<u64, Channel>>>,
+}
+
+impl PeerChannels {
+    pub fn new(addresses: BTreeMap<u64, String>) -> PeerChannels {
+        PeerChannels { addresses: Arc::new(RwLock::new(addresses)), channels: Arc::default() }
+    }
+
+    pub fn address(&self, node: u64) -> Option<String> {
+        self.addresses.read().expect("lock").get(&node).cloned()
+    }
+
+    pub fn addresses(&self) -> BTreeMap<u64, String> {
+        self.addresses.read().expect("lock").clone()
+    }
+
+    /// The channel to `node`, connected on first use; reconnects by itself.
+    pub fn channel(&self, node: u64) -> Result<Channel, SendError> {
+        if let Some(channel) = self.channels.lock().expect("lock").get(&node) {
+            return Ok(channel.clone());
+        }
+        let address = self.address(node).ok_or(SendError::NoAddress(node))?;
+        let channel = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| SendError::BadAddress { reason: e.to_string(), address: address.clone() })?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        self.channels.lock().expect("lock").insert(node, channel.clone());
+        Ok(channel)
+    }
+
+    /// Sends a liveness beat to `peer`, giving up after `timeout`.
+    pub async fn send_beat(&self, peer: u64, beat: NodeBeat, timeout: Duration) -> Result<(), SendError> {
+        let mut client = RaftTransportClient::new(self.channel(peer)?);
+        match tokio::time::timeout(timeout, client.beat(beat)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status)) => Err(SendError::Status(status)),
+            Err(_) => Err(SendError::TimedOut),
+        }
+    }
+}
+
+/// Sends Raft RPCs of any group to any peer.
+#[derive(Clone)]
+pub struct Router {
+    node_id: u64,
+    peers: PeerChannels,
+    store: Store,
+    /// Per peer: the queue of heartbeats waiting to go out in one batch.
+    batchers: Arc<Mutex<HashMap<u64, mpsc::Sender<Queued>>>>,
+}
+
+/// A heartbeat waiting for its batch, and where its answer goes (an error
+/// is shared by every heartbeat of the batch).
+type Queued = (RaftRequest, oneshot::Sender<Result<RaftResponse, Arc<SendError>>>);
+
+/// Most heartbeats in one batch call. Each is ~100 bytes; 1,024 keeps a
+/// call far below the message bound and its handling short.
+const MAX_BATCH: usize = 1024;
+
+/// Heartbeats queued per peer before senders wait. A few batches' worth.
+const BATCH_QUEUE: usize = 4 * MAX_BATCH;
+
+/// Batch calls in flight per peer. While they are out, heartbeats queue up
+/// and go together in the next one: coalescing without a timer.
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// Longest a batch call may take; a heartbeat's own deadline is shorter
+/// and its caller gives up first.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Router {
+    pub fn new(node_id: u64, peers: PeerChannels, store: Store) -> Router {
+        Router { node_id, peers, store, batchers: Arc::default() }
+    }
+
+    /// The queue of `target`'s batcher, started on first use.
+    fn batcher(&self, target: u64) -> mpsc::Sender<Queued> {
+        let mut batchers = self.batchers.lock().expect("lock");
+        if let Some(sender) = batchers.get(&target).filter(|s| !s.is_closed()) {
+            return sender.clone();
+        }
+        let (sender, receiver) = mpsc::channel(BATCH_QUEUE);
+        tokio::spawn(run_batcher(self.clone(), target, receiver));
+        batchers.insert(target, sender.clone());
+        sender
+    }
+
+    /// Sends a heartbeat (an empty AppendEntries) through `target`'s batcher.
+    async fn call_batched<P: DeserializeOwned>(
+        &self,
+        target: u64,
+        request: RaftRequest,
+        option: &RPCOption,
+    ) -> Result<P, RPCError<TypeConfig>> {
+        let ttl = option.hard_ttl();
+        let (tx, rx) = oneshot::channel();
+        let timeout =
+            || RPCError::Timeout(Timeout { action: RPCTypes::AppendEntries, id: self.node_id, target, timeout: ttl });
+        let answer = tokio::time::timeout(ttl, async {
+            self.batcher(target).send((request, tx)).await.map_err(|_| Arc::new(SendError::BatcherStopped))?;
+            rx.await.map_err(|_| Arc::new(SendError::BatchDropped))?
+        })
+        .await
+        .map_err(|_| timeout())?
+        .map_err(|e| e.unreachable())?;
+        decode_answer(answer)
+    }
+
+    fn client(&self, target: u64) -> Result<RaftTransportClient<Channel>, SendError> {
+        let channel = self.peers.channel(target)?;
+        Ok(RaftTransportClient::new(channel)
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES))
+    }
+
+    /// One Raft RPC; `batched` ones (heartbeats) share calls with others
+    /// to the same peer.
+    #[allow(clippy::too_many_arguments)]
+    async fn call<Q: Serialize, P: DeserializeOwned>(
+        &self,
+        target: u64,
+        group_id: u64,
+        kind: RaftRpcKind,
+        rpc: &Q,
+        option: &RPCOption,
+        action: RPCTypes,
+        batched: bool,
+    ) -> Result<P, RPCError<TypeConfig>> {
+        let payload =
+            postcard::to_allocvec(rpc).map_err(|e| RPCError::Network(NetworkError::new(&SendError::Encode(e))))?;
+        let request = RaftRequest { group_id, kind: kind as i32, payload: payload.into() };
+        if batched {
+            return self.call_batched(target, request, option).await;
+        }
+        let mut client = self.client(target).map_err(|e| e.unreachable())?;
+        let ttl = option.hard_ttl();
+        let answer = match tokio::time::timeout(ttl, client.call(request)).await {
+            Err(_) => {
+                return Err(RPCError::Timeout(Timeout { action, id: self.node_id, target, timeout: ttl }));
+            }
+            Ok(Err(status)) => return Err(SendError::Status(status).unreachable()),
+            Ok(Ok(answer)) => answer.into_inner(),
+        };
+        decode_answer(answer)
+    }
+
+    async fn send_snapshot(
+        &self,
+        target: u64,
+        group_id: u64,
+        vote: VoteOf<TypeConfig>,
+        snapshot: SnapshotOf<TypeConfig, Vec<u8>>,
+    ) -> Result<SnapshotResponse<TypeConfig>, SendError> {
+        let header = postcard::to_allocvec(&(vote, snapshot.meta.clone())).map_err(SendError::Encode)?;
+        let payload = SnapshotPayload::decode(&snapshot.snapshot).map_err(SendError::SnapshotPayload)?;
+        let mut source = self.store.snapshot_source(group_id, &payload).map_err(SendError::SnapshotSource)?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(2);
+        let first =
+            SnapshotChunk { group_id, header: header.into(), data: snapshot.snapshot.into(), ..Default::default() };
+        // The body is read as it is sent. A read error ends the stream
+        // without its trailer, so the receiver installs nothing.
+        tokio::spawn(async move {
+            if tx.send(first).await.is_err() {
+                return;
+            }
+            loop {
+                let chunk = match source.next_part().await {
+                    Ok(Some(part)) => match chunk_of(group_id, part) {
+                        Ok(chunk) => chunk,
+                        Err(error) => {
+                            tracing::warn!(group = group_id, %error, "cannot encode a snapshot chunk");
+                            return;
+                        }
+                    },
+                    Ok(None) => return,
+                    Err(error) => {
+                        tracing::warn!(group = group_id, %error, "snapshot stream stopped");
+                        return;
+                    }
+                };
+                if tx.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut client = self.client(target)?;
+        let answer = client
+            .install_snapshot(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .map_err(SendError::Status)?
+            .into_inner();
+        if !answer.transport_error.is_empty() {
+            return Err(SendError::Remote(answer.transport_error));
+        }
+        let result: WireResult<SnapshotResponse<TypeConfig>> =
+            postcard::from_bytes(&answer.payload).map_err(SendError::BadSnapshotReply)?;
+        result.map_err(SendError::Remote)
+    }
+}
+
+/// The wire form of one part of a snapshot stream's body.
+fn chunk_of(group_id: u64, part: StreamPart) -> Result<SnapshotChunk, postcard::Error> {
+    let mut chunk = SnapshotChunk { group_id, ..Default::default() };
+    match part {
+        StreamPart::Batches(batches) => chunk.data = batches.into(),
+        StreamPart::Keys(rows) => chunk.key_rows = postcard::to_allocvec(&rows)?.into(),
+        StreamPart::Trailer(t) => {
+            chunk.trailer = Some(SnapshotTrailer {
+                end_offset: t.end_offset,
+                batch_count: t.batch_count,
+                key_row_count: t.key_row_count,
+                checksum: t.checksum,
+            })
+        }
+    }
+    Ok(chunk)
+}
+
+impl GroupRouter<TypeConfig, u64> for Router {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &self,
+        target: u64,
+        group_id: u64,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        // Heartbeats of many groups to one peer go together (see `run_batcher`).
+        let heartbeat = rpc.entries.is_empty();
+        self.call(target, group_id, RaftRpcKind::AppendEntries, &rpc, &option, RPCTypes::AppendEntries, heartbeat).await
+    }
+
+    async fn vote(
+        &self,
+        target: u64,
+        group_id: u64,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(target, group_id, RaftRpcKind::Vote, &rpc, &option, RPCTypes::Vote, false).await
+    }
+
+    async fn pre_vote(
+        &self,
+        target: u64,
+        group_id: u64,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(target, group_id, RaftRpcKind::PreVote, &rpc, &option, RPCTypes::Vote, false).await
+    }
+
+    async fn full_snapshot(
+        &self,
+        target: u64,
+        group_id: u64,
+        vote: VoteOf<TypeConfig>,
+        snapshot: SnapshotOf<TypeConfig, Vec<u8>>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            result = self.send_snapshot(target, group_id, vote, snapshot) => {
+                result.map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))
+            }
+        }
+    }
+}
+
+fn decode_answer<P: DeserializeOwned>(answer: RaftResponse) -> Result<P, RPCError<TypeConfig>> {
+    if !answer.transport_error.is_empty() {
+        return Err(SendError::Remote(answer.transport_error).unreachable());
+    }
+    let result: WireResult<P> = postcard::from_bytes(&answer.payload)
+        .map_err(|e| RPCError::Network(NetworkError::new(&SendError::BadReply(e))))?;
+    // A remote error here is a fatal (stopped) Raft: treat it as unreachable.
+    result.map_err(|e| SendError::Remote(e).unreachable())
+}
+
+/// Sends the heartbeats queued for `target` in batch calls, at most
+/// `BATCHES_IN_FLIGHT` at a time: whatever queues while calls are out goes
+/// in the next one. Ends when the router is gone.
+async fn run_batcher(router: Router, target: u64, mut queue: mpsc::Receiver<Queued>) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+    while let Some(first) = queue.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let client = router.client(target);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (requests, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            let result = match client {
+                Ok(mut client) => {
+                    match tokio::time::timeout(BATCH_TIMEOUT, client.call_batch(RaftBatchRequest { requests })).await {
+                        Ok(Ok(reply)) => Ok(reply.into_inner().responses),
+                        Ok(Err(status)) => Err(SendError::Status(status)),
+                        Err(_) => Err(SendError::BatchTimedOut),
+                    }
+                }
+                Err(error) => Err(error),
+            };
+            let error = match result {
+                Ok(responses) if responses.len() == answers.len() => {
+                    for (answer, response) in answers.into_iter().zip(responses) {
+                        let _ = answer.send(Ok(response));
+                    }
+                    return;
+                }
+                Ok(responses) => SendError::BatchShort { answered: responses.len(), sent: answers.len() },
+                Err(error) => error,
+            };
+            let error = Arc::new(error);
+            answers.into_iter().for_each(|a| drop(a.send(Err(error.clone()))));
+        });
+    }
+}
+
+/// Creates the per-peer network of one group.
+#[derive(Clone)]
+pub struct GroupNetworkFactory {
+    pub router: Router,
+    pub group_id: u64,
+}
+
+impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
+    type Network = GroupNetworkAdapter<TypeConfig, u64, Router>;
+
+    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Self::Network {
+        GroupNetworkAdapter::new(self.router.clone(), target, self.group_id)
+    }
+}
