@@ -231,6 +231,23 @@ pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 pub const PEER_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 pub const PEER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Most Raft heartbeats one batch call to a peer carries. Each is about
+/// 100 bytes; 1,024 keeps a call far below the message bound and its
+/// handling short.
+pub const MAX_HEARTBEAT_BATCH: usize = 1024;
+
+/// Heartbeats queued per peer before their senders wait: a few batches'
+/// worth, so a burst of elections never blocks on the queue.
+pub const HEARTBEAT_BATCH_QUEUE: usize = 4 * MAX_HEARTBEAT_BATCH;
+
+/// Heartbeat batch calls in flight per peer. While they are out, heartbeats
+/// queue up and go together in the next one: coalescing without a timer.
+pub const HEARTBEAT_BATCHES_IN_FLIGHT: usize = 2;
+
+/// Longest a heartbeat batch call may take; each heartbeat's own deadline
+/// (from openraft) is shorter, so its caller gives up first.
+pub const HEARTBEAT_BATCH_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// HTTP/2 keep-alive ping interval and timeout on client connections: they
 /// notice a dead node during a long poll (up to MAX_FETCH_WAIT_MS) without
 /// waiting for the request deadline.
@@ -358,6 +375,11 @@ const _: () = assert!(MAX_FETCH_BYTES <= DEFAULT_MAX_FETCH_BYTES_IN_FLIGHT);
 const _: () = assert!(MAX_PARTITIONS_PER_TOPIC as usize <= MAX_PARTITIONS);
 const _: () = assert!(MAX_TOPICS <= MAX_PARTITIONS);
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES < MAX_GRPC_MESSAGE_BYTES);
+// A full heartbeat batch (about 100 bytes each) fits one gRPC message.
+const _: () = assert!(MAX_HEARTBEAT_BATCH * 256 < MAX_GRPC_MESSAGE_BYTES);
+// A batch call outlives each heartbeat's own deadline (openraft's, at most
+// an election timeout), so the heartbeat's caller decides when to give up.
+const _: () = assert!(HEARTBEAT_BATCH_TIMEOUT.as_millis() >= DEFAULT_ELECTION_TIMEOUT_MAX.as_millis());
 // A paused peer keeps its connection through an election (see
 // PEER_KEEPALIVE_INTERVAL).
 const _: () = assert!(

@@ -30,7 +30,11 @@ use openraft::{BasicNode, RPCTypes};
 use openraft_multi::{GroupNetworkAdapter, GroupRouter};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use strata_core::limits::MAX_GRPC_MESSAGE_BYTES;
+use strata_core::limits::{
+    HEARTBEAT_BATCHES_IN_FLIGHT as BATCHES_IN_FLIGHT, HEARTBEAT_BATCH_QUEUE as BATCH_QUEUE,
+    HEARTBEAT_BATCH_TIMEOUT as BATCH_TIMEOUT, MAX_GRPC_MESSAGE_BYTES, MAX_HEARTBEAT_BATCH as MAX_BATCH,
+    PEER_CONNECT_TIMEOUT, PEER_KEEPALIVE_INTERVAL, PEER_KEEPALIVE_TIMEOUT,
+};
 use strata_proto::v1::raft_transport_client::RaftTransportClient;
 use strata_proto::v1::{
     NodeBeat, RaftBatchRequest, RaftRequest, RaftResponse, RaftRpcKind, SnapshotChunk, SnapshotTrailer,
@@ -117,10 +121,10 @@ impl PeerChannels {
         let address = self.address(node).ok_or(SendError::NoAddress(node))?;
         let channel = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| SendError::BadAddress { reason: e.to_string(), address: address.clone() })?
-            .connect_timeout(Duration::from_millis(500))
+            .connect_timeout(PEER_CONNECT_TIMEOUT)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(PEER_KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(PEER_KEEPALIVE_TIMEOUT)
             .connect_lazy();
         self.channels.lock().expect("lock").insert(node, channel.clone());
         Ok(channel)
@@ -150,21 +154,6 @@ pub struct Router {
 /// A heartbeat waiting for its batch, and where its answer goes (an error
 /// is shared by every heartbeat of the batch).
 type Queued = (RaftRequest, oneshot::Sender<Result<RaftResponse, Arc<SendError>>>);
-
-/// Most heartbeats in one batch call. Each is ~100 bytes; 1,024 keeps a
-/// call far below the message bound and its handling short.
-const MAX_BATCH: usize = 1024;
-
-/// Heartbeats queued per peer before senders wait. A few batches' worth.
-const BATCH_QUEUE: usize = 4 * MAX_BATCH;
-
-/// Batch calls in flight per peer. While they are out, heartbeats queue up
-/// and go together in the next one: coalescing without a timer.
-const BATCHES_IN_FLIGHT: usize = 2;
-
-/// Longest a batch call may take; a heartbeat's own deadline is shorter
-/// and its caller gives up first.
-const BATCH_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Router {
     pub fn new(node_id: u64, peers: PeerChannels, store: Store) -> Router {
