@@ -2,9 +2,8 @@
 //! loopback ports, kills and restarts them, and waits for conditions with
 //! deadlines (never sleeps as synchronisation).
 
-use std::future::Future;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,33 +12,12 @@ use strata_proto::v1::strata_client::StrataClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 
-/// Waits until `probe` returns Some, polling every 50 ms, or fails after
-/// `timeout` naming `what`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub use strata_testkit::eventually;
 
 /// The `strata` binary built beside the test executable (or $STRATA_BIN).
 pub fn strata_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("STRATA_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/strata
-    let path = exe.parent().and_then(Path::parent).expect("target dir").join("strata");
-    assert!(path.exists(), "{} is missing; build it with `cargo build -p strata-cli` first", path.display());
-    path
+    let given = std::env::var_os("STRATA_BIN").map(PathBuf::from);
+    strata_testkit::strata_binary(given.as_deref()).unwrap_or_else(|error| panic!("{error}"))
 }
 
 fn free_port() -> u16 {
