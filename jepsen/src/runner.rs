@@ -126,7 +126,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
     // (and make each other's clients talk to the wrong cluster).
     let _lock = exclusive_run_lock()?;
     let binary = strata_binary(options.strata_bin.as_deref())?;
-    let stamp = chrono_like_stamp();
+    let stamp = run_stamp();
     let dir = options.store.join(format!("{stamp}-{}-{}n-s{}", options.workload.name(), options.nodes, options.seed));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let latest = options.store.join("latest");
@@ -305,20 +305,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
 }
 
 /// A sortable run name prefix from the wall clock (UTC, seconds).
-fn chrono_like_stamp() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}{month:02}{day:02}T{:02}{:02}{:02}", rest / 3600, rest % 3600 / 60, rest % 60)
+/// The run's start as a folder name: UTC, `20261129T171347`, so that run
+/// folders sort by time (`scripts/jepsen-soak.sh` names its summaries alike).
+fn run_stamp() -> String {
+    chrono::Utc::now().format("%Y%m%dT%H%M%S").to_string()
 }
 
 /// Waits for the metadata group, creates the topic, waits for its leaders.
