@@ -134,6 +134,16 @@ async fn bad_requests_never_stop_the_metrics_endpoint() {
     }
     let answer = raw_http_exchange(&address, oversized.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    // A bare HTTP/1.1 GET without `Connection: close`, read until the
+    // connection closes, as the benchmark suite scrapes: one answer, then
+    // the node closes, in the Prometheus text format.
+    let bare = format!("GET /metrics HTTP/1.1\r\nHost: {address}\r\n\r\n");
+    let answer = raw_http_exchange(&address, bare.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    let head = answer.split("\r\n\r\n").next().unwrap_or_default().to_lowercase();
+    assert!(head.contains("\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8"), "{answer}");
+    assert!(head.contains("\r\nconnection: close"), "the node says it closes:\n{answer}");
+    assert!(answer.contains("\r\n\r\n# HELP ") && !answer.contains("# EOF"), "{answer}");
     // A client that connects and says nothing is cut off by the header
     // deadline; the endpoint serves others meanwhile.
     let silent = tokio::net::TcpStream::connect(&address).await.expect("connect");
