@@ -56,6 +56,9 @@ const ONLY_IN: &[(&str, &[&str])] = &[
     // Raft is the node's and its store's business, not the state machines'.
     ("openraft", &["strata-storage", "strata-server"]),
     ("openraft-multi", &["strata-server"]),
+    // Test helpers stay out of the product: only the cluster tests and the
+    // harness use the test kit (dev-dependencies are not edges).
+    ("strata-testkit", &["strata-cluster-tests", "strata-jepsen"]),
 ];
 
 /// Each rule: a workspace crate, and dependencies it must not have.
@@ -70,6 +73,19 @@ const NEVER_IN: &[(&str, &[&str])] = &[
     (
         "strata-jepsen",
         &["strata-core", "strata-record", "strata-state", "strata-storage", "strata-proto", "strata-server"],
+    ),
+    // The test kit depends on nothing of Strata, so the harness may use it.
+    (
+        "strata-testkit",
+        &[
+            "strata-core",
+            "strata-record",
+            "strata-state",
+            "strata-storage",
+            "strata-proto",
+            "strata-server",
+            "strata-client",
+        ],
     ),
     // The CLI talks to nodes through strata-client (it runs a node through
     // strata-server).

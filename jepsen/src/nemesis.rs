@@ -18,9 +18,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use strata_client::Client;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, ClusterError};
 use crate::history::{OpType, Process, Recorder};
-use crate::net::{ClientCut, Network};
+use crate::net::{ClientCut, NetError, Network};
 
 /// What the user may ask for with `--faults`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
@@ -369,6 +369,20 @@ pub fn damage_targets(nodes: &[u64], damaged: &BTreeSet<u64>, rng: &mut StdRng) 
     chosen
 }
 
+/// Why a fault could not be applied; recorded in the history's nemesis
+/// event, and the window goes on with the faults that were applied.
+#[derive(Debug, thiserror::Error)]
+pub enum FaultError {
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Network(#[from] NetError),
+    #[error("cannot drop node {node}'s unsynced writes: {source}")]
+    DropWrites { node: u64, source: std::io::Error },
+    #[error("clock faults need the nodes started with libfaketime")]
+    NoFaketime,
+}
+
 /// What must be undone at the end of a window.
 enum Applied {
     Killed(Vec<u64>),
@@ -420,7 +434,7 @@ impl Nemesis {
         self.heal_all();
     }
 
-    async fn apply(&self, fault: &Fault, rng: &mut StdRng, active: u64) -> Result<Applied, String> {
+    async fn apply(&self, fault: &Fault, rng: &mut StdRng, active: u64) -> Result<Applied, FaultError> {
         let nodes = self.nodes();
         let describe = serde_json::to_value(fault).expect("faults serialise");
         let (applied, hit, detail) = match fault {
@@ -438,7 +452,9 @@ impl Nemesis {
                 let mut dropped = serde_json::Map::new();
                 for &id in &hit {
                     cluster.kill(id);
-                    let bytes = cluster.drop_unsynced_writes(id).map_err(|e| e.to_string())?;
+                    let bytes = cluster
+                        .drop_unsynced_writes(id)
+                        .map_err(|source| FaultError::DropWrites { node: id, source })?;
                     dropped.insert(id.to_string(), json!(bytes));
                 }
                 (Applied::Killed(hit.clone()), hit, json!({ "unsynced_bytes_dropped": dropped }))
@@ -449,7 +465,7 @@ impl Nemesis {
                     other => pick(*other, &nodes, rng),
                 };
                 for &id in &hit {
-                    self.network.cut_clients(id, *direction).map_err(|e| e.to_string())?;
+                    self.network.cut_clients(id, *direction)?;
                 }
                 (Applied::ClientsCut, hit, Value::Null)
             }
@@ -468,7 +484,7 @@ impl Nemesis {
                 let hit = pick(*targets, &nodes, rng);
                 let mut cluster = self.cluster.lock().expect("cluster lock");
                 for &id in &hit {
-                    cluster.pause(id).map_err(|e| e.to_string())?;
+                    cluster.pause(id)?;
                 }
                 (Applied::Paused(hit.clone()), hit, Value::Null)
             }
@@ -481,14 +497,14 @@ impl Nemesis {
                 };
                 let grouping = grouping(*shape, &nodes, &isolated, rng);
                 for (node, from) in grudges(&grouping, &nodes) {
-                    self.network.drop_from(node, &from).map_err(|e| e.to_string())?;
+                    self.network.drop_from(node, &from)?;
                 }
                 (Applied::Partitioned, isolated, json!(format!("{grouping:?}")))
             }
             Fault::Netem { spec } => {
                 let mut applied = Vec::new();
                 for &node in &nodes {
-                    applied.push(self.network.netem(node, spec).map_err(|e| e.to_string())?);
+                    applied.push(self.network.netem(node, spec)?);
                 }
                 applied.dedup();
                 (Applied::Netem, nodes.clone(), json!(applied))
@@ -496,11 +512,11 @@ impl Nemesis {
             Fault::Clock { targets, offset_s } => {
                 let cluster = self.cluster.lock().expect("cluster lock");
                 if !cluster.faketime_enabled() {
-                    return Err("clock faults need the nodes started with libfaketime".into());
+                    return Err(FaultError::NoFaketime);
                 }
                 let hit = pick(*targets, &nodes, rng);
                 for &id in &hit {
-                    cluster.set_clock_offset(id, *offset_s).map_err(|e| e.to_string())?;
+                    cluster.set_clock_offset(id, *offset_s)?;
                 }
                 (Applied::Clock(hit.clone()), hit, Value::Null)
             }
@@ -519,7 +535,7 @@ impl Nemesis {
                     let data_dir = cluster.node(id).data_dir.clone();
                     damaged_files
                         .push(corrupt(&data_dir, *how, rng).unwrap_or_else(|e| format!("nothing damaged: {e}")));
-                    cluster.start(id).map_err(|e| e.to_string())?;
+                    cluster.start(id)?;
                 }
                 (Applied::Corrupted(hit.clone()), hit, json!(damaged_files))
             }

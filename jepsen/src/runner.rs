@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use serde_json::{json, Value};
 use strata_client::{Client, ClientError, Consumer, RetryClass, StartOffset};
+use strata_testkit::{poll_until, MissingBinary};
 
 use crate::checker::{self, CheckOptions, Verdict};
 use crate::cluster::{Cluster, Faketime};
@@ -73,47 +74,25 @@ pub const KEYS_SNAPSHOT_EVERY_ENTRIES: u64 = 16;
 /// still expire keys early).
 const KEYS_DEDUP_SLACK_S: u64 = 120;
 
-/// Polls `probe` every 100 ms until it returns Some or `timeout` passes.
-async fn eventually<T, F, Fut>(timeout: Duration, mut probe: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await {
-            return Some(value);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The `strata` binary: the one given, else the one beside this executable,
-/// else built with the workspace's usual build command.
+/// The `strata` binary: the one given, else the one the workspace build put
+/// beside this executable, else built now with the workspace's usual build
+/// command.
 pub fn strata_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(path) = given {
-        if !path.exists() {
-            bail!("--strata-bin {} does not exist", path.display());
-        }
-        return Ok(path.to_path_buf());
-    }
-    let exe = std::env::current_exe().context("the harness's own path")?;
-    let beside = exe.parent().context("executable directory")?.join("strata");
-    if beside.exists() {
-        return Ok(beside);
+    match strata_testkit::strata_binary(given) {
+        Ok(path) => return Ok(path),
+        Err(MissingBinary::Given(path)) => bail!("--strata-bin {} does not exist", path.display()),
+        Err(MissingBinary::NotBuilt(_)) => {}
+        Err(error) => return Err(error.into()),
     }
     eprintln!("building strata (cargo build --workspace --all-targets)");
     let status = std::process::Command::new("cargo")
         .args(["build", "--workspace", "--all-targets"])
         .status()
         .context("running cargo")?;
-    if !status.success() || !beside.exists() {
-        bail!("could not build {}; pass --strata-bin", beside.display());
+    if !status.success() {
+        bail!("could not build strata; pass --strata-bin");
     }
-    Ok(beside)
+    Ok(strata_testkit::strata_binary(None)?)
 }
 
 /// Where the machine-wide run lock lives.
@@ -147,7 +126,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
     // (and make each other's clients talk to the wrong cluster).
     let _lock = exclusive_run_lock()?;
     let binary = strata_binary(options.strata_bin.as_deref())?;
-    let stamp = chrono_like_stamp();
+    let stamp = run_stamp();
     let dir = options.store.join(format!("{stamp}-{}-{}n-s{}", options.workload.name(), options.nodes, options.seed));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let latest = options.store.join("latest");
@@ -254,7 +233,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
     let healed_ns = recorder.now();
     println!("faults healed after {:.1} s; waiting for writes to resume", started.elapsed().as_secs_f64());
     let recovery = Duration::from_secs(options.recovery_bound_s);
-    let resumed = eventually(recovery, || async { (workload.last_ack_ns() > healed_ns).then_some(()) }).await;
+    let resumed = poll_until(recovery, || async { (workload.last_ack_ns() > healed_ns).then_some(()) }).await;
     let mut notes = Vec::new();
     match resumed {
         Some(()) => notes.push(format!(
@@ -326,32 +305,22 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
 }
 
 /// A sortable run name prefix from the wall clock (UTC, seconds).
-fn chrono_like_stamp() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}{month:02}{day:02}T{:02}{:02}{:02}", rest / 3600, rest % 3600 / 60, rest % 60)
+/// The run's start as a folder name: UTC, `20261129T171347`, so that run
+/// folders sort by time (`scripts/jepsen-soak.sh` names its summaries alike).
+fn run_stamp() -> String {
+    chrono::Utc::now().format("%Y%m%dT%H%M%S").to_string()
 }
 
 /// Waits for the metadata group, creates the topic, waits for its leaders.
 async fn setup_topic(client: &Client, options: &RunOptions, config: &BTreeMap<String, String>) -> anyhow::Result<()> {
-    let ready = eventually(SETUP_TIMEOUT, || async {
+    let ready = poll_until(SETUP_TIMEOUT, || async {
         client.cluster_status().await.ok().filter(|s| s.metadata_available).map(|_| ())
     })
     .await;
     ready.context("the cluster did not elect a metadata leader in time")?;
     let replication = options.nodes.min(3) as u32;
     let mut retried = false;
-    let created = eventually(SETUP_TIMEOUT, || {
+    let created = poll_until(SETUP_TIMEOUT, || {
         let was_retried = retried;
         retried = true;
         async move {
@@ -368,7 +337,7 @@ async fn setup_topic(client: &Client, options: &RunOptions, config: &BTreeMap<St
     .await;
     created.context("topic creation timed out")??;
     for partition in 0..options.keys {
-        eventually(SETUP_TIMEOUT, || async {
+        poll_until(SETUP_TIMEOUT, || async {
             client.list_offsets(TOPIC, partition, strata_client::OffsetSpec::Latest).await.ok().map(|_| ())
         })
         .await
@@ -404,7 +373,7 @@ async fn verify_round(
 ) -> anyhow::Result<()> {
     cluster.lock().expect("cluster lock").pause(paused)?;
     let result = async {
-        let leaders = eventually(FAILOVER_TIMEOUT, || async {
+        let leaders = poll_until(FAILOVER_TIMEOUT, || async {
             let description = admin.describe_topic(TOPIC).await.ok()?;
             let leaders: BTreeMap<u32, u64> =
                 description.partitions.iter().filter_map(|p| Some((p.partition, p.leader?))).collect();
@@ -510,7 +479,7 @@ async fn verify_round(
 async fn compare_replicas(admin: &Client, recorder: &Recorder, keys: u32) -> Vec<String> {
     let mut notes = Vec::new();
     let process = Process::Named("replicas".into());
-    let described = eventually(SETUP_TIMEOUT, || async { admin.describe_topic(TOPIC).await.ok() }).await;
+    let described = poll_until(SETUP_TIMEOUT, || async { admin.describe_topic(TOPIC).await.ok() }).await;
     let Some(description) = described else {
         notes.push("replica comparison skipped: the topic could not be described".into());
         return notes;
@@ -528,7 +497,7 @@ async fn compare_replicas(admin: &Client, recorder: &Recorder, keys: u32) -> Vec
                 }
                 copies
             };
-            let caught_up = eventually(REPLICA_CATCH_UP_TIMEOUT, || async {
+            let caught_up = poll_until(REPLICA_CATCH_UP_TIMEOUT, || async {
                 let copies = read_all().await;
                 let ends: std::collections::BTreeSet<Option<u64>> =
                     copies.values().map(|c| c.as_ref().ok().map(|c| c.high_watermark)).collect();

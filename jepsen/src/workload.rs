@@ -465,7 +465,7 @@ impl Session {
                 Err(bad) => {
                     // A record the workload never wrote: the consumer has
                     // moved past it, so this process's reads end here.
-                    workload.record(&self.process, OpType::Info, "poll", Value::Null, Some(bad));
+                    workload.record(&self.process, OpType::Info, "poll", Value::Null, Some(bad.to_string()));
                     Ended::Unknown
                 }
             },
@@ -550,20 +550,29 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// A record the workload never wrote, met by a read.
+#[derive(Debug, thiserror::Error)]
+enum ForeignRecord {
+    #[error("key {key} offset {offset} holds '{value}', not an integer value")]
+    NotAnInteger { key: u32, offset: u64, value: String },
+    #[error("key {key} offset {offset} has record key '{record_key}'")]
+    WrongKey { key: u32, offset: u64, record_key: String },
+}
+
 /// `{"K": [[offset, value], ...]}`; an error names a record that is not one
 /// of the workload's (its value is not an integer or its key is wrong).
-fn reads_value(records: &[ConsumedRecord]) -> Result<Value, String> {
+fn reads_value(records: &[ConsumedRecord]) -> Result<Value, ForeignRecord> {
     let mut by_key: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for record in records {
+        let (key, offset) = (record.partition, record.offset);
         let text = record.value.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-        let value: u64 = text.parse().map_err(|_| {
-            format!("key {} offset {} holds '{text}', not an integer value", record.partition, record.offset)
-        })?;
-        let key_text = record.key.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-        if key_text != record.partition.to_string() {
-            return Err(format!("key {} offset {} has record key '{key_text}'", record.partition, record.offset));
+        let value: u64 =
+            text.parse().map_err(|_| ForeignRecord::NotAnInteger { key, offset, value: text.to_string() })?;
+        let record_key = record.key.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+        if record_key != key.to_string() {
+            return Err(ForeignRecord::WrongKey { key, offset, record_key: record_key.to_string() });
         }
-        by_key.entry(record.partition.to_string()).or_default().push(json!([record.offset, value]));
+        by_key.entry(key.to_string()).or_default().push(json!([offset, value]));
     }
     Ok(json!(by_key))
 }
@@ -714,7 +723,14 @@ pub async fn drain(
                         recorder.record(process.clone(), OpType::Ok, "poll", value, None, None);
                     }
                     Err(bad) => {
-                        recorder.record(process.clone(), OpType::Info, "poll", Value::Null, None, Some(bad));
+                        recorder.record(
+                            process.clone(),
+                            OpType::Info,
+                            "poll",
+                            Value::Null,
+                            None,
+                            Some(bad.to_string()),
+                        );
                         break;
                     }
                 },

@@ -2,9 +2,8 @@
 //! loopback ports, kills and restarts them, and waits for conditions with
 //! deadlines (never sleeps as synchronisation).
 
-use std::future::Future;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,33 +12,12 @@ use strata_proto::v1::strata_client::StrataClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 
-/// Waits until `probe` returns Some, polling every 50 ms, or fails after
-/// `timeout` naming `what`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub use strata_testkit::{eventually, openmetrics};
 
 /// The `strata` binary built beside the test executable (or $STRATA_BIN).
 pub fn strata_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("STRATA_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/strata
-    let path = exe.parent().and_then(Path::parent).expect("target dir").join("strata");
-    assert!(path.exists(), "{} is missing; build it with `cargo build -p strata-cli` first", path.display());
-    path
+    let given = std::env::var_os("STRATA_BIN").map(PathBuf::from);
+    strata_testkit::strata_binary(given.as_deref()).unwrap_or_else(|error| panic!("{error}"))
 }
 
 fn free_port() -> u16 {
@@ -447,19 +425,60 @@ pub fn value_of(record: &strata_record::StoredRecord) -> String {
     String::from_utf8_lossy(record.value.as_deref().unwrap_or_default()).into_owned()
 }
 
-/// One plain HTTP/1.1 GET; returns the status line and the body.
+/// How long a test waits for a metrics answer: a scrape takes milliseconds.
+const HTTP_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An HTTP answer from a node's metrics port.
+pub struct HttpAnswer {
+    /// As on the wire: `HTTP/1.1 200 OK`.
+    pub status_line: String,
+    pub headers: hyper::HeaderMap,
+    pub body: String,
+}
+
+/// One HTTP/1.1 request (hyper's client) on a connection of its own.
+pub async fn http_request(address: &str, method: &str, path: &str, accept: &str) -> HttpAnswer {
+    use http_body_util::BodyExt;
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(address).await.expect("connect to the metrics port");
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+        let connection = tokio::spawn(connection);
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, address)
+            .header(hyper::header::ACCEPT, accept)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("a valid request");
+        let answer = sender.send_request(request).await.expect("an HTTP answer");
+        let status_line = format!("{:?} {}", answer.version(), answer.status());
+        let headers = answer.headers().clone();
+        let body = answer.into_body().collect().await.expect("the whole body").to_bytes();
+        // The node closes each connection after one answer.
+        connection.await.expect("connection task").expect("a clean close");
+        HttpAnswer { status_line, headers, body: String::from_utf8(body.to_vec()).expect("a text answer") }
+    };
+    tokio::time::timeout(HTTP_ANSWER_TIMEOUT, exchange).await.expect("metrics answer in time")
+}
+
+/// `GET path` asking for the Prometheus text format; the status line and the body.
 pub async fn http_get(address: &str, path: &str) -> (String, String) {
+    let answer = http_request(address, "GET", path, "text/plain").await;
+    (answer.status_line, answer.body)
+}
+
+/// Writes `request` as is (it may be malformed on purpose) and reads the
+/// answer until the node closes the connection.
+pub async fn raw_http_exchange(address: &str, request: &[u8]) -> String {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect to the metrics port");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nAccept: text/plain\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.unwrap();
-        String::from_utf8(response).expect("text answer")
+        stream.write_all(request).await.expect("send the request");
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.expect("read the answer");
+        String::from_utf8_lossy(&answer).into_owned()
     };
-    let response = tokio::time::timeout(Duration::from_secs(10), exchange).await.expect("metrics answer in time");
-    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
-    (head.lines().next().unwrap_or_default().to_string(), body.to_string())
+    tokio::time::timeout(HTTP_ANSWER_TIMEOUT, exchange).await.expect("an answer and a close in time")
 }
 
 /// The value of a sample line `name{labels} value` (exact name and labels).

@@ -1,38 +1,60 @@
-//! Prometheus metrics of a node, served as text on `GET /metrics` when
+//! Prometheus metrics of a node, served on `GET /metrics` when
 //! `metrics_listen` is set.
 //!
 //! Request figures (produce, fetch, Raft commit) are counted as they happen
 //! in the process-wide [`METRICS`]: a process runs one node, and a static
 //! keeps the instrumentation at the call sites to one line each. Everything
-//! else (partitions led, under-replicated partitions, follower lag, the
-//! group-commit histograms and RocksDB figures) is read when scraped, so an
-//! idle node does no metrics work at all.
+//! (those counters too) is read when scraped into a [`Scrape`], and the
+//! partition, group-commit, clock and RocksDB figures are only computed
+//! then, so an idle, unscraped node does no metrics work at all.
 //!
-//! The HTTP side is a deliberately tiny HTTP/1.1 responder (one request per
-//! connection, bounded header size, read deadline, bounded concurrency):
-//! scrapers need nothing more, and it keeps an HTTP framework out of the
-//! node.
+//! Encoding is `prometheus-client`'s: OpenMetrics 1.0 text for scrapers that
+//! ask for it in `Accept` (Prometheus does), the Prometheus text format
+//! 0.0.4 for the rest (curl, older scrapers). Sample names are the same in
+//! both. HTTP is hyper's HTTP/1.1 server: one request per connection,
+//! bounded header size, header read deadline, a deadline on the whole
+//! exchange and bounded concurrency; a malformed request gets hyper's error
+//! answer and closes its connection, nothing more.
 
-use std::fmt::Write as _;
+use std::convert::Infallible;
+use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use openraft::async_runtime::WatchReceiver;
 use openraft::Instant as _;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeLabelSet, NoLabelSet,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
 use strata_core::metrics::{Counter, Histogram, HistogramSnapshot};
 use strata_state::metadata::METADATA_GROUP_ID;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use strata_storage::EngineStats;
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::clock::ClusterNow;
 use crate::error::ApiError;
 use crate::node::Node;
 
-/// Largest request head read; a scrape's is a few hundred bytes.
+/// Largest request head (request line and headers) read; a scrape's is a
+/// few hundred bytes. Larger heads are answered 431.
 const MAX_REQUEST_HEAD_BYTES: usize = 8 * 1024;
 /// How long a client may take to send its request head.
 const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a connection may live, head to last byte of the answer: twice
+/// Prometheus's default scrape timeout (10 s), so a slow scrape of a node
+/// with many partitions completes, while a client that stops reading cannot
+/// hold one of the `MAX_CONCURRENT_SCRAPES` slots for long.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Scrapes served at once; more wait in the listen backlog.
 const MAX_CONCURRENT_SCRAPES: usize = 8;
 /// A replica whose last acknowledgement to the leader is older than this
@@ -42,6 +64,8 @@ const OUT_OF_SYNC_AFTER: Duration = Duration::from_secs(5);
 /// A replica further behind the leader's log than this many entries counts
 /// as out of sync even when it answers heartbeats.
 const OUT_OF_SYNC_ENTRIES: u64 = 1000;
+/// Initial capacity of a rendered scrape: a node's exposition is 10-20 KB.
+const SCRAPE_TEXT_CAPACITY: usize = 16 * 1024;
 
 /// Request figures of this process's node.
 pub struct Metrics {
@@ -175,192 +199,302 @@ fn group_figures(node: &Node) -> GroupFigures {
     figures
 }
 
-/// Prometheus text exposition (format 0.0.4).
-struct Exposition(String);
+/// The text formats a scrape can be answered in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0 text (ends with `# EOF`, declares units).
+    OpenMetrics,
+    /// The Prometheus text format, version 0.0.4.
+    Prometheus,
+}
 
-impl Exposition {
-    fn header(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    }
-
-    fn sample(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
-        let _ = writeln!(self.0, "{name}{labels} {value}");
-    }
-
-    fn counter(&mut self, name: &str, help: &str, value: u64) {
-        self.header(name, "counter", help);
-        self.sample(name, "", value);
-    }
-
-    fn gauge(&mut self, name: &str, help: &str, value: impl std::fmt::Display) {
-        self.header(name, "gauge", help);
-        self.sample(name, "", value);
-    }
-
-    /// Recorded values are divided by `divisor` to get the exported unit
-    /// (1e6 for µs to seconds; division rounds exactly where a multiplication by 1e-6 would not).
-    fn histogram(&mut self, name: &str, help: &str, snapshot: &HistogramSnapshot, divisor: f64) {
-        self.header(name, "histogram", help);
-        for (bound, count) in &snapshot.cumulative {
-            self.sample(&format!("{name}_bucket"), &format!("{{le=\"{}\"}}", *bound as f64 / divisor), count);
+impl Format {
+    /// OpenMetrics when `accept` names `application/openmetrics-text` with
+    /// a weight above 0, as Prometheus asks; the Prometheus text format
+    /// otherwise, the one every scraper reads (the negotiation of the
+    /// Prometheus project's own client libraries).
+    fn negotiate(accept: Option<&str>) -> Format {
+        let wants_openmetrics = accept.unwrap_or("").split(',').any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media_type = parts.next().unwrap_or("");
+            let refused = parts.any(|parameter| {
+                parameter.split_once('=').is_some_and(|(key, value)| {
+                    key.trim() == "q" && value.trim().parse::<f64>().is_ok_and(|q| q <= 0.0)
+                })
+            });
+            media_type.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+        });
+        if wants_openmetrics {
+            Format::OpenMetrics
+        } else {
+            Format::Prometheus
         }
-        self.sample(&format!("{name}_bucket"), "{le=\"+Inf\"}", snapshot.count);
-        self.sample(&format!("{name}_sum"), "", snapshot.sum as f64 / divisor);
-        self.sample(&format!("{name}_count"), "", snapshot.count);
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Prometheus => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        }
     }
 }
 
-/// Renders every metric of the node.
-pub async fn render(node: &Node) -> String {
-    let m = &METRICS;
-    let mut out = Exposition(String::with_capacity(16 * 1024));
-    let requests = |out: &mut Exposition, name: &str, help: &str, ok: &Counter, errors: &Counter| {
-        out.header(name, "counter", help);
-        out.sample(name, "{result=\"ok\"}", ok.get());
-        out.sample(name, "{result=\"error\"}", errors.get());
-    };
-    requests(
-        &mut out,
-        "strata_produce_requests_total",
-        "Produce requests answered, by result.",
-        &m.produce_ok,
-        &m.produce_errors,
-    );
-    out.counter(
-        "strata_produce_bytes_total",
-        "Record batch bytes of accepted produce requests.",
-        m.produce_bytes.get(),
-    );
-    out.counter("strata_produce_records_total", "Records of accepted produce requests.", m.produce_records.get());
-    out.histogram(
-        "strata_produce_latency_seconds",
-        "Produce request handling time on the leader, validation to answer.",
-        &m.produce_latency_us.snapshot(),
-        1e6,
-    );
-    requests(
-        &mut out,
-        "strata_fetch_requests_total",
-        "Fetch requests answered, by result.",
-        &m.fetch_ok,
-        &m.fetch_errors,
-    );
-    out.counter("strata_fetch_bytes_total", "Record bytes returned by fetches.", m.fetch_bytes.get());
-    out.histogram(
-        "strata_fetch_latency_seconds",
-        "Fetch handling time, long-poll waits included.",
-        &m.fetch_latency_us.snapshot(),
-        1e6,
-    );
-    out.histogram(
-        "strata_raft_commit_latency_seconds",
-        "Time from proposing a produced batch to its apply result (replication, fsync on a majority, apply).",
-        &m.raft_commit_latency_us.snapshot(),
-        1e6,
-    );
+/// Every figure of one scrape, read when the scrape arrives; encoding it
+/// reads nothing more.
+#[derive(Debug)]
+struct Scrape {
+    produce_ok: u64,
+    produce_errors: u64,
+    produce_bytes: u64,
+    produce_records: u64,
+    produce_latency_us: HistogramSnapshot,
+    fetch_ok: u64,
+    fetch_errors: u64,
+    fetch_bytes: u64,
+    fetch_latency_us: HistogramSnapshot,
+    raft_commit_latency_us: HistogramSnapshot,
+    fsync_latency_us: HistogramSnapshot,
+    fsync_batch_appends: HistogramSnapshot,
+    groups: GroupFigures,
+    quiet_partitions: u64,
+    clock: ClusterNow,
+    /// `None` when RocksDB's properties could not be read (logged).
+    engine: Option<EngineStats>,
+}
 
-    let (fsync_latency, fsync_batch) = node.store.group_commit_histograms();
-    out.histogram(
-        "strata_group_commit_fsync_seconds",
-        "Duration of each WAL fsync of the node-wide group-commit task.",
-        &fsync_latency,
-        1e6,
-    );
-    out.histogram(
-        "strata_group_commit_batch_size",
-        "Appends (of all groups) made durable by one group-commit fsync.",
-        &fsync_batch,
-        1.0,
-    );
-
-    let figures = group_figures(node);
-    out.gauge("strata_partitions_hosted", "Partition replicas running on this node.", figures.partitions_hosted);
-    out.gauge("strata_partitions_led", "Partitions this node leads.", figures.partitions_led);
-    out.gauge(
-        "strata_quiet_partitions",
-        "Partition replicas on this node whose Raft timers are stopped (idle, quiet).",
-        node.quiescence.timers_off(),
-    );
-    out.gauge(
-        "strata_partitions_under_replicated",
-        "Partitions led here with a replica that has not acknowledged for 5 s or is over 1000 entries behind.",
-        figures.under_replicated,
-    );
-    out.gauge(
-        "strata_follower_lag_entries",
-        "Sum over partitions this node follows of committed entries not yet applied here (consumer-visible high watermark lag).",
-        figures.follower_lag_entries_sum,
-    );
-    out.gauge(
-        "strata_follower_lag_entries_max",
-        "Largest committed-but-unapplied entry count over partitions this node follows.",
-        figures.follower_lag_entries_max,
-    );
-    out.gauge("strata_metadata_leader", "1 when this node leads the metadata group.", figures.metadata_leader as u8);
-    let clock = node.clock.now();
-    out.gauge(
-        "strata_clock_offset_ms",
-        "This node's wall clock minus cluster time (the median of the nodes' clocks), ms; far from 0 means broken \
-         time sync.",
-        clock.local_offset_ms,
-    );
-    out.gauge(
-        "strata_clock_trusted",
-        "1 when a majority of the cluster's clocks agree on cluster time (stamps and time retention use it).",
-        clock.trusted as u8,
-    );
-    out.gauge("strata_clock_peers_fresh", "Peers whose clock offset this node measured recently.", clock.fresh_peers);
-
-    match node.store.engine_stats().await {
-        Ok(engine) => {
-            out.gauge("strata_rocksdb_write_stopped", "1 while RocksDB stops writes.", engine.write_stopped as u8);
-            out.gauge(
-                "strata_rocksdb_delayed_write_rate_bytes",
-                "Rate RocksDB slows writes to, bytes/s; 0 when not delayed.",
-                engine.delayed_write_rate_bytes,
-            );
-            if let Some(seconds) = engine.stall_seconds_total {
-                out.header(
-                    "strata_rocksdb_stall_seconds_total",
-                    "counter",
-                    "Time RocksDB writes stalled since the store opened.",
-                );
-                out.sample("strata_rocksdb_stall_seconds_total", "", seconds);
+impl Scrape {
+    async fn read(node: &Node) -> Scrape {
+        let m = &METRICS;
+        let (fsync_latency_us, fsync_batch_appends) = node.store.group_commit_histograms();
+        let engine = match node.store.engine_stats().await {
+            Ok(engine) => Some(engine),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read rocksdb properties for metrics");
+                None
             }
-            out.gauge("strata_rocksdb_running_compactions", "Compactions running now.", engine.running_compactions);
-            out.gauge(
-                "strata_rocksdb_compaction_pending",
-                "Column families with a compaction pending.",
-                engine.compaction_pending,
-            );
-            out.gauge(
-                "strata_rocksdb_pending_compaction_bytes",
-                "Bytes RocksDB estimates compaction must rewrite.",
-                engine.pending_compaction_bytes,
-            );
-            out.gauge("strata_rocksdb_running_flushes", "Memtable flushes running now.", engine.running_flushes);
-            out.header(
-                "strata_rocksdb_written_bytes_total",
-                "counter",
-                "Bytes RocksDB wrote since the store opened, by kind: WAL, memtable flush, compaction.",
-            );
-            for (kind, bytes) in
-                [("wal", engine.wal_bytes), ("flush", engine.flush_bytes), ("compaction", engine.compaction_bytes)]
-            {
-                out.sample("strata_rocksdb_written_bytes_total", &format!("{{kind=\"{kind}\"}}"), bytes);
-            }
-            out.header("strata_rocksdb_memtable_bytes", "gauge", "Memtable bytes by column family.");
-            for (cf, memtable, _) in &engine.column_families {
-                out.sample("strata_rocksdb_memtable_bytes", &format!("{{cf=\"{cf}\"}}"), memtable);
-            }
-            out.header("strata_rocksdb_sst_bytes", "gauge", "SST file bytes by column family.");
-            for (cf, _, sst) in &engine.column_families {
-                out.sample("strata_rocksdb_sst_bytes", &format!("{{cf=\"{cf}\"}}"), sst);
-            }
+        };
+        Scrape {
+            produce_ok: m.produce_ok.get(),
+            produce_errors: m.produce_errors.get(),
+            produce_bytes: m.produce_bytes.get(),
+            produce_records: m.produce_records.get(),
+            produce_latency_us: m.produce_latency_us.snapshot(),
+            fetch_ok: m.fetch_ok.get(),
+            fetch_errors: m.fetch_errors.get(),
+            fetch_bytes: m.fetch_bytes.get(),
+            fetch_latency_us: m.fetch_latency_us.snapshot(),
+            raft_commit_latency_us: m.raft_commit_latency_us.snapshot(),
+            fsync_latency_us,
+            fsync_batch_appends,
+            groups: group_figures(node),
+            quiet_partitions: node.quiescence.timers_off(),
+            clock: node.clock.now(),
+            engine,
         }
-        Err(error) => tracing::warn!(%error, "cannot read rocksdb properties for metrics"),
     }
-    out.0
+
+    /// The scrape as text in `format`.
+    fn encode(self, format: Format) -> Result<String, fmt::Error> {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(self));
+        let mut text = String::with_capacity(SCRAPE_TEXT_CAPACITY);
+        match format {
+            Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut text, &registry)?,
+            Format::Prometheus => prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)?,
+        }
+        Ok(text)
+    }
+}
+
+/// Microseconds, the unit latency histograms record in, per second, the
+/// unit they are exported in.
+const MICROS_PER_SECOND: f64 = 1e6;
+
+/// Names are given without the suffixes the encoder adds: a counter's
+/// `_total`, and the unit (`_seconds`, `_bytes`), which OpenMetrics also
+/// declares in a `# UNIT` line. The exported names are those of the
+/// README, the tests and the benchmark suite (`strata_produce_bytes_total`,
+/// `strata_produce_latency_seconds_count`, ...).
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let e = &mut encoder;
+        let (seconds, bytes) = (Some(&Unit::Seconds), Some(&Unit::Bytes));
+        let by_result = |ok, errors| [([("result", "ok")], ok), ([("result", "error")], errors)];
+        let help = "Produce requests answered, by result.";
+        labelled(
+            e,
+            MetricType::Counter,
+            "strata_produce_requests",
+            None,
+            help,
+            &by_result(self.produce_ok, self.produce_errors),
+        )?;
+        let help = "Record batch bytes of accepted produce requests.";
+        counter(e, "strata_produce", bytes, help, self.produce_bytes)?;
+        counter(e, "strata_produce_records", None, "Records of accepted produce requests.", self.produce_records)?;
+        let help = "Produce request handling time on the leader, validation to answer.";
+        histogram(e, "strata_produce_latency", seconds, help, &self.produce_latency_us, MICROS_PER_SECOND)?;
+        let help = "Fetch requests answered, by result.";
+        labelled(
+            e,
+            MetricType::Counter,
+            "strata_fetch_requests",
+            None,
+            help,
+            &by_result(self.fetch_ok, self.fetch_errors),
+        )?;
+        counter(e, "strata_fetch", bytes, "Record bytes returned by fetches.", self.fetch_bytes)?;
+        let help = "Fetch handling time, long-poll waits included.";
+        histogram(e, "strata_fetch_latency", seconds, help, &self.fetch_latency_us, MICROS_PER_SECOND)?;
+        let help = "Time from proposing a produced batch to its apply result (replication, fsync on a majority, \
+                    apply).";
+        histogram(e, "strata_raft_commit_latency", seconds, help, &self.raft_commit_latency_us, MICROS_PER_SECOND)?;
+        let help = "Duration of each WAL fsync of the node-wide group-commit task.";
+        histogram(e, "strata_group_commit_fsync", seconds, help, &self.fsync_latency_us, MICROS_PER_SECOND)?;
+        let help = "Appends (of all groups) made durable by one group-commit fsync.";
+        histogram(e, "strata_group_commit_batch_size", None, help, &self.fsync_batch_appends, 1.0)?;
+
+        let groups = &self.groups;
+        gauge(
+            e,
+            "strata_partitions_hosted",
+            None,
+            "Partition replicas running on this node.",
+            groups.partitions_hosted,
+        )?;
+        gauge(e, "strata_partitions_led", None, "Partitions this node leads.", groups.partitions_led)?;
+        let help = "Partition replicas on this node whose Raft timers are stopped (idle, quiet).";
+        gauge(e, "strata_quiet_partitions", None, help, self.quiet_partitions)?;
+        let help = "Partitions led here with a replica that has not acknowledged for 5 s or is over 1000 entries \
+                    behind.";
+        gauge(e, "strata_partitions_under_replicated", None, help, groups.under_replicated)?;
+        let help = "Sum over partitions this node follows of committed entries not yet applied here \
+                    (consumer-visible high watermark lag).";
+        gauge(e, "strata_follower_lag_entries", None, help, groups.follower_lag_entries_sum)?;
+        let help = "Largest committed-but-unapplied entry count over partitions this node follows.";
+        gauge(e, "strata_follower_lag_entries_max", None, help, groups.follower_lag_entries_max)?;
+        let help = "1 when this node leads the metadata group.";
+        gauge(e, "strata_metadata_leader", None, help, u32::from(groups.metadata_leader))?;
+        let help = "This node's wall clock minus cluster time (the median of the nodes' clocks), ms; far from 0 \
+                    means broken time sync.";
+        gauge(e, "strata_clock_offset_ms", None, help, self.clock.local_offset_ms)?;
+        let help = "1 when a majority of the cluster's clocks agree on cluster time (stamps and time retention use \
+                    it).";
+        gauge(e, "strata_clock_trusted", None, help, u32::from(self.clock.trusted))?;
+        let help = "Peers whose clock offset this node measured recently.";
+        gauge(e, "strata_clock_peers_fresh", None, help, self.clock.fresh_peers)?;
+
+        let Some(engine) = &self.engine else { return Ok(()) };
+        gauge(
+            e,
+            "strata_rocksdb_write_stopped",
+            None,
+            "1 while RocksDB stops writes.",
+            u32::from(engine.write_stopped),
+        )?;
+        // Bytes per second: not a unit OpenMetrics knows, so none is declared.
+        let help = "Rate RocksDB slows writes to, bytes/s; 0 when not delayed.";
+        gauge(e, "strata_rocksdb_delayed_write_rate_bytes", None, help, engine.delayed_write_rate_bytes)?;
+        if let Some(stalled) = engine.stall_seconds_total {
+            let help = "Time RocksDB writes stalled since the store opened.";
+            counter(e, "strata_rocksdb_stall", seconds, help, stalled)?;
+        }
+        let help = "Compactions running now.";
+        gauge(e, "strata_rocksdb_running_compactions", None, help, engine.running_compactions)?;
+        let help = "Column families with a compaction pending.";
+        gauge(e, "strata_rocksdb_compaction_pending", None, help, engine.compaction_pending)?;
+        let help = "Bytes RocksDB estimates compaction must rewrite.";
+        gauge(e, "strata_rocksdb_pending_compaction", bytes, help, engine.pending_compaction_bytes)?;
+        gauge(e, "strata_rocksdb_running_flushes", None, "Memtable flushes running now.", engine.running_flushes)?;
+        let help = "Bytes RocksDB wrote since the store opened, by kind: WAL, memtable flush, compaction.";
+        let written = [
+            ([("kind", "wal")], engine.wal_bytes),
+            ([("kind", "flush")], engine.flush_bytes),
+            ([("kind", "compaction")], engine.compaction_bytes),
+        ];
+        labelled(e, MetricType::Counter, "strata_rocksdb_written", bytes, help, &written)?;
+        let memtable: Vec<_> =
+            engine.column_families.iter().map(|(cf, memtable, _)| ([("cf", *cf)], *memtable)).collect();
+        labelled(
+            e,
+            MetricType::Gauge,
+            "strata_rocksdb_memtable",
+            bytes,
+            "Memtable bytes by column family.",
+            &memtable,
+        )?;
+        let sst: Vec<_> = engine.column_families.iter().map(|(cf, _, sst)| ([("cf", *cf)], *sst)).collect();
+        labelled(e, MetricType::Gauge, "strata_rocksdb_sst", bytes, "SST file bytes by column family.", &sst)
+    }
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    unit: Option<&Unit>,
+    help: &str,
+    value: impl EncodeCounterValue,
+) -> fmt::Result {
+    encoder.encode_descriptor(name, help, unit, MetricType::Counter)?.encode_counter::<NoLabelSet, _, u64>(&value, None)
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    unit: Option<&Unit>,
+    help: &str,
+    value: impl EncodeGaugeValue,
+) -> fmt::Result {
+    encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?.encode_gauge(&value)
+}
+
+/// One counter or gauge family with a sample per label set.
+fn labelled(
+    encoder: &mut DescriptorEncoder,
+    kind: MetricType,
+    name: &str,
+    unit: Option<&Unit>,
+    help: &str,
+    samples: &[(impl EncodeLabelSet, u64)],
+) -> fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, unit, kind)?;
+    for (labels, value) in samples {
+        let mut sample = family.encode_family(labels)?;
+        match kind {
+            MetricType::Counter => sample.encode_counter::<NoLabelSet, _, u64>(value, None)?,
+            MetricType::Gauge => sample.encode_gauge(value)?,
+            other => unreachable!("labelled families are counters or gauges, not {other:?}"),
+        }
+    }
+    Ok(())
+}
+
+/// Recorded values are divided by `divisor` to get the exported unit
+/// (1e6 for µs to seconds; division rounds exactly where a multiplication
+/// by 1e-6 would not). The encoder takes each bucket's own count and sums
+/// them itself, so the snapshot's cumulative counts are taken apart, and
+/// values above the last bound go to an explicit `+Inf` bucket.
+fn histogram(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    unit: Option<&Unit>,
+    help: &str,
+    snapshot: &HistogramSnapshot,
+    divisor: f64,
+) -> fmt::Result {
+    let mut buckets = Vec::with_capacity(snapshot.cumulative.len() + 1);
+    let mut below = 0;
+    for &(bound, cumulative) in &snapshot.cumulative {
+        buckets.push((bound as f64 / divisor, cumulative.saturating_sub(below)));
+        below = cumulative;
+    }
+    buckets.push((f64::INFINITY, snapshot.count.saturating_sub(below)));
+    encoder.encode_descriptor(name, help, unit, MetricType::Histogram)?.encode_histogram::<NoLabelSet>(
+        snapshot.sum as f64 / divisor,
+        snapshot.count,
+        &buckets,
+        None,
+    )
 }
 
 /// Binds `address` now (so a bad address fails start-up) and serves
@@ -369,6 +503,13 @@ pub async fn serve(address: &str, node: Node) -> std::io::Result<tokio::task::Jo
     let listener = TcpListener::bind(address).await?;
     tracing::info!(address = %listener.local_addr()?, "metrics endpoint listening");
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_SCRAPES));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(REQUEST_READ_TIMEOUT)
+        .max_header_size(MAX_REQUEST_HEAD_BYTES)
+        // One request per connection: scrapes are seconds apart, and no
+        // idle connection holds a slot between them.
+        .keep_alive(false);
     Ok(tokio::spawn(async move {
         loop {
             let permit = permits.clone().acquire_owned().await.expect("the semaphore is never closed");
@@ -382,9 +523,16 @@ pub async fn serve(address: &str, node: Node) -> std::io::Result<tokio::task::Jo
                 }
             };
             let node = node.clone();
+            let service = hyper::service::service_fn(move |request| {
+                let node = node.clone();
+                async move { Ok::<_, Infallible>(answer(&request, &node).await) }
+            });
+            let connection = http.serve_connection(TokioIo::new(stream), service);
             tokio::spawn(async move {
-                if let Err(error) = answer(stream, &node).await {
-                    tracing::debug!(%error, "metrics request failed");
+                match tokio::time::timeout(EXCHANGE_TIMEOUT, connection).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => tracing::debug!(%error, "metrics request failed"),
+                    Err(_) => tracing::debug!("metrics exchange cut off after {EXCHANGE_TIMEOUT:?}"),
                 }
                 drop(permit);
             });
@@ -392,62 +540,217 @@ pub async fn serve(address: &str, node: Node) -> std::io::Result<tokio::task::Jo
     }))
 }
 
-/// Reads one request head and answers it; the connection then closes.
-async fn answer(mut stream: TcpStream, node: &Node) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    let read_head = async {
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            if head.len() > MAX_REQUEST_HEAD_BYTES {
-                return Err(std::io::Error::other("request head too large"));
-            }
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(std::io::Error::other("connection closed before the request head ended"));
-            }
-            head.extend_from_slice(&chunk[..n]);
+fn plain_text(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// 200 with the scrape for `GET` or `HEAD /metrics` (query ignored), 405 for
+/// other methods there, 404 for every other path.
+async fn answer<B>(request: &Request<B>, node: &Node) -> Response<Full<Bytes>> {
+    if request.uri().path() != "/metrics" {
+        return plain_text(StatusCode::NOT_FOUND, "only /metrics is served here\n");
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = plain_text(StatusCode::METHOD_NOT_ALLOWED, "use GET /metrics\n");
+        response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    let format = Format::negotiate(request.headers().get(ACCEPT).and_then(|value| value.to_str().ok()));
+    match Scrape::read(node).await.encode(format) {
+        Ok(text) => {
+            let mut response = Response::new(Full::new(Bytes::from(text)));
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+            response
         }
-        Ok(())
-    };
-    tokio::time::timeout(REQUEST_READ_TIMEOUT, read_head)
-        .await
-        .map_err(|_| std::io::Error::other("request head not received in time"))??;
-    let request_line = head.split(|b| *b == b'\r').next().unwrap_or_default();
-    let request_line = String::from_utf8_lossy(request_line);
-    let mut parts = request_line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    let (status, body) = match (method, path) {
-        ("GET", "/metrics") => ("200 OK", render(node).await),
-        ("GET", _) => ("404 Not Found", "only /metrics is served here\n".to_string()),
-        _ => ("405 Method Not Allowed", "use GET /metrics\n".to_string()),
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+        Err(error) => {
+            tracing::error!(%error, "cannot encode the metrics");
+            plain_text(StatusCode::INTERNAL_SERVER_ERROR, "the metrics could not be encoded; see the node's log\n")
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strata_testkit::openmetrics;
+
+    /// A scrape with every family present: RocksDB figures, a stall time,
+    /// a latency above the last bucket, and a label value to escape.
+    fn full_scrape() -> Scrape {
+        let latency = Histogram::new(16);
+        latency.observe(10);
+        latency.observe(1000);
+        // Above the last bound (16 µs << 23, about 134 s): +Inf only.
+        latency.observe(200_000_000);
+        let batch = Histogram::new(1);
+        batch.observe(3);
+        Scrape {
+            produce_ok: 5,
+            produce_errors: 1,
+            produce_bytes: 700,
+            produce_records: 9,
+            produce_latency_us: latency.snapshot(),
+            fetch_ok: 2,
+            fetch_errors: 0,
+            fetch_bytes: 300,
+            fetch_latency_us: Histogram::new(16).snapshot(),
+            raft_commit_latency_us: latency.snapshot(),
+            fsync_latency_us: latency.snapshot(),
+            fsync_batch_appends: batch.snapshot(),
+            groups: GroupFigures {
+                partitions_hosted: 4,
+                partitions_led: 2,
+                under_replicated: 1,
+                follower_lag_entries_sum: 7,
+                follower_lag_entries_max: 5,
+                metadata_leader: true,
+            },
+            quiet_partitions: 3,
+            clock: ClusterNow { ms: 1, local_offset_ms: -12, trusted: true, fresh_peers: 2 },
+            engine: Some(EngineStats {
+                stall_seconds_total: Some(1.5),
+                column_families: vec![("default", 10, 20), ("odd \"cf\"", 30, 40)],
+                wal_bytes: 100,
+                ..EngineStats::default()
+            }),
+        }
+    }
+
+    /// Every sample name a node exposes: the README, the tests, jepsen and
+    /// the benchmark suite read these, so a rename must fail here first.
+    const SAMPLE_NAMES: &[&str] = &[
+        "strata_produce_requests_total",
+        "strata_produce_bytes_total",
+        "strata_produce_records_total",
+        "strata_produce_latency_seconds_sum",
+        "strata_produce_latency_seconds_count",
+        "strata_produce_latency_seconds_bucket",
+        "strata_fetch_requests_total",
+        "strata_fetch_bytes_total",
+        "strata_fetch_latency_seconds_sum",
+        "strata_fetch_latency_seconds_count",
+        "strata_fetch_latency_seconds_bucket",
+        "strata_raft_commit_latency_seconds_sum",
+        "strata_raft_commit_latency_seconds_count",
+        "strata_raft_commit_latency_seconds_bucket",
+        "strata_group_commit_fsync_seconds_sum",
+        "strata_group_commit_fsync_seconds_count",
+        "strata_group_commit_fsync_seconds_bucket",
+        "strata_group_commit_batch_size_sum",
+        "strata_group_commit_batch_size_count",
+        "strata_group_commit_batch_size_bucket",
+        "strata_partitions_hosted",
+        "strata_partitions_led",
+        "strata_quiet_partitions",
+        "strata_partitions_under_replicated",
+        "strata_follower_lag_entries",
+        "strata_follower_lag_entries_max",
+        "strata_metadata_leader",
+        "strata_clock_offset_ms",
+        "strata_clock_trusted",
+        "strata_clock_peers_fresh",
+        "strata_rocksdb_write_stopped",
+        "strata_rocksdb_delayed_write_rate_bytes",
+        "strata_rocksdb_stall_seconds_total",
+        "strata_rocksdb_running_compactions",
+        "strata_rocksdb_compaction_pending",
+        "strata_rocksdb_pending_compaction_bytes",
+        "strata_rocksdb_running_flushes",
+        "strata_rocksdb_written_bytes_total",
+        "strata_rocksdb_memtable_bytes",
+        "strata_rocksdb_sst_bytes",
+    ];
+
+    /// Every sample, in order.
+    fn samples(families: &[openmetrics::Family]) -> Vec<&openmetrics::Sample> {
+        families.iter().flat_map(|f| &f.samples).collect()
+    }
 
     #[test]
-    fn histograms_render_cumulative_buckets_in_seconds() {
-        let histogram = Histogram::new(16);
-        histogram.observe(10);
-        histogram.observe(1000);
-        let mut out = Exposition(String::new());
-        out.histogram("x_seconds", "help", &histogram.snapshot(), 1e6);
-        let text = out.0;
-        assert!(text.starts_with("# HELP x_seconds help\n# TYPE x_seconds histogram\n"), "{text}");
-        assert!(text.contains("x_seconds_bucket{le=\"0.000016\"} 1\n"), "{text}");
-        assert!(text.contains("x_seconds_bucket{le=\"0.001024\"} 2\n"), "{text}");
-        assert!(text.contains("x_seconds_bucket{le=\"+Inf\"} 2\n"), "{text}");
-        assert!(text.contains("x_seconds_sum 0.00101\n"), "{text}");
-        assert!(text.contains("x_seconds_count 2\n"), "{text}");
+    fn a_scrape_is_strict_openmetrics_with_the_documented_names() {
+        let text = full_scrape().encode(Format::OpenMetrics).unwrap();
+        let families = openmetrics::parse(&text).unwrap_or_else(|error| panic!("{error}\n{text}"));
+        assert!(families.iter().all(|f| f.help.as_deref().is_some_and(|h| !h.is_empty())), "{text}");
+        let mut names: Vec<&str> = samples(&families).into_iter().map(|s| s.name.as_str()).collect();
+        names.dedup();
+        assert_eq!(names, SAMPLE_NAMES, "{text}");
+
+        let value = |name: &str, labels: &[(&str, &str)]| {
+            let labels: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            samples(&families).into_iter().find(|s| s.name == name && s.labels == labels).map(|s| s.value)
+        };
+        assert_eq!(value("strata_produce_requests_total", &[("result", "ok")]), Some(5.0));
+        assert_eq!(value("strata_produce_requests_total", &[("result", "error")]), Some(1.0));
+        assert_eq!(value("strata_produce_bytes_total", &[]), Some(700.0));
+        assert_eq!(value("strata_metadata_leader", &[]), Some(1.0));
+        assert_eq!(value("strata_clock_offset_ms", &[]), Some(-12.0));
+        assert_eq!(value("strata_rocksdb_stall_seconds_total", &[]), Some(1.5));
+        assert_eq!(value("strata_rocksdb_written_bytes_total", &[("kind", "wal")]), Some(100.0));
+        assert_eq!(value("strata_rocksdb_sst_bytes", &[("cf", "odd \"cf\"")]), Some(40.0));
+        // Microseconds exported as seconds, buckets cumulative, the value
+        // above the last bound only in +Inf and the count.
+        let latency =
+            |suffix: &str, labels: &[(&str, &str)]| value(&format!("strata_produce_latency_seconds_{suffix}"), labels);
+        assert_eq!(latency("bucket", &[("le", "0.000016")]), Some(1.0), "{text}");
+        assert_eq!(latency("bucket", &[("le", "0.001024")]), Some(2.0), "{text}");
+        assert_eq!(latency("bucket", &[("le", "+Inf")]), Some(3.0), "{text}");
+        assert_eq!(latency("count", &[]), Some(3.0));
+        assert_eq!(latency("sum", &[]), Some(200.00101));
+        assert!(text.contains("# UNIT strata_produce_latency_seconds seconds\n"), "{text}");
+        assert!(text.contains("# TYPE strata_produce_bytes counter\n# UNIT strata_produce_bytes bytes\n"), "{text}");
+    }
+
+    #[test]
+    fn the_prometheus_format_has_the_same_samples() {
+        let openmetrics_text = full_scrape().encode(Format::OpenMetrics).unwrap();
+        let prometheus_text = full_scrape().encode(Format::Prometheus).unwrap();
+        assert!(!prometheus_text.contains("# EOF") && !prometheus_text.contains("# UNIT"), "{prometheus_text}");
+        assert!(prometheus_text.contains("# TYPE strata_produce_requests_total counter\n"), "{prometheus_text}");
+        assert!(prometheus_text.contains("# TYPE strata_produce_latency_seconds histogram\n"), "{prometheus_text}");
+        // Bucket bounds may be spelled differently (the Prometheus format
+        // writes them as Go does), so compare the bucket samples by name
+        // and the others whole.
+        let samples = |text: &str| -> Vec<String> {
+            let mut lines: Vec<String> =
+                text.lines()
+                    .filter(|line| !line.starts_with('#'))
+                    .map(|line| {
+                        if line.contains("le=") {
+                            line.split('{').next().unwrap().to_string()
+                        } else {
+                            line.to_string()
+                        }
+                    })
+                    .collect();
+            lines.sort();
+            lines
+        };
+        assert_eq!(samples(&openmetrics_text), samples(&prometheus_text));
+    }
+
+    #[test]
+    fn openmetrics_only_when_asked_for() {
+        let prometheus_asks = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+                               version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::negotiate(Some(prometheus_asks)), Format::OpenMetrics);
+        assert_eq!(Format::negotiate(Some("Application/OpenMetrics-Text")), Format::OpenMetrics);
+        assert_eq!(Format::negotiate(Some("application/openmetrics-text; q=0")), Format::Prometheus);
+        assert_eq!(Format::negotiate(Some("text/plain")), Format::Prometheus);
+        assert_eq!(Format::negotiate(Some("*/*")), Format::Prometheus);
+        assert_eq!(Format::negotiate(None), Format::Prometheus);
+        assert!(Format::OpenMetrics.content_type().starts_with("application/openmetrics-text; version=1.0.0"));
+        assert!(Format::Prometheus.content_type().starts_with("text/plain; version=0.0.4"));
+    }
+
+    #[test]
+    fn a_scrape_without_rocksdb_figures_is_still_whole() {
+        let scrape = Scrape { engine: None, ..full_scrape() };
+        let families = openmetrics::parse(&scrape.encode(Format::OpenMetrics).unwrap()).unwrap();
+        assert!(families.iter().all(|f| !f.name.starts_with("strata_rocksdb")));
+        assert_eq!(families.last().unwrap().name, "strata_clock_peers_fresh");
     }
 
     #[tokio::test]
