@@ -24,7 +24,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::{json, Value};
 use strata_client::{
-    Acks, Bytes, Client, ClientConfig, ClientError, ConsumedRecord, Consumer, Header, ListedOffset, OffsetSpec,
+    now_ms, Acks, Bytes, Client, ClientConfig, ClientError, ConsumedRecord, Consumer, Header, ListedOffset, OffsetSpec,
     Producer, ProducerConfig, Record, StartOffset, IDEMPOTENCY_KEY_HEADER,
 };
 
@@ -544,10 +544,6 @@ impl Session {
             }
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A record the workload never wrote, met by a read.

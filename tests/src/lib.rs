@@ -417,9 +417,7 @@ pub async fn fetch_all(cluster: &Cluster, topic: &str, partition: u32, from: u64
     }
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
-}
+pub use strata_core::time::now_ms;
 
 pub fn value_of(record: &strata_record::StoredRecord) -> String {
     String::from_utf8_lossy(record.value.as_deref().unwrap_or_default()).into_owned()

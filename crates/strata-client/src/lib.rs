@@ -45,6 +45,9 @@ pub use metadata::{
     TopicMetadata,
 };
 pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig, RecordMetadata};
+/// Milliseconds since the Unix epoch by this machine's wall clock (what
+/// the producer stamps records with).
+pub use strata_core::time::now_ms;
 pub use strata_core::{ErrorCode, RetryClass, IDEMPOTENCY_KEY_HEADER};
 pub use strata_record::{Bytes, Header, Record};
 

@@ -350,6 +350,35 @@ pub const REORDER_WAIT: Duration = Duration::from_millis(50);
 /// only, so forgetting them costs a wait, never correctness).
 pub const SEQUENCER_MAX_ENTRIES: usize = 100_000;
 
+// ---- The metrics endpoint.
+
+/// Largest request head (request line and headers) the metrics endpoint
+/// reads; a scrape's is a few hundred bytes. Larger heads are answered 431.
+pub const METRICS_MAX_REQUEST_HEAD_BYTES: usize = 8 * 1024;
+
+/// How long a metrics client may take to send its request head.
+pub const METRICS_REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest a metrics connection may live, head to last byte of the answer:
+/// twice Prometheus's default scrape timeout (10 s), so a slow scrape of a
+/// node with many partitions completes, while a client that stops reading
+/// cannot hold one of the METRICS_MAX_CONCURRENT_SCRAPES slots for long.
+pub const METRICS_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Scrapes served at once; more wait in the listen backlog. A scrape reads
+/// every group's figures, so a few at once is all a node should spend.
+pub const METRICS_MAX_CONCURRENT_SCRAPES: usize = 8;
+
+/// A replica whose last acknowledgement to the leader is older than this
+/// counts as out of sync (`strata_partitions_under_replicated`): several
+/// election timeouts, so a slow round trip does not flap the gauge.
+pub const OUT_OF_SYNC_AFTER: Duration = Duration::from_secs(5);
+
+/// A replica further behind the leader's log than this many entries counts
+/// as out of sync even when it answers heartbeats: about one snapshot
+/// interval (DEFAULT_SNAPSHOT_EVERY_ENTRIES).
+pub const OUT_OF_SYNC_ENTRIES: u64 = 1000;
+
 // ---- Background tasks on a node.
 
 /// How often the reconciler looks again at groups that failed to start,
@@ -400,6 +429,8 @@ const _: () = assert!(FORWARD_TIMEOUT.as_millis() > DEFAULT_ELECTION_TIMEOUT_MAX
 const _: () =
     assert!(CLIENT_KEEPALIVE_INTERVAL.as_millis() + CLIENT_KEEPALIVE_TIMEOUT.as_millis() <= MAX_FETCH_WAIT_MS as u128);
 const _: () = assert!(RETRY_WAIT_MIN_MS <= RETRY_WAIT_MAX_MS);
+const _: () = assert!(METRICS_REQUEST_READ_TIMEOUT.as_millis() < METRICS_EXCHANGE_TIMEOUT.as_millis());
+const _: () = assert!(OUT_OF_SYNC_AFTER.as_millis() > DEFAULT_ELECTION_TIMEOUT_MAX.as_millis());
 const _: () = assert!(BUSY_RETRY_AFTER_MS <= BACKOFF_RETRY_AFTER_MS);
 const _: () = assert!(DEFAULT_FETCH_BYTES <= MAX_FETCH_BYTES);
 

@@ -45,25 +45,12 @@ use crate::clock::ClusterNow;
 use crate::error::ApiError;
 use crate::node::Node;
 
-/// Largest request head (request line and headers) read; a scrape's is a
-/// few hundred bytes. Larger heads are answered 431.
-const MAX_REQUEST_HEAD_BYTES: usize = 8 * 1024;
-/// How long a client may take to send its request head.
-const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest a connection may live, head to last byte of the answer: twice
-/// Prometheus's default scrape timeout (10 s), so a slow scrape of a node
-/// with many partitions completes, while a client that stops reading cannot
-/// hold one of the `MAX_CONCURRENT_SCRAPES` slots for long.
-const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(20);
-/// Scrapes served at once; more wait in the listen backlog.
-const MAX_CONCURRENT_SCRAPES: usize = 8;
-/// A replica whose last acknowledgement to the leader is older than this
-/// counts as out of sync: several election timeouts, so a slow round trip
-/// does not flap the gauge.
-const OUT_OF_SYNC_AFTER: Duration = Duration::from_secs(5);
-/// A replica further behind the leader's log than this many entries counts
-/// as out of sync even when it answers heartbeats.
-const OUT_OF_SYNC_ENTRIES: u64 = 1000;
+use strata_core::limits::{
+    METRICS_EXCHANGE_TIMEOUT as EXCHANGE_TIMEOUT, METRICS_MAX_CONCURRENT_SCRAPES as MAX_CONCURRENT_SCRAPES,
+    METRICS_MAX_REQUEST_HEAD_BYTES as MAX_REQUEST_HEAD_BYTES, METRICS_REQUEST_READ_TIMEOUT as REQUEST_READ_TIMEOUT,
+    OUT_OF_SYNC_AFTER, OUT_OF_SYNC_ENTRIES,
+};
+
 /// Initial capacity of a rendered scrape: a node's exposition is 10-20 KB.
 const SCRAPE_TEXT_CAPACITY: usize = 16 * 1024;
 
@@ -365,9 +352,12 @@ impl Collector for Scrape {
         gauge(e, "strata_partitions_led", None, "Partitions this node leads.", groups.partitions_led)?;
         let help = "Partition replicas on this node whose Raft timers are stopped (idle, quiet).";
         gauge(e, "strata_quiet_partitions", None, help, self.quiet_partitions)?;
-        let help = "Partitions led here with a replica that has not acknowledged for 5 s or is over 1000 entries \
-                    behind.";
-        gauge(e, "strata_partitions_under_replicated", None, help, groups.under_replicated)?;
+        let help = format!(
+            "Partitions led here with a replica that has not acknowledged for {} s or is over {OUT_OF_SYNC_ENTRIES} \
+             entries behind.",
+            OUT_OF_SYNC_AFTER.as_secs()
+        );
+        gauge(e, "strata_partitions_under_replicated", None, &help, groups.under_replicated)?;
         let help = "Sum over partitions this node follows of committed entries not yet applied here \
                     (consumer-visible high watermark lag).";
         gauge(e, "strata_follower_lag_entries", None, help, groups.follower_lag_entries_sum)?;
