@@ -673,15 +673,9 @@ impl StrataService {
 }
 
 impl HighWatermarks for StrataService {
-    fn high_watermark(
-        &self,
-        topic: &Topic,
-        partition: u32,
-    ) -> impl std::future::Future<Output = Result<(u64, u64), ApiError>> + Send {
-        async move {
-            let (_, answer) = self.partition_offsets(topic, partition).await?;
-            Ok((answer.log_start_offset, answer.high_watermark))
-        }
+    async fn high_watermark(&self, topic: &Topic, partition: u32) -> Result<(u64, u64), ApiError> {
+        let (_, answer) = self.partition_offsets(topic, partition).await?;
+        Ok((answer.log_start_offset, answer.high_watermark))
     }
 }
 
