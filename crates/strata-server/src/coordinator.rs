@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::vote::RaftLeaderId;
-use openraft::ReadPolicy;
+use openraft::LinearizerOption;
 use strata_core::limits::{
     GROUP_HIGH_WATERMARK_LOOKUPS_IN_FLIGHT, GROUP_TIMER_CHECK_INTERVAL, MAX_OFFSETS_PER_COMMIT,
     OFFSETS_EXPIRY_CHECK_INTERVAL, STATUS_TIMEOUT,
@@ -62,7 +62,6 @@ use strata_state::group::{
 };
 use strata_state::metadata::Topic;
 use strata_state::{Command, MetaCommand, MetaResponse, MetadataState, Response};
-use strata_storage::TypeConfig;
 use tokio::sync::OwnedMutexGuard;
 
 use crate::error::ApiError;
@@ -291,33 +290,21 @@ fn not_leading(leader: Option<u64>, me: u64) -> CoordinatorError {
 }
 
 /// Confirms that this node leads the metadata group and that its state
-/// holds everything committed: a lease read, or a quorum read when the
-/// lease is stale (just elected, or out of touch with its followers).
+/// holds everything committed: a lease read (a majority acknowledged this
+/// leader within the lease), and when the lease is stale (just elected, or
+/// out of touch with its followers) one round of heartbeats to a majority.
 async fn confirm_leader(node: &Node) -> Result<(), CoordinatorError> {
     let raft = node.metadata().raft;
-    let me = node.node_id();
-    let forward = |error: &RaftError<TypeConfig, LinearizableReadError<TypeConfig>>| match error {
-        RaftError::APIError(LinearizableReadError::ForwardToLeader(forward)) => {
-            Some(not_leading(forward.leader_id, me))
-        }
-        _ => None,
-    };
-    match raft.ensure_linearizable(ReadPolicy::LeaseRead).await {
-        Ok(_) => return Ok(()),
-        Err(error) => {
-            if let Some(error) = forward(&error) {
-                return Err(error);
-            }
-        }
-    }
-    match tokio::time::timeout(STATUS_TIMEOUT, raft.ensure_linearizable(ReadPolicy::ReadIndex)).await {
+    let read = LinearizerOption::new(None, true);
+    match tokio::time::timeout(STATUS_TIMEOUT, raft.ensure_linearizable(read)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(error)) => Err(forward(&error).unwrap_or_else(|| {
-            CoordinatorError::Api(ApiError::new(
-                ErrorCode::ClusterUnavailable,
-                format!("the metadata leader could not confirm its leadership: {error}"),
-            ))
-        })),
+        Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward)))) => {
+            Err(not_leading(forward.leader_id, node.node_id()))
+        }
+        Ok(Err(error)) => Err(CoordinatorError::Api(ApiError::new(
+            ErrorCode::ClusterUnavailable,
+            format!("the metadata leader could not confirm its leadership: {error}"),
+        ))),
         Err(_) => Err(CoordinatorError::Api(ApiError::new(
             ErrorCode::ClusterUnavailable,
             format!("no majority of the metadata group answered within {STATUS_TIMEOUT:?}"),
