@@ -205,6 +205,14 @@ async fn three_members_share_six_partitions_disjointly_completely_and_evenly() {
     let listed = client.list_groups().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!((listed[0].group_id.as_str(), listed[0].members), ("readers", 3));
+    // Every node answers alike: the ones that do not lead the metadata
+    // group forward to the one that does.
+    for node in &cluster.nodes {
+        let via = Client::connect(std::slice::from_ref(&node.address)).unwrap();
+        let seen = via.describe_group("readers").await.unwrap();
+        assert_eq!((seen.group_epoch, seen.members.len()), (description.group_epoch, 3), "via node {}", node.id);
+        assert!(seen.members.iter().all(|m| m.client_host == "127.0.0.1"), "{:?}", seen.members);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -471,4 +479,51 @@ async fn a_static_member_that_restarts_gets_its_partitions_back_without_a_rebala
     let twin = GroupHeartbeat { instance_id: Some("pod-a".into()), ..GroupHeartbeat::join("readers", &["events"]) };
     let refused = impatient.group_heartbeat(&twin).await.unwrap_err();
     assert_eq!(refused.code(), Some(ErrorCode::UnreleasedInstanceId), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_created_or_deleted_later_reach_the_group_without_a_heartbeat() {
+    let cluster = Cluster::start_with_config(3, STEADY).await;
+    let client = Client::connect(&cluster.bootstrap()).unwrap();
+    // A subscription to a topic that does not exist yet is allowed.
+    let mut member = Member::join(&client, "early", &["later"], None).await;
+    assert!(member.owned.is_empty());
+    let joined = client.describe_group("early").await.unwrap();
+    assert!(joined.partitions.is_empty());
+
+    // Created: the leader brings the group up to date on its own (a new
+    // group epoch and target), before the member heartbeats again.
+    create_topic(&cluster, 1, "later", 2, 3, &[]).await;
+    let refreshed = eventually_described(&client, "early", |d| d.partitions.len() == 2).await;
+    assert!(refreshed.group_epoch > joined.group_epoch);
+    assert_eq!(refreshed.members[0].member_epoch, joined.members[0].member_epoch, "no heartbeat came meanwhile");
+    let mut refs = [&mut member];
+    settle(&mut refs, &partitions("later", 0..2)).await;
+
+    // Deleted: the group drops the topic the same way, and the member's
+    // next heartbeat gives its partitions up.
+    let before_delete = client.describe_group("early").await.unwrap();
+    client.delete_topic("later").await.unwrap();
+    let dropped = eventually_described(&client, "early", |d| d.group_epoch > before_delete.group_epoch).await;
+    assert!(dropped.partitions.iter().all(|p| p.owner.as_deref() == Some(member.member_id.as_str())));
+    let mut refs = [&mut member];
+    settle(&mut refs, &TopicPartitions::new()).await;
+    assert!(client.describe_group("early").await.unwrap().partitions.is_empty());
+}
+
+/// Describes `group` until `done` holds, without heartbeating anyone.
+async fn eventually_described(
+    client: &Client,
+    group: &str,
+    done: impl Fn(&strata_client::GroupDescription) -> bool,
+) -> strata_client::GroupDescription {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let description = client.describe_group(group).await.unwrap();
+        if done(&description) {
+            return description;
+        }
+        assert!(Instant::now() < deadline, "group {group} never reached the state awaited: {description:?}");
+        tokio::time::sleep(ROUND).await;
+    }
 }
