@@ -199,6 +199,13 @@ wire_answer!(
     proto::ListOffsetsResponse,
     proto::ClusterStatusResponse,
     proto::InitProducerIdResponse,
+    proto::ConsumerGroupHeartbeatResponse,
+    proto::OffsetCommitResponse,
+    proto::OffsetFetchResponse,
+    proto::ListGroupsResponse,
+    proto::DescribeGroupResponse,
+    proto::DeleteGroupResponse,
+    proto::ResetOffsetsResponse,
 );
 
 /// `host:port` becomes `http://host:port`; an address with a scheme is kept.
@@ -431,7 +438,7 @@ impl Client {
     ///
     /// A write retried after a timeout may already have taken effect, so
     /// `create_topic` can then answer `TOPIC_ALREADY_EXISTS`.
-    async fn call_any<Req, Resp, F, Fut>(&self, request: Req, call: F) -> Result<Resp, ClientError>
+    pub(crate) async fn call_any<Req, Resp, F, Fut>(&self, request: Req, call: F) -> Result<Resp, ClientError>
     where
         Req: Clone,
         F: Fn(Stub, tonic::Request<Req>) -> Fut,

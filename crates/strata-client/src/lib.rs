@@ -13,6 +13,8 @@
 //!   batching, in-flight limits and retry order; [`partitioner`] maps keys to
 //!   partitions.
 //! - [`Consumer`] (`consumer.rs`): long-poll fetches per assigned partition.
+//! - Consumer group calls on [`Client`] (`group.rs`): the member heartbeat,
+//!   offset commit and fetch, and the group admin calls, in domain types.
 //!
 //! Invariants:
 //! - Records of one partition are sent in the order `send` accepted them, and
@@ -33,6 +35,7 @@ pub mod accumulator;
 mod client;
 mod consumer;
 mod error;
+mod group;
 mod metadata;
 pub mod partitioner;
 mod producer;
@@ -40,6 +43,11 @@ mod producer;
 pub use client::{Client, ClientConfig, FetchAnswer, ListedOffset, OffsetSpec, ProduceAnswer, ProducerId, ReplicaCopy};
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartOffset};
 pub use error::{ClientError, ErrorDetails};
+pub use group::{
+    CommitResult, CommittedOffset, FetchedOffset, GroupDescription, GroupHeartbeat, GroupHeartbeatAnswer, GroupListing,
+    GroupMemberDescription, GroupPartitionDescription, GroupState, MemberState, OffsetToCommit, TopicPartitions,
+    JOIN_EPOCH, LEAVE_EPOCH, STATIC_LEAVE_EPOCH,
+};
 pub use metadata::{
     ClusterMetadata, ClusterStatus, NodeId, NodeStatus, PartitionDescription, PartitionMetadata, TopicDescription,
     TopicMetadata,

@@ -234,6 +234,55 @@ impl Strata for FakeNode {
     async fn ping(&self, _: Request<proto::PingRequest>) -> Result<Response<proto::PingResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn consumer_group_heartbeat(
+        &self,
+        _: Request<proto::ConsumerGroupHeartbeatRequest>,
+    ) -> Result<Response<proto::ConsumerGroupHeartbeatResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn offset_commit(
+        &self,
+        _: Request<proto::OffsetCommitRequest>,
+    ) -> Result<Response<proto::OffsetCommitResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn offset_fetch(
+        &self,
+        _: Request<proto::OffsetFetchRequest>,
+    ) -> Result<Response<proto::OffsetFetchResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn list_groups(
+        &self,
+        _: Request<proto::ListGroupsRequest>,
+    ) -> Result<Response<proto::ListGroupsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn describe_group(
+        &self,
+        _: Request<proto::DescribeGroupRequest>,
+    ) -> Result<Response<proto::DescribeGroupResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn delete_group(
+        &self,
+        _: Request<proto::DeleteGroupRequest>,
+    ) -> Result<Response<proto::DeleteGroupResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn reset_offsets(
+        &self,
+        _: Request<proto::ResetOffsetsRequest>,
+    ) -> Result<Response<proto::ResetOffsetsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// Starts `nodes` fake nodes sharing one cluster state; returns it and the addresses.

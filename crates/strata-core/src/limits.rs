@@ -535,3 +535,34 @@ const _: () = assert!(DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS < DEFAULT_GROUP_SESSIO
 const _: () = assert!(DEFAULT_GROUP_REBALANCE_TIMEOUT_MS <= MAX_GROUP_REBALANCE_TIMEOUT_MS);
 const _: () =
     assert!(MAX_OFFSETS_PER_COMMIT * (MAX_TOPIC_NAME_LEN + MAX_COMMIT_METADATA_LEN + 32) <= 2 * MAX_BATCH_BYTES);
+
+// The group coordinator on the metadata leader (strata-server's `coordinator`)
+
+/// How often the metadata leader checks its members' session and rebalance
+/// deadlines (and whether topics were created or deleted). A member is
+/// expired at most this long after its deadline: an eighth of
+/// MIN_GROUP_SESSION_TIMEOUT_MS. Each check walks the leader's in-memory
+/// timers once, one entry per member.
+pub const GROUP_TIMER_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How often the metadata leader looks for committed offsets past their
+/// retention. Retention is counted in days (DEFAULT_OFFSETS_RETENTION_MS),
+/// so expiring them up to a minute late changes nothing, and each check
+/// walks every group without members.
+pub const OFFSETS_EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Shortest `offsets_retention` a node accepts. Expiry runs every
+/// OFFSETS_EXPIRY_CHECK_INTERVAL, so a shorter retention could not be kept
+/// to; and a group's offsets must outlive a consumer restart.
+pub const MIN_OFFSETS_RETENTION_MS: u64 = 60_000;
+
+/// High watermark look-ups the coordinator has in flight for one request
+/// (a commit of partitions past what it last saw, a reset, a describe).
+/// Each asks one partition leader; 16 at once keeps a describe of a wide
+/// group to a few round trips per hundred partitions without flooding the
+/// peers' connections.
+pub const GROUP_HIGH_WATERMARK_LOOKUPS_IN_FLIGHT: usize = 16;
+
+const _: () = assert!(GROUP_TIMER_CHECK_INTERVAL.as_millis() * 8 <= MIN_GROUP_SESSION_TIMEOUT_MS as u128);
+const _: () = assert!(OFFSETS_EXPIRY_CHECK_INTERVAL.as_millis() <= MIN_OFFSETS_RETENTION_MS as u128);
+const _: () = assert!(MIN_OFFSETS_RETENTION_MS <= DEFAULT_OFFSETS_RETENTION_MS);

@@ -49,6 +49,13 @@ pub struct NodeConfig {
     pub faults: FaultConfig,
     /// Address of the Prometheus `/metrics` endpoint; `None` serves none.
     pub metrics_listen: Option<String>,
+    /// Session timeout of consumer groups created while this node leads the
+    /// metadata group (a group keeps the one it was created with).
+    pub group_session_timeout: Duration,
+    /// Heartbeat interval of consumer groups created while this node leads.
+    pub group_heartbeat_interval: Duration,
+    /// How long the committed offsets of a group without members are kept.
+    pub offsets_retention: Duration,
 }
 
 /// Faults injected into produce answers, for tests that prove retries are
@@ -101,6 +108,9 @@ pub struct FileConfig {
     pub max_timestamp_lookup_batches: Option<usize>,
     pub faults: Option<FaultConfig>,
     pub metrics_listen: Option<String>,
+    pub group_session_timeout: Option<String>,
+    pub group_heartbeat_interval: Option<String>,
+    pub offsets_retention: Option<String>,
 }
 
 /// Every key of the file (but the test-only `[faults]` table), and whether
@@ -124,6 +134,9 @@ pub const KEYS: &[(&str, bool)] = &[
     ("max_fetch_bytes_in_flight", false),
     ("max_timestamp_lookup_batches", true),
     ("metrics_listen", false),
+    ("group_session_timeout", false),
+    ("group_heartbeat_interval", false),
+    ("offsets_retention", false),
 ];
 
 /// The environment variable that overrides `key`.
@@ -322,7 +335,41 @@ impl FileConfig {
                 Some(address)
             }
         };
+        let group_session_timeout = duration(
+            self.group_session_timeout,
+            Duration::from_millis(limits::DEFAULT_GROUP_SESSION_TIMEOUT_MS),
+            "group_session_timeout",
+        )?;
+        let group_heartbeat_interval = duration(
+            self.group_heartbeat_interval,
+            Duration::from_millis(limits::DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS),
+            "group_heartbeat_interval",
+        )?;
+        strata_state::group::validate_timeouts(
+            group_session_timeout.as_millis() as u64,
+            group_heartbeat_interval.as_millis() as u64,
+        )
+        .map_err(|e| {
+            invalid(
+                "group_session_timeout",
+                format!("group_session_timeout and group_heartbeat_interval: {}", e.message),
+            )
+        })?;
+        let offsets_retention = duration(
+            self.offsets_retention,
+            Duration::from_millis(limits::DEFAULT_OFFSETS_RETENTION_MS),
+            "offsets_retention",
+        )?;
+        if offsets_retention.as_millis() < limits::MIN_OFFSETS_RETENTION_MS as u128 {
+            return Err(invalid(
+                "offsets_retention",
+                format!("offsets_retention must be at least {} s", limits::MIN_OFFSETS_RETENTION_MS / 1000),
+            ));
+        }
         Ok(NodeConfig {
+            group_session_timeout,
+            group_heartbeat_interval,
+            offsets_retention,
             producer_expiry,
             max_produce_bytes_in_flight,
             max_produce_bytes_in_flight_per_connection,
@@ -435,6 +482,19 @@ mod tests {
         assert_eq!(with_metrics.validate().unwrap().metrics_listen.as_deref(), Some("127.0.0.1:9171"));
         assert!(FileConfig { metrics_listen: Some("nope".into()), ..base() }.validate().is_err());
         assert!(FileConfig { metrics_listen: Some("127.0.0.1:7171".into()), ..base() }.validate().is_err());
+        assert_eq!(c.group_session_timeout, Duration::from_secs(45));
+        assert_eq!(c.group_heartbeat_interval, Duration::from_secs(3));
+        assert_eq!(c.offsets_retention, Duration::from_secs(7 * 24 * 3600));
+        let short = FileConfig { group_session_timeout: Some("2s".into()), ..base() };
+        assert_eq!(key_of(short), "group_session_timeout", "the heartbeat interval must be shorter");
+        let fast = FileConfig {
+            group_session_timeout: Some("2s".into()),
+            group_heartbeat_interval: Some("500ms".into()),
+            ..base()
+        };
+        assert_eq!(fast.validate().unwrap().group_session_timeout, Duration::from_secs(2));
+        assert_eq!(key_of(FileConfig { group_session_timeout: Some("1s".into()), ..base() }), "group_session_timeout");
+        assert_eq!(key_of(FileConfig { offsets_retention: Some("10s".into()), ..base() }), "offsets_retention");
     }
 
     #[test]

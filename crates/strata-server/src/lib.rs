@@ -8,8 +8,10 @@
 mod backpressure;
 mod clock;
 pub mod config;
+mod coordinator;
 mod error;
 mod faults;
+mod group_api;
 mod groups;
 pub mod metrics;
 mod network;

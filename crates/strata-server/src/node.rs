@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::clock::ClusterClock;
 use crate::config::NodeConfig;
+use crate::coordinator::Coordinator;
 use crate::groups::{GroupHandle, Groups};
 use crate::network::{GroupNetworkFactory, PeerChannels, Router};
 use crate::quiesce::Quiescence;
@@ -91,6 +92,9 @@ pub struct Node {
     /// Cluster time: what stamps and retention use instead of this node's
     /// wall clock.
     pub clock: ClusterClock,
+    /// The consumer group coordinator's memory (used while this node leads
+    /// the metadata group).
+    pub(crate) coordinator: Coordinator,
 }
 
 /// This node's own wall clock, ms since the Unix epoch. Every wall-clock

@@ -4,6 +4,8 @@
 //! other node answers NOT_LEADER naming the leader it knows. Metadata reads
 //! are answered from this node's copy of the metadata state; metadata writes
 //! go to the metadata leader, forwarded by this node when it is not leader.
+//! Consumer group requests (reads included) are served by the metadata
+//! leader's coordinator (`coordinator`, `group_api`), forwarded the same way.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -35,8 +37,10 @@ use strata_storage::TypeConfig;
 use tonic::{Request, Response, Status};
 
 use crate::backpressure::{Exceeded, FetchBudget, FetchHeld, Held, ProduceBudget, BUSY_RETRY_AFTER_MS};
+use crate::coordinator::{CoordinatorError, HighWatermarks};
 use crate::error::ApiError;
 use crate::faults::{AnswerFault, Faults};
+use crate::group_api;
 use crate::groups::GroupHandle;
 use crate::metrics;
 use crate::node::{Node, TopicRef};
@@ -45,6 +49,10 @@ use crate::sequencer::Sequencer;
 /// Request metadata that marks a call forwarded by a node, so it is not
 /// forwarded again.
 const FORWARDED: &str = "x-strata-forwarded";
+
+/// Request metadata of a forwarded group heartbeat: the address of the
+/// client that sent it to the forwarding node (kept as the member's host).
+const CLIENT_HOST: &str = "x-strata-client-host";
 
 pub struct StrataService {
     node: Node,
@@ -541,6 +549,40 @@ impl StrataService {
         }
     }
 
+    /// Serves a consumer group request on the metadata leader's
+    /// coordinator: `local` runs here, and when another node leads, the
+    /// request goes there once through `forward` (a forwarded request is
+    /// never forwarded again).
+    async fn on_coordinator<T, Local, F, Fut>(
+        &self,
+        forwarded: bool,
+        set: fn(&mut T, Option<pb::Error>),
+        local: Local,
+        forward: F,
+    ) -> Result<Response<T>, Status>
+    where
+        T: Default,
+        Local: std::future::Future<Output = Result<T, CoordinatorError>>,
+        F: FnOnce(StrataClient<tonic::transport::Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<T>, Status>>,
+    {
+        match local.await {
+            Ok(answer) => Ok(Response::new(answer)),
+            Err(CoordinatorError::Api(error)) => err(error, set),
+            Err(CoordinatorError::Forward(leader)) if !forwarded => match self.peer(leader) {
+                Ok(peer) => forward(peer).await,
+                Err(error) => err(error, set),
+            },
+            Err(CoordinatorError::Forward(leader)) => err(
+                ApiError::new(
+                    ErrorCode::ClusterUnavailable,
+                    format!("metadata leadership is moving (to node {leader})"),
+                ),
+                set,
+            ),
+        }
+    }
+
     fn voters(&self) -> Vec<u64> {
         self.node.peers.addresses().keys().copied().collect()
     }
@@ -628,6 +670,22 @@ impl StrataService {
             clock_known: clock.trusted,
         }
     }
+}
+
+impl HighWatermarks for StrataService {
+    async fn high_watermark(&self, topic: &Topic, partition: u32) -> Result<(u64, u64), ApiError> {
+        let (_, answer) = self.partition_offsets(topic, partition).await?;
+        Ok((answer.log_start_offset, answer.high_watermark))
+    }
+}
+
+/// Where a group member's request came from: the client's address, or for
+/// a forwarded request the one the forwarding node saw.
+fn client_host<T>(request: &Request<T>) -> String {
+    if is_forwarded(request) {
+        return request.metadata().get(CLIENT_HOST).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    }
+    request.remote_addr().map(|a| a.ip().to_string()).unwrap_or_default()
 }
 
 enum MetaWriteError {
@@ -933,6 +991,139 @@ impl Strata for StrataService {
 
     async fn ping(&self, _request: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
         Ok(Response::new(self.ping_local()))
+    }
+
+    async fn consumer_group_heartbeat(
+        &self,
+        request: Request<pb::ConsumerGroupHeartbeatRequest>,
+    ) -> Result<Response<pb::ConsumerGroupHeartbeatResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let host = client_host(&request);
+        let request = request.into_inner();
+        let domain = group_api::heartbeat_request(request.clone(), host.clone());
+        let local =
+            async { self.node.coordinator.heartbeat(&self.node, domain).await.map(group_api::heartbeat_answer) };
+        let forward = |mut peer: StrataClient<tonic::transport::Channel>| async move {
+            let mut request = Self::forwarded(request);
+            if let Ok(value) = host.parse() {
+                request.metadata_mut().insert(CLIENT_HOST, value);
+            }
+            peer.consumer_group_heartbeat(request).await
+        };
+        self.on_coordinator(forwarded, |a: &mut pb::ConsumerGroupHeartbeatResponse, e| a.error = e, local, forward)
+            .await
+    }
+
+    async fn offset_commit(
+        &self,
+        request: Request<pb::OffsetCommitRequest>,
+    ) -> Result<Response<pb::OffsetCommitResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let request = request.into_inner();
+        let local = async {
+            let outcomes = self
+                .node
+                .coordinator
+                .commit(
+                    &self.node,
+                    self,
+                    &request.group_id,
+                    &request.member_id,
+                    request.member_epoch,
+                    group_api::commit_offsets(&request.partitions),
+                )
+                .await?;
+            Ok(group_api::commit_answer(&request.partitions, outcomes))
+        };
+        let forward = |mut peer: StrataClient<tonic::transport::Channel>| {
+            let request = request.clone();
+            async move { peer.offset_commit(Self::forwarded(request)).await }
+        };
+        self.on_coordinator(forwarded, |a: &mut pb::OffsetCommitResponse, e| a.error = e, local, forward).await
+    }
+
+    async fn offset_fetch(
+        &self,
+        request: Request<pb::OffsetFetchRequest>,
+    ) -> Result<Response<pb::OffsetFetchResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let request = request.into_inner();
+        let local = async {
+            let state = self.node.coordinator.read_state(&self.node).await?;
+            Ok(group_api::fetch_answer(&state, request.clone())?)
+        };
+        let forward = |mut peer: StrataClient<tonic::transport::Channel>| {
+            let request = request.clone();
+            async move { peer.offset_fetch(Self::forwarded(request)).await }
+        };
+        self.on_coordinator(forwarded, |a: &mut pb::OffsetFetchResponse, e| a.error = e, local, forward).await
+    }
+
+    async fn list_groups(
+        &self,
+        request: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let local = async {
+            let state = self.node.coordinator.read_state(&self.node).await?;
+            Ok(group_api::list_answer(&state))
+        };
+        let forward = |mut peer: StrataClient<tonic::transport::Channel>| async move {
+            peer.list_groups(Self::forwarded(pb::ListGroupsRequest {})).await
+        };
+        self.on_coordinator(forwarded, |a: &mut pb::ListGroupsResponse, e| a.error = e, local, forward).await
+    }
+
+    async fn describe_group(
+        &self,
+        request: Request<pb::DescribeGroupRequest>,
+    ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let request = request.into_inner();
+        let local = async {
+            let state = self.node.coordinator.read_state(&self.node).await?;
+            Ok(group_api::describe_answer(&self.node.coordinator, self, &state, &request.group_id).await?)
+        };
+        let forward = |mut peer: StrataClient<tonic::transport::Channel>| {
+            let request = request.clone();
+            async move { peer.describe_group(Self::forwarded(request)).await }
+        };
+        self.on_coordinator(forwarded, |a: &mut pb::DescribeGroupResponse, e| a.error = e, local, forward).await
+    }
+
+    async fn delete_group(
+        &self,
+        request: Request<pb::DeleteGroupRequest>,
+    ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let request = request.into_inner();
+        let local = async {
+            self.node.coordinator.delete_group(&self.node, &request.group_id).await?;
+            Ok(pb::DeleteGroupResponse { error: None })
+        };
+        let forward = |mut peer: StrataClient<tonic::transport::Channel>| {
+            let request = request.clone();
+            async move { peer.delete_group(Self::forwarded(request)).await }
+        };
+        self.on_coordinator(forwarded, |a: &mut pb::DeleteGroupResponse, e| a.error = e, local, forward).await
+    }
+
+    async fn reset_offsets(
+        &self,
+        request: Request<pb::ResetOffsetsRequest>,
+    ) -> Result<Response<pb::ResetOffsetsResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let request = request.into_inner();
+        let local = async {
+            let offsets = request.offsets.iter().map(|o| (o.topic.clone(), o.partition, o.offset)).collect();
+            self.node.coordinator.reset_offsets(&self.node, self, &request.group_id, offsets).await?;
+            Ok(pb::ResetOffsetsResponse { error: None })
+        };
+        let forward = |mut peer: StrataClient<tonic::transport::Channel>| {
+            let request = request.clone();
+            async move { peer.reset_offsets(Self::forwarded(request)).await }
+        };
+        self.on_coordinator(forwarded, |a: &mut pb::ResetOffsetsResponse, e| a.error = e, local, forward).await
     }
 }
 

@@ -1,6 +1,6 @@
 //! Start-up and shut-down of a node: open the store, bind the port, start
-//! the metadata group, serve, start the reconciler, retention and beats,
-//! and on shutdown stop them in order. `node.rs` holds what runs meanwhile.
+//! the metadata group, serve, start the reconciler, retention, the group
+//! coordinator's timers and beats, and on shutdown stop them in order. `node.rs` holds what runs meanwhile.
 
 use std::future::Future;
 use std::io;
@@ -102,6 +102,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         raft_config: Arc::new(raft_config),
         quiescence: quiescence.clone(),
         clock,
+        coordinator: Default::default(),
     };
 
     // The metadata group is registered before the first request is served:
@@ -164,6 +165,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     let beats = tokio::spawn(crate::quiesce::run(quiescence, groups.clone(), node.peers.clone()));
     let reconciler = tokio::spawn(node.clone().run_reconciler(metadata.state.clone()));
     let retention = tokio::spawn(node.clone().run_retention());
+    let coordinator = tokio::spawn(node.coordinator.clone().run(node.clone()));
 
     shutdown.await;
     tracing::info!(node = node.node_id(), "node stopping");
@@ -171,6 +173,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
     reconciler.abort();
     retention.abort();
+    coordinator.abort();
     beats.abort();
     if let Some(task) = &metrics {
         task.abort();

@@ -1,6 +1,8 @@
 //! The metadata state machine: topics, their configs and partition
-//! assignments. Node addresses live in the metadata group's Raft membership,
-//! not here; commands that need the node list carry it.
+//! assignments, named producers, and the consumer groups (see [`crate::group`],
+//! applied here through [`MetaCommand::Group`]). Node addresses live in the
+//! metadata group's Raft membership, not here; commands that need the node
+//! list carry it.
 //!
 //! Invariant: group ids are allocated from a counter and never reused, so a
 //! topic deleted and created again never meets the old topic's data.
@@ -19,6 +21,8 @@ use strata_core::limits::{
 };
 use strata_core::topic::{validate_topic_name, TopicConfig};
 use strata_core::ErrorCode;
+
+use crate::group::{GroupCommand, GroupResponse, GroupsState};
 
 /// Group id of the metadata group; partition groups count up from 1.
 pub const METADATA_GROUP_ID: u64 = 0;
@@ -47,6 +51,10 @@ pub enum MetaCommand {
     InitNamedProducer {
         name: String,
     },
+    /// A consumer group transition, planned by the metadata leader (see
+    /// `group::planner`). Appended last: the variant index is its tag in
+    /// stored log entries, so existing entries still decode.
+    Group(GroupCommand),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +74,8 @@ pub enum MetaResponse {
         code: ErrorCode,
         message: String,
     },
+    /// The answer of a [`MetaCommand::Group`], errors included.
+    Group(GroupResponse),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +106,14 @@ pub struct MetadataState {
     pub next_producer_id: u64,
     /// Named producers: their id and current epoch.
     pub named_producers: BTreeMap<String, NamedProducer>,
+    /// Consumer groups and their committed offsets.
+    ///
+    /// Not part of this struct's own encoding, which stays the layout data
+    /// dirs written before groups existed hold: strata-storage stores the
+    /// groups beside it (its `GroupState::Metadata` layout), and a state
+    /// decoded on its own has no groups.
+    #[serde(skip)]
+    pub groups: GroupsState,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +131,7 @@ impl Default for MetadataState {
             placement_cursor: 0,
             next_producer_id: 1,
             named_producers: BTreeMap::new(),
+            groups: GroupsState::default(),
         }
     }
 }
@@ -348,6 +367,7 @@ impl MetadataState {
                 self.named_producers.insert(name, next.clone());
                 MetaResponse::Producer { producer_id: next.producer_id, epoch: next.epoch }
             }
+            MetaCommand::Group(command) => MetaResponse::Group(self.groups.apply(command)),
         }
     }
 }
@@ -464,6 +484,44 @@ mod tests {
             state.apply(MetaCommand::InitNamedProducer { name: String::new() }),
             MetaResponse::Error { code: ErrorCode::InvalidRequest, .. }
         ));
+    }
+
+    #[test]
+    fn group_commands_reach_the_groups_and_refusals_change_nothing() {
+        use crate::group::{plan_heartbeat, GroupCommand, GroupResponse, HeartbeatRequest};
+        let mut state = MetadataState::default();
+        state.apply(create("t", 2, 1, &[1]));
+        let join = HeartbeatRequest {
+            group_id: "g".into(),
+            member_id: String::new(),
+            member_epoch: 0,
+            instance_id: None,
+            rebalance_timeout_ms: 0,
+            subscribed_topics: Some(["t".to_string()].into()),
+            assignor: None,
+            owned_partitions: None,
+            client_id: "c".into(),
+            client_host: "h".into(),
+        };
+        // The metadata state is the planner's view of topics.
+        let plan = plan_heartbeat(&state.groups, &join, &state, "m1", 5).expect("a join plans");
+        assert!(!plan.commands.is_empty());
+        for command in plan.commands.clone() {
+            match state.apply(MetaCommand::Group(command)) {
+                MetaResponse::Group(GroupResponse::Error { code, message }) => panic!("{code:?}: {message}"),
+                MetaResponse::Group(_) => {}
+                other => panic!("a group command answered {other:?}"),
+            }
+        }
+        let answer = plan.answer(&state.groups).expect("the member is there");
+        assert_eq!((answer.member_id.as_str(), answer.assignment.len()), ("m1", 2));
+        // A refused group command leaves the whole metadata state as it was.
+        let before = state.clone();
+        match state.apply(MetaCommand::Group(GroupCommand::DeleteGroup { group_id: "g".into() })) {
+            MetaResponse::Group(GroupResponse::Error { code, .. }) => assert_eq!(code, ErrorCode::GroupNotEmpty),
+            other => panic!("expected GROUP_NOT_EMPTY, got {other:?}"),
+        }
+        assert_eq!(state, before);
     }
 
     #[test]

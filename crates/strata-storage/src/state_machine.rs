@@ -26,6 +26,7 @@ use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMe
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
+use strata_state::group::GroupsState;
 use strata_state::{
     Command, KeyIndex, MetadataState, PartitionEffect, PartitionState, ProducerEntry, ProducerTable, Response,
 };
@@ -43,10 +44,65 @@ pub enum GroupKind {
 }
 
 /// The replicated state of one group.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Stored (in the applied state and in snapshots) as [`StoredGroupState`]:
+/// a metadata state is written with its consumer groups beside it, and a
+/// metadata state written before groups existed decodes with none.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GroupState {
     Metadata(MetadataState),
     Partition(PartitionState),
+}
+
+/// The stored layout of a [`GroupState`]. postcard has no versioning: a
+/// variant's index is its tag, so variants are only ever appended, and the
+/// shape of an existing one never changes.
+///
+/// - 0 `Metadata`: a metadata state as data dirs written before consumer
+///   groups hold it; it decodes with no groups and is no longer written.
+/// - 1 `Partition`.
+/// - 2 `MetadataWithGroups`: the metadata state (the same fields as 0:
+///   `MetadataState::groups` is not part of its own encoding), then its
+///   groups. Every metadata state is written this way now.
+#[derive(Deserialize)]
+enum StoredGroupState {
+    Metadata(MetadataState),
+    Partition(PartitionState),
+    MetadataWithGroups(MetadataState, GroupsState),
+}
+
+/// [`StoredGroupState`] over borrowed parts, so that writing the state
+/// after every apply does not copy it.
+#[derive(Serialize)]
+enum StoredGroupStateRef<'a> {
+    // Never written; it keeps the tag of the layout before groups.
+    #[allow(dead_code)]
+    Metadata(&'a MetadataState),
+    Partition(&'a PartitionState),
+    MetadataWithGroups(&'a MetadataState, &'a GroupsState),
+}
+
+impl Serialize for GroupState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            GroupState::Metadata(state) => StoredGroupStateRef::MetadataWithGroups(state, &state.groups),
+            GroupState::Partition(state) => StoredGroupStateRef::Partition(state),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for GroupState {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<GroupState, D::Error> {
+        Ok(match StoredGroupState::deserialize(deserializer)? {
+            StoredGroupState::Metadata(state) => GroupState::Metadata(state),
+            StoredGroupState::Partition(state) => GroupState::Partition(state),
+            StoredGroupState::MetadataWithGroups(mut state, groups) => {
+                state.groups = groups;
+                GroupState::Metadata(state)
+            }
+        })
+    }
 }
 
 impl GroupState {
@@ -709,3 +765,6 @@ pub struct BatchInfo {
     pub max_timestamp_ms: i64,
     pub size_bytes: u64,
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,224 @@
+//! The stored layout of the metadata state: data dirs written before
+//! consumer groups existed still open, and the groups survive a reopen and
+//! travel with a snapshot.
+
+use std::collections::BTreeMap;
+
+use futures::stream;
+use openraft::impls::leader_id_adv::LeaderId;
+use openraft::storage::RaftStateMachine;
+use openraft::vote::RaftLeaderId;
+use openraft::{Entry, EntryPayload, LogId, RaftSnapshotBuilder};
+use serde::Serialize;
+use strata_core::topic::TopicConfig;
+use strata_state::group::{plan_heartbeat, GroupCommand, GroupResponse, HeartbeatRequest, OffsetCommit};
+use strata_state::metadata::{NamedProducer, Topic, METADATA_GROUP_ID};
+use strata_state::{MetaCommand, MetaResponse, PartitionState};
+
+use super::*;
+
+/// `MetadataState` as it was before consumer groups: the fields in the
+/// same order, and nothing after them.
+#[derive(Serialize)]
+struct MetadataBeforeGroups {
+    topics: BTreeMap<String, Topic>,
+    next_topic_id: u64,
+    next_group_id: u64,
+    placement_cursor: u64,
+    next_producer_id: u64,
+    named_producers: BTreeMap<String, NamedProducer>,
+}
+
+/// `GroupState` as it was before consumer groups.
+#[derive(Serialize)]
+#[allow(dead_code)] // Partition is there for its place: it fixes the tags
+enum GroupStateBeforeGroups {
+    Metadata(MetadataBeforeGroups),
+    Partition(PartitionState),
+}
+
+#[derive(Serialize)]
+struct AppliedBeforeGroups {
+    last_applied: Option<LogIdOf<TypeConfig>>,
+    last_membership: StoredMembershipOf<TypeConfig>,
+    state: GroupStateBeforeGroups,
+}
+
+#[derive(Serialize)]
+struct SnapshotPayloadBeforeGroups {
+    state: GroupStateBeforeGroups,
+    producers: Vec<(i64, ProducerEntry)>,
+}
+
+fn log_id(index: u64) -> LogIdOf<TypeConfig> {
+    LogId::new(LeaderId::new(1, 1), index)
+}
+
+fn meta_entry(index: u64, command: MetaCommand) -> <TypeConfig as openraft::RaftTypeConfig>::Entry {
+    Entry { log_id: log_id(index), payload: EntryPayload::Normal(Command::Meta(command)) }
+}
+
+async fn apply(sm: &mut GroupStateMachine, entries: Vec<<TypeConfig as openraft::RaftTypeConfig>::Entry>) {
+    sm.apply(stream::iter(entries.into_iter().map(|e| Ok((e, None))))).await.unwrap();
+}
+
+fn metadata(sm: &GroupStateMachine) -> MetadataState {
+    sm.subscribe().borrow().as_metadata().expect("the metadata group").clone()
+}
+
+/// A metadata state with a topic and a named producer, made by applying
+/// commands (so it is one the code could have written).
+fn topics_and_producers() -> MetadataState {
+    let mut state = MetadataState::default();
+    let created = state.apply(MetaCommand::CreateTopic {
+        name: "orders".into(),
+        partitions: 3,
+        replication_factor: 1,
+        config: TopicConfig::default(),
+        nodes: vec![1],
+        created_ms: 7,
+    });
+    assert!(matches!(created, MetaResponse::TopicCreated(_)));
+    state.apply(MetaCommand::InitNamedProducer { name: "job".into() });
+    state
+}
+
+fn before_groups(state: &MetadataState) -> GroupStateBeforeGroups {
+    GroupStateBeforeGroups::Metadata(MetadataBeforeGroups {
+        topics: state.topics.clone(),
+        next_topic_id: state.next_topic_id,
+        next_group_id: state.next_group_id,
+        placement_cursor: state.placement_cursor,
+        next_producer_id: state.next_producer_id,
+        named_producers: state.named_producers.clone(),
+    })
+}
+
+/// The commands of a first join of `member` to group `g` over topic
+/// `orders`, then a commit of partition 0 by it.
+fn join_and_commit(state: &MetadataState, member: &str) -> Vec<MetaCommand> {
+    let request = HeartbeatRequest {
+        group_id: "g".into(),
+        member_id: String::new(),
+        member_epoch: 0,
+        instance_id: None,
+        rebalance_timeout_ms: 0,
+        subscribed_topics: Some(["orders".to_string()].into()),
+        assignor: None,
+        owned_partitions: None,
+        client_id: "test".into(),
+        client_host: "127.0.0.1".into(),
+    };
+    let plan = plan_heartbeat(&state.groups, &request, state, member, 10).expect("a join plans");
+    let mut scratch = state.clone();
+    let mut commands = Vec::new();
+    for command in plan.commands.clone() {
+        assert!(!matches!(
+            scratch.apply(MetaCommand::Group(command.clone())),
+            MetaResponse::Group(GroupResponse::Error { .. })
+        ));
+        commands.push(MetaCommand::Group(command));
+    }
+    let epoch = plan.answer(&scratch.groups).expect("joined").member_epoch;
+    commands.push(MetaCommand::Group(GroupCommand::CommitOffsets {
+        group_id: "g".into(),
+        member_id: member.into(),
+        member_epoch: epoch,
+        offsets: vec![OffsetCommit { topic: "orders".into(), partition: 0, offset: 42, metadata: "m".into() }],
+        commit_ms: 11,
+    }));
+    commands
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_state_written_before_groups_still_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = topics_and_producers();
+    assert!(expected.groups.groups.is_empty());
+    let applied = postcard::to_allocvec(&AppliedBeforeGroups {
+        last_applied: Some(log_id(2)),
+        last_membership: StoredMembershipOf::<TypeConfig>::default(),
+        state: before_groups(&expected),
+    })
+    .unwrap();
+    let payload =
+        postcard::to_allocvec(&SnapshotPayloadBeforeGroups { state: before_groups(&expected), producers: vec![] })
+            .unwrap();
+    let meta = SnapshotMetaOf::<TypeConfig> {
+        last_log_id: Some(log_id(2)),
+        last_membership: StoredMembershipOf::<TypeConfig>::default(),
+    };
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let cf = store.db.cf_handle(CF_SM).unwrap();
+        let stored = postcard::to_allocvec(&StoredSnapshot { meta: meta.clone(), data: payload.clone() }).unwrap();
+        store.db.put_cf(&cf, keys::tag_key(METADATA_GROUP_ID, TAG_APPLIED), &applied).unwrap();
+        store.db.put_cf(&cf, keys::tag_key(METADATA_GROUP_ID, TAG_SNAPSHOT), &stored).unwrap();
+        store.db.flush_wal(true).unwrap();
+    }
+
+    let store = Store::open(dir.path()).unwrap();
+    let mut sm = store.state_machine(METADATA_GROUP_ID, GroupKind::Metadata).await.unwrap();
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(2)));
+    assert_eq!(metadata(&sm), expected, "the old applied state decodes, with no groups");
+    let snapshot = sm.get_current_snapshot().await.unwrap().expect("the stored snapshot");
+    assert_eq!(SnapshotPayload::decode(&snapshot.snapshot).unwrap().state, GroupState::Metadata(expected.clone()));
+
+    // A snapshot in the old layout still installs on a replica.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Store::open(other_dir.path()).unwrap();
+    let mut replica = other.state_machine(METADATA_GROUP_ID, GroupKind::Metadata).await.unwrap();
+    replica.install_snapshot(&meta, payload).await.unwrap();
+    assert_eq!(metadata(&replica), expected);
+
+    // Groups applied on top of the old state are written in the new layout
+    // and survive a reopen, topics and producers with them.
+    let commands = join_and_commit(&expected, "m1");
+    let entries = commands.into_iter().enumerate().map(|(i, c)| meta_entry(3 + i as u64, c)).collect();
+    apply(&mut sm, entries).await;
+    let with_groups = metadata(&sm);
+    assert_eq!(with_groups.groups.groups["g"].committed("orders", 0).map(|c| c.offset), Some(42));
+    drop(sm);
+    store.sync().await.unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    let sm = store.state_machine(METADATA_GROUP_ID, GroupKind::Metadata).await.unwrap();
+    assert_eq!(metadata(&sm), with_groups);
+    assert_eq!(metadata(&sm).topics, expected.topics);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_of_the_metadata_group_carry_groups_and_offsets() {
+    let source_dir = tempfile::tempdir().unwrap();
+    let target_dir = tempfile::tempdir().unwrap();
+    let source = Store::open(source_dir.path()).unwrap();
+    let mut sm = source.state_machine(METADATA_GROUP_ID, GroupKind::Metadata).await.unwrap();
+    let create = MetaCommand::CreateTopic {
+        name: "orders".into(),
+        partitions: 3,
+        replication_factor: 1,
+        config: TopicConfig::default(),
+        nodes: vec![1],
+        created_ms: 7,
+    };
+    apply(&mut sm, vec![meta_entry(1, create)]).await;
+    let commands = join_and_commit(&metadata(&sm), "m1");
+    let entries = commands.into_iter().enumerate().map(|(i, c)| meta_entry(2 + i as u64, c)).collect();
+    apply(&mut sm, entries).await;
+    let state = metadata(&sm);
+    let group = &state.groups.groups["g"];
+    assert_eq!(group.members.len(), 1);
+    assert_eq!(group.members["m1"].assigned.len(), 3);
+
+    let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let target = Store::open(target_dir.path()).unwrap();
+    let mut replica = target.state_machine(METADATA_GROUP_ID, GroupKind::Metadata).await.unwrap();
+    replica.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
+    assert_eq!(metadata(&replica), state, "members, assignments and offsets travel with the snapshot");
+    drop(replica);
+    target.sync().await.unwrap();
+    drop(target);
+    let target = Store::open(target_dir.path()).unwrap();
+    let replica = target.state_machine(METADATA_GROUP_ID, GroupKind::Metadata).await.unwrap();
+    assert_eq!(metadata(&replica), state, "and are stored with it");
+}
