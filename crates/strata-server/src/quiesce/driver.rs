@@ -100,7 +100,10 @@ impl Quiescence {
         let now = Instant::now();
         let handles = groups.all();
         let hosted: Vec<u64> = handles.iter().map(|h| h.group_id).collect();
-        let handle = |group: u64| handles.iter().find(|h| h.group_id == group);
+        // By id: a node hosts up to thousands of groups, and the engine asks
+        // for some of them by id on every pass.
+        let by_id: std::collections::HashMap<u64, &GroupHandle> = handles.iter().map(|h| (h.group_id, h)).collect();
+        let handle = |group: u64| by_id.get(&group).copied();
         let commands = {
             let led = handles.iter().filter_map(leader_view).collect();
             let voters_of = |group| handle(group).map(voters).unwrap_or_default();
