@@ -318,7 +318,7 @@ async fn setup_topic(client: &Client, options: &RunOptions, config: &BTreeMap<St
     })
     .await;
     ready.context("the cluster did not elect a metadata leader in time")?;
-    let replication = options.nodes.min(3) as u32;
+    let replication = options.nodes.min(crate::nemesis::TOPIC_REPLICATION as u64) as u32;
     let mut retried = false;
     let created = poll_until(SETUP_TIMEOUT, || {
         let was_retried = retried;
