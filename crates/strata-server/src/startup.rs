@@ -110,6 +110,17 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     let voters: Vec<u64> = node.config.initial_cluster.keys().copied().collect();
     let metadata =
         node.start_group(METADATA_GROUP_ID, GroupKind::Metadata, &voters).await.map_err(StartError::Metadata)?;
+    // The metrics port is bound before the API serves, so a node that
+    // answers its clients also answers scrapes (a test or a readiness probe
+    // may scrape at once).
+    let metrics = match &node.config.metrics_listen {
+        Some(address) => Some(
+            crate::metrics::serve(address, node.clone())
+                .await
+                .map_err(|source| StartError::Listen { address: address.clone(), source })?,
+        ),
+        None => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let (health, health_service) = tonic_health::server::health_reporter();
     let server = {
@@ -151,14 +162,6 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
 
     tracing::info!(node = node.node_id(), listen = %node.config.listen, "node started");
 
-    let metrics = match &node.config.metrics_listen {
-        Some(address) => Some(
-            crate::metrics::serve(address, node.clone())
-                .await
-                .map_err(|source| StartError::Listen { address: address.clone(), source })?,
-        ),
-        None => None,
-    };
     // Beats start before the partition groups, so a restarted node is
     // heard (and its peers wake the quiet groups it replicates) before any
     // of its groups could time out.
