@@ -136,6 +136,17 @@ impl Default for MetadataState {
     }
 }
 
+/// A replica set names at least one node and no node twice.
+fn assert_replica_set(topic: &str, index: usize, replicas: &[u64]) {
+    let mut nodes = replicas.to_vec();
+    nodes.sort_unstable();
+    nodes.dedup();
+    assert!(
+        !nodes.is_empty() && nodes.len() == replicas.len(),
+        "metadata invariant broken: partition {index} of topic '{topic}' has replica set {replicas:?} (empty or a node twice)"
+    );
+}
+
 fn error(code: ErrorCode, message: impl Into<String>) -> MetaResponse {
     MetaResponse::Error { code, message: message.into() }
 }
@@ -191,15 +202,7 @@ impl MetadataState {
                 assignment.group_id,
                 first + index as u64
             );
-            let mut nodes = assignment.replicas.clone();
-            nodes.sort_unstable();
-            nodes.dedup();
-            assert!(
-                !assignment.replicas.is_empty() && nodes.len() == assignment.replicas.len(),
-                "metadata invariant broken: partition {index} of topic '{}' has replica set {:?} (empty or a node twice)",
-                topic.name,
-                assignment.replicas
-            );
+            assert_replica_set(&topic.name, index, &assignment.replicas);
         }
     }
 
@@ -226,14 +229,7 @@ impl MetadataState {
                     assignment.group_id,
                     self.next_group_id
                 );
-                let mut nodes = assignment.replicas.clone();
-                nodes.sort_unstable();
-                nodes.dedup();
-                assert!(
-                    !nodes.is_empty() && nodes.len() == assignment.replicas.len(),
-                    "metadata invariant broken: partition {index} of topic '{name}' has replica set {:?}",
-                    assignment.replicas
-                );
+                assert_replica_set(name, index, &assignment.replicas);
             }
         }
         for (name, producer) in &self.named_producers {
