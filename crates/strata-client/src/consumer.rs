@@ -76,6 +76,8 @@ struct Cursor {
     fetching: bool,
     backoff_until: Option<Instant>,
     failures: u32,
+    /// Paused by the caller: no fetch is started for it.
+    paused: bool,
 }
 
 struct FetchOutcome {
@@ -145,14 +147,55 @@ impl Consumer {
             fetching: false,
             backoff_until: None,
             failures: 0,
+            paused: false,
         };
         self.cursors.insert(TopicPartition { topic: topic.to_string(), partition }, cursor);
         Ok(position)
     }
 
-    /// Stops reading a partition.
+    /// Stops reading a partition. Records of it collected but not yet
+    /// returned are dropped with it.
     pub fn unassign(&mut self, topic: &str, partition: u32) {
         self.cursors.remove(&TopicPartition { topic: topic.to_string(), partition });
+        self.buffered.retain(|r| !(r.topic == topic && r.partition == partition));
+    }
+
+    /// Stops fetching an assigned partition but keeps its position: `poll`
+    /// returns nothing of it until [`Consumer::resume`]. Records of it
+    /// collected but not yet returned are given back (the position moves
+    /// back to the first of them). Returns false when it is not assigned.
+    pub fn pause(&mut self, topic: &str, partition: u32) -> bool {
+        let Some(cursor) = self.cursors.get_mut(&TopicPartition { topic: topic.to_string(), partition }) else {
+            return false;
+        };
+        let first_unreturned =
+            self.buffered.iter().filter(|r| r.topic == topic && r.partition == partition).map(|r| r.offset).min();
+        self.buffered.retain(|r| !(r.topic == topic && r.partition == partition));
+        if let Some(offset) = first_unreturned {
+            cursor.position = offset;
+        }
+        // An answer to a fetch in flight is ignored: it was asked for before
+        // the pause, and taking it would move the position.
+        self.next_generation += 1;
+        cursor.generation = self.next_generation;
+        cursor.fetching = false;
+        cursor.paused = true;
+        true
+    }
+
+    /// Fetches a paused partition again from its position. Returns false
+    /// when it is not assigned.
+    pub fn resume(&mut self, topic: &str, partition: u32) -> bool {
+        let Some(cursor) = self.cursors.get_mut(&TopicPartition { topic: topic.to_string(), partition }) else {
+            return false;
+        };
+        cursor.paused = false;
+        true
+    }
+
+    /// True when the partition is assigned and paused.
+    pub fn is_paused(&self, topic: &str, partition: u32) -> bool {
+        self.cursor(topic, partition).is_some_and(|c| c.paused)
     }
 
     /// Moves the position of an assigned partition. Returns false when the
@@ -242,7 +285,7 @@ impl Consumer {
         let now = Instant::now();
         let wait = deadline.saturating_duration_since(now);
         for (tp, cursor) in &mut self.cursors {
-            if cursor.fetching || cursor.backoff_until.is_some_and(|until| now < until) {
+            if cursor.paused || cursor.fetching || cursor.backoff_until.is_some_and(|until| now < until) {
                 continue;
             }
             cursor.fetching = true;
@@ -359,6 +402,7 @@ mod tests {
                 fetching: true,
                 backoff_until: None,
                 failures: 0,
+                paused: false,
             },
         );
         (consumer, tp)
@@ -417,6 +461,27 @@ mod tests {
         consumer.absorb(failed(ErrorCode::OffsetOutOfRange), &mut records, &mut error);
         assert_eq!(error.and_then(|e| e.code()), Some(ErrorCode::OffsetOutOfRange));
         assert_eq!(consumer.position("t", 0), Some(0));
+    }
+
+    #[test]
+    fn a_pause_gives_back_unreturned_records_and_ignores_the_fetch_in_flight() {
+        let (mut consumer, tp) = consumer_with_cursor(0);
+        let (mut records, mut error) = (Vec::new(), None);
+        consumer.absorb(answer(&tp, 0, batch_at(0, &["a", "b", "c"]), 3), &mut records, &mut error);
+        assert_eq!(consumer.position("t", 0), Some(3));
+        // As after a poll that failed elsewhere: collected, not returned.
+        consumer.buffered = records;
+        consumer.cursors.get_mut(&tp).unwrap().fetching = true;
+        assert!(consumer.pause("t", 0));
+        assert!(consumer.buffered.is_empty() && consumer.is_paused("t", 0));
+        assert_eq!(consumer.position("t", 0), Some(0), "the unreturned records are read again");
+        let (mut late, mut error) = (Vec::new(), None);
+        consumer.absorb(answer(&tp, 0, batch_at(0, &["a"]), 1), &mut late, &mut error);
+        assert!(late.is_empty(), "the answer to the fetch from before the pause is dropped");
+        consumer.start_fetches(Instant::now() + Duration::from_millis(10));
+        assert!(consumer.fetches.is_empty(), "a paused partition is not fetched");
+        assert!(consumer.resume("t", 0) && !consumer.is_paused("t", 0));
+        assert!(!consumer.pause("t", 9) && !consumer.resume("t", 9), "not assigned");
     }
 
     #[test]

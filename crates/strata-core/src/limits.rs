@@ -566,3 +566,11 @@ pub const GROUP_HIGH_WATERMARK_LOOKUPS_IN_FLIGHT: usize = 16;
 const _: () = assert!(GROUP_TIMER_CHECK_INTERVAL.as_millis() * 8 <= MIN_GROUP_SESSION_TIMEOUT_MS as u128);
 const _: () = assert!(OFFSETS_EXPIRY_CHECK_INTERVAL.as_millis() <= MIN_OFFSETS_RETENTION_MS as u128);
 const _: () = assert!(MIN_OFFSETS_RETENTION_MS <= DEFAULT_OFFSETS_RETENTION_MS);
+
+// The group consumer of strata-client
+
+/// How often a group consumer with auto-commit on commits what its polls
+/// returned: every 5 s, Kafka's `auto.commit.interval.ms`. A crash
+/// re-delivers at most this much of each partition to the next owner; one
+/// commit per interval is one small Raft entry of the metadata group.
+pub const DEFAULT_AUTO_COMMIT_INTERVAL_MS: u64 = 5_000;
