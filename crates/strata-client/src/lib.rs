@@ -15,6 +15,9 @@
 //! - [`Consumer`] (`consumer.rs`): long-poll fetches per assigned partition.
 //! - Consumer group calls on [`Client`] (`group.rs`): the member heartbeat,
 //!   offset commit and fetch, and the group admin calls, in domain types.
+//! - [`GroupConsumer`] (`group_consumer.rs`): a member of a consumer group,
+//!   heartbeating in the background and reading what the group assigns it,
+//!   with auto-commit, seek, pause and resume.
 //!
 //! Invariants:
 //! - Records of one partition are sent in the order `send` accepted them, and
@@ -36,6 +39,7 @@ mod client;
 mod consumer;
 mod error;
 mod group;
+mod group_consumer;
 mod metadata;
 pub mod partitioner;
 mod producer;
@@ -48,6 +52,7 @@ pub use group::{
     GroupMemberDescription, GroupPartitionDescription, GroupState, MemberState, OffsetToCommit, TopicPartitions,
     JOIN_EPOCH, LEAVE_EPOCH, STATIC_LEAVE_EPOCH,
 };
+pub use group_consumer::{GroupConsumer, GroupConsumerConfig, GroupEvent, OffsetReset, PendingCommit};
 pub use metadata::{
     ClusterMetadata, ClusterStatus, NodeId, NodeStatus, PartitionDescription, PartitionMetadata, TopicDescription,
     TopicMetadata,
