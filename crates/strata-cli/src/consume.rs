@@ -1,6 +1,9 @@
 //! `strata consume`: print the records of a topic, from the latest offset by
 //! default (like Kafka's console consumer), until Ctrl-C, `--max` records,
 //! or with `--until-end` the end each partition had when the command started.
+//! With `--group` it reads as a member of a consumer group: the partitions
+//! the group gives it, from the group's committed offsets, committing what
+//! it printed; Ctrl-C or SIGTERM leaves the group at once.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -12,7 +15,10 @@ use anyhow::Context;
 use base64::prelude::{Engine as _, BASE64_STANDARD};
 use clap::Args;
 use serde::Serialize;
-use strata_client::{Client, ConsumedRecord, Consumer, OffsetSpec, StartOffset};
+use strata_client::{
+    Client, ConsumedRecord, Consumer, GroupConsumer, GroupConsumerConfig, GroupEvent, OffsetReset, OffsetSpec,
+    StartOffset,
+};
 
 use crate::topic::explain;
 
@@ -43,10 +49,15 @@ Output:
 pub struct ConsumeArgs {
     /// Topic to read.
     pub topic: String,
+    /// Read as a member of this consumer group: the partitions the group
+    /// assigns, from its committed offsets, committing what is printed.
+    #[arg(long, value_name = "GROUP", conflicts_with_all = ["partition", "offset", "from_time", "until_end"])]
+    pub group: Option<String>,
     /// Read only this partition [default: all partitions].
     #[arg(long)]
     pub partition: Option<u32>,
-    /// Start at the earliest offset still stored.
+    /// Start at the earliest offset still stored (with --group: for
+    /// partitions the group has no committed offset for).
     #[arg(long, conflicts_with_all = ["offset", "from_time"])]
     pub from_beginning: bool,
     /// Start at this offset (in every partition read).
@@ -153,8 +164,122 @@ fn format_record(record: &ConsumedRecord, json: bool, print_key: bool, key_separ
     }
 }
 
+/// Writes `lines` to stdout. Ok(false): the reader went away (`| head`),
+/// which is a normal end.
+fn print_lines(lines: &[String]) -> anyhow::Result<bool> {
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        match writeln!(out, "{line}") {
+            Ok(()) => {}
+            Err(error) if error.kind() == ErrorKind::BrokenPipe => return Ok(false),
+            Err(error) => return Err(error).context("writing to stdout"),
+        }
+    }
+    match out.flush() {
+        Err(error) if error.kind() == ErrorKind::BrokenPipe => Ok(false),
+        other => other.context("writing to stdout").map(|()| true),
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The offsets to commit after printing `printed`: per partition, the
+/// offset after the last one printed.
+fn next_offsets(printed: &[&ConsumedRecord]) -> Vec<(String, u32, u64)> {
+    let mut next: BTreeMap<(&str, u32), u64> = BTreeMap::new();
+    for record in printed {
+        let offset = next.entry((record.topic.as_str(), record.partition)).or_default();
+        *offset = (*offset).max(record.offset + 1);
+    }
+    next.into_iter().map(|((topic, partition), offset)| (topic.to_string(), partition, offset)).collect()
+}
+
+/// `consume --group`: a member of the group until a stop signal, `--max`
+/// records or a closed stdout; commits what it printed after each batch,
+/// and leaves the group on the way out.
+async fn run_in_group(args: &ConsumeArgs, group: &str, client: Client, json: bool) -> anyhow::Result<ExitCode> {
+    let config = GroupConsumerConfig {
+        client_id: "strata-cli".to_string(),
+        // Commits follow what was printed, not what was polled.
+        auto_commit: false,
+        auto_offset_reset: if args.from_beginning { OffsetReset::Earliest } else { OffsetReset::Latest },
+        ..GroupConsumerConfig::default()
+    };
+    let mut consumer = GroupConsumer::new(client, group, config);
+    consumer.subscribe(&[args.topic.as_str()]).map_err(explain)?;
+    let mut printed = 0u64;
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    let outcome: anyhow::Result<()> = async {
+        while args.max.is_none_or(|max| printed < max) {
+            let records = tokio::select! {
+                _ = &mut stop => break,
+                polled = consumer.poll(POLL_WAIT) => polled.map_err(explain)?,
+            };
+            for event in consumer.take_events() {
+                log_event(group, &event);
+            }
+            let room = args.max.map_or(usize::MAX, |max| (max - printed) as usize);
+            let shown: Vec<&ConsumedRecord> = records.iter().take(room).collect();
+            let lines: Vec<String> =
+                shown.iter().map(|r| format_record(r, json, args.print_key, &args.key_separator)).collect();
+            let open = print_lines(&lines)?;
+            printed += shown.len() as u64;
+            if !shown.is_empty() {
+                if let Err(error) = consumer.commit_offsets(&next_offsets(&shown)).await {
+                    // Refused after the partition moved: its next owner
+                    // prints it again from the last commit.
+                    tracing::warn!(group, error = %error, "commit refused");
+                }
+            }
+            if !open {
+                break;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let left = consumer.close().await.map_err(explain);
+    outcome?;
+    left?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn log_event(group: &str, event: &GroupEvent) {
+    let (what, partitions) = match event {
+        GroupEvent::Assigned(p) => ("assigned", p),
+        GroupEvent::Revoked(p) => ("revoked", p),
+        GroupEvent::Lost(p) => ("lost", p),
+    };
+    tracing::info!(group, ?partitions, "partitions {what}");
+}
+
 pub async fn run(args: ConsumeArgs, bootstrap: &[String], json: bool) -> anyhow::Result<ExitCode> {
     let client = Client::connect(bootstrap).map_err(explain)?;
+    if let Some(group) = &args.group {
+        return run_in_group(&args, group, client, json).await;
+    }
     let topic = client.topic_metadata(&args.topic).await.map_err(explain)?;
     let partitions: Vec<u32> = match args.partition {
         Some(partition) => {
@@ -301,6 +426,26 @@ mod tests {
         let help = cli.find_subcommand_mut("consume").expect("consume command").render_long_help().to_string();
         for needle in ["value_base64", "key_base64", "headers_base64", "RFC 4648", "U+FFFD"] {
             assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+        }
+    }
+
+    #[test]
+    fn a_group_commits_the_offset_after_the_last_record_printed_per_partition() {
+        let at = |partition, offset| ConsumedRecord { partition, offset, ..record() };
+        let records = [at(0, 5), at(1, 2), at(0, 6), at(1, 3)];
+        let shown: Vec<&ConsumedRecord> = records.iter().take(3).collect();
+        assert_eq!(next_offsets(&shown), vec![("t".to_string(), 0, 7), ("t".to_string(), 1, 3)]);
+    }
+
+    #[test]
+    fn group_reading_conflicts_with_choosing_partitions_and_offsets() {
+        use clap::Parser;
+        let parse = |args: &[&str]| crate::Cli::try_parse_from(args).map(|_| ());
+        assert!(parse(&["strata", "consume", "t", "--group", "g", "--from-beginning"]).is_ok());
+        for conflicting in [["--partition", "1"], ["--offset", "3"], ["--from-time", "1970-01-01T00:00:01Z"]] {
+            let mut args = vec!["strata", "consume", "t", "--group", "g"];
+            args.extend(conflicting);
+            assert!(parse(&args).is_err(), "{conflicting:?} must conflict with --group");
         }
     }
 
