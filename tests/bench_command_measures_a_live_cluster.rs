@@ -1,6 +1,7 @@
 //! `strata bench` runs for about a second against a real 3-node cluster, in
-//! both its open-loop (fixed rate) and max-rate modes, and reports records,
-//! ordered latency percentiles and no errors in its JSON summary.
+//! both its open-loop (fixed rate) and max-rate modes, and with consumers
+//! in a consumer group, and reports records, ordered latency percentiles
+//! and no errors in its JSON summary.
 
 use std::time::Duration;
 
@@ -63,4 +64,24 @@ async fn bench_reports_throughput_and_ordered_latencies() {
     assert!(max["produce"]["records_per_sec"].as_f64().unwrap() > 0.0, "{max}");
     check_latency(&max["produce"]["latency_ms"]);
     assert!(max["consume"].is_null(), "{max}");
+
+    // Consumers as members of a group: the group splits the partitions,
+    // every record acknowledged is read, and the members leave at the end,
+    // having committed what they read.
+    let grouped = bench(
+        &cluster,
+        &["--topic", "bench-group", "--partitions", "4", "--rate", "400", "--consumers", "2", "--group", "readers"],
+    )
+    .await;
+    assert_eq!(grouped["errors"], 0, "{grouped}");
+    assert_eq!(grouped["settings"]["group"], "readers");
+    assert!(grouped["consume"]["records"].as_u64().unwrap() > 0, "{grouped}");
+    check_latency(&grouped["consume"]["latency_ms"]);
+    let client = strata_client::Client::connect(&cluster.bootstrap()).unwrap();
+    let group = client.describe_group("readers").await.expect("the bench's group");
+    assert!(group.members.is_empty(), "the bench's members left: {group:?}");
+    let committed: u64 = group.partitions.iter().filter_map(|p| p.committed_offset).sum();
+    let written: u64 = group.partitions.iter().filter_map(|p| p.high_watermark).sum();
+    assert_eq!(group.partitions.len(), 4, "{group:?}");
+    assert_eq!(committed, written, "everything read was committed: {group:?}");
 }

@@ -38,8 +38,8 @@ use clap::Args;
 use futures::future::{FutureExt, Map};
 use serde::Serialize;
 use strata_client::{
-    Acks, Client, ClientError, Consumer, ConsumerConfig, DeliveryFuture, OffsetSpec, Producer, ProducerConfig, Record,
-    RecordMetadata, StartOffset, TopicMetadata,
+    Acks, Client, ClientError, Consumer, ConsumerConfig, DeliveryFuture, GroupConsumer, GroupConsumerConfig,
+    GroupState, OffsetReset, OffsetSpec, Producer, ProducerConfig, Record, RecordMetadata, StartOffset, TopicMetadata,
 };
 use strata_core::limits;
 use strata_load::{stamp, Load, Meter, Percentiles, Rates, Schedule, Stamp};
@@ -55,6 +55,11 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// How long the topic may take to have a serving leader on every partition.
 const TOPIC_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a `--group` may take to give every partition to a member: a
+/// few heartbeat intervals normally; a previous run's members that did not
+/// leave hold partitions until their session times out (45 s by default).
+const GROUP_READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -78,6 +83,12 @@ pub struct BenchArgs {
     /// partitions are split among them.
     #[arg(long, default_value_t = 0)]
     pub consumers: u32,
+    /// Make the consumers members of this consumer group: the group assigns
+    /// the partitions (they start at the end of those without a committed
+    /// offset) and they commit what they read. The load starts once the
+    /// group is stable with every partition owned.
+    #[arg(long, value_name = "GROUP", requires = "consumers")]
+    pub group: Option<String>,
     /// Records per second offered in total (open loop, split evenly among
     /// producers); 0 sends as fast as the cluster accepts.
     #[arg(long, default_value_t = 0)]
@@ -128,6 +139,8 @@ struct Settings {
     record_size_bytes: usize,
     producers: u32,
     consumers: u32,
+    /// The consumer group the consumers are members of, if any.
+    group: Option<String>,
     /// 0 means max rate.
     rate_records_per_sec: u64,
     max_outstanding: u32,
@@ -262,10 +275,75 @@ async fn ensure_topic(client: &Client, args: &BenchArgs) -> anyhow::Result<Topic
     Ok(topic)
 }
 
+/// A bench consumer: one with partitions of its own, or a group member.
+enum Reader {
+    Assigned(Consumer),
+    Member(GroupConsumer),
+}
+
+impl Reader {
+    async fn poll(&mut self) -> Result<Vec<strata_client::ConsumedRecord>, ClientError> {
+        match self {
+            Reader::Assigned(consumer) => consumer.poll(POLL_WAIT).await,
+            Reader::Member(consumer) => consumer.poll(POLL_WAIT).await,
+        }
+    }
+
+    /// A member leaves its group (committing what it read).
+    async fn close(self) -> Result<(), ClientError> {
+        match self {
+            Reader::Assigned(_) => Ok(()),
+            Reader::Member(consumer) => consumer.close().await,
+        }
+    }
+}
+
+/// Group members, polled until the group is stable with every partition
+/// owned by a member that started reading it. Until then no record is
+/// sent, so members starting at the end miss nothing.
+async fn join_group(
+    bootstrap: &[String],
+    admin: &Client,
+    group: &str,
+    topic: &TopicMetadata,
+    members: u32,
+) -> anyhow::Result<Vec<Reader>> {
+    let mut consumers = Vec::new();
+    for index in 0..members {
+        let client = Client::connect(bootstrap).map_err(explain)?;
+        let config = GroupConsumerConfig {
+            client_id: format!("strata-bench-{index}"),
+            auto_offset_reset: OffsetReset::Latest,
+            ..GroupConsumerConfig::default()
+        };
+        let mut consumer = GroupConsumer::new(client, group, config);
+        consumer.subscribe(&[topic.name.as_str()]).map_err(explain)?;
+        consumers.push(consumer);
+    }
+    let deadline = Instant::now() + GROUP_READY_TIMEOUT;
+    loop {
+        for consumer in &mut consumers {
+            // Only following the group here: no record is sent yet.
+            consumer.poll(Duration::from_millis(50)).await.map_err(explain)?;
+        }
+        let started: usize = consumers.iter().map(|c| c.assignment().values().map(|p| p.len()).sum::<usize>()).sum();
+        if started == topic.partition_count() as usize {
+            let group = admin.describe_group(group).await.map_err(explain)?;
+            if group.state == GroupState::Stable {
+                return Ok(consumers.into_iter().map(Reader::Member).collect());
+            }
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "group {group} did not assign every partition within {GROUP_READY_TIMEOUT:?}; see `strata group describe {group}`"
+        );
+    }
+}
+
 /// One consumer: reads its share of the partitions from their end and
 /// records end-to-end latency.
 async fn consume_loop(
-    mut consumer: Consumer,
+    mut consumer: Reader,
     meter: Arc<Meter>,
     readers: Arc<Readers>,
     drain_deadline: Instant,
@@ -273,12 +351,12 @@ async fn consume_loop(
     let producers_done = readers.producers_done.subscribe();
     loop {
         if Instant::now() >= drain_deadline {
-            return Ok(());
+            return consumer.close().await;
         }
         if *producers_done.borrow() && readers.consumed_total.load(Ordering::Relaxed) >= meter.acked_total() {
-            return Ok(());
+            return consumer.close().await;
         }
-        let records = consumer.poll(POLL_WAIT).await?;
+        let records = consumer.poll().await?;
         if records.is_empty() {
             continue;
         }
@@ -353,6 +431,7 @@ pub async fn run(args: BenchArgs, bootstrap: &[String], json: bool) -> anyhow::R
         record_size_bytes: args.record_size,
         producers: args.producers,
         consumers: args.consumers,
+        group: args.group.clone(),
         rate_records_per_sec: args.rate,
         max_outstanding: args.max_outstanding,
         acks: acks_name(args.acks),
@@ -382,13 +461,17 @@ pub async fn run(args: BenchArgs, bootstrap: &[String], json: bool) -> anyhow::R
 
     // Consumers start at the end of each partition before any record is sent.
     let mut consumers = Vec::new();
-    for index in 0..args.consumers {
-        let client = Client::connect(bootstrap).map_err(explain)?;
-        let mut consumer = Consumer::with_config(client, ConsumerConfig::default());
-        for partition in (0..topic.partition_count()).filter(|p| p % args.consumers == index) {
-            consumer.assign(&topic.name, partition, StartOffset::Latest).await.map_err(explain)?;
+    if let Some(group) = &args.group {
+        consumers = join_group(bootstrap, &admin, group, &topic, args.consumers).await?;
+    } else {
+        for index in 0..args.consumers {
+            let client = Client::connect(bootstrap).map_err(explain)?;
+            let mut consumer = Consumer::with_config(client, ConsumerConfig::default());
+            for partition in (0..topic.partition_count()).filter(|p| p % args.consumers == index) {
+                consumer.assign(&topic.name, partition, StartOffset::Latest).await.map_err(explain)?;
+            }
+            consumers.push(Reader::Assigned(consumer));
         }
-        consumers.push(consumer);
     }
 
     let load = Load::start(Schedule {
