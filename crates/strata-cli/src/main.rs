@@ -5,6 +5,7 @@ mod bench;
 mod cluster;
 mod consume;
 mod dev;
+mod group;
 mod produce;
 mod server;
 mod topic;
@@ -47,6 +48,9 @@ pub enum Command {
     /// Cluster-wide commands.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// List, describe, reset the offsets of, and delete consumer groups.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
     /// Measure produce (and consume) throughput and latency against a cluster.
     Bench(bench::BenchArgs),
 }
@@ -82,6 +86,7 @@ fn main() -> std::process::ExitCode {
             Command::Consume(args) => consume::run(args, &cli.bootstrap, cli.json).await,
             Command::Cluster(cmd) => cluster::run(cmd, &cli.bootstrap, cli.json).await,
             Command::Bench(args) => bench::run(args, &cli.bootstrap, cli.json).await,
+            Command::Group(cmd) => group::run(cmd, &cli.bootstrap, cli.json).await,
         }
     });
     // Dropping every task closes the node's database before the process

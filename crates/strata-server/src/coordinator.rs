@@ -34,6 +34,15 @@
 //!   else through a peer) only for an offset above it, so the usual commit
 //!   (of offsets already read) asks nobody.
 //!
+//! - Figures for `/metrics` (`metrics`): per group its members, its group
+//!   epoch (each bump computes a new target assignment: the rebalances),
+//!   the partition offsets this node stored through `OffsetCommit` while it
+//!   led, and the lag (high watermark minus committed offset) summed and
+//!   maxed over the partitions whose high watermark it knows. A scrape
+//!   first asks the partitions' leaders for fresh high watermarks, so the
+//!   lag of a group that stopped committing still grows. Only a node that
+//!   confirms its leadership answers them.
+//!
 //! Invariant: a group transition is applied (committed by a majority)
 //! before any answer reports it.
 //! Invariant: nothing replicated is stamped with this node's wall clock:
@@ -41,7 +50,7 @@
 //! Boundary: decisions are the planner's; this module never changes a
 //! plan, only proposes it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -51,7 +60,7 @@ use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::vote::RaftLeaderId;
 use openraft::LinearizerOption;
 use strata_core::limits::{
-    GROUP_HIGH_WATERMARK_LOOKUPS_IN_FLIGHT, GROUP_TIMER_CHECK_INTERVAL, MAX_OFFSETS_PER_COMMIT,
+    GROUP_HIGH_WATERMARK_LOOKUPS_IN_FLIGHT, GROUP_TIMER_CHECK_INTERVAL, MAX_GROUPS, MAX_OFFSETS_PER_COMMIT,
     OFFSETS_EXPIRY_CHECK_INTERVAL, STATUS_TIMEOUT,
 };
 use strata_core::ErrorCode;
@@ -109,6 +118,72 @@ struct Inner {
     /// (topic id, partition) → the highest high watermark seen. Entries of
     /// deleted topics are dropped when topics change.
     high_watermarks: Mutex<HashMap<(u64, u32), u64>>,
+    /// group id → partition offsets this node stored through `OffsetCommit`
+    /// while leading (for `/metrics`). At most MAX_GROUPS entries plus one:
+    /// groups gone from the state are dropped before it grows past that.
+    offset_commits: Mutex<HashMap<String, u64>>,
+}
+
+/// One consumer group's figures for `/metrics`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct GroupMetrics {
+    pub group_id: String,
+    pub members: u64,
+    /// The group epoch: how many times membership, subscriptions or topics
+    /// changed since the group was created, each computing a new target
+    /// assignment. The same on every leader (it is replicated).
+    pub rebalances: u64,
+    /// Partition offsets this node stored through `OffsetCommit` while it
+    /// led the metadata group (standalone and member commits; not resets).
+    pub offset_commits: u64,
+    /// Lag (high watermark minus committed offset) over the partitions with
+    /// a committed offset whose high watermark is known; `None` when none is.
+    pub lag: Option<Lag>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Lag {
+    pub sum: u64,
+    pub max: u64,
+}
+
+/// Every group's figures, by group id: `high_watermarks` by (topic id,
+/// partition), `commits` by group id. Committed offsets of topics deleted
+/// since (or of partitions they no longer have) count for no lag.
+fn group_metrics(
+    state: &MetadataState,
+    high_watermarks: &HashMap<(u64, u32), u64>,
+    commits: &HashMap<String, u64>,
+) -> Vec<GroupMetrics> {
+    state
+        .groups
+        .groups
+        .values()
+        .map(|group| {
+            let mut lag: Option<Lag> = None;
+            for (topic, offsets) in &group.offsets {
+                let Some(topic) = state.topics.get(topic) else { continue };
+                for (partition, committed) in offsets {
+                    if *partition as usize >= topic.partitions.len() {
+                        continue;
+                    }
+                    if let Some(high_watermark) = high_watermarks.get(&(topic.id, *partition)) {
+                        let behind = high_watermark.saturating_sub(committed.offset);
+                        let lag = lag.get_or_insert_with(Lag::default);
+                        lag.sum += behind;
+                        lag.max = lag.max.max(behind);
+                    }
+                }
+            }
+            GroupMetrics {
+                group_id: group.group_id.clone(),
+                members: group.members.len() as u64,
+                rebalances: u64::try_from(group.group_epoch).unwrap_or(0),
+                offset_commits: commits.get(&group.group_id).copied().unwrap_or(0),
+                lag,
+            }
+        })
+        .collect()
 }
 
 /// Holds one group's lock; frees the lock's entry when no one else wants it.
@@ -497,6 +572,8 @@ impl Coordinator {
             let result = results.next().ok_or_else(|| ApiError::internal("a commit answered too few partitions"))?;
             *outcome = result.error.map(|e| ApiError::new(e.code, e.message));
         }
+        let stored = outcomes.iter().filter(|o| o.is_none()).count() as u64;
+        self.count_commits(group_id, stored, &node.metadata_state().groups);
         Ok(outcomes)
     }
 
@@ -537,6 +614,8 @@ impl Coordinator {
         confirm_leader(node).await?;
         let _lock = self.lock(group_id).await;
         propose(node, vec![GroupCommand::DeleteGroup { group_id: group_id.to_string() }]).await?;
+        // A group created again under this id counts its commits afresh.
+        self.inner.offset_commits.lock().expect("commit counts").remove(group_id);
         Ok(())
     }
 
@@ -586,6 +665,51 @@ impl Coordinator {
             };
         }
         outcomes
+    }
+
+    /// Adds `stored` partition offsets to the group's commit count.
+    fn count_commits(&self, group_id: &str, stored: u64, groups: &GroupsState) {
+        let mut counts = self.inner.offset_commits.lock().expect("commit counts");
+        if !counts.contains_key(group_id) && counts.len() >= MAX_GROUPS {
+            counts.retain(|id, _| groups.groups.contains_key(id));
+        }
+        *counts.entry(group_id.to_string()).or_default() += stored;
+    }
+
+    /// Every group's figures for `/metrics`, or `None` when this node does
+    /// not lead the metadata group (or cannot confirm it does): a deposed
+    /// leader exports nothing rather than its last figures. First asks the
+    /// leaders of the partitions with committed offsets for their high
+    /// watermarks, for at most `lookup_time`; partitions not asked by then
+    /// count with the highest high watermark seen before.
+    pub(crate) async fn metrics<L: HighWatermarks>(
+        &self,
+        node: &Node,
+        lookup: &L,
+        lookup_time: Duration,
+    ) -> Option<Vec<GroupMetrics>> {
+        let state = self.read_state(node).await.ok()?;
+        let mut committed: BTreeSet<(u64, u32)> = BTreeSet::new();
+        let mut partitions: Vec<(&Topic, u32)> = Vec::new();
+        for group in state.groups.groups.values() {
+            for (name, offsets) in &group.offsets {
+                let Some(topic) = state.topics.get(name) else { continue };
+                for partition in offsets.keys().filter(|p| (**p as usize) < topic.partitions.len()) {
+                    if committed.insert((topic.id, *partition)) {
+                        partitions.push((topic, *partition));
+                    }
+                }
+            }
+        }
+        if tokio::time::timeout(lookup_time, self.look_up(lookup, &partitions)).await.is_err() {
+            tracing::debug!(
+                partitions = partitions.len(),
+                "not every high watermark was asked for within {lookup_time:?}"
+            );
+        }
+        let high_watermarks = self.inner.high_watermarks.lock().expect("high watermark cache");
+        let commits = self.inner.offset_commits.lock().expect("commit counts");
+        Some(group_metrics(&state, &high_watermarks, &commits))
     }
 
     /// Asks the partitions' leaders for their offsets (log start, high
@@ -875,6 +999,90 @@ mod tests {
         waiting.subscriptions.insert("u".into(), 1);
         assert!(!topics_changed(&waiting, &topics));
         assert!(topics_changed(&waiting, &BTreeMap::from([("t".to_string(), 4), ("u".to_string(), 2)])));
+    }
+
+    fn standalone_commit(state: &mut GroupsState, group: &str, offsets: &[(&str, u32, u64)]) {
+        let command = GroupCommand::CommitOffsets {
+            group_id: group.into(),
+            member_id: String::new(),
+            member_epoch: LEAVE_EPOCH,
+            offsets: offsets
+                .iter()
+                .map(|(topic, partition, offset)| OffsetCommit {
+                    topic: topic.to_string(),
+                    partition: *partition,
+                    offset: *offset,
+                    metadata: String::new(),
+                })
+                .collect(),
+            commit_ms: 0,
+        };
+        assert!(!matches!(state.apply(command), GroupResponse::Error { .. }));
+    }
+
+    #[test]
+    fn group_metrics_count_lag_only_where_the_high_watermark_is_known() {
+        let mut state = MetadataState::default();
+        for (name, partitions) in [("t", 4), ("u", 1)] {
+            let create = MetaCommand::CreateTopic {
+                name: name.into(),
+                partitions,
+                replication_factor: 1,
+                config: Default::default(),
+                nodes: vec![1],
+                created_ms: 0,
+            };
+            assert!(matches!(state.apply(create), MetaResponse::TopicCreated(_)));
+        }
+        let (mut groups, _) = group_of(&["a"]);
+        let g_epoch = groups.groups["g"].group_epoch;
+        assert!(g_epoch >= 1, "a join bumps the group epoch");
+        // "gone" was deleted after the commit; t/9 no longer exists.
+        let offsets = [("t", 0, 4), ("t", 1, 5), ("t", 2, 1), ("u", 0, 2), ("gone", 0, 3), ("t", 9, 0)];
+        standalone_commit(&mut groups, "h", &offsets);
+        state.groups = groups;
+        let (t, u) = (state.topics["t"].id, state.topics["u"].id);
+        // t/2's high watermark is not known; (u, 1) is not a partition.
+        let high_watermarks = HashMap::from([((t, 0), 10), ((t, 1), 5), ((u, 0), 7), ((u, 1), 99)]);
+        let commits = HashMap::from([("h".to_string(), 6), ("deleted".to_string(), 3)]);
+        let figures = group_metrics(&state, &high_watermarks, &commits);
+        assert_eq!(
+            figures,
+            vec![
+                GroupMetrics {
+                    group_id: "g".into(),
+                    members: 1,
+                    rebalances: g_epoch as u64,
+                    offset_commits: 0,
+                    lag: None
+                },
+                GroupMetrics {
+                    group_id: "h".into(),
+                    members: 0,
+                    rebalances: 0,
+                    offset_commits: 6,
+                    // t/0 is 6 behind, t/1 none, u/0 5.
+                    lag: Some(Lag { sum: 11, max: 6 }),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn commit_counts_keep_at_most_one_entry_past_max_groups() {
+        let coordinator = Coordinator::default();
+        let (mut groups, _) = group_of(&[]);
+        standalone_commit(&mut groups, "kept", &[("t", 0, 0)]);
+        coordinator.count_commits("kept", 2, &groups);
+        for n in 1..MAX_GROUPS {
+            coordinator.count_commits(&format!("deleted-{n}"), 1, &groups);
+        }
+        coordinator.count_commits("kept", 1, &groups);
+        assert_eq!(coordinator.inner.offset_commits.lock().unwrap().len(), MAX_GROUPS);
+        // A new group past the bound drops the groups the state no longer has.
+        coordinator.count_commits("new", 1, &groups);
+        let counts = coordinator.inner.offset_commits.lock().unwrap().clone();
+        assert_eq!(counts, HashMap::from([("kept".to_string(), 3), ("new".to_string(), 1)]));
     }
 
     #[test]

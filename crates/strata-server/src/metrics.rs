@@ -8,6 +8,14 @@
 //! partition, group-commit, clock and RocksDB figures are only computed
 //! then, so an idle, unscraped node does no metrics work at all.
 //!
+//! Consumer group figures (members, rebalances, offset commits, lag; one
+//! sample per group and family, labelled `group`) come from the group
+//! coordinator and only from the metadata leader: a scrape of the leader
+//! asks the partitions' leaders for the high watermarks lag is counted
+//! from, and a node that does not lead (or cannot confirm it does) exports
+//! no group figures. Groups, and so these label values, are bounded by
+//! MAX_GROUPS.
+//!
 //! Encoding is `prometheus-client`'s: OpenMetrics 1.0 text for scrapers that
 //! ask for it in `Accept` (Prometheus does), the Prometheus text format
 //! 0.0.4 for the rest (curl, older scrapers). Sample names are the same in
@@ -42,8 +50,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::clock::ClusterNow;
+use crate::coordinator::GroupMetrics;
 use crate::error::ApiError;
 use crate::node::Node;
+use crate::service::StrataService;
 
 use strata_core::limits::{
     METRICS_EXCHANGE_TIMEOUT as EXCHANGE_TIMEOUT, METRICS_MAX_CONCURRENT_SCRAPES as MAX_CONCURRENT_SCRAPES,
@@ -53,6 +63,13 @@ use strata_core::limits::{
 
 /// Initial capacity of a rendered scrape: a node's exposition is 10-20 KB.
 const SCRAPE_TEXT_CAPACITY: usize = 16 * 1024;
+
+/// How long a scrape of the metadata leader may spend asking partition
+/// leaders for the high watermarks of committed offsets: a quarter of
+/// EXCHANGE_TIMEOUT, so the scrape still answers within Prometheus's
+/// default scrape timeout (half EXCHANGE_TIMEOUT); partitions not asked by
+/// then count with the last high watermark the coordinator saw.
+const GROUP_LAG_LOOKUP_TIME: Duration = Duration::from_millis(EXCHANGE_TIMEOUT.as_millis() as u64 / 4);
 
 /// Request figures of this process's node.
 pub struct Metrics {
@@ -243,6 +260,8 @@ struct Scrape {
     fsync_latency_us: HistogramSnapshot,
     fsync_batch_appends: HistogramSnapshot,
     groups: GroupFigures,
+    /// Consumer groups, by id; empty unless this node leads the metadata group.
+    consumer_groups: Vec<GroupMetrics>,
     quiet_partitions: u64,
     clock: ClusterNow,
     /// `None` when RocksDB's properties could not be read (logged).
@@ -260,6 +279,8 @@ impl Scrape {
                 None
             }
         };
+        let lookup = StrataService::new(node.clone());
+        let consumer_groups = node.coordinator.metrics(node, &lookup, GROUP_LAG_LOOKUP_TIME).await.unwrap_or_default();
         Scrape {
             produce_ok: m.produce_ok.get(),
             produce_errors: m.produce_errors.get(),
@@ -274,6 +295,7 @@ impl Scrape {
             fsync_latency_us,
             fsync_batch_appends,
             groups: group_figures(node),
+            consumer_groups,
             quiet_partitions: node.quiescence.timers_off(),
             clock: node.clock.now(),
             engine,
@@ -373,6 +395,7 @@ impl Collector for Scrape {
         gauge(e, "strata_clock_trusted", None, help, u32::from(self.clock.trusted))?;
         let help = "Peers whose clock offset this node measured recently.";
         gauge(e, "strata_clock_peers_fresh", None, help, self.clock.fresh_peers)?;
+        self.encode_consumer_groups(e)?;
 
         let Some(engine) = &self.engine else { return Ok(()) };
         gauge(
@@ -416,6 +439,46 @@ impl Collector for Scrape {
         let sst: Vec<_> = engine.column_families.iter().map(|(cf, _, sst)| ([("cf", *cf)], *sst)).collect();
         labelled(e, MetricType::Gauge, "strata_rocksdb_sst", bytes, "SST file bytes by column family.", &sst)
     }
+}
+
+impl Scrape {
+    /// The consumer group families, when there are groups (only the
+    /// metadata leader has them): one sample per group in each.
+    fn encode_consumer_groups(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        if self.consumer_groups.is_empty() {
+            return Ok(());
+        }
+        let groups = &self.consumer_groups;
+        let help = "Members of the consumer group (exported by the metadata leader).";
+        labelled(e, MetricType::Gauge, "strata_group_members", None, help, &by_group(groups, |g| Some(g.members)))?;
+        let help = "Consumer group rebalances: group epoch bumps (a join, leave, expiry, subscription or topic \
+                    change), each computing a new target assignment.";
+        labelled(
+            e,
+            MetricType::Counter,
+            "strata_group_rebalances",
+            None,
+            help,
+            &by_group(groups, |g| Some(g.rebalances)),
+        )?;
+        let help = "Partition offsets committed to the consumer group through this node while it led the \
+                    metadata group.";
+        let commits = by_group(groups, |g| Some(g.offset_commits));
+        labelled(e, MetricType::Counter, "strata_group_offset_commits", None, help, &commits)?;
+        let help = "Records behind: high watermark minus committed offset, summed over the group's partitions \
+                    with a committed offset.";
+        labelled(e, MetricType::Gauge, "strata_group_lag", None, help, &by_group(groups, |g| g.lag.map(|l| l.sum)))?;
+        let help = "Largest lag of one partition of the consumer group.";
+        labelled(e, MetricType::Gauge, "strata_group_lag_max", None, help, &by_group(groups, |g| g.lag.map(|l| l.max)))
+    }
+}
+
+/// One sample per group that has a value, labelled with the group id.
+fn by_group(
+    groups: &[GroupMetrics],
+    value: impl Fn(&GroupMetrics) -> Option<u64>,
+) -> Vec<([(&'static str, &str); 1], u64)> {
+    groups.iter().filter_map(|g| value(g).map(|v| ([("group", g.group_id.as_str())], v))).collect()
 }
 
 fn counter(
@@ -598,6 +661,24 @@ mod tests {
                 follower_lag_entries_max: 5,
                 metadata_leader: true,
             },
+            consumer_groups: vec![
+                GroupMetrics {
+                    group_id: "readers".into(),
+                    members: 3,
+                    rebalances: 4,
+                    offset_commits: 120,
+                    lag: Some(crate::coordinator::Lag { sum: 9, max: 5 }),
+                },
+                // No partition with both a committed offset and a known high
+                // watermark: no lag sample.
+                GroupMetrics {
+                    group_id: "new \"one\"".into(),
+                    members: 1,
+                    rebalances: 1,
+                    offset_commits: 0,
+                    lag: None,
+                },
+            ],
             quiet_partitions: 3,
             clock: ClusterNow { ms: 1, local_offset_ms: -12, trusted: true, fresh_peers: 2 },
             engine: Some(EngineStats {
@@ -642,6 +723,11 @@ mod tests {
         "strata_clock_offset_ms",
         "strata_clock_trusted",
         "strata_clock_peers_fresh",
+        "strata_group_members",
+        "strata_group_rebalances_total",
+        "strata_group_offset_commits_total",
+        "strata_group_lag",
+        "strata_group_lag_max",
         "strata_rocksdb_write_stopped",
         "strata_rocksdb_delayed_write_rate_bytes",
         "strata_rocksdb_stall_seconds_total",
@@ -680,6 +766,15 @@ mod tests {
         assert_eq!(value("strata_rocksdb_stall_seconds_total", &[]), Some(1.5));
         assert_eq!(value("strata_rocksdb_written_bytes_total", &[("kind", "wal")]), Some(100.0));
         assert_eq!(value("strata_rocksdb_sst_bytes", &[("cf", "odd \"cf\"")]), Some(40.0));
+        let readers = [("group", "readers")];
+        assert_eq!(value("strata_group_members", &readers), Some(3.0));
+        assert_eq!(value("strata_group_rebalances_total", &readers), Some(4.0));
+        assert_eq!(value("strata_group_offset_commits_total", &readers), Some(120.0));
+        assert_eq!(value("strata_group_lag", &readers), Some(9.0));
+        assert_eq!(value("strata_group_lag_max", &readers), Some(5.0));
+        let other = [("group", "new \"one\"")];
+        assert_eq!(value("strata_group_members", &other), Some(1.0));
+        assert_eq!((value("strata_group_lag", &other), value("strata_group_lag_max", &other)), (None, None));
         // Microseconds exported as seconds, buckets cumulative, the value
         // above the last bound only in +Inf and the count.
         let latency =
@@ -736,11 +831,21 @@ mod tests {
     }
 
     #[test]
+    fn a_scrape_without_consumer_groups_has_no_group_families() {
+        let scrape = Scrape { consumer_groups: Vec::new(), ..full_scrape() };
+        let families = openmetrics::parse(&scrape.encode(Format::OpenMetrics).unwrap()).unwrap();
+        assert!(families
+            .iter()
+            .all(|f| !f.name.starts_with("strata_group_") || f.name.starts_with("strata_group_commit")));
+        assert!(families.last().unwrap().name.starts_with("strata_rocksdb_sst"), "the rest is still there");
+    }
+
+    #[test]
     fn a_scrape_without_rocksdb_figures_is_still_whole() {
         let scrape = Scrape { engine: None, ..full_scrape() };
         let families = openmetrics::parse(&scrape.encode(Format::OpenMetrics).unwrap()).unwrap();
         assert!(families.iter().all(|f| !f.name.starts_with("strata_rocksdb")));
-        assert_eq!(families.last().unwrap().name, "strata_clock_peers_fresh");
+        assert_eq!(families.last().unwrap().name, "strata_group_lag_max");
     }
 
     #[tokio::test]
