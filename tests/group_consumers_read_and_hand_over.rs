@@ -382,3 +382,41 @@ async fn pause_resume_seek_and_commits_do_what_they_say() {
     assert_eq!(firsts, BTreeMap::from([(0, 15), (1, 3)]));
     next.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_committed_offset_trimmed_by_retention_restarts_at_the_reset_point() {
+    let cluster = Cluster::start_with_config(3, STEADY).await;
+    let (topic, group) = ("trimmed", "late-readers");
+    create_topic(&cluster, 1, topic, 1, 3, &[("retention.bytes", "4000")]).await;
+    cluster.wait_topic_ready(topic, 1).await;
+    let client = Client::connect(&cluster.bootstrap()).unwrap();
+    // The group read one record long ago.
+    produce_round(&cluster, topic, 1, 1).await;
+    let commit =
+        [strata_client::OffsetToCommit { topic: topic.into(), partition: 0, offset: 1, metadata: String::new() }];
+    let results = client.commit_offsets(group, "", strata_client::LEAVE_EPOCH, &commit).await.expect("commit");
+    assert!(results.iter().all(|r| r.error.is_none()), "{results:?}");
+    // Since then retention trimmed the log past that offset.
+    let value = "x".repeat(400);
+    for _ in 0..40 {
+        produce(&cluster, topic, 0, &[(None, &value)], Duration::from_secs(30)).await.unwrap();
+    }
+    let log_start = eventually(SETTLE, "retention to trim past the committed offset", || async {
+        strata_cluster_tests::partition_offsets(&cluster, topic, 0).await.map(|(_, start, _)| start).filter(|s| *s > 1)
+    })
+    .await;
+
+    let config = GroupConsumerConfig { auto_offset_reset: OffsetReset::Earliest, ..GroupConsumerConfig::default() };
+    let mut consumer = GroupConsumer::new(client.clone(), group, config);
+    consumer.subscribe(&[topic]).unwrap();
+    let deadline = Instant::now() + SETTLE;
+    let first = loop {
+        assert!(Instant::now() < deadline, "no record read after the reset");
+        let records = consumer.poll(POLL).await.expect("poll resets instead of failing");
+        if let Some(record) = records.first() {
+            break record.offset;
+        }
+    };
+    assert!(first >= log_start, "read from {first}, below the log start {log_start}");
+    consumer.close().await.unwrap();
+}

@@ -102,6 +102,9 @@ pub struct Consumer {
     next_generation: u64,
     /// Records collected in the same round as an error; the next poll returns them.
     buffered: Vec<ConsumedRecord>,
+    /// Partitions whose position was refused as OFFSET_OUT_OF_RANGE (e.g.
+    /// below the log start after retention), for the caller to reset.
+    out_of_range: Vec<TopicPartition>,
 }
 
 impl Consumer {
@@ -117,6 +120,7 @@ impl Consumer {
             fetches: FuturesUnordered::new(),
             next_generation: 0,
             buffered: Vec::new(),
+            out_of_range: Vec::new(),
         }
     }
 
@@ -191,6 +195,13 @@ impl Consumer {
         };
         cursor.paused = false;
         true
+    }
+
+    /// The partitions whose position a fetch found out of range since the
+    /// last call, as (topic, partition); `poll` returned OFFSET_OUT_OF_RANGE
+    /// for them. Each stays where it is until assigned or sought again.
+    pub fn take_out_of_range(&mut self) -> Vec<(String, u32)> {
+        std::mem::take(&mut self.out_of_range).into_iter().map(|tp| (tp.topic, tp.partition)).collect()
     }
 
     /// True when the partition is assigned and paused.
@@ -321,8 +332,13 @@ impl Consumer {
                         tracing::debug!(topic = %outcome.tp.topic, partition = outcome.tp.partition,
                             error = %failure, "fetch failed, retrying");
                     }
-                } else if error.is_none() {
-                    *error = Some(failure);
+                } else {
+                    if failure.code() == Some(ErrorCode::OffsetOutOfRange) && !self.out_of_range.contains(&outcome.tp) {
+                        self.out_of_range.push(outcome.tp.clone());
+                    }
+                    if error.is_none() {
+                        *error = Some(failure);
+                    }
                 }
                 return;
             }
@@ -461,6 +477,8 @@ mod tests {
         consumer.absorb(failed(ErrorCode::OffsetOutOfRange), &mut records, &mut error);
         assert_eq!(error.and_then(|e| e.code()), Some(ErrorCode::OffsetOutOfRange));
         assert_eq!(consumer.position("t", 0), Some(0));
+        assert_eq!(consumer.take_out_of_range(), vec![("t".to_string(), 0)]);
+        assert!(consumer.take_out_of_range().is_empty());
     }
 
     #[test]

@@ -402,7 +402,16 @@ impl GroupConsumer {
                 wait = wait.min(retry_wait(None));
             }
             let polled = tokio::select! {
-                polled = self.consumer.poll(wait) => Some(polled?),
+                polled = self.consumer.poll(wait) => match polled {
+                    Ok(records) => Some(records),
+                    Err(error) if error.code() == Some(ErrorCode::OffsetOutOfRange) => {
+                        if !self.reset_out_of_range(&error).await? {
+                            return Err(error);
+                        }
+                        None
+                    }
+                    Err(error) => return Err(error),
+                },
                 _ = shared.changed.notified() => None,
             };
             match polled {
@@ -617,6 +626,30 @@ impl GroupConsumer {
             }
         }
         Ok(())
+    }
+
+    /// Moves partitions whose position fell out of the log (a committed
+    /// offset below the log start after retention, or past the end after
+    /// an unclean reset) to `auto_offset_reset`, as Kafka does. Returns
+    /// false when no partition of this member was out of range.
+    async fn reset_out_of_range(&mut self, error: &ClientError) -> Result<bool, ClientError> {
+        let mut reset = false;
+        for (topic, partition) in self.consumer.take_out_of_range() {
+            if !self.owned.get(&topic).is_some_and(|p| p.contains(&partition)) {
+                continue;
+            }
+            let start = match self.config.auto_offset_reset {
+                OffsetReset::Earliest => StartOffset::Earliest,
+                OffsetReset::Latest => StartOffset::Latest,
+            };
+            let from = self.returned.get(&(topic.clone(), partition)).copied();
+            let offset = self.consumer.assign(&topic, partition, start).await?;
+            tracing::warn!(group = %self.group_id, topic, partition, from, to = offset, %error,
+                "position out of range; moved to auto_offset_reset");
+            self.returned.insert((topic, partition), offset);
+            reset = true;
+        }
+        Ok(reset)
     }
 
     fn drop_partitions(&mut self, partitions: &TopicPartitions) {
