@@ -24,10 +24,11 @@
 //!   next offset of what it read.
 //!
 //! While faults run, each member process ends after a random lifetime:
-//! usually it crashes (it abandons its member without a word, as a killed
-//! consumer would; its partitions move once its session times out), one
-//! time in LEAVE_ONE_IN it leaves cleanly (epoch -1). Its worker then starts
-//! a new process with a new member id.
+//! it crashes (it abandons its member without a word, as a killed consumer
+//! would; its partitions move once its session times out), or leaves
+//! cleanly (epoch -1); its worker then starts a new process with a new
+//! member id. Or it stalls past its session timeout, as a paused consumer
+//! would, and goes on: it is fenced (UNKNOWN_MEMBER_ID) and rejoins.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -63,9 +64,13 @@ const METADATA_RECOVERY: Duration = Duration::from_secs(10);
 const COMMIT_EVERY: Duration = Duration::from_millis(500);
 /// A member process's lifetime while faults run, ms.
 const LIFETIME_MS: std::ops::RangeInclusive<u64> = 5_000..=40_000;
-/// One process in this many leaves cleanly at the end of its lifetime; the
-/// others crash.
+/// At the end of its lifetime a member process leaves cleanly, stalls (a
+/// paused consumer: no operation for longer than the session timeout, then
+/// it goes on), or crashes, each about a third of the time.
 const LEAVE_ONE_IN: u32 = 3;
+const STALL_ONE_IN: u32 = 2;
+/// How much longer than the session timeout a stall lasts, ms.
+const STALL_PAST_SESSION_MS: std::ops::RangeInclusive<u64> = 500..=3_000;
 
 /// Within how long of the final heal every partition must be owned by
 /// exactly one live member. The metadata group comes back
@@ -157,7 +162,7 @@ impl Member {
     /// Runs until the workload stops (then commits and leaves) or, while
     /// faults run, its lifetime ends (then it crashes or leaves).
     pub async fn run(mut self, rng: &mut StdRng) {
-        let end_of_life = Instant::now() + Duration::from_millis(rng.gen_range(LIFETIME_MS));
+        let mut end_of_life = Instant::now() + Duration::from_millis(rng.gen_range(LIFETIME_MS));
         self.workload.member_started(&self.member_id);
         loop {
             if self.workload.stopped() {
@@ -167,6 +172,14 @@ impl Member {
             if self.workload.client_crashes() && Instant::now() >= end_of_life {
                 if rng.gen_ratio(1, LEAVE_ONE_IN) {
                     self.leave().await;
+                } else if rng.gen_ratio(1, STALL_ONE_IN) {
+                    let stall = SESSION_TIMEOUT + Duration::from_millis(rng.gen_range(STALL_PAST_SESSION_MS));
+                    let value = json!({"member": self.member_id, "ms": stall.as_millis() as u64});
+                    self.record(OpType::Invoke, "stall", value.clone(), None);
+                    tokio::time::sleep(stall).await;
+                    self.record(OpType::Ok, "stall", value, None);
+                    end_of_life = Instant::now() + Duration::from_millis(rng.gen_range(LIFETIME_MS));
+                    continue;
                 } else {
                     let value = json!({"member": self.member_id});
                     self.record(OpType::Invoke, "crash", value.clone(), None);

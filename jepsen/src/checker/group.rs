@@ -259,6 +259,18 @@ pub(super) fn check_group(
     stats.insert("member_incarnations".into(), group.incarnations.len() as u64);
     stats.insert("grants".into(), group.holds.len() as u64);
     stats.insert("heartbeats".into(), group.member_ops);
+    stats.insert("holds_released".into(), group.holds.iter().filter(|h| h.released.is_some()).count() as u64);
+    stats.insert(
+        "holds_taken_after_expiry".into(),
+        group.holds.iter().filter(|h| h.superseded.is_some()).count() as u64,
+    );
+    let fenced = pairs
+        .iter()
+        .filter_map(|p| p.done)
+        .filter(|d| d.kind == OpType::Fail && d.value.get("fenced").and_then(Value::as_bool) == Some(true))
+        .count();
+    stats.insert("fenced".into(), fenced as u64);
+    stats.insert("crashes".into(), pairs.iter().filter(|p| p.invoke.f == "crash").count() as u64);
     stats.insert("heartbeats_ok".into(), group.incarnations.iter().map(|i| i.ok_invokes.len() as u64).sum());
     stats.insert("commits_ok".into(), group.commits.iter().filter(|c| c.pair.kind() == OpType::Ok).count() as u64);
     Ok(())
