@@ -10,8 +10,10 @@
 # 120) each partition is written only every few seconds, so partitions keep
 # going quiet and waking up under the faults (see quiesce.rs).
 #
-# WORKLOADS (default "queue idempotent keys") and MIXES (default: the list
-# below, space-separated) pick what runs, e.g.
+# WORKLOADS (default "queue idempotent keys group") and MIXES (default: the
+# list below, space-separated) pick what runs. Run i takes mix i and the
+# workloads in turn (shifted by one every time the mixes start over), so
+# any 4 runs in a row cover the 4 default workloads. E.g.
 #   WORKLOADS=keys MIXES="clock kill,pause,partition,client-cut,answers" RUNS=10 scripts/jepsen-soak.sh
 # Before the runs the mutation check (scripts/jepsen-mutation.sh) proves
 # that the harness still reports duplicates against a server that does not
@@ -44,7 +46,7 @@ mixes=(
   "clock"
 )
 if [ -n "${MIXES:-}" ]; then read -r -a mixes <<<"$MIXES"; fi
-read -r -a workloads <<<"${WORKLOADS:-queue idempotent keys}"
+read -r -a workloads <<<"${WORKLOADS:-queue idempotent keys group}"
 mkdir -p jepsen/store
 summary="jepsen/store/soak-$(date -u +%Y%m%dT%H%M%S).tsv"
 printf 'seed\tnodes\tkeys\tworkload\tfaults\texit\tresult\n' > "$summary"
@@ -59,7 +61,7 @@ fi
 for i in $(seq 0 $((RUNS - 1))); do
   seed=$((FIRST_SEED + i))
   faults="${mixes[$((i % ${#mixes[@]}))]}"
-  workload="${workloads[$(((i / ${#mixes[@]}) % ${#workloads[@]}))]}"
+  workload="${workloads[$(((i + i / ${#mixes[@]}) % ${#workloads[@]}))]}"
   nodes=$([ $((i % 3)) -eq 2 ] && echo 5 || echo 3)
   echo "=== run $((i + 1))/$RUNS: seed $seed, $nodes nodes, $workload, faults $faults"
   log=$(mktemp)

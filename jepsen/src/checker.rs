@@ -11,7 +11,12 @@
 //! - assign / subscribe (ok): `{"keys": [K...], "positions": {"K": O}}`;
 //! - txn: `{"ops": [["send", K, V, O?] | ["poll", {"K": [[O, V]...]}]],
 //!   "consumed": {"K": [O...]}, "commit": {"K": O}}`;
-//! - commit (ok): `{"K": O}` (a consumer group's committed offsets);
+//! - commit (ok): `{"K": O}` (a consumer group's committed offsets), or from
+//!   a group member `{"member": M, "epoch": E, "offsets": {"K": O},
+//!   "refused": {"K": "CODE"}}` (only `offsets` were accepted);
+//! - group members (see [`group`]): `subscribe` (a heartbeat), `poll`,
+//!   `offset-fetch` (ok: `{"positions": {"K": O}}`, where the member's reads
+//!   continue), `commit`; the harness's `describe-group` and `committed`;
 //! - nemesis entries: `{"phase": "start" | "stop", "active": N, ...}` where
 //!   `active` counts the faults still in force afterwards;
 //! - log-start (ok): `{"key": K, "log_start": O, "high_watermark": O,
@@ -29,6 +34,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::history::{Op, OpType, Process};
+
+pub mod group;
+pub use group::{
+    GroupCheckOptions, COMMIT_BY_NON_OWNER, DOUBLE_OWNERSHIP, NOT_CONVERGED, POLL_BY_NON_OWNER, UNCONSUMED,
+};
 
 pub type Key = u64;
 pub type Offset = u64;
@@ -52,7 +62,7 @@ pub const NO_RECOVERY: &str = "writes-did-not-resume";
 pub const EARLY_DELETION: &str = "early-deletion";
 
 /// Operation kinds a client may run; each that was tried must succeed sometimes.
-const CLIENT_FUNCTIONS: &[&str] = &["send", "poll", "assign", "subscribe", "txn", "commit"];
+const CLIENT_FUNCTIONS: &[&str] = &["send", "poll", "assign", "subscribe", "txn", "commit", "offset-fetch"];
 
 /// Most witnesses printed per anomaly kind in summaries; the verdict file
 /// keeps them all.
@@ -70,11 +80,14 @@ pub struct CheckOptions {
     /// The topic's time-based retention, when it has one: a record stamped
     /// `ts` may not be trimmed before wall-clock time `ts + retention_ms`.
     pub retention_ms: Option<u64>,
+    /// The consumer group's settings; needed when the history has group
+    /// members (the `group` workload).
+    pub group: Option<GroupCheckOptions>,
 }
 
 impl Default for CheckOptions {
     fn default() -> Self {
-        CheckOptions { duplicates_fatal: true, recovery_bound_ns: 30_000_000_000, retention_ms: None }
+        CheckOptions { duplicates_fatal: true, recovery_bound_ns: 30_000_000_000, retention_ms: None, group: None }
     }
 }
 
@@ -106,6 +119,9 @@ pub struct Stats {
     /// Batches found identical on every replica by the replica comparison.
     #[serde(default)]
     pub replica_batches_agreed: u64,
+    /// Consumer group counts (grants, heartbeats, member incarnations, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub group: BTreeMap<String, u64>,
 }
 
 /// The checker's answer.
@@ -375,10 +391,16 @@ pub fn check(history: &[Op], options: &CheckOptions) -> Result<Verdict, CheckErr
                 }
                 consumer_events.entry(&done.process).or_default().push(ConsumerEvent::Poll(done.index, found));
             }
-            "assign" | "subscribe" if kind == OpType::Ok => {
+            // A group member's heartbeat says nothing about positions; the
+            // offset fetch after a grant says where its reads continue.
+            "assign" | "subscribe" | "offset-fetch" if kind == OpType::Ok => {
                 let done = p.done.unwrap();
-                let positions = parse_offsets(done, done.value.get("positions").unwrap_or(&Value::Null))?;
-                consumer_events.entry(&done.process).or_default().push(ConsumerEvent::Assign(positions));
+                if let Some(positions) = done.value.get("positions") {
+                    let positions = parse_offsets(done, positions)?;
+                    consumer_events.entry(&done.process).or_default().push(ConsumerEvent::Assign(positions));
+                } else if done.value.get("member").is_none() && f != "offset-fetch" {
+                    consumer_events.entry(&done.process).or_default().push(ConsumerEvent::Assign(BTreeMap::new()));
+                }
             }
             "txn" => {
                 let consumed = parse_txn(p, &mut sends, &mut reads, &mut consumer_events)?;
@@ -392,7 +414,13 @@ pub fn check(history: &[Op], options: &CheckOptions) -> Result<Verdict, CheckErr
             }
             "commit" if kind == OpType::Ok => {
                 let done = p.done.unwrap();
-                commits.push((*p, parse_offsets(done, &done.value)?));
+                // A member's commit: only `offsets` were accepted.
+                let accepted = if done.value.get("member").is_some() {
+                    done.value.get("offsets").unwrap_or(&Value::Null)
+                } else {
+                    &done.value
+                };
+                commits.push((*p, parse_offsets(done, accepted)?));
             }
             _ => {}
         }
@@ -413,6 +441,7 @@ pub fn check(history: &[Op], options: &CheckOptions) -> Result<Verdict, CheckErr
     check_divergence(history, &reads, &mut verdict);
     check_exactly_once(&txns, &sends, &reads, &mut verdict);
     check_offset_regression(&commits, &mut verdict);
+    group::check_group(history, &pairs, &sends, options, &mut verdict)?;
     check_liveness(history, &pairs, &sends, options, &mut verdict);
 
     verdict.valid = verdict.anomalies.is_empty();

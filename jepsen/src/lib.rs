@@ -10,7 +10,8 @@
 //! - [`net`]: namespaces, bridge, partitions (iptables) and netem (tc).
 //! - [`cluster`]: the node processes: start, SIGKILL, SIGSTOP/SIGCONT.
 //! - [`nemesis`]: the seeded fault schedule and its executor.
-//! - [`workload`]: the `queue` and `idempotent` workloads and the drain.
+//! - [`workload`]: the `queue`, `idempotent`, `keys` and `group` workloads
+//!   and the drain; [`members`]: the `group` workload's consumer group members.
 //! - [`runner`]: one run from setup to teardown; [`report`]: report and plot.
 //!
 //! Invariant: the checker depends on nothing but the history, so any history
@@ -22,6 +23,7 @@
 pub mod checker;
 pub mod cluster;
 pub mod history;
+pub mod members;
 pub mod nemesis;
 pub mod net;
 pub mod report;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use strata_jepsen::checker::{self, CheckOptions};
+use strata_jepsen::checker::{self, CheckOptions, GroupCheckOptions};
 use strata_jepsen::history;
 use strata_jepsen::nemesis::FaultKind;
 use strata_jepsen::runner::{self, RunOptions};
@@ -142,6 +142,14 @@ fn check(path: PathBuf, duplicates_fatal: Option<bool>, recovery_bound: Option<u
             .unwrap_or(30)
             * 1_000_000_000,
         retention_ms: start.get("retention_ms").and_then(|v| v.as_u64()),
+        group: start.get("group").filter(|g| !g.is_null()).map(|g| {
+            let ms = |name: &str| g.get(name).and_then(|v| v.as_u64()).unwrap_or(0) * 1_000_000;
+            GroupCheckOptions {
+                keys: g.get("keys").and_then(|v| v.as_u64()).unwrap_or(0),
+                session_timeout_ns: ms("session_timeout_ms"),
+                convergence_bound_ns: ms("convergence_bound_ms"),
+            }
+        }),
     };
     let mut verdict = checker::check(&ops, &options).context("checking the history")?;
     if !options.duplicates_fatal {

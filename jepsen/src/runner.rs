@@ -14,9 +14,10 @@ use serde_json::{json, Value};
 use strata_client::{Client, ClientError, Consumer, RetryClass, StartOffset};
 use strata_testkit::{poll_until, MissingBinary};
 
-use crate::checker::{self, CheckOptions, Verdict};
+use crate::checker::{self, CheckOptions, GroupCheckOptions, Verdict};
 use crate::cluster::{Cluster, Faketime};
 use crate::history::{OpType, Process, Recorder};
+use crate::members;
 use crate::nemesis::{self, FaultKind, Nemesis};
 use crate::net::{self, Network};
 use crate::report;
@@ -159,6 +160,15 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
         ];
         nodes.configure(&dir, &settings, &[])?;
     }
+    let group_workload = options.workload == WorkloadKind::Group;
+    if group_workload {
+        nodes.configure(&dir, &members::node_settings(), &[])?;
+    }
+    let group_check = group_workload.then(|| GroupCheckOptions {
+        keys: options.keys as u64,
+        session_timeout_ns: members::SESSION_TIMEOUT.as_nanos() as u64,
+        convergence_bound_ns: members::convergence_bound().as_nanos() as u64,
+    });
     let retention_ms = keys_workload.then_some(KEYS_RETENTION_MS);
     let dedup_window_s = options.time_limit_s + options.recovery_bound_s + KEYS_DEDUP_SLACK_S;
     let cluster = Arc::new(Mutex::new(nodes));
@@ -186,6 +196,13 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
             "dedup_window_s": keys_workload.then_some(dedup_window_s),
             "snapshot_every_entries": keys_workload.then_some(KEYS_SNAPSHOT_EVERY_ENTRIES),
             "answer_hooks": options.faults.contains(&FaultKind::Answers).then(nemesis::answer_hook_config),
+            "group": group_check.as_ref().map(|g| json!({
+                "group_id": members::GROUP_ID,
+                "keys": g.keys,
+                "session_timeout_ms": members::SESSION_TIMEOUT.as_millis() as u64,
+                "heartbeat_interval_ms": members::HEARTBEAT_INTERVAL.as_millis() as u64,
+                "convergence_bound_ms": g.convergence_bound_ns / 1_000_000,
+            })),
         }),
         None,
         None,
@@ -231,6 +248,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
     nemesis.run(&windows, started, started + Duration::from_secs(options.time_limit_s)).await;
     let healed = Instant::now();
     let healed_ns = recorder.now();
+    workload.stop_client_crashes();
     println!("faults healed after {:.1} s; waiting for writes to resume", started.elapsed().as_secs_f64());
     let recovery = Duration::from_secs(options.recovery_bound_s);
     let resumed = poll_until(recovery, || async { (workload.last_ack_ns() > healed_ns).then_some(()) }).await;
@@ -244,7 +262,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
             notes.push(format!("no write was acknowledged within {} s of the final heal", options.recovery_bound_s))
         }
     }
-    let _ = healed;
+    if group_workload {
+        notes.extend(await_convergence(&admin, &recorder, &workload, options.keys, healed).await);
+    }
     workload.stop();
     for worker in workers {
         // Every operation has its own deadline, so this ends; the bound is
@@ -254,6 +274,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
         }
     }
 
+    if group_workload {
+        notes.extend(read_committed(&admin, &recorder, options.keys).await);
+    }
     let targets = acknowledged_targets(&recorder, options.keys);
     let drained =
         workload::drain(&recorder, &bootstrap, TOPIC, targets.clone(), keys_workload, Instant::now() + DRAIN_TIMEOUT)
@@ -281,8 +304,12 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
     recorder.flush();
 
     let history = recorder.ops();
-    let check_options =
-        CheckOptions { duplicates_fatal, recovery_bound_ns: options.recovery_bound_s * 1_000_000_000, retention_ms };
+    let check_options = CheckOptions {
+        duplicates_fatal,
+        recovery_bound_ns: options.recovery_bound_s * 1_000_000_000,
+        retention_ms,
+        group: group_check,
+    };
     let mut verdict = checker::check(&history, &check_options).context("checking the history")?;
     if !duplicates_fatal {
         verdict.notes.push(format!(
@@ -344,6 +371,103 @@ async fn setup_topic(client: &Client, options: &RunOptions, config: &BTreeMap<St
         .with_context(|| format!("partition {partition} got no leader in time"))?;
     }
     Ok(())
+}
+
+/// Pause between two descriptions of the group while waiting for it to
+/// converge: a few per heartbeat interval.
+const DESCRIBE_EVERY: Duration = Duration::from_millis(300);
+/// Bound on reading the group's final committed offsets once the members
+/// have stopped; the cluster is healed and answering by then.
+const COMMITTED_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `group`: describes the group (process `group-check`, `describe-group`)
+/// until every partition is owned by exactly one live member, or the
+/// convergence bound from the final heal has passed (with a second's
+/// margin, so that the checker, not this loop, judges a late answer).
+/// The members keep running meanwhile.
+async fn await_convergence(
+    admin: &Client,
+    recorder: &Recorder,
+    workload: &Workload,
+    keys: u32,
+    healed: Instant,
+) -> Vec<String> {
+    let process = Process::Named("group-check".into());
+    let deadline = healed + members::convergence_bound() + Duration::from_secs(1);
+    let mut last = None;
+    while Instant::now() < deadline {
+        recorder.record(process.clone(), OpType::Invoke, "describe-group", Value::Null, None, None);
+        match tokio::time::timeout(Duration::from_secs(5), admin.describe_group(members::GROUP_ID)).await {
+            Ok(Ok(description)) => {
+                let value = members::describe_value(&description, TOPIC, &workload.live_members());
+                let problem = checker::group::not_converged(&value, keys as u64);
+                recorder.record(process.clone(), OpType::Ok, "describe-group", value, None, None);
+                match problem {
+                    None => {
+                        return vec![format!(
+                            "the group converged {:.1} s after the final heal",
+                            healed.elapsed().as_secs_f64()
+                        )]
+                    }
+                    Some(problem) => last = Some(problem),
+                }
+            }
+            Ok(Err(error)) => {
+                let error = Some(error.to_string());
+                recorder.record(process.clone(), OpType::Fail, "describe-group", Value::Null, None, error);
+            }
+            Err(_) => {
+                let error = Some("deadline".to_string());
+                recorder.record(process.clone(), OpType::Fail, "describe-group", Value::Null, None, error);
+            }
+        }
+        tokio::time::sleep(DESCRIBE_EVERY).await;
+    }
+    vec![format!(
+        "the group did not converge within {:.0} s of the final heal; last seen: {}",
+        members::convergence_bound().as_secs_f64(),
+        last.unwrap_or_else(|| "no description".into())
+    )]
+}
+
+/// `group`: reads the group's committed offsets after the members stopped
+/// (process `group-check`, `committed`: ok `{"offsets": {"K": O}}`, keys
+/// without an offset left out).
+async fn read_committed(admin: &Client, recorder: &Recorder, keys: u32) -> Vec<String> {
+    let process = Process::Named("group-check".into());
+    let wanted = strata_client::TopicPartitions::from([(TOPIC.to_string(), (0..keys).collect())]);
+    let deadline = Instant::now() + COMMITTED_READ_TIMEOUT;
+    while Instant::now() < deadline {
+        recorder.record(
+            process.clone(),
+            OpType::Invoke,
+            "committed",
+            json!({"keys": (0..keys).collect::<Vec<_>>()}),
+            None,
+            None,
+        );
+        match tokio::time::timeout(Duration::from_secs(5), admin.fetch_offsets(members::GROUP_ID, &wanted)).await {
+            Ok(Ok(fetched)) => {
+                let offsets: BTreeMap<String, u64> = fetched
+                    .iter()
+                    .filter(|o| o.topic == TOPIC)
+                    .filter_map(|o| Some((o.partition.to_string(), o.committed.as_ref()?.offset)))
+                    .collect();
+                recorder.record(process, OpType::Ok, "committed", json!({"offsets": offsets}), None, None);
+                return Vec::new();
+            }
+            Ok(Err(error)) => {
+                let error = Some(error.to_string());
+                recorder.record(process.clone(), OpType::Fail, "committed", Value::Null, None, error);
+            }
+            Err(_) => {
+                let error = Some("deadline".to_string());
+                recorder.record(process.clone(), OpType::Fail, "committed", Value::Null, None, error);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    vec![format!("the group's committed offsets could not be read within {} s", COMMITTED_READ_TIMEOUT.as_secs())]
 }
 
 /// Per key, one past the highest acknowledged offset (0 for keys never written).

@@ -13,9 +13,9 @@
 //! whether it was stored. A process whose operation ends in `info` is
 //! retired; its worker continues as a fresh process with a new client.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -29,14 +29,14 @@ use strata_client::{
 };
 
 use crate::history::{OpType, Process, Recorder};
+use crate::members::Member;
 
 /// Which workload runs.
 ///
 /// Transactions (`txn`: up to 4 sends and polls per transaction, offsets
-/// committed inside it, about 1 in 32 aborted on purpose) and consumer
-/// groups (`subscribe` instead of `assign`) are added here as variants once
-/// the cluster supports them; the history format and the checker already
-/// cover their operations (`txn`, `subscribe`, `commit`).
+/// committed inside it, about 1 in 32 aborted on purpose) are added here as
+/// a variant once the cluster supports them; the history format and the
+/// checker already cover their operations (`txn`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkloadKind {
@@ -51,6 +51,12 @@ pub enum WorkloadKind {
     /// the run, so a key stored at two offsets is a duplicate, and a
     /// record trimmed before its retention allows is an early deletion.
     Keys,
+    /// Producers send as in `queue`; the other processes are members of one
+    /// consumer group (see `members`), which heartbeat, read the partitions
+    /// they hold from the committed offsets, and commit, through the raw
+    /// group calls. Member processes crash or leave now and then while
+    /// faults run.
+    Group,
 }
 
 impl WorkloadKind {
@@ -59,6 +65,7 @@ impl WorkloadKind {
             WorkloadKind::Queue => "queue",
             WorkloadKind::Idempotent => "idempotent",
             WorkloadKind::Keys => "keys",
+            WorkloadKind::Group => "group",
         }
     }
 }
@@ -101,14 +108,14 @@ const LOG_START_EVERY: Duration = Duration::from_millis(500);
 
 /// Deadline of one request: long enough for an election (about 1-3 s), short
 /// enough that a client stuck on a paused node gives up within a window.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long the `idempotent` producer keeps retrying one record.
 const SEND_RETRY_WINDOW: Duration = Duration::from_secs(20);
 /// Hard bound on any one operation, past the client's own deadlines; when it
 /// fires the outcome is unknown.
-const OP_DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const OP_DEADLINE: Duration = Duration::from_secs(30);
 /// Long-poll wait of one poll.
-const POLL_WAIT: Duration = Duration::from_millis(300);
+pub(crate) const POLL_WAIT: Duration = Duration::from_millis(300);
 
 /// A keyed record a `keys` worker sent, to be sent again with the same
 /// idempotency key and timestamp.
@@ -157,6 +164,10 @@ pub struct Workload {
     stop: AtomicBool,
     /// History time (ns) of the latest acknowledged send.
     last_ack_ns: AtomicU64,
+    /// `group`: whether member processes may still crash (only while faults run).
+    client_crashes: AtomicBool,
+    /// `group`: the member ids of the member processes running now.
+    live_members: Mutex<BTreeSet<String>>,
 }
 
 pub fn client_config() -> ClientConfig {
@@ -178,6 +189,8 @@ impl Workload {
             sends: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             last_ack_ns: AtomicU64::new(0),
+            client_crashes: AtomicBool::new(true),
+            live_members: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -191,8 +204,39 @@ impl Workload {
         self.last_ack_ns.load(Ordering::SeqCst)
     }
 
-    fn stopped(&self) -> bool {
+    pub(crate) fn stopped(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn config(&self) -> &WorkloadConfig {
+        &self.config
+    }
+
+    /// `group`: member processes stop crashing (called at the final heal).
+    pub fn stop_client_crashes(&self) {
+        self.client_crashes.store(false, Ordering::SeqCst);
+    }
+
+    pub(crate) fn client_crashes(&self) -> bool {
+        self.client_crashes.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn member_started(&self, member_id: &str) {
+        self.live_members.lock().expect("members lock").insert(member_id.to_string());
+    }
+
+    pub(crate) fn member_ended(&self, member_id: &str) {
+        self.live_members.lock().expect("members lock").remove(member_id);
+    }
+
+    /// `group`: the member ids of the member processes running now.
+    pub fn live_members(&self) -> BTreeSet<String> {
+        self.live_members.lock().expect("members lock").clone()
+    }
+
+    /// `group`: how many workers are producers; the rest are members.
+    fn producers(&self) -> usize {
+        (self.config.concurrency / 3).max(1)
     }
 
     /// Starts the workers; each runs until `stop`. The `keys` workload
@@ -215,9 +259,14 @@ impl Workload {
         let mut rng = StdRng::seed_from_u64(self.config.seed.wrapping_mul(1_000_003).wrapping_add(worker as u64));
         let mut generation = 0u64;
         let mut resends = Resends::default();
+        let member = self.config.kind == WorkloadKind::Group && worker >= self.producers();
         while !self.stopped() {
             let process = worker as u64 + generation * self.config.concurrency as u64;
             generation += 1;
+            if member {
+                Member::new(&self, process).run(&mut rng).await;
+                continue;
+            }
             let mut session = Session::new(&self, process, &mut rng);
             session.run(&mut rng, &mut resends).await;
         }
@@ -236,7 +285,7 @@ impl Workload {
         }
     }
 
-    fn record(&self, process: &Process, kind: OpType, f: &str, value: Value, error: Option<String>) -> u64 {
+    pub(crate) fn record(&self, process: &Process, kind: OpType, f: &str, value: Value, error: Option<String>) -> u64 {
         self.recorder.record(process.clone(), kind, f, value, None, error).time
     }
 
@@ -267,7 +316,7 @@ struct Session {
     request_timeout: Duration,
 }
 
-fn outcome_of(error: &ClientError) -> OpType {
+pub(crate) fn outcome_of(error: &ClientError) -> OpType {
     match error {
         // Found by the client before anything went on the wire.
         ClientError::Local { .. } | ClientError::InvalidArgument(_) => OpType::Fail,
@@ -284,7 +333,7 @@ impl Session {
             REQUEST_TIMEOUT
         };
         let producer = match workload.config.kind {
-            WorkloadKind::Queue | WorkloadKind::Keys => None,
+            WorkloadKind::Queue | WorkloadKind::Keys | WorkloadKind::Group => None,
             WorkloadKind::Idempotent => Some(
                 Producer::new(client.clone(), producer_config(request_timeout))
                     .expect("the workload's producer settings agree"),
@@ -296,7 +345,8 @@ impl Session {
             consumer: Consumer::new(connect(&workload.config.bootstrap)),
             client,
             producer,
-            needs_assign: true,
+            // A `group` producer only sends.
+            needs_assign: workload.config.kind != WorkloadKind::Group,
             request_timeout,
         }
     }
@@ -305,7 +355,9 @@ impl Session {
     async fn run(&mut self, rng: &mut StdRng, resends: &mut Resends) {
         while !self.workload.stopped() {
             let roll = rng.gen_range(0..100);
-            let ended = if self.needs_assign || roll < 5 {
+            let ended = if self.workload.config.kind == WorkloadKind::Group {
+                self.send(rng).await
+            } else if self.needs_assign || roll < 5 {
                 self.assign(rng).await
             } else if self.workload.config.kind == WorkloadKind::Keys && (roll < 55 || !resends.unknown.is_empty()) {
                 self.send_keyed(rng, resends).await
@@ -548,7 +600,7 @@ impl Session {
 
 /// A record the workload never wrote, met by a read.
 #[derive(Debug, thiserror::Error)]
-enum ForeignRecord {
+pub(crate) enum ForeignRecord {
     #[error("key {key} offset {offset} holds '{value}', not an integer value")]
     NotAnInteger { key: u32, offset: u64, value: String },
     #[error("key {key} offset {offset} has record key '{record_key}'")]
@@ -557,7 +609,7 @@ enum ForeignRecord {
 
 /// `{"K": [[offset, value], ...]}`; an error names a record that is not one
 /// of the workload's (its value is not an integer or its key is wrong).
-fn reads_value(records: &[ConsumedRecord]) -> Result<Value, ForeignRecord> {
+pub(crate) fn reads_value(records: &[ConsumedRecord]) -> Result<Value, ForeignRecord> {
     let mut by_key: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for record in records {
         let (key, offset) = (record.partition, record.offset);

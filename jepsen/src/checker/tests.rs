@@ -8,6 +8,8 @@ use super::*;
 #[derive(Default)]
 struct H {
     ops: Vec<Op>,
+    /// Added to every later entry's time (`wait`).
+    later_ns: u64,
 }
 
 fn client(id: u64) -> Process {
@@ -19,7 +21,7 @@ impl H {
         let index = self.ops.len() as u64;
         self.ops.push(Op {
             index,
-            time: (index + 1) * 1_000_000,
+            time: (index + 1) * 1_000_000 + self.later_ns,
             process,
             kind,
             f: f.into(),
@@ -592,4 +594,430 @@ fn replicas_storing_different_bytes_diverge() {
     let found: Vec<Option<u64>> = verdict.anomalies[DIVERGENCE].iter().map(|a| a.offset).collect();
     assert_eq!(found, vec![Some(2), Some(3)]);
     assert_eq!(verdict.anomalies[DIVERGENCE][0].ops, vec![one, two, three]);
+}
+
+// ---- consumer groups ----
+
+/// The group settings of the hand-made group histories: 2 partitions, a
+/// session timeout of 50 ms, convergence within 100 ms.
+fn group_options() -> CheckOptions {
+    CheckOptions {
+        group: Some(GroupCheckOptions { keys: 2, session_timeout_ns: 50_000_000, convergence_bound_ns: 100_000_000 }),
+        ..CheckOptions::default()
+    }
+}
+
+/// How a heartbeat ends.
+enum Answer<'a> {
+    /// ok: the answered epoch and assignment.
+    Ok(i64, &'a [u64]),
+    /// FENCED_MEMBER_EPOCH
+    Fenced,
+    /// No answer.
+    Lost,
+}
+
+fn member(p: u64) -> String {
+    format!("m{p}")
+}
+
+impl H {
+    /// Lets `ms` pass before the next entry.
+    fn wait(&mut self, ms: u64) {
+        self.later_ns += ms * 1_000_000;
+    }
+
+    /// A heartbeat of process `p` (member `m<p>`): a join when `epoch` is 0.
+    /// Returns the index of its completion.
+    fn beat(&mut self, p: u64, epoch: i64, owned: &[u64], answer: Answer<'_>) -> u64 {
+        let invoke = json!({"member": member(p), "epoch": epoch, "owned": owned});
+        self.push(client(p), OpType::Invoke, "subscribe", invoke.clone(), None);
+        match answer {
+            Answer::Ok(epoch, assignment) => self.push(
+                client(p),
+                OpType::Ok,
+                "subscribe",
+                json!({"member": member(p), "epoch": epoch, "assignment": assignment}),
+                None,
+            ),
+            Answer::Fenced => {
+                let mut value = invoke;
+                value["fenced"] = json!(true);
+                self.push(client(p), OpType::Fail, "subscribe", value, None)
+            }
+            Answer::Lost => self.push(client(p), OpType::Info, "subscribe", invoke, None),
+        }
+    }
+
+    /// The member's offset fetch: where its reads of each key continue.
+    fn positions(&mut self, p: u64, positions: &[(u64, u64)]) -> u64 {
+        let keys: Vec<u64> = positions.iter().map(|(k, _)| *k).collect();
+        let at: BTreeMap<String, u64> = positions.iter().map(|(k, o)| (k.to_string(), *o)).collect();
+        self.push(client(p), OpType::Invoke, "offset-fetch", json!({"member": member(p), "keys": keys}), None);
+        self.push(client(p), OpType::Ok, "offset-fetch", json!({"member": member(p), "positions": at}), None)
+    }
+
+    /// A member's poll returning `reads` (key, offset, value).
+    fn member_poll(&mut self, p: u64, reads: &[(u64, u64, u64)]) -> u64 {
+        let mut by_key: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for &(key, offset, value) in reads {
+            by_key.entry(key.to_string()).or_default().push(json!([offset, value]));
+        }
+        self.push(client(p), OpType::Invoke, "poll", json!({"member": member(p)}), None);
+        self.push(client(p), OpType::Ok, "poll", json!(by_key), None)
+    }
+
+    /// A member's commit at `epoch`, accepted for every offset given.
+    fn member_commit(&mut self, p: u64, epoch: i64, offsets: &[(u64, u64)]) -> u64 {
+        let offsets: BTreeMap<String, u64> = offsets.iter().map(|(k, o)| (k.to_string(), *o)).collect();
+        let value = json!({"member": member(p), "epoch": epoch, "offsets": offsets});
+        self.push(client(p), OpType::Invoke, "commit", value.clone(), None);
+        let mut done = value;
+        done["refused"] = json!({});
+        self.push(client(p), OpType::Ok, "commit", done, None)
+    }
+
+    fn crash(&mut self, p: u64) {
+        self.push(client(p), OpType::Invoke, "crash", json!({"member": member(p)}), None);
+        self.push(client(p), OpType::Info, "crash", json!({"member": member(p)}), None);
+    }
+
+    /// The harness's description of the group: owner per key (None: none),
+    /// with the given live members.
+    fn describe(&mut self, owners: &[Option<u64>], live: &[u64]) -> u64 {
+        let mut members: BTreeMap<String, Value> = BTreeMap::new();
+        for (key, owner) in owners.iter().enumerate() {
+            if let Some(p) = owner {
+                let entry = members.entry(member(*p)).or_insert_with(|| json!({"partitions": [], "pending": []}));
+                entry["partitions"].as_array_mut().unwrap().push(json!(key));
+            }
+        }
+        let owner_map: BTreeMap<String, Option<String>> =
+            owners.iter().enumerate().map(|(k, o)| (k.to_string(), o.map(member))).collect();
+        let live: Vec<String> = live.iter().map(|&p| member(p)).collect();
+        let process = Process::Named("group-check".into());
+        self.push(process.clone(), OpType::Invoke, "describe-group", Value::Null, None);
+        self.push(
+            process,
+            OpType::Ok,
+            "describe-group",
+            json!({"members": members, "owners": owner_map, "live": live}),
+            None,
+        )
+    }
+
+    fn final_committed(&mut self, offsets: &[(u64, u64)]) -> u64 {
+        let offsets: BTreeMap<String, u64> = offsets.iter().map(|(k, o)| (k.to_string(), *o)).collect();
+        let process = Process::Named("group-check".into());
+        self.push(process.clone(), OpType::Invoke, "committed", json!({"keys": [0, 1]}), None);
+        self.push(process, OpType::Ok, "committed", json!({"offsets": offsets}), None)
+    }
+
+    /// The final heal, then a write acknowledged and read (key 0 at
+    /// `offset`), as writes resume after every heal of a run.
+    fn heal(&mut self, offset: u64) {
+        self.fault("stop", 0);
+        self.send_ok(9, 0, 100 + offset, offset);
+        self.poll_at(Process::Named("drain".into()), &[(0, offset, 100 + offset)], None);
+    }
+
+    fn check_group(&self) -> Verdict {
+        self.check_with(group_options())
+    }
+}
+
+/// Two members share two keys: m1 joins and gets both, m2 joins, m1 gives
+/// up key 1 (revoked, committed, released), m2 gets it and reads on from
+/// m1's committed offset. Then a heal, a converged description, and the
+/// final committed offsets.
+fn healthy_group() -> H {
+    let mut h = H::default();
+    for v in 0..4 {
+        h.send_ok(9, 0, v, v);
+        h.send_ok(9, 1, v, v);
+    }
+    h.beat(1, 0, &[], Answer::Ok(1, &[0, 1]));
+    h.positions(1, &[(0, 0), (1, 0)]);
+    h.member_poll(1, &[(0, 0, 0), (0, 1, 1), (1, 0, 0), (1, 1, 1)]);
+    h.member_commit(1, 1, &[(0, 2), (1, 2)]);
+    h.beat(2, 0, &[], Answer::Ok(0, &[]));
+    // m1 learns that key 1 is revoked; it still owns it until it releases it.
+    h.beat(1, 1, &[0, 1], Answer::Ok(1, &[0]));
+    h.member_commit(1, 1, &[(1, 2)]);
+    h.beat(1, 1, &[0], Answer::Ok(2, &[0]));
+    h.beat(2, 0, &[], Answer::Ok(2, &[1]));
+    h.positions(2, &[(1, 2)]);
+    h.member_poll(2, &[(1, 2, 2), (1, 3, 3)]);
+    h.member_commit(2, 2, &[(1, 4)]);
+    h.member_poll(1, &[(0, 2, 2), (0, 3, 3)]);
+    h.member_commit(1, 2, &[(0, 4)]);
+    h.heal(4);
+    h.describe(&[Some(1), Some(2)], &[1, 2]);
+    h.final_committed(&[(0, 4), (1, 4)]);
+    h
+}
+
+#[test]
+fn a_healthy_group_history_is_valid() {
+    let verdict = healthy_group().check_group();
+    assert!(verdict.valid, "{}", verdict.summary());
+    assert_eq!(verdict.stats.group["grants"], 3);
+    // m2's join answered without an epoch is repeated: a second join.
+    assert_eq!(verdict.stats.group["member_incarnations"], 3);
+}
+
+#[test]
+fn a_group_history_needs_the_group_settings() {
+    assert!(check(&healthy_group().ops, &CheckOptions::default()).is_err());
+}
+
+#[test]
+fn a_grant_before_the_holder_released_is_double_ownership() {
+    let mut h = H::default();
+    let first = h.beat(1, 0, &[], Answer::Ok(1, &[0, 1]));
+    h.beat(1, 1, &[0, 1], Answer::Ok(1, &[0]));
+    // m2 is granted key 1 while m1 still lists it.
+    let second = h.beat(2, 0, &[], Answer::Ok(2, &[1]));
+    h.beat(1, 1, &[0], Answer::Ok(2, &[0]));
+    let verdict = h.check_group();
+    assert_eq!(names(&verdict), vec![DOUBLE_OWNERSHIP]);
+    let found = &verdict.anomalies[DOUBLE_OWNERSHIP][0];
+    assert_eq!(found.key, Some(1));
+    assert!(found.ops.contains(&first) && found.ops.contains(&second), "{found:?}");
+}
+
+#[test]
+fn a_grant_after_the_release_was_sent_is_not_double_ownership() {
+    let mut h = H::default();
+    h.beat(1, 0, &[], Answer::Ok(1, &[0, 1]));
+    h.beat(1, 1, &[0, 1], Answer::Ok(1, &[0]));
+    // The release is sent; its answer is lost, and m2 is granted key 1.
+    h.push(client(1), OpType::Invoke, "subscribe", json!({"member": "m1", "epoch": 1, "owned": [0]}), None);
+    h.beat(2, 0, &[], Answer::Ok(2, &[1]));
+    h.push(client(1), OpType::Info, "subscribe", json!({"member": "m1", "epoch": 1, "owned": [0]}), None);
+    let verdict = h.check_group();
+    assert!(verdict.valid, "{}", verdict.summary());
+}
+
+#[test]
+fn a_crashed_holder_loses_its_partitions_only_after_its_session_timeout() {
+    let mut h = H::default();
+    h.beat(1, 0, &[], Answer::Ok(1, &[0, 1]));
+    h.crash(1);
+    // 3 ms after m1's last heartbeat: far within its 50 ms session.
+    h.beat(2, 0, &[], Answer::Ok(2, &[0]));
+    assert_eq!(names(&h.check_group()), vec![DOUBLE_OWNERSHIP]);
+
+    let mut h = H::default();
+    h.beat(1, 0, &[], Answer::Ok(1, &[0, 1]));
+    h.crash(1);
+    h.wait(50);
+    h.beat(2, 0, &[], Answer::Ok(2, &[0, 1]));
+    let verdict = h.check_group();
+    assert!(verdict.valid, "{}", verdict.summary());
+}
+
+#[test]
+fn a_fenced_holder_is_excused_only_when_its_session_could_have_expired() {
+    // m1's heartbeats go unanswered for a session, m2 takes over, and m1 is
+    // then told it is fenced: fine.
+    let mut h = H::default();
+    h.beat(1, 0, &[], Answer::Ok(1, &[0, 1]));
+    h.beat(1, 1, &[0, 1], Answer::Lost);
+    h.wait(50);
+    h.beat(2, 0, &[], Answer::Ok(2, &[0, 1]));
+    h.beat(1, 1, &[0, 1], Answer::Fenced);
+    h.beat(1, 0, &[], Answer::Ok(2, &[]));
+    let verdict = h.check_group();
+    assert!(verdict.valid, "{}", verdict.summary());
+
+    // But a successful heartbeat of m1 after the grant shows the leader
+    // had not expired it: both owned the partitions.
+    let mut h = H::default();
+    h.beat(1, 0, &[], Answer::Ok(1, &[0, 1]));
+    h.wait(50);
+    h.beat(2, 0, &[], Answer::Ok(2, &[0, 1]));
+    h.beat(1, 1, &[0, 1], Answer::Ok(1, &[0, 1]));
+    let verdict = h.check_group();
+    assert_eq!(names(&verdict), vec![DOUBLE_OWNERSHIP]);
+    assert_eq!(verdict.anomalies[DOUBLE_OWNERSHIP].len(), 2, "both keys");
+}
+
+#[test]
+fn an_accepted_commit_of_a_partition_never_granted_is_by_a_non_owner() {
+    let mut h = H::default();
+    h.beat(1, 0, &[], Answer::Ok(1, &[0]));
+    let commit = h.member_commit(1, 1, &[(0, 1), (1, 1)]);
+    let verdict = h.check_group();
+    assert_eq!(names(&verdict), vec![COMMIT_BY_NON_OWNER]);
+    let found = &verdict.anomalies[COMMIT_BY_NON_OWNER];
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].key, Some(1));
+    assert!(found[0].ops.contains(&commit));
+}
+
+#[test]
+fn commits_while_revoking_are_fine_and_after_the_release_are_not() {
+    let mut h = H::default();
+    h.beat(1, 0, &[], Answer::Ok(1, &[0, 1]));
+    h.beat(1, 1, &[0, 1], Answer::Ok(1, &[0]));
+    // Revoked but not yet released: still its own.
+    h.member_commit(1, 1, &[(1, 3)]);
+    assert!(h.check_group().valid);
+    h.beat(1, 1, &[0], Answer::Ok(2, &[0]));
+    h.member_commit(1, 2, &[(1, 4)]);
+    assert_eq!(names(&h.check_group()), vec![COMMIT_BY_NON_OWNER]);
+}
+
+#[test]
+fn a_commit_at_an_epoch_before_the_grant_is_by_a_non_owner() {
+    let mut h = H::default();
+    h.beat(1, 0, &[], Answer::Ok(1, &[0]));
+    h.beat(1, 1, &[0], Answer::Ok(3, &[0, 1]));
+    h.member_commit(1, 3, &[(1, 1)]);
+    assert!(h.check_group().valid);
+    h.member_commit(1, 2, &[(1, 2)]);
+    assert_eq!(names(&h.check_group()), vec![COMMIT_BY_NON_OWNER]);
+}
+
+#[test]
+fn an_accepted_commit_of_an_expired_member_is_by_a_non_owner() {
+    let mut h = H::default();
+    h.beat(1, 0, &[], Answer::Ok(1, &[0]));
+    h.wait(50);
+    h.beat(2, 0, &[], Answer::Ok(2, &[0]));
+    // m1 never heard of it: its session was over, so the commit must be refused.
+    h.member_commit(1, 1, &[(0, 5)]);
+    assert_eq!(names(&h.check_group()), vec![COMMIT_BY_NON_OWNER]);
+}
+
+#[test]
+fn reading_a_partition_after_releasing_it_is_a_poll_by_a_non_owner() {
+    let mut h = H::default();
+    h.send_ok(9, 1, 0, 0);
+    h.beat(1, 0, &[], Answer::Ok(1, &[0, 1]));
+    h.positions(1, &[(0, 0), (1, 0)]);
+    h.beat(1, 1, &[0, 1], Answer::Ok(1, &[0]));
+    h.beat(1, 1, &[0], Answer::Ok(2, &[0]));
+    let poll = h.member_poll(1, &[(1, 0, 0)]);
+    let verdict = h.check_group();
+    assert_eq!(names(&verdict), vec![POLL_BY_NON_OWNER]);
+    assert!(verdict.anomalies[POLL_BY_NON_OWNER][0].ops.contains(&poll));
+}
+
+#[test]
+fn a_final_committed_offset_below_an_accepted_commit_is_an_offset_regression() {
+    let mut h = H::default();
+    for v in 0..5 {
+        h.send_ok(9, 0, v, v);
+    }
+    h.beat(1, 0, &[], Answer::Ok(1, &[0, 1]));
+    h.positions(1, &[(0, 0), (1, 0)]);
+    h.member_poll(1, &[(0, 0, 0), (0, 1, 1), (0, 2, 2), (0, 3, 3), (0, 4, 4)]);
+    let commit = h.member_commit(1, 1, &[(0, 5)]);
+    let read = h.final_committed(&[(0, 3)]);
+    let verdict = h.check_group();
+    assert_eq!(names(&verdict), vec![OFFSET_REGRESSION]);
+    assert_eq!(verdict.anomalies[OFFSET_REGRESSION][0].ops, vec![commit, read]);
+}
+
+#[test]
+fn accepted_member_commits_moving_back_are_an_offset_regression() {
+    let mut h = H::default();
+    h.beat(1, 0, &[], Answer::Ok(1, &[0]));
+    h.member_commit(1, 1, &[(0, 5)]);
+    h.member_commit(1, 1, &[(0, 2)]);
+    assert_eq!(names(&h.check_group()), vec![OFFSET_REGRESSION]);
+}
+
+#[test]
+fn refused_offsets_of_a_member_commit_are_not_committed() {
+    let mut h = H::default();
+    h.beat(1, 0, &[], Answer::Ok(1, &[0]));
+    h.member_commit(1, 1, &[(0, 5)]);
+    // Offset 2 of key 0 and key 1 were refused: neither a regression nor a
+    // commit by a non-owner.
+    let value = json!({"member": "m1", "epoch": 1, "offsets": {"0": 2, "1": 1}});
+    h.push(client(1), OpType::Invoke, "commit", value, None);
+    let done = json!({"member": "m1", "epoch": 1, "offsets": {}, "refused": {"0": "STALE_MEMBER_EPOCH", "1": "STALE_MEMBER_EPOCH"}});
+    h.push(client(1), OpType::Ok, "commit", done, None);
+    let verdict = h.check_group();
+    assert!(verdict.valid, "{}", verdict.summary());
+}
+
+#[test]
+fn an_acknowledged_record_below_the_committed_offset_that_no_member_read_is_unconsumed() {
+    let mut h = H::default();
+    let mut sends = Vec::new();
+    for v in 0..4 {
+        sends.push(h.send_ok(9, 0, v, v));
+    }
+    h.beat(1, 0, &[], Answer::Ok(1, &[0, 1]));
+    h.positions(1, &[(0, 0)]);
+    h.member_poll(1, &[(0, 0, 0), (0, 1, 1)]);
+    // A second member reads from 3: offset 2 is skipped by the group.
+    h.beat(2, 0, &[], Answer::Ok(0, &[]));
+    h.beat(1, 1, &[0, 1], Answer::Ok(1, &[1]));
+    h.beat(1, 1, &[1], Answer::Ok(2, &[1]));
+    h.beat(2, 0, &[], Answer::Ok(2, &[0]));
+    h.positions(2, &[(0, 3)]);
+    h.member_poll(2, &[(0, 3, 3)]);
+    h.member_commit(2, 2, &[(0, 4)]);
+    // A drain that reads everything does not count: it is not a member.
+    h.poll_at(Process::Named("drain".into()), &[(0, 0, 0), (0, 1, 1), (0, 2, 2), (0, 3, 3)], None);
+    let read = h.final_committed(&[(0, 4)]);
+    let verdict = h.check_group();
+    assert_eq!(names(&verdict), vec![UNCONSUMED]);
+    let found = &verdict.anomalies[UNCONSUMED];
+    assert_eq!(found.len(), 1);
+    assert_eq!((found[0].key, found[0].offset), (Some(0), Some(2)));
+    assert!(found[0].ops.contains(&sends[2].1) && found[0].ops.contains(&read));
+}
+
+#[test]
+fn a_group_that_does_not_converge_in_time_is_reported() {
+    // Key 1 has no owner after the heal.
+    let mut h = H::default();
+    h.beat(1, 0, &[], Answer::Ok(1, &[0]));
+    h.heal(0);
+    h.describe(&[Some(1), None], &[1]);
+    assert_eq!(names(&h.check_group()), vec![NOT_CONVERGED]);
+
+    // Owned by a member that is not live (a crashed one).
+    let mut h = H::default();
+    h.beat(1, 0, &[], Answer::Ok(1, &[0, 1]));
+    h.heal(0);
+    h.describe(&[Some(1), Some(1)], &[2]);
+    assert_eq!(names(&h.check_group()), vec![NOT_CONVERGED]);
+
+    // Converged, but only after the bound (100 ms).
+    let mut h = H::default();
+    h.beat(1, 0, &[], Answer::Ok(1, &[0, 1]));
+    h.heal(0);
+    h.describe(&[Some(1), None], &[1]);
+    h.wait(100);
+    h.describe(&[Some(1), Some(1)], &[1]);
+    assert_eq!(names(&h.check_group()), vec![NOT_CONVERGED]);
+
+    // Converged in time after an unconverged look.
+    let mut h = H::default();
+    h.beat(1, 0, &[], Answer::Ok(1, &[0, 1]));
+    h.heal(0);
+    h.describe(&[Some(1), None], &[1]);
+    h.wait(50);
+    h.describe(&[Some(1), Some(1)], &[1]);
+    let verdict = h.check_group();
+    assert!(verdict.valid, "{}", verdict.summary());
+}
+
+#[test]
+fn a_partition_listed_by_two_members_is_not_converged() {
+    let mut h = H::default();
+    h.beat(1, 0, &[], Answer::Ok(1, &[0, 1]));
+    h.heal(0);
+    h.describe(&[Some(1), Some(1)], &[1, 2]);
+    // m2 also lists key 1 (as pending revocation) in the description.
+    let last = h.ops.len() - 1;
+    h.ops[last].value["members"]["m2"] = json!({"partitions": [], "pending": [1]});
+    assert_eq!(names(&h.check_group()), vec![NOT_CONVERGED]);
 }
