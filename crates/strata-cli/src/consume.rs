@@ -80,7 +80,7 @@ pub struct ConsumeArgs {
     pub key_separator: String,
 }
 
-fn parse_time_ms(text: &str) -> Result<i64, String> {
+pub(crate) fn parse_time_ms(text: &str) -> Result<i64, String> {
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.timestamp_millis())
         .map_err(|e| format!("'{text}' is not an RFC 3339 time such as 2024-05-01T12:00:00Z: {e}"))

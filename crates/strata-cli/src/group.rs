@@ -24,6 +24,7 @@ use strata_client::{
 };
 use strata_core::limits::GROUP_HIGH_WATERMARK_LOOKUPS_IN_FLIGHT;
 
+use crate::consume::parse_time_ms;
 use crate::topic::{explain, print_table};
 
 #[derive(Subcommand, Debug)]
@@ -78,12 +79,6 @@ pub struct ResetArgs {
     /// Store the new offsets (without it nothing changes).
     #[arg(long)]
     pub execute: bool,
-}
-
-fn parse_time_ms(text: &str) -> Result<i64, String> {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| t.timestamp_millis())
-        .map_err(|e| format!("'{text}' is not an RFC 3339 time such as 2024-05-01T12:00:00Z: {e}"))
 }
 
 /// How `reset-offsets` picks each partition's new offset.
