@@ -32,6 +32,18 @@ pub struct Args {
     /// Systems to run (default: all): strata, etcd, rabbitmq, nats.
     #[arg(long, value_delimiter = ',')]
     pub systems: Vec<String>,
+    /// Skip the consumer group workloads (G1 rebalance, G2 offset commits,
+    /// G3 group consumption), which run in both modes otherwise.
+    #[arg(long, conflicts_with = "only_groups")]
+    pub no_groups: bool,
+    /// Run only the consumer group workloads (G1, G2 on Strata; G3 on
+    /// Strata, RabbitMQ and NATS).
+    #[arg(long, conflicts_with = "only_w5")]
+    pub only_groups: bool,
+    /// The Strata nodes' `group_heartbeat_interval` (ms): the heartbeat
+    /// interval of every group they create, the unit G1 is reported in.
+    #[arg(long, default_value_t = strata_core::limits::DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS)]
+    pub group_heartbeat_interval_ms: u64,
 }
 
 impl Args {
@@ -46,7 +58,19 @@ impl Args {
 
     /// Whether W5 runs: always outside quick mode, in quick mode when asked.
     pub fn runs_w5(&self) -> bool {
-        !self.quick || self.w5 || self.only_w5
+        (!self.quick || self.w5 || self.only_w5) && !self.only_groups
+    }
+
+    /// Whether phase A, W3 and W7 run: not when only W5 or only the group
+    /// workloads are asked for.
+    pub fn runs_main(&self) -> bool {
+        !self.only_w5 && !self.only_groups
+    }
+
+    /// Whether the consumer group workloads run: in both modes (they take
+    /// about two minutes in quick mode) unless skipped, and not with --only-w5.
+    pub fn runs_groups(&self) -> bool {
+        !self.no_groups && !self.only_w5
     }
 }
 
@@ -93,5 +117,18 @@ mod tests {
         assert!(!all.runs_w5());
         assert!(Args::parse_from(["suite", "--strata-bin", "strata", "--quick", "--only-w5"]).runs_w5());
         assert!(Args::parse_from(["suite", "--strata-bin", "strata"]).runs_w5());
+    }
+
+    #[test]
+    fn group_workloads_run_unless_skipped_or_another_only_is_asked() {
+        let all = Args::parse_from(["suite", "--strata-bin", "strata", "--quick"]);
+        assert!(all.runs_groups() && all.runs_main());
+        assert_eq!(all.group_heartbeat_interval_ms, 3000);
+        let only = Args::parse_from(["suite", "--strata-bin", "strata", "--only-groups"]);
+        assert!(only.runs_groups() && !only.runs_main() && !only.runs_w5());
+        let none = Args::parse_from(["suite", "--strata-bin", "strata", "--no-groups"]);
+        assert!(!none.runs_groups() && none.runs_main());
+        assert!(!Args::parse_from(["suite", "--strata-bin", "strata", "--only-w5"]).runs_groups());
+        assert!(Args::try_parse_from(["suite", "--strata-bin", "strata", "--only-groups", "--only-w5"]).is_err());
     }
 }

@@ -2,14 +2,20 @@
 //! `strata bench`): a workload's settings and figures as the report
 //! records them, and one run of it against a system's sinks.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use strata_load::{Load, Percentiles, Rates, Schedule, Sink, Stamp};
+use strata_load::{Load, Meter, Outcome, Percentiles, Rates, Schedule, Sink, Stamp};
 
 /// From fixing the clock to the first intended send: time for every
 /// producer's task to start, so the first records are not late by that.
 const LEAD_IN: Duration = Duration::from_millis(50);
+
+/// How often a run with readers looks whether they have received every
+/// acknowledged record yet: small beside any latency worth reporting.
+const CATCH_UP_POLL: Duration = Duration::from_millis(20);
 
 #[derive(Clone, Debug, Serialize)]
 pub struct LoadSpec {
@@ -48,6 +54,48 @@ pub struct LoadResult {
     pub max_ack_gap_ms: f64,
     #[serde(skip)]
     pub acked_ids: Vec<u64>,
+    /// What the readers received (G3 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consume: Option<ConsumeResult>,
+}
+
+/// What the readers of a run received.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ConsumeResult {
+    /// Records received inside the measured window.
+    pub records: u64,
+    pub records_per_sec: f64,
+    /// From a record's stamp (its intended send time) to its receipt, of
+    /// records stamped inside the window.
+    pub end_to_end_latency_ms: Percentiles,
+    /// Every record received, warm-up and drain included.
+    pub received_total: u64,
+    /// Acknowledged records not received by the end of the drain (0 when
+    /// every one was; more were received than acknowledged if negative).
+    pub missing: i64,
+}
+
+/// The readers' side of a run: the run's meter once its clock is fixed,
+/// and how many records they received since.
+#[derive(Default)]
+pub struct Readers {
+    meter: OnceLock<Arc<Meter>>,
+    received: AtomicU64,
+}
+
+impl Readers {
+    /// Records just received, by their values. Records received before the
+    /// run's clock is fixed are not the run's and do not count.
+    pub fn received<'a>(&self, values: impl IntoIterator<Item = &'a [u8]>) {
+        let Some(meter) = self.meter.get() else { return };
+        let stamps: Vec<u64> = values.into_iter().filter_map(strata_load::stamp::sent_at).collect();
+        self.received.fetch_add(stamps.len() as u64, Ordering::Relaxed);
+        meter.received(stamps);
+    }
+
+    pub fn received_total(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
 }
 
 impl LoadSpec {
@@ -85,7 +133,33 @@ pub async fn run<S: Sink>(sinks: Vec<S>, spec: &LoadSpec, at_a_third: Option<Box
     if let Some(hook) = hook {
         hook.abort();
     }
+    result_of(load.outcome(), spec)
+}
+
+/// Runs one load against `sinks` while readers (the caller's tasks) report
+/// what they receive to `readers`; ends once they have received every
+/// acknowledged record, or `spec.drain_secs` after the producers finished.
+pub async fn run_with_readers<S: Sink>(sinks: Vec<S>, spec: &LoadSpec, readers: &Readers) -> LoadResult {
+    let load = Load::start(spec.schedule());
+    let _ = readers.meter.set(load.meter().clone());
+    load.run(sinks).await;
+    let deadline = Instant::now() + Duration::from_secs_f64(spec.drain_secs);
+    while readers.received_total() < load.meter().acked_total() && Instant::now() < deadline {
+        tokio::time::sleep(CATCH_UP_POLL).await;
+    }
     let outcome = load.outcome();
+    let received_total = readers.received_total();
+    let consume = ConsumeResult {
+        records: outcome.consumed_in_window,
+        records_per_sec: outcome.consumed_in_window as f64 / spec.duration_secs,
+        end_to_end_latency_ms: outcome.end_to_end_latency_ms,
+        received_total,
+        missing: outcome.acked_total as i64 - received_total as i64,
+    };
+    LoadResult { consume: Some(consume), ..result_of(outcome, spec) }
+}
+
+fn result_of(outcome: Outcome, spec: &LoadSpec) -> LoadResult {
     let Rates { records_per_sec, mb_per_sec } =
         Rates::of(outcome.acked_in_window, spec.record_size, spec.duration_secs);
     LoadResult {
@@ -99,5 +173,6 @@ pub async fn run<S: Sink>(sinks: Vec<S>, spec: &LoadSpec, at_a_third: Option<Box
         acked_total: outcome.acked_total,
         max_ack_gap_ms: outcome.max_ack_gap.as_secs_f64() * 1000.0,
         acked_ids: outcome.acked_ids,
+        consume: None,
     }
 }

@@ -4,7 +4,9 @@
 //! quorum queues, NATS JetStream R3) through W1, W2, W4 and W3 with one
 //! load generator (`strata-load`, shared with `strata bench`), measures
 //! every server process from /proc, runs W7 (and W5 outside quick mode) on
-//! Strata, and writes JSON, Markdown and SVG.
+//! Strata, then the consumer group workloads (`groups`: G1 and G2 on
+//! Strata, G3 on Strata, RabbitMQ and NATS), and writes JSON, Markdown and
+//! SVG.
 //!
 //! Clusters run one at a time, so one system's idle cost never disturbs
 //! another's figures. Every cluster is stopped when its phase ends, also on
@@ -16,6 +18,7 @@
 
 mod args;
 mod calibrate;
+mod groups;
 mod load;
 mod phases;
 mod procs;
@@ -32,7 +35,7 @@ use clap::Parser;
 use crate::args::{Args, Timing};
 use crate::phases::{MAX_RATE_WINDOW, OPEN_LOOP_WINDOW, W5_PARTITIONS, W7_SHARE_OF_BASE};
 use crate::ramp::W2_P99_BOUND_MS;
-use crate::report::{Machine, Report, SystemResults};
+use crate::report::{GroupsResult, Machine, Report, SystemResults};
 use crate::systems::{Cluster, System};
 
 fn load_average() -> String {
@@ -70,7 +73,8 @@ async fn start_cluster(system: System, args: &Args, phase: &str) -> anyhow::Resu
     let dir = args.work_dir.join(format!("{}-{phase}", system.name()));
     let _ = std::fs::remove_dir_all(&dir);
     let started = Instant::now();
-    let cluster = systems::start(system, &dir, &args.strata_bin).await?;
+    let options = systems::StrataOptions { group_heartbeat_interval_ms: args.group_heartbeat_interval_ms };
+    let cluster = systems::start(system, &dir, &args.strata_bin, options).await?;
     eprintln!("{} cluster up in {:.1} s ({})", system.name(), started.elapsed().as_secs_f64(), cluster.version);
     Ok(cluster)
 }
@@ -122,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
     let mut notes = Vec::new();
 
     // Phase A: W1, W2, W4 for each system, one cluster at a time.
-    for entry in results.iter_mut().filter(|_| !args.only_w5) {
+    for entry in results.iter_mut().filter(|_| args.runs_main()) {
         eprintln!("== {} : W1, W2, W4", entry.system.name());
         match start_cluster(entry.system, &args, "a").await {
             Ok(cluster) => {
@@ -142,22 +146,52 @@ async fn main() -> anyhow::Result<()> {
 
     // W3 runs at shares of the weakest fsync-class peer's max rate (W2, 6 partitions).
     let (base, base_note) = phases::w3_base(&results);
-    notes.extend(base_note.map(String::from));
-    notes.push(format!("W3 base rate (weakest fsync-class peer's W2 max rate, 6 partitions): {base:.0} records/s"));
+    if args.runs_main() {
+        notes.extend(base_note.map(String::from));
+        notes.push(format!("W3 base rate (weakest fsync-class peer's W2 max rate, 6 partitions): {base:.0} records/s"));
+    }
 
     let mut w7_result = None;
     let mut w5_result = None;
+    let mut groups_result = None;
     for entry in results.iter_mut() {
-        eprintln!("== {} : W3{}", entry.system.name(), if entry.system == System::Strata { ", W7" } else { "" });
+        // The peers run G3 on the W3 cluster, after W3; Strata on a cluster of its own (W7 kills a node).
+        let peer_g3 = args.runs_groups() && matches!(entry.system, System::Rabbitmq | System::Nats);
+        let mut doing: Vec<&str> = Vec::new();
+        if args.runs_main() {
+            doing.push("W3");
+            if entry.system == System::Strata {
+                doing.push("W7");
+            }
+        }
+        if peer_g3 {
+            doing.push("G3");
+        }
         if !entry.errors.iter().all(|e| !e.starts_with("cluster did not start")) {
             continue;
         }
-        let started = if args.only_w5 { None } else { Some(start_cluster(entry.system, &args, "b").await) };
+        let started = if doing.is_empty() {
+            None
+        } else {
+            eprintln!("== {} : {}", entry.system.name(), doing.join(", "));
+            Some(start_cluster(entry.system, &args, "b").await)
+        };
         match started {
             None => {}
             Some(Ok(cluster)) => {
-                phases::phase_b(&cluster, base, &timing, entry).await;
-                if entry.system == System::Strata {
+                if entry.version.is_empty() {
+                    entry.version = cluster.version.clone();
+                }
+                if args.runs_main() {
+                    phases::phase_b(&cluster, base, &timing, entry).await;
+                }
+                if peer_g3 {
+                    match groups::g3(&cluster, &timing).await {
+                        Ok(result) => entry.workloads.push(result),
+                        Err(error) => entry.errors.push(format!("G3: {error:#}")),
+                    }
+                }
+                if entry.system == System::Strata && args.runs_main() {
                     match phases::w7(&cluster, base * W7_SHARE_OF_BASE, &timing).await {
                         Ok(result) => w7_result = Some(result),
                         Err(error) => entry.errors.push(format!("W7: {error:#}")),
@@ -165,7 +199,36 @@ async fn main() -> anyhow::Result<()> {
                 }
                 stop_cluster(cluster, &args, "b");
             }
-            Some(Err(error)) => entry.errors.push(format!("cluster did not start for W3: {error:#}")),
+            Some(Err(error)) => entry.errors.push(format!("cluster did not start for {}: {error:#}", doing.join(", "))),
+        }
+        if entry.system == System::Strata && args.runs_groups() {
+            eprintln!("== strata : G3, G1, G2");
+            let mut result = GroupsResult::default();
+            match start_cluster(System::Strata, &args, "g").await {
+                Ok(cluster) => {
+                    if entry.version.is_empty() {
+                        entry.version = cluster.version.clone();
+                    }
+                    match groups::g3(&cluster, &timing).await {
+                        Ok(g3) => entry.workloads.push(g3),
+                        Err(error) => entry.errors.push(format!("G3: {error:#}")),
+                    }
+                    match groups::g1(&cluster, args.quick).await {
+                        Ok(g1) => result.rebalance = Some(g1),
+                        Err(error) => result.errors.push(format!("G1: {error:#}")),
+                    }
+                    match groups::g2(&cluster, &timing).await {
+                        Ok(g2) => result.commits = Some(g2),
+                        Err(error) => result.errors.push(format!("G2: {error:#}")),
+                    }
+                    if !result.errors.is_empty() {
+                        eprintln!("  groups failed: {:?}\n{}", result.errors, cluster.logs());
+                    }
+                    stop_cluster(cluster, &args, "g");
+                }
+                Err(error) => result.errors.push(format!("cluster did not start for G1-G3: {error:#}")),
+            }
+            groups_result = Some(result);
         }
         if entry.system == System::Strata && args.runs_w5() {
             eprintln!("== strata : W5");
@@ -213,11 +276,23 @@ async fn main() -> anyhow::Result<()> {
             "w2_p99_bound_ms": W2_P99_BOUND_MS,
             "replicas": 3,
             "nodes": 3,
+            "strata_group_heartbeat_interval_ms": args.group_heartbeat_interval_ms,
+            "groups": args.runs_groups().then(|| serde_json::json!({
+                "g1_members": groups::G1_MEMBERS,
+                "g1_partitions": groups::G1_PARTITIONS,
+                "g2_committers": groups::G2_COMMITTERS,
+                "g2_partitions_per_commit": groups::G2_PARTITIONS,
+                "g3_consumers": groups::G3_MEMBERS,
+                "g3_partitions": groups::G3_PARTITIONS,
+                "g3_producers_rate_per_sec": groups::G3_RATE,
+                "g3_record_size": 1024,
+            })),
         }),
         calibration,
         systems: results,
         w5: w5_result,
         w7: w7_result,
+        groups: groups_result,
         targets: Vec::new(),
         notes,
     };

@@ -85,7 +85,7 @@ async fn run_workload(
     Ok(WorkloadResult { workload: workload.to_string(), label: label.to_string(), partitions, spec, result, resources })
 }
 
-fn resources(before: &[procs::Usage], after: &[procs::Usage], acked: u64, record_size: usize) -> Resources {
+pub(crate) fn resources(before: &[procs::Usage], after: &[procs::Usage], acked: u64, record_size: usize) -> Resources {
     let per_node: Vec<procs::Usage> = before.iter().zip(after).map(|(b, a)| procs::delta(b, a)).collect();
     let mut total = procs::Usage::default();
     for node in &per_node {

@@ -156,15 +156,13 @@ fn clock_ticks_per_second() -> f64 {
     }
 }
 
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
+/// A field of a /proc/PID/status text, in KiB (0 when absent).
+fn status_kib(status: &str, key: &str) -> u64 {
+    status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
 
@@ -184,8 +182,12 @@ pub fn usage(root: u32) -> Usage {
             total.cpu_seconds += (utime + stime) as f64 / ticks;
         }
         total.write_bytes += io_write_bytes(pid);
-        total.peak_rss_bytes += status_kib(pid, "VmHWM:") * 1024;
-        total.rss_bytes += status_kib(pid, "VmRSS:") * 1024;
+        // Both from one reading, which the kernel keeps consistent (the
+        // peak at least the current); two readings could see memory grow
+        // in between.
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        total.peak_rss_bytes += status_kib(&status, "VmHWM:") * 1024;
+        total.rss_bytes += status_kib(&status, "VmRSS:") * 1024;
     }
     total
 }

@@ -93,6 +93,99 @@ pub struct W5Result {
     pub memory_per_replica_bytes: Vec<f64>,
 }
 
+/// A few timings of one kind (G1's rebalances, G2's topic creations).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Timings {
+    /// Every timing in the order taken, ms.
+    pub samples_ms: Vec<f64>,
+    pub p50_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Timings {
+    /// The samples with their median (the lower middle of an even count)
+    /// and maximum; all 0 when there are none.
+    pub fn of(samples_ms: Vec<f64>) -> Timings {
+        let mut sorted = samples_ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        let p50_ms = sorted.get(sorted.len().saturating_sub(1) / 2).copied().unwrap_or(0.0);
+        let max_ms = sorted.last().copied().unwrap_or(0.0);
+        Timings { samples_ms, p50_ms, max_ms }
+    }
+}
+
+/// G1: a group's rebalance after a member joins or leaves.
+#[derive(Clone, Debug, Serialize)]
+pub struct RebalanceResult {
+    pub members: usize,
+    pub partitions: u32,
+    /// The group's heartbeat interval as `describe_group` reports it: the
+    /// unit of the figures in intervals.
+    pub heartbeat_interval_ms: f64,
+    /// How often the suite asked `describe_group` whether the group was
+    /// stable: the resolution of every timing.
+    pub poll_every_ms: f64,
+    /// From the first of the members joining an empty group (they join
+    /// spread over one heartbeat interval) to stable.
+    pub formation_ms: f64,
+    /// From one more member's join request to stable (every partition
+    /// owned, every member at the target).
+    pub join: Timings,
+    /// From that member's leave request to stable again.
+    pub leave: Timings,
+    /// Failed heartbeats of every member over the run, and the first.
+    pub heartbeat_errors: u64,
+    pub first_error: Option<String>,
+}
+
+impl RebalanceResult {
+    pub fn intervals(&self, ms: f64) -> f64 {
+        ms / self.heartbeat_interval_ms.max(1.0)
+    }
+}
+
+/// G2: standalone offset commits of many partitions each, and topic
+/// creation alone and while they run.
+#[derive(Clone, Debug, Serialize)]
+pub struct CommitsResult {
+    /// Concurrent committers, each with one commit in flight (closed loop),
+    /// each for a group of its own that has no members.
+    pub committers: usize,
+    /// Partition offsets in every commit (every partition of the topic).
+    pub partitions_per_commit: u32,
+    /// Records in each partition before the commits (offsets go up to it).
+    pub prefilled_records_per_partition: usize,
+    pub warmup_secs: f64,
+    pub duration_secs: f64,
+    /// Commits answered inside the window, and the partition offsets they stored.
+    pub commits: u64,
+    pub offsets: u64,
+    pub offsets_per_sec: f64,
+    /// Request to answer, of commits sent inside the window.
+    pub latency_ms: Percentiles,
+    /// Failed commits and refused partitions over the run, and the first reason.
+    pub errors: u64,
+    pub first_error: Option<String>,
+    /// Partitions of each topic created.
+    pub create_partitions: u32,
+    /// The create request to its answer, topics created one at a time with
+    /// nothing else running, then while the commits ran.
+    pub create_alone: Timings,
+    pub create_during: Timings,
+    /// Server cost over the commit run.
+    pub resources: Resources,
+}
+
+/// The consumer group workloads' own results (G3 is among each system's
+/// workloads, with the end-to-end figures in its `consume`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GroupsResult {
+    pub rebalance: Option<RebalanceResult>,
+    pub commits: Option<CommitsResult>,
+    /// Why G1 or G2 could not be measured.
+    pub errors: Vec<String>,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Target {
     pub name: String,
@@ -121,6 +214,8 @@ pub struct Report {
     pub systems: Vec<SystemResults>,
     pub w5: Option<W5Result>,
     pub w7: Option<W7Result>,
+    /// G1 and G2, when the group workloads ran.
+    pub groups: Option<GroupsResult>,
     pub targets: Vec<Target>,
     pub notes: Vec<String>,
 }
@@ -263,6 +358,7 @@ pub fn markdown(report: &Report) -> String {
             w5.memory_per_replica_bytes.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>()
         );
     }
+    groups_markdown(report, &mut out);
     let _ = writeln!(out, "## Targets\n\n| target | measured | goal | met | how |\n| --- | --- | --- | --- | --- |");
     for t in &report.targets {
         let met = match t.met {
@@ -284,6 +380,116 @@ pub fn markdown(report: &Report) -> String {
         }
     }
     out
+}
+
+/// The consumer group workloads' sections, when any ran.
+fn groups_markdown(report: &Report, out: &mut String) {
+    let g3: Vec<(&SystemResults, &WorkloadResult)> =
+        report.systems.iter().filter_map(|s| s.find(crate::groups::G3_LABEL).map(|w| (s, w))).collect();
+    let groups = report.groups.as_ref();
+    if g3.is_empty() && groups.is_none() {
+        return;
+    }
+    let _ = writeln!(out, "## Consumer groups\n");
+    if let Some(r) = groups.and_then(|g| g.rebalance.as_ref()) {
+        let _ = writeln!(
+            out,
+            "### G1: rebalance, {} members over {} partitions (Strata)\n\nHeartbeat interval {:.0} ms (the nodes' `group_heartbeat_interval`); members joined spread over one interval, heartbeat at that interval and give up revoked partitions at once; the group is stable when `describe_group` says Stable with every partition owned, asked every {:.0} ms. The {} members formed a stable group in {:.0} ms.\n",
+            r.members, r.partitions, r.heartbeat_interval_ms, r.poll_every_ms, r.members, r.formation_ms
+        );
+        let _ = writeln!(
+            out,
+            "| event | runs | p50 ms | p50 intervals | max ms | max intervals |\n| --- | --- | --- | --- | --- | --- |"
+        );
+        for (event, t) in [("one more member joins", &r.join), ("that member leaves", &r.leave)] {
+            let _ = writeln!(
+                out,
+                "| {event} | {} | {:.0} | {:.2} | {:.0} | {:.2} |",
+                t.samples_ms.len(),
+                t.p50_ms,
+                r.intervals(t.p50_ms),
+                t.max_ms,
+                r.intervals(t.max_ms)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nFailed heartbeats: {}{}.\n",
+            r.heartbeat_errors,
+            r.first_error.as_ref().map(|e| format!(" (first: {e})")).unwrap_or_default()
+        );
+    }
+    if let Some(c) = groups.and_then(|g| g.commits.as_ref()) {
+        let _ = writeln!(
+            out,
+            "### G2: offset commits (Strata)\n\n{} committers, each with one commit in flight for a group of its own without members, {} partition offsets per commit ({} records in each partition first), {:.0} s window after {:.0} s warm-up: {} commits, {} offsets, **{:.0} offsets/s**; commit latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; {} errors{}. Server CPU {:.1} s.\n",
+            c.committers,
+            c.partitions_per_commit,
+            c.prefilled_records_per_partition,
+            c.duration_secs,
+            c.warmup_secs,
+            c.commits,
+            c.offsets,
+            c.offsets_per_sec,
+            c.latency_ms.p50,
+            c.latency_ms.p99,
+            c.latency_ms.p999,
+            c.latency_ms.max,
+            c.errors,
+            c.first_error.as_ref().map(|e| format!(" (first: {e})")).unwrap_or_default(),
+            c.resources.total.cpu_seconds,
+        );
+        let _ = writeln!(
+            out,
+            "| topic creation ({} partitions, RF 3), one at a time | topics | p50 ms | max ms |\n| --- | --- | --- | --- |",
+            c.create_partitions
+        );
+        for (when, t) in [("alone", &c.create_alone), ("while the commits run", &c.create_during)] {
+            let _ = writeln!(out, "| {when} | {} | {:.2} | {:.2} |", t.samples_ms.len(), t.p50_ms, t.max_ms);
+        }
+        let _ = writeln!(out);
+    }
+    if !g3.is_empty() {
+        let _ = writeln!(
+            out,
+            "### G3: group consumption, {} consumers, 1 KiB records at a fixed rate\n\nEnd-to-end latency is from a record's stamp (its intended send time) to its receipt by a consumer.\n",
+            crate::groups::G3_MEMBERS
+        );
+        let _ = writeln!(
+            out,
+            "| system | consumers | offered rec/s | acked rec/s | produce p50 / p99 ms | consumed rec/s | end-to-end p50 / p95 / p99 / max ms | not received | server CPU s |"
+        );
+        let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        for (system, w) in g3 {
+            let r = &w.result;
+            let c = r.consume.clone().unwrap_or_default();
+            let e = &c.end_to_end_latency_ms;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.0} | {:.2} / {:.2} | {:.0} | {:.2} / {:.2} / {:.2} / {:.2} | {} | {:.1} |",
+                system.system.name(),
+                crate::groups::g3_how(system.system),
+                fmt_opt(r.offered_rate, 0),
+                r.records_per_sec,
+                r.latency_ms.p50,
+                r.latency_ms.p99,
+                c.records_per_sec,
+                e.p50,
+                e.p95,
+                e.p99,
+                e.max,
+                c.missing,
+                w.resources.total.cpu_seconds,
+            );
+        }
+        let _ = writeln!(out);
+    }
+    for error in groups.map(|g| g.errors.as_slice()).unwrap_or_default() {
+        let _ = writeln!(out, "- groups: {error}");
+    }
+    if groups.is_some_and(|g| !g.errors.is_empty()) {
+        let _ = writeln!(out);
+    }
 }
 
 /// One plotted point: (offered records/s, p50 ms, p99 ms).

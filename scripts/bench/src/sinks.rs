@@ -3,6 +3,9 @@
 //! its acknowledgement. One [`Sink`] per system, and [`SystemSink`] to drive
 //! whichever system a cluster runs from one workload runner.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,6 +24,39 @@ pub struct ClientSettings {
 }
 
 pub type AckFuture = BoxFuture<'static, anyhow::Result<()>>;
+
+/// Acknowledgements a sink still waits for, so that its `flush` waits for
+/// them: the sink, and with it its connection, is dropped after `flush`,
+/// and an acknowledgement still on its way would then fail.
+#[derive(Clone, Default)]
+struct InFlight(Arc<(AtomicUsize, tokio::sync::Notify)>);
+
+impl InFlight {
+    fn track(&self, ack: impl Future<Output = anyhow::Result<()>> + Send + 'static) -> AckFuture {
+        self.0 .0.fetch_add(1, Ordering::SeqCst);
+        let this = self.clone();
+        async move {
+            let outcome = ack.await;
+            if this.0 .0.fetch_sub(1, Ordering::SeqCst) == 1 {
+                this.0 .1.notify_waiters();
+            }
+            outcome
+        }
+        .boxed()
+    }
+
+    /// Completes when no acknowledgement is awaited (the caller bounds the wait).
+    async fn settled(&self) {
+        loop {
+            // Created before the check, so a wake-up in between is not lost.
+            let notified = self.0 .1.notified();
+            if self.0 .0.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
 
 /// Strata's batching producer; partitions chosen by the producer.
 pub struct StrataSink {
@@ -90,6 +126,7 @@ impl Sink for EtcdSink {
 pub struct RabbitSink {
     channel: lapin::Channel,
     queues: Vec<String>,
+    in_flight: InFlight,
     _connection: lapin::Connection,
 }
 
@@ -104,7 +141,7 @@ impl RabbitSink {
         let channel = connection.create_channel().await?;
         channel.confirm_select(lapin::options::ConfirmSelectOptions::default()).await?;
         let queues = (0..partitions).map(|p| rabbit_queue(topic, p)).collect();
-        Ok(RabbitSink { channel, queues, _connection: connection })
+        Ok(RabbitSink { channel, queues, in_flight: InFlight::default(), _connection: connection })
     }
 }
 
@@ -124,22 +161,25 @@ impl Sink for RabbitSink {
                 lapin::BasicProperties::default().with_delivery_mode(2),
             )
             .await?;
-        Ok(async move {
+        Ok(self.in_flight.track(async move {
             let confirmation = confirm.await?;
             anyhow::ensure!(confirmation.is_ack(), "the broker refused the message (nack)");
             Ok(())
-        }
-        .boxed())
+        }))
     }
 
-    /// Every publish awaits its own confirm: nothing is held back.
-    async fn flush(&self) {}
+    /// Every publish is sent at once: nothing is held back, but confirms
+    /// still on their way are waited for, before the connection closes.
+    async fn flush(&self) {
+        self.in_flight.settled().await;
+    }
 }
 
 /// NATS JetStream publishes with ack futures (one stream per partition, in turn).
 pub struct NatsSink {
     js: async_nats::jetstream::Context,
     subjects: Vec<String>,
+    in_flight: InFlight,
 }
 
 impl NatsSink {
@@ -147,7 +187,7 @@ impl NatsSink {
         let endpoint = &cluster.endpoints[index % cluster.endpoints.len()];
         let client = async_nats::connect(endpoint.as_str()).await?;
         let subjects = (0..partitions).map(|p| nats_subject(topic, p)).collect();
-        Ok(NatsSink { js: async_nats::jetstream::new(client), subjects })
+        Ok(NatsSink { js: async_nats::jetstream::new(client), subjects, in_flight: InFlight::default() })
     }
 }
 
@@ -158,15 +198,17 @@ impl Sink for NatsSink {
     async fn send(&self, id: u64, value: Bytes) -> anyhow::Result<AckFuture> {
         let subject = self.subjects[(id % self.subjects.len() as u64) as usize].clone();
         let ack = self.js.publish(subject, value).await.map_err(|e| anyhow::anyhow!("publish: {e}"))?;
-        Ok(async move {
+        Ok(self.in_flight.track(async move {
             ack.await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
             Ok(())
-        }
-        .boxed())
+        }))
     }
 
-    /// Every publish awaits its own ack: nothing is held back.
-    async fn flush(&self) {}
+    /// Every publish is sent at once: nothing is held back, but acks still
+    /// on their way are waited for, before the connection closes.
+    async fn flush(&self) {
+        self.in_flight.settled().await;
+    }
 }
 
 /// The sink of whichever system a cluster runs.
@@ -215,5 +257,31 @@ impl Sink for SystemSink {
             SystemSink::Rabbit(sink) => sink.flush().await,
             SystemSink::Nats(sink) => sink.flush().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn flush_waits_for_acknowledgements_still_on_their_way() {
+        let in_flight = InFlight::default();
+        in_flight.settled().await;
+        let (answer, answered) = tokio::sync::oneshot::channel::<()>();
+        let ack = in_flight.track(async move {
+            answered.await?;
+            Ok(())
+        });
+        let waiting = tokio::spawn({
+            let in_flight = in_flight.clone();
+            async move { in_flight.settled().await }
+        });
+        let acked = tokio::spawn(ack);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "settled while an acknowledgement was awaited");
+        answer.send(()).expect("the ack waits");
+        acked.await.expect("ack task").expect("acknowledged");
+        tokio::time::timeout(Duration::from_secs(10), waiting).await.expect("settled").expect("task");
     }
 }

@@ -104,10 +104,17 @@ fn version_of(program: &str, arg: &str) -> String {
         .unwrap_or_default()
 }
 
-pub async fn start(system: System, dir: &Path, strata_bin: &Path) -> anyhow::Result<Cluster> {
+/// Settings of the Strata nodes the suite starts, beside their defaults.
+#[derive(Clone, Copy, Debug)]
+pub struct StrataOptions {
+    /// `group_heartbeat_interval` (ms) of every node.
+    pub group_heartbeat_interval_ms: u64,
+}
+
+pub async fn start(system: System, dir: &Path, strata_bin: &Path, strata: StrataOptions) -> anyhow::Result<Cluster> {
     std::fs::create_dir_all(dir)?;
     match system {
-        System::Strata => start_strata(dir, strata_bin).await,
+        System::Strata => start_strata(dir, strata_bin, strata).await,
         System::Etcd => start_etcd(dir).await,
         System::Rabbitmq => start_rabbitmq(dir).await,
         System::Nats => start_nats(dir).await,
@@ -116,7 +123,7 @@ pub async fn start(system: System, dir: &Path, strata_bin: &Path) -> anyhow::Res
 
 // ---- Strata -------------------------------------------------------------
 
-async fn start_strata(dir: &Path, bin: &Path) -> anyhow::Result<Cluster> {
+async fn start_strata(dir: &Path, bin: &Path, options: StrataOptions) -> anyhow::Result<Cluster> {
     let ports: Vec<(u16, u16)> = free_ports(6).chunks(2).map(|p| (p[0], p[1])).collect();
     let initial: Vec<String> = ports.iter().enumerate().map(|(i, (p, _))| format!("{}=127.0.0.1:{p}", i + 1)).collect();
     let mut servers = Vec::new();
@@ -132,7 +139,9 @@ async fn start_strata(dir: &Path, bin: &Path) -> anyhow::Result<Cluster> {
             .arg("--initial-cluster")
             .arg(initial.join(","))
             .arg("--metrics-listen")
-            .arg(format!("127.0.0.1:{metrics_port}"));
+            .arg(format!("127.0.0.1:{metrics_port}"))
+            // Every config key has an environment override (no flag for this one).
+            .env("STRATA_GROUP_HEARTBEAT_INTERVAL", format!("{}ms", options.group_heartbeat_interval_ms));
         servers.push(Server::spawn(&format!("strata-{id}"), command, &dir.join(format!("node-{id}.log")))?);
     }
     let endpoints: Vec<String> = ports.iter().map(|(p, _)| format!("127.0.0.1:{p}")).collect();

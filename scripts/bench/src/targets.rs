@@ -132,6 +132,38 @@ pub const GOALS: &[Goal] = &[
         figure: w7,
     },
     Goal {
+        name: "G1 rebalance after a member joins, in heartbeat intervals",
+        goal: "≤ 2 (every run)",
+        comparison: Comparison::AtMost(2.0),
+        reason: "members that lose partitions hear of it at their next heartbeat and give them up at once, and \
+                 the new member takes them at its next: two intervals, with no group-wide barrier (issue 14)",
+        figure: g1_join,
+    },
+    Goal {
+        name: "G1 rebalance after a member leaves, in heartbeat intervals",
+        goal: "≤ 2 (every run)",
+        comparison: Comparison::AtMost(2.0),
+        reason: "a leave frees its partitions at once; the members that get them take them at their next \
+                 heartbeat, within one interval, so two leave room",
+        figure: g1_leave,
+    },
+    Goal {
+        name: "G2 partition offsets committed per second",
+        goal: "≥ 20,000 with commit p99 < 50 ms",
+        comparison: Comparison::AtLeast(20_000.0),
+        reason: "issue 14: many consumers each committing many partitions every few seconds must not make the \
+                 metadata group the bottleneck; a commit batches its partitions into one Raft entry",
+        figure: g2_offsets,
+    },
+    Goal {
+        name: "G2 topic creation p50 while commits run vs alone",
+        goal: "≤ 2×",
+        comparison: Comparison::AtMost(2.0),
+        reason: "commits and topic creation share the metadata group: commits may slow creation down, at most \
+                 to twice its time (issue 14)",
+        figure: g2_topic_creation,
+    },
+    Goal {
         name: "no-fsync mode vs NATS JetStream R3",
         goal: "compare",
         comparison: Comparison::Informative,
@@ -301,6 +333,100 @@ fn w7(report: &Report) -> Option<Figure> {
     })
 }
 
+/// G1's or G2's figure, or `None` (no row) when the group workloads did not
+/// run, or a row without a value saying why that one did not.
+fn groups_figure<T>(
+    report: &Report,
+    part: impl Fn(&crate::report::GroupsResult) -> Option<&T>,
+    prefix: &str,
+    figure: impl Fn(&T) -> Figure,
+) -> Option<Figure> {
+    let groups = report.groups.as_ref()?;
+    match part(groups) {
+        Some(result) => Some(figure(result)),
+        None => {
+            let why = groups.errors.iter().find(|e| e.starts_with(prefix)).cloned();
+            Figure::of(None, why.unwrap_or_else(|| "did not run".into()))
+        }
+    }
+}
+
+fn g1_figure(report: &Report, leave: bool) -> Option<Figure> {
+    groups_figure(
+        report,
+        |g| g.rebalance.as_ref(),
+        "G1",
+        |r| {
+            let t = if leave { &r.leave } else { &r.join };
+            Figure {
+                value: (!t.samples_ms.is_empty()).then(|| r.intervals(t.max_ms)),
+                detail: format!(
+                    "{} runs, heartbeat interval {:.0} ms: p50 {:.0} ms ({:.2} intervals), max {:.0} ms",
+                    t.samples_ms.len(),
+                    r.heartbeat_interval_ms,
+                    t.p50_ms,
+                    r.intervals(t.p50_ms),
+                    t.max_ms
+                ),
+                qualifier: Some(format!("{} members, {} partitions", r.members, r.partitions)),
+                also: true,
+            }
+        },
+    )
+}
+
+fn g1_join(report: &Report) -> Option<Figure> {
+    g1_figure(report, false)
+}
+
+fn g1_leave(report: &Report) -> Option<Figure> {
+    g1_figure(report, true)
+}
+
+/// G2's commit latency bound, beside its throughput goal.
+const G2_P99_BOUND_MS: f64 = 50.0;
+
+fn g2_offsets(report: &Report) -> Option<Figure> {
+    groups_figure(
+        report,
+        |g| g.commits.as_ref(),
+        "G2",
+        |c| Figure {
+            value: Some(c.offsets_per_sec),
+            detail: format!(
+                "{} committers × {} partitions per commit, closed loop: commit p50 {:.2} ms, p99 {:.2} ms, {} errors",
+                c.committers, c.partitions_per_commit, c.latency_ms.p50, c.latency_ms.p99, c.errors
+            ),
+            qualifier: None,
+            also: c.latency_ms.count > 0 && c.latency_ms.p99 < G2_P99_BOUND_MS && c.errors == 0,
+        },
+    )
+}
+
+fn g2_topic_creation(report: &Report) -> Option<Figure> {
+    groups_figure(
+        report,
+        |g| g.commits.as_ref(),
+        "G2",
+        |c| {
+            let measured = !c.create_alone.samples_ms.is_empty() && !c.create_during.samples_ms.is_empty();
+            Figure {
+            value: (measured && c.create_alone.p50_ms > 0.0).then(|| c.create_during.p50_ms / c.create_alone.p50_ms),
+            detail: format!(
+                "{}-partition topics, one at a time: alone p50 {:.1} ms (max {:.1}), during commits p50 {:.1} ms (max {:.1})",
+                c.create_partitions,
+                c.create_alone.p50_ms,
+                c.create_alone.max_ms,
+                c.create_during.p50_ms,
+                c.create_during.max_ms
+            ),
+            qualifier: None,
+            also: true,
+        }
+        },
+    )
+}
+
 fn no_fsync_mode(_: &Report) -> Option<Figure> {
     Figure::of(None, "Strata has no mode without per-write fsync; NATS is listed in its own durability class")
 }
@@ -332,6 +458,7 @@ mod tests {
             systems,
             w5: None,
             w7: None,
+            groups: None,
             targets: vec![],
             notes: vec![],
         }
@@ -435,5 +562,67 @@ mod tests {
         // Fast enough, but a lost record misses the goal.
         let w7 = target(&targets, "W7 unavailability after a leader kill");
         assert_eq!((w7.value, w7.met), (Some(2.5), Some(false)));
+    }
+
+    #[test]
+    fn group_targets_judge_the_worst_rebalance_and_commits_with_their_latency() {
+        use crate::report::{CommitsResult, GroupsResult, RebalanceResult, Timings};
+        let mut report = report(vec![]);
+        // Without the group workloads their rows are left out.
+        assert!(judge(&report).iter().all(|j| !j.target.name.starts_with("G")));
+        let commits = CommitsResult {
+            committers: 16,
+            partitions_per_commit: 100,
+            prefilled_records_per_partition: 1000,
+            warmup_secs: 1.0,
+            duration_secs: 5.0,
+            commits: 1250,
+            offsets: 125_000,
+            offsets_per_sec: 25_000.0,
+            latency_ms: strata_load::Percentiles { count: 1250, p50: 10.0, p99: 60.0, ..Default::default() },
+            errors: 0,
+            first_error: None,
+            create_partitions: 3,
+            create_alone: Timings::of(vec![10.0, 12.0, 11.0]),
+            create_during: Timings::of(vec![30.0, 20.0, 25.0]),
+            resources: Default::default(),
+        };
+        report.groups = Some(GroupsResult {
+            rebalance: Some(RebalanceResult {
+                members: 10,
+                partitions: 100,
+                heartbeat_interval_ms: 3000.0,
+                poll_every_ms: 100.0,
+                formation_ms: 9000.0,
+                join: Timings::of(vec![4000.0, 6100.0, 3000.0]),
+                leave: Timings::of(vec![1500.0, 2900.0, 3100.0]),
+                heartbeat_errors: 0,
+                first_error: None,
+            }),
+            commits: Some(commits),
+            errors: vec![],
+        });
+        let targets: Vec<Target> = judge(&report).into_iter().map(|j| j.target).collect();
+        let name = |n: &str| format!("{n} (10 members, 100 partitions)");
+        // The worst join took 6,100 ms: more than 2 intervals of 3 s.
+        let join = target(&targets, &name("G1 rebalance after a member joins, in heartbeat intervals"));
+        assert_eq!(join.met, Some(false));
+        assert!((join.value.unwrap() - 6100.0 / 3000.0).abs() < 1e-9);
+        let leave = target(&targets, &name("G1 rebalance after a member leaves, in heartbeat intervals"));
+        assert_eq!(leave.met, Some(true));
+        // Enough offsets/s, but p99 60 ms misses the latency bound.
+        let offsets = target(&targets, "G2 partition offsets committed per second");
+        assert_eq!((offsets.value, offsets.met), (Some(25_000.0), Some(false)));
+        // 25 ms during against 11 ms alone.
+        let creation = target(&targets, "G2 topic creation p50 while commits run vs alone");
+        assert_eq!(creation.met, Some(false));
+        assert!((creation.value.unwrap() - 25.0 / 11.0).abs() < 1e-9);
+
+        // A workload that failed has a row without a value that says why.
+        report.groups = Some(GroupsResult { rebalance: None, commits: None, errors: vec!["G2: refused".into()] });
+        let targets: Vec<Target> = judge(&report).into_iter().map(|j| j.target).collect();
+        let offsets = target(&targets, "G2 partition offsets committed per second");
+        assert_eq!((offsets.value, offsets.met, offsets.detail.as_str()), (None, None, "G2: refused"));
+        assert_eq!(target(&targets, "G1 rebalance after a member joins, in heartbeat intervals").detail, "did not run");
     }
 }
