@@ -106,6 +106,16 @@ error_codes! {
         "name a known assignor: uniform (the default) or range";
     UnreleasedInstanceId = 30, "UNRELEASED_INSTANCE_ID", BackOff,
         "another live member uses this instance id; stop it, or wait for its session timeout, and retry";
+    ConcurrentTransactions = 31, "CONCURRENT_TRANSACTIONS", BackOff,
+        "the transactional id's previous transaction is still finishing; retry shortly";
+    InvalidTxnState = 32, "INVALID_TXN_STATE", Fatal,
+        "the request does not fit the transaction's state (e.g. a commit with nothing sent); abort and begin again";
+    TransactionTimedOut = 33, "TRANSACTION_TIMED_OUT", Fatal,
+        "the transaction ran past its transaction_timeout and was aborted; initialise the producer again and retry it, or raise the timeout";
+    TransactionAborted = 34, "TRANSACTION_ABORTED", Fatal,
+        "an operator aborted the transaction; initialise the producer again and retry it";
+    TransactionalIdNotFound = 35, "TRANSACTIONAL_ID_NOT_FOUND", Fatal,
+        "initialise the producer (InitProducerId with this transactional id) before using it";
 }
 
 #[cfg(test)]

@@ -574,3 +574,26 @@ const _: () = assert!(MIN_OFFSETS_RETENTION_MS <= DEFAULT_OFFSETS_RETENTION_MS);
 /// re-delivers at most this much of each partition to the next owner; one
 /// commit per interval is one small Raft entry of the metadata group.
 pub const DEFAULT_AUTO_COMMIT_INTERVAL_MS: u64 = 5_000;
+
+// Transactions (the coordinator's state machine in strata-state's `txn`)
+
+/// Longest transactional id, in bytes: Kafka's bound on such names, and a
+/// few hundred bytes per id in every node's memory at most.
+pub const MAX_TRANSACTIONAL_ID_LEN: usize = 249;
+
+/// `transaction_timeout` when the producer names none: 60 s, Kafka's
+/// default. An open transaction holds back read_committed readers of its
+/// partitions until it ends, so it must not be left open for long.
+pub const DEFAULT_TRANSACTION_TIMEOUT_MS: u64 = 60_000;
+
+/// Longest `transaction_timeout` a producer may ask for: 15 minutes, Kafka's
+/// `transaction.max.timeout.ms`. It bounds how long a hanging transaction
+/// can pin the last stable offset of its partitions.
+pub const MAX_TRANSACTION_TIMEOUT_MS: u64 = 15 * 60 * 1000;
+
+/// Most partitions one transaction writes to: every one gets a marker when
+/// it ends, written before the transaction completes, and the list is part
+/// of the metadata state. A whole topic at MAX_PARTITIONS_PER_TOPIC fits.
+pub const MAX_PARTITIONS_PER_TRANSACTION: usize = MAX_PARTITIONS_PER_TOPIC as usize;
+
+const _: () = assert!(DEFAULT_TRANSACTION_TIMEOUT_MS <= MAX_TRANSACTION_TIMEOUT_MS);
