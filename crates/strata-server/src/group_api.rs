@@ -99,7 +99,8 @@ fn existing<'a>(state: &'a MetadataState, group_id: &str) -> Result<&'a Consumer
     state.groups.groups.get(group_id).ok_or_else(|| {
         ApiError::new(
             ErrorCode::GroupIdNotFound,
-            format!("group '{group_id}' does not exist (a group exists once a member joins or offsets are committed)"),
+            // The code's own help says how a group comes to exist.
+            format!("group '{group_id}' does not exist"),
         )
     })
 }
