@@ -25,9 +25,10 @@
 //! - A refused command changes nothing.
 //! - The (producer id, epoch) of an id never goes back.
 //!
-//! Not here yet: the partition side (markers, last stable offset, aborted
-//! index), the group fencing of staged offsets (the metadata state checks
-//! them against its groups before it stages them), and expiry of idle ids.
+//! The partition side (open transactions, the last stable offset, the
+//! aborted index) is [`partition`]. Not here yet: the group fencing of
+//! staged offsets (the metadata state is to check them against its groups
+//! before it stages them), and expiry of idle ids.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -522,6 +523,8 @@ fn stale(transactional_id: &str, txn: &Transaction) -> TxnError {
         ),
     )
 }
+
+pub mod partition;
 
 #[cfg(test)]
 mod tests;
