@@ -744,13 +744,7 @@ async fn rabbit_consumers(
     systems::create_topic(cluster, G3_TOPIC, 1).await.context("declare the G3 queue")?;
     let mut tasks = Vec::new();
     for index in 0..G3_MEMBERS {
-        let endpoint = &cluster.endpoints[index % cluster.endpoints.len()];
-        let connection = lapin::Connection::connect(
-            &format!("amqp://guest:guest@{endpoint}/%2f"),
-            lapin::ConnectionProperties::default(),
-        )
-        .await?;
-        let channel = connection.create_channel().await?;
+        let (connection, channel) = systems::rabbit_channel(cluster, index).await?;
         channel.basic_qos(G3_PREFETCH, BasicQosOptions::default()).await?;
         let mut consumer = channel
             .basic_consume(

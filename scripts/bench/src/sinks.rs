@@ -14,7 +14,7 @@ use futures::FutureExt;
 use serde::Serialize;
 use strata_load::Sink;
 
-use crate::systems::{nats_subject, rabbit_queue, Cluster, System};
+use crate::systems::{nats_subject, rabbit_channel, rabbit_queue, Cluster, System};
 
 /// Settings of the client side that the systems share where they apply.
 #[derive(Clone, Debug, Serialize)]
@@ -132,13 +132,7 @@ pub struct RabbitSink {
 
 impl RabbitSink {
     pub async fn connect(cluster: &Cluster, topic: &str, partitions: u32, index: usize) -> anyhow::Result<RabbitSink> {
-        let endpoint = &cluster.endpoints[index % cluster.endpoints.len()];
-        let connection = lapin::Connection::connect(
-            &format!("amqp://guest:guest@{endpoint}/%2f"),
-            lapin::ConnectionProperties::default(),
-        )
-        .await?;
-        let channel = connection.create_channel().await?;
+        let (connection, channel) = rabbit_channel(cluster, index).await?;
         channel.confirm_select(lapin::options::ConfirmSelectOptions::default()).await?;
         let queues = (0..partitions).map(|p| rabbit_queue(topic, p)).collect();
         Ok(RabbitSink { channel, queues, in_flight: InFlight::default(), _connection: connection })

@@ -385,13 +385,7 @@ pub async fn create_topic(cluster: &Cluster, name: &str, partitions: u32) -> any
         System::Rabbitmq => {
             for partition in 0..partitions {
                 // Declared through node p % 3 so queue leaders spread over the nodes.
-                let endpoint = &cluster.endpoints[partition as usize % cluster.endpoints.len()];
-                let connection = lapin::Connection::connect(
-                    &format!("amqp://guest:guest@{endpoint}/%2f"),
-                    lapin::ConnectionProperties::default(),
-                )
-                .await?;
-                let channel = connection.create_channel().await?;
+                let (connection, channel) = rabbit_channel(cluster, partition as usize).await?;
                 let mut arguments = lapin::types::FieldTable::default();
                 arguments.insert("x-queue-type".into(), lapin::types::AMQPValue::LongString("quorum".into()));
                 channel
@@ -421,6 +415,20 @@ pub async fn create_topic(cluster: &Cluster, name: &str, partitions: u32) -> any
         }
     }
     Ok(())
+}
+
+/// A connection to node `index` of a RabbitMQ cluster (round robin over
+/// its nodes) and a channel on it; the channel lives as long as the
+/// connection is kept.
+pub async fn rabbit_channel(cluster: &Cluster, index: usize) -> anyhow::Result<(lapin::Connection, lapin::Channel)> {
+    let endpoint = &cluster.endpoints[index % cluster.endpoints.len()];
+    let connection = lapin::Connection::connect(
+        &format!("amqp://guest:guest@{endpoint}/%2f"),
+        lapin::ConnectionProperties::default(),
+    )
+    .await?;
+    let channel = connection.create_channel().await?;
+    Ok((connection, channel))
 }
 
 pub fn rabbit_queue(topic: &str, partition: u32) -> String {
