@@ -108,29 +108,34 @@ fn check_frame(bytes: &[u8], mode: Mode) -> Result<BatchHeader, BatchError> {
     Ok(h)
 }
 
-/// Refuses every attribute bit besides compression (checked before): Strata
-/// implements none of them, and storing them as sent would make Kafka
-/// decoders read the batch differently from how Strata stored it (control
-/// batches hidden, timestamps replaced by the append time). Only producer
-/// input is checked; batches stored before this check stay readable.
+/// Refuses every attribute bit besides compression (checked before) and
+/// the transactional bit: Strata implements none of them for producers,
+/// and storing them as sent would make Kafka decoders read the batch
+/// differently from how Strata stored it (control batches hidden,
+/// timestamps replaced by the append time). A transactional batch is
+/// allowed here; the server checks that its producer is transactional.
+/// Control batches are written by the partition itself, never sent. Only
+/// producer input is checked; batches stored before this check stay
+/// readable.
 fn check_attributes(attributes: i16) -> Result<(), BatchError> {
-    const NAMED: [(i16, &str); 3] = [
+    const NAMED: [(i16, &str); 2] = [
         (TIMESTAMP_TYPE_BIT, "LogAppendTime timestamps (attribute bit 0x08)"),
-        (TRANSACTIONAL_BIT, "transactional batches (attribute bit 0x10)"),
         (CONTROL_BIT, "control batches (attribute bit 0x20)"),
     ];
-    if attributes == 0 {
+    let refused = attributes & !TRANSACTIONAL_BIT;
+    if refused == 0 {
         return Ok(());
     }
     let mut what: Vec<String> =
-        NAMED.iter().filter(|(bit, _)| attributes & bit != 0).map(|(_, name)| (*name).to_string()).collect();
-    let known = NAMED.iter().fold(COMPRESSION_MASK, |mask, (bit, _)| mask | bit);
+        NAMED.iter().filter(|(bit, _)| refused & bit != 0).map(|(_, name)| (*name).to_string()).collect();
+    let known = NAMED.iter().fold(COMPRESSION_MASK | TRANSACTIONAL_BIT, |mask, (bit, _)| mask | bit);
     let other = attributes & !known;
     if other != 0 {
         what.push(format!("attribute bits {:#x}", other as u16));
     }
     Err(BatchError::Unsupported(format!(
-        "{} are not supported yet; send batches with attributes 0 (CreateTime timestamps, no transaction)",
+        "{} are not supported; send batches with attributes 0 (CreateTime timestamps), or 0x10 from a \
+         transactional producer",
         what.join(", ")
     )))
 }
@@ -233,8 +238,8 @@ fn for_each_record<'a>(
 
 /// Full check of a batch as received from a producer: exactly one batch
 /// filling `bytes`; length fields consistent; magic 2; CRC-32C matches; no
-/// compression and no other attribute bit (LogAppendTime, transactional,
-/// control: see [`BatchError::Unsupported`]); at least one record; every record decodes and uses exactly its
+/// compression and no other attribute bit but the transactional one
+/// (LogAppendTime, control: see [`BatchError::Unsupported`]); at least one record; every record decodes and uses exactly its
 /// length; offset deltas are 0, 1, 2, .. in order; the record count matches
 /// and lastOffsetDelta = count - 1; no trailing bytes; the batch is at most
 /// MAX_BATCH_BYTES, holds at most MAX_RECORDS_PER_BATCH records and no record

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use strata_core::limits::{MAX_BATCH_BYTES, MAX_RECORDS_PER_BATCH, MAX_RECORD_BYTES};
 
 use crate::error::BatchError;
-use crate::header::{BATCH_HEADER_LEN, CRC_AT, CRC_START, LOG_OVERHEAD, MAGIC_V2};
+use crate::header::{BATCH_HEADER_LEN, CONTROL_BIT, CRC_AT, CRC_START, LOG_OVERHEAD, MAGIC_V2, TRANSACTIONAL_BIT};
 use crate::record::{ProducerFields, Record};
 use crate::varint::{put_varint, put_varlong, varint_len, varlong_len};
 
@@ -83,7 +83,49 @@ fn put_record(buf: &mut Vec<u8>, record: &Record, body_len: usize, offset_delta:
 /// (Invalid); more than MAX_RECORDS_PER_BATCH records, a record over
 /// MAX_RECORD_BYTES or a batch over MAX_BATCH_BYTES (TooLarge).
 pub fn encode_batch(records: &[Record], producer: ProducerFields) -> Result<Bytes, BatchError> {
-    encode_inner(records, producer, true)
+    encode_inner(records, producer, 0, true)
+}
+
+/// [`encode_batch`] for a transactional producer: the batch is marked as
+/// part of the producer's open transaction (attribute bit 0x10), so
+/// read_committed readers see it only once the transaction commits.
+pub fn encode_transactional_batch(records: &[Record], producer: ProducerFields) -> Result<Bytes, BatchError> {
+    encode_inner(records, producer, TRANSACTIONAL_BIT, true)
+}
+
+/// The version of the control record layout below (Kafka's, version 0).
+const CONTROL_RECORD_VERSION: i16 = 0;
+
+/// A transaction marker: a control batch (attribute bits 0x10 and 0x20) of
+/// one record, in Kafka's layout. Its key is (version, type) with type 0
+/// for abort and 1 for commit; its value is (version, coordinator epoch).
+/// Only the partition state machine writes these, when it applies the
+/// coordinator's marker; producers may not send them.
+pub fn encode_control_batch(
+    producer: ProducerFields,
+    commit: bool,
+    coordinator_epoch: i32,
+    timestamp_ms: i64,
+) -> Bytes {
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&CONTROL_RECORD_VERSION.to_be_bytes());
+    key.extend_from_slice(&i16::from(commit).to_be_bytes());
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&CONTROL_RECORD_VERSION.to_be_bytes());
+    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    let record = Record { key: Some(key.into()), value: Some(value.into()), headers: Vec::new(), timestamp_ms };
+    encode_inner(&[record], producer, TRANSACTIONAL_BIT | CONTROL_BIT, true)
+        .expect("one small record always fits a batch")
+}
+
+/// What a control record says: `Some(true)` commit, `Some(false)` abort,
+/// `None` when the key is not a marker's.
+pub fn control_record_commits(key: &[u8]) -> Option<bool> {
+    match key {
+        [0, 0, 0, 0] => Some(false),
+        [0, 0, 0, 1] => Some(true),
+        _ => None,
+    }
 }
 
 /// `enforce_limits = false` exists so tests can build well-formed batches that
@@ -91,6 +133,7 @@ pub fn encode_batch(records: &[Record], producer: ProducerFields) -> Result<Byte
 pub(crate) fn encode_inner(
     records: &[Record],
     producer: ProducerFields,
+    attributes: i16,
     enforce_limits: bool,
 ) -> Result<Bytes, BatchError> {
     let first = records.first().ok_or_else(|| BatchError::Invalid("a batch needs at least one record".into()))?;
@@ -136,7 +179,7 @@ pub(crate) fn encode_inner(
     buf.extend_from_slice(&(-1i32).to_be_bytes()); // partitionLeaderEpoch: the leader stamps it
     buf.push(MAGIC_V2 as u8);
     buf.extend_from_slice(&[0; 4]); // crc, filled in below
-    buf.extend_from_slice(&0i16.to_be_bytes()); // attributes: no compression, not transactional
+    buf.extend_from_slice(&attributes.to_be_bytes()); // no compression; transactional and control bits as asked
     buf.extend_from_slice(&(count - 1).to_be_bytes());
     buf.extend_from_slice(&base_timestamp.to_be_bytes());
     buf.extend_from_slice(&max_timestamp.to_be_bytes());

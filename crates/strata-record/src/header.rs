@@ -61,6 +61,16 @@ impl BatchHeader {
         LOG_OVERHEAD + self.batch_length as usize
     }
 
+    /// Part of a transaction (attribute bit 0x10).
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL_BIT != 0
+    }
+
+    /// A control batch: a transaction marker (attribute bit 0x20).
+    pub fn is_control(&self) -> bool {
+        self.attributes & CONTROL_BIT != 0
+    }
+
     /// The offset right after this batch's last record.
     pub fn next_offset(&self) -> u64 {
         // Saturating: a hand-built header must not make this panic.

@@ -34,7 +34,9 @@ mod test_util;
 
 pub use bytes::Bytes;
 pub use decode::{decode_batch, decode_records_from, validate_batch, validate_batch_with_header, BatchIter};
-pub use encode::{encode_batch, encoded_record_len};
+pub use encode::{
+    control_record_commits, encode_batch, encode_control_batch, encode_transactional_batch, encoded_record_len,
+};
 pub use error::BatchError;
 pub use header::{
     read_header, set_base_offset, set_partition_leader_epoch, set_producer_fields, BatchHeader, BATCH_HEADER_LEN,

@@ -22,7 +22,8 @@ use strata_core::limits::{
 use strata_core::topic::{validate_topic_name, TopicConfig};
 use strata_core::ErrorCode;
 
-use crate::group::{GroupCommand, GroupResponse, GroupsState};
+use crate::group::{CommittedOffset, ConsumerGroup, GroupCommand, GroupResponse, GroupsState};
+use crate::txn::{StagedOffset, TopicPartition, TransactionsState, TxnCommand, TxnError, TxnResponse};
 
 /// Group id of the metadata group; partition groups count up from 1.
 pub const METADATA_GROUP_ID: u64 = 0;
@@ -52,9 +53,14 @@ pub enum MetaCommand {
         name: String,
     },
     /// A consumer group transition, planned by the metadata leader (see
-    /// `group::planner`). Appended last: the variant index is its tag in
-    /// stored log entries, so existing entries still decode.
+    /// `group::planner`). The variant index is its tag in stored log
+    /// entries, so new variants are only appended.
     Group(GroupCommand),
+    /// A transaction coordinator transition (see [`crate::txn`]). Offsets
+    /// are checked against their group before they are staged, and a
+    /// commit's staged offsets are stored in their groups when it
+    /// completes, in the same entry.
+    Txn(TxnCommand),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +82,8 @@ pub enum MetaResponse {
     },
     /// The answer of a [`MetaCommand::Group`], errors included.
     Group(GroupResponse),
+    /// The answer of a [`MetaCommand::Txn`], errors included.
+    Txn(TxnResponse),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +122,10 @@ pub struct MetadataState {
     /// decoded on its own has no groups.
     #[serde(skip)]
     pub groups: GroupsState,
+    /// Transactional ids and their transactions; stored beside the state
+    /// like the groups (strata-storage's `MetadataWithTxns` layout).
+    #[serde(skip)]
+    pub transactions: TransactionsState,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +144,7 @@ impl Default for MetadataState {
             next_producer_id: 1,
             named_producers: BTreeMap::new(),
             groups: GroupsState::default(),
+            transactions: TransactionsState::default(),
         }
     }
 }
@@ -240,6 +253,16 @@ impl MetadataState {
                 self.next_producer_id
             );
         }
+        for txn in self.transactions.transactions.values() {
+            assert!(
+                txn.producer_id < self.next_producer_id,
+                "metadata invariant broken: transactional id '{}' has producer id {}, not below the next id {}",
+                txn.transactional_id,
+                txn.producer_id,
+                self.next_producer_id
+            );
+        }
+        self.transactions.check_invariants();
     }
 
     fn apply_unchecked(&mut self, command: MetaCommand) -> MetaResponse {
@@ -364,6 +387,102 @@ impl MetadataState {
                 MetaResponse::Producer { producer_id: next.producer_id, epoch: next.epoch }
             }
             MetaCommand::Group(command) => MetaResponse::Group(self.groups.apply(command)),
+            MetaCommand::Txn(command) => MetaResponse::Txn(self.apply_txn(command)),
+        }
+    }
+
+    fn apply_txn(&mut self, command: TxnCommand) -> TxnResponse {
+        if let TxnCommand::AddOffsets { group_id, member_id, member_epoch, offsets, .. } = &command {
+            if let Err(error) = self.check_transactional_offsets(group_id, member_id, *member_epoch, offsets) {
+                return TxnResponse::Error(error);
+            }
+        }
+        let now_ms = match &command {
+            TxnCommand::Complete { now_ms, .. } => *now_ms,
+            _ => 0,
+        };
+        let next_producer_id = &mut self.next_producer_id;
+        let mut allocate = || {
+            let id = *next_producer_id;
+            *next_producer_id += 1;
+            id
+        };
+        let response = self.transactions.apply(command, &mut allocate);
+        if let TxnResponse::Completed { offsets, .. } = &response {
+            for (group_id, staged) in offsets {
+                self.store_transactional_offsets(group_id, staged, now_ms);
+            }
+        }
+        response
+    }
+
+    /// Offsets a transaction may stage for `group_id`: fenced as an
+    /// ordinary commit of `member_id` at `member_epoch` is (the member owns
+    /// each partition at an epoch no newer than the commit's), or, with an
+    /// empty member id, for a group without members.
+    fn check_transactional_offsets(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        member_epoch: i32,
+        offsets: &BTreeMap<TopicPartition, StagedOffset>,
+    ) -> Result<(), TxnError> {
+        let refuse = |code: ErrorCode, message: String| Err(TxnError { code, message });
+        if let Err(error) = crate::group::validate_group_id(group_id) {
+            return refuse(error.code, error.message);
+        }
+        for (topic, partition) in offsets.keys() {
+            match self.topics.get(topic) {
+                None => return refuse(ErrorCode::UnknownTopic, format!("topic '{topic}' does not exist")),
+                Some(t) if *partition as usize >= t.partitions.len() => {
+                    return refuse(
+                        ErrorCode::UnknownPartition,
+                        format!("topic '{topic}' has {} partitions; {partition} does not exist", t.partitions.len()),
+                    )
+                }
+                Some(_) => {}
+            }
+        }
+        let group = self.groups.groups.get(group_id);
+        if member_id.is_empty() {
+            return match group {
+                Some(group) if !group.members.is_empty() => refuse(
+                    ErrorCode::UnknownMemberId,
+                    format!(
+                        "group '{group_id}' has members: send the offsets with the member id and epoch of the \
+                         consumer that read them"
+                    ),
+                ),
+                _ => Ok(()),
+            };
+        }
+        let Some(group) = group else {
+            return refuse(
+                ErrorCode::GroupIdNotFound,
+                format!("group '{group_id}' does not exist; its consumer must join it before sending offsets"),
+            );
+        };
+        for (topic, partition) in offsets.keys() {
+            if let Err(error) = group.check_commit(member_id, member_epoch, topic, *partition) {
+                return refuse(error.code, error.message);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a committed transaction's offsets in their group (created
+    /// when an operator deleted it meanwhile, so the offsets are not lost).
+    fn store_transactional_offsets(
+        &mut self,
+        group_id: &str,
+        staged: &BTreeMap<TopicPartition, StagedOffset>,
+        commit_ms: u64,
+    ) {
+        let group =
+            self.groups.groups.entry(group_id.to_string()).or_insert_with(|| ConsumerGroup::new(group_id.to_string()));
+        for ((topic, partition), offset) in staged {
+            let committed = CommittedOffset { offset: offset.offset, metadata: offset.metadata.clone(), commit_ms };
+            group.offsets.entry(topic.clone()).or_default().insert(*partition, committed);
         }
     }
 }
@@ -620,5 +739,100 @@ mod tests {
         assert_eq!(state, before);
         state.apply(MetaCommand::DeleteTopic { name: "t5".into() });
         assert!(matches!(state.apply(create("last", 1, 1, &[1, 2, 3])), MetaResponse::TopicCreated(_)));
+    }
+
+    /// Joins one member to group "g" on `topic` and settles it, as the
+    /// coordinator would: it owns every partition at its returned epoch.
+    fn join_member(state: &mut MetadataState, topic: &str) -> (String, i32) {
+        use crate::group::{plan_heartbeat, Assignment, HeartbeatRequest};
+        let mut member_id = String::new();
+        let mut epoch = 0;
+        let mut owned = Assignment::new();
+        for _ in 0..5 {
+            let request = HeartbeatRequest {
+                group_id: "g".into(),
+                member_id: member_id.clone(),
+                member_epoch: epoch,
+                instance_id: None,
+                rebalance_timeout_ms: 0,
+                subscribed_topics: Some([topic.to_string()].into()),
+                assignor: None,
+                owned_partitions: Some(owned.clone()),
+                client_id: "test".into(),
+                client_host: "127.0.0.1".into(),
+            };
+            let plan = plan_heartbeat(&state.groups, &request, &*state, "member-1", 0).unwrap();
+            for command in plan.commands.clone() {
+                if state.groups.groups.is_empty() {
+                    state.apply(MetaCommand::Group(GroupCommand::ConfigureGroup {
+                        group_id: "g".into(),
+                        session_timeout_ms: 10_000,
+                        heartbeat_interval_ms: 1_000,
+                    }));
+                }
+                assert!(!matches!(state.apply(MetaCommand::Group(command)), MetaResponse::Group(GroupResponse::Error { .. })));
+            }
+            let answer = plan.answer(&state.groups).unwrap();
+            (member_id, epoch, owned) = (answer.member_id, answer.member_epoch, answer.assignment);
+        }
+        assert!(!owned.is_empty(), "the member owns its partitions");
+        (member_id, epoch)
+    }
+
+    fn txn(state: &mut MetadataState, command: TxnCommand) -> TxnResponse {
+        let MetaResponse::Txn(response) = state.apply(MetaCommand::Txn(command)) else { panic!() };
+        response
+    }
+
+    fn staged(offset: u64) -> BTreeMap<TopicPartition, StagedOffset> {
+        BTreeMap::from([(("in".to_string(), 0), StagedOffset { offset, metadata: String::new() })])
+    }
+
+    #[test]
+    fn transactional_offsets_are_fenced_like_commits_and_stored_only_when_committed() {
+        use crate::txn::Decision;
+        let mut state = MetadataState::default();
+        state.apply(create("in", 1, 1, &[1]));
+        let (member_id, epoch) = join_member(&mut state, "in");
+        let init = TxnCommand::InitProducer { transactional_id: "job".into(), timeout_ms: 60_000, now_ms: 0 };
+        let TxnResponse::Producer { producer_id, producer_epoch } = txn(&mut state, init) else { panic!() };
+        assert!(producer_id < state.next_producer_id, "the id comes from the shared counter");
+        let add = |member_id: &str, member_epoch: i32, group_id: &str| TxnCommand::AddOffsets {
+            transactional_id: "job".into(),
+            producer_id,
+            producer_epoch,
+            group_id: group_id.into(),
+            member_id: member_id.into(),
+            member_epoch,
+            offsets: staged(5),
+            now_ms: 1,
+        };
+        let before = state.clone();
+        for (command, code) in [
+            (add("stranger", epoch, "g"), ErrorCode::UnknownMemberId),
+            (add(&member_id, epoch + 1, "g"), ErrorCode::FencedMemberEpoch),
+            (add("", -1, "g"), ErrorCode::UnknownMemberId),
+            (add(&member_id, epoch, "other"), ErrorCode::GroupIdNotFound),
+        ] {
+            let TxnResponse::Error(error) = txn(&mut state, command) else { panic!() };
+            assert_eq!(error.code, code, "{}", error.message);
+            assert_eq!(state, before, "a refusal changes nothing");
+        }
+        assert_eq!(txn(&mut state, add(&member_id, epoch, "g")), TxnResponse::Added);
+        assert!(state.transactions.has_pending_offset("g", "in", 0));
+        assert!(state.groups.groups["g"].committed("in", 0).is_none(), "staged, not visible");
+        let end = TxnCommand::End {
+            transactional_id: "job".into(),
+            producer_id,
+            producer_epoch,
+            decision: Decision::Commit,
+            now_ms: 2,
+        };
+        let TxnResponse::Ended { producer_epoch: bumped, .. } = txn(&mut state, end) else { panic!() };
+        assert!(state.groups.groups["g"].committed("in", 0).is_none(), "decided, markers not yet written");
+        let complete = TxnCommand::Complete { transactional_id: "job".into(), producer_epoch: bumped, now_ms: 3 };
+        assert!(matches!(txn(&mut state, complete), TxnResponse::Completed { decision: Decision::Commit, .. }));
+        assert_eq!(state.groups.groups["g"].committed("in", 0).map(|c| (c.offset, c.commit_ms)), Some((5, 3)));
+        assert!(!state.transactions.has_pending_offset("g", "in", 0));
     }
 }

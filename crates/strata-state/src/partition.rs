@@ -28,6 +28,8 @@ use serde::{Deserialize, Serialize};
 use strata_core::ErrorCode;
 
 use crate::producer::{BatchRecord, ProducerEntry, ProducerTable};
+use crate::txn::partition::{MarkerOutcome, PartitionTxns};
+use crate::txn::Decision;
 use strata_record::sequence_after;
 
 /// Where the original of a record that is a duplicate by key is.
@@ -72,6 +74,14 @@ pub enum PartitionCommand {
     /// ever appended below `new_log_start`, so the command is idempotent and
     /// the retained size stays exact whatever order trims are applied in.
     Trim { new_log_start: u64, trimmed_bytes_total: u64 },
+    /// The transaction coordinator's marker for `producer_id`'s
+    /// transaction: a control batch is appended (unless this very marker
+    /// was taken before) and the transaction is closed here, added to the
+    /// aborted index when aborted. `producer_epoch` is the epoch the
+    /// coordinator bumped to at the decision; `coordinator_epoch` is the
+    /// metadata group's term that wrote it. Appended last: the variant
+    /// index is its tag in stored log entries.
+    Marker { producer_id: u64, producer_epoch: i16, decision: Decision, coordinator_epoch: u64, time_ms: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +108,11 @@ pub enum PartitionResponse {
     },
     /// The command changed nothing; the text says why.
     Rejected(String),
+    /// A marker was taken: its control batch is at `offset`, or nowhere
+    /// when the same marker was taken before.
+    MarkerWritten {
+        offset: Option<u64>,
+    },
 }
 
 /// What the storage layer must write after an apply.
@@ -155,6 +170,13 @@ pub struct PartitionState {
     pub clock_ms: u64,
     /// Producers in the producer table (a copy of its size, for readers).
     pub producer_count: u64,
+    /// Open transactions, the last stable offset and the aborted index.
+    ///
+    /// Not part of this struct's own encoding, which stays the layout data
+    /// dirs written before transactions hold: strata-storage stores it
+    /// beside the state (its `PartitionWithTxns` layout).
+    #[serde(skip)]
+    pub txns: PartitionTxns,
 }
 
 fn refused(code: ErrorCode, message: String) -> (PartitionResponse, Vec<PartitionEffect>) {
@@ -165,6 +187,11 @@ impl PartitionState {
     /// Bytes currently stored.
     pub fn retained_bytes(&self) -> u64 {
         self.appended_bytes_total - self.trimmed_bytes_total
+    }
+
+    /// The last stable offset: read_committed readers read below it.
+    pub fn last_stable_offset(&self) -> u64 {
+        self.txns.last_stable_offset(self.next_offset)
     }
 
     pub fn apply(
@@ -191,7 +218,12 @@ impl PartitionState {
                     (PartitionResponse::Rejected(format!("log already starts at {}", self.log_start_offset)), vec![])
                 } else if new_log_start > self.next_offset || trimmed_bytes_total > self.appended_bytes_total {
                     (PartitionResponse::Rejected(format!("trim to {new_log_start} is past the log end")), vec![])
+                } else if new_log_start > self.last_stable_offset() {
+                    // An open transaction keeps its records until it ends.
+                    let lso = self.last_stable_offset();
+                    (PartitionResponse::Rejected(format!("trim to {new_log_start} is past the stable offset {lso}")), vec![])
                 } else {
+                    self.txns.trim(new_log_start);
                     self.log_start_offset = new_log_start;
                     self.trimmed_bytes_total = self.trimmed_bytes_total.max(trimmed_bytes_total);
                     (
@@ -200,10 +232,50 @@ impl PartitionState {
                     )
                 }
             }
+            PartitionCommand::Marker { producer_id, producer_epoch, decision, coordinator_epoch, time_ms } => {
+                self.clock_ms = self.clock_ms.max(time_ms);
+                self.marker(producer_id, producer_epoch, decision, coordinator_epoch)
+            }
         };
         debug_assert!(self.log_start_offset <= self.next_offset);
         debug_assert!(self.trimmed_bytes_total <= self.appended_bytes_total);
         result
+    }
+
+    fn marker(
+        &mut self,
+        producer_id: u64,
+        producer_epoch: i16,
+        decision: Decision,
+        coordinator_epoch: u64,
+    ) -> (PartitionResponse, Vec<PartitionEffect>) {
+        let Ok(id) = i64::try_from(producer_id) else {
+            return (PartitionResponse::Rejected(format!("producer id {producer_id} is out of range")), vec![]);
+        };
+        match self.txns.on_marker(producer_id, producer_epoch, decision, self.next_offset) {
+            Err(error) => refused(error.code, error.message),
+            Ok(MarkerOutcome::Repeated) => (PartitionResponse::MarkerWritten { offset: None }, vec![]),
+            Ok(MarkerOutcome::Closed | MarkerOutcome::NothingOpen) => {
+                let producer = strata_record::ProducerFields { producer_id: id, producer_epoch, base_sequence: -1 };
+                let epoch = i32::try_from(coordinator_epoch).unwrap_or(i32::MAX);
+                let timestamp = i64::try_from(self.clock_ms).unwrap_or(i64::MAX);
+                let mut batch = strata_record::encode_control_batch(
+                    producer,
+                    decision == Decision::Commit,
+                    epoch,
+                    timestamp,
+                )
+                .to_vec();
+                let offset = self.next_offset;
+                strata_record::set_base_offset(&mut batch, offset);
+                self.next_offset += 1;
+                self.appended_bytes_total += batch.len() as u64;
+                (
+                    PartitionResponse::MarkerWritten { offset: Some(offset) },
+                    vec![PartitionEffect::Write { base_offset: offset, batch }],
+                )
+            }
+        }
     }
 
     fn append(
@@ -226,6 +298,11 @@ impl PartitionState {
         let sent_count = header.last_offset_delta as u32 + 1;
         let producer_id = header.producer_id;
         let idempotent = producer_id >= 0;
+        let transactional = header.is_transactional();
+        if header.is_control() || (transactional && !idempotent) {
+            // The leader refuses both before proposing.
+            return (PartitionResponse::Rejected("a control batch, or a transactional one without producer".into()), vec![]);
+        }
         let (epoch, first_sequence) = (header.producer_epoch, header.base_sequence);
         let last_sequence = sequence_after(first_sequence.max(0), sent_count - 1);
         let mut effects = Vec::new();
@@ -292,6 +369,12 @@ impl PartitionState {
             }
         }
 
+        if transactional {
+            if let Err(error) = self.txns.check_data(producer_id as u64, epoch) {
+                return refused(error.code, error.message);
+            }
+        }
+
         // Idempotency keys: a key stored within the window, or earlier in
         // this batch, makes its record a duplicate.
         let expires_ms = self.clock_ms.saturating_add(dedup_window_ms);
@@ -339,6 +422,9 @@ impl PartitionState {
                 };
             }
             strata_record::set_base_offset(&mut batch, base_offset);
+            if transactional {
+                self.txns.on_data(producer_id as u64, epoch, base_offset).expect("checked above, nothing changed since");
+            }
             self.next_offset += record_count as u64;
             self.appended_bytes_total += batch.len() as u64;
             for (key, index) in fresh {
@@ -703,6 +789,57 @@ mod tests {
         let (response, effects) = m.apply(append_command(b, vec![], 1));
         assert!(matches!(response, PartitionResponse::Rejected(_)));
         assert!(effects.is_empty());
+        assert_eq!(m.state.next_offset, 0);
+    }
+
+    fn transactional(n: usize, producer_id: i64, epoch: i16, sequence: i32) -> Vec<u8> {
+        let fields = ProducerFields { producer_id, producer_epoch: epoch, base_sequence: sequence };
+        strata_record::encode_transactional_batch(&records(n), fields).unwrap().to_vec()
+    }
+
+    fn marker(producer_id: u64, producer_epoch: i16, decision: Decision) -> PartitionCommand {
+        PartitionCommand::Marker { producer_id, producer_epoch, decision, coordinator_epoch: 4, time_ms: 2 }
+    }
+
+    #[test]
+    fn a_transaction_holds_the_stable_offset_until_its_marker_and_retention_waits() {
+        let mut m = Machine::new();
+        assert_eq!(m.append(batch(2), vec![], 1), appended(0, 2));
+        assert_eq!(m.append(transactional(3, 7, 0, 0), vec![], 1), appended(2, 3));
+        assert_eq!(m.append(batch(1), vec![], 1), appended(5, 1));
+        assert_eq!((m.state.next_offset, m.state.last_stable_offset()), (6, 2));
+        let (response, _) = m.apply(PartitionCommand::Trim { new_log_start: 5, trimmed_bytes_total: 0 });
+        assert!(matches!(response, PartitionResponse::Rejected(_)), "retention never passes the LSO: {response:?}");
+        let (response, effects) = m.apply(marker(7, 1, Decision::Commit));
+        assert_eq!(response, PartitionResponse::MarkerWritten { offset: Some(6) });
+        let [PartitionEffect::Write { base_offset: 6, batch }] = effects.as_slice() else { panic!("{effects:?}") };
+        let header = read_header(batch).unwrap();
+        assert!(header.is_control() && header.base_offset == 6 && header.producer_id == 7);
+        assert_eq!((m.state.next_offset, m.state.last_stable_offset()), (7, 7));
+        // A resumed coordinator writes the same marker again: nothing new.
+        assert_eq!(m.apply(marker(7, 1, Decision::Commit)), (PartitionResponse::MarkerWritten { offset: None }, vec![]));
+        // A late send of the finished transaction is refused; the next one
+        // (at the marker's epoch, from sequence 0) is taken.
+        assert_eq!(code_of(&m.append(transactional(1, 7, 0, 3), vec![], 3)), Some(ErrorCode::ProducerFenced));
+        assert_eq!(m.append(transactional(1, 7, 1, 0), vec![], 3), appended(7, 1));
+        let (response, _) = m.apply(marker(7, 2, Decision::Abort));
+        assert_eq!(response, PartitionResponse::MarkerWritten { offset: Some(8) });
+        assert!(!m.state.txns.visible(Some(7), 7, false, 9), "aborted");
+        assert!(m.state.txns.visible(Some(7), 2, false, 9), "committed");
+        let stale = m.apply(marker(7, 1, Decision::Commit)).0;
+        assert_eq!(code_of(&stale), Some(ErrorCode::InvalidTxnState));
+        let (response, _) = m.apply(PartitionCommand::Trim { new_log_start: 9, trimmed_bytes_total: 0 });
+        assert_eq!(response, PartitionResponse::Trimmed { log_start_offset: 9 });
+        assert!(m.state.txns.aborted.is_empty(), "the aborted index forgets what retention deleted");
+    }
+
+    #[test]
+    fn producers_cannot_append_control_batches_or_transactions_without_an_id() {
+        let mut m = Machine::new();
+        let marker = strata_record::encode_control_batch(ProducerFields::default(), true, 0, 0).to_vec();
+        assert!(matches!(m.append(marker, vec![], 1), PartitionResponse::Rejected(_)));
+        let anonymous = strata_record::encode_transactional_batch(&records(1), ProducerFields::default()).unwrap();
+        assert!(matches!(m.append(anonymous.to_vec(), vec![], 1), PartitionResponse::Rejected(_)));
         assert_eq!(m.state.next_offset, 0);
     }
 }

@@ -135,12 +135,17 @@ pub enum TxnCommand {
         partitions: BTreeSet<TopicPartition>,
         now_ms: u64,
     },
-    /// `SendOffsetsToTransaction`, after the group check.
+    /// `SendOffsetsToTransaction`. The metadata state first checks the
+    /// offsets against the group as it checks an ordinary commit from
+    /// `member_id` at `member_epoch` (an empty member id with epoch -1: a
+    /// group without members), and stages nothing when that fails.
     AddOffsets {
         transactional_id: String,
         producer_id: u64,
         producer_epoch: i16,
         group_id: String,
+        member_id: String,
+        member_epoch: i32,
         offsets: BTreeMap<TopicPartition, StagedOffset>,
         now_ms: u64,
     },
@@ -385,7 +390,7 @@ impl TransactionsState {
                 txn.updated_ms = now_ms;
                 Ok(TxnResponse::Added)
             }
-            TxnCommand::AddOffsets { transactional_id, producer_id, producer_epoch, group_id, offsets, now_ms } => {
+            TxnCommand::AddOffsets { transactional_id, producer_id, producer_epoch, group_id, offsets, now_ms, .. } => {
                 let txn = self.existing(&transactional_id)?;
                 txn.check_producer(producer_id, producer_epoch)?;
                 txn.begin(now_ms)?;
@@ -479,6 +484,15 @@ impl TransactionsState {
                 ErrorCode::TransactionalIdNotFound,
                 format!("no producer initialised transactional id '{transactional_id}'; call InitProducerId first"),
             )
+        })
+    }
+
+    /// Whether an open or preparing transaction has staged an offset for
+    /// `group_id`'s `topic`-`partition`: its committed offset is not
+    /// stable until that transaction ends.
+    pub fn has_pending_offset(&self, group_id: &str, topic: &str, partition: u32) -> bool {
+        self.transactions.values().any(|t| {
+            t.offsets.get(group_id).is_some_and(|staged| staged.contains_key(&(topic.to_string(), partition)))
         })
     }
 

@@ -113,7 +113,9 @@ proptest! {
                     let wrote = effects.iter().any(|e| matches!(e, PartitionEffect::Write { .. }));
                     prop_assert!(!wrote, "a refused append wrote a batch");
                 }
-                PartitionResponse::Trimmed { .. } => prop_assert!(false, "an append answered Trimmed"),
+                PartitionResponse::Trimmed { .. } | PartitionResponse::MarkerWritten { .. } => {
+                    prop_assert!(false, "an append answered {:?}", response)
+                }
             }
             for effect in effects {
                 if let PartitionEffect::PutKey { key, offset, expires_ms } = effect {

@@ -92,8 +92,8 @@ fn validate_accepts_fresh_batch() {
 
 #[test]
 fn validate_rejects_attribute_bits_strata_does_not_implement() {
-    // LogAppendTime, transactional, control, and all three at once.
-    for bits in [0x08i16, 0x10, 0x20, 0x38] {
+    // LogAppendTime, control, and all three known bits at once.
+    for bits in [0x08i16, 0x20, 0x38] {
         let mut b = sample_batch(2, 0).to_vec();
         b[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&bits.to_be_bytes());
         fix_crc(&mut b);
@@ -111,12 +111,32 @@ fn validate_rejects_attribute_bits_strata_does_not_implement() {
         validate_batch(&b).unwrap_err().to_string()
     };
     assert!(names(0x08).contains("LogAppendTime"), "{}", names(0x08));
-    assert!(names(0x10).contains("transactional"), "{}", names(0x10));
     assert!(names(0x20).contains("control"), "{}", names(0x20));
+    assert!(names(0x30).contains(": control batches (attribute bit 0x20) are"), "only the control bit: {}", names(0x30));
     // Bits above the ones Kafka defines (0x40 is the delete-horizon flag of
     // compacted batches, the rest unused) are refused too.
     assert!(names(0x40).contains("0x40"), "{}", names(0x40));
     assert!(names(i16::MIN).contains("0x8000"), "{}", names(i16::MIN));
+}
+
+#[test]
+fn transactional_batches_are_accepted_and_markers_decode() {
+    let producer = ProducerFields { producer_id: 9, producer_epoch: 3, base_sequence: 0 };
+    let records = vec![crate::Record { value: Some(Bytes::from_static(b"v")), ..Default::default() }];
+    let batch = crate::encode_transactional_batch(&records, producer).unwrap();
+    let h = validate_batch(&batch).unwrap();
+    assert!(h.is_transactional() && !h.is_control());
+    let marker = crate::encode_control_batch(producer, true, 7, 1000);
+    let h = read_header(&marker).unwrap();
+    assert!(h.is_transactional() && h.is_control());
+    assert_eq!((h.producer_id, h.producer_epoch), (9, 3));
+    assert!(matches!(validate_batch(&marker), Err(BatchError::Unsupported(_))), "producers may not send markers");
+    let [record] = decode_batch(&marker).unwrap().try_into().unwrap();
+    assert_eq!(crate::control_record_commits(&record.key.unwrap()), Some(true));
+    assert_eq!(record.value.unwrap().as_ref(), &[0, 0, 0, 0, 0, 7]);
+    let abort = decode_batch(&crate::encode_control_batch(producer, false, 7, 1000)).unwrap();
+    assert_eq!(crate::control_record_commits(abort[0].key.as_ref().unwrap()), Some(false));
+    assert_eq!(crate::control_record_commits(b"nope"), None);
 }
 
 #[test]
@@ -260,7 +280,7 @@ fn validate_rejects_compression() {
 fn validate_rejects_oversize() {
     // A well-formed batch over MAX_BATCH_BYTES.
     let half = Record { value: Some(Bytes::from(vec![1u8; MAX_BATCH_BYTES / 2])), ..Record::default() };
-    let b = encode_inner(&[half.clone(), half], ProducerFields::default(), false).unwrap();
+    let b = encode_inner(&[half.clone(), half], ProducerFields::default(), 0, false).unwrap();
     let err = validate_batch(&b).unwrap_err();
     assert!(matches!(err, BatchError::TooLarge { what: "batch size in bytes", .. }), "{err:?}");
     assert_eq!(err.code(), strata_core::ErrorCode::RecordTooLarge);
@@ -269,14 +289,14 @@ fn validate_rejects_oversize() {
 
     // One record over MAX_RECORD_BYTES in a batch under MAX_BATCH_BYTES.
     let big = Record { value: Some(Bytes::from(vec![1u8; MAX_RECORD_BYTES])), ..Record::default() };
-    let b = encode_inner(&[big], ProducerFields::default(), false).unwrap();
+    let b = encode_inner(&[big], ProducerFields::default(), 0, false).unwrap();
     assert!(b.len() <= MAX_BATCH_BYTES);
     let err = validate_batch(&b).unwrap_err();
     assert!(matches!(err, BatchError::TooLarge { what: "record size in bytes", .. }), "{err:?}");
 
     // More than MAX_RECORDS_PER_BATCH records in a batch under MAX_BATCH_BYTES.
     let many = vec![Record::default(); MAX_RECORDS_PER_BATCH + 1];
-    let b = encode_inner(&many, ProducerFields::default(), false).unwrap();
+    let b = encode_inner(&many, ProducerFields::default(), 0, false).unwrap();
     assert!(b.len() <= MAX_BATCH_BYTES);
     let err = validate_batch(&b).unwrap_err();
     assert!(matches!(err, BatchError::TooLarge { what: "record count", .. }), "{err:?}");

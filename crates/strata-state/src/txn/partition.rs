@@ -13,9 +13,9 @@
 //! - The LSO is the smallest first offset of an open transaction, else the
 //!   high watermark; it never passes the first record of an open
 //!   transaction, so read_committed readers never see one.
-//! - A refused call changes nothing; a marker repeated (a new coordinator
-//!   leader resuming) or older than the last one of its producer is refused
-//!   the same way on every replica.
+//! - A refused call changes nothing; a marker older than the last one of
+//!   its producer is refused the same way on every replica, and one
+//!   repeated (a new coordinator leader resuming) is taken as done.
 
 use std::collections::BTreeMap;
 
@@ -50,6 +50,9 @@ pub enum MarkerOutcome {
     /// here yet, or one whose marker came first): append it, nothing to
     /// close.
     NothingOpen,
+    /// The same marker was taken before (a new coordinator leader writing
+    /// the markers of a decision again): nothing to append.
+    Repeated,
 }
 
 /// The transactions of one partition.
@@ -69,6 +72,14 @@ impl PartitionTxns {
     /// its transaction. The partition leader has verified with the
     /// coordinator that the transaction includes this partition.
     pub fn on_data(&mut self, producer_id: u64, producer_epoch: i16, base_offset: u64) -> Result<(), TxnError> {
+        self.check_data(producer_id, producer_epoch)?;
+        self.open.entry(producer_id).or_insert(OpenTxn { producer_epoch, first_offset: base_offset });
+        Ok(())
+    }
+
+    /// Whether a transactional batch of `producer_id` at `producer_epoch`
+    /// may be appended now, without changing anything.
+    pub fn check_data(&self, producer_id: u64, producer_epoch: i16) -> Result<(), TxnError> {
         if let Some(&last) = self.last_marker_epoch.get(&producer_id) {
             if producer_epoch < last && !self.open.contains_key(&producer_id) {
                 return Err(TxnError::new(
@@ -98,11 +109,14 @@ impl PartitionTxns {
                     open.producer_epoch
                 ),
             )),
-            None => {
-                self.open.insert(producer_id, OpenTxn { producer_epoch, first_offset: base_offset });
-                Ok(())
-            }
+            None => Ok(()),
         }
+    }
+
+    /// Whether `producer_id`'s transaction at `producer_epoch` is open here
+    /// already: the partition leader then need not verify it again.
+    pub fn is_open(&self, producer_id: u64, producer_epoch: i16) -> bool {
+        self.open.get(&producer_id).is_some_and(|open| open.producer_epoch == producer_epoch)
     }
 
     /// Takes the coordinator's marker for `producer_id`'s transaction,
@@ -116,12 +130,15 @@ impl PartitionTxns {
         marker_offset: u64,
     ) -> Result<MarkerOutcome, TxnError> {
         if let Some(&last) = self.last_marker_epoch.get(&producer_id) {
-            if marker_epoch <= last {
+            if marker_epoch == last {
+                return Ok(MarkerOutcome::Repeated);
+            }
+            if marker_epoch < last {
                 return Err(TxnError::new(
                     ErrorCode::InvalidTxnState,
                     format!(
-                        "marker of producer {producer_id} at epoch {marker_epoch} is stale or repeated: its last \
-                         marker here was at epoch {last}"
+                        "marker of producer {producer_id} at epoch {marker_epoch} is stale: its last marker here \
+                         was at epoch {last}"
                     ),
                 ));
             }
@@ -211,7 +228,8 @@ mod tests {
         assert_eq!(p.last_stable_offset(7), 4, "producer 8 still open");
         assert!(!p.visible(Some(7), 3, false, 7), "aborted");
         let before = p.clone();
-        assert_eq!(p.on_marker(7, 1, Decision::Abort, 7).unwrap_err().code, ErrorCode::InvalidTxnState);
+        assert_eq!(p.on_marker(7, 1, Decision::Abort, 7), Ok(MarkerOutcome::Repeated), "a resumed coordinator");
+        assert_eq!(p.on_marker(7, 0, Decision::Abort, 7).unwrap_err().code, ErrorCode::InvalidTxnState, "stale");
         assert_eq!(p.on_data(7, 0, 7).unwrap_err().code, ErrorCode::ProducerFenced, "a zombie's late send");
         assert_eq!(p.on_data(8, 3, 7).unwrap_err().code, ErrorCode::ProducerFenced, "older than the open one");
         assert_eq!(p.on_data(8, 5, 7).unwrap_err().code, ErrorCode::InvalidTxnState, "its marker is missing");

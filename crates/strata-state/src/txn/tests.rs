@@ -92,6 +92,8 @@ fn a_commit_prepares_with_a_new_epoch_completes_and_hands_out_its_offsets() {
         producer_id: producer.0,
         producer_epoch: producer.1,
         group_id: "g".into(),
+        member_id: "m".into(),
+        member_epoch: 1,
         offsets: offsets(7),
         now_ms: 2,
     });
@@ -124,6 +126,8 @@ fn an_abort_drops_the_staged_offsets() {
         producer_id: producer.0,
         producer_epoch: producer.1,
         group_id: "g".into(),
+        member_id: "m".into(),
+        member_epoch: 1,
         offsets: offsets(3),
         now_ms: 1,
     });
@@ -332,6 +336,8 @@ fn to_command(h: &Harness, step: &Step) -> TxnCommand {
                 producer_id,
                 producer_epoch,
                 group_id: "g".into(),
+                member_id: "m".into(),
+                member_epoch: 1,
                 offsets: offsets(offset),
                 now_ms,
             }
