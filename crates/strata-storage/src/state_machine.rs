@@ -27,6 +27,8 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 use strata_state::group::GroupsState;
+use strata_state::txn::partition::PartitionTxns;
+use strata_state::txn::TransactionsState;
 use strata_state::{
     Command, KeyIndex, MetadataState, PartitionEffect, PartitionState, ProducerEntry, ProducerTable, Response,
 };
@@ -63,12 +65,18 @@ pub enum GroupState {
 /// - 1 `Partition`.
 /// - 2 `MetadataWithGroups`: the metadata state (the same fields as 0:
 ///   `MetadataState::groups` is not part of its own encoding), then its
-///   groups. Every metadata state is written this way now.
+///   groups. Written before transactions existed.
+/// - 3 `PartitionWithTxns`: the partition state (the fields of 1), then its
+///   transactions. Every partition state is written this way now.
+/// - 4 `MetadataWithTxns`: as 2, then the transactional ids. Every
+///   metadata state is written this way now.
 #[derive(Deserialize)]
 enum StoredGroupState {
     Metadata(MetadataState),
     Partition(PartitionState),
     MetadataWithGroups(MetadataState, GroupsState),
+    PartitionWithTxns(PartitionState, PartitionTxns),
+    MetadataWithTxns(MetadataState, GroupsState, TransactionsState),
 }
 
 /// [`StoredGroupState`] over borrowed parts, so that writing the state
@@ -78,15 +86,21 @@ enum StoredGroupStateRef<'a> {
     // Never written; it keeps the tag of the layout before groups.
     #[allow(dead_code)]
     Metadata(&'a MetadataState),
+    #[allow(dead_code)]
     Partition(&'a PartitionState),
+    #[allow(dead_code)]
     MetadataWithGroups(&'a MetadataState, &'a GroupsState),
+    PartitionWithTxns(&'a PartitionState, &'a PartitionTxns),
+    MetadataWithTxns(&'a MetadataState, &'a GroupsState, &'a TransactionsState),
 }
 
 impl Serialize for GroupState {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
-            GroupState::Metadata(state) => StoredGroupStateRef::MetadataWithGroups(state, &state.groups),
-            GroupState::Partition(state) => StoredGroupStateRef::Partition(state),
+            GroupState::Metadata(state) => {
+                StoredGroupStateRef::MetadataWithTxns(state, &state.groups, &state.transactions)
+            }
+            GroupState::Partition(state) => StoredGroupStateRef::PartitionWithTxns(state, &state.txns),
         }
         .serialize(serializer)
     }
@@ -99,6 +113,15 @@ impl<'de> Deserialize<'de> for GroupState {
             StoredGroupState::Partition(state) => GroupState::Partition(state),
             StoredGroupState::MetadataWithGroups(mut state, groups) => {
                 state.groups = groups;
+                GroupState::Metadata(state)
+            }
+            StoredGroupState::PartitionWithTxns(mut state, txns) => {
+                state.txns = txns;
+                GroupState::Partition(state)
+            }
+            StoredGroupState::MetadataWithTxns(mut state, groups, transactions) => {
+                state.groups = groups;
+                state.transactions = transactions;
                 GroupState::Metadata(state)
             }
         })

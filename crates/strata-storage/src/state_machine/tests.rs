@@ -13,7 +13,7 @@ use serde::Serialize;
 use strata_core::topic::TopicConfig;
 use strata_state::group::{plan_heartbeat, GroupCommand, GroupResponse, HeartbeatRequest, OffsetCommit};
 use strata_state::metadata::{NamedProducer, Topic, METADATA_GROUP_ID};
-use strata_state::{MetaCommand, MetaResponse, PartitionState};
+use strata_state::{MetaCommand, MetaResponse, PartitionCommand, PartitionState};
 
 use super::*;
 
@@ -221,4 +221,61 @@ async fn snapshots_of_the_metadata_group_carry_groups_and_offsets() {
     let target = Store::open(target_dir.path()).unwrap();
     let replica = target.state_machine(METADATA_GROUP_ID, GroupKind::Metadata).await.unwrap();
     assert_eq!(metadata(&replica), state, "and are stored with it");
+}
+
+fn partition_entry(index: u64, command: PartitionCommand) -> <TypeConfig as openraft::RaftTypeConfig>::Entry {
+    Entry { log_id: log_id(index), payload: EntryPayload::Normal(Command::Partition(command)) }
+}
+
+fn partition(sm: &GroupStateMachine) -> PartitionState {
+    sm.subscribe().borrow().as_partition().expect("a partition group").clone()
+}
+
+fn transactional_append(producer_id: i64, producer_epoch: i16) -> PartitionCommand {
+    let records = [strata_record::Record { value: Some("v".into()), ..Default::default() }];
+    let producer = strata_record::ProducerFields { producer_id, producer_epoch, base_sequence: 0 };
+    PartitionCommand::Append {
+        batch: strata_record::encode_transactional_batch(&records, producer).unwrap().to_vec(),
+        time_ms: 1,
+        dedup_window_ms: 1000,
+        producer_expiry_ms: 60_000,
+        keys: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_and_aborted_transactions_survive_a_reopen_and_travel_with_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut sm = store.state_machine(7, GroupKind::Partition).await.unwrap();
+    let abort = PartitionCommand::Marker {
+        producer_id: 5,
+        producer_epoch: 1,
+        decision: strata_state::txn::Decision::Abort,
+        coordinator_epoch: 2,
+        time_ms: 2,
+    };
+    let entries = vec![
+        partition_entry(1, transactional_append(5, 0)),
+        partition_entry(2, abort),
+        partition_entry(3, transactional_append(6, 0)),
+    ];
+    apply(&mut sm, entries).await;
+    let state = partition(&sm);
+    assert_eq!((state.next_offset, state.last_stable_offset()), (3, 2), "producer 6 is open at offset 2");
+    assert_eq!(state.txns.aborted.len(), 1);
+
+    let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Store::open(other_dir.path()).unwrap();
+    let mut replica = other.state_machine(7, GroupKind::Partition).await.unwrap();
+    replica.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
+    assert_eq!(partition(&replica).txns, state.txns, "the transactions travel with the snapshot");
+
+    drop(sm);
+    store.sync().await.unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    let sm = store.state_machine(7, GroupKind::Partition).await.unwrap();
+    assert_eq!(partition(&sm), state, "and are stored with the state");
 }
