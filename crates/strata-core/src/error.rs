@@ -116,6 +116,8 @@ error_codes! {
         "an operator aborted the transaction; initialise the producer again and retry it";
     TransactionalIdNotFound = 35, "TRANSACTIONAL_ID_NOT_FOUND", Fatal,
         "initialise the producer (InitProducerId with this transactional id) before using it";
+    UnstableOffsetCommit = 36, "UNSTABLE_OFFSET_COMMIT", BackOff,
+        "a transaction has staged an offset for this partition and has not ended yet; retry once it commits or aborts";
 }
 
 #[cfg(test)]

@@ -597,3 +597,26 @@ pub const MAX_TRANSACTION_TIMEOUT_MS: u64 = 15 * 60 * 1000;
 pub const MAX_PARTITIONS_PER_TRANSACTION: usize = MAX_PARTITIONS_PER_TOPIC as usize;
 
 const _: () = assert!(DEFAULT_TRANSACTION_TIMEOUT_MS <= MAX_TRANSACTION_TIMEOUT_MS);
+
+/// How often the metadata leader looks for transactions to drive: those
+/// past their timeout (to abort) and those whose decision is written but
+/// whose markers are not (after a failover). A transaction is aborted at
+/// most this long after its timeout; each check walks the transactional
+/// ids once.
+pub const TXN_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How long InitProducerId, and the first produce or offsets of the next
+/// transaction, wait on the coordinator for the previous transaction's
+/// markers before answering CONCURRENT_TRANSACTIONS: markers take one
+/// partition round trip, or an election after a leader died; below
+/// FORWARD_TIMEOUT, so a forwarded request answers with that code rather
+/// than a transport error.
+pub const TXN_COMPLETION_WAIT: Duration = Duration::from_secs(5);
+
+/// Pause between attempts to write one partition's marker when its leader
+/// cannot take it (moving, electing): markers must all be written before
+/// the transaction completes, so the coordinator keeps trying.
+pub const TXN_MARKER_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
+const _: () = assert!(TXN_COMPLETION_WAIT.as_millis() < FORWARD_TIMEOUT.as_millis());
+const _: () = assert!(TXN_CHECK_INTERVAL.as_millis() < DEFAULT_TRANSACTION_TIMEOUT_MS as u128);

@@ -84,6 +84,11 @@ pub struct FaultConfig {
     /// libfaketime; its monotonic clock stays true (see `faults`).
     #[serde(default)]
     pub clock_offset_ms: i64,
+    /// While this file exists, the transaction coordinator writes no
+    /// markers (decided transactions stay preparing), so a test can kill a
+    /// coordinator between its decision and its markers.
+    #[serde(default)]
+    pub hold_txn_markers_while: Option<String>,
 }
 
 /// The TOML file; every key optional, flags override. See

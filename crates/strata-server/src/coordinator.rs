@@ -347,7 +347,7 @@ fn topics_changed(group: &ConsumerGroup, topics: &dyn TopicView) -> bool {
 
 /// The metadata term this node leads in, once it has applied an entry of
 /// that term (so its state holds every committed transition).
-fn leading_term(node: &Node) -> Option<u64> {
+pub(crate) fn leading_term(node: &Node) -> Option<u64> {
     let metrics = node.metadata().raft.metrics().borrow_watched().clone();
     let own_term_applied =
         metrics.last_applied.as_ref().is_some_and(|id| id.committed_leader_id().term() == metrics.current_term);
@@ -368,7 +368,7 @@ fn not_leading(leader: Option<u64>, me: u64) -> CoordinatorError {
 /// holds everything committed: a lease read (a majority acknowledged this
 /// leader within the lease), and when the lease is stale (just elected, or
 /// out of touch with its followers) one round of heartbeats to a majority.
-async fn confirm_leader(node: &Node) -> Result<(), CoordinatorError> {
+pub(crate) async fn confirm_leader(node: &Node) -> Result<(), CoordinatorError> {
     let raft = node.metadata().raft;
     let read = LinearizerOption::new(None, true);
     match tokio::time::timeout(STATUS_TIMEOUT, raft.ensure_linearizable(read)).await {
@@ -387,30 +387,38 @@ async fn confirm_leader(node: &Node) -> Result<(), CoordinatorError> {
     }
 }
 
+/// Proposes one command as a Raft entry of the metadata group and returns
+/// what applying it answered (a refusal inside that answer included).
+pub(crate) async fn propose_meta(node: &Node, command: MetaCommand) -> Result<MetaResponse, CoordinatorError> {
+    let raft = node.metadata().raft;
+    let written = raft.client_write(Command::Meta(command)).await.map_err(|error| match error {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+            not_leading(forward.leader_id, node.node_id())
+        }
+        other => {
+            let mut error = ApiError::from_write(other, "the metadata group");
+            if error.code == ErrorCode::LeaderNotAvailable {
+                error.code = ErrorCode::ClusterUnavailable;
+            }
+            CoordinatorError::Api(error)
+        }
+    })?;
+    match written.data {
+        Response::Meta(response) => Ok(response),
+        other => Err(CoordinatorError::Api(ApiError::internal(format!("unexpected apply result {other:?}")))),
+    }
+}
+
 /// Proposes `commands` in order, each as one Raft entry of the metadata
 /// group, and stops at the first refusal, which is returned.
 async fn propose(node: &Node, commands: Vec<GroupCommand>) -> Result<Vec<GroupResponse>, CoordinatorError> {
-    let raft = node.metadata().raft;
     let mut responses = Vec::with_capacity(commands.len());
     for command in commands {
-        let written =
-            raft.client_write(Command::Meta(MetaCommand::Group(command))).await.map_err(|error| match error {
-                RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
-                    not_leading(forward.leader_id, node.node_id())
-                }
-                other => {
-                    let mut error = ApiError::from_write(other, "the metadata group");
-                    if error.code == ErrorCode::LeaderNotAvailable {
-                        error.code = ErrorCode::ClusterUnavailable;
-                    }
-                    CoordinatorError::Api(error)
-                }
-            })?;
-        match written.data {
-            Response::Meta(MetaResponse::Group(GroupResponse::Error { code, message })) => {
+        match propose_meta(node, MetaCommand::Group(command)).await? {
+            MetaResponse::Group(GroupResponse::Error { code, message }) => {
                 return Err(CoordinatorError::Api(ApiError::new(code, message)))
             }
-            Response::Meta(MetaResponse::Group(response)) => responses.push(response),
+            MetaResponse::Group(response) => responses.push(response),
             other => {
                 return Err(CoordinatorError::Api(ApiError::internal(format!("unexpected apply result {other:?}"))))
             }

@@ -30,6 +30,13 @@ impl ApiError {
         ApiError { leader, ..ApiError::new(ErrorCode::NotLeader, message) }
     }
 
+    /// An error a peer answered with, as this node passes it on.
+    pub fn from_proto(error: &pb::Error) -> ApiError {
+        let code = ErrorCode::from_code(error.code).unwrap_or(ErrorCode::Internal);
+        let leader = (error.leader_id != 0).then(|| (error.leader_id, error.leader_address.clone()));
+        ApiError { leader, ..ApiError::new(code, error.message.clone()) }
+    }
+
     pub fn internal(message: impl std::fmt::Display) -> ApiError {
         ApiError::new(ErrorCode::Internal, message.to_string())
     }

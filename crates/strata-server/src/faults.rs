@@ -47,6 +47,13 @@ impl Faults {
     }
 }
 
+/// Whether the `hold_txn_markers_while` file of `config` exists now
+/// (never without the feature).
+pub fn txn_markers_held(config: &FaultConfig) -> bool {
+    cfg!(feature = "fault-hooks")
+        && config.hold_txn_markers_while.as_deref().is_some_and(|path| std::path::Path::new(path).exists())
+}
+
 /// The skew `clock_offset_ms` adds to this process's wall clock. A static:
 /// a process runs one node, and every wall-clock reading of the server
 /// (`node::local_wall_ms`) must see it, including free functions.

@@ -111,6 +111,20 @@ pub(crate) fn fetch_answer(
     request: pb::OffsetFetchRequest,
 ) -> Result<pb::OffsetFetchResponse, ApiError> {
     let group = existing(state, &request.group_id)?;
+    // An offset a transaction staged is not stable until it ends: a new
+    // owner of the partition must not start from the offset before it
+    // (KIP-447), or the transaction's inputs would be read twice.
+    let pending = request
+        .partitions
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |p| (&t.topic, *p)))
+        .find(|(topic, partition)| state.transactions.has_pending_offset(&request.group_id, topic, *partition));
+    if let Some((topic, partition)) = pending {
+        return Err(ApiError::new(
+            ErrorCode::UnstableOffsetCommit,
+            format!("{topic}/{partition} of group '{}' has an offset staged by an open transaction", request.group_id),
+        ));
+    }
     let offset = |topic: &str, partition: u32| match group.committed(topic, partition) {
         Some(committed) => pb::CommittedOffset {
             topic: topic.to_string(),

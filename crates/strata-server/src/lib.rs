@@ -22,6 +22,7 @@ mod retention;
 mod sequencer;
 mod service;
 mod startup;
+mod transactions;
 
 pub use config::{FileConfig, NodeConfig};
 pub use startup::{run, StartError};

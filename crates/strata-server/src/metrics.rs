@@ -54,6 +54,7 @@ use crate::coordinator::GroupMetrics;
 use crate::error::ApiError;
 use crate::node::Node;
 use crate::service::StrataService;
+use crate::transactions::TxnMetrics;
 
 use strata_core::limits::{
     METRICS_EXCHANGE_TIMEOUT as EXCHANGE_TIMEOUT, METRICS_MAX_CONCURRENT_SCRAPES as MAX_CONCURRENT_SCRAPES,
@@ -166,6 +167,9 @@ struct GroupFigures {
     follower_lag_entries_sum: u64,
     follower_lag_entries_max: u64,
     metadata_leader: bool,
+    /// Partitions led here with an open transaction: (topic, partition,
+    /// high watermark minus last stable offset).
+    lso_lag: Vec<(String, String, u64)>,
 }
 
 fn group_figures(node: &Node) -> GroupFigures {
@@ -174,6 +178,8 @@ fn group_figures(node: &Node) -> GroupFigures {
     // A quiet group sends no heartbeats by design: it was fully replicated
     // to beating followers when it went quiet.
     let quiet = node.quiescence.quiet_led();
+    let state = node.metadata_state();
+    let assignments = state.assignments();
     for handle in node.groups.all() {
         let metrics = handle.raft.metrics().borrow_watched().clone();
         if handle.group_id == METADATA_GROUP_ID {
@@ -192,6 +198,10 @@ fn group_figures(node: &Node) -> GroupFigures {
                 stale || last_index.saturating_sub(matched.map_or(0, |m| m.index)) > OUT_OF_SYNC_ENTRIES
             });
             figures.under_replicated += out_of_sync as u64;
+            let lag = handle.state.borrow().as_partition().map_or(0, |p| p.next_offset - p.last_stable_offset());
+            if let (true, Some((topic, partition, _))) = (lag > 0, assignments.get(&handle.group_id)) {
+                figures.lso_lag.push((topic.name.clone(), partition.to_string(), lag));
+            }
         } else {
             let committed = metrics.cluster_committed.as_ref().map_or(0, |l| l.index);
             let applied = metrics.last_applied.as_ref().map_or(0, |l| l.index);
@@ -262,6 +272,9 @@ struct Scrape {
     groups: GroupFigures,
     /// Consumer groups, by id; empty unless this node leads the metadata group.
     consumer_groups: Vec<GroupMetrics>,
+    /// The transaction coordinator's figures; `None` unless this node leads
+    /// the metadata group.
+    transactions: Option<TxnMetrics>,
     quiet_partitions: u64,
     clock: ClusterNow,
     /// `None` when RocksDB's properties could not be read (logged).
@@ -296,6 +309,7 @@ impl Scrape {
             fsync_batch_appends,
             groups: group_figures(node),
             consumer_groups,
+            transactions: node.transactions.metrics(node),
             quiet_partitions: node.quiescence.timers_off(),
             clock: node.clock.now(),
             engine,
@@ -396,6 +410,7 @@ impl Collector for Scrape {
         let help = "Peers whose clock offset this node measured recently.";
         gauge(e, "strata_clock_peers_fresh", None, help, self.clock.fresh_peers)?;
         self.encode_consumer_groups(e)?;
+        self.encode_transactions(e)?;
 
         let Some(engine) = &self.engine else { return Ok(()) };
         gauge(
@@ -442,6 +457,28 @@ impl Collector for Scrape {
 }
 
 impl Scrape {
+    /// The transaction families: the last stable offset's lag on every
+    /// node, the coordinator's figures on the metadata leader.
+    fn encode_transactions(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let help = "Records between the last stable offset and the high watermark of a partition led here, which \
+                    read_committed readers wait for (partitions with an open transaction only).";
+        let lags: Vec<_> = self
+            .groups
+            .lso_lag
+            .iter()
+            .map(|(topic, partition, lag)| ([("topic", topic.as_str()), ("partition", partition.as_str())], *lag))
+            .collect();
+        labelled(e, MetricType::Gauge, "strata_partition_lso_lag", None, help, &lags)?;
+        let Some(txns) = &self.transactions else { return Ok(()) };
+        let help = "Transactions open or writing their markers (exported by the metadata leader).";
+        gauge(e, "strata_transactions_open", None, help, txns.open)?;
+        let help = "Transactions completed through this node while it led the metadata group, by outcome.";
+        let ended = [([("result", "commit")], txns.commits), ([("result", "abort")], txns.aborts)];
+        labelled(e, MetricType::Counter, "strata_transactions", None, help, &ended)?;
+        let help = "Transactions this node aborted because they ran past their transaction timeout.";
+        counter(e, "strata_transaction_timeouts", None, help, txns.timeouts)
+    }
+
     /// The consumer group families, when there are groups (only the
     /// metadata leader has them): one sample per group in each.
     fn encode_consumer_groups(&self, e: &mut DescriptorEncoder) -> fmt::Result {
@@ -660,6 +697,7 @@ mod tests {
                 follower_lag_entries_sum: 7,
                 follower_lag_entries_max: 5,
                 metadata_leader: true,
+                lso_lag: vec![("orders".into(), "2".into(), 4)],
             },
             consumer_groups: vec![
                 GroupMetrics {
@@ -679,6 +717,7 @@ mod tests {
                     lag: None,
                 },
             ],
+            transactions: Some(TxnMetrics { open: 1, commits: 5, aborts: 2, timeouts: 1 }),
             quiet_partitions: 3,
             clock: ClusterNow { ms: 1, local_offset_ms: -12, trusted: true, fresh_peers: 2 },
             engine: Some(EngineStats {
@@ -728,6 +767,10 @@ mod tests {
         "strata_group_offset_commits_total",
         "strata_group_lag",
         "strata_group_lag_max",
+        "strata_partition_lso_lag",
+        "strata_transactions_open",
+        "strata_transactions_total",
+        "strata_transaction_timeouts_total",
         "strata_rocksdb_write_stopped",
         "strata_rocksdb_delayed_write_rate_bytes",
         "strata_rocksdb_stall_seconds_total",
@@ -845,7 +888,24 @@ mod tests {
         let scrape = Scrape { engine: None, ..full_scrape() };
         let families = openmetrics::parse(&scrape.encode(Format::OpenMetrics).unwrap()).unwrap();
         assert!(families.iter().all(|f| !f.name.starts_with("strata_rocksdb")));
-        assert_eq!(families.last().unwrap().name, "strata_group_lag_max");
+        assert_eq!(families.last().unwrap().name, "strata_transaction_timeouts");
+    }
+
+    #[test]
+    fn transactions_are_counted_and_the_stable_offset_lag_is_per_partition() {
+        let text = full_scrape().encode(Format::OpenMetrics).unwrap();
+        let families = openmetrics::parse(&text).unwrap();
+        let value = |name: &str, labels: &[(&str, &str)]| {
+            let labels: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            samples(&families).into_iter().find(|s| s.name == name && s.labels == labels).map(|s| s.value)
+        };
+        assert_eq!(value("strata_partition_lso_lag", &[("topic", "orders"), ("partition", "2")]), Some(4.0));
+        assert_eq!(value("strata_transactions_open", &[]), Some(1.0));
+        assert_eq!(value("strata_transactions_total", &[("result", "commit")]), Some(5.0));
+        assert_eq!(value("strata_transactions_total", &[("result", "abort")]), Some(2.0));
+        assert_eq!(value("strata_transaction_timeouts_total", &[]), Some(1.0));
+        let follower = Scrape { transactions: None, ..full_scrape() }.encode(Format::OpenMetrics).unwrap();
+        assert!(!follower.contains("strata_transactions_open"), "only the metadata leader counts transactions");
     }
 
     #[tokio::test]

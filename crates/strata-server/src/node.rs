@@ -22,6 +22,7 @@ use crate::groups::{GroupHandle, Groups};
 use crate::network::{GroupNetworkFactory, PeerChannels, Router};
 use crate::quiesce::Quiescence;
 use crate::retention::{trim_point, Retention};
+use crate::transactions::TxnCoordinator;
 
 /// Each partition group's replicas, by group id.
 fn replica_sets(state: &MetadataState) -> BTreeMap<u64, Vec<u64>> {
@@ -95,6 +96,9 @@ pub struct Node {
     /// The consumer group coordinator's memory (used while this node leads
     /// the metadata group).
     pub(crate) coordinator: Coordinator,
+    /// The transaction coordinator's memory (used while this node leads
+    /// the metadata group).
+    pub(crate) transactions: TxnCoordinator,
 }
 
 /// This node's own wall clock, ms since the Unix epoch. Every wall-clock

@@ -28,13 +28,15 @@ impl Retention {
 
 /// The `Trim` to propose: (new log start, bytes trimmed in all), or `None`
 /// when nothing goes. The new log start is a batch boundary at or below the
-/// partition's next offset; the scan stops at the first batch to keep.
+/// partition's last stable offset (an open transaction keeps its records
+/// until it ends); the scan stops at the first batch to keep.
 pub fn trim_point(state: &PartitionState, headers: &[BatchInfo], retention: Retention) -> Option<(u64, u64)> {
+    let stable = state.last_stable_offset();
     let mut new_start = state.log_start_offset;
     let mut trimmed = state.trimmed_bytes_total;
     let mut removed = 0u64;
     for info in headers.iter().filter(|info| info.base_offset >= state.log_start_offset) {
-        if !retention.expendable(state, info, removed) || info.next_offset > state.next_offset {
+        if !retention.expendable(state, info, removed) || info.next_offset > stable {
             break;
         }
         new_start = info.next_offset;
@@ -101,6 +103,14 @@ mod tests {
         // Headers below the log start (a stale read) do not count again.
         assert_eq!(trim_point(&state, &headers, retention), Some((40, 400)));
         assert_eq!(trim_point(&state, &headers[2..], retention), Some((40, 400)));
+    }
+
+    #[test]
+    fn retention_stops_at_an_open_transaction() {
+        let (mut state, headers) = partition(5);
+        state.txns.on_data(7, 0, 20).unwrap();
+        let everything = Retention { cutoff_ms: Some(i64::MAX), max_bytes: None };
+        assert_eq!(trim_point(&state, &headers, everything).map(|t| t.0), Some(20), "the batches before it go");
     }
 
     #[test]

@@ -46,6 +46,8 @@ use crate::metrics;
 use crate::node::{Node, TopicRef};
 use crate::sequencer::Sequencer;
 
+mod txn_api;
+
 /// Request metadata that marks a call forwarded by a node, so it is not
 /// forwarded again.
 const FORWARDED: &str = "x-strata-forwarded";
@@ -53,6 +55,16 @@ const FORWARDED: &str = "x-strata-forwarded";
 /// Request metadata of a forwarded group heartbeat: the address of the
 /// client that sent it to the forwarding node (kept as the member's host).
 const CLIENT_HOST: &str = "x-strata-client-host";
+
+/// A fetch's answer: the batches, the state they were read at, where to
+/// read next (0 when nothing was read), and the room they hold in the
+/// fetch budget until the answer is built.
+struct Fetched {
+    records: Vec<u8>,
+    state: PartitionState,
+    next_offset: u64,
+    held: Option<FetchHeld>,
+}
 
 pub struct StrataService {
     node: Node,
@@ -194,6 +206,13 @@ impl StrataService {
                 ),
             ));
         }
+        if header.is_transactional() && (header.producer_id < 0 || request.transactional_id.is_empty()) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "a transactional batch (attribute bit 0x10) needs the producer id and epoch InitProducerId gave \
+                 its transactional id, and that id in the request",
+            ));
+        }
         if header.producer_id >= 0 && request.acks == pb::Acks::None as i32 {
             // Without an answer the producer cannot learn that a batch was a
             // duplicate or out of order, so its retries would go unchecked.
@@ -225,6 +244,23 @@ impl StrataService {
         }
         let (handle, topic) = self.leader_handle(&request.topic, request.partition)?;
         let what = format!("partition {}/{}", topic.name, request.partition);
+        if header.is_transactional() {
+            let (producer_id, producer_epoch) = (header.producer_id as u64, header.producer_epoch);
+            let open =
+                handle.state.borrow().as_partition().is_some_and(|p| p.txns.is_open(producer_id, producer_epoch));
+            if !open {
+                // The partition joins the transaction: recorded by the
+                // coordinator before anything of it is appended here.
+                self.verify_transactional_produce(
+                    &request.transactional_id,
+                    producer_id,
+                    producer_epoch,
+                    &topic.name,
+                    request.partition,
+                )
+                .await?;
+            }
+        }
         // Cluster time under the clock rule (see `clock`), never this
         // node's raw wall clock: it becomes the partition's clock.
         let partition_clock_ms = handle.state.borrow().as_partition().map_or(0, |p| p.clock_ms);
@@ -324,16 +360,15 @@ impl StrataService {
 
     /// Serves one fetch. The returned room in the fetch budget covers the
     /// answer's bytes; the caller keeps it until the answer is built.
-    async fn fetch_inner(
-        &self,
-        request: pb::FetchRequest,
-    ) -> Result<(Vec<u8>, (PartitionState, Option<FetchHeld>)), ApiError> {
+    async fn fetch_inner(&self, request: pb::FetchRequest) -> Result<Fetched, ApiError> {
         // A replica read serves this node's own applied copy, leader or not.
         let handle = if request.replica_read {
             self.replica_handle(&request.topic, request.partition)?
         } else {
             self.leader_handle(&request.topic, request.partition)?.0
         };
+        let read_committed =
+            !request.replica_read && request.isolation_level != pb::IsolationLevel::ReadUncommitted as i32;
         let max_bytes = match request.max_bytes as usize {
             0 => DEFAULT_FETCH_BYTES,
             n => n.min(MAX_FETCH_BYTES),
@@ -341,7 +376,7 @@ impl StrataService {
         let wait = Duration::from_millis(request.max_wait_ms.min(MAX_FETCH_WAIT_MS) as u64);
         let deadline = tokio::time::Instant::now() + wait;
         let mut watch = handle.state.clone();
-        let state = loop {
+        let (state, end) = loop {
             let state =
                 watch.borrow_and_update().as_partition().cloned().expect("partition groups hold partition state");
             if request.offset < state.log_start_offset || request.offset > state.next_offset {
@@ -356,14 +391,17 @@ impl StrataService {
                     )
                 });
             }
-            if request.offset < state.next_offset {
-                break state;
+            // A read_committed reader stops at the first record of an open
+            // transaction (the last stable offset).
+            let end = if read_committed { state.last_stable_offset() } else { state.next_offset };
+            if request.offset < end {
+                break (state, end);
             }
-            // Long poll: wait for the high watermark to move, or time out.
+            // Long poll: wait for the end to move, or time out.
             match tokio::time::timeout_at(deadline, watch.changed()).await {
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) => return Err(ApiError::new(ErrorCode::PartitionNotReady, "partition is shutting down")),
-                Err(_) => return Ok((Vec::new(), (state, None))),
+                Err(_) => return Ok(Fetched { records: Vec::new(), state, next_offset: 0, held: None }),
             }
         };
         // Room is taken only once there is something to read, so long polls
@@ -381,11 +419,8 @@ impl StrataService {
             });
         };
         let reader = handle.reader.as_ref().expect("partition groups have a reader");
-        let records = reader
-            .read(request.offset, state.next_offset, max_bytes.min(held.bytes()))
-            .await
-            .map_err(ApiError::internal)?;
-        held.shrink_to(records.len());
+        let records =
+            reader.read(request.offset, end, max_bytes.min(held.bytes())).await.map_err(ApiError::internal)?;
         if let Some(first) = trimmed_below(&records, request.offset) {
             // The batches below `first` are gone though this replica's state
             // still counts them: retention trimmed them after the snapshot
@@ -399,7 +434,13 @@ impl StrataService {
                 )
             });
         }
-        Ok((records, (state, Some(held))))
+        let (records, next_offset) = if request.replica_read {
+            (records, 0)
+        } else {
+            txn_api::visible_batches(records, &state.txns, read_committed, state.next_offset)
+        };
+        held.shrink_to(records.len());
+        Ok(Fetched { records, state, next_offset, held: Some(held) })
     }
 
     async fn list_offsets_inner(&self, request: pb::ListOffsetsRequest) -> Result<pb::ListOffsetsResponse, ApiError> {
@@ -732,6 +773,15 @@ impl Strata for StrataService {
         &self,
         request: Request<pb::InitProducerIdRequest>,
     ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
+        if !request.get_ref().transactional_id.is_empty() {
+            if !request.get_ref().producer_name.is_empty() {
+                return err(
+                    ApiError::new(ErrorCode::InvalidRequest, "give a producer name or a transactional id, not both"),
+                    |a: &mut pb::InitProducerIdResponse, e| a.error = e,
+                );
+            }
+            return self.init_transactional_producer(request).await;
+        }
         let forwarded = is_forwarded(&request);
         let request = request.into_inner();
         let set = |a: &mut pb::InitProducerIdResponse, e| a.error = e;
@@ -766,20 +816,26 @@ impl Strata for StrataService {
     }
 
     async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
-        match metrics::observe_fetch(self.fetch_inner(request.into_inner())).await {
-            Ok((records, (state, _held))) => Ok(Response::new(pb::FetchResponse {
+        let fetched = async {
+            let Fetched { records, state, next_offset, held } = self.fetch_inner(request.into_inner()).await?;
+            Ok((records, (state, next_offset, held)))
+        };
+        match metrics::observe_fetch(fetched).await {
+            Ok((records, (state, next_offset, _held))) => Ok(Response::new(pb::FetchResponse {
                 error: None,
                 records: records.into(),
                 high_watermark: state.next_offset,
                 log_start_offset: state.log_start_offset,
+                last_stable_offset: state.last_stable_offset(),
+                next_offset,
             })),
             Err(error) => {
                 let (log_start_offset, high_watermark) = error.range.unwrap_or_default();
                 Ok(Response::new(pb::FetchResponse {
                     error: Some(error.to_proto()),
-                    records: Default::default(),
                     high_watermark,
                     log_start_offset,
+                    ..Default::default()
                 }))
             }
         }
@@ -1124,6 +1180,55 @@ impl Strata for StrataService {
             async move { peer.reset_offsets(Self::forwarded(request)).await }
         };
         self.on_coordinator(forwarded, |a: &mut pb::ResetOffsetsResponse, e| a.error = e, local, forward).await
+    }
+
+    async fn add_offsets_to_txn(
+        &self,
+        request: Request<pb::AddOffsetsToTxnRequest>,
+    ) -> Result<Response<pb::AddOffsetsToTxnResponse>, Status> {
+        self.add_offsets_to_txn_inner(request).await
+    }
+
+    async fn end_txn(&self, request: Request<pb::EndTxnRequest>) -> Result<Response<pb::EndTxnResponse>, Status> {
+        self.end_txn_inner(request).await
+    }
+
+    async fn add_partitions_to_txn(
+        &self,
+        request: Request<pb::AddPartitionsToTxnRequest>,
+    ) -> Result<Response<pb::AddPartitionsToTxnResponse>, Status> {
+        self.add_partitions_to_txn_inner(request).await
+    }
+
+    async fn write_txn_marker(
+        &self,
+        request: Request<pb::WriteTxnMarkerRequest>,
+    ) -> Result<Response<pb::WriteTxnMarkerResponse>, Status> {
+        match self.write_txn_marker_inner(request.into_inner()).await {
+            Ok(answer) => Ok(Response::new(answer)),
+            Err(error) => err(error, |a: &mut pb::WriteTxnMarkerResponse, e| a.error = e),
+        }
+    }
+
+    async fn list_transactions(
+        &self,
+        request: Request<pb::ListTransactionsRequest>,
+    ) -> Result<Response<pb::ListTransactionsResponse>, Status> {
+        self.list_transactions_inner(request).await
+    }
+
+    async fn describe_transaction(
+        &self,
+        request: Request<pb::DescribeTransactionRequest>,
+    ) -> Result<Response<pb::DescribeTransactionResponse>, Status> {
+        self.describe_transaction_inner(request).await
+    }
+
+    async fn abort_transaction(
+        &self,
+        request: Request<pb::AbortTransactionRequest>,
+    ) -> Result<Response<pb::AbortTransactionResponse>, Status> {
+        self.abort_transaction_inner(request).await
     }
 }
 

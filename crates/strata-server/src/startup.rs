@@ -103,6 +103,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         quiescence: quiescence.clone(),
         clock,
         coordinator: Default::default(),
+        transactions: Default::default(),
     };
 
     // The metadata group is registered before the first request is served:
@@ -169,6 +170,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     let reconciler = tokio::spawn(node.clone().run_reconciler(metadata.state.clone()));
     let retention = tokio::spawn(node.clone().run_retention());
     let coordinator = tokio::spawn(node.coordinator.clone().run(node.clone()));
+    let transactions = tokio::spawn(node.transactions.clone().run(node.clone()));
 
     shutdown.await;
     tracing::info!(node = node.node_id(), "node stopping");
@@ -177,6 +179,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     reconciler.abort();
     retention.abort();
     coordinator.abort();
+    transactions.abort();
     beats.abort();
     if let Some(task) = &metrics {
         task.abort();
