@@ -117,6 +117,12 @@ pub struct FetchAnswer {
     pub records: Bytes,
     pub high_watermark: u64,
     pub log_start_offset: u64,
+    /// Below it no transaction is open; read_committed answers stop here.
+    pub last_stable_offset: u64,
+    /// Where to fetch next: past every batch the answer covered, those the
+    /// server left out (markers, aborted transactions) included; 0 when it
+    /// covered none.
+    pub next_offset: u64,
 }
 
 impl From<proto::FetchResponse> for FetchAnswer {
@@ -125,6 +131,29 @@ impl From<proto::FetchResponse> for FetchAnswer {
             records: answer.records,
             high_watermark: answer.high_watermark,
             log_start_offset: answer.log_start_offset,
+            last_stable_offset: answer.last_stable_offset,
+            next_offset: answer.next_offset,
+        }
+    }
+}
+
+/// Which records a fetch returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IsolationLevel {
+    /// Only records of committed transactions (and records outside any),
+    /// below the last stable offset. The default.
+    #[default]
+    ReadCommitted,
+    /// Every record up to the high watermark, those of open and aborted
+    /// transactions included.
+    ReadUncommitted,
+}
+
+impl IsolationLevel {
+    fn to_wire(self) -> proto::IsolationLevel {
+        match self {
+            IsolationLevel::ReadCommitted => proto::IsolationLevel::ReadCommitted,
+            IsolationLevel::ReadUncommitted => proto::IsolationLevel::ReadUncommitted,
         }
     }
 }
@@ -206,6 +235,11 @@ wire_answer!(
     proto::DescribeGroupResponse,
     proto::DeleteGroupResponse,
     proto::ResetOffsetsResponse,
+    proto::AddOffsetsToTxnResponse,
+    proto::EndTxnResponse,
+    proto::ListTransactionsResponse,
+    proto::DescribeTransactionResponse,
+    proto::AbortTransactionResponse,
 );
 
 /// `host:port` becomes `http://host:port`; an address with a scheme is kept.
@@ -598,7 +632,40 @@ impl Client {
             batch,
             acks: acks.to_wire() as i32,
             timeout_ms: timeout.as_millis().min(u32::MAX as u128) as u32,
+            ..Default::default()
         };
+        self.produce_request(request, timeout).await
+    }
+
+    /// Sends one transactional batch (built with
+    /// `strata_record::encode_transactional_batch`) of the producer that
+    /// `transactional_id` initialised, with acks=all. Not retried here.
+    pub async fn produce_transactional_batch(
+        &self,
+        topic: &str,
+        partition: u32,
+        batch: Bytes,
+        transactional_id: &str,
+        timeout: Duration,
+    ) -> Result<ProduceAnswer, ClientError> {
+        let request = proto::ProduceRequest {
+            topic: topic.to_string(),
+            partition,
+            batch,
+            acks: Acks::All.to_wire() as i32,
+            timeout_ms: timeout.as_millis().min(u32::MAX as u128) as u32,
+            transactional_id: transactional_id.to_string(),
+        };
+        self.produce_request(request, timeout).await
+    }
+
+    async fn produce_request(
+        &self,
+        request: proto::ProduceRequest,
+        timeout: Duration,
+    ) -> Result<ProduceAnswer, ClientError> {
+        let (topic, partition) = (request.topic.clone(), request.partition);
+        let (topic, partition) = (topic.as_str(), partition);
         let answer = self
             .call_partition(topic, partition, request, timeout + SERVER_ANSWER_SLACK, |mut stub, request| async move {
                 stub.produce(request).await
@@ -624,6 +691,19 @@ impl Client {
         max_bytes: u32,
         max_wait: Duration,
     ) -> Result<FetchAnswer, ClientError> {
+        self.fetch_isolated(topic, partition, offset, max_bytes, max_wait, IsolationLevel::ReadCommitted).await
+    }
+
+    /// [`Client::fetch`] with a chosen isolation level.
+    pub async fn fetch_isolated(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: u32,
+        max_wait: Duration,
+        isolation: IsolationLevel,
+    ) -> Result<FetchAnswer, ClientError> {
         let max_wait_ms = max_wait.as_millis().min(limits::MAX_FETCH_WAIT_MS as u128) as u32;
         let request = proto::FetchRequest {
             topic: topic.to_string(),
@@ -632,6 +712,7 @@ impl Client {
             max_bytes: max_bytes.min(limits::MAX_FETCH_BYTES as u32),
             max_wait_ms,
             replica_read: false,
+            isolation_level: isolation.to_wire() as i32,
         };
         let timeout = Duration::from_millis(max_wait_ms as u64) + self.inner.config.request_timeout;
         let answer =
@@ -665,6 +746,7 @@ impl Client {
             max_bytes: max_bytes.min(limits::MAX_FETCH_BYTES as u32),
             max_wait_ms: 0,
             replica_read: true,
+            ..Default::default()
         };
         let uri = to_uri(node_address)?;
         let answer = self
@@ -843,7 +925,8 @@ impl Client {
     /// fences every older instance of it (their sends fail with
     /// PRODUCER_FENCED on partitions the new one has written to).
     pub async fn init_producer_id(&self, name: Option<&str>) -> Result<ProducerId, ClientError> {
-        let request = proto::InitProducerIdRequest { producer_name: name.unwrap_or_default().to_string() };
+        let request =
+            proto::InitProducerIdRequest { producer_name: name.unwrap_or_default().to_string(), ..Default::default() };
         let answer =
             self.call_any(request, |mut stub, request| async move { stub.init_producer_id(request).await }).await?;
         let epoch = i16::try_from(answer.producer_epoch).map_err(|_| {

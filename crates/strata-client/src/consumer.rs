@@ -21,7 +21,7 @@ use strata_core::ErrorCode;
 use strata_record::{decode_records_from, BatchIter, Header};
 
 use crate::accumulator::TopicPartition;
-use crate::client::{retry_wait, FetchAnswer, ListedOffset, OffsetSpec};
+use crate::client::{retry_wait, FetchAnswer, IsolationLevel, ListedOffset, OffsetSpec};
 use crate::{Client, ClientError};
 
 /// Where a newly assigned partition starts.
@@ -53,11 +53,14 @@ pub struct ConsumedRecord {
 pub struct ConsumerConfig {
     /// Soft bound on one fetch answer; at least one batch is returned.
     pub max_bytes: u32,
+    /// Which records to read: by default only those of committed
+    /// transactions (and those outside any).
+    pub isolation: IsolationLevel,
 }
 
 impl Default for ConsumerConfig {
     fn default() -> Self {
-        ConsumerConfig { max_bytes: 1024 * 1024 }
+        ConsumerConfig { max_bytes: 1024 * 1024, isolation: IsolationLevel::ReadCommitted }
     }
 }
 
@@ -302,9 +305,9 @@ impl Consumer {
             cursor.fetching = true;
             let (client, tp, generation, offset) =
                 (self.client.clone(), tp.clone(), cursor.generation, cursor.position);
-            let max_bytes = self.config.max_bytes;
+            let (max_bytes, isolation) = (self.config.max_bytes, self.config.isolation);
             self.fetches.push(Box::pin(async move {
-                let result = client.fetch(&tp.topic, tp.partition, offset, max_bytes, wait).await;
+                let result = client.fetch_isolated(&tp.topic, tp.partition, offset, max_bytes, wait, isolation).await;
                 FetchOutcome { tp, generation, offset, result }
             }));
         }
@@ -377,13 +380,16 @@ impl Consumer {
                 headers: record.headers,
             });
         }
-        if records.len() == before && !answer.records.is_empty() {
-            // Batches without a record for us (e.g. all below the position):
-            // step past them, or we would fetch the same bytes forever.
-            let end = BatchIter::new(&answer.records).filter_map(Result::ok).map(|(h, _)| h.next_offset()).max();
-            if let Some(end) = end.filter(|&end| end > cursor.position) {
-                cursor.position = end.min(answer.high_watermark).max(cursor.position);
-            }
+        // Step past what the answer covered without a record for us
+        // (batches below the position, or batches the server left out:
+        // markers, aborted transactions), or we would fetch them forever.
+        let mut end = answer.next_offset;
+        if records.len() == before {
+            let last = BatchIter::new(&answer.records).filter_map(Result::ok).map(|(h, _)| h.next_offset()).max();
+            end = end.max(last.unwrap_or(0));
+        }
+        if end > cursor.position {
+            cursor.position = end.min(answer.high_watermark).max(cursor.position);
         }
     }
 }
@@ -429,7 +435,13 @@ mod tests {
             tp: tp.clone(),
             generation: 1,
             offset,
-            result: Ok(FetchAnswer { records: Bytes::from(bytes), high_watermark, log_start_offset: 0 }),
+            result: Ok(FetchAnswer {
+                records: Bytes::from(bytes),
+                high_watermark,
+                log_start_offset: 0,
+                last_stable_offset: high_watermark,
+                next_offset: 0,
+            }),
         }
     }
 

@@ -433,6 +433,11 @@ impl GroupConsumer {
         std::mem::take(&mut self.events)
     }
 
+    /// The group this consumer is a member of.
+    pub fn group_id(&self) -> &str {
+        &self.group_id
+    }
+
     /// The partitions the member reads now.
     pub fn assignment(&self) -> &TopicPartitions {
         &self.owned

@@ -43,8 +43,11 @@ mod group_consumer;
 mod metadata;
 pub mod partitioner;
 mod producer;
+mod transaction;
 
-pub use client::{Client, ClientConfig, FetchAnswer, ListedOffset, OffsetSpec, ProduceAnswer, ProducerId, ReplicaCopy};
+pub use client::{
+    Client, ClientConfig, FetchAnswer, IsolationLevel, ListedOffset, OffsetSpec, ProduceAnswer, ProducerId, ReplicaCopy,
+};
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartOffset};
 pub use error::{ClientError, ErrorDetails};
 pub use group::{
@@ -63,9 +66,12 @@ pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig, RecordMetadat
 pub use strata_core::time::now_ms;
 pub use strata_core::{ErrorCode, RetryClass, IDEMPOTENCY_KEY_HEADER};
 pub use strata_record::{Bytes, Header, Record};
+pub use transaction::{TransactionDescription, TransactionError, TransactionalConfig, TransactionalProducer};
 
 /// Kafka RecordBatch v2, for callers of [`Client::produce_batch`] that build
 /// batches themselves and of [`Client::read_replica`] that read them.
 pub mod batch {
-    pub use strata_record::{encode_batch, read_header, BatchHeader, ProducerFields};
+    pub use strata_record::{
+        decode_records_from, encode_batch, encode_transactional_batch, read_header, BatchHeader, ProducerFields,
+    };
 }

@@ -134,6 +134,8 @@ impl Strata for FakeNode {
                     records: Bytes::from(records),
                     high_watermark: cluster.high_watermark(request.partition),
                     log_start_offset: 0,
+                    last_stable_offset: cluster.high_watermark(request.partition),
+                    next_offset: 0,
                 }
             }
         };
@@ -281,6 +283,52 @@ impl Strata for FakeNode {
         &self,
         _: Request<proto::ResetOffsetsRequest>,
     ) -> Result<Response<proto::ResetOffsetsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn add_offsets_to_txn(
+        &self,
+        _: Request<proto::AddOffsetsToTxnRequest>,
+    ) -> Result<Response<proto::AddOffsetsToTxnResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn end_txn(&self, _: Request<proto::EndTxnRequest>) -> Result<Response<proto::EndTxnResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn add_partitions_to_txn(
+        &self,
+        _: Request<proto::AddPartitionsToTxnRequest>,
+    ) -> Result<Response<proto::AddPartitionsToTxnResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn write_txn_marker(
+        &self,
+        _: Request<proto::WriteTxnMarkerRequest>,
+    ) -> Result<Response<proto::WriteTxnMarkerResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn list_transactions(
+        &self,
+        _: Request<proto::ListTransactionsRequest>,
+    ) -> Result<Response<proto::ListTransactionsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn describe_transaction(
+        &self,
+        _: Request<proto::DescribeTransactionRequest>,
+    ) -> Result<Response<proto::DescribeTransactionResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn abort_transaction(
+        &self,
+        _: Request<proto::AbortTransactionRequest>,
+    ) -> Result<Response<proto::AbortTransactionResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
 }
