@@ -182,7 +182,7 @@ fn print_lines(lines: &[String]) -> anyhow::Result<bool> {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

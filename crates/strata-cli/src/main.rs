@@ -6,9 +6,11 @@ mod cluster;
 mod consume;
 mod dev;
 mod group;
+mod pipe;
 mod produce;
 mod server;
 mod topic;
+mod txn;
 
 use clap::{Parser, Subcommand};
 
@@ -51,6 +53,13 @@ pub enum Command {
     /// List, describe, reset the offsets of, and delete consumer groups.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// Run a filter command exactly once over a topic: read IN as a group
+    /// member, write the command's output lines to OUT, commit both in one
+    /// transaction.
+    Pipe(pipe::PipeArgs),
+    /// List, describe and abort transactions.
+    #[command(subcommand)]
+    Txn(txn::TxnCommand),
     /// Measure produce (and consume) throughput and latency against a cluster.
     Bench(bench::BenchArgs),
 }
@@ -67,7 +76,7 @@ fn init_logging(default_filter: &str) {
 /// nodes of `dev`) and warn for client commands, which stay quiet.
 fn log_filter(cli: &Cli) -> String {
     cli.log_level.clone().unwrap_or_else(|| match &cli.command {
-        Command::Server(_) | Command::Dev(_) => "info".to_string(),
+        Command::Server(_) | Command::Dev(_) | Command::Pipe(_) => "info".to_string(),
         _ => "warn".to_string(),
     })
 }
@@ -87,6 +96,8 @@ fn main() -> std::process::ExitCode {
             Command::Cluster(cmd) => cluster::run(cmd, &cli.bootstrap, cli.json).await,
             Command::Bench(args) => bench::run(args, &cli.bootstrap, cli.json).await,
             Command::Group(cmd) => group::run(cmd, &cli.bootstrap, cli.json).await,
+            Command::Txn(cmd) => txn::run(cmd, &cli.bootstrap, cli.json).await,
+            Command::Pipe(args) => pipe::run(args, &cli.bootstrap).await,
         }
     });
     // Dropping every task closes the node's database before the process
