@@ -29,7 +29,14 @@ fn with_attributes(batch: bytes::Bytes, bits: u8) -> bytes::Bytes {
 }
 
 fn produce_request(topic: &str, partition: u32, batch: bytes::Bytes) -> pb::ProduceRequest {
-    pb::ProduceRequest { topic: topic.into(), partition, batch, acks: pb::Acks::All as i32, timeout_ms: 5000 }
+    pb::ProduceRequest {
+        topic: topic.into(),
+        partition,
+        batch,
+        acks: pb::Acks::All as i32,
+        timeout_ms: 5000,
+        ..Default::default()
+    }
 }
 
 async fn latest(api: &mut strata_proto::v1::strata_client::StrataClient<tonic::transport::Channel>) -> u64 {
@@ -89,16 +96,22 @@ async fn each_bad_input_gets_its_error_and_changes_nothing() {
         "CORRUPT_BATCH",
     );
 
-    // Attribute bits Strata does not implement: LogAppendTime, transactional,
-    // control. Stored as sent, Kafka decoders would read other records
-    // (control batches hidden) or other timestamps than Strata stored.
-    for bits in [0x08u8, 0x10, 0x20] {
+    // Attribute bits producers may not send: LogAppendTime, control. Stored
+    // as sent, Kafka decoders would read other records (control batches
+    // hidden) or other timestamps than Strata stored.
+    for bits in [0x08u8, 0x20] {
         let answer = api.produce(produce_request("t", 0, with_attributes(batch(b"v"), bits))).await.unwrap();
         let answer = answer.into_inner();
         let message = answer.error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
         expect(answer, "UNSUPPORTED_FEATURE");
         assert!(message.contains(&format!("{bits:#04x}")), "{message}");
     }
+    // A transactional batch (0x10) without a transactional producer.
+    let answer = api.produce(produce_request("t", 0, with_attributes(batch(b"v"), 0x10))).await.unwrap();
+    let answer = answer.into_inner();
+    let message = answer.error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+    expect(answer, "INVALID_REQUEST");
+    assert!(message.contains("transactional id"), "{message}");
 
     // An idempotent batch with acks=none: the answer would come before the
     // producer state could say whether the batch is a duplicate.
@@ -153,6 +166,7 @@ async fn each_bad_input_gets_its_error_and_changes_nothing() {
             max_bytes: 0,
             max_wait_ms: 0,
             replica_read: false,
+            ..Default::default()
         })
         .await
         .unwrap()

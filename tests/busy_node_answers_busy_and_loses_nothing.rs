@@ -39,6 +39,7 @@ async fn a_busy_node_answers_busy_and_the_producer_backs_off() {
                 batch: big_batch(700_000),
                 acks: 1,
                 timeout_ms: 10_000,
+                ..Default::default()
             };
             api.produce(request).await.map(|a| a.into_inner())
         };

@@ -103,6 +103,7 @@ async fn produce_raw(cluster: &Cluster, leader: u64, producer_id: Option<i64>, k
                     batch: batch.clone(),
                     acks: 1,
                     timeout_ms: 10_000,
+                    ..Default::default()
                 };
                 if let Ok(answer) = api.produce(request).await {
                     if answer.into_inner().error.is_none() {

@@ -24,7 +24,14 @@ fn batch(size: usize, timestamp_ms: i64) -> bytes::Bytes {
 }
 
 fn produce_request(topic: &str, batch: bytes::Bytes, acks: pb::Acks) -> pb::ProduceRequest {
-    pb::ProduceRequest { topic: topic.into(), partition: 0, batch, acks: acks as i32, timeout_ms: 10_000 }
+    pb::ProduceRequest {
+        topic: topic.into(),
+        partition: 0,
+        batch,
+        acks: acks as i32,
+        timeout_ms: 10_000,
+        ..Default::default()
+    }
 }
 
 async fn produce_ok(api: &mut StrataClient<Channel>, topic: &str, batch: bytes::Bytes) -> u64 {
@@ -50,7 +57,15 @@ async fn offset_for(
 }
 
 fn fetch_request(topic: &str, offset: u64, max_bytes: u32) -> pb::FetchRequest {
-    pb::FetchRequest { topic: topic.into(), partition: 0, offset, max_bytes, max_wait_ms: 0, replica_read: false }
+    pb::FetchRequest {
+        topic: topic.into(),
+        partition: 0,
+        offset,
+        max_bytes,
+        max_wait_ms: 0,
+        replica_read: false,
+        ..Default::default()
+    }
 }
 
 fn assert_busy(error: &pb::Error) {

@@ -170,6 +170,7 @@ const PINNED: &[(u32, &str)] = &[
     (33, "TRANSACTION_TIMED_OUT"),
     (34, "TRANSACTION_ABORTED"),
     (35, "TRANSACTIONAL_ID_NOT_FOUND"),
+    (36, "UNSTABLE_OFFSET_COMMIT"),
 ];
 
 #[test]

@@ -36,6 +36,7 @@ async fn retention_by_bytes_advances_the_log_start() {
             max_bytes: 0,
             max_wait_ms: 0,
             replica_read: false,
+            ..Default::default()
         })
         .await
         .unwrap()

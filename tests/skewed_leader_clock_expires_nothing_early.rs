@@ -51,6 +51,7 @@ async fn send(cluster: &Cluster, batch: bytes::Bytes) -> pb::ProduceResponse {
                     batch: batch.clone(),
                     acks: pb::Acks::All as i32,
                     timeout_ms: 5_000,
+                    ..Default::default()
                 };
                 match api.produce(request).await {
                     Ok(answer) => match answer.into_inner() {

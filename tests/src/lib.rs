@@ -318,6 +318,7 @@ pub async fn produce_at(
             batch: batch.clone(),
             acks: pb::Acks::All as i32,
             timeout_ms: 5_000,
+            ..Default::default()
         };
         match tokio::time::timeout(Duration::from_secs(6), api.produce(request)).await {
             Ok(Ok(answer)) => {
@@ -386,6 +387,7 @@ pub async fn fetch_all(cluster: &Cluster, topic: &str, partition: u32, from: u64
                     max_bytes: 0,
                     max_wait_ms: 0,
                     replica_read: false,
+                    ..Default::default()
                 };
                 let answer = match api.fetch(request).await {
                     Ok(answer) => answer.into_inner(),
