@@ -770,7 +770,10 @@ mod tests {
                         heartbeat_interval_ms: 1_000,
                     }));
                 }
-                assert!(!matches!(state.apply(MetaCommand::Group(command)), MetaResponse::Group(GroupResponse::Error { .. })));
+                assert!(!matches!(
+                    state.apply(MetaCommand::Group(command)),
+                    MetaResponse::Group(GroupResponse::Error { .. })
+                ));
             }
             let answer = plan.answer(&state.groups).unwrap();
             (member_id, epoch, owned) = (answer.member_id, answer.member_epoch, answer.assignment);

@@ -221,7 +221,10 @@ impl PartitionState {
                 } else if new_log_start > self.last_stable_offset() {
                     // An open transaction keeps its records until it ends.
                     let lso = self.last_stable_offset();
-                    (PartitionResponse::Rejected(format!("trim to {new_log_start} is past the stable offset {lso}")), vec![])
+                    (
+                        PartitionResponse::Rejected(format!("trim to {new_log_start} is past the stable offset {lso}")),
+                        vec![],
+                    )
                 } else {
                     self.txns.trim(new_log_start);
                     self.log_start_offset = new_log_start;
@@ -259,13 +262,9 @@ impl PartitionState {
                 let producer = strata_record::ProducerFields { producer_id: id, producer_epoch, base_sequence: -1 };
                 let epoch = i32::try_from(coordinator_epoch).unwrap_or(i32::MAX);
                 let timestamp = i64::try_from(self.clock_ms).unwrap_or(i64::MAX);
-                let mut batch = strata_record::encode_control_batch(
-                    producer,
-                    decision == Decision::Commit,
-                    epoch,
-                    timestamp,
-                )
-                .to_vec();
+                let mut batch =
+                    strata_record::encode_control_batch(producer, decision == Decision::Commit, epoch, timestamp)
+                        .to_vec();
                 let offset = self.next_offset;
                 strata_record::set_base_offset(&mut batch, offset);
                 self.next_offset += 1;
@@ -301,7 +300,10 @@ impl PartitionState {
         let transactional = header.is_transactional();
         if header.is_control() || (transactional && !idempotent) {
             // The leader refuses both before proposing.
-            return (PartitionResponse::Rejected("a control batch, or a transactional one without producer".into()), vec![]);
+            return (
+                PartitionResponse::Rejected("a control batch, or a transactional one without producer".into()),
+                vec![],
+            );
         }
         let (epoch, first_sequence) = (header.producer_epoch, header.base_sequence);
         let last_sequence = sequence_after(first_sequence.max(0), sent_count - 1);
@@ -423,7 +425,9 @@ impl PartitionState {
             }
             strata_record::set_base_offset(&mut batch, base_offset);
             if transactional {
-                self.txns.on_data(producer_id as u64, epoch, base_offset).expect("checked above, nothing changed since");
+                self.txns
+                    .on_data(producer_id as u64, epoch, base_offset)
+                    .expect("checked above, nothing changed since");
             }
             self.next_offset += record_count as u64;
             self.appended_bytes_total += batch.len() as u64;
@@ -817,7 +821,10 @@ mod tests {
         assert!(header.is_control() && header.base_offset == 6 && header.producer_id == 7);
         assert_eq!((m.state.next_offset, m.state.last_stable_offset()), (7, 7));
         // A resumed coordinator writes the same marker again: nothing new.
-        assert_eq!(m.apply(marker(7, 1, Decision::Commit)), (PartitionResponse::MarkerWritten { offset: None }, vec![]));
+        assert_eq!(
+            m.apply(marker(7, 1, Decision::Commit)),
+            (PartitionResponse::MarkerWritten { offset: None }, vec![])
+        );
         // A late send of the finished transaction is refused; the next one
         // (at the marker's epoch, from sequence 0) is taken.
         assert_eq!(code_of(&m.append(transactional(1, 7, 0, 3), vec![], 3)), Some(ErrorCode::ProducerFenced));

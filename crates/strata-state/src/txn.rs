@@ -390,7 +390,9 @@ impl TransactionsState {
                 txn.updated_ms = now_ms;
                 Ok(TxnResponse::Added)
             }
-            TxnCommand::AddOffsets { transactional_id, producer_id, producer_epoch, group_id, offsets, now_ms, .. } => {
+            TxnCommand::AddOffsets {
+                transactional_id, producer_id, producer_epoch, group_id, offsets, now_ms, ..
+            } => {
                 let txn = self.existing(&transactional_id)?;
                 txn.check_producer(producer_id, producer_epoch)?;
                 txn.begin(now_ms)?;
@@ -491,9 +493,9 @@ impl TransactionsState {
     /// `group_id`'s `topic`-`partition`: its committed offset is not
     /// stable until that transaction ends.
     pub fn has_pending_offset(&self, group_id: &str, topic: &str, partition: u32) -> bool {
-        self.transactions.values().any(|t| {
-            t.offsets.get(group_id).is_some_and(|staged| staged.contains_key(&(topic.to_string(), partition)))
-        })
+        self.transactions
+            .values()
+            .any(|t| t.offsets.get(group_id).is_some_and(|staged| staged.contains_key(&(topic.to_string(), partition))))
     }
 
     /// Transactions the coordinator must drive on: those preparing (a new

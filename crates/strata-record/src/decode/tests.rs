@@ -112,7 +112,11 @@ fn validate_rejects_attribute_bits_strata_does_not_implement() {
     };
     assert!(names(0x08).contains("LogAppendTime"), "{}", names(0x08));
     assert!(names(0x20).contains("control"), "{}", names(0x20));
-    assert!(names(0x30).contains(": control batches (attribute bit 0x20) are"), "only the control bit: {}", names(0x30));
+    assert!(
+        names(0x30).contains(": control batches (attribute bit 0x20) are"),
+        "only the control bit: {}",
+        names(0x30)
+    );
     // Bits above the ones Kafka defines (0x40 is the delete-horizon flag of
     // compacted batches, the rest unused) are refused too.
     assert!(names(0x40).contains("0x40"), "{}", names(0x40));
