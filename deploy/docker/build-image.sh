@@ -150,23 +150,31 @@ grep -qx 'FROM ${RUNTIME_IMAGE} AS runtime' "$dockerfile" \
 grep -qx 'COPY strata /usr/local/bin/strata' "$context/Dockerfile" || die "could not rewrite the COPY of the binary"
 
 # 4. The image. The classic builder runs anywhere and uses the local base
-# image as it is (it pulls only what is missing, and nothing is).
+# image as it is (it pulls only what is missing, and nothing is). It is
+# tagged only once the checks below pass, so a failed build leaves the
+# previous image in place.
 previous="$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)"
 say "building $tag"
 # Bound: the steps are a useradd and two copies: seconds; 10 minutes means stuck.
 if ! DOCKER_BUILDKIT=0 timeout 600 docker build --quiet --build-arg "RUNTIME_IMAGE=$base_image" \
-  -t "$tag" "$context" >"$work/build.log" 2>&1; then
+  "$context" >"$work/build.log" 2>&1; then
   cat "$work/build.log" >&2
   die "docker build failed or took over 10 minutes (output above)"
 fi
-current="$(docker image inspect -f '{{.Id}}' "$tag")"
+current="$(grep -o 'sha256:[0-9a-f]*' "$work/build.log" | tail -n 1)"
+[ -n "$current" ] || { cat "$work/build.log" >&2; die "docker build printed no image id"; }
 
 # 5. The binary must run in the image (a binary linked against a newer glibc
-# than the base's would fail here, not in a cluster).
-version="$(timeout 60 docker run --rm --network none "$tag" --version 2>&1)" \
-  || die "the image's strata binary does not run: $version"
-user="$(docker image inspect -f '{{.Config.User}}' "$tag")"
-[ "$user" = "10001:10001" ] || die "the image runs as '$user', expected 10001:10001"
+# than the base's would fail here, not in a cluster), as the image's user.
+refuse() {
+  docker image rm "$current" >/dev/null 2>&1 || true
+  die "$*"
+}
+version="$(timeout 60 docker run --rm --network none "$current" --version 2>&1)" \
+  || refuse "the image's strata binary does not run: $version"
+user="$(docker image inspect -f '{{.Config.User}}' "$current")"
+[ "$user" = "10001:10001" ] || refuse "the image runs as '$user', expected 10001:10001"
+docker tag "$current" "$tag"
 
 # An earlier build of the tag left untagged is only disk use now.
 if [ -n "$previous" ] && [ "$previous" != "$current" ]; then
