@@ -14,8 +14,9 @@
 #      a clean stop exits 0, that the health check fails on a node without a
 #      quorum, and that the records survive new containers on the same
 #      volumes; then removes the containers, network and volumes.
-# Exits non-zero with a message naming the failed step. About 2 minutes once
-# the binary and the base image exist.
+# Exits non-zero with a message naming the failed step. About 25 s once the
+# binary, the validator and the base image exist; the first run adds about
+# a minute (the validator's install and debootstrap).
 #
 # The image is built from STRATA_BIN when set, else from the debug binary of
 # the test build ($CARGO_TARGET_DIR, default ~/.cache/strata-target), else
