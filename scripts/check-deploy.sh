@@ -75,11 +75,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- Kubernetes
-step "kubernetes: installing the pinned validator (once) in $venv"
 requirements=deploy/kubernetes/validate-requirements.txt
 wanted="$(grep -v '^#' "$requirements" | sort -f)"
 have="$("$venv/bin/pip" freeze 2>/dev/null | sort -f || true)"
 if [ "$have" != "$wanted" ]; then
+  step "kubernetes: installing the pinned validator in $venv"
   rm -rf "$venv"
   timeout 120 python3 -m venv "$venv" || fail "could not make a virtualenv with python3 -m venv"
   # Bound: about 10 s here (the package is ~100 MB of schemas); 5 minutes
