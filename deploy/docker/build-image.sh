@@ -25,7 +25,7 @@ Options:
   --rebuild-base   make the Debian base image again (e.g. for newer Debian packages)
 Environment:
   STRATA_RELEASE_TARGET_DIR  cargo target dir of the release build [default: ~/.cache/strata-target-release]
-  DEBIAN_MIRROR              where debootstrap fetches packages [default: http://deb.debian.org/debian]
+  DEBIAN_MIRROR              where debootstrap fetches packages [default: Debian's main mirror]
 EOF
 }
 
