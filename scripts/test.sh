@@ -36,3 +36,10 @@ if [ "$(id -u)" = 0 ] || [ "${CI:-}" = true ]; then
 else
   echo "skipping the jepsen smoke run and mutation check: they need root (network namespaces)"
 fi
+
+# The deployment files (deploy/): the Kubernetes manifests against the
+# Kubernetes schemas offline, the systemd unit and its install script, then
+# the image and a 3-node compose cluster on the local Docker engine (skipped
+# when none answers). About 25 s once built; the first run adds a minute
+# (the validator's install, and debootstrap for the image's base, as root).
+scripts/check-deploy.sh
