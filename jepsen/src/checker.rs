@@ -36,9 +36,11 @@ use serde_json::Value;
 use crate::history::{Op, OpType, Process};
 
 pub mod group;
+pub mod txn;
 pub use group::{
     GroupCheckOptions, COMMIT_BY_NON_OWNER, DOUBLE_OWNERSHIP, NOT_CONVERGED, POLL_BY_NON_OWNER, UNCONSUMED,
 };
+pub use txn::{G1C, HANGING_TRANSACTION, LOST_COMMITTED_WRITE, TORN_TRANSACTION};
 
 pub type Key = u64;
 pub type Offset = u64;
@@ -83,11 +85,22 @@ pub struct CheckOptions {
     /// The consumer group's settings; needed when the history has group
     /// members (the `group` workload).
     pub group: Option<GroupCheckOptions>,
+    /// Reads skip offsets by design (the `txn` workload: read_committed
+    /// readers never see markers or aborted records), so a poll that jumps
+    /// is no `skipping-poll`; `lost-committed-write` and `torn-transaction`
+    /// catch a committed record skipped.
+    pub sparse_reads: bool,
 }
 
 impl Default for CheckOptions {
     fn default() -> Self {
-        CheckOptions { duplicates_fatal: true, recovery_bound_ns: 30_000_000_000, retention_ms: None, group: None }
+        CheckOptions {
+            duplicates_fatal: true,
+            recovery_bound_ns: 30_000_000_000,
+            retention_ms: None,
+            group: None,
+            sparse_reads: false,
+        }
     }
 }
 
@@ -436,10 +449,13 @@ pub fn check(history: &[Op], options: &CheckOptions) -> Result<Verdict, CheckErr
     check_early_deletion(&sends, &log_starts, options, &mut verdict);
     check_replicas(&replica_reads, &mut verdict);
     check_aborted_and_uncommitted(&sends, &reads, &mut verdict);
-    check_polls(&consumer_events, &mut verdict);
+    check_polls(&consumer_events, options.sparse_reads, &mut verdict);
     check_send_order(&sends, &mut verdict);
     check_divergence(history, &reads, &mut verdict);
     check_exactly_once(&txns, &sends, &reads, &mut verdict);
+    txn::check_torn(history, &sends, &reads, &mut verdict);
+    txn::check_g1c(&sends, &reads, &mut verdict);
+    txn::check_hanging(history, &mut verdict);
     check_offset_regression(&commits, &mut verdict);
     group::check_group(history, &pairs, &sends, options, &mut verdict)?;
     check_liveness(history, &pairs, &sends, options, &mut verdict);
@@ -636,7 +652,7 @@ fn check_lost_and_unseen(sends: &[Send], reads: &[Read], log_starts: &[LogStart]
                 let mut ops = send.witnesses.clone();
                 ops.push(read_op);
                 verdict.flag(
-                    LOST_WRITE,
+                    if send.txn.is_some() { LOST_COMMITTED_WRITE } else { LOST_WRITE },
                     Anomaly {
                         key: Some(send.key),
                         offset: Some(offset),
@@ -854,7 +870,7 @@ fn check_aborted_and_uncommitted(sends: &[Send], reads: &[Read], verdict: &mut V
 
 /// Within one assignment, each key's reads continue exactly where the last
 /// one stopped (offsets are dense).
-fn check_polls(consumer_events: &BTreeMap<&Process, Vec<ConsumerEvent>>, verdict: &mut Verdict) {
+fn check_polls(consumer_events: &BTreeMap<&Process, Vec<ConsumerEvent>>, sparse: bool, verdict: &mut Verdict) {
     for (process, events) in consumer_events {
         // key -> (next expected offset, the op that set it)
         let mut expected: BTreeMap<Key, (Offset, Option<u64>)> = BTreeMap::new();
@@ -880,7 +896,7 @@ fn check_polls(consumer_events: &BTreeMap<&Process, Vec<ConsumerEvent>>, verdict
                                         ops,
                                     },
                                 );
-                            } else if offset > next {
+                            } else if offset > next && !sparse {
                                 verdict.flag(
                                     SKIPPING_POLL,
                                     Anomaly {

@@ -28,4 +28,5 @@ pub mod nemesis;
 pub mod net;
 pub mod report;
 pub mod runner;
+pub mod txns;
 pub mod workload;

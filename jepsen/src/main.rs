@@ -142,6 +142,7 @@ fn check(path: PathBuf, duplicates_fatal: Option<bool>, recovery_bound: Option<u
             .unwrap_or(30)
             * 1_000_000_000,
         retention_ms: start.get("retention_ms").and_then(|v| v.as_u64()),
+        sparse_reads: start.get("workload").and_then(|v| v.as_str()) == Some("txn"),
         group: start.get("group").filter(|g| !g.is_null()).map(|g| {
             let ms = |name: &str| g.get(name).and_then(|v| v.as_u64()).unwrap_or(0) * 1_000_000;
             GroupCheckOptions {

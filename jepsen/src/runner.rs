@@ -196,6 +196,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
             "dedup_window_s": keys_workload.then_some(dedup_window_s),
             "snapshot_every_entries": keys_workload.then_some(KEYS_SNAPSHOT_EVERY_ENTRIES),
             "answer_hooks": options.faults.contains(&FaultKind::Answers).then(nemesis::answer_hook_config),
+            "txn": (options.workload == WorkloadKind::Txn).then(|| json!({
+                "timeout_ms": crate::txns::TXN_TIMEOUT.as_millis() as u64,
+                "hanging_bound_ms": crate::txns::HANGING_BOUND.as_millis() as u64,
+            })),
             "group": group_check.as_ref().map(|g| json!({
                 "group_id": members::GROUP_ID,
                 "keys": g.keys,
@@ -277,6 +281,12 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
     if group_workload {
         notes.extend(read_committed(&admin, &recorder, options.keys).await);
     }
+    if options.workload == WorkloadKind::Txn {
+        // A transaction a killed process left open is aborted by its timeout;
+        // the drain reads past it only then.
+        let wait = crate::txns::TXN_TIMEOUT + crate::txns::HANGING_BOUND;
+        notes.extend(crate::txns::record_open_transactions(&admin, &recorder, wait).await);
+    }
     let targets = acknowledged_targets(&recorder, options.keys);
     let drained =
         workload::drain(&recorder, &bootstrap, TOPIC, targets.clone(), keys_workload, Instant::now() + DRAIN_TIMEOUT)
@@ -309,6 +319,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
         recovery_bound_ns: options.recovery_bound_s * 1_000_000_000,
         retention_ms,
         group: group_check,
+        sparse_reads: options.workload == WorkloadKind::Txn,
     };
     let mut verdict = checker::check(&history, &check_options).context("checking the history")?;
     if !duplicates_fatal {

@@ -30,13 +30,10 @@ use strata_client::{
 
 use crate::history::{OpType, Process, Recorder};
 use crate::members::Member;
+use crate::txns::TxnProcess;
 
 /// Which workload runs.
 ///
-/// Transactions (`txn`: up to 4 sends and polls per transaction, offsets
-/// committed inside it, about 1 in 32 aborted on purpose) are added here as
-/// a variant once the cluster supports them; the history format and the
-/// checker already cover their operations (`txn`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkloadKind {
@@ -57,6 +54,10 @@ pub enum WorkloadKind {
     /// group calls. Member processes crash or leave now and then while
     /// faults run.
     Group,
+    /// Read-process-write transactions (see `txns`): each worker reads the
+    /// keys it owns, sends 1-3 records and commits its consumed offsets in
+    /// one transaction, or aborts (one in 8 on purpose).
+    Txn,
 }
 
 impl WorkloadKind {
@@ -66,6 +67,7 @@ impl WorkloadKind {
             WorkloadKind::Idempotent => "idempotent",
             WorkloadKind::Keys => "keys",
             WorkloadKind::Group => "group",
+            WorkloadKind::Txn => "txn",
         }
     }
 }
@@ -159,11 +161,12 @@ pub struct WorkloadConfig {
 pub struct Workload {
     config: WorkloadConfig,
     recorder: Recorder,
-    next_value: Vec<AtomicU64>,
+    pub(crate) next_value: Vec<AtomicU64>,
     sends: AtomicU64,
     stop: AtomicBool,
-    /// History time (ns) of the latest acknowledged send.
-    last_ack_ns: AtomicU64,
+    /// History time (ns) of the latest acknowledged send (or committed
+    /// transaction).
+    pub(crate) last_ack_ns: AtomicU64,
     /// `group`: whether member processes may still crash (only while faults run).
     client_crashes: AtomicBool,
     /// `group`: the member ids of the member processes running now.
@@ -267,6 +270,15 @@ impl Workload {
                 Member::new(&self, process).run(&mut rng).await;
                 continue;
             }
+            if self.config.kind == WorkloadKind::Txn {
+                match TxnProcess::start(&self, worker, process).await {
+                    Some(txns) => txns.run(&mut rng).await,
+                    // Pacing, not synchronisation: the next process tries
+                    // again after an operation's pause.
+                    None => tokio::time::sleep(Duration::from_millis(self.config.op_pause_ms_max)).await,
+                }
+                continue;
+            }
             let mut session = Session::new(&self, process, &mut rng);
             session.run(&mut rng, &mut resends).await;
         }
@@ -289,7 +301,7 @@ impl Workload {
         self.recorder.record(process.clone(), kind, f, value, None, error).time
     }
 
-    fn pick_key(&self, rng: &mut StdRng) -> u32 {
+    pub(crate) fn pick_key(&self, rng: &mut StdRng) -> u32 {
         let window = self.sends.fetch_add(1, Ordering::SeqCst) / self.config.rotate_every_sends.max(1);
         let first = (window * self.config.active_keys as u64) % self.config.keys as u64;
         ((first + rng.gen_range(0..self.config.active_keys as u64)) % self.config.keys as u64) as u32
@@ -333,7 +345,7 @@ impl Session {
             REQUEST_TIMEOUT
         };
         let producer = match workload.config.kind {
-            WorkloadKind::Queue | WorkloadKind::Keys | WorkloadKind::Group => None,
+            WorkloadKind::Queue | WorkloadKind::Keys | WorkloadKind::Group | WorkloadKind::Txn => None,
             WorkloadKind::Idempotent => Some(
                 Producer::new(client.clone(), producer_config(request_timeout))
                     .expect("the workload's producer settings agree"),

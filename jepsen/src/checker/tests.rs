@@ -1021,3 +1021,83 @@ fn a_partition_listed_by_two_members_is_not_converged() {
     h.ops[last].value["members"]["m2"] = json!({"partitions": [], "pending": [1]});
     assert_eq!(names(&h.check_group()), vec![NOT_CONVERGED]);
 }
+
+#[test]
+fn a_reader_that_sees_part_of_a_committed_transaction_is_a_torn_transaction() {
+    let mut h = H::default();
+    let txn = h.txn(1, OpType::Ok, json!({"ops": [["send", 0, 10, 0], ["send", 1, 20, 0]]}));
+    h.send_ok(3, 1, 21, 1);
+    h.assign(2, &[(0, 0), (1, 0)]);
+    h.poll(2, &[(0, 0, 10), (1, 1, 21)]);
+    let verdict = h.check();
+    assert!(names(&verdict).contains(&TORN_TRANSACTION), "{}", verdict.summary());
+    assert!(verdict.anomalies[TORN_TRANSACTION][0].ops.contains(&(txn - 1)));
+
+    let mut whole = H::default();
+    whole.txn(1, OpType::Ok, json!({"ops": [["send", 0, 10, 0], ["send", 1, 20, 0]]}));
+    whole.send_ok(3, 1, 21, 1);
+    whole.assign(2, &[(0, 0), (1, 0)]);
+    whole.poll(2, &[(0, 0, 10), (1, 0, 20), (1, 1, 21)]);
+    let verdict = whole.check();
+    assert!(verdict.valid, "{}", verdict.summary());
+}
+
+#[test]
+fn committed_transactions_that_read_each_other_are_a_g1c_cycle() {
+    let mut h = H::default();
+    let t1 = h.push(client(1), OpType::Invoke, "txn", json!({}), None);
+    let t2 = h.push(client(2), OpType::Invoke, "txn", json!({}), None);
+    h.push(client(1), OpType::Ok, "txn", json!({"ops": [["poll", {"1": [[0, 20]]}], ["send", 0, 10, 0]]}), None);
+    h.push(client(2), OpType::Ok, "txn", json!({"ops": [["poll", {"0": [[0, 10]]}], ["send", 1, 20, 0]]}), None);
+    let verdict = h.check_with(CheckOptions { sparse_reads: true, ..CheckOptions::default() });
+    assert_eq!(verdict.anomalies[G1C][0].ops, vec![t1, t2], "{}", verdict.summary());
+
+    // One way only: T2 read what T1 wrote.
+    let mut chain = H::default();
+    chain.txn(1, OpType::Ok, json!({"ops": [["send", 0, 10, 0]]}));
+    chain.txn(2, OpType::Ok, json!({"ops": [["poll", {"0": [[0, 10]]}], ["send", 1, 20, 0]]}));
+    chain.assign(3, &[(1, 0)]);
+    chain.poll(3, &[(1, 0, 20)]);
+    let verdict = chain.check_with(CheckOptions { sparse_reads: true, ..CheckOptions::default() });
+    assert!(verdict.valid, "{}", verdict.summary());
+}
+
+#[test]
+fn a_committed_write_never_read_past_is_a_lost_committed_write() {
+    let mut h = H::default();
+    h.txn(1, OpType::Ok, json!({"ops": [["send", 0, 10, 0]]}));
+    h.send_ok(3, 0, 11, 1);
+    h.assign(2, &[(0, 0)]);
+    h.poll(2, &[(0, 1, 11)]);
+    let verdict = h.check_with(CheckOptions { sparse_reads: true, ..CheckOptions::default() });
+    assert_eq!(names(&verdict), vec![LOST_COMMITTED_WRITE], "{}", verdict.summary());
+}
+
+#[test]
+fn read_committed_readers_may_skip_offsets_when_reads_are_sparse() {
+    let mut h = H::default();
+    h.txn(1, OpType::Ok, json!({"ops": [["send", 0, 10, 0]]}));
+    // Offset 1 is the marker, 2 an aborted record: never shown.
+    h.txn(1, OpType::Fail, json!({"ops": [["send", 0, 11]]}));
+    h.txn(1, OpType::Ok, json!({"ops": [["send", 0, 12, 4]]}));
+    h.assign(2, &[(0, 0)]);
+    h.poll(2, &[(0, 0, 10), (0, 4, 12)]);
+    assert!(names(&h.check()).contains(&SKIPPING_POLL), "dense reads are expected by default");
+    let verdict = h.check_with(CheckOptions { sparse_reads: true, ..CheckOptions::default() });
+    assert!(verdict.valid, "{}", verdict.summary());
+}
+
+#[test]
+fn a_transaction_open_past_its_timeout_and_the_bound_is_hanging() {
+    let row = |age: u64| json!({"id": "jepsen-txn-0", "state": "ONGOING", "age_ms": age, "timeout_ms": 10_000});
+    let mut h = H::default();
+    h.push(Process::Named("txn-check".into()), OpType::Invoke, "txn-list", Value::Null, None);
+    let list = json!({"transactions": [row(20_000), {"id": "done", "state": "COMPLETE_COMMIT", "age_ms": 0, "timeout_ms": 1}], "bound_ms": 15_000});
+    h.push(Process::Named("txn-check".into()), OpType::Ok, "txn-list", list, None);
+    assert!(h.check().valid, "within timeout + bound");
+    let mut late = H::default();
+    late.push(Process::Named("txn-check".into()), OpType::Invoke, "txn-list", Value::Null, None);
+    let list = json!({"transactions": [row(25_001)], "bound_ms": 15_000});
+    late.push(Process::Named("txn-check".into()), OpType::Ok, "txn-list", list, None);
+    assert_eq!(names(&late.check()), vec![HANGING_TRANSACTION]);
+}
