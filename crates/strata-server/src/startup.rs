@@ -62,23 +62,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         .await
         .map_err(|source| StartError::Listen { address: config.listen.clone(), source })?;
 
-    let raft_config = openraft::Config {
-        cluster_name: "strata".into(),
-        heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
-        election_timeout_min: config.election_timeout_min.as_millis() as u64,
-        election_timeout_max: config.election_timeout_max.as_millis() as u64,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
-        max_in_snapshot_log_to_keep: config.snapshot_every_entries,
-        install_snapshot_timeout: 10_000,
-        // openraft keeps six ring buffers of this many entries per group for
-        // its `runtime-stats` feature, allocated even with the feature off
-        // (as Strata builds it): 1,024 each is ~150 KiB of address space per
-        // partition replica for nothing.
-        log_stage_capacity: Some(1),
-        ..Default::default()
-    }
-    .validate()
-    .map_err(|e| StartError::RaftConfig(e.to_string()))?;
+    let raft_config = raft_config(&config)?;
 
     let peers = PeerChannels::new(config.initial_cluster.clone());
     let router = Router::new(config.node_id, peers.clone(), store.clone());
@@ -203,4 +187,49 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     // The database closes when its last handle drops; the caller must let
     // the runtime's tasks end (drop the runtime) before the process exits.
     Ok(())
+}
+
+/// The openraft settings of every group of this node.
+fn raft_config(config: &NodeConfig) -> Result<openraft::Config, StartError> {
+    openraft::Config {
+        cluster_name: "strata".into(),
+        heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
+        election_timeout_min: config.election_timeout_min.as_millis() as u64,
+        election_timeout_max: config.election_timeout_max.as_millis() as u64,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
+        max_in_snapshot_log_to_keep: config.snapshot_every_entries,
+        install_snapshot_timeout: 10_000,
+        // openraft keeps six ring buffers of this many entries per group for
+        // its `runtime-stats` feature, allocated even with the feature off
+        // (as Strata builds it): 1,024 each is ~150 KiB of address space per
+        // partition replica for nothing.
+        log_stage_capacity: Some(1),
+        // A leader that restarts must win a new election; it may not lead
+        // again in its old term. A leader replicates entries before its own
+        // fsync; after a power loss it may have lost entries that followers
+        // hold. Leading in the same term, it would write other entries under
+        // the same log ids, which a follower takes for the ones it has (same
+        // term and index mean the same entry) and later applies: replicas
+        // diverge. Found by the fault harness (`txn` workload, all nodes
+        // killed with their unsynced writes dropped). In a new term the
+        // follower sees the conflict and drops its uncommitted entries.
+        enable_leader_restore: Some(false),
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| StartError::RaftConfig(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restarted_leader_never_leads_again_in_its_old_term() {
+        let file =
+            "node_id = 1\nlisten = \"127.0.0.1:7171\"\ndata_dir = \"/tmp/x\"\ninitial_cluster = \"1=127.0.0.1:7171\"\n";
+        let config: crate::config::FileConfig = toml::from_str(file).unwrap();
+        let raft = raft_config(&config.validate().unwrap()).unwrap();
+        assert_eq!(raft.enable_leader_restore, Some(false));
+    }
 }
