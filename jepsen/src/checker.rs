@@ -1084,8 +1084,9 @@ fn check_liveness(history: &[Op], pairs: &[Pair<'_>], sends: &[Send], options: &
         })
         .map(|(i, op)| (i, *op))
         .collect();
-    let ack_times: Vec<u64> =
-        sends.iter().filter(|s| s.kind == OpType::Ok && s.txn.is_none()).map(|s| s.done_time).collect();
+    // Acknowledged sends, and the sends of committed transactions (acknowledged
+    // when the commit was).
+    let ack_times: Vec<u64> = sends.iter().filter(|s| s.kind == OpType::Ok).map(|s| s.done_time).collect();
     let history_end = history.last().map_or(0, |op| op.time);
     for (position, (at, heal)) in heals.iter().enumerate() {
         let next_fault = faults.get(at + 1).map_or(history_end, |op| op.time);

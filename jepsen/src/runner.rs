@@ -178,7 +178,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
     }
 
     let recorder = Recorder::new(Some(&dir.join("history.jsonl")))?;
-    let duplicates_fatal = (options.workload == WorkloadKind::Idempotent && PRODUCER_IDEMPOTENCE) || keys_workload;
+    // Transactional producers are idempotent too (sequence numbers).
+    let duplicates_fatal = (options.workload == WorkloadKind::Idempotent && PRODUCER_IDEMPOTENCE)
+        || keys_workload
+        || options.workload == WorkloadKind::Txn;
     recorder.record(
         Process::Named("harness".into()),
         OpType::Info,
