@@ -81,12 +81,18 @@ async fn main() -> Result<(), Error> {
         let mut next_offsets: BTreeMap<(String, u32), u64> = BTreeMap::new();
         let mut read_at_epoch = None;
         let mut pending = totals.clone();
+        // Customers this transaction changed: a reload must not undo them.
+        let mut touched: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
         let deadline = Instant::now() + COMMIT_INTERVAL;
         while Instant::now() < deadline {
             let records = consumer.poll(deadline.saturating_duration_since(Instant::now())).await?;
             if consumer.take_events().iter().any(|e| matches!(e, GroupEvent::Assigned(_))) {
                 // Partitions came from another instance: take up their totals.
-                pending.extend(load_totals(&client).await?);
+                for (customer, total) in load_totals(&client).await? {
+                    if !touched.contains(&customer) {
+                        pending.insert(customer, total);
+                    }
+                }
             }
             for record in records {
                 let customer = String::from_utf8_lossy(record.key.as_deref().unwrap_or_default()).into_owned();
@@ -98,6 +104,7 @@ async fn main() -> Result<(), Error> {
                     next_offsets.insert((record.topic.clone(), record.partition), record.offset + 1);
                     continue;
                 };
+                touched.insert(customer.clone());
                 let total = pending.entry(customer.clone()).or_insert(0);
                 *total += amount;
                 let out = Record {
