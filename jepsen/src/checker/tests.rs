@@ -1101,3 +1101,24 @@ fn a_transaction_open_past_its_timeout_and_the_bound_is_hanging() {
     late.push(Process::Named("txn-check".into()), OpType::Ok, "txn-list", list, None);
     assert_eq!(names(&late.check()), vec![HANGING_TRANSACTION]);
 }
+
+#[test]
+fn a_reader_that_started_past_a_record_of_a_transaction_is_not_torn() {
+    // The reader's assignment starts at 1: the record at 0 was consumed by
+    // someone before it (a committed offset), so it never had to read it.
+    let mut h = H::default();
+    h.txn(1, OpType::Ok, json!({"ops": [["send", 0, 10, 0], ["send", 0, 11, 1]]}));
+    h.send_ok(3, 0, 12, 2);
+    h.assign(2, &[(0, 1)]);
+    h.poll(2, &[(0, 1, 11), (0, 2, 12)]);
+    let verdict = h.check_with(CheckOptions { sparse_reads: true, ..CheckOptions::default() });
+    assert!(!names(&verdict).contains(&TORN_TRANSACTION), "{}", verdict.summary());
+    // From 0 it must read both.
+    let mut torn = H::default();
+    torn.txn(1, OpType::Ok, json!({"ops": [["send", 0, 10, 0], ["send", 0, 11, 1]]}));
+    torn.send_ok(3, 0, 12, 2);
+    torn.assign(2, &[(0, 0)]);
+    torn.poll(2, &[(0, 1, 11), (0, 2, 12)]);
+    let verdict = torn.check_with(CheckOptions { sparse_reads: true, ..CheckOptions::default() });
+    assert!(names(&verdict).contains(&TORN_TRANSACTION), "{}", verdict.summary());
+}

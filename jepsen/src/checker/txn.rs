@@ -4,9 +4,11 @@
 //! send of a committed transaction):
 //!
 //! - `torn-transaction`: a reading process read one record of a committed
-//!   transaction, and on another key of that transaction read past the
-//!   transaction's record there without reading it. Readers at
-//!   read_committed see a transaction whole or not at all.
+//!   transaction, and on another key (or the same one) read over the
+//!   transaction's record there without reading it: from a position at or
+//!   before it (an assignment's, or its first read there) to an offset past
+//!   it. Readers at read_committed see a transaction whole or not at all,
+//!   where their positions cover it.
 //! - `G1c`: a cycle of write-read dependencies between committed
 //!   transactions (T2 read a record T1 wrote, ... , and T1 read one of the
 //!   last one's). A transaction's records are visible only once it commits,
@@ -45,27 +47,56 @@ pub(super) fn check_torn(history: &[Op], sends: &[Send], reads: &[Read], verdict
     let writes = committed_writes(sends);
     let writer: BTreeMap<(Key, Val), u64> =
         writes.iter().flat_map(|(txn, w)| w.iter().map(move |&(k, v, _)| ((k, v), *txn))).collect();
-    // Per reading process: what it read, and how far on each key.
+    let mut reads_of: BTreeMap<u64, Vec<&Read>> = BTreeMap::new();
+    for read in reads {
+        reads_of.entry(read.op).or_default().push(read);
+    }
+    // Per reading process: what it read, the transactions it read a record
+    // of, and per key the ranges its positions covered: from where an
+    // assignment started it (or its first read) to the furthest offset it
+    // read from there, with the read that got furthest.
+    #[derive(Default)]
     struct Reader {
         read: BTreeSet<(Key, Val)>,
-        furthest: BTreeMap<Key, (Offset, u64)>,
         touched: BTreeMap<u64, u64>,
+        ranges: BTreeMap<Key, Vec<(Offset, Offset, u64)>>,
+        open: BTreeMap<Key, usize>,
     }
     let mut readers: BTreeMap<String, Reader> = BTreeMap::new();
-    for read in reads {
-        let process = history.get(read.op as usize).map(|op| op.process.to_string()).unwrap_or_default();
-        let reader = readers.entry(process).or_insert_with(|| Reader {
-            read: BTreeSet::new(),
-            furthest: BTreeMap::new(),
-            touched: BTreeMap::new(),
-        });
-        reader.read.insert((read.key, read.value));
-        let furthest = reader.furthest.entry(read.key).or_insert((read.offset, read.op));
-        if read.offset > furthest.0 {
-            *furthest = (read.offset, read.op);
+    for op in history.iter().filter(|op| op.kind == OpType::Ok) {
+        let positions = op.value.get("positions").and_then(Value::as_object).filter(|_| op.f != "txn");
+        if let Some(positions) = positions {
+            let reader = readers.entry(op.process.to_string()).or_default();
+            reader.open.clear();
+            for (key, position) in positions {
+                let (Ok(key), Some(position)) = (key.parse::<Key>(), position.as_u64()) else { continue };
+                let ranges = reader.ranges.entry(key).or_default();
+                // Empty until a read extends it.
+                ranges.push((position, position, op.index));
+                reader.open.insert(key, ranges.len() - 1);
+            }
         }
-        if let Some(&txn) = writer.get(&(read.key, read.value)) {
-            reader.touched.entry(txn).or_insert(read.op);
+        let Some(found) = reads_of.get(&op.index) else { continue };
+        let reader = readers.entry(op.process.to_string()).or_default();
+        for read in found {
+            reader.read.insert((read.key, read.value));
+            if let Some(&txn) = writer.get(&(read.key, read.value)) {
+                reader.touched.entry(txn).or_insert(read.op);
+            }
+            let ranges = reader.ranges.entry(read.key).or_default();
+            let at = match reader.open.get(&read.key) {
+                Some(&at) => at,
+                None => {
+                    ranges.push((read.offset, read.offset, read.op));
+                    reader.open.insert(read.key, ranges.len() - 1);
+                    ranges.len() - 1
+                }
+            };
+            let range = &mut ranges[at];
+            if read.offset >= range.1 {
+                range.1 = read.offset;
+                range.2 = read.op;
+            }
         }
     }
     for (process, reader) in &readers {
@@ -74,7 +105,11 @@ pub(super) fn check_torn(history: &[Op], sends: &[Send], reads: &[Read], verdict
                 if reader.read.contains(&(key, value)) {
                     continue;
                 }
-                if let Some(&(past, past_op)) = reader.furthest.get(&key).filter(|(o, _)| *o > offset) {
+                let covering = reader
+                    .ranges
+                    .get(&key)
+                    .and_then(|ranges| ranges.iter().find(|(from, to, _)| *from <= offset && offset < *to));
+                if let Some(&(from, past, past_op)) = covering {
                     verdict.flag(
                         TORN_TRANSACTION,
                         Anomaly {
@@ -83,7 +118,8 @@ pub(super) fn check_torn(history: &[Op], sends: &[Send], reads: &[Read], verdict
                             value: Some(value),
                             message: format!(
                                 "process {process} read part of the transaction invoked at {txn} but not its key \
-                                 {key} value {value} at offset {offset}, though it read key {key} up to offset {past}"
+                                 {key} value {value} at offset {offset}, though it read key {key} from {from} up to \
+                                 offset {past}"
                             ),
                             ops: vec![txn, seen_op, past_op],
                         },
