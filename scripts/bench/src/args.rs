@@ -40,6 +40,13 @@ pub struct Args {
     /// Strata, RabbitMQ and NATS).
     #[arg(long, conflicts_with = "only_w5")]
     pub only_groups: bool,
+    /// Skip the transactional read-process-write workload (T1, Strata
+    /// only), which runs in both modes otherwise.
+    #[arg(long, conflicts_with = "only_txn")]
+    pub no_txn: bool,
+    /// Run only the transactional workload (T1 on Strata).
+    #[arg(long, conflicts_with_all = ["only_w5", "only_groups"])]
+    pub only_txn: bool,
     /// The Strata nodes' `group_heartbeat_interval` (ms): the heartbeat
     /// interval of every group they create, the unit G1 is reported in.
     #[arg(long, default_value_t = strata_core::limits::DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS)]
@@ -58,19 +65,26 @@ impl Args {
 
     /// Whether W5 runs: always outside quick mode, in quick mode when asked.
     pub fn runs_w5(&self) -> bool {
-        (!self.quick || self.w5 || self.only_w5) && !self.only_groups
+        (!self.quick || self.w5 || self.only_w5) && !self.only_groups && !self.only_txn
     }
 
-    /// Whether phase A, W3 and W7 run: not when only W5 or only the group
-    /// workloads are asked for.
+    /// Whether phase A, W3 and W7 run: not when only W5, only the group
+    /// workloads or only T1 are asked for.
     pub fn runs_main(&self) -> bool {
-        !self.only_w5 && !self.only_groups
+        !self.only_w5 && !self.only_groups && !self.only_txn
     }
 
     /// Whether the consumer group workloads run: in both modes (they take
-    /// about two minutes in quick mode) unless skipped, and not with --only-w5.
+    /// about two minutes in quick mode) unless skipped, and not with
+    /// --only-w5 or --only-txn.
     pub fn runs_groups(&self) -> bool {
-        !self.no_groups && !self.only_w5
+        !self.no_groups && !self.only_w5 && !self.only_txn
+    }
+
+    /// Whether T1 runs: in both modes unless skipped, and not with
+    /// --only-w5 or --only-groups.
+    pub fn runs_txn(&self) -> bool {
+        !self.no_txn && !self.only_w5 && !self.only_groups
     }
 }
 
@@ -130,5 +144,29 @@ mod tests {
         assert!(!none.runs_groups() && none.runs_main());
         assert!(!Args::parse_from(["suite", "--strata-bin", "strata", "--only-w5"]).runs_groups());
         assert!(Args::try_parse_from(["suite", "--strata-bin", "strata", "--only-groups", "--only-w5"]).is_err());
+    }
+
+    #[test]
+    fn the_transactional_workload_runs_unless_skipped_or_another_only_is_asked() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["suite", "--strata-bin", "strata", "--quick"];
+            argv.extend_from_slice(extra);
+            Args::parse_from(argv)
+        };
+        let all = parse(&[]);
+        assert!(all.runs_txn() && all.runs_main() && all.runs_groups());
+        let only = parse(&["--only-txn"]);
+        assert!(only.runs_txn() && !only.runs_main() && !only.runs_groups() && !only.runs_w5());
+        assert!(!parse(&["--only-txn", "--w5"]).runs_w5());
+        let none = parse(&["--no-txn"]);
+        assert!(!none.runs_txn() && none.runs_main() && none.runs_groups());
+        assert!(!parse(&["--only-groups"]).runs_txn());
+        assert!(!parse(&["--only-w5"]).runs_txn());
+        assert!(parse(&["--no-groups"]).runs_txn());
+        for clash in [["--only-txn", "--no-txn"], ["--only-txn", "--only-groups"], ["--only-txn", "--only-w5"]] {
+            let mut argv = vec!["suite", "--strata-bin", "strata"];
+            argv.extend_from_slice(&clash);
+            assert!(Args::try_parse_from(argv).is_err(), "{clash:?}");
+        }
     }
 }

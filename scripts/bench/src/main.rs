@@ -5,8 +5,9 @@
 //! load generator (`strata-load`, shared with `strata bench`), measures
 //! every server process from /proc, runs W7 (and W5 outside quick mode) on
 //! Strata, then the consumer group workloads (`groups`: G1 and G2 on
-//! Strata, G3 on Strata, RabbitMQ and NATS), and writes JSON, Markdown and
-//! SVG.
+//! Strata, G3 on Strata, RabbitMQ and NATS), then the transactional
+//! read-process-write workload (`txn`: T1 on Strata, beside the same loop
+//! without transactions), and writes JSON, Markdown and SVG.
 //!
 //! Clusters run one at a time, so one system's idle cost never disturbs
 //! another's figures. Every cluster is stopped when its phase ends, also on
@@ -27,6 +28,7 @@ mod report;
 mod sinks;
 mod systems;
 mod targets;
+mod txn;
 
 use std::time::Instant;
 
@@ -154,6 +156,7 @@ async fn main() -> anyhow::Result<()> {
     let mut w7_result = None;
     let mut w5_result = None;
     let mut groups_result = None;
+    let mut txn_result = None;
     for entry in results.iter_mut() {
         // The peers run G3 on the W3 cluster, after W3; Strata on a cluster of its own (W7 kills a node).
         let peer_g3 = args.runs_groups() && matches!(entry.system, System::Rabbitmq | System::Nats);
@@ -230,6 +233,28 @@ async fn main() -> anyhow::Result<()> {
             }
             groups_result = Some(result);
         }
+        if entry.system == System::Strata && args.runs_txn() {
+            eprintln!("== strata : T1");
+            match start_cluster(System::Strata, &args, "t").await {
+                Ok(cluster) => {
+                    if entry.version.is_empty() {
+                        entry.version = cluster.version.clone();
+                    }
+                    let result = txn::t1(&cluster, &timing, args.quick).await;
+                    if !result.errors.is_empty() {
+                        eprintln!("  T1 failed: {:?}\n{}", result.errors, cluster.logs());
+                    }
+                    txn_result = Some(result);
+                    stop_cluster(cluster, &args, "t");
+                }
+                Err(error) => {
+                    txn_result = Some(report::TxnResult {
+                        errors: vec![format!("cluster did not start for T1: {error:#}")],
+                        ..Default::default()
+                    })
+                }
+            }
+        }
         if entry.system == System::Strata && args.runs_w5() {
             eprintln!("== strata : W5");
             match start_cluster(System::Strata, &args, "w5").await {
@@ -287,12 +312,21 @@ async fn main() -> anyhow::Result<()> {
                 "g3_producers_rate_per_sec": groups::G3_RATE,
                 "g3_record_size": 1024,
             })),
+            "txn": args.runs_txn().then(|| serde_json::json!({
+                "t1_records_per_txn": txn::T1_RECORDS_PER_TXN,
+                "t1_input_partitions": txn::T1_INPUT_PARTITIONS,
+                "t1_output_partitions": txn::T1_OUTPUT_PARTITIONS,
+                "t1_record_size": txn::T1_RECORD_SIZE,
+                "t1_input_records": txn::input_records(&timing),
+                "t1_preload_rate_per_sec": txn::T1_PRELOAD_RATE,
+            })),
         }),
         calibration,
         systems: results,
         w5: w5_result,
         w7: w7_result,
         groups: groups_result,
+        txn: txn_result,
         targets: Vec::new(),
         notes,
     };

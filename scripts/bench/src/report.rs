@@ -186,6 +186,86 @@ pub struct GroupsResult {
     pub errors: Vec<String>,
 }
 
+/// T1: one loop of the transactional read-process-write workload (or its
+/// baseline without transactions) over its measured window.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LoopResult {
+    /// How the loop writes its outputs and commits what it consumed.
+    pub how: String,
+    /// Batches (transactions, in the transactional loop) whose commit was
+    /// answered inside the window, and their input records.
+    pub batches: u64,
+    pub records: u64,
+    /// The window the rates are over: the mode's window, or shorter when
+    /// the preloaded input ran out before it ended (`input_exhausted`).
+    pub measured_secs: f64,
+    pub input_exhausted: bool,
+    pub batches_per_sec: f64,
+    /// Input records processed per second.
+    pub records_per_sec: f64,
+    /// Of batches begun inside the window: from the first output handed to
+    /// the producer to every output stored (`flush`; the baseline also
+    /// awaits every delivery).
+    pub flush_ms: Percentiles,
+    /// Of the same batches: committing once the outputs are stored. The
+    /// transactional loop: `send_offsets_for` (offsets staged with the
+    /// coordinator) plus `commit` (the decision written); the baseline:
+    /// `GroupConsumer::commit_offsets`.
+    pub commit_ms: Percentiles,
+    /// Of the same batches: from `begin` (the baseline: the first send) to
+    /// the commit's answer.
+    pub batch_ms: Percentiles,
+    /// Batches that failed and were run again (aborted transactions), and
+    /// the first reason.
+    pub failures: u64,
+    pub first_error: Option<String>,
+    /// Server cost over the loop, per input record processed (warm-up included).
+    pub resources: Resources,
+}
+
+/// T1: sequential acks=all produces of one record each, on a fresh topic.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SingleProduceResult {
+    /// "before the loops" or "after the loops".
+    pub when: String,
+    /// Produces sent first and not measured (producer id, connections).
+    pub unmeasured: usize,
+    pub record_size: usize,
+    /// Send to acknowledgement, one record in flight.
+    pub latency_ms: Percentiles,
+}
+
+/// T1, the transactional read-process-write workload (issue 15): the
+/// transactional loop, the same loop without transactions, and the
+/// single-produce latency the commit is compared with.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TxnResult {
+    /// Input records per transaction (and per baseline batch).
+    pub records_per_txn: usize,
+    pub input_partitions: u32,
+    pub output_partitions: u32,
+    pub record_size: usize,
+    /// Records preloaded into the input topic, and how long that took.
+    pub input_records: u64,
+    pub preload_secs: f64,
+    pub warmup_secs: f64,
+    pub duration_secs: f64,
+    /// Measured before the transactional loop and after the baseline.
+    pub single_produce: Vec<SingleProduceResult>,
+    pub transactional: Option<LoopResult>,
+    pub baseline: Option<LoopResult>,
+    /// Why a part could not be measured.
+    pub errors: Vec<String>,
+}
+
+impl TxnResult {
+    /// The lower of the single-produce p50s: the stricter reference for
+    /// the commit latency.
+    pub fn single_produce_p50_ms(&self) -> Option<f64> {
+        crate::targets::lowest(self.single_produce.iter().filter(|s| s.latency_ms.count > 0).map(|s| s.latency_ms.p50))
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Target {
     pub name: String,
@@ -216,6 +296,8 @@ pub struct Report {
     pub w7: Option<W7Result>,
     /// G1 and G2, when the group workloads ran.
     pub groups: Option<GroupsResult>,
+    /// T1, when the transactional workload ran.
+    pub txn: Option<TxnResult>,
     pub targets: Vec<Target>,
     pub notes: Vec<String>,
 }
@@ -359,6 +441,7 @@ pub fn markdown(report: &Report) -> String {
         );
     }
     groups_markdown(report, &mut out);
+    txn_markdown(report, &mut out);
     let _ = writeln!(out, "## Targets\n\n| target | measured | goal | met | how |\n| --- | --- | --- | --- | --- |");
     for t in &report.targets {
         let met = match t.met {
@@ -492,6 +575,73 @@ fn groups_markdown(report: &Report, out: &mut String) {
     }
 }
 
+/// T1's section, when it ran.
+fn txn_markdown(report: &Report, out: &mut String) {
+    let Some(t) = &report.txn else { return };
+    let _ = writeln!(out, "## Transactions: T1, read-process-write (Strata)\n");
+    let _ = writeln!(
+        out,
+        "{} records of {} B preloaded into {} input partitions ({:.1} s). One GroupConsumer (auto-commit off, earliest) reads them; each batch of {} input records is written to {} output partitions (the same key and value, alternating partitions) and the input offsets after it are committed: in one transaction (TransactionalProducer), or, as the baseline, with an idempotent acks=all Producer and an offset commit after every delivery (at-least-once). Each loop runs alone, one batch at a time: {:.0} s warm-up, {:.0} s window. Rates count batches whose commit was answered inside the window; latencies count batches begun inside it.\n",
+        t.input_records,
+        t.record_size,
+        t.input_partitions,
+        t.preload_secs,
+        t.records_per_txn,
+        t.output_partitions,
+        t.warmup_secs,
+        t.duration_secs
+    );
+    let _ = writeln!(
+        out,
+        "- **flush**: from the first output handed to the producer to every output stored (`flush`; the baseline also awaits each delivery);\n- **commit**: from there to the commit's answer: `send_offsets_for` + `commit` (offsets staged with the coordinator, then the decision written) in the transactional loop, `GroupConsumer::commit_offsets` in the baseline;\n- **batch**: from `begin` (the baseline: the first send) to the commit's answer.\n"
+    );
+    let loops = [("transactional", t.transactional.as_ref()), ("without transactions (baseline)", t.baseline.as_ref())];
+    if loops.iter().any(|(_, l)| l.is_some()) {
+        let _ = writeln!(
+            out,
+            "| loop | how | batches/s | input records/s | flush p50 / p99 ms | commit p50 / p99 ms | batch p50 / p99 ms | window s | batches run again | server CPU s | CPU µs/record |"
+        );
+        let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        for (name, l) in loops {
+            let Some(l) = l else { continue };
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {:.1} | {:.0} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.1}{} | {}{} | {:.1} | {} |",
+                l.how,
+                l.batches_per_sec,
+                l.records_per_sec,
+                l.flush_ms.p50,
+                l.flush_ms.p99,
+                l.commit_ms.p50,
+                l.commit_ms.p99,
+                l.batch_ms.p50,
+                l.batch_ms.p99,
+                l.measured_secs,
+                if l.input_exhausted { " (input ran out)" } else { "" },
+                l.failures,
+                l.first_error.as_ref().map(|e| format!(" (first: {e})")).unwrap_or_default(),
+                l.resources.total.cpu_seconds,
+                fmt_opt(l.resources.cpu_us_per_record, 1),
+            );
+        }
+        let _ = writeln!(out);
+    }
+    for s in &t.single_produce {
+        let l = &s.latency_ms;
+        let _ = writeln!(
+            out,
+            "One acks=all produce {}: {} sequential records of {} B (idempotent Producer, linger 0, one record in flight, a fresh 1-partition topic, {} sent first unmeasured): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms.\n",
+            s.when, l.count, s.record_size, s.unmeasured, l.p50, l.p99, l.max
+        );
+    }
+    for error in &t.errors {
+        let _ = writeln!(out, "- {error}");
+    }
+    if !t.errors.is_empty() {
+        let _ = writeln!(out);
+    }
+}
+
 /// One plotted point: (offered records/s, p50 ms, p99 ms).
 type LoadPoint = (f64, f64, f64);
 
@@ -547,4 +697,109 @@ pub fn plot(report: &Report, path: &Path) -> anyhow::Result<()> {
     chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(txn: Option<TxnResult>) -> Report {
+        Report {
+            date: "test".into(),
+            quick: true,
+            machine: Machine {
+                cores: 2,
+                memory_bytes: 0,
+                kernel: String::new(),
+                cpu: String::new(),
+                note: String::new(),
+            },
+            settings: serde_json::Value::Null,
+            calibration: None,
+            systems: vec![],
+            w5: None,
+            w7: None,
+            groups: None,
+            txn,
+            targets: vec![],
+            notes: vec![],
+        }
+    }
+
+    fn t1() -> TxnResult {
+        let looped = |how: &str, records_per_sec: f64, input_exhausted: bool| LoopResult {
+            how: how.into(),
+            batches: 300,
+            records: 30_000,
+            measured_secs: 5.0,
+            input_exhausted,
+            batches_per_sec: records_per_sec / 100.0,
+            records_per_sec,
+            flush_ms: Percentiles { count: 300, p50: 4.25, p99: 9.5, ..Default::default() },
+            commit_ms: Percentiles { count: 300, p50: 6.5, p99: 12.75, ..Default::default() },
+            batch_ms: Percentiles { count: 300, p50: 11.0, p99: 21.0, ..Default::default() },
+            ..Default::default()
+        };
+        TxnResult {
+            records_per_txn: 100,
+            input_partitions: 2,
+            output_partitions: 2,
+            record_size: 1024,
+            input_records: 120_000,
+            preload_secs: 9.5,
+            warmup_secs: 1.0,
+            duration_secs: 5.0,
+            single_produce: vec![SingleProduceResult {
+                when: "before the loops".into(),
+                unmeasured: 20,
+                record_size: 1024,
+                latency_ms: Percentiles { count: 200, p50: 2.25, p99: 4.5, ..Default::default() },
+            }],
+            transactional: Some(looped("txn", 6000.0, false)),
+            baseline: Some(looped("plain", 9000.0, true)),
+            errors: vec!["T1 single produce after the loops: refused".into()],
+        }
+    }
+
+    #[test]
+    fn the_transaction_section_defines_its_figures_and_lists_both_loops() {
+        assert!(!markdown(&report(None)).contains("T1"));
+        let text = markdown(&report(Some(t1())));
+        let section = text.split("## Transactions: T1").nth(1).expect("a T1 section");
+        for wanted in [
+            "120000 records of 1024 B preloaded into 2 input partitions (9.5 s)",
+            "each batch of 100 input records is written to 2 output partitions",
+            "**commit**: from there to the commit's answer: `send_offsets_for` + `commit`",
+            "| transactional | txn | 60.0 | 6000 | 4.25 / 9.50 | 6.50 / 12.75 | 11.00 / 21.00 | 5.0 | 0 |",
+            "| without transactions (baseline) | plain | 90.0 | 9000 |",
+            "5.0 (input ran out)",
+            "One acks=all produce before the loops: 200 sequential records of 1024 B",
+            "p50 2.25 ms, p99 4.50 ms",
+            "- T1 single produce after the loops: refused",
+        ] {
+            assert!(section.contains(wanted), "missing {wanted:?} in\n{section}");
+        }
+    }
+
+    #[test]
+    fn the_json_holds_every_t1_figure_under_txn() {
+        let json = serde_json::to_value(report(Some(t1()))).expect("serialisable");
+        let t1 = &json["txn"];
+        assert_eq!(t1["records_per_txn"], 100);
+        assert_eq!(t1["input_records"], 120_000);
+        for side in ["transactional", "baseline"] {
+            let l = &t1[side];
+            for key in ["records_per_sec", "batches_per_sec", "measured_secs", "input_exhausted", "failures"] {
+                assert!(!l[key].is_null(), "{side}.{key}");
+            }
+            for histogram in ["flush_ms", "commit_ms", "batch_ms"] {
+                for key in ["count", "p50", "p99", "max"] {
+                    assert!(l[histogram][key].is_number(), "{side}.{histogram}.{key}");
+                }
+            }
+        }
+        assert_eq!(t1["transactional"]["commit_ms"]["p50"], 6.5);
+        assert_eq!(t1["single_produce"][0]["latency_ms"]["p50"], 2.25);
+        assert!(serde_json::to_value(report(None)).expect("serialisable")["txn"].is_null());
+    }
 }

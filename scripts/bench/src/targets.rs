@@ -3,7 +3,7 @@
 
 use crate::phases::MAX_RATE_WINDOW;
 use crate::ramp::W2_P99_BOUND_MS;
-use crate::report::{Report, SystemResults, Target};
+use crate::report::{LoopResult, Report, SystemResults, Target, TxnResult};
 use crate::systems::System;
 
 /// How a figure meets its goal.
@@ -162,6 +162,24 @@ pub const GOALS: &[Goal] = &[
         reason: "commits and topic creation share the metadata group: commits may slow creation down, at most \
                  to twice its time (issue 14)",
         figure: g2_topic_creation,
+    },
+    Goal {
+        name: "T1 records/s, transactional vs without transactions",
+        goal: "≥ 0.5×",
+        comparison: Comparison::AtLeast(0.5),
+        reason: "issue 15: a transaction adds staging the offsets, the commit decision and a marker per partition \
+                 to each batch of 100; the job must still process at least half the records/s of the same loop \
+                 committing its offsets without a transaction (at-least-once)",
+        figure: t1_throughput,
+    },
+    Goal {
+        name: "T1 commit p50 vs one acks=all produce's p50",
+        goal: "≤ 3×",
+        comparison: Comparison::AtMost(3.0),
+        reason: "issue 15: committing (staging the offsets, then writing the decision) is two replicated writes \
+                 of the metadata group once the outputs are stored; with a third for slack it should cost no more \
+                 than three acks=all produces",
+        figure: t1_commit,
     },
     Goal {
         name: "no-fsync mode vs NATS JetStream R3",
@@ -427,6 +445,63 @@ fn g2_topic_creation(report: &Report) -> Option<Figure> {
     )
 }
 
+/// T1's figure, or `None` (no row) when T1 did not run, or a row without
+/// a value saying why when a part it needs was not measured.
+fn txn_figure(report: &Report, figure: impl Fn(&TxnResult) -> Option<Figure>) -> Option<Figure> {
+    let t1 = report.txn.as_ref()?;
+    figure(t1).or_else(|| Figure::of(None, t1.errors.first().cloned().unwrap_or_else(|| "did not run".into())))
+}
+
+fn t1_throughput(report: &Report) -> Option<Figure> {
+    txn_figure(report, |t1| {
+        let (txn, plain) = (t1.transactional.as_ref()?, t1.baseline.as_ref()?);
+        let measured = txn.batches > 0 && plain.records_per_sec > 0.0;
+        let ran_out = |l: &LoopResult| if l.input_exhausted { ", input ran out" } else { "" };
+        Some(Figure {
+            value: measured.then(|| txn.records_per_sec / plain.records_per_sec),
+            detail: format!(
+                "batches of {}: transactional {:.0} input records/s ({:.1} transactions/s, {} aborted and run again{}) \
+                 vs {:.0} without transactions ({} batches run again{})",
+                t1.records_per_txn,
+                txn.records_per_sec,
+                txn.batches_per_sec,
+                txn.failures,
+                ran_out(txn),
+                plain.records_per_sec,
+                plain.failures,
+                ran_out(plain)
+            ),
+            qualifier: None,
+            also: true,
+        })
+    })
+}
+
+fn t1_commit(report: &Report) -> Option<Figure> {
+    txn_figure(report, |t1| {
+        let (txn, single) = (t1.transactional.as_ref()?, t1.single_produce_p50_ms()?);
+        let measured = txn.commit_ms.count > 0 && single > 0.0;
+        Some(Figure {
+            value: measured.then(|| txn.commit_ms.p50 / single),
+            detail: format!(
+                "commit (send_offsets_for + commit, after flush) p50 {:.2} ms, p99 {:.2} ms; one acks=all 1 KiB \
+                 produce p50 {:.2} ms (the lower of {} runs: {})",
+                txn.commit_ms.p50,
+                txn.commit_ms.p99,
+                single,
+                t1.single_produce.len(),
+                t1.single_produce
+                    .iter()
+                    .map(|s| format!("{:.2} ms {}", s.latency_ms.p50, s.when))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            qualifier: None,
+            also: true,
+        })
+    })
+}
+
 fn no_fsync_mode(_: &Report) -> Option<Figure> {
     Figure::of(None, "Strata has no mode without per-write fsync; NATS is listed in its own durability class")
 }
@@ -459,6 +534,7 @@ mod tests {
             w5: None,
             w7: None,
             groups: None,
+            txn: None,
             targets: vec![],
             notes: vec![],
         }
@@ -624,5 +700,76 @@ mod tests {
         let offsets = target(&targets, "G2 partition offsets committed per second");
         assert_eq!((offsets.value, offsets.met, offsets.detail.as_str()), (None, None, "G2: refused"));
         assert_eq!(target(&targets, "G1 rebalance after a member joins, in heartbeat intervals").detail, "did not run");
+    }
+
+    #[test]
+    fn transaction_targets_compare_with_the_baseline_and_the_lower_single_produce() {
+        use crate::report::SingleProduceResult;
+        use strata_load::Percentiles;
+        let mut report = report(vec![]);
+        let throughput = "T1 records/s, transactional vs without transactions";
+        let commit = "T1 commit p50 vs one acks=all produce's p50";
+        // Without T1 its rows are left out.
+        assert!(judge(&report).iter().all(|j| !j.target.name.starts_with("T1")));
+        let looped = |records_per_sec: f64, commit_p50: f64| LoopResult {
+            batches: (records_per_sec / 20.0) as u64,
+            records: (records_per_sec * 5.0) as u64,
+            measured_secs: 5.0,
+            records_per_sec,
+            batches_per_sec: records_per_sec / 100.0,
+            commit_ms: Percentiles { count: 50, p50: commit_p50, p99: commit_p50 * 2.0, ..Default::default() },
+            ..Default::default()
+        };
+        let single = |when: &str, p50: f64| SingleProduceResult {
+            when: when.into(),
+            unmeasured: 20,
+            record_size: 1024,
+            latency_ms: Percentiles { count: 200, p50, ..Default::default() },
+        };
+        report.txn = Some(TxnResult {
+            records_per_txn: 100,
+            transactional: Some(looped(6000.0, 7.0)),
+            baseline: Some(looped(10_000.0, 3.0)),
+            single_produce: vec![single("before the loops", 2.5), single("after the loops", 2.0)],
+            ..Default::default()
+        });
+        let targets: Vec<Target> = judge(&report).into_iter().map(|j| j.target).collect();
+        let t = target(&targets, throughput);
+        assert_eq!((t.value, t.met), (Some(0.6), Some(true)));
+        assert!(t.detail.contains("6000 input records/s") && t.detail.contains("10000 without"), "{}", t.detail);
+        // 7 ms against the lower p50, 2 ms: 3.5×, not met (against 2.5 ms it would be).
+        let c = target(&targets, commit);
+        assert_eq!((c.value, c.met), (Some(3.5), Some(false)));
+        assert!(c.detail.contains("2.50 ms before the loops, 2.00 ms after the loops"), "{}", c.detail);
+
+        // Below half the baseline; the commit within 3×.
+        if let Some(t1) = report.txn.as_mut() {
+            t1.transactional = Some(looped(4999.0, 6.0));
+        }
+        let targets: Vec<Target> = judge(&report).into_iter().map(|j| j.target).collect();
+        assert_eq!(target(&targets, throughput).met, Some(false));
+        assert_eq!(target(&targets, commit).met, Some(true));
+
+        // A loop that failed, or no single produce: rows without a value that say why.
+        report.txn = Some(TxnResult {
+            baseline: Some(looped(10_000.0, 3.0)),
+            errors: vec!["T1 transactional: fenced".into()],
+            ..Default::default()
+        });
+        let targets: Vec<Target> = judge(&report).into_iter().map(|j| j.target).collect();
+        for name in [throughput, commit] {
+            let t = target(&targets, name);
+            assert_eq!((t.value, t.met, t.detail.as_str()), (None, None, "T1 transactional: fenced"));
+        }
+        // Nothing committed inside the window: not measured, not a ratio of 0.
+        report.txn = Some(TxnResult {
+            transactional: Some(LoopResult { records_per_sec: 0.0, ..Default::default() }),
+            baseline: Some(looped(10_000.0, 3.0)),
+            single_produce: vec![single("before the loops", 2.0)],
+            ..Default::default()
+        });
+        let targets: Vec<Target> = judge(&report).into_iter().map(|j| j.target).collect();
+        assert_eq!(target(&targets, throughput).met, None);
+        assert_eq!(target(&targets, commit).met, None);
     }
 }
