@@ -85,6 +85,13 @@ fn refused(error: TxnError) -> CoordinatorError {
     CoordinatorError::Api(ApiError::new(error.code, error.message))
 }
 
+fn not_found(transactional_id: &str) -> CoordinatorError {
+    CoordinatorError::Api(ApiError::new(
+        ErrorCode::TransactionalIdNotFound,
+        format!("no producer initialised transactional id '{transactional_id}'"),
+    ))
+}
+
 fn unexpected(response: impl std::fmt::Debug) -> CoordinatorError {
     CoordinatorError::Api(ApiError::internal(format!("unexpected apply result {response:?}")))
 }
@@ -349,12 +356,7 @@ impl TxnCoordinator {
     /// aborted and its producer fenced with TRANSACTION_ABORTED.
     pub(crate) async fn abort(&self, node: &Node, transactional_id: &str) -> Result<Transaction, CoordinatorError> {
         confirm_leader(node).await?;
-        let txn = Self::transaction(node, transactional_id).ok_or_else(|| {
-            CoordinatorError::Api(ApiError::new(
-                ErrorCode::TransactionalIdNotFound,
-                format!("no producer initialised transactional id '{transactional_id}'"),
-            ))
-        })?;
+        let txn = Self::transaction(node, transactional_id).ok_or_else(|| not_found(transactional_id))?;
         if txn.status != TxnStatus::Ongoing {
             return Err(CoordinatorError::Api(ApiError::new(
                 ErrorCode::InvalidTxnState,
@@ -383,6 +385,18 @@ impl TxnCoordinator {
         confirm_leader(node).await?;
         let state = node.metadata_state();
         Ok((state.transactions.transactions.values().cloned().collect(), node.clock.now().ms))
+    }
+
+    /// One transactional id, for `DescribeTransaction`, after confirming the
+    /// leadership; with the cluster time its age is measured at.
+    pub(crate) async fn describe(
+        &self,
+        node: &Node,
+        transactional_id: &str,
+    ) -> Result<(Transaction, u64), CoordinatorError> {
+        confirm_leader(node).await?;
+        let txn = Self::transaction(node, transactional_id).ok_or_else(|| not_found(transactional_id))?;
+        Ok((txn, node.clock.now().ms))
     }
 
     /// The figures for `/metrics`; `None` when this node does not lead.

@@ -292,15 +292,8 @@ impl StrataService {
         let forwarded = is_forwarded(&request);
         let request = request.into_inner();
         let local = async {
-            let (transactions, now_ms) = self.node.transactions.list(&self.node).await?;
-            let txn =
-                transactions.iter().find(|t| t.transactional_id == request.transactional_id).ok_or_else(|| {
-                    CoordinatorError::Api(ApiError::new(
-                        ErrorCode::TransactionalIdNotFound,
-                        format!("no producer initialised transactional id '{}'", request.transactional_id),
-                    ))
-                })?;
-            Ok(pb::DescribeTransactionResponse { error: None, transaction: Some(describe(txn, now_ms)) })
+            let (txn, now_ms) = self.node.transactions.describe(&self.node, &request.transactional_id).await?;
+            Ok(pb::DescribeTransactionResponse { error: None, transaction: Some(describe(&txn, now_ms)) })
         };
         let forward = |mut peer: StrataClient<Channel>| {
             let request = request.clone();
