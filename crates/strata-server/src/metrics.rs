@@ -178,8 +178,8 @@ fn group_figures(node: &Node) -> GroupFigures {
     // A quiet group sends no heartbeats by design: it was fully replicated
     // to beating followers when it went quiet.
     let quiet = node.quiescence.quiet_led();
-    let state = node.metadata_state();
-    let assignments = state.assignments();
+    // Groups led here with an open transaction; named once the loop is done.
+    let mut lagging: Vec<(u64, u64)> = Vec::new();
     for handle in node.groups.all() {
         let metrics = handle.raft.metrics().borrow_watched().clone();
         if handle.group_id == METADATA_GROUP_ID {
@@ -199,8 +199,8 @@ fn group_figures(node: &Node) -> GroupFigures {
             });
             figures.under_replicated += out_of_sync as u64;
             let lag = handle.state.borrow().as_partition().map_or(0, |p| p.next_offset - p.last_stable_offset());
-            if let (true, Some((topic, partition, _))) = (lag > 0, assignments.get(&handle.group_id)) {
-                figures.lso_lag.push((topic.name.clone(), partition.to_string(), lag));
+            if lag > 0 {
+                lagging.push((handle.group_id, lag));
             }
         } else {
             let committed = metrics.cluster_committed.as_ref().map_or(0, |l| l.index);
@@ -208,6 +208,15 @@ fn group_figures(node: &Node) -> GroupFigures {
             let lag = committed.saturating_sub(applied);
             figures.follower_lag_entries_sum += lag;
             figures.follower_lag_entries_max = figures.follower_lag_entries_max.max(lag);
+        }
+    }
+    if !lagging.is_empty() {
+        let state = node.metadata_state();
+        let assignments = state.assignments();
+        for (group_id, lag) in lagging {
+            if let Some((topic, partition, _)) = assignments.get(&group_id) {
+                figures.lso_lag.push((topic.name.clone(), partition.to_string(), lag));
+            }
         }
     }
     figures
