@@ -46,6 +46,11 @@ pub const TXN_TIMEOUT: Duration = Duration::from_secs(10);
 /// (a partition election, about 3 s more) and completing, with room.
 pub const HANGING_BOUND: Duration = Duration::from_secs(15);
 
+/// How often the harness lists the transactions while it waits for the
+/// open ones to end: a list is one request, and the wait is 25 s at most,
+/// so the end of the last one is seen within half a second.
+const LIST_EVERY: Duration = Duration::from_millis(500);
+
 /// One transaction in 8 is aborted on purpose.
 const ABORT_ONE_IN: u32 = 8;
 
@@ -324,7 +329,7 @@ pub async fn record_open_transactions(
         if tokio::time::Instant::now() >= deadline {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(LIST_EVERY).await;
     }
     let Some(listed) = last else {
         recorder.record(process, OpType::Fail, "txn-list", Value::Null, None, Some("no answer".into()));
