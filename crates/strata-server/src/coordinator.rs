@@ -57,6 +57,7 @@ use std::time::{Duration, Instant};
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::impls::ProgressResponder;
 use openraft::vote::RaftLeaderId;
 use openraft::LinearizerOption;
 use strata_core::limits::{
@@ -71,6 +72,7 @@ use strata_state::group::{
 };
 use strata_state::metadata::Topic;
 use strata_state::{Command, MetaCommand, MetaResponse, MetadataState, Response};
+use strata_storage::TypeConfig;
 use tokio::sync::OwnedMutexGuard;
 
 use crate::error::ApiError;
@@ -390,23 +392,47 @@ pub(crate) async fn confirm_leader(node: &Node) -> Result<(), CoordinatorError> 
 /// Proposes one command as a Raft entry of the metadata group and returns
 /// what applying it answered (a refusal inside that answer included).
 pub(crate) async fn propose_meta(node: &Node, command: MetaCommand) -> Result<MetaResponse, CoordinatorError> {
+    submit_meta(node, command).await?.await
+}
+
+/// Hands one command to the metadata group's Raft core and returns what
+/// waits for its answer. Once this returns, a command this node proposes
+/// later is logged after it (the core takes its requests in order), so
+/// the two may share one replication round.
+pub(crate) async fn submit_meta(
+    node: &Node,
+    command: MetaCommand,
+) -> Result<impl Future<Output = Result<MetaResponse, CoordinatorError>>, CoordinatorError> {
     let raft = node.metadata().raft;
-    let written = raft.client_write(Command::Meta(command)).await.map_err(|error| match error {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
-            not_leading(forward.leader_id, node.node_id())
-        }
-        other => {
-            let mut error = ApiError::from_write(other, "the metadata group");
-            if error.code == ErrorCode::LeaderNotAvailable {
-                error.code = ErrorCode::ClusterUnavailable;
-            }
-            CoordinatorError::Api(error)
-        }
+    let node_id = node.node_id();
+    let (responder, answer) = ProgressResponder::<TypeConfig, _>::complete_only();
+    raft.write(Command::Meta(command)).responder(responder).await.map_err(|fatal| {
+        CoordinatorError::Api(ApiError::new(
+            ErrorCode::ClusterUnavailable,
+            format!("the metadata group is stopped: {fatal}"),
+        ))
     })?;
-    match written.data {
-        Response::Meta(response) => Ok(response),
-        other => Err(CoordinatorError::Api(ApiError::internal(format!("unexpected apply result {other:?}")))),
-    }
+    Ok(async move {
+        let written = answer
+            .await
+            .map_err(|_| {
+                CoordinatorError::Api(ApiError::new(
+                    ErrorCode::ClusterUnavailable,
+                    "the metadata group stopped before the command was written",
+                ))
+            })?
+            .map_err(|error| match error {
+                ClientWriteError::ForwardToLeader(forward) => not_leading(forward.leader_id, node_id),
+                other => CoordinatorError::Api(ApiError::new(
+                    ErrorCode::ClusterUnavailable,
+                    format!("the metadata group: {other}"),
+                )),
+            })?;
+        match written.data {
+            Response::Meta(response) => Ok(response),
+            other => Err(CoordinatorError::Api(ApiError::internal(format!("unexpected apply result {other:?}")))),
+        }
+    })
 }
 
 /// Proposes `commands` in order, each as one Raft entry of the metadata

@@ -16,7 +16,10 @@
 //!   retried until its partition's leader takes it, and then `Complete`.
 //!   A request of the producer's next transaction that meets the previous
 //!   one still preparing waits for it (up to TXN_COMPLETION_WAIT) instead
-//!   of failing, so a producer can begin again at once.
+//!   of failing, so a producer can begin again at once. It waits only
+//!   until the markers are written and `Complete` is handed to the Raft
+//!   core, not until `Complete` is committed: its own entry is logged
+//!   after that one, and both go out in one replication round.
 //! - The driver runs every TXN_CHECK_INTERVAL (and at once when a decision
 //!   is written) while this node leads: it aborts transactions past their
 //!   timeout (by cluster time against the start logged in the entries, so
@@ -30,7 +33,7 @@
 //! Invariant: a transaction completes only after every one of its
 //! partitions has its marker (or its topic was deleted).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -42,9 +45,9 @@ use strata_state::txn::{
     AbortReason, Decision, StagedOffset, TopicPartition, Transaction, TxnCommand, TxnError, TxnResponse, TxnStatus,
 };
 use strata_state::{MetaCommand, MetaResponse};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
-use crate::coordinator::{confirm_leader, leading_term, propose_meta, CoordinatorError};
+use crate::coordinator::{confirm_leader, leading_term, propose_meta, submit_meta, CoordinatorError};
 use crate::error::ApiError;
 use crate::node::Node;
 
@@ -64,6 +67,12 @@ struct Inner {
     completing: Mutex<HashSet<String>>,
     /// Wakes the driver: a decision was just written.
     wake: Notify,
+    /// Transactional ids whose `Complete` this node handed to the metadata
+    /// group and that is not answered yet, with the epoch it completes. A
+    /// request of the id's next transaction proposed after that is logged
+    /// after it, so it need not wait for the answer (the two share a
+    /// replication round).
+    completion_submitted: watch::Sender<HashMap<String, i16>>,
     /// Transactions this node completed while leading, by outcome, and
     /// those it aborted for their timeout (for `/metrics`).
     commits: AtomicU64,
@@ -98,7 +107,12 @@ fn unexpected(response: impl std::fmt::Debug) -> CoordinatorError {
 
 /// Proposes one transaction command; a refusal is the error.
 async fn propose_txn(node: &Node, command: TxnCommand) -> Result<TxnResponse, CoordinatorError> {
-    match propose_meta(node, MetaCommand::Txn(command)).await? {
+    txn_answer(propose_meta(node, MetaCommand::Txn(command)).await)
+}
+
+/// The answer to one transaction command; a refusal is the error.
+fn txn_answer(written: Result<MetaResponse, CoordinatorError>) -> Result<TxnResponse, CoordinatorError> {
+    match written? {
         MetaResponse::Txn(TxnResponse::Error(error)) => Err(refused(error)),
         MetaResponse::Txn(response) => Ok(response),
         other => Err(unexpected(other)),
@@ -165,7 +179,9 @@ impl TxnCoordinator {
     }
 
     /// Waits until `transactional_id` is not preparing (its markers are
-    /// written), up to `deadline`; CONCURRENT_TRANSACTIONS past it.
+    /// written and its `Complete` is applied, or handed to the metadata
+    /// group by this node, so that what the caller proposes next is logged
+    /// after it), up to `deadline`; CONCURRENT_TRANSACTIONS past it.
     async fn wait_until_settled(
         &self,
         node: &Node,
@@ -174,18 +190,27 @@ impl TxnCoordinator {
     ) -> Result<(), CoordinatorError> {
         self.inner.wake.notify_one();
         let mut watch = node.metadata().state.clone();
+        let mut submitted = self.inner.completion_submitted.subscribe();
         loop {
-            let preparing = watch
+            let preparing_epoch = watch
                 .borrow_and_update()
                 .as_metadata()
                 .and_then(|m| m.transactions.transactions.get(transactional_id))
-                .is_some_and(|t| matches!(t.status, TxnStatus::PrepareCommit | TxnStatus::PrepareAbort));
-            if !preparing {
+                .filter(|t| matches!(t.status, TxnStatus::PrepareCommit | TxnStatus::PrepareAbort))
+                .map(|t| t.producer_epoch);
+            let Some(epoch) = preparing_epoch else { return Ok(()) };
+            if submitted.borrow_and_update().get(transactional_id) == Some(&epoch) {
                 return Ok(());
             }
-            match tokio::time::timeout_at(deadline, watch.changed()).await {
-                Ok(Ok(())) => continue,
-                Ok(Err(_)) => {
+            let changed = async {
+                tokio::select! {
+                    changed = watch.changed() => changed.is_ok(),
+                    changed = submitted.changed() => changed.is_ok(),
+                }
+            };
+            match tokio::time::timeout_at(deadline, changed).await {
+                Ok(true) => continue,
+                Ok(false) => {
                     return Err(CoordinatorError::Api(ApiError::new(
                         ErrorCode::ClusterUnavailable,
                         "the metadata group is stopping",
@@ -482,7 +507,26 @@ impl TxnCoordinator {
             producer_epoch: txn.producer_epoch,
             now_ms: node.clock.now().ms,
         };
-        match propose_txn(&node, command).await {
+        let answer = match submit_meta(&node, MetaCommand::Txn(command)).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                tracing::debug!(transactional_id = %txn.transactional_id, ?error, "completion not written");
+                return;
+            }
+        };
+        let id = txn.transactional_id.clone();
+        self.inner.completion_submitted.send_modify(|submitted| {
+            submitted.insert(id, txn.producer_epoch);
+        });
+        let written = answer.await;
+        self.inner.completion_submitted.send_if_modified(|submitted| {
+            let ours = submitted.get(&txn.transactional_id) == Some(&txn.producer_epoch);
+            if ours {
+                submitted.remove(&txn.transactional_id);
+            }
+            ours
+        });
+        match txn_answer(written) {
             Ok(TxnResponse::Completed { decision, .. }) => {
                 let counter = match decision {
                     Decision::Commit => &self.inner.commits,
