@@ -253,6 +253,11 @@ async fn offsets_in_a_transaction_are_stored_only_when_it_commits() {
     txn.begin().unwrap();
     txn.send_to("out", 0, record("done")).unwrap();
     txn.send_offsets(&consumer).await.unwrap();
+    // Staging the offsets sent the buffered record with them: it is
+    // stored, and hidden from read_committed readers until the commit.
+    let stored = values(&client, "out", 0, IsolationLevel::ReadUncommitted).await.unwrap();
+    assert_eq!(stored.last().map(String::as_str), Some("done"), "send_offsets sent the buffered record: {stored:?}");
+    assert!(!committed(&client, "out", 0).await.contains(&"done".to_string()), "visible before the commit");
     let position = consumer.position("in", 0).unwrap();
     txn.commit().await.unwrap();
     eventually_committed(&client, "out", 0, &["done"]).await;

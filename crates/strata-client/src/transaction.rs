@@ -409,7 +409,8 @@ impl TransactionalProducer {
 
     /// Stages the offsets of what `consumer` returned of its partitions:
     /// they are stored for its group when the transaction commits, fenced
-    /// like the member's own commit (it must still own them).
+    /// like the member's own commit (it must still own them). Buffered
+    /// records are sent meanwhile (see `send_offsets_for`).
     pub async fn send_offsets(&mut self, consumer: &GroupConsumer) -> Result<(), TransactionError> {
         let mut offsets = Vec::new();
         for (topic, partitions) in consumer.assignment() {
@@ -424,7 +425,10 @@ impl TransactionalProducer {
 
     /// Stages explicit offsets `(topic, partition, next offset to read)`
     /// for `group_id`, as member `member_id` at `member_epoch` (an empty
-    /// member id with epoch -1 for a group without members).
+    /// member id with epoch -1 for a group without members). The records
+    /// buffered so far are sent at the same time (as `flush` sends them),
+    /// so that staging costs no round trip of its own; it returns once both
+    /// are done.
     pub async fn send_offsets_for(
         &mut self,
         group_id: &str,
@@ -434,12 +438,20 @@ impl TransactionalProducer {
     ) -> Result<(), TransactionError> {
         self.check_open()?;
         if offsets.is_empty() {
-            return Ok(());
+            return self.flush().await;
         }
         self.touched = true;
-        let id = self.config.transactional_id.clone();
-        let staged = self.client.add_offsets_to_txn(&id, self.producer, group_id, member_id, member_epoch, offsets);
-        staged.await.map_err(|e| self.fail(e))
+        let (client, id, producer) = (self.client.clone(), self.config.transactional_id.clone(), self.producer);
+        let staging =
+            async move { client.add_offsets_to_txn(&id, producer, group_id, member_id, member_epoch, offsets).await };
+        let (flushed, staged) = tokio::join!(self.flush(), staging);
+        let staged = staged.map_err(|e| self.fail(e));
+        match (flushed, staged) {
+            // A fenced producer matters more than a refused send.
+            (_, Err(error)) if error.is_fatal() => Err(error),
+            (Err(error), _) | (Ok(()), Err(error)) => Err(error),
+            (Ok(()), Ok(())) => Ok(()),
+        }
     }
 
     /// Sends what is buffered and commits the transaction. On an error the
