@@ -484,7 +484,7 @@ fn t1_commit(report: &Report) -> Option<Figure> {
         Some(Figure {
             value: measured.then(|| txn.commit_ms.p50 / single),
             detail: format!(
-                "commit (send_offsets_for + commit, after flush) p50 {:.2} ms, p99 {:.2} ms; one acks=all 1 KiB \
+                "commit (after send_offsets_for stored the outputs and staged the offsets) p50 {:.2} ms, p99 {:.2} ms; one acks=all 1 KiB \
                  produce p50 {:.2} ms (the lower of {} runs: {})",
                 txn.commit_ms.p50,
                 txn.commit_ms.p99,
