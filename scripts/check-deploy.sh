@@ -9,8 +9,11 @@
 #   3. the compose file's syntax;
 #   4. with a Docker engine: builds strata:latest with
 #      deploy/docker/build-image.sh, starts deploy/compose.yaml as project
-#      strata-check, waits for three healthy nodes, produces and consumes
-#      records through node 1, checks the node runs as a non-root user, that
+#      strata-check, waits for three healthy nodes, checks that every node
+#      advertises its published port, produces and consumes records FROM
+#      THE HOST through the published ports on a topic of RF 3 and on one
+#      with a partition led by every node (any record missing fails),
+#      checks the node runs as a non-root user, that
 #      a clean stop exits 0, that the health check fails on a node without a
 #      quorum, and that the records survive new containers on the same
 #      volumes; then removes the containers, network and volumes.
@@ -324,22 +327,74 @@ health_test="$(docker image inspect -f '{{json .Config.Healthcheck.Test}}' strat
 health_test="$(docker inspect -f '{{json .Config.Healthcheck.Test}}' "$node1")"
 [ "$health_test" = "$want_test" ] || fail "unexpected health check on strata-1: $health_test"
 
-step "data: topic, produce and consume through strata-1"
-topic=deploy-check
-node topic create "$topic" --partitions 3 --replication-factor 3 >/dev/null || fail "topic create failed"
-expected="$work/expected"
-for i in $(seq 1 12); do echo "key-$i:value-$i"; done >"$work/input"
-cut -d: -f2 "$work/input" | sort >"$expected"
-node produce "$topic" --key-separator : <"$work/input" >"$work/produce.out" \
-  || { cat "$work/produce.out" >&2; fail "produce failed"; }
+step "host: every node advertises its published port"
+# The strata binary of the image, run on the host (built here, for the same
+# Debian release), as a client outside the compose network.
+host_bin="$work/strata"
+image_copy="$(timeout 60 docker create strata:latest)" || fail "docker create strata:latest failed"
+timeout 60 docker cp "$image_copy:/usr/local/bin/strata" "$host_bin" >/dev/null \
+  || { docker rm "$image_copy" >/dev/null 2>&1; fail "could not copy the strata binary out of the image"; }
+timeout 60 docker rm "$image_copy" >/dev/null || fail "could not remove the container $image_copy"
+host() { timeout 60 "$host_bin" --bootstrap 127.0.0.1:7171 "$@"; }
+# Each node registers its address through the metadata group once the
+# cluster has formed: poll until every node shows it, with a deadline.
+deadline=$((SECONDS + 30))
+while :; do
+  host --json cluster status >"$work/host-status.json" 2>"$work/host-status.err" || true
+  missing=()
+  for n in 1 2 3; do
+    grep -q "\"id\":$n,\"address\":\"127.0.0.1:717$n\"" "$work/host-status.json" || missing+=("node $n")
+  done
+  [ ${#missing[@]} -eq 0 ] && break
+  [ "$SECONDS" -lt "$deadline" ] \
+    || fail "not advertised at 127.0.0.1:717N within 30 s: ${missing[*]}: $(cat "$work/host-status.json" "$work/host-status.err")"
+  sleep 1 # poll interval
+done
+
+step "host: produce and consume through the published ports, a partition led by every node"
+# Two topics of 3 partitions: deploy-check of RF 3, led as elected (fresh
+# partitions lean to the nodes with the higher ids), and deploy-check-spread
+# of RF 1, one partition on each node, so that every node leads one and the
+# host client must reach each node through its own published port.
+topics=(deploy-check deploy-check-spread)
+declare -A replication=([deploy-check]=3 [deploy-check-spread]=1)
+for topic in "${topics[@]}"; do
+  host topic create "$topic" --partitions 3 --replication-factor "${replication[$topic]}" >/dev/null \
+    || fail "topic create $topic failed"
+  # Leaders are elected within about a second of the create.
+  deadline=$((SECONDS + 30))
+  while :; do
+    host --json topic describe "$topic" >"$work/describe.json" || fail "topic describe $topic failed"
+    grep -q '"leader":null' "$work/describe.json" || break
+    [ "$SECONDS" -lt "$deadline" ] || fail "topic $topic has partitions without a leader after 30 s"
+    sleep 1 # poll interval
+  done
+  leaders="$(grep -o '"leader":[0-9]*' "$work/describe.json" | cut -d: -f2 | tr '\n' ' ')"
+  echo "  $topic: partitions 0 1 2 led by nodes $leaders"
+  if [ "$topic" = deploy-check-spread ]; then
+    distinct="$(grep -o '"leader":[0-9]*' "$work/describe.json" | cut -d: -f2 | sort -u | tr '\n' ' ')"
+    [ "$distinct" = "1 2 3 " ] || fail "$topic is not led by one node per partition: $leaders"
+  fi
+  : >"$work/expected-$topic"
+  for partition in 0 1 2; do
+    for i in $(seq 1 4); do echo "$topic-p$partition-value-$i"; done >"$work/input"
+    cat "$work/input" >>"$work/expected-$topic"
+    host produce "$topic" --partition "$partition" <"$work/input" >"$work/produce.out" 2>&1 \
+      || { cat "$work/produce.out" >&2; fail "produce to $topic/$partition from the host failed"; }
+  done
+  sort -o "$work/expected-$topic" "$work/expected-$topic"
+done
 consume_check() {
-  node consume "$topic" --from-beginning --until-end >"$work/consumed" || fail "consume failed ($1)"
-  sort "$work/consumed" | diff -u "$expected" - >&2 || fail "consumed records differ from the produced ones ($1)"
+  local topic
+  for topic in "${topics[@]}"; do
+    host consume "$topic" --from-beginning --until-end >"$work/consumed" || fail "consume $topic from the host failed ($1)"
+    sort "$work/consumed" | diff -u "$work/expected-$topic" - >&2 \
+      || fail "records of $topic consumed from the host differ from the produced ones ($1)"
+  done
 }
 consume_check "first read"
-# The partitions' leaders, so the log shows the records went through peers
-# addressed by name.
-node topic describe "$topic" | sed 's/^/  /'
+# Admin commands work inside the network too (any node answers them).
+node topic describe deploy-check-spread | sed 's/^/  /'
 
 step "security: the node runs as a non-root user"
 uid_line="$(docker exec "$node1" grep '^Uid:' /proc/1/status)"

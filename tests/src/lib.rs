@@ -68,7 +68,29 @@ impl Cluster {
         Cluster::start_inner(count, "", true).await
     }
 
+    /// Plans `count` nodes (addresses, data dirs) without starting any, so
+    /// that a test can set up what the nodes need first (`set_node_config`);
+    /// `start_all` starts them.
+    pub fn planned(count: u64) -> Cluster {
+        Cluster::plan(count, "", false)
+    }
+
+    /// Starts every planned node and waits until the metadata group serves.
+    pub async fn start_all(&mut self) {
+        let ids: Vec<u64> = self.nodes.iter().map(|n| n.id).collect();
+        for id in ids {
+            self.start_node(id);
+        }
+        self.wait_ready().await;
+    }
+
     async fn start_inner(count: u64, extra_config: &str, metrics: bool) -> Cluster {
+        let mut cluster = Cluster::plan(count, extra_config, metrics);
+        cluster.start_all().await;
+        cluster
+    }
+
+    fn plan(count: u64, extra_config: &str, metrics: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let nodes: Vec<NodeProcess> = (1..=count)
             .map(|id| NodeProcess {
@@ -81,18 +103,7 @@ impl Cluster {
             })
             .collect();
         let initial_cluster = nodes.iter().map(|n| format!("{}={}", n.id, n.address)).collect::<Vec<_>>().join(",");
-        let mut cluster = Cluster {
-            dir,
-            nodes,
-            initial_cluster,
-            extra_config: extra_config.to_string(),
-            node_config: Default::default(),
-        };
-        for id in 1..=count {
-            cluster.start_node(id);
-        }
-        cluster.wait_ready().await;
-        cluster
+        Cluster { dir, nodes, initial_cluster, extra_config: extra_config.to_string(), node_config: Default::default() }
     }
 
     fn node_mut(&mut self, id: u64) -> &mut NodeProcess {

@@ -14,6 +14,10 @@ pub struct ServerArgs {
     /// Address to listen on for clients and peers, HOST:PORT.
     #[arg(long, env = "STRATA_LISTEN")]
     pub listen: Option<String>,
+    /// Address clients are told to reach this node at, HOST:PORT (a name or
+    /// an IP) [default: this node's --initial-cluster address].
+    #[arg(long, env = "STRATA_ADVERTISE")]
+    pub advertise: Option<String>,
     /// Directory for this node's data; created when missing.
     #[arg(long, env = "STRATA_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -45,6 +49,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         FileConfig::load_with_env(args.config.as_deref(), |var| std::env::var(var).ok()).map_err(anyhow::Error::msg)?;
     file.node_id = args.node_id.or(file.node_id);
     file.listen = args.listen.or(file.listen);
+    file.advertise = args.advertise.or(file.advertise);
     file.data_dir = args.data_dir.or(file.data_dir);
     file.initial_cluster = args.initial_cluster.or(file.initial_cluster);
     file.metrics_listen = args.metrics_listen.or(file.metrics_listen);

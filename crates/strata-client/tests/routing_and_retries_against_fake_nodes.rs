@@ -331,6 +331,13 @@ impl Strata for FakeNode {
     ) -> Result<Response<proto::AbortTransactionResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn register_node(
+        &self,
+        _: Request<proto::RegisterNodeRequest>,
+    ) -> Result<Response<proto::RegisterNodeResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// Starts `nodes` fake nodes sharing one cluster state; returns it and the addresses.

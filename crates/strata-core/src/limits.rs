@@ -620,3 +620,22 @@ pub const TXN_MARKER_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
 const _: () = assert!(TXN_COMPLETION_WAIT.as_millis() < FORWARD_TIMEOUT.as_millis());
 const _: () = assert!(TXN_CHECK_INTERVAL.as_millis() < DEFAULT_TRANSACTION_TIMEOUT_MS as u128);
+
+/// Longest advertised client address (`advertise`, HOST:PORT): a DNS name
+/// is at most 253 characters, then `:` and a port of at most 5 digits.
+/// Bounds what one node may store in the metadata state.
+pub const MAX_ADVERTISED_ADDRESS_LEN: usize = 253 + 1 + 5;
+
+/// First pause before a node proposes its advertised address again, after
+/// an attempt failed (no metadata leader yet, leader moving, peer down);
+/// doubled on each failure up to ADVERTISE_RETRY_BACKOFF_MAX. About one
+/// election timeout, so a node starting with its peers registers soon
+/// after the metadata group forms.
+pub const ADVERTISE_RETRY_BACKOFF_MIN: Duration = Duration::from_millis(200);
+
+/// Longest pause between those attempts: a node whose cluster stays
+/// without quorum retries a few times a minute, not more, and registers
+/// within this long of the quorum coming back.
+pub const ADVERTISE_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+const _: () = assert!(ADVERTISE_RETRY_BACKOFF_MIN.as_millis() < ADVERTISE_RETRY_BACKOFF_MAX.as_millis());

@@ -19,6 +19,9 @@ pub struct NodeConfig {
     pub node_id: u64,
     /// Address the gRPC server binds (clients and peers).
     pub listen: String,
+    /// Address clients are told to reach this node at (HOST:PORT); by
+    /// default its own `initial_cluster` address, the one peers use.
+    pub advertise: String,
     pub data_dir: PathBuf,
     /// Every initial voter of the metadata group: node id -> address.
     pub initial_cluster: BTreeMap<u64, String>,
@@ -98,6 +101,7 @@ pub struct FaultConfig {
 pub struct FileConfig {
     pub node_id: Option<u64>,
     pub listen: Option<String>,
+    pub advertise: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub initial_cluster: Option<String>,
     pub heartbeat_interval: Option<String>,
@@ -125,6 +129,7 @@ pub struct FileConfig {
 pub const KEYS: &[(&str, bool)] = &[
     ("node_id", true),
     ("listen", false),
+    ("advertise", false),
     ("data_dir", false),
     ("initial_cluster", false),
     ("heartbeat_interval", false),
@@ -224,9 +229,22 @@ impl FileConfig {
             Some(text) => parse_initial_cluster(&text)?,
             None => BTreeMap::from([(node_id, listen.clone())]),
         };
-        if !initial_cluster.contains_key(&node_id) {
+        let Some(peer_address) = initial_cluster.get(&node_id).cloned() else {
             return Err(invalid("initial_cluster", format!("initial_cluster does not name this node ({node_id})")));
-        }
+        };
+        // Empty is unset, so an environment variable can clear the file's.
+        let advertise = match self.advertise.map(|a| a.trim().to_string()).filter(|a| !a.is_empty()) {
+            None => peer_address,
+            Some(address) => {
+                strata_state::metadata::check_advertised_address(&address).map_err(|problem| {
+                    invalid(
+                        "advertise",
+                        format!("advertise address '{address}' {problem} (the address clients reach this node at)"),
+                    )
+                })?;
+                address
+            }
+        };
         let duration = |value: Option<String>, default: Duration, key: &'static str| -> Result<Duration, ConfigError> {
             match value {
                 None => Ok(default),
@@ -383,6 +401,7 @@ impl FileConfig {
             faults,
             node_id,
             listen,
+            advertise,
             data_dir,
             initial_cluster,
             heartbeat_interval,
@@ -500,6 +519,32 @@ mod tests {
         assert_eq!(fast.validate().unwrap().group_session_timeout, Duration::from_secs(2));
         assert_eq!(key_of(FileConfig { group_session_timeout: Some("1s".into()), ..base() }), "group_session_timeout");
         assert_eq!(key_of(FileConfig { offsets_retention: Some("10s".into()), ..base() }), "offsets_retention");
+    }
+
+    #[test]
+    fn the_advertised_address_defaults_to_the_peer_address_and_is_checked() {
+        assert_eq!(base().validate().unwrap().advertise, "127.0.0.1:7171", "the node's own listen address");
+        let cluster = Some("1=strata-1:7171,2=strata-2:7171".to_string());
+        let in_cluster = FileConfig { initial_cluster: cluster.clone(), listen: Some("0.0.0.0:7171".into()), ..base() };
+        assert_eq!(in_cluster.validate().unwrap().advertise, "strata-1:7171", "its initial_cluster entry");
+        for given in ["127.0.0.1:17171", "strata.example.com:7171", "[::1]:7171"] {
+            let c = FileConfig { advertise: Some(given.into()), ..base() }.validate().unwrap();
+            assert_eq!(c.advertise, given);
+        }
+        let cleared = FileConfig { advertise: Some(" ".into()), initial_cluster: cluster, ..base() };
+        assert_eq!(cleared.validate().unwrap().advertise, "strata-1:7171", "empty is unset");
+        for (bad, says) in [
+            ("127.0.0.1", "no port"),
+            ("127.0.0.1:0", "port 0"),
+            ("host:http", "port 'http'"),
+            ("http://host:7171", "host 'http"),
+            ("a b:7171", "host 'a b'"),
+        ] {
+            let refused = FileConfig { advertise: Some(bad.into()), ..base() }.validate().unwrap_err();
+            let ConfigError::Invalid { key, message } = &refused else { panic!("{refused:?}") };
+            assert_eq!(*key, "advertise");
+            assert!(message.contains(bad) && message.contains(says), "{message} should name '{bad}' and say {says}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! Boundary: the only crate besides the client that speaks the wire format
 //! (prost types); state machines and storage see domain types only.
 
+mod advertise;
 mod backpressure;
 mod clock;
 pub mod config;

@@ -101,6 +101,11 @@ pub struct Node {
     pub(crate) transactions: TxnCoordinator,
 }
 
+/// The address `id` advertised in `state`, else `peer`.
+fn advertised_or_peer(state: &MetadataState, id: u64, peer: Option<String>) -> Option<String> {
+    state.advertised.get(&id).cloned().or(peer)
+}
+
 /// This node's own wall clock, ms since the Unix epoch. Every wall-clock
 /// reading of the server goes through here (a test build may skew it, see
 /// `faults`). Nothing replicated may be stamped with it directly: use
@@ -123,6 +128,22 @@ impl Node {
 
     pub fn node_id(&self) -> u64 {
         self.config.node_id
+    }
+
+    /// Where clients reach node `id`: the address it advertised (stored in
+    /// the metadata state), else its peer address. Peers never use it.
+    pub fn client_address(&self, id: u64) -> Option<String> {
+        advertised_or_peer(&self.metadata_state(), id, self.peers.address(id))
+    }
+
+    /// Every node's client address (see `client_address`), by node id.
+    pub fn client_addresses(&self) -> BTreeMap<u64, String> {
+        let state = self.metadata_state();
+        self.peers
+            .addresses()
+            .into_iter()
+            .map(|(id, peer)| (id, advertised_or_peer(&state, id, Some(peer)).expect("a peer address")))
+            .collect()
     }
 
     fn members(&self, ids: &[u64]) -> BTreeMap<u64, BasicNode> {

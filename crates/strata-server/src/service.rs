@@ -108,8 +108,21 @@ impl StrataService {
         Ok((topic, assignment))
     }
 
+    /// A NOT_LEADER hint for clients: the leader and its client address.
     fn leader_info(&self, leader: u64) -> Option<(u64, String)> {
-        self.node.peers.address(leader).map(|address| (leader, address))
+        self.node.client_address(leader).map(|address| (leader, address))
+    }
+
+    /// `error` with its leader hint, if any, at the leader's client
+    /// address: a hint made from Raft's membership (a write that met a new
+    /// leader) names the peer address, which clients may not reach.
+    fn hint_for_clients(&self, mut error: ApiError) -> ApiError {
+        if let Some((leader, address)) = &mut error.leader {
+            if let Some(client_address) = self.node.client_address(*leader) {
+                *address = client_address;
+            }
+        }
+        error
     }
 
     /// The local group of a partition, if this node leads it and has applied
@@ -765,7 +778,7 @@ impl Strata for StrataService {
                 }
                 Ok(Response::new(answer))
             }
-            Err(error) => err(error, |a: &mut pb::ProduceResponse, e| a.error = e),
+            Err(error) => err(self.hint_for_clients(error), |a: &mut pb::ProduceResponse, e| a.error = e),
         }
     }
 
@@ -860,7 +873,8 @@ impl Strata for StrataService {
                 }
             }
         }
-        let nodes = self.node.peers.addresses().into_iter().map(|(id, address)| pb::Node { id, address }).collect();
+        // Client addresses: what each node advertised, else its peer address.
+        let nodes = self.node.client_addresses().into_iter().map(|(id, address)| pb::Node { id, address }).collect();
         Ok(Response::new(pb::MetadataResponse {
             error: None,
             nodes,
@@ -1020,7 +1034,8 @@ impl Strata for StrataService {
             None => (false, "the metadata group has no leader; a majority of nodes must be running".to_string()),
         };
         let mut nodes = Vec::new();
-        for (id, address) in self.node.peers.addresses() {
+        // Shown at their client addresses; pinged at their peer addresses.
+        for (id, address) in self.node.client_addresses() {
             let status = match self.ping_node(id).await {
                 Ok(ping) => pb::NodeStatus {
                     id,
@@ -1229,6 +1244,40 @@ impl Strata for StrataService {
         request: Request<pb::AbortTransactionRequest>,
     ) -> Result<Response<pb::AbortTransactionResponse>, Status> {
         self.abort_transaction_inner(request).await
+    }
+
+    async fn register_node(
+        &self,
+        request: Request<pb::RegisterNodeRequest>,
+    ) -> Result<Response<pb::RegisterNodeResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let request = request.into_inner();
+        let set = |a: &mut pb::RegisterNodeResponse, e| a.error = e;
+        if self.node.peers.address(request.node_id).is_none() {
+            let members: Vec<u64> = self.node.peers.addresses().into_keys().collect();
+            return err(
+                ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "node {} is not a node of this cluster (nodes {members:?}); only they register addresses",
+                        request.node_id
+                    ),
+                ),
+                set,
+            );
+        }
+        let command = MetaCommand::RegisterNode { node_id: request.node_id, advertised: request.advertised.clone() };
+        self.write_metadata(
+            command,
+            forwarded,
+            set,
+            |mut peer| async move { peer.register_node(Self::forwarded(request)).await },
+            |response| match response {
+                MetaResponse::NodeRegistered => Some(pb::RegisterNodeResponse { error: None }),
+                _ => None,
+            },
+        )
+        .await
     }
 }
 

@@ -1,6 +1,7 @@
 //! Start-up and shut-down of a node: open the store, bind the port, start
 //! the metadata group, serve, start the reconciler, retention, the group
-//! coordinator's timers and beats, and on shutdown stop them in order. `node.rs` holds what runs meanwhile.
+//! coordinator's timers and beats, the registration of the advertised
+//! address, and on shutdown stop them in order. `node.rs` holds what runs meanwhile.
 
 use std::future::Future;
 use std::io;
@@ -145,7 +146,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         )
     };
 
-    tracing::info!(node = node.node_id(), listen = %node.config.listen, "node started");
+    tracing::info!(node = node.node_id(), listen = %node.config.listen, advertise = %node.config.advertise, "node started");
 
     // Beats start before the partition groups, so a restarted node is
     // heard (and its peers wake the quiet groups it replicates) before any
@@ -155,6 +156,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     let retention = tokio::spawn(node.clone().run_retention());
     let coordinator = tokio::spawn(node.coordinator.clone().run(node.clone()));
     let transactions = tokio::spawn(node.transactions.clone().run(node.clone()));
+    let advertiser = tokio::spawn(crate::advertise::run(node.clone()));
 
     shutdown.await;
     tracing::info!(node = node.node_id(), "node stopping");
@@ -164,6 +166,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     retention.abort();
     coordinator.abort();
     transactions.abort();
+    advertiser.abort();
     beats.abort();
     if let Some(task) = &metrics {
         task.abort();

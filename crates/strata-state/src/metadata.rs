@@ -2,12 +2,15 @@
 //! assignments, named producers, and the consumer groups (see [`crate::group`],
 //! applied here through [`MetaCommand::Group`]). Node addresses live in the
 //! metadata group's Raft membership, not here; commands that need the node
-//! list carry it.
+//! list carry it. What is here is the client address each node advertises
+//! (`MetaCommand::RegisterNode`), when it differs from its peer address.
 //!
 //! Invariant: group ids are allocated from a counter and never reused, so a
 //! topic deleted and created again never meets the old topic's data.
 //! Invariant: every replica set names distinct nodes, and its first entry is
 //! the preferred leader.
+//! Invariant: every advertised address belongs to a node id in
+//! 1..=MAX_NODES and is a valid HOST:PORT (`check_advertised_address`).
 //! Invariant: a create never takes the cluster past MAX_TOPICS topics,
 //! MAX_PARTITIONS partitions, or a node past MAX_PARTITION_REPLICAS_PER_NODE
 //! replicas (topics created before these checks may exceed them).
@@ -16,8 +19,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use strata_core::limits::{
-    MAX_NAMED_PRODUCERS, MAX_PARTITIONS, MAX_PARTITIONS_PER_TOPIC, MAX_PARTITION_REPLICAS_PER_NODE,
-    MAX_PRODUCER_NAME_LEN, MAX_REPLICATION_FACTOR, MAX_TOPICS, PRODUCER_ID_BLOCK,
+    MAX_ADVERTISED_ADDRESS_LEN, MAX_NAMED_PRODUCERS, MAX_NODES, MAX_PARTITIONS, MAX_PARTITIONS_PER_TOPIC,
+    MAX_PARTITION_REPLICAS_PER_NODE, MAX_PRODUCER_NAME_LEN, MAX_REPLICATION_FACTOR, MAX_TOPICS, PRODUCER_ID_BLOCK,
 };
 use strata_core::topic::{validate_topic_name, TopicConfig};
 use strata_core::ErrorCode;
@@ -61,6 +64,13 @@ pub enum MetaCommand {
     /// commit's staged offsets are stored in their groups when it
     /// completes, in the same entry.
     Txn(TxnCommand),
+    /// Node `node_id` tells clients to reach it at `advertised` (HOST:PORT)
+    /// from now on; peers keep using its `initial_cluster` address.
+    /// Proposed by the node itself when the stored address is not its own.
+    RegisterNode {
+        node_id: u64,
+        advertised: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +94,8 @@ pub enum MetaResponse {
     Group(GroupResponse),
     /// The answer of a [`MetaCommand::Txn`], errors included.
     Txn(TxnResponse),
+    /// The answer of a [`MetaCommand::RegisterNode`] that was stored.
+    NodeRegistered,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +138,12 @@ pub struct MetadataState {
     /// like the groups (strata-storage's `MetadataWithTxns` layout).
     #[serde(skip)]
     pub transactions: TransactionsState,
+    /// The client address each node advertises (node id -> HOST:PORT),
+    /// for the nodes that registered one; clients reach the others at
+    /// their peer address. Stored beside the state like the groups
+    /// (strata-storage's `MetadataWithNodes` layout).
+    #[serde(skip)]
+    pub advertised: BTreeMap<u64, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,8 +163,37 @@ impl Default for MetadataState {
             named_producers: BTreeMap::new(),
             groups: GroupsState::default(),
             transactions: TransactionsState::default(),
+            advertised: BTreeMap::new(),
         }
     }
+}
+
+/// Checks an advertised client address: HOST:PORT, the host a DNS name
+/// (letters, digits, `-`, `.`, `_`), an IPv4 address or a bracketed IPv6
+/// address, the port 1 to 65535, at most MAX_ADVERTISED_ADDRESS_LEN bytes.
+/// The error says what is wrong, for a message that names the key.
+pub fn check_advertised_address(address: &str) -> Result<(), String> {
+    if address.len() > MAX_ADVERTISED_ADDRESS_LEN {
+        return Err(format!("is {} bytes long; the limit is {MAX_ADVERTISED_ADDRESS_LEN}", address.len()));
+    }
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err("has no port; give HOST:PORT, e.g. 127.0.0.1:7171".into());
+    };
+    match port.parse::<u16>() {
+        Ok(0) => return Err("has port 0; give the port clients connect to".into()),
+        Ok(_) => {}
+        Err(_) => return Err(format!("has port '{port}', not a number from 1 to 65535")),
+    }
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)),
+    };
+    if !host_ok {
+        return Err(format!(
+            "has host '{host}', which is not a host name, an IPv4 address or a bracketed IPv6 address ([::1])"
+        ));
+    }
+    Ok(())
 }
 
 /// A replica set names at least one node and no node twice.
@@ -260,6 +307,12 @@ impl MetadataState {
                 txn.transactional_id,
                 txn.producer_id,
                 self.next_producer_id
+            );
+        }
+        for (node_id, address) in &self.advertised {
+            assert!(
+                (1..=MAX_NODES).contains(node_id) && check_advertised_address(address).is_ok(),
+                "metadata invariant broken: node {node_id} advertises '{address}' (a node id out of range or not HOST:PORT)"
             );
         }
         self.transactions.check_invariants();
@@ -388,6 +441,22 @@ impl MetadataState {
             }
             MetaCommand::Group(command) => MetaResponse::Group(self.groups.apply(command)),
             MetaCommand::Txn(command) => MetaResponse::Txn(self.apply_txn(command)),
+            MetaCommand::RegisterNode { node_id, advertised } => {
+                if node_id == 0 || node_id > MAX_NODES {
+                    return error(
+                        ErrorCode::InvalidRequest,
+                        format!("node id {node_id} is out of range; use 1 to {MAX_NODES}"),
+                    );
+                }
+                if let Err(problem) = check_advertised_address(&advertised) {
+                    return error(
+                        ErrorCode::InvalidRequest,
+                        format!("node {node_id}: advertised address '{advertised}' {problem}"),
+                    );
+                }
+                self.advertised.insert(node_id, advertised);
+                MetaResponse::NodeRegistered
+            }
         }
     }
 
@@ -522,6 +591,8 @@ mod tests {
             name.prop_map(|n| MetaCommand::DeleteTopic { name: n }),
             (0u64..3000).prop_map(|count| MetaCommand::AllocateProducerIds { count }),
             name.prop_map(|n| MetaCommand::InitNamedProducer { name: n }),
+            (0u64..5, "[a-z0-9.:]{0,12}")
+                .prop_map(|(node_id, advertised)| MetaCommand::RegisterNode { node_id, advertised }),
         ]
     }
 
@@ -837,5 +908,38 @@ mod tests {
         assert!(matches!(txn(&mut state, complete), TxnResponse::Completed { decision: Decision::Commit, .. }));
         assert_eq!(state.groups.groups["g"].committed("in", 0).map(|c| (c.offset, c.commit_ms)), Some((5, 3)));
         assert!(!state.transactions.has_pending_offset("g", "in", 0));
+    }
+
+    #[test]
+    fn nodes_register_their_advertised_addresses_and_bad_ones_change_nothing() {
+        let mut state = MetadataState::default();
+        let register =
+            |node_id: u64, advertised: &str| MetaCommand::RegisterNode { node_id, advertised: advertised.into() };
+        assert_eq!(state.apply(register(2, "127.0.0.1:7172")), MetaResponse::NodeRegistered);
+        assert_eq!(state.apply(register(3, "strata-3.example.com:17173")), MetaResponse::NodeRegistered);
+        assert_eq!(state.apply(register(2, "[::1]:7272")), MetaResponse::NodeRegistered, "a node may move");
+        assert_eq!(
+            state.advertised,
+            BTreeMap::from([(2, "[::1]:7272".to_string()), (3, "strata-3.example.com:17173".to_string())])
+        );
+        let before = state.clone();
+        let too_long = format!("{}:1", "a".repeat(MAX_ADVERTISED_ADDRESS_LEN));
+        for (command, says) in [
+            (register(0, "127.0.0.1:7171"), "out of range"),
+            (register(MAX_NODES + 1, "127.0.0.1:7171"), "out of range"),
+            (register(1, "127.0.0.1"), "no port"),
+            (register(1, "127.0.0.1:0"), "port 0"),
+            (register(1, "127.0.0.1:70000"), "not a number"),
+            (register(1, ":7171"), "host ''"),
+            (register(1, "http://a:7171"), "host 'http"),
+            (register(1, "::1:7171"), "host '::1'"),
+            (register(1, "[nope]:7171"), "host '[nope]'"),
+            (register(1, &too_long), "the limit is"),
+        ] {
+            let (code, message) = code_of(state.apply(command));
+            assert_eq!(code, ErrorCode::InvalidRequest);
+            assert!(message.contains(says), "{message} should say {says}");
+        }
+        assert_eq!(state, before, "a refused registration changes nothing");
     }
 }

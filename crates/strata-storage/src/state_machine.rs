@@ -48,8 +48,9 @@ pub enum GroupKind {
 /// The replicated state of one group.
 ///
 /// Stored (in the applied state and in snapshots) as [`StoredGroupState`]:
-/// a metadata state is written with its consumer groups beside it, and a
-/// metadata state written before groups existed decodes with none.
+/// a metadata state is written with its consumer groups, transactions and
+/// advertised addresses beside it, and one written before any of these
+/// existed decodes without them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GroupState {
     Metadata(MetadataState),
@@ -68,8 +69,11 @@ pub enum GroupState {
 ///   groups. Written before transactions existed.
 /// - 3 `PartitionWithTxns`: the partition state (the fields of 1), then its
 ///   transactions. Every partition state is written this way now.
-/// - 4 `MetadataWithTxns`: as 2, then the transactional ids. Every
-///   metadata state is written this way now.
+/// - 4 `MetadataWithTxns`: as 2, then the transactional ids. Written
+///   before nodes advertised client addresses; decodes with none.
+/// - 5 `MetadataWithNodes`: as 4, then the advertised client addresses
+///   (`MetadataState::advertised`). Every metadata state is written this
+///   way now.
 #[derive(Deserialize)]
 enum StoredGroupState {
     Metadata(MetadataState),
@@ -77,6 +81,7 @@ enum StoredGroupState {
     MetadataWithGroups(MetadataState, GroupsState),
     PartitionWithTxns(PartitionState, PartitionTxns),
     MetadataWithTxns(MetadataState, GroupsState, TransactionsState),
+    MetadataWithNodes(MetadataState, GroupsState, TransactionsState, BTreeMap<u64, String>),
 }
 
 /// [`StoredGroupState`] over borrowed parts, so that writing the state
@@ -91,14 +96,16 @@ enum StoredGroupStateRef<'a> {
     #[allow(dead_code)]
     MetadataWithGroups(&'a MetadataState, &'a GroupsState),
     PartitionWithTxns(&'a PartitionState, &'a PartitionTxns),
+    #[allow(dead_code)]
     MetadataWithTxns(&'a MetadataState, &'a GroupsState, &'a TransactionsState),
+    MetadataWithNodes(&'a MetadataState, &'a GroupsState, &'a TransactionsState, &'a BTreeMap<u64, String>),
 }
 
 impl Serialize for GroupState {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             GroupState::Metadata(state) => {
-                StoredGroupStateRef::MetadataWithTxns(state, &state.groups, &state.transactions)
+                StoredGroupStateRef::MetadataWithNodes(state, &state.groups, &state.transactions, &state.advertised)
             }
             GroupState::Partition(state) => StoredGroupStateRef::PartitionWithTxns(state, &state.txns),
         }
@@ -122,6 +129,12 @@ impl<'de> Deserialize<'de> for GroupState {
             StoredGroupState::MetadataWithTxns(mut state, groups, transactions) => {
                 state.groups = groups;
                 state.transactions = transactions;
+                GroupState::Metadata(state)
+            }
+            StoredGroupState::MetadataWithNodes(mut state, groups, transactions, advertised) => {
+                state.groups = groups;
+                state.transactions = transactions;
+                state.advertised = advertised;
                 GroupState::Metadata(state)
             }
         })

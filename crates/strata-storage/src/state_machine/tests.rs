@@ -1,6 +1,6 @@
 //! The stored layout of the metadata state: data dirs written before
-//! consumer groups existed still open, and the groups survive a reopen and
-//! travel with a snapshot.
+//! consumer groups (or advertised addresses) existed still open, and the
+//! groups and addresses survive a reopen and travel with a snapshot.
 
 use std::collections::BTreeMap;
 
@@ -278,4 +278,96 @@ async fn open_and_aborted_transactions_survive_a_reopen_and_travel_with_snapshot
     let store = Store::open(dir.path()).unwrap();
     let sm = store.state_machine(7, GroupKind::Partition).await.unwrap();
     assert_eq!(partition(&sm), state, "and are stored with the state");
+}
+
+/// `GroupState` as it was stored before advertised addresses: layout 4,
+/// `MetadataWithTxns`. The first four variants only fix the tags.
+#[derive(Serialize)]
+#[allow(dead_code)]
+enum GroupStateBeforeNodes<'a> {
+    Metadata(()),
+    Partition(()),
+    MetadataWithGroups(()),
+    PartitionWithTxns(()),
+    MetadataWithTxns(&'a MetadataState, &'a GroupsState, &'a TransactionsState),
+}
+
+#[derive(Serialize)]
+struct AppliedBeforeNodes<'a> {
+    last_applied: Option<LogIdOf<TypeConfig>>,
+    last_membership: StoredMembershipOf<TypeConfig>,
+    state: GroupStateBeforeNodes<'a>,
+}
+
+fn register(node_id: u64, advertised: &str) -> MetaCommand {
+    MetaCommand::RegisterNode { node_id, advertised: advertised.into() }
+}
+
+#[test]
+fn advertised_addresses_survive_encoding_and_a_layout_4_state_still_decodes() {
+    let mut state = topics_and_producers();
+    for command in join_and_commit(&state, "m1") {
+        state.apply(command);
+    }
+    state.apply(register(2, "127.0.0.1:17172"));
+    state.apply(register(3, "node-3.example:7173"));
+    assert_eq!(state.advertised.len(), 2);
+    let bytes = postcard::to_allocvec(&GroupState::Metadata(state.clone())).unwrap();
+    assert_eq!(bytes[0], 5, "written in layout 5, MetadataWithNodes");
+    let decoded: GroupState = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(decoded, GroupState::Metadata(state.clone()), "addresses, groups and topics come back");
+
+    let old = GroupStateBeforeNodes::MetadataWithTxns(&state, &state.groups, &state.transactions);
+    let old_bytes = postcard::to_allocvec(&old).unwrap();
+    assert_eq!(old_bytes[0], 4);
+    let decoded: GroupState = postcard::from_bytes(&old_bytes).unwrap();
+    let expected = MetadataState { advertised: BTreeMap::new(), ..state };
+    assert_eq!(decoded, GroupState::Metadata(expected), "a layout 4 state decodes, with no addresses");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layout_4_data_dir_opens_and_then_keeps_registered_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut old = topics_and_producers();
+    for command in join_and_commit(&old, "m1") {
+        old.apply(command);
+    }
+    let applied = postcard::to_allocvec(&AppliedBeforeNodes {
+        last_applied: Some(log_id(9)),
+        last_membership: StoredMembershipOf::<TypeConfig>::default(),
+        state: GroupStateBeforeNodes::MetadataWithTxns(&old, &old.groups, &old.transactions),
+    })
+    .unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let cf = store.db.cf_handle(CF_SM).unwrap();
+        store.db.put_cf(&cf, keys::tag_key(METADATA_GROUP_ID, TAG_APPLIED), &applied).unwrap();
+        store.db.flush_wal(true).unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let mut sm = store.state_machine(METADATA_GROUP_ID, GroupKind::Metadata).await.unwrap();
+    assert_eq!(metadata(&sm), old, "the layout 4 applied state opens as it was");
+
+    apply(&mut sm, vec![meta_entry(10, register(1, "127.0.0.1:17171")), meta_entry(11, register(3, "[::1]:17173"))])
+        .await;
+    let registered = metadata(&sm);
+    let expected = BTreeMap::from([(1, "127.0.0.1:17171".to_string()), (3, "[::1]:17173".to_string())]);
+    assert_eq!(registered.advertised, expected);
+    assert_eq!(registered.groups, old.groups);
+
+    // They travel with a snapshot ...
+    let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Store::open(other_dir.path()).unwrap();
+    let mut replica = other.state_machine(METADATA_GROUP_ID, GroupKind::Metadata).await.unwrap();
+    replica.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
+    assert_eq!(metadata(&replica), registered);
+
+    // ... and survive a reopen.
+    drop(sm);
+    store.sync().await.unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    let sm = store.state_machine(METADATA_GROUP_ID, GroupKind::Metadata).await.unwrap();
+    assert_eq!(metadata(&sm), registered);
 }
