@@ -26,6 +26,7 @@ use strata_core::topic::{validate_topic_name, TopicConfig};
 use strata_core::ErrorCode;
 
 use crate::group::{CommittedOffset, ConsumerGroup, GroupCommand, GroupResponse, GroupsState};
+use crate::reassign::Reassignments;
 use crate::txn::{StagedOffset, TopicPartition, TransactionsState, TxnCommand, TxnError, TxnResponse};
 
 /// Group id of the metadata group; partition groups count up from 1.
@@ -71,6 +72,21 @@ pub enum MetaCommand {
         node_id: u64,
         advertised: String,
     },
+    /// Starts moving `topic`/`partition` to `replicas` (see
+    /// [`crate::reassign`]); `nodes` are the cluster's nodes at proposal.
+    ReassignPartition {
+        topic: String,
+        partition: u32,
+        replicas: Vec<u64>,
+        nodes: Vec<u64>,
+        now_ms: u64,
+    },
+    /// The partition group's voters are `replicas` now: the assignment
+    /// follows and its reassignment ends.
+    CompleteReassignment {
+        group_id: u64,
+        replicas: Vec<u64>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +112,14 @@ pub enum MetaResponse {
     Txn(TxnResponse),
     /// The answer of a [`MetaCommand::RegisterNode`] that was stored.
     NodeRegistered,
+    /// The answer of `ReassignPartition` and `CompleteReassignment`:
+    /// `done` when the partition's replicas are `to` now.
+    Reassignment {
+        group_id: u64,
+        from: Vec<u64>,
+        to: Vec<u64>,
+        done: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +168,10 @@ pub struct MetadataState {
     /// (strata-storage's `MetadataWithNodes` layout).
     #[serde(skip)]
     pub advertised: BTreeMap<u64, String>,
+    /// Partitions moving to other replicas ([`crate::reassign`]); stored
+    /// beside the state (strata-storage's `MetadataWithExtras` layout).
+    #[serde(skip)]
+    pub reassignments: Reassignments,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +192,7 @@ impl Default for MetadataState {
             groups: GroupsState::default(),
             transactions: TransactionsState::default(),
             advertised: BTreeMap::new(),
+            reassignments: Reassignments::new(),
         }
     }
 }
@@ -315,6 +344,7 @@ impl MetadataState {
                 "metadata invariant broken: node {node_id} advertises '{address}' (a node id out of range or not HOST:PORT)"
             );
         }
+        self.assert_reassignments();
         self.transactions.check_invariants();
     }
 
@@ -401,7 +431,11 @@ impl MetadataState {
                 MetaResponse::TopicCreated(topic)
             }
             MetaCommand::DeleteTopic { name } => match self.topics.remove(&name) {
-                Some(topic) => MetaResponse::TopicDeleted(topic),
+                Some(topic) => {
+                    let groups: Vec<u64> = topic.partitions.iter().map(|a| a.group_id).collect();
+                    self.drop_reassignments_of(&groups);
+                    MetaResponse::TopicDeleted(topic)
+                }
                 None => error(ErrorCode::UnknownTopic, format!("topic '{name}' does not exist")),
             },
             MetaCommand::AllocateProducerIds { count } => {
@@ -457,6 +491,10 @@ impl MetadataState {
                 self.advertised.insert(node_id, advertised);
                 MetaResponse::NodeRegistered
             }
+            MetaCommand::ReassignPartition { topic, partition, replicas, nodes, now_ms } => {
+                self.reassign(&topic, partition, replicas, &nodes, now_ms)
+            }
+            MetaCommand::CompleteReassignment { group_id, replicas } => self.complete_reassignment(group_id, replicas),
         }
     }
 
@@ -593,6 +631,11 @@ mod tests {
             name.prop_map(|n| MetaCommand::InitNamedProducer { name: n }),
             (0u64..5, "[a-z0-9.:]{0,12}")
                 .prop_map(|(node_id, advertised)| MetaCommand::RegisterNode { node_id, advertised }),
+            (name, 0u32..3, proptest::collection::vec(1u64..6, 0..5)).prop_map(|(topic, partition, replicas)| {
+                MetaCommand::ReassignPartition { topic, partition, replicas, nodes: vec![1, 2, 3, 4], now_ms: 0 }
+            }),
+            (0u64..6, proptest::collection::vec(1u64..6, 0..5))
+                .prop_map(|(group_id, replicas)| MetaCommand::CompleteReassignment { group_id, replicas }),
         ]
     }
 
