@@ -338,6 +338,20 @@ impl Strata for FakeNode {
     ) -> Result<Response<proto::RegisterNodeResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn reassign_partition(
+        &self,
+        _: Request<proto::ReassignPartitionRequest>,
+    ) -> Result<Response<proto::ReassignPartitionResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn reconfigure_partition(
+        &self,
+        _: Request<proto::ReconfigurePartitionRequest>,
+    ) -> Result<Response<proto::ReconfigurePartitionResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// Starts `nodes` fake nodes sharing one cluster state; returns it and the addresses.
