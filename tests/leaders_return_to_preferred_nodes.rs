@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use strata_cluster_tests::{create_topic, eventually, produce, Cluster};
+use strata_cluster_tests::{create_topic, eventually, produce, strata_cli, Cluster};
 use strata_proto::v1 as pb;
 
 /// How long leadership may take to settle on the preferred leaders: the
@@ -52,4 +52,35 @@ async fn leadership_returns_to_the_preferred_replicas() {
     assert_ne!(moved[partition as usize].0, 2, "a survivor leads node 2's partition");
     cluster.start_node(2);
     all_on_preferred(&cluster, "spread").await;
+}
+
+async fn strata(cluster: &Cluster, args: &[&str]) -> std::process::Output {
+    strata_cli(cluster, args, SETTLE).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drained_node_leads_nothing_until_it_is_undrained() {
+    let cluster = Cluster::start_with_config(3, "leader_balance_delay = \"1s\"\n").await;
+    create_topic(&cluster, 1, "drain", 3, 3, &[]).await;
+    let settled = all_on_preferred(&cluster, "drain").await;
+    let partition = settled.iter().position(|(leader, _)| *leader == 1).expect("node 1 leads one") as u32;
+
+    let drained = strata(&cluster, &["--json", "node", "drain", "1", "--wait", "25s"]).await;
+    assert!(drained.status.success(), "drain: {}\n{}", String::from_utf8_lossy(&drained.stderr), cluster.logs());
+    let answer: serde_json::Value = serde_json::from_slice(&drained.stdout).expect("drain JSON");
+    assert_eq!((answer["drained"].clone(), answer["partitions_led"].clone()), (serde_json::json!([1]), 0.into()));
+    let status = strata(&cluster, &["--json", "cluster", "status"]).await;
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_ne!(status["metadata_leader"], 1, "the metadata group moved off too");
+    let node_1 = status["nodes"].as_array().unwrap().iter().find(|n| n["id"] == 1).unwrap().clone();
+    assert_eq!((node_1["drained"].clone(), node_1["partitions_led"].clone()), (true.into(), 0.into()));
+    // Node 1 keeps its replica: its partition takes writes under another
+    // leader, and the balancer does not hand it back while it is drained.
+    produce(&cluster, "drain", partition, &[(None, "while drained")], PRODUCE_TIMEOUT).await.expect("produce");
+    let leaders_now = leaders(&cluster, "drain").await.expect("leaders");
+    assert!(leaders_now.iter().all(|(leader, _)| *leader != 1), "{leaders_now:?}");
+
+    let undrained = strata(&cluster, &["node", "undrain", "1"]).await;
+    assert!(undrained.status.success(), "undrain: {}", String::from_utf8_lossy(&undrained.stderr));
+    all_on_preferred(&cluster, "drain").await;
 }

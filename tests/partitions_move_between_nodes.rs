@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_cluster_tests::{create_topic, eventually, fetch_all, produce, strata_binary, value_of, Cluster};
+use strata_cluster_tests::{create_topic, eventually, fetch_all, produce, strata_cli, value_of, Cluster};
 use strata_proto::v1 as pb;
 
 /// How long one CLI command may take: a move here is a catch-up of a few
@@ -18,13 +18,7 @@ const PRODUCE_TIMEOUT: Duration = Duration::from_secs(20);
 const SETTLE: Duration = Duration::from_secs(30);
 
 async fn strata(cluster: &Cluster, args: &[&str]) -> std::process::Output {
-    let output = tokio::process::Command::new(strata_binary())
-        .arg("--bootstrap")
-        .arg(cluster.bootstrap().join(","))
-        .args(args)
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(COMMAND_TIMEOUT, output).await.expect("the command finishes in time").expect("run strata")
+    strata_cli(cluster, args, COMMAND_TIMEOUT).await
 }
 
 async fn replicas(cluster: &Cluster, topic: &str) -> Vec<u64> {

@@ -432,6 +432,18 @@ pub async fn fetch_all(cluster: &Cluster, topic: &str, partition: u32, from: u64
 
 pub use strata_core::time::now_ms;
 
+/// Runs the `strata` CLI against the running nodes of `cluster`, killed if
+/// it takes longer than `timeout`.
+pub async fn strata_cli(cluster: &Cluster, args: &[&str], timeout: Duration) -> std::process::Output {
+    let output = tokio::process::Command::new(strata_binary())
+        .arg("--bootstrap")
+        .arg(cluster.bootstrap().join(","))
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(timeout, output).await.expect("the command finishes in time").expect("run strata")
+}
+
 pub fn value_of(record: &strata_record::StoredRecord) -> String {
     String::from_utf8_lossy(record.value.as_deref().unwrap_or_default()).into_owned()
 }

@@ -46,6 +46,8 @@ struct JsonNode<'a> {
     error: Option<&'a str>,
     /// The node's wall clock minus cluster time, ms (null: unknown).
     clock_offset_ms: Option<i64>,
+    /// Drained of leadership (`strata node drain`).
+    drained: bool,
 }
 
 impl<'a> From<&'a ClusterStatus> for JsonStatus<'a> {
@@ -65,6 +67,7 @@ impl<'a> From<&'a ClusterStatus> for JsonStatus<'a> {
                     partitions_hosted: n.partitions_hosted,
                     error: n.error.as_deref(),
                     clock_offset_ms: n.clock_offset_ms,
+                    drained: n.drained,
                 })
                 .collect(),
             reassignments: status
@@ -138,10 +141,11 @@ pub async fn run(command: ClusterCommand, bootstrap: &[String], json: bool) -> a
                     n.partitions_led.to_string(),
                     n.partitions_hosted.to_string(),
                     show_clock_offset(n.clock_offset_ms).replace(" of", ""),
+                    if n.drained { "drained" } else { "" }.to_string(),
                 ]
             })
             .collect();
-        print_table(&["NODE", "ADDRESS", "ALIVE", "PARTITIONS LED", "PARTITIONS HOSTED", "CLOCK"], &rows);
+        print_table(&["NODE", "ADDRESS", "ALIVE", "PARTITIONS LED", "PARTITIONS HOSTED", "CLOCK", "LEADERSHIP"], &rows);
         if !status.reassignments.is_empty() {
             println!();
             let rows: Vec<Vec<String>> = status
@@ -187,6 +191,7 @@ mod tests {
             partitions_hosted: 0,
             error: (!alive).then(|| "connection refused".to_string()),
             clock_offset_ms: alive.then_some(3),
+            drained: false,
         };
         let mut status = ClusterStatus {
             nodes: vec![node(1, true), node(2, false)],

@@ -6,6 +6,7 @@ mod cluster;
 mod consume;
 mod dev;
 mod group;
+mod node;
 mod partition;
 mod pipe;
 mod produce;
@@ -54,6 +55,9 @@ pub enum Command {
     /// Move a partition to other replicas.
     #[command(subcommand)]
     Partition(partition::PartitionCommand),
+    /// Drain a node of leadership before a restart, and end the drain.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
     /// List, describe, reset the offsets of, and delete consumer groups.
     #[command(subcommand)]
     Group(group::GroupCommand),
@@ -99,6 +103,7 @@ fn main() -> std::process::ExitCode {
             Command::Consume(args) => consume::run(args, &cli.bootstrap, cli.json).await,
             Command::Cluster(cmd) => cluster::run(cmd, &cli.bootstrap, cli.json).await,
             Command::Partition(cmd) => partition::run(cmd, &cli.bootstrap, cli.json).await,
+            Command::Node(cmd) => node::run(cmd, &cli.bootstrap, cli.json).await,
             Command::Bench(args) => bench::run(args, &cli.bootstrap, cli.json).await,
             Command::Group(cmd) => group::run(cmd, &cli.bootstrap, cli.json).await,
             Command::Txn(cmd) => txn::run(cmd, &cli.bootstrap, cli.json).await,

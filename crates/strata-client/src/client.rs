@@ -241,6 +241,7 @@ wire_answer!(
     proto::DescribeTransactionResponse,
     proto::AbortTransactionResponse,
     proto::ReassignPartitionResponse,
+    proto::DrainNodeResponse,
 );
 
 /// `host:port` becomes `http://host:port`; an address with a scheme is kept.
@@ -913,6 +914,15 @@ impl Client {
         let answer =
             self.call_any(request, |mut stub, request| async move { stub.reassign_partition(request).await }).await?;
         Ok(answer.done)
+    }
+
+    /// Drains node `node_id` of leadership (`drained` true: the partitions
+    /// and the metadata group it leads move to other nodes within seconds,
+    /// and none moves to it) or ends that. Answers every drained node.
+    pub async fn drain_node(&self, node_id: u64, drained: bool) -> Result<Vec<u64>, ClientError> {
+        let request = proto::DrainNodeRequest { node_id, drained };
+        let answer = self.call_any(request, |mut stub, request| async move { stub.drain_node(request).await }).await?;
+        Ok(answer.drained)
     }
 
     /// All topics, sorted by name.

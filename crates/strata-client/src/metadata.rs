@@ -126,6 +126,8 @@ pub struct NodeStatus {
     /// The node's wall clock minus cluster time (the median of the nodes'
     /// clocks), ms, as the node estimates it; `None` while it cannot tell.
     pub clock_offset_ms: Option<i64>,
+    /// Drained of leadership (`strata node drain`).
+    pub drained: bool,
 }
 
 pub(crate) fn node_id(id: u64) -> Option<NodeId> {
@@ -190,6 +192,7 @@ impl From<proto::ClusterStatusResponse> for ClusterStatus {
                 partitions_hosted: n.partitions_hosted,
                 error: (!n.error.is_empty()).then_some(n.error),
                 clock_offset_ms: n.clock_known.then_some(n.clock_offset_ms),
+                drained: n.drained,
             })
             .collect();
         nodes.sort_by_key(|n| n.id);

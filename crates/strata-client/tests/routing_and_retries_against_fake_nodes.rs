@@ -352,6 +352,13 @@ impl Strata for FakeNode {
     ) -> Result<Response<proto::ReconfigurePartitionResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn drain_node(
+        &self,
+        _: Request<proto::DrainNodeRequest>,
+    ) -> Result<Response<proto::DrainNodeResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// Starts `nodes` fake nodes sharing one cluster state; returns it and the addresses.

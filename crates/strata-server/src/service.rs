@@ -1035,6 +1035,7 @@ impl Strata for StrataService {
             None => (false, "the metadata group has no leader; a majority of nodes must be running".to_string()),
         };
         let mut nodes = Vec::new();
+        let drained = self.node.metadata_state().drained.clone();
         // Shown at their client addresses; pinged at their peer addresses.
         for (id, address) in self.node.client_addresses() {
             let status = match self.ping_node(id).await {
@@ -1047,8 +1048,16 @@ impl Strata for StrataService {
                     error: String::new(),
                     clock_offset_ms: ping.clock_offset_ms,
                     clock_known: ping.clock_known,
+                    drained: drained.contains(&id),
                 },
-                Err(error) => pb::NodeStatus { id, address, alive: false, error, ..Default::default() },
+                Err(error) => pb::NodeStatus {
+                    id,
+                    address,
+                    alive: false,
+                    error,
+                    drained: drained.contains(&id),
+                    ..Default::default()
+                },
             };
             nodes.push(status);
         }
@@ -1294,6 +1303,13 @@ impl Strata for StrataService {
         request: Request<pb::ReconfigurePartitionRequest>,
     ) -> Result<Response<pb::ReconfigurePartitionResponse>, Status> {
         self.reconfigure_partition_inner(request.into_inner()).await
+    }
+
+    async fn drain_node(
+        &self,
+        request: Request<pb::DrainNodeRequest>,
+    ) -> Result<Response<pb::DrainNodeResponse>, Status> {
+        self.drain_node_inner(request).await
     }
 }
 

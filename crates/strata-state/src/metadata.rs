@@ -15,7 +15,7 @@
 //! MAX_PARTITIONS partitions, or a node past MAX_PARTITION_REPLICAS_PER_NODE
 //! replicas (topics created before these checks may exceed them).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use strata_core::limits::{
@@ -87,6 +87,14 @@ pub enum MetaCommand {
         group_id: u64,
         replicas: Vec<u64>,
     },
+    /// Drains node `node_id` (`strata node drain`: no partition or metadata
+    /// leadership stays on it or goes to it) or ends that (`drained` false);
+    /// `nodes` are the cluster's nodes at proposal.
+    DrainNode {
+        node_id: u64,
+        drained: bool,
+        nodes: Vec<u64>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +127,10 @@ pub enum MetaResponse {
         from: Vec<u64>,
         to: Vec<u64>,
         done: bool,
+    },
+    /// The answer of a [`MetaCommand::DrainNode`]: the drained nodes now.
+    Drained {
+        nodes: Vec<u64>,
     },
 }
 
@@ -172,6 +184,11 @@ pub struct MetadataState {
     /// beside the state (strata-storage's `MetadataWithExtras` layout).
     #[serde(skip)]
     pub reassignments: Reassignments,
+    /// Nodes drained of leadership (`strata node drain`): the leaders'
+    /// balancer moves every leadership off them and none onto them. Stored
+    /// like the reassignments.
+    #[serde(skip)]
+    pub drained: BTreeSet<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,6 +210,7 @@ impl Default for MetadataState {
             transactions: TransactionsState::default(),
             advertised: BTreeMap::new(),
             reassignments: Reassignments::new(),
+            drained: BTreeSet::new(),
         }
     }
 }
@@ -495,6 +513,20 @@ impl MetadataState {
                 self.reassign(&topic, partition, replicas, &nodes, now_ms)
             }
             MetaCommand::CompleteReassignment { group_id, replicas } => self.complete_reassignment(group_id, replicas),
+            MetaCommand::DrainNode { node_id, drained, nodes } => {
+                if !nodes.contains(&node_id) {
+                    return error(
+                        ErrorCode::InvalidRequest,
+                        format!("node {node_id} is not in the cluster (its nodes are {nodes:?}); name one that is"),
+                    );
+                }
+                if drained {
+                    self.drained.insert(node_id);
+                } else {
+                    self.drained.remove(&node_id);
+                }
+                MetaResponse::Drained { nodes: self.drained.iter().copied().collect() }
+            }
         }
     }
 
@@ -636,6 +668,11 @@ mod tests {
             }),
             (0u64..6, proptest::collection::vec(1u64..6, 0..5))
                 .prop_map(|(group_id, replicas)| MetaCommand::CompleteReassignment { group_id, replicas }),
+            (0u64..6, proptest::bool::ANY).prop_map(|(node_id, drained)| MetaCommand::DrainNode {
+                node_id,
+                drained,
+                nodes: vec![1, 2, 3]
+            }),
         ]
     }
 

@@ -16,7 +16,7 @@
 //! snapshot's next offset are immutable, so the transport streams them from
 //! `partition_data` when it sends the snapshot.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::Arc;
 
@@ -98,6 +98,8 @@ struct MetadataExtras {
     advertised: BTreeMap<u64, String>,
     #[serde(default)]
     reassignments: Reassignments,
+    #[serde(default)]
+    drained: BTreeSet<u64>,
 }
 
 /// [`MetadataExtras`] over borrowed parts, for writing.
@@ -105,6 +107,7 @@ struct MetadataExtras {
 struct MetadataExtrasRef<'a> {
     advertised: &'a BTreeMap<u64, String>,
     reassignments: &'a Reassignments,
+    drained: &'a BTreeSet<u64>,
 }
 
 /// [`StoredGroupState`] over borrowed parts, so that writing the state
@@ -135,7 +138,11 @@ impl Serialize for GroupState {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             GroupState::Metadata(state) => {
-                let extras = MetadataExtrasRef { advertised: &state.advertised, reassignments: &state.reassignments };
+                let extras = MetadataExtrasRef {
+                    advertised: &state.advertised,
+                    reassignments: &state.reassignments,
+                    drained: &state.drained,
+                };
                 let extras = serde_json::to_vec(&extras).map_err(serde::ser::Error::custom)?;
                 StoredGroupStateRef::MetadataWithExtras(state, &state.groups, &state.transactions, &extras)
                     .serialize(serializer)
@@ -177,6 +184,7 @@ impl<'de> Deserialize<'de> for GroupState {
                 state.transactions = transactions;
                 state.advertised = extras.advertised;
                 state.reassignments = extras.reassignments;
+                state.drained = extras.drained;
                 GroupState::Metadata(state)
             }
         })

@@ -1,6 +1,7 @@
-//! The partition reassignment RPCs: `ReassignPartition` (recorded by the
-//! metadata leader, forwarded there like a topic create) and the internal
-//! `ReconfigurePartition` (served by a partition's leader; see `reassign`).
+//! The RPCs that place replicas and leaders: `ReassignPartition` and
+//! `DrainNode` (recorded by the metadata leader, forwarded there like a
+//! topic create) and the internal `ReconfigurePartition` (served by a
+//! partition's leader; see `reassign`).
 
 use strata_proto::v1 as pb;
 use strata_state::{MetaCommand, MetaResponse};
@@ -31,6 +32,27 @@ impl StrataService {
                 MetaResponse::Reassignment { from, to, done, .. } => {
                     Some(pb::ReassignPartitionResponse { error: None, from, to, done })
                 }
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    pub(super) async fn drain_node_inner(
+        &self,
+        request: Request<pb::DrainNodeRequest>,
+    ) -> Result<Response<pb::DrainNodeResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let request = request.into_inner();
+        let command =
+            MetaCommand::DrainNode { node_id: request.node_id, drained: request.drained, nodes: self.voters() };
+        self.write_metadata(
+            command,
+            forwarded,
+            |a: &mut pb::DrainNodeResponse, e| a.error = e,
+            |mut peer| async move { peer.drain_node(Self::forwarded(request)).await },
+            |response| match response {
+                MetaResponse::Drained { nodes } => Some(pb::DrainNodeResponse { error: None, drained: nodes }),
                 _ => None,
             },
         )

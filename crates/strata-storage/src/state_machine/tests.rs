@@ -321,6 +321,8 @@ fn advertised_addresses_and_moves_survive_encoding_and_layouts_4_and_5_still_dec
         now_ms: 9,
     });
     assert!(matches!(moved, MetaResponse::Reassignment { done: false, .. }), "{moved:?}");
+    let drained = state.apply(MetaCommand::DrainNode { node_id: 3, drained: true, nodes: vec![1, 2, 3] });
+    assert_eq!(drained, MetaResponse::Drained { nodes: vec![3] });
     let bytes = postcard::to_allocvec(&GroupState::Metadata(state.clone())).unwrap();
     assert_eq!(bytes[0], 6, "written in layout 6, MetadataWithExtras");
     let decoded: GroupState = postcard::from_bytes(&bytes).unwrap();
@@ -331,9 +333,9 @@ fn advertised_addresses_and_moves_survive_encoding_and_layouts_4_and_5_still_dec
     let layout_5 = postcard::to_allocvec(&layout_5).unwrap();
     assert_eq!(layout_5[0], 5);
     let decoded: GroupState = postcard::from_bytes(&layout_5).unwrap();
-    let expected = MetadataState { reassignments: Default::default(), ..state.clone() };
-    assert_eq!(decoded, GroupState::Metadata(expected), "a layout 5 state decodes, with no moves");
-    let state = MetadataState { reassignments: Default::default(), ..state };
+    let expected = MetadataState { reassignments: Default::default(), drained: Default::default(), ..state.clone() };
+    assert_eq!(decoded, GroupState::Metadata(expected), "a layout 5 state decodes, with no moves or drains");
+    let state = MetadataState { reassignments: Default::default(), drained: Default::default(), ..state };
 
     let old = GroupStateBeforeNodes::MetadataWithTxns(&state, &state.groups, &state.transactions);
     let old_bytes = postcard::to_allocvec(&old).unwrap();
