@@ -593,7 +593,8 @@ async fn a_refresh_left_unpolled_does_not_stall_other_calls() {
 /// A topic that grows (`alter_topic` on another client): a producer whose
 /// cache is older than `metadata_max_age` refreshes it in the background
 /// and sends keyed records to the new partitions by the new count, and a
-/// send to a partition its cache does not know refreshes at once.
+/// send to (or a consumer's assign of) a partition its cache does not know
+/// refreshes at once.
 #[tokio::test]
 async fn producers_use_added_partitions_once_their_metadata_ages() {
     let (cluster, addresses) = start_cluster(1, 2, 1, 1, true).await;
@@ -610,9 +611,16 @@ async fn producers_use_added_partitions_once_their_metadata_ages() {
     .unwrap();
     stale.metadata().await.unwrap();
     cluster.lock().unwrap().partitions = 9;
-    let stale_producer = Producer::new(stale, fast_retries()).unwrap();
+    let stale_producer = Producer::new(stale.clone(), fast_retries()).unwrap();
     let to_new = stale_producer.send_to(TOPIC, 8, record(None, "new")).await.unwrap().await.unwrap();
     assert_eq!(to_new.partition, 8);
+    // So does a consumer assigned a partition its cache does not know (as
+    // a group member is given the partitions an alter added).
+    cluster.lock().unwrap().partitions = 10;
+    let mut consumer = Consumer::new(stale);
+    assert_eq!(consumer.assign(TOPIC, 9, StartOffset::Earliest).await.unwrap(), 0);
+    let error = consumer.assign(TOPIC, 10, StartOffset::Earliest).await.expect_err("no partition 10");
+    assert_eq!(error.code(), Some(ErrorCode::UnknownPartition));
     // Keys spread by the new count once the cache aged and was refreshed.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut round = 0;
@@ -620,7 +628,7 @@ async fn producers_use_added_partitions_once_their_metadata_ages() {
         let key = format!("k{}", round % 50);
         let delivered = producer.send(TOPIC, record(Some(&key), "after")).await.unwrap().await.unwrap();
         if delivered.partition >= 2 {
-            assert_eq!(delivered.partition, partition_for_key(key.as_bytes(), 9), "placed by the new count");
+            assert_eq!(delivered.partition, partition_for_key(key.as_bytes(), 10), "placed by the new count");
             break;
         }
         assert!(Instant::now() < deadline, "no record reached an added partition within 10 s");
