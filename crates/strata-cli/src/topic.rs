@@ -303,7 +303,7 @@ mod tests {
             topic: TopicCommand,
         }
         let parse = |args: &[&str]| Cli::try_parse_from([&["topic"], args].concat()).map(|cli| cli.topic);
-        let error = parse(&["alter", "orders"]).err().expect("nothing to change");
+        let error = parse(&["alter", "orders"]).expect_err("nothing to change");
         assert_eq!(error.kind(), clap::error::ErrorKind::MissingRequiredArgument);
         let TopicCommand::Alter { partitions, configs, .. } =
             parse(&["alter", "orders", "--partitions", "6", "--config", "retention.ms=1d", "--config", "a=b"]).unwrap()
@@ -312,7 +312,10 @@ mod tests {
         };
         assert_eq!(partitions, Some(6));
         assert_eq!(configs, vec![("retention.ms".into(), "1d".into()), ("a".into(), "b".into())]);
-        assert!(matches!(parse(&["alter", "orders", "--config", "x=1"]), Ok(TopicCommand::Alter { partitions: None, .. })));
+        assert!(matches!(
+            parse(&["alter", "orders", "--config", "x=1"]),
+            Ok(TopicCommand::Alter { partitions: None, .. })
+        ));
         assert!(parse(&["alter", "orders", "--config", "novalue"]).is_err());
     }
 

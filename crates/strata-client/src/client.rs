@@ -966,8 +966,7 @@ impl Client {
             partitions: partitions.unwrap_or(0),
             configs: configs.into_iter().collect(),
         };
-        let answer =
-            self.call_any(request, |mut stub, request| async move { stub.alter_topic(request).await }).await?;
+        let answer = self.call_any(request, |mut stub, request| async move { stub.alter_topic(request).await }).await?;
         match answer.topic {
             Some(topic) => {
                 let topic = TopicMetadata::from(topic);

@@ -757,7 +757,11 @@ mod tests {
             (
                 name,
                 0u32..6,
-                proptest::collection::btree_map("retention\\.ms|retention\\.bytes|dedup\\.window|nope", "-1|0|5|10m|x", 0..3),
+                proptest::collection::btree_map(
+                    "retention\\.ms|retention\\.bytes|dedup\\.window|nope",
+                    "-1|0|5|10m|x",
+                    0..3
+                ),
                 proptest::collection::vec(1u64..5, 0..5)
             )
                 .prop_map(|(n, partitions, configs, nodes)| MetaCommand::AlterTopic {
@@ -831,8 +835,7 @@ mod tests {
     #[test]
     fn an_alter_changes_only_the_configs_it_names_and_may_grow_at_once() {
         let mut state = MetadataState::default();
-        let mut config = TopicConfig::default();
-        config.retention_bytes = Some(1000);
+        let config = TopicConfig { retention_bytes: Some(1000), ..TopicConfig::default() };
         state.apply(MetaCommand::CreateTopic {
             name: "a".into(),
             partitions: 1,
@@ -852,7 +855,10 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!((topic.partitions.len(), topic.config.retention_ms, topic.config.dedup_window_ms), (3, None, 600_000));
+        assert_eq!(
+            (topic.partitions.len(), topic.config.retention_ms, topic.config.dedup_window_ms),
+            (3, None, 600_000)
+        );
         // The current count again is no change: a retried alter succeeds.
         let before = state.clone();
         assert_eq!(state.apply(alter("a", 3, &[], &[1])), MetaResponse::TopicAltered(topic.clone()));
