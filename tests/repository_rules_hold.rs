@@ -171,6 +171,7 @@ const PINNED: &[(u32, &str)] = &[
     (34, "TRANSACTION_ABORTED"),
     (35, "TRANSACTIONAL_ID_NOT_FOUND"),
     (36, "UNSTABLE_OFFSET_COMMIT"),
+    (37, "REASSIGNMENT_IN_PROGRESS"),
 ];
 
 #[test]

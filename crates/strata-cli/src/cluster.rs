@@ -12,9 +12,9 @@ use crate::topic::{explain, print_table, show_node};
 #[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
     /// Show nodes (alive, partitions led, how far each node's wall clock
-    /// is from cluster time) and the metadata leader; exits 1 when the
-    /// metadata group is not available. A clock off by more than 1 s is
-    /// reported as a warning.
+    /// is from cluster time), the metadata leader and the partitions moving
+    /// to other replicas; exits 1 when the metadata group is not available.
+    /// A clock off by more than 1 s is reported as a warning.
     Status,
 }
 
@@ -24,6 +24,16 @@ struct JsonStatus<'a> {
     metadata_leader: Option<u64>,
     metadata_detail: &'a str,
     nodes: Vec<JsonNode<'a>>,
+    reassignments: Vec<JsonReassignment<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonReassignment<'a> {
+    topic: &'a str,
+    partition: u32,
+    from: &'a [u64],
+    to: &'a [u64],
+    age_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -55,6 +65,17 @@ impl<'a> From<&'a ClusterStatus> for JsonStatus<'a> {
                     partitions_hosted: n.partitions_hosted,
                     error: n.error.as_deref(),
                     clock_offset_ms: n.clock_offset_ms,
+                })
+                .collect(),
+            reassignments: status
+                .reassignments
+                .iter()
+                .map(|r| JsonReassignment {
+                    topic: &r.topic,
+                    partition: r.partition,
+                    from: &r.from,
+                    to: &r.to,
+                    age_ms: r.age_ms,
                 })
                 .collect(),
         }
@@ -121,6 +142,22 @@ pub async fn run(command: ClusterCommand, bootstrap: &[String], json: bool) -> a
             })
             .collect();
         print_table(&["NODE", "ADDRESS", "ALIVE", "PARTITIONS LED", "PARTITIONS HOSTED", "CLOCK"], &rows);
+        if !status.reassignments.is_empty() {
+            println!();
+            let rows: Vec<Vec<String>> = status
+                .reassignments
+                .iter()
+                .map(|r| {
+                    vec![
+                        format!("{}:{}", r.topic, r.partition),
+                        format!("{:?}", r.from),
+                        format!("{:?}", r.to),
+                        format!("{:.1} s", r.age_ms as f64 / 1000.0),
+                    ]
+                })
+                .collect();
+            print_table(&["MOVING", "FROM", "TO", "FOR"], &rows);
+        }
     }
     // Dead nodes are only a warning while the metadata group still works.
     let level = if status.metadata_available { "warning" } else { "error" };
@@ -156,6 +193,7 @@ mod tests {
             metadata_leader: None,
             metadata_available: false,
             metadata_detail: "no leader elected".into(),
+            reassignments: Vec::new(),
         };
         let found = problems(&status);
         assert_eq!(found.len(), 2);

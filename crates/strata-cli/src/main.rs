@@ -6,6 +6,7 @@ mod cluster;
 mod consume;
 mod dev;
 mod group;
+mod partition;
 mod pipe;
 mod produce;
 mod server;
@@ -50,6 +51,9 @@ pub enum Command {
     /// Cluster-wide commands.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Move a partition to other replicas.
+    #[command(subcommand)]
+    Partition(partition::PartitionCommand),
     /// List, describe, reset the offsets of, and delete consumer groups.
     #[command(subcommand)]
     Group(group::GroupCommand),
@@ -94,6 +98,7 @@ fn main() -> std::process::ExitCode {
             Command::Produce(args) => produce::run(args, &cli.bootstrap, cli.json).await,
             Command::Consume(args) => consume::run(args, &cli.bootstrap, cli.json).await,
             Command::Cluster(cmd) => cluster::run(cmd, &cli.bootstrap, cli.json).await,
+            Command::Partition(cmd) => partition::run(cmd, &cli.bootstrap, cli.json).await,
             Command::Bench(args) => bench::run(args, &cli.bootstrap, cli.json).await,
             Command::Group(cmd) => group::run(cmd, &cli.bootstrap, cli.json).await,
             Command::Txn(cmd) => txn::run(cmd, &cli.bootstrap, cli.json).await,

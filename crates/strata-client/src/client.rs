@@ -255,6 +255,7 @@ wire_answer!(
     proto::ListTransactionsResponse,
     proto::DescribeTransactionResponse,
     proto::AbortTransactionResponse,
+    proto::ReassignPartitionResponse,
 );
 
 /// `host:port` becomes `http://host:port`; an address with a scheme is kept.
@@ -987,6 +988,18 @@ impl Client {
             metadata.topics.remove(name);
         });
         Ok(())
+    }
+
+    /// Moves `topic`/`partition` to `replicas` (the first the preferred
+    /// leader). Answers once the move is recorded: `true` when nothing was
+    /// left to copy (only the order changed); otherwise the move goes on in
+    /// the cluster and `cluster_status().reassignments` lists it until done.
+    pub async fn reassign_partition(&self, topic: &str, partition: u32, replicas: &[u64]) -> Result<bool, ClientError> {
+        let request =
+            proto::ReassignPartitionRequest { topic: topic.to_string(), partition, replicas: replicas.to_vec() };
+        let answer =
+            self.call_any(request, |mut stub, request| async move { stub.reassign_partition(request).await }).await?;
+        Ok(answer.done)
     }
 
     /// All topics, sorted by name.

@@ -57,8 +57,8 @@ pub use group::{
 };
 pub use group_consumer::{GroupConsumer, GroupConsumerConfig, GroupEvent, OffsetReset, PendingCommit};
 pub use metadata::{
-    ClusterMetadata, ClusterStatus, NodeId, NodeStatus, PartitionDescription, PartitionMetadata, TopicDescription,
-    TopicMetadata,
+    ClusterMetadata, ClusterStatus, NodeId, NodeStatus, PartitionDescription, PartitionMetadata, Reassignment,
+    TopicDescription, TopicMetadata,
 };
 pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig, RecordMetadata};
 /// Milliseconds since the Unix epoch by this machine's wall clock (what

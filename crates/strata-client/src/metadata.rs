@@ -99,6 +99,19 @@ pub struct ClusterStatus {
     pub metadata_available: bool,
     /// What the node knows about the metadata group, most useful when it is unavailable.
     pub metadata_detail: String,
+    /// Partitions moving to other replicas.
+    pub reassignments: Vec<Reassignment>,
+}
+
+/// A partition on its way to other replicas (`strata partition reassign`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reassignment {
+    pub topic: String,
+    pub partition: u32,
+    pub from: Vec<NodeId>,
+    pub to: Vec<NodeId>,
+    /// How long it has been moving, ms.
+    pub age_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -185,6 +198,17 @@ impl From<proto::ClusterStatusResponse> for ClusterStatus {
             metadata_leader: node_id(s.metadata_leader),
             metadata_available: s.metadata_available,
             metadata_detail: s.metadata_detail,
+            reassignments: s
+                .reassignments
+                .into_iter()
+                .map(|r| Reassignment {
+                    topic: r.topic,
+                    partition: r.partition,
+                    from: r.from,
+                    to: r.to,
+                    age_ms: r.age_ms,
+                })
+                .collect(),
         }
     }
 }

@@ -339,6 +339,20 @@ impl Strata for FakeNode {
         Err(Status::unimplemented("fake"))
     }
 
+    async fn reassign_partition(
+        &self,
+        _: Request<proto::ReassignPartitionRequest>,
+    ) -> Result<Response<proto::ReassignPartitionResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn reconfigure_partition(
+        &self,
+        _: Request<proto::ReconfigurePartitionRequest>,
+    ) -> Result<Response<proto::ReconfigurePartitionResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     async fn alter_topic(
         &self,
         _: Request<proto::AlterTopicRequest>,

@@ -118,6 +118,8 @@ error_codes! {
         "initialise the producer (InitProducerId with this transactional id) before using it";
     UnstableOffsetCommit = 36, "UNSTABLE_OFFSET_COMMIT", BackOff,
         "a transaction has staged an offset for this partition and has not ended yet; retry once it commits or aborts";
+    ReassignmentInProgress = 37, "REASSIGNMENT_IN_PROGRESS", Fatal,
+        "the partition is already moving to other replicas; wait until it is done (strata cluster status), then reassign it again";
 }
 
 #[cfg(test)]

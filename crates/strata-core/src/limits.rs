@@ -625,6 +625,23 @@ pub const TXN_COMPLETION_WAIT: Duration = Duration::from_secs(5);
 /// the transaction completes, so the coordinator keeps trying.
 pub const TXN_MARKER_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
+/// How often the metadata leader looks for partition moves to drive (it
+/// also looks at once when the metadata state changes): a new leader
+/// resumes a move at most this long after it took over.
+pub const REASSIGN_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Pause before the metadata leader asks again to move a partition whose
+/// last attempt failed (its leader moving, a new replica down): long enough
+/// not to load a struggling group, short next to an election.
+pub const REASSIGN_RETRY_BACKOFF: Duration = Duration::from_secs(1);
+
+/// How long one attempt to move a partition may take on its leader: the
+/// new replicas catch up (by snapshot, for a large partition: a gigabyte
+/// at a few tens of MB/s takes tens of seconds) and then two membership
+/// entries commit. A slower move fails this attempt and the next one
+/// resumes where it stopped (a caught-up learner stays a learner).
+pub const REASSIGN_STEP_TIMEOUT: Duration = Duration::from_secs(120);
+
 const _: () = assert!(TXN_COMPLETION_WAIT.as_millis() < FORWARD_TIMEOUT.as_millis());
 const _: () = assert!(TXN_CHECK_INTERVAL.as_millis() < DEFAULT_TRANSACTION_TIMEOUT_MS as u128);
 

@@ -18,6 +18,7 @@ pub mod metrics;
 mod network;
 mod node;
 mod quiesce;
+mod reassign;
 mod reconcile;
 mod retention;
 mod sequencer;

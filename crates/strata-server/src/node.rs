@@ -163,7 +163,9 @@ impl Node {
         let raft =
             openraft::Raft::new(self.node_id(), self.raft_config.clone(), network, log_store, state_machine).await?;
         let fresh = !raft.is_initialized().await?;
-        if fresh {
+        // A node that is not among the voters joins an existing group: its
+        // leader adds it as a learner (a partition moving to it).
+        if fresh && voters.contains(&self.node_id()) {
             // Every voter initializes with the same membership, so the group
             // forms whatever order its nodes start in.
             if let Err(err) = raft.initialize(self.members(voters)).await {
@@ -186,8 +188,13 @@ impl Node {
     /// decisions are `reconcile::plan`'s).
     async fn reconcile(&self, state: &MetadataState) {
         let running = self.running_partitions();
-        let plan =
-            crate::reconcile::plan(self.node_id(), &replica_sets(state), &running, MAX_PARTITION_REPLICAS_PER_NODE);
+        let plan = crate::reconcile::plan(
+            self.node_id(),
+            &replica_sets(state),
+            &state.group_hosts(),
+            &running,
+            MAX_PARTITION_REPLICAS_PER_NODE,
+        );
         if !plan.over_limit.is_empty() {
             tracing::error!(
                 groups = ?plan.over_limit,
@@ -233,10 +240,9 @@ impl Node {
             }
         };
         let running = self.running_partitions();
-        let assigned = replica_sets(state);
+        let hosts = state.group_hosts();
         let next = state.next_group_id;
-        for group in crate::reconcile::leftovers(self.node_id(), &stored, &assigned, &running, METADATA_GROUP_ID, next)
-        {
+        for group in crate::reconcile::leftovers(self.node_id(), &stored, &hosts, &running, METADATA_GROUP_ID, next) {
             self.stop_and_delete(group).await;
         }
     }

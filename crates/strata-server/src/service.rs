@@ -46,6 +46,7 @@ use crate::metrics;
 use crate::node::{Node, TopicRef};
 use crate::sequencer::Sequencer;
 
+mod reassign_api;
 mod txn_api;
 
 /// Request metadata that marks a call forwarded by a node, so it is not
@@ -1088,6 +1089,7 @@ impl Strata for StrataService {
             metadata_leader: leader.unwrap_or(0),
             metadata_available: available,
             metadata_detail: detail,
+            reassignments: self.reassignment_statuses(),
         }))
     }
 
@@ -1309,6 +1311,20 @@ impl Strata for StrataService {
             },
         )
         .await
+    }
+
+    async fn reassign_partition(
+        &self,
+        request: Request<pb::ReassignPartitionRequest>,
+    ) -> Result<Response<pb::ReassignPartitionResponse>, Status> {
+        self.reassign_partition_inner(request).await
+    }
+
+    async fn reconfigure_partition(
+        &self,
+        request: Request<pb::ReconfigurePartitionRequest>,
+    ) -> Result<Response<pb::ReconfigurePartitionResponse>, Status> {
+        self.reconfigure_partition_inner(request.into_inner()).await
     }
 }
 

@@ -157,6 +157,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     let coordinator = tokio::spawn(node.coordinator.clone().run(node.clone()));
     let transactions = tokio::spawn(node.transactions.clone().run(node.clone()));
     let advertiser = tokio::spawn(crate::advertise::run(node.clone()));
+    let mover = tokio::spawn(crate::reassign::run(node.clone()));
 
     shutdown.await;
     tracing::info!(node = node.node_id(), "node stopping");
@@ -167,6 +168,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     coordinator.abort();
     transactions.abort();
     advertiser.abort();
+    mover.abort();
     beats.abort();
     if let Some(task) = &metrics {
         task.abort();

@@ -12,6 +12,7 @@ pub mod group;
 pub mod metadata;
 pub mod partition;
 pub mod producer;
+pub mod reassign;
 pub mod txn;
 
 use serde::{Deserialize, Serialize};

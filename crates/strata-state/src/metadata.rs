@@ -27,6 +27,7 @@ use strata_core::topic::{validate_topic_name, TopicConfig};
 use strata_core::ErrorCode;
 
 use crate::group::{CommittedOffset, ConsumerGroup, GroupCommand, GroupResponse, GroupsState};
+use crate::reassign::Reassignments;
 use crate::txn::{StagedOffset, TopicPartition, TransactionsState, TxnCommand, TxnError, TxnResponse};
 
 /// Group id of the metadata group; partition groups count up from 1.
@@ -72,14 +73,29 @@ pub enum MetaCommand {
         node_id: u64,
         advertised: String,
     },
+    /// Starts moving `topic`/`partition` to `replicas` (see
+    /// [`crate::reassign`]); `nodes` are the cluster's nodes at proposal.
+    ReassignPartition {
+        topic: String,
+        partition: u32,
+        replicas: Vec<u64>,
+        nodes: Vec<u64>,
+        now_ms: u64,
+    },
+    /// The partition group's voters are `replicas` now: the assignment
+    /// follows and its reassignment ends.
+    CompleteReassignment {
+        group_id: u64,
+        replicas: Vec<u64>,
+    },
     /// Grows topic `name` to `partitions` partitions and/or changes its
     /// config; both or neither change (see `apply_alter_topic`).
     AlterTopic {
         name: String,
         /// The new partition count: 0 or the current count leaves it as it
         /// is, fewer is refused (a count only grows). New partitions get
-        /// the replication factor of the topic's first partition and are
-        /// placed as a create places them.
+        /// the topic's replication factor (the largest of its partitions')
+        /// and are placed as a create places them.
         partitions: u32,
         /// `key=value` settings applied over the topic's current config and
         /// validated as a create's are; keys not named keep their value.
@@ -112,6 +128,14 @@ pub enum MetaResponse {
     Txn(TxnResponse),
     /// The answer of a [`MetaCommand::RegisterNode`] that was stored.
     NodeRegistered,
+    /// The answer of `ReassignPartition` and `CompleteReassignment`:
+    /// `done` when the partition's replicas are `to` now.
+    Reassignment {
+        group_id: u64,
+        from: Vec<u64>,
+        to: Vec<u64>,
+        done: bool,
+    },
     /// The answer of a [`MetaCommand::AlterTopic`]: the topic after it.
     TopicAltered(Topic),
 }
@@ -162,6 +186,10 @@ pub struct MetadataState {
     /// (strata-storage's `MetadataWithNodes` layout).
     #[serde(skip)]
     pub advertised: BTreeMap<u64, String>,
+    /// Partitions moving to other replicas ([`crate::reassign`]); stored
+    /// beside the state (strata-storage's `MetadataWithExtras` layout).
+    #[serde(skip)]
+    pub reassignments: Reassignments,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,6 +210,7 @@ impl Default for MetadataState {
             groups: GroupsState::default(),
             transactions: TransactionsState::default(),
             advertised: BTreeMap::new(),
+            reassignments: Reassignments::new(),
         }
     }
 }
@@ -318,7 +347,8 @@ impl MetadataState {
     /// `replication_factor` of them): node `placement_cursor + i` leads the
     /// i-th and the next nodes in turn follow, and group ids count up from
     /// `next_group_id`. Refused with LIMIT_REACHED when the cluster would go
-    /// past MAX_PARTITIONS or a node past MAX_PARTITION_REPLICAS_PER_NODE;
+    /// past MAX_PARTITIONS or a node past MAX_PARTITION_REPLICAS_PER_NODE
+    /// (counting from `hosted`, the replicas each node hosts now);
     /// `advice` says what to do instead. Changes nothing:
     /// `take_placement` moves the counters on once the command is accepted.
     fn place(
@@ -326,6 +356,7 @@ impl MetadataState {
         count: u32,
         replication_factor: u32,
         nodes: &[u64],
+        hosted: BTreeMap<u64, usize>,
         verb: &str,
         advice: &str,
     ) -> Result<Vec<PartitionAssignment>, MetaResponse> {
@@ -350,7 +381,7 @@ impl MetadataState {
             .collect();
         // The reconciler starts no more than this many replicas on a
         // node; a partition past it would never become ready.
-        let mut per_node = self.replicas_per_node();
+        let mut per_node = hosted;
         for replica in assignments.iter().flat_map(|a| &a.replicas) {
             *per_node.entry(*replica).or_insert(0) += 1;
         }
@@ -422,6 +453,7 @@ impl MetadataState {
                 "metadata invariant broken: node {node_id} advertises '{address}' (a node id out of range or not HOST:PORT)"
             );
         }
+        self.assert_reassignments();
         self.transactions.check_invariants();
     }
 
@@ -465,6 +497,7 @@ impl MetadataState {
                     partitions,
                     replication_factor,
                     &nodes,
+                    self.replicas_per_node(),
                     "create",
                     "create fewer partitions, use a lower replication factor, delete unused topics or add nodes",
                 ) {
@@ -479,7 +512,11 @@ impl MetadataState {
                 MetaResponse::TopicCreated(topic)
             }
             MetaCommand::DeleteTopic { name } => match self.topics.remove(&name) {
-                Some(topic) => MetaResponse::TopicDeleted(topic),
+                Some(topic) => {
+                    let groups: Vec<u64> = topic.partitions.iter().map(|a| a.group_id).collect();
+                    self.drop_reassignments_of(&groups);
+                    MetaResponse::TopicDeleted(topic)
+                }
                 None => error(ErrorCode::UnknownTopic, format!("topic '{name}' does not exist")),
             },
             MetaCommand::AllocateProducerIds { count } => {
@@ -535,6 +572,10 @@ impl MetadataState {
                 self.advertised.insert(node_id, advertised);
                 MetaResponse::NodeRegistered
             }
+            MetaCommand::ReassignPartition { topic, partition, replicas, nodes, now_ms } => {
+                self.reassign(&topic, partition, replicas, &nodes, now_ms)
+            }
+            MetaCommand::CompleteReassignment { group_id, replicas } => self.complete_reassignment(group_id, replicas),
             MetaCommand::AlterTopic { name, partitions, configs, nodes } => {
                 self.apply_alter_topic(name, partitions, configs, nodes)
             }
@@ -590,9 +631,10 @@ impl MetadataState {
         nodes.sort_unstable();
         nodes.dedup();
         if added > 0 {
-            // Topics are created with at least one partition and never
-            // lose one, so the first partition is there.
-            let replication_factor = topic.partitions.first().map_or(1, |p| p.replicas.len()) as u32;
+            // The topic's replication factor: the largest of its
+            // partitions' (a reassignment may have changed some), so no
+            // new partition is less durable than an old one.
+            let replication_factor = topic.partitions.iter().map(|p| p.replicas.len()).max().unwrap_or(1) as u32;
             if replication_factor as usize > nodes.len() {
                 return error(
                     ErrorCode::InvalidReplicationFactor,
@@ -607,6 +649,8 @@ impl MetadataState {
                 added,
                 replication_factor,
                 &nodes,
+                // A node also runs the replicas partitions are moving to.
+                self.replicas_per_node_with_moves(),
                 "add",
                 "add fewer partitions, delete unused topics or add nodes",
             ) {
@@ -754,6 +798,11 @@ mod tests {
             name.prop_map(|n| MetaCommand::InitNamedProducer { name: n }),
             (0u64..5, "[a-z0-9.:]{0,12}")
                 .prop_map(|(node_id, advertised)| MetaCommand::RegisterNode { node_id, advertised }),
+            (name, 0u32..3, proptest::collection::vec(1u64..6, 0..5)).prop_map(|(topic, partition, replicas)| {
+                MetaCommand::ReassignPartition { topic, partition, replicas, nodes: vec![1, 2, 3, 4], now_ms: 0 }
+            }),
+            (0u64..6, proptest::collection::vec(1u64..6, 0..5))
+                .prop_map(|(group_id, replicas)| MetaCommand::CompleteReassignment { group_id, replicas }),
             (
                 name,
                 0u32..6,
@@ -909,6 +958,47 @@ mod tests {
         assert_eq!(state, before, "nothing changes, the config included");
         assert!(matches!(state.apply(alter("grow", per_topic - 1, &[], &[1])), MetaResponse::TopicAltered(_)));
         assert_eq!(state.replicas_per_node()[&1], MAX_PARTITION_REPLICAS_PER_NODE);
+    }
+
+    fn move_to(topic: &str, partition: u32, replicas: &[u64], nodes: &[u64]) -> MetaCommand {
+        MetaCommand::ReassignPartition {
+            topic: topic.into(),
+            partition,
+            replicas: replicas.to_vec(),
+            nodes: nodes.to_vec(),
+            now_ms: 0,
+        }
+    }
+
+    #[test]
+    fn an_alter_after_reassignments_takes_the_largest_replication_factor_and_counts_moves() {
+        let mut state = MetadataState::default();
+        state.apply(create("a", 2, 2, &[1, 2, 3]));
+        // Partition 1 moved to 3 replicas: new partitions get 3 as well.
+        state.apply(move_to("a", 1, &[1, 2, 3], &[1, 2, 3]));
+        let done = MetaCommand::CompleteReassignment {
+            group_id: state.topics["a"].partitions[1].group_id,
+            replicas: vec![1, 2, 3],
+        };
+        assert!(matches!(state.apply(done), MetaResponse::Reassignment { done: true, .. }));
+        let MetaResponse::TopicAltered(topic) = state.apply(alter("a", 4, &[], &[1, 2, 3])) else { panic!() };
+        assert_eq!(topic.partitions[2..].iter().map(|p| p.replicas.len()).collect::<Vec<_>>(), vec![3, 3]);
+
+        // Node 1 hosts 4,095 replicas and gains one by a move in progress:
+        // a partition more there is past its bound.
+        let mut state = MetadataState::default();
+        let per_topic = MAX_PARTITIONS_PER_TOPIC;
+        for i in 0..3 {
+            state.apply(create(&format!("t{i}"), per_topic, 1, &[1]));
+        }
+        state.apply(create("full", per_topic - 1, 1, &[1]));
+        state.apply(create("elsewhere", 1, 1, &[2]));
+        assert!(matches!(state.apply(move_to("elsewhere", 0, &[1], &[1, 2])), MetaResponse::Reassignment { .. }));
+        let before = state.clone();
+        let (code, message) = code_of(state.apply(alter("full", per_topic, &[], &[1])));
+        assert_eq!(code, ErrorCode::LimitReached, "{message}");
+        assert!(message.contains("node 1 would host 4097 partition replicas"), "{message}");
+        assert_eq!(state, before);
     }
 
     #[test]

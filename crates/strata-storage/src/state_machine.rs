@@ -27,6 +27,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 use strata_state::group::GroupsState;
+use strata_state::reassign::Reassignments;
 use strata_state::txn::partition::PartitionTxns;
 use strata_state::txn::TransactionsState;
 use strata_state::{
@@ -72,8 +73,11 @@ pub enum GroupState {
 /// - 4 `MetadataWithTxns`: as 2, then the transactional ids. Written
 ///   before nodes advertised client addresses; decodes with none.
 /// - 5 `MetadataWithNodes`: as 4, then the advertised client addresses
-///   (`MetadataState::advertised`). Every metadata state is written this
-///   way now.
+///   (`MetadataState::advertised`). Written before reassignments existed.
+/// - 6 `MetadataWithExtras`: as 4, then [`MetadataExtras`] as JSON bytes:
+///   the advertised addresses and the reassignments in progress. Every
+///   metadata state is written this way now. JSON with defaults lets later
+///   additions of small maps go into the extras without a new layout.
 #[derive(Deserialize)]
 enum StoredGroupState {
     Metadata(MetadataState),
@@ -82,6 +86,25 @@ enum StoredGroupState {
     PartitionWithTxns(PartitionState, PartitionTxns),
     MetadataWithTxns(MetadataState, GroupsState, TransactionsState),
     MetadataWithNodes(MetadataState, GroupsState, TransactionsState, BTreeMap<u64, String>),
+    MetadataWithExtras(MetadataState, GroupsState, TransactionsState, #[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+/// The parts of the metadata state stored as JSON (layout 6). A missing
+/// field decodes to its default, so a field added later needs no new
+/// layout; a field is never renamed or given another meaning.
+#[derive(Deserialize, Default)]
+struct MetadataExtras {
+    #[serde(default)]
+    advertised: BTreeMap<u64, String>,
+    #[serde(default)]
+    reassignments: Reassignments,
+}
+
+/// [`MetadataExtras`] over borrowed parts, for writing.
+#[derive(Serialize)]
+struct MetadataExtrasRef<'a> {
+    advertised: &'a BTreeMap<u64, String>,
+    reassignments: &'a Reassignments,
 }
 
 /// [`StoredGroupState`] over borrowed parts, so that writing the state
@@ -98,18 +121,29 @@ enum StoredGroupStateRef<'a> {
     PartitionWithTxns(&'a PartitionState, &'a PartitionTxns),
     #[allow(dead_code)]
     MetadataWithTxns(&'a MetadataState, &'a GroupsState, &'a TransactionsState),
+    #[allow(dead_code)]
     MetadataWithNodes(&'a MetadataState, &'a GroupsState, &'a TransactionsState, &'a BTreeMap<u64, String>),
+    MetadataWithExtras(
+        &'a MetadataState,
+        &'a GroupsState,
+        &'a TransactionsState,
+        #[serde(with = "serde_bytes")] &'a [u8],
+    ),
 }
 
 impl Serialize for GroupState {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             GroupState::Metadata(state) => {
-                StoredGroupStateRef::MetadataWithNodes(state, &state.groups, &state.transactions, &state.advertised)
+                let extras = MetadataExtrasRef { advertised: &state.advertised, reassignments: &state.reassignments };
+                let extras = serde_json::to_vec(&extras).map_err(serde::ser::Error::custom)?;
+                StoredGroupStateRef::MetadataWithExtras(state, &state.groups, &state.transactions, &extras)
+                    .serialize(serializer)
             }
-            GroupState::Partition(state) => StoredGroupStateRef::PartitionWithTxns(state, &state.txns),
+            GroupState::Partition(state) => {
+                StoredGroupStateRef::PartitionWithTxns(state, &state.txns).serialize(serializer)
+            }
         }
-        .serialize(serializer)
     }
 }
 
@@ -135,6 +169,14 @@ impl<'de> Deserialize<'de> for GroupState {
                 state.groups = groups;
                 state.transactions = transactions;
                 state.advertised = advertised;
+                GroupState::Metadata(state)
+            }
+            StoredGroupState::MetadataWithExtras(mut state, groups, transactions, extras) => {
+                let extras: MetadataExtras = serde_json::from_slice(&extras).map_err(serde::de::Error::custom)?;
+                state.groups = groups;
+                state.transactions = transactions;
+                state.advertised = extras.advertised;
+                state.reassignments = extras.reassignments;
                 GroupState::Metadata(state)
             }
         })

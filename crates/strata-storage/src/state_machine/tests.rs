@@ -290,6 +290,7 @@ enum GroupStateBeforeNodes<'a> {
     MetadataWithGroups(()),
     PartitionWithTxns(()),
     MetadataWithTxns(&'a MetadataState, &'a GroupsState, &'a TransactionsState),
+    MetadataWithNodes(&'a MetadataState, &'a GroupsState, &'a TransactionsState, &'a BTreeMap<u64, String>),
 }
 
 #[derive(Serialize)]
@@ -304,7 +305,7 @@ fn register(node_id: u64, advertised: &str) -> MetaCommand {
 }
 
 #[test]
-fn advertised_addresses_survive_encoding_and_a_layout_4_state_still_decodes() {
+fn advertised_addresses_and_moves_survive_encoding_and_layouts_4_and_5_still_decode() {
     let mut state = topics_and_producers();
     for command in join_and_commit(&state, "m1") {
         state.apply(command);
@@ -312,10 +313,27 @@ fn advertised_addresses_survive_encoding_and_a_layout_4_state_still_decodes() {
     state.apply(register(2, "127.0.0.1:17172"));
     state.apply(register(3, "node-3.example:7173"));
     assert_eq!(state.advertised.len(), 2);
+    let moved = state.apply(MetaCommand::ReassignPartition {
+        topic: "orders".into(),
+        partition: 1,
+        replicas: vec![2, 3],
+        nodes: vec![1, 2, 3],
+        now_ms: 9,
+    });
+    assert!(matches!(moved, MetaResponse::Reassignment { done: false, .. }), "{moved:?}");
     let bytes = postcard::to_allocvec(&GroupState::Metadata(state.clone())).unwrap();
-    assert_eq!(bytes[0], 5, "written in layout 5, MetadataWithNodes");
+    assert_eq!(bytes[0], 6, "written in layout 6, MetadataWithExtras");
     let decoded: GroupState = postcard::from_bytes(&bytes).unwrap();
-    assert_eq!(decoded, GroupState::Metadata(state.clone()), "addresses, groups and topics come back");
+    assert_eq!(decoded, GroupState::Metadata(state.clone()), "moves, addresses, groups and topics come back");
+
+    let layout_5 =
+        GroupStateBeforeNodes::MetadataWithNodes(&state, &state.groups, &state.transactions, &state.advertised);
+    let layout_5 = postcard::to_allocvec(&layout_5).unwrap();
+    assert_eq!(layout_5[0], 5);
+    let decoded: GroupState = postcard::from_bytes(&layout_5).unwrap();
+    let expected = MetadataState { reassignments: Default::default(), ..state.clone() };
+    assert_eq!(decoded, GroupState::Metadata(expected), "a layout 5 state decodes, with no moves");
+    let state = MetadataState { reassignments: Default::default(), ..state };
 
     let old = GroupStateBeforeNodes::MetadataWithTxns(&state, &state.groups, &state.transactions);
     let old_bytes = postcard::to_allocvec(&old).unwrap();

@@ -1,0 +1,181 @@
+//! Partition reassignment: the I/O around `strata_state::reassign`, which
+//! decides what may move.
+//!
+//! - The metadata leader's driver (`run`): for every move in the metadata
+//!   state, it asks the partition's leader to make the target replicas its
+//!   group's voters (`ReconfigurePartition`), and once that is answered it
+//!   proposes `CompleteReassignment`, after which the reconciler stops and
+//!   deletes the group on the nodes that left it. It looks every
+//!   REASSIGN_CHECK_INTERVAL and whenever the metadata state changes, while
+//!   this node leads; a new leader resumes what its predecessor left, since
+//!   every step can be repeated.
+//! - The partition side (`reconfigure`), on the group's leader: each new
+//!   replica is added as a learner and caught up (the reconciler has
+//!   started the group on its node, uninitialised, when the move was
+//!   recorded), then the voters are changed to the target by joint
+//!   consensus, with the removed replicas leaving the group. A group whose
+//!   voters already are the target answers at once. A leader that removes
+//!   itself hands leadership to an up-to-date voter (openraft's
+//!   `removed_leader_step_down`).
+//!
+//! Invariant: `CompleteReassignment` is proposed only after the group's
+//! leader answered that the target is its committed voter set, so the
+//! assignment never names replicas the group does not have.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::BasicNode;
+use strata_core::limits::{REASSIGN_CHECK_INTERVAL, REASSIGN_RETRY_BACKOFF, REASSIGN_STEP_TIMEOUT};
+use strata_core::ErrorCode;
+use strata_proto::v1 as pb;
+use strata_proto::v1::strata_client::StrataClient;
+use strata_state::{MetaCommand, MetaResponse};
+
+use crate::coordinator::{leading_term, propose_meta, CoordinatorError};
+use crate::error::ApiError;
+use crate::node::Node;
+
+/// The driver (see the module documentation); runs for the node's life.
+pub(crate) async fn run(node: Node) {
+    let mut metadata = node.metadata().state.clone();
+    let in_flight: Arc<Mutex<HashSet<u64>>> = Arc::default();
+    let mut failed_at: HashMap<u64, Instant> = HashMap::new();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, bool)>();
+    loop {
+        tokio::select! {
+            changed = metadata.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(REASSIGN_CHECK_INTERVAL) => {}
+            Some((group, ok)) = done_rx.recv() => {
+                if ok { failed_at.remove(&group); } else { failed_at.insert(group, Instant::now()); }
+            }
+        }
+        if leading_term(&node).is_none() {
+            continue;
+        }
+        let state = node.metadata_state();
+        failed_at.retain(|group, _| state.reassignments.contains_key(group));
+        for (group, reassignment) in &state.reassignments {
+            if failed_at.get(group).is_some_and(|at| at.elapsed() < REASSIGN_RETRY_BACKOFF) {
+                continue;
+            }
+            if !in_flight.lock().expect("in-flight set").insert(*group) {
+                continue;
+            }
+            let (node, in_flight, done) = (node.clone(), in_flight.clone(), done_tx.clone());
+            let (group, to, from) = (*group, reassignment.to.clone(), reassignment.from.clone());
+            let what = format!("{}/{}", reassignment.topic, reassignment.partition);
+            tokio::spawn(async move {
+                let ok = move_partition(&node, group, &from, &to, &what).await;
+                in_flight.lock().expect("in-flight set").remove(&group);
+                let _ = done.send((group, ok));
+            });
+        }
+    }
+}
+
+/// One attempt at one move; true when it completed.
+async fn move_partition(node: &Node, group_id: u64, from: &[u64], to: &[u64], what: &str) -> bool {
+    let request = pb::ReconfigurePartitionRequest { group_id, replicas: to.to_vec() };
+    let mut candidates: Vec<u64> = node.groups.get(group_id).and_then(|g| g.leader()).into_iter().collect();
+    for replica in from.iter().chain(to) {
+        if !candidates.contains(replica) {
+            candidates.push(*replica);
+        }
+    }
+    if let Err(error) = on_leader(node, &candidates, request).await {
+        tracing::info!(partition = what, code = error.code.name(), error = %error.message,
+            "partition move not done yet; retrying");
+        return false;
+    }
+    match propose_meta(node, MetaCommand::CompleteReassignment { group_id, replicas: to.to_vec() }).await {
+        Ok(MetaResponse::Reassignment { done: true, .. }) => {
+            tracing::info!(partition = what, ?from, ?to, "partition moved");
+            true
+        }
+        Ok(other) => {
+            tracing::warn!(partition = what, ?other, "partition move not completed");
+            false
+        }
+        Err(CoordinatorError::Forward(_)) => false,
+        Err(CoordinatorError::Api(error)) => {
+            tracing::info!(partition = what, error = %error.message, "partition move completion not written");
+            false
+        }
+    }
+}
+
+/// Sends the request to each candidate in turn until the group's leader
+/// takes it, following a NOT_LEADER's hint once.
+async fn on_leader(node: &Node, candidates: &[u64], request: pb::ReconfigurePartitionRequest) -> Result<(), ApiError> {
+    let mut candidates = candidates.to_vec();
+    let mut last = ApiError::new(ErrorCode::LeaderNotAvailable, "no replica of the partition answered");
+    let mut hinted = false;
+    let mut index = 0;
+    while index < candidates.len() {
+        let target = candidates[index];
+        index += 1;
+        let channel = node.peers.channel(target).map_err(ApiError::internal)?;
+        let mut call = tonic::Request::new(request.clone());
+        call.set_timeout(REASSIGN_STEP_TIMEOUT);
+        let answer = match StrataClient::new(channel).reconfigure_partition(call).await {
+            Ok(answer) => answer.into_inner().error.filter(|e| e.code != 0).map(|e| ApiError::from_proto(&e)),
+            Err(status) => Some(ApiError::new(ErrorCode::LeaderNotAvailable, format!("node {target}: {status}"))),
+        };
+        let Some(error) = answer else { return Ok(()) };
+        if error.code == ErrorCode::NotLeader && !hinted {
+            if let Some((leader, _)) = error.leader.clone() {
+                hinted = true;
+                candidates.insert(index, leader);
+            }
+        }
+        last = error;
+    }
+    Err(last)
+}
+
+/// Serves ReconfigurePartition on the group's leader (see the module
+/// documentation).
+pub(crate) async fn reconfigure(node: &Node, group_id: u64, replicas: &[u64]) -> Result<(), ApiError> {
+    let what = format!("partition group {group_id}");
+    let target: BTreeSet<u64> = replicas.iter().copied().collect();
+    if target.is_empty() || target.len() != replicas.len() {
+        return Err(ApiError::new(ErrorCode::InvalidRequest, format!("{replicas:?} is not a replica set")));
+    }
+    let Some(handle) = node.groups.get(group_id) else {
+        return Err(ApiError::not_leader(None, &what));
+    };
+    let metrics = handle.raft.metrics().borrow_watched().clone();
+    match metrics.current_leader {
+        Some(leader) if leader == node.node_id() => {}
+        Some(leader) => {
+            return Err(ApiError::not_leader(node.client_address(leader).map(|address| (leader, address)), &what))
+        }
+        None => return Err(ApiError::new(ErrorCode::LeaderNotAvailable, format!("{what} has no leader right now"))),
+    }
+    let membership = metrics.membership_config.membership().clone();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let settled = membership.get_joint_config().len() == 1;
+    if settled && voters == target {
+        return Ok(());
+    }
+    let failed = |step: &str, error: String| {
+        ApiError::new(ErrorCode::LeaderNotAvailable, format!("{what}: {step} failed: {error}; it is retried"))
+    };
+    for joining in target.difference(&voters) {
+        let address = node.peers.address(*joining).ok_or_else(|| {
+            ApiError::new(ErrorCode::InvalidRequest, format!("node {joining} is not a node of this cluster"))
+        })?;
+        tracing::info!(group = group_id, node = joining, "adding a replica as a learner; waiting for it to catch up");
+        handle
+            .raft
+            .add_learner(*joining, BasicNode { addr: address }, true)
+            .await
+            .map_err(|e| failed(&format!("adding node {joining}"), e.to_string()))?;
+    }
+    tracing::info!(group = group_id, from = ?voters, to = ?target, "changing the voters");
+    handle.raft.change_membership(target, false).await.map_err(|e| failed("changing the voters", e.to_string()))?;
+    Ok(())
+}

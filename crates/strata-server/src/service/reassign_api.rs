@@ -1,0 +1,66 @@
+//! The partition reassignment RPCs: `ReassignPartition` (recorded by the
+//! metadata leader, forwarded there like a topic create) and the internal
+//! `ReconfigurePartition` (served by a partition's leader; see `reassign`).
+
+use strata_proto::v1 as pb;
+use strata_state::{MetaCommand, MetaResponse};
+use tonic::{Request, Response, Status};
+
+use super::{err, is_forwarded, StrataService};
+
+impl StrataService {
+    pub(super) async fn reassign_partition_inner(
+        &self,
+        request: Request<pb::ReassignPartitionRequest>,
+    ) -> Result<Response<pb::ReassignPartitionResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let request = request.into_inner();
+        let command = MetaCommand::ReassignPartition {
+            topic: request.topic.clone(),
+            partition: request.partition,
+            replicas: request.replicas.clone(),
+            nodes: self.voters(),
+            now_ms: self.node.clock.now().ms,
+        };
+        self.write_metadata(
+            command,
+            forwarded,
+            |a: &mut pb::ReassignPartitionResponse, e| a.error = e,
+            |mut peer| async move { peer.reassign_partition(Self::forwarded(request)).await },
+            |response| match response {
+                MetaResponse::Reassignment { from, to, done, .. } => {
+                    Some(pb::ReassignPartitionResponse { error: None, from, to, done })
+                }
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    pub(super) async fn reconfigure_partition_inner(
+        &self,
+        request: pb::ReconfigurePartitionRequest,
+    ) -> Result<Response<pb::ReconfigurePartitionResponse>, Status> {
+        match crate::reassign::reconfigure(&self.node, request.group_id, &request.replicas).await {
+            Ok(()) => Ok(Response::new(pb::ReconfigurePartitionResponse { error: None })),
+            Err(error) => err(error, |a: &mut pb::ReconfigurePartitionResponse, e| a.error = e),
+        }
+    }
+
+    /// The moves in progress, as this node's metadata state has them.
+    pub(super) fn reassignment_statuses(&self) -> Vec<pb::ReassignmentStatus> {
+        let now_ms = self.node.clock.now().ms;
+        self.node
+            .metadata_state()
+            .reassignments
+            .values()
+            .map(|r| pb::ReassignmentStatus {
+                topic: r.topic.clone(),
+                partition: r.partition,
+                from: r.from.clone(),
+                to: r.to.clone(),
+                age_ms: now_ms.saturating_sub(r.started_ms),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,167 @@
+//! Issue 16: `strata partition reassign` moves a partition to other nodes
+//! while it is written to, on real processes: the new replica catches up and
+//! votes, the node left out deletes its copy, and no acknowledged record is
+//! lost.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_cluster_tests::{create_topic, eventually, fetch_all, produce, strata_binary, value_of, Cluster};
+use strata_proto::v1 as pb;
+
+/// How long one CLI command may take: a move here is a catch-up of a few
+/// hundred records and two membership changes, well under a second.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a produce may retry while leadership moves.
+const PRODUCE_TIMEOUT: Duration = Duration::from_secs(20);
+const SETTLE: Duration = Duration::from_secs(30);
+
+async fn strata(cluster: &Cluster, args: &[&str]) -> std::process::Output {
+    let output = tokio::process::Command::new(strata_binary())
+        .arg("--bootstrap")
+        .arg(cluster.bootstrap().join(","))
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(COMMAND_TIMEOUT, output).await.expect("the command finishes in time").expect("run strata")
+}
+
+async fn replicas(cluster: &Cluster, topic: &str) -> Vec<u64> {
+    let mut api = cluster.api(cluster.nodes.iter().find(|n| n.is_running()).unwrap().id).await;
+    let answer =
+        api.describe_topic(pb::DescribeTopicRequest { name: topic.into() }).await.expect("describe").into_inner();
+    answer.partitions[0].replicas.clone()
+}
+
+/// Every value node `id`'s own copy of `topic`/0 holds, through a replica
+/// read (no leader involved), up to what it has applied.
+async fn replica_values(cluster: &Cluster, id: u64, topic: &str) -> Option<Vec<String>> {
+    let mut api = cluster.api(id).await;
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let request =
+            pb::FetchRequest { topic: topic.into(), partition: 0, offset, replica_read: true, ..Default::default() };
+        let answer = api.fetch(request).await.ok()?.into_inner();
+        if answer.error.is_some() {
+            return None;
+        }
+        let records = strata_record::decode_records_from(&answer.records, offset).ok()?;
+        if records.is_empty() {
+            return Some(out);
+        }
+        for record in records {
+            offset = record.offset + 1;
+            out.push(value_of(&record));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partition_moves_to_another_node_while_it_is_written() {
+    let cluster = Cluster::start(4).await;
+    cluster.wait_ready().await;
+    create_topic(&cluster, 1, "moving", 1, 3, &[]).await;
+    let from = replicas(&cluster, "moving").await;
+    let outsider = (1..=4).find(|n| !from.contains(n)).expect("one node hosts no replica");
+    // The preferred leader (most likely the leader) leaves; the outsider
+    // joins and becomes the preferred leader.
+    let leaving = from[0];
+    let to = vec![outsider, from[1], from[2]];
+    let mut acknowledged = Vec::new();
+    for batch in 0..10 {
+        let values: Vec<String> = (0..10).map(|i| format!("before-{batch}-{i}")).collect();
+        let records: Vec<(Option<&str>, &str)> = values.iter().map(|v| (None, v.as_str())).collect();
+        produce(&cluster, "moving", 0, &records, PRODUCE_TIMEOUT).await.expect("produce before the move");
+        acknowledged.extend(values);
+    }
+
+    // A writer keeps going while the partition moves.
+    let cluster = Arc::new(cluster);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (cluster, stop) = (cluster.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut batch = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let value = format!("during-{batch}");
+                if produce(&cluster, "moving", 0, &[(None, &value)], PRODUCE_TIMEOUT).await.is_ok() {
+                    acknowledged.push(value);
+                }
+                batch += 1;
+            }
+            acknowledged
+        })
+    };
+    let replicas_arg = to.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    let moved =
+        strata(&cluster, &["partition", "reassign", "moving:0", "--replicas", &replicas_arg, "--wait", "45s"]).await;
+    let stdout = String::from_utf8_lossy(&moved.stdout);
+    assert!(
+        moved.status.success() && stdout.contains("has replicas"),
+        "reassign --wait: {stdout}\n{}\n{}",
+        String::from_utf8_lossy(&moved.stderr),
+        cluster.logs()
+    );
+    stop.store(true, Ordering::Relaxed);
+    acknowledged.extend(writer.await.expect("writer"));
+    assert!(acknowledged.len() > 100, "the writer got acknowledgements during the move");
+
+    assert_eq!(replicas(&cluster, "moving").await, to, "the assignment names the new replicas");
+    let status = strata(&cluster, &["--json", "cluster", "status"]).await;
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(status["reassignments"], serde_json::json!([]), "no move is left in progress");
+
+    // The new replica holds every acknowledged record in its own copy.
+    let seen = eventually(SETTLE, "the new replica to hold every acknowledged record", || async {
+        let values = replica_values(&cluster, outsider, "moving").await?;
+        acknowledged.iter().all(|v| values.contains(v)).then_some(values)
+    })
+    .await;
+    assert!(seen.len() >= acknowledged.len());
+    // The node left out stops hosting the partition.
+    eventually(SETTLE, "the node left out to drop its replica", || async {
+        let mut api = cluster.api(leaving).await;
+        let ping = api.ping(pb::PingRequest {}).await.ok()?.into_inner();
+        (ping.partitions_hosted == 0).then_some(())
+    })
+    .await;
+
+    // With one of the old replicas down, the quorum needs the new one: writes
+    // still succeed, and nothing acknowledged is missing.
+    let mut cluster = Arc::into_inner(cluster).expect("the writer is done");
+    cluster.kill(from[1]);
+    produce(&cluster, "moving", 0, &[(None, "after")], PRODUCE_TIMEOUT).await.expect("a write with the new voter");
+    let stored: Vec<String> = fetch_all(&cluster, "moving", 0, 0).await.iter().map(value_of).collect();
+    for value in acknowledged.iter().chain([&"after".to_string()]) {
+        assert!(stored.contains(value), "acknowledged {value} is missing after the move");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_moves_are_refused_with_typed_errors() {
+    let cluster = Cluster::start(3).await;
+    cluster.wait_ready().await;
+    create_topic(&cluster, 1, "fixed", 1, 2, &[]).await;
+    let before = replicas(&cluster, "fixed").await;
+    for (args, code) in [
+        (vec!["fixed:0", "--replicas", "1,1"], "INVALID_REPLICATION_FACTOR"),
+        (vec!["fixed:0", "--replicas", "1,9"], "INVALID_REQUEST"),
+        (vec!["fixed:7", "--replicas", "1,2"], "UNKNOWN_PARTITION"),
+        (vec!["nope:0", "--replicas", "1,2"], "UNKNOWN_TOPIC"),
+    ] {
+        let mut command = vec!["partition", "reassign"];
+        command.extend(&args);
+        let output = strata(&cluster, &command).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && stderr.contains(code), "{args:?}: {stderr}");
+    }
+    assert_eq!(replicas(&cluster, "fixed").await, before, "nothing moved");
+    // Only the order: the preferred leader changes at once.
+    let swapped = format!("{},{}", before[1], before[0]);
+    let output = strata(&cluster, &["partition", "reassign", "fixed:0", "--replicas", &swapped]).await;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(replicas(&cluster, "fixed").await, vec![before[1], before[0]]);
+}
