@@ -200,6 +200,20 @@ pub const DEFAULT_ELECTION_TIMEOUT_MIN: Duration = Duration::from_millis(500);
 /// enough that two followers rarely time out together and split the vote.
 pub const DEFAULT_ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(1000);
 
+/// Default time a node leads a partition whose preferred leader is another
+/// node before it hands leadership back to it (once that node is caught
+/// up): long enough that a node restarting or a network blip settles
+/// first, so leadership moves once instead of flapping; short enough that
+/// leaders are spread again soon after a failover (Kafka checks every 5
+/// minutes).
+pub const DEFAULT_LEADER_BALANCE_DELAY: Duration = Duration::from_secs(30);
+
+/// How often each node looks for partitions it leads whose preferred
+/// leader could take over (see strata-server's `leaders`): a balance is
+/// restored at most this long after its delay ran out; each look reads the
+/// Raft metrics of the groups this node hosts.
+pub const LEADER_BALANCE_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Default time a led partition group must be idle before it goes quiet
 /// (stops its Raft timers, see strata-server's `quiesce`): two election
 /// timeouts, so a group between two bursts of a steady producer stays awake.

@@ -31,6 +31,10 @@ pub struct NodeConfig {
     /// A partition group with no new entry for this long stops its Raft
     /// timers (see `quiesce`); `None` keeps every group's timers running.
     pub quiesce_after: Option<Duration>,
+    /// A node that has led a partition this long hands leadership to the
+    /// partition's preferred leader (the first replica) once that one is
+    /// caught up (see `leaders`); `None` never does.
+    pub leader_balance_delay: Option<Duration>,
     /// Raft entries between snapshots of a group (snapshots are cheap here:
     /// they hold offsets, not records), after which its log is purged.
     pub snapshot_every_entries: u64,
@@ -108,6 +112,7 @@ pub struct FileConfig {
     pub election_timeout_min: Option<String>,
     pub election_timeout_max: Option<String>,
     pub quiesce_after: Option<String>,
+    pub leader_balance_delay: Option<String>,
     pub snapshot_every_entries: Option<u64>,
     pub retention_check_interval: Option<String>,
     pub producer_expiry: Option<String>,
@@ -136,6 +141,7 @@ pub const KEYS: &[(&str, bool)] = &[
     ("election_timeout_min", false),
     ("election_timeout_max", false),
     ("quiesce_after", false),
+    ("leader_balance_delay", false),
     ("snapshot_every_entries", true),
     ("retention_check_interval", false),
     ("producer_expiry", false),
@@ -279,6 +285,12 @@ impl FileConfig {
                 Some(after)
             }
         };
+        let leader_balance_delay = match self.leader_balance_delay.as_deref().map(str::trim) {
+            Some("off") => None,
+            other => {
+                Some(duration(other.map(str::to_string), limits::DEFAULT_LEADER_BALANCE_DELAY, "leader_balance_delay")?)
+            }
+        };
         let retention_check_interval = duration(
             self.retention_check_interval,
             limits::DEFAULT_RETENTION_CHECK_INTERVAL,
@@ -408,6 +420,7 @@ impl FileConfig {
             election_timeout_min,
             election_timeout_max,
             quiesce_after,
+            leader_balance_delay,
             snapshot_every_entries,
             retention_check_interval,
             metrics_listen,

@@ -158,6 +158,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     let transactions = tokio::spawn(node.transactions.clone().run(node.clone()));
     let advertiser = tokio::spawn(crate::advertise::run(node.clone()));
     let mover = tokio::spawn(crate::reassign::run(node.clone()));
+    let balancer = tokio::spawn(crate::leaders::run(node.clone()));
 
     shutdown.await;
     tracing::info!(node = node.node_id(), "node stopping");
@@ -169,6 +170,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     transactions.abort();
     advertiser.abort();
     mover.abort();
+    balancer.abort();
     beats.abort();
     if let Some(task) = &metrics {
         task.abort();

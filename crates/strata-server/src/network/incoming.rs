@@ -134,6 +134,10 @@ impl<P: PeerTraffic> TransportService<P> {
                 }
                 Err(e) => Ok(failed(ReceiveError::BadRequest(e))),
             },
+            Ok(RaftRpcKind::TransferLeader) => match postcard::from_bytes(&request.payload) {
+                Ok(rpc) => answer(raft.handle_transfer_leader(rpc).await.map_err(|e| e.to_string())),
+                Err(e) => Ok(failed(ReceiveError::BadRequest(e))),
+            },
             _ => Ok(failed(ReceiveError::UnknownKind(request.kind))),
         }
     }

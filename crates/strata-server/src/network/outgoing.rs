@@ -24,7 +24,10 @@ use std::time::Duration;
 
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
+};
 use openraft::type_config::alias::{SnapshotOf, VoteOf};
 use openraft::{BasicNode, RPCTypes};
 use openraft_multi::{GroupNetworkAdapter, GroupRouter};
@@ -336,6 +339,16 @@ impl GroupRouter<TypeConfig, u64> for Router {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call(target, group_id, RaftRpcKind::PreVote, &rpc, &option, RPCTypes::Vote, false).await
+    }
+
+    async fn transfer_leader(
+        &self,
+        target: u64,
+        group_id: u64,
+        rpc: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(target, group_id, RaftRpcKind::TransferLeader, &rpc, &option, RPCTypes::TransferLeader, false).await
     }
 
     async fn full_snapshot(

@@ -1,0 +1,55 @@
+//! Issue 16: preferred-leader balancing. Every partition's first replica is
+//! its preferred leader; placement spreads those over the nodes, and each
+//! node hands a partition it leads back to its preferred leader once that
+//! node is caught up (`leader_balance_delay`, 1 s here). So leadership is
+//! spread again after elections went elsewhere, and after a failover once
+//! the failed node is back.
+
+use std::time::Duration;
+
+use strata_cluster_tests::{create_topic, eventually, produce, Cluster};
+use strata_proto::v1 as pb;
+
+/// How long leadership may take to settle on the preferred leaders: the
+/// 1 s delay, the 2 s balancing interval, a transfer, with room for a slow
+/// machine.
+const SETTLE: Duration = Duration::from_secs(30);
+const PRODUCE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Each partition's (leader, preferred leader), when every one has a leader.
+async fn leaders(cluster: &Cluster, topic: &str) -> Option<Vec<(u64, u64)>> {
+    let via = cluster.nodes.iter().find(|n| n.is_running())?.id;
+    let mut api = cluster.api(via).await;
+    let answer = api.describe_topic(pb::DescribeTopicRequest { name: topic.into() }).await.ok()?.into_inner();
+    answer.partitions.iter().map(|p| (p.leader != 0).then(|| (p.leader, p.replicas[0]))).collect()
+}
+
+async fn all_on_preferred(cluster: &Cluster, topic: &str) -> Vec<(u64, u64)> {
+    eventually(SETTLE, "every partition led by its preferred leader", || async {
+        let leaders = leaders(cluster, topic).await?;
+        leaders.iter().all(|(leader, preferred)| leader == preferred).then_some(leaders)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leadership_returns_to_the_preferred_replicas() {
+    let mut cluster = Cluster::start_with_config(3, "leader_balance_delay = \"1s\"\n").await;
+    create_topic(&cluster, 1, "spread", 3, 3, &[]).await;
+    let settled = all_on_preferred(&cluster, "spread").await;
+    let mut preferred: Vec<u64> = settled.iter().map(|(_, p)| *p).collect();
+    preferred.sort_unstable();
+    assert_eq!(preferred, vec![1, 2, 3], "placement gives each node one partition to lead");
+
+    // A failover moves node 2's partition elsewhere; once node 2 is back and
+    // caught up, it leads it again.
+    let partition = settled.iter().position(|(leader, _)| *leader == 2).expect("node 2 leads one") as u32;
+    cluster.kill(2);
+    produce(&cluster, "spread", partition, &[(None, "while node 2 is down")], PRODUCE_TIMEOUT)
+        .await
+        .expect("the survivors take writes");
+    let moved = leaders(&cluster, "spread").await.expect("leaders");
+    assert_ne!(moved[partition as usize].0, 2, "a survivor leads node 2's partition");
+    cluster.start_node(2);
+    all_on_preferred(&cluster, "spread").await;
+}
