@@ -174,7 +174,11 @@ pub struct Workload {
 }
 
 pub fn client_config() -> ClientConfig {
-    ClientConfig { request_timeout: REQUEST_TIMEOUT, connect_timeout: Duration::from_secs(1) }
+    ClientConfig {
+        request_timeout: REQUEST_TIMEOUT,
+        connect_timeout: Duration::from_secs(1),
+        ..ClientConfig::default()
+    }
 }
 
 pub fn connect(bootstrap: &[String]) -> Client {

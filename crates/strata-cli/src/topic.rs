@@ -1,9 +1,9 @@
-//! `strata topic`: create, list, describe and delete topics.
+//! `strata topic`: create, list, describe, alter and delete topics.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use clap::Subcommand;
+use clap::{ArgGroup, Subcommand};
 use serde::Serialize;
 use strata_client::{Client, ClientError, TopicDescription, TopicMetadata};
 
@@ -30,6 +30,20 @@ pub enum TopicCommand {
     List,
     /// Show a topic's partitions: leader, replicas, high watermark, log start offset.
     Describe { name: String },
+    /// Grow a topic's partition count and/or change its configs.
+    #[command(group(ArgGroup::new("change").required(true).multiple(true).args(["partitions", "configs"])))]
+    Alter {
+        name: String,
+        /// The new partition count: more than the topic has (a count only
+        /// grows; records keep their partitions, and keys map over the new
+        /// count from then on). New partitions get the topic's replication factor.
+        #[arg(long)]
+        partitions: Option<u32>,
+        /// A topic setting to change, e.g. retention.ms=1d (repeatable);
+        /// settings not named keep their value.
+        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        configs: Vec<(String, String)>,
+    },
     /// Delete a topic and all its records.
     Delete { name: String },
 }
@@ -240,6 +254,22 @@ pub async fn run(command: TopicCommand, bootstrap: &[String], json: bool) -> any
                 );
             }
         }
+        TopicCommand::Alter { name, partitions, configs } => {
+            let configs: BTreeMap<String, String> = configs.into_iter().collect();
+            let topic = client.alter_topic(&name, partitions, configs).await.map_err(explain)?;
+            if json {
+                println!("{}", serde_json::to_string(&JsonTopicMetadata::from(&topic))?);
+            } else {
+                let configs: Vec<String> = topic.configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!(
+                    "altered topic {}: {} partitions, replication factor {}, {}",
+                    topic.name,
+                    topic.partition_count(),
+                    topic.replication_factor(),
+                    configs.join(" ")
+                );
+            }
+        }
         TopicCommand::Delete { name } => {
             client.delete_topic(&name).await.map_err(explain)?;
             if json {
@@ -262,6 +292,31 @@ mod tests {
         assert_eq!(parse_key_value("a=b=c").unwrap(), ("a".into(), "b=c".into()));
         assert!(parse_key_value("novalue").is_err());
         assert!(parse_key_value("=x").is_err());
+    }
+
+    #[test]
+    fn alter_needs_a_partition_count_or_a_config() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            topic: TopicCommand,
+        }
+        let parse = |args: &[&str]| Cli::try_parse_from([&["topic"], args].concat()).map(|cli| cli.topic);
+        let error = parse(&["alter", "orders"]).expect_err("nothing to change");
+        assert_eq!(error.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let TopicCommand::Alter { partitions, configs, .. } =
+            parse(&["alter", "orders", "--partitions", "6", "--config", "retention.ms=1d", "--config", "a=b"]).unwrap()
+        else {
+            panic!("an alter")
+        };
+        assert_eq!(partitions, Some(6));
+        assert_eq!(configs, vec![("retention.ms".into(), "1d".into()), ("a".into(), "b".into())]);
+        assert!(matches!(
+            parse(&["alter", "orders", "--config", "x=1"]),
+            Ok(TopicCommand::Alter { partitions: None, .. })
+        ));
+        assert!(parse(&["alter", "orders", "--config", "novalue"]).is_err());
     }
 
     #[test]

@@ -7,10 +7,14 @@
 //! the leader is followed at once (a few hops at most) and the cache is
 //! patched with the hint; any other retryable answer drops the cached leader,
 //! so the caller's next attempt refreshes metadata before choosing a node.
+//!
+//! The cache is also refreshed, in the background, when a producer's send
+//! finds it older than `ClientConfig::metadata_max_age`: partitions added to
+//! a topic (`alter_topic`) get records within about that long.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -36,6 +40,10 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// How long to wait for a connection to a node before trying another.
     pub connect_timeout: Duration,
+    /// How old the metadata cache may grow before a producer's send starts
+    /// a refresh in the background (the send goes on with the cache):
+    /// partitions added to a topic are used within about this long.
+    pub metadata_max_age: Duration,
 }
 
 impl Default for ClientConfig {
@@ -43,6 +51,7 @@ impl Default for ClientConfig {
         ClientConfig {
             request_timeout: limits::DEFAULT_CLIENT_REQUEST_TIMEOUT,
             connect_timeout: limits::DEFAULT_CLIENT_CONNECT_TIMEOUT,
+            metadata_max_age: limits::DEFAULT_METADATA_MAX_AGE,
         }
     }
 }
@@ -194,6 +203,11 @@ struct Inner {
     /// Bumped by every metadata refresh; lets concurrent refreshers share one answer.
     metadata_generation: AtomicU64,
     refresh_lock: tokio::sync::Mutex<()>,
+    /// When the cache was last refreshed, or a background refresh last
+    /// started (a failing one is tried again a max age later, not per send).
+    refreshed_at: Mutex<Option<Instant>>,
+    /// Set while a background refresh runs, so sends start at most one.
+    refreshing_in_background: AtomicBool,
     /// The URI that last answered a call any node may serve: asked first next time.
     last_good: Mutex<Option<String>>,
 }
@@ -222,6 +236,7 @@ wire_answer!(
     proto::FetchResponse,
     proto::MetadataResponse,
     proto::CreateTopicResponse,
+    proto::AlterTopicResponse,
     proto::DeleteTopicResponse,
     proto::ListTopicsResponse,
     proto::DescribeTopicResponse,
@@ -291,6 +306,8 @@ impl Client {
                 metadata: RwLock::new(Arc::new(ClusterMetadata::default())),
                 metadata_generation: AtomicU64::new(0),
                 refresh_lock: tokio::sync::Mutex::new(()),
+                refreshed_at: Mutex::new(None),
+                refreshing_in_background: AtomicBool::new(false),
                 last_good: Mutex::new(None),
             }),
         })
@@ -340,7 +357,30 @@ impl Client {
         let fresh = Arc::new(ClusterMetadata::from(answer));
         *self.inner.metadata.write().expect("metadata lock") = fresh.clone();
         self.inner.metadata_generation.fetch_add(1, Ordering::SeqCst);
+        *self.inner.refreshed_at.lock().expect("refresh time lock") = Some(Instant::now());
         Ok(fresh)
+    }
+
+    /// Starts a refresh in the background when the cache is older than
+    /// `metadata_max_age` and none runs; the caller goes on with the cache.
+    fn refresh_when_old(&self) {
+        {
+            let mut refreshed_at = self.inner.refreshed_at.lock().expect("refresh time lock");
+            if refreshed_at.is_some_and(|at| at.elapsed() < self.inner.config.metadata_max_age) {
+                return;
+            }
+            if self.inner.refreshing_in_background.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            *refreshed_at = Some(Instant::now());
+        }
+        let client = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = client.refresh_now(false).await {
+                tracing::debug!(%error, "background metadata refresh failed; the cache is kept");
+            }
+            client.inner.refreshing_in_background.store(false, Ordering::SeqCst);
+        });
     }
 
     fn update_metadata(&self, change: impl FnOnce(&mut ClusterMetadata)) {
@@ -383,11 +423,20 @@ impl Client {
         metadata.topic(topic).cloned().ok_or_else(|| unknown_topic(topic))
     }
 
-    /// Partition count of a topic, without cloning its metadata.
+    /// Partition count of a topic, without cloning its metadata; from the
+    /// cache, which is refreshed in the background once it is older than
+    /// `metadata_max_age` (so added partitions show up within about that).
     pub(crate) async fn partition_count(&self, topic: &str) -> Result<u32, ClientError> {
         if let Some(t) = self.cached_metadata().topic(topic) {
+            self.refresh_when_old();
             return Ok(t.partition_count());
         }
+        self.refreshed_partition_count(topic).await
+    }
+
+    /// Partition count of a topic from refreshed metadata: for a partition
+    /// the cache does not know yet (the topic may have grown).
+    pub(crate) async fn refreshed_partition_count(&self, topic: &str) -> Result<u32, ClientError> {
         let metadata = self.refresh_metadata().await?;
         metadata.topic(topic).map(|t| t.partition_count()).ok_or_else(|| unknown_topic(topic))
     }
@@ -882,6 +931,44 @@ impl Client {
         };
         let answer =
             self.call_any(request, |mut stub, request| async move { stub.create_topic(request).await }).await?;
+        match answer.topic {
+            Some(topic) => {
+                let topic = TopicMetadata::from(topic);
+                let cached = topic.clone();
+                self.update_metadata(|metadata| {
+                    metadata.topics.insert(cached.name.clone(), cached);
+                });
+                Ok(topic)
+            }
+            None => self.refresh(true).await?.topic(name).cloned().ok_or_else(|| unknown_topic(name)),
+        }
+    }
+
+    /// Grows topic `name` to `partitions` partitions (`None` leaves the
+    /// count; fewer than it has is refused with INVALID_PARTITIONS, the
+    /// count it has changes nothing) and sets `configs` over its configs
+    /// (keys not named keep their value; a bad one is refused with
+    /// INVALID_CONFIG). Nothing changes when any part is refused. Returns
+    /// the topic after the change (leaders of new partitions may still be
+    /// unknown), which this client's cache also takes; other clients' producers
+    /// use new partitions once their cache is refreshed (`metadata_max_age`).
+    pub async fn alter_topic(
+        &self,
+        name: &str,
+        partitions: Option<u32>,
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicMetadata, ClientError> {
+        if partitions == Some(0) {
+            return Err(ClientError::InvalidArgument(
+                "a topic has at least one partition; give a count above its current one, or none".into(),
+            ));
+        }
+        let request = proto::AlterTopicRequest {
+            name: name.to_string(),
+            partitions: partitions.unwrap_or(0),
+            configs: configs.into_iter().collect(),
+        };
+        let answer = self.call_any(request, |mut stub, request| async move { stub.alter_topic(request).await }).await?;
         match answer.topic {
             Some(topic) => {
                 let topic = TopicMetadata::from(topic);

@@ -131,11 +131,16 @@ impl Consumer {
     /// and returns the starting offset. Assigning an assigned partition again
     /// moves its position.
     pub async fn assign(&mut self, topic: &str, partition: u32, start: StartOffset) -> Result<u64, ClientError> {
-        let metadata = self.client.topic_metadata(topic).await?;
-        if metadata.partition(partition).is_none() {
+        let mut partitions = self.client.topic_metadata(topic).await?.partition_count();
+        if partition >= partitions {
+            // The topic may have grown since the cache was filled (a group
+            // member is given the partitions an alter added).
+            partitions = self.client.refreshed_partition_count(topic).await?;
+        }
+        if partition >= partitions {
             return Err(ClientError::local(
                 ErrorCode::UnknownPartition,
-                format!("topic '{topic}' has {} partitions, no partition {partition}", metadata.partition_count()),
+                format!("topic '{topic}' has {partitions} partitions, no partition {partition}"),
             ));
         }
         let listed = |spec| self.client.list_offsets(topic, partition, spec);

@@ -273,7 +273,11 @@ impl Producer {
         partition: Option<u32>,
         mut record: Record,
     ) -> Result<DeliveryFuture, ClientError> {
-        let partitions = self.shared.client.partition_count(topic).await?;
+        let mut partitions = self.shared.client.partition_count(topic).await?;
+        if partition.is_some_and(|p| p >= partitions) {
+            // The topic may have grown since the cache was filled.
+            partitions = self.shared.client.refreshed_partition_count(topic).await?;
+        }
         if partitions == 0 {
             return Err(ClientError::local(ErrorCode::UnknownPartition, format!("topic '{topic}' has no partitions")));
         }
@@ -761,6 +765,7 @@ mod tests {
             crate::ClientConfig {
                 request_timeout: Duration::from_millis(300),
                 connect_timeout: Duration::from_millis(100),
+                ..Default::default()
             },
         )
         .unwrap();

@@ -359,6 +359,13 @@ impl Strata for FakeNode {
     ) -> Result<Response<proto::DrainNodeResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn alter_topic(
+        &self,
+        _: Request<proto::AlterTopicRequest>,
+    ) -> Result<Response<proto::AlterTopicResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// Starts `nodes` fake nodes sharing one cluster state; returns it and the addresses.
@@ -602,4 +609,51 @@ async fn a_refresh_left_unpolled_does_not_stall_other_calls() {
     let other = tokio::time::timeout(Duration::from_secs(10), client.refresh_metadata()).await;
     assert!(other.expect("a second refresh must not wait for the parked one").is_ok());
     drop(parked);
+}
+
+/// A topic that grows (`alter_topic` on another client): a producer whose
+/// cache is older than `metadata_max_age` refreshes it in the background
+/// and sends keyed records to the new partitions by the new count, and a
+/// send to (or a consumer's assign of) a partition its cache does not know
+/// refreshes at once.
+#[tokio::test]
+async fn producers_use_added_partitions_once_their_metadata_ages() {
+    let (cluster, addresses) = start_cluster(1, 2, 1, 1, true).await;
+    let config = strata_client::ClientConfig { metadata_max_age: Duration::from_millis(200), ..Default::default() };
+    let client = Client::connect_with(&addresses, config).unwrap();
+    let producer = Producer::new(client.clone(), fast_retries()).unwrap();
+    let sent = producer.send(TOPIC, record(Some("k"), "before")).await.unwrap().await.unwrap();
+    assert!(sent.partition < 2);
+    // A partition the cache does not know: refreshed before refusing.
+    let stale = Client::connect_with(
+        &addresses,
+        strata_client::ClientConfig { metadata_max_age: Duration::from_secs(3600), ..Default::default() },
+    )
+    .unwrap();
+    stale.metadata().await.unwrap();
+    cluster.lock().unwrap().partitions = 9;
+    let stale_producer = Producer::new(stale.clone(), fast_retries()).unwrap();
+    let to_new = stale_producer.send_to(TOPIC, 8, record(None, "new")).await.unwrap().await.unwrap();
+    assert_eq!(to_new.partition, 8);
+    // So does a consumer assigned a partition its cache does not know (as
+    // a group member is given the partitions an alter added).
+    cluster.lock().unwrap().partitions = 10;
+    let mut consumer = Consumer::new(stale);
+    assert_eq!(consumer.assign(TOPIC, 9, StartOffset::Earliest).await.unwrap(), 0);
+    let error = consumer.assign(TOPIC, 10, StartOffset::Earliest).await.expect_err("no partition 10");
+    assert_eq!(error.code(), Some(ErrorCode::UnknownPartition));
+    // Keys spread by the new count once the cache aged and was refreshed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut round = 0;
+    loop {
+        let key = format!("k{}", round % 50);
+        let delivered = producer.send(TOPIC, record(Some(&key), "after")).await.unwrap().await.unwrap();
+        if delivered.partition >= 2 {
+            assert_eq!(delivered.partition, partition_for_key(key.as_bytes(), 10), "placed by the new count");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no record reached an added partition within 10 s");
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -276,6 +276,13 @@ pub const DEFAULT_CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(DEFAULT
 /// Default time a client waits for a connection before trying another node.
 pub const DEFAULT_CLIENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Default age past which a producer's send refreshes the client's metadata
+/// cache in the background (`ClientConfig::metadata_max_age`, Kafka's
+/// `metadata.max.age.ms`): partitions added to a topic get records within
+/// about this long. One metadata request per client per period is cheap;
+/// shorter would only shorten the wait after a rare topic alter.
+pub const DEFAULT_METADATA_MAX_AGE: Duration = Duration::from_secs(30);
+
 /// A client waits this much longer than the timeout it asked the server to
 /// answer within, so the server's own TIMEOUT answer (which is informative)
 /// arrives before the client's deadline fires.

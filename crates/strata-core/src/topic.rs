@@ -85,7 +85,14 @@ impl TopicConfig {
     /// Parses `key=value` settings over the defaults. `-1` means unbounded.
     /// Durations accept plain milliseconds or human units ("10m", "7days").
     pub fn parse(settings: &BTreeMap<String, String>) -> Result<TopicConfig, TopicConfigError> {
-        let mut config = TopicConfig::default();
+        TopicConfig::default().with_settings(settings)
+    }
+
+    /// This config with `settings` applied over it (keys not named keep
+    /// their value), validated as `parse` validates: what a topic alter
+    /// stores. On error nothing is returned, so nothing half-applied exists.
+    pub fn with_settings(&self, settings: &BTreeMap<String, String>) -> Result<TopicConfig, TopicConfigError> {
+        let mut config = self.clone();
         for (key, value) in settings {
             let value = value.trim();
             match key.as_str() {
@@ -172,5 +179,16 @@ mod tests {
         assert!(window("8days").is_err());
         assert!(window("-1").is_err());
         assert_eq!(TopicConfig::default().dedup_window_ms, 120_000);
+    }
+
+    #[test]
+    fn settings_apply_over_a_config_and_keep_the_keys_not_named() {
+        let base = TopicConfig::parse(&BTreeMap::from([("retention.bytes".to_string(), "1000".to_string())])).unwrap();
+        let changed = base.with_settings(&BTreeMap::from([("retention.ms".to_string(), "1h".to_string())])).unwrap();
+        assert_eq!(changed.retention_ms, Some(3_600_000));
+        assert_eq!(changed.retention_bytes, Some(1000), "a key not named keeps its value, not the default");
+        assert_eq!(changed.dedup_window_ms, base.dedup_window_ms);
+        assert!(base.with_settings(&BTreeMap::from([("nope".to_string(), "1".to_string())])).is_err());
+        assert!(base.with_settings(&BTreeMap::from([("dedup.window".to_string(), "8days".to_string())])).is_err());
     }
 }

@@ -775,10 +775,11 @@ impl Coordinator {
     pub(crate) async fn run(self, node: Node) {
         let mut tick = tokio::time::interval(GROUP_TIMER_CHECK_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // (next topic id, topic count) when groups were last brought up to
-        // date with the topics: a create raises the first, a delete lowers
-        // the second, and a topic's partition count never changes.
-        let mut topics_seen: Option<(u64, usize)> = None;
+        // (next topic id, next group id, topic count) when groups were last
+        // brought up to date with the topics: a create raises the first, an
+        // alter that adds partitions the second, a delete lowers the third,
+        // and a partition count never shrinks.
+        let mut topics_seen: Option<(u64, u64, usize)> = None;
         let mut offsets_checked: Option<Instant> = None;
         loop {
             tick.tick().await;
@@ -800,7 +801,7 @@ impl Coordinator {
             for (group_id, member_id) in due {
                 self.expire_member(&node, &group_id, &member_id).await;
             }
-            let signature = (state.next_topic_id, state.topics.len());
+            let signature = (state.next_topic_id, state.next_group_id, state.topics.len());
             if topics_seen != Some(signature) && self.refresh_groups(&node).await {
                 topics_seen = Some(signature);
                 let live: std::collections::HashSet<u64> = state.topics.values().map(|t| t.id).collect();

@@ -919,6 +919,37 @@ impl Strata for StrataService {
         .await
     }
 
+    async fn alter_topic(
+        &self,
+        request: Request<pb::AlterTopicRequest>,
+    ) -> Result<Response<pb::AlterTopicResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let request = request.into_inner();
+        let set = |a: &mut pb::AlterTopicResponse, e| a.error = e;
+        // The configs are validated where they are applied, over the
+        // topic's config as of that entry, so two alters never undo each
+        // other's keys.
+        let command = MetaCommand::AlterTopic {
+            name: request.name.clone(),
+            partitions: request.partitions,
+            configs: request.configs.clone().into_iter().collect(),
+            nodes: self.voters(),
+        };
+        self.write_metadata(
+            command,
+            forwarded,
+            set,
+            |mut peer| async move { peer.alter_topic(Self::forwarded(request)).await },
+            |response| match response {
+                MetaResponse::TopicAltered(topic) => {
+                    Some(pb::AlterTopicResponse { error: None, topic: Some(self.topic_metadata(&topic)) })
+                }
+                _ => None,
+            },
+        )
+        .await
+    }
+
     async fn delete_topic(
         &self,
         request: Request<pb::DeleteTopicRequest>,

@@ -13,7 +13,8 @@
 //! 1..=MAX_NODES and is a valid HOST:PORT (`check_advertised_address`).
 //! Invariant: a create never takes the cluster past MAX_TOPICS topics,
 //! MAX_PARTITIONS partitions, or a node past MAX_PARTITION_REPLICAS_PER_NODE
-//! replicas (topics created before these checks may exceed them).
+//! replicas (topics created before these checks may exceed them); nor
+//! does a topic alter, which only ever adds partitions.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -95,6 +96,21 @@ pub enum MetaCommand {
         drained: bool,
         nodes: Vec<u64>,
     },
+    /// Grows topic `name` to `partitions` partitions and/or changes its
+    /// config; both or neither change (see `apply_alter_topic`).
+    AlterTopic {
+        name: String,
+        /// The new partition count: 0 or the current count leaves it as it
+        /// is, fewer is refused (a count only grows). New partitions get
+        /// the topic's replication factor (the largest of its partitions')
+        /// and are placed as a create places them.
+        partitions: u32,
+        /// `key=value` settings applied over the topic's current config and
+        /// validated as a create's are; keys not named keep their value.
+        configs: BTreeMap<String, String>,
+        /// Voter node ids at proposal time; new replicas are placed on them.
+        nodes: Vec<u64>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +148,8 @@ pub enum MetaResponse {
     Drained {
         nodes: Vec<u64>,
     },
+    /// The answer of a [`MetaCommand::AlterTopic`]: the topic after it.
+    TopicAltered(Topic),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -284,9 +302,12 @@ impl MetadataState {
     /// rule, which stops the metadata group on every replica alike instead
     /// of storing a state that later decisions would build on.
     pub fn apply(&mut self, command: MetaCommand) -> MetaResponse {
+        let first_fresh_group = self.next_group_id;
         let response = self.apply_unchecked(command);
-        if let MetaResponse::TopicCreated(topic) = &response {
-            self.assert_new_topic(topic);
+        match &response {
+            MetaResponse::TopicCreated(topic) => self.assert_new_topic(topic),
+            MetaResponse::TopicAltered(topic) => self.assert_added_partitions(topic, first_fresh_group),
+            _ => {}
         }
         // The full check walks every assignment: cheap next to the
         // serialisation of the state that follows each apply, but only run
@@ -311,6 +332,94 @@ impl MetadataState {
             );
             assert_replica_set(&topic.name, index, &assignment.replicas);
         }
+    }
+
+    /// The invariants of a topic just altered: the partitions it gained are
+    /// its last ones, with the fresh group ids from `first_fresh_group` on,
+    /// one per partition, and replica sets of distinct nodes.
+    fn assert_added_partitions(&self, topic: &Topic, first_fresh_group: u64) {
+        let added = (self.next_group_id - first_fresh_group) as usize;
+        assert!(
+            added <= topic.partitions.len(),
+            "metadata invariant broken: topic '{}' gained {added} partitions but has {}",
+            topic.name,
+            topic.partitions.len()
+        );
+        let first_index = topic.partitions.len() - added;
+        for (offset, assignment) in topic.partitions[first_index..].iter().enumerate() {
+            let index = first_index + offset;
+            assert_eq!(
+                assignment.group_id,
+                first_fresh_group + offset as u64,
+                "metadata invariant broken: partition {index} of topic '{}' got group id {}, not the fresh id {}",
+                topic.name,
+                assignment.group_id,
+                first_fresh_group + offset as u64
+            );
+            assert_replica_set(&topic.name, index, &assignment.replicas);
+        }
+    }
+
+    /// Replica sets for `count` new partitions of `replication_factor`
+    /// replicas over `nodes` (sorted, distinct, at least
+    /// `replication_factor` of them): node `placement_cursor + i` leads the
+    /// i-th and the next nodes in turn follow, and group ids count up from
+    /// `next_group_id`. Refused with LIMIT_REACHED when the cluster would go
+    /// past MAX_PARTITIONS or a node past MAX_PARTITION_REPLICAS_PER_NODE
+    /// (counting from `hosted`, the replicas each node hosts now);
+    /// `advice` says what to do instead. Changes nothing:
+    /// `take_placement` moves the counters on once the command is accepted.
+    fn place(
+        &self,
+        count: u32,
+        replication_factor: u32,
+        nodes: &[u64],
+        hosted: BTreeMap<u64, usize>,
+        verb: &str,
+        advice: &str,
+    ) -> Result<Vec<PartitionAssignment>, MetaResponse> {
+        let existing: usize = self.topics.values().map(|t| t.partitions.len()).sum();
+        if existing + count as usize > MAX_PARTITIONS {
+            return Err(error(
+                ErrorCode::LimitReached,
+                format!(
+                    "the cluster has {existing} partitions and the limit is {MAX_PARTITIONS}; \
+                     {verb} at most {} more or delete unused topics",
+                    MAX_PARTITIONS.saturating_sub(existing)
+                ),
+            ));
+        }
+        let assignments: Vec<PartitionAssignment> = (0..count as u64)
+            .map(|index| {
+                let start = (self.placement_cursor + index) as usize;
+                let replicas = (0..replication_factor as usize).map(|r| nodes[(start + r) % nodes.len()]).collect();
+                let group_id = self.next_group_id + index;
+                PartitionAssignment { group_id, replicas }
+            })
+            .collect();
+        // The reconciler starts no more than this many replicas on a
+        // node; a partition past it would never become ready.
+        let mut per_node = hosted;
+        for replica in assignments.iter().flat_map(|a| &a.replicas) {
+            *per_node.entry(*replica).or_insert(0) += 1;
+        }
+        if let Some((node, count)) = per_node.iter().find(|(_, count)| **count > MAX_PARTITION_REPLICAS_PER_NODE) {
+            return Err(error(
+                ErrorCode::LimitReached,
+                format!(
+                    "node {node} would host {count} partition replicas, over the limit of \
+                     {MAX_PARTITION_REPLICAS_PER_NODE} per node; {advice}"
+                ),
+            ));
+        }
+        Ok(assignments)
+    }
+
+    /// Moves the placement counters past `count` partitions placed over
+    /// `node_count` nodes by `place`.
+    fn take_placement(&mut self, count: u32, node_count: usize) {
+        self.placement_cursor = (self.placement_cursor + count as u64) % node_count as u64;
+        self.next_group_id += count as u64;
     }
 
     /// Checks every invariant of the module header, and the counters that
@@ -402,46 +511,18 @@ impl MetadataState {
                         format!("the cluster has {MAX_TOPICS} topics, the limit; delete unused topics first"),
                     );
                 }
-                let existing: usize = self.topics.values().map(|t| t.partitions.len()).sum();
-                if existing + partitions as usize > MAX_PARTITIONS {
-                    return error(
-                        ErrorCode::LimitReached,
-                        format!(
-                            "the cluster has {existing} partitions and the limit is {MAX_PARTITIONS}; \
-                             create at most {} more or delete unused topics",
-                            MAX_PARTITIONS.saturating_sub(existing)
-                        ),
-                    );
-                }
-                let assignments: Vec<PartitionAssignment> = (0..partitions as u64)
-                    .map(|index| {
-                        let start = (self.placement_cursor + index) as usize;
-                        let replicas =
-                            (0..replication_factor as usize).map(|r| nodes[(start + r) % nodes.len()]).collect();
-                        let group_id = self.next_group_id + index;
-                        PartitionAssignment { group_id, replicas }
-                    })
-                    .collect();
-                // The reconciler starts no more than this many replicas on a
-                // node; a partition past it would never become ready.
-                let mut per_node = self.replicas_per_node();
-                for replica in assignments.iter().flat_map(|a| &a.replicas) {
-                    *per_node.entry(*replica).or_insert(0) += 1;
-                }
-                if let Some((node, count)) =
-                    per_node.iter().find(|(_, count)| **count > MAX_PARTITION_REPLICAS_PER_NODE)
-                {
-                    return error(
-                        ErrorCode::LimitReached,
-                        format!(
-                            "node {node} would host {count} partition replicas, over the limit of \
-                             {MAX_PARTITION_REPLICAS_PER_NODE} per node; create fewer partitions, \
-                             use a lower replication factor, delete unused topics or add nodes"
-                        ),
-                    );
-                }
-                self.placement_cursor = (self.placement_cursor + partitions as u64) % nodes.len() as u64;
-                self.next_group_id += partitions as u64;
+                let assignments = match self.place(
+                    partitions,
+                    replication_factor,
+                    &nodes,
+                    self.replicas_per_node(),
+                    "create",
+                    "create fewer partitions, use a lower replication factor, delete unused topics or add nodes",
+                ) {
+                    Ok(assignments) => assignments,
+                    Err(refused) => return refused,
+                };
+                self.take_placement(partitions, nodes.len());
                 let topic =
                     Topic { id: self.next_topic_id, name: name.clone(), config, partitions: assignments, created_ms };
                 self.next_topic_id += 1;
@@ -527,7 +608,93 @@ impl MetadataState {
                 }
                 MetaResponse::Drained { nodes: self.drained.iter().copied().collect() }
             }
+            MetaCommand::AlterTopic { name, partitions, configs, nodes } => {
+                self.apply_alter_topic(name, partitions, configs, nodes)
+            }
         }
+    }
+
+    /// Grows a topic and/or changes its config: everything is checked
+    /// before anything changes, so a refused alter changes nothing. A
+    /// partition count equal to the current one (or 0) leaves the
+    /// partitions as they are, so a retried alter whose first attempt was
+    /// applied succeeds again; an alter that names neither partitions nor
+    /// configs is refused as empty.
+    fn apply_alter_topic(
+        &mut self,
+        name: String,
+        partitions: u32,
+        configs: BTreeMap<String, String>,
+        nodes: Vec<u64>,
+    ) -> MetaResponse {
+        let Some(topic) = self.topics.get(&name) else {
+            return error(ErrorCode::UnknownTopic, format!("topic '{name}' does not exist"));
+        };
+        if partitions == 0 && configs.is_empty() {
+            return error(
+                ErrorCode::InvalidRequest,
+                format!("the alter of topic '{name}' changes nothing; give a new partition count or configs"),
+            );
+        }
+        let current = topic.partitions.len() as u32;
+        if partitions != 0 && partitions < current {
+            return error(
+                ErrorCode::InvalidPartitions,
+                format!(
+                    "topic '{name}' has {current} partitions and a partition count can only grow; \
+                     give more than {current} (records are placed by key over the partitions, so \
+                     removing one would lose or move them)"
+                ),
+            );
+        }
+        if partitions > MAX_PARTITIONS_PER_TOPIC {
+            return error(
+                ErrorCode::InvalidPartitions,
+                format!("{partitions} partitions asked; use {current} to {MAX_PARTITIONS_PER_TOPIC}"),
+            );
+        }
+        let config = match topic.config.with_settings(&configs) {
+            Ok(config) => config,
+            Err(problem) => return error(ErrorCode::InvalidConfig, problem.to_string()),
+        };
+        let added = partitions.saturating_sub(current);
+        let mut assignments = Vec::new();
+        let mut nodes = nodes;
+        nodes.sort_unstable();
+        nodes.dedup();
+        if added > 0 {
+            // The topic's replication factor: the largest of its
+            // partitions' (a reassignment may have changed some), so no
+            // new partition is less durable than an old one.
+            let replication_factor = topic.partitions.iter().map(|p| p.replicas.len()).max().unwrap_or(1) as u32;
+            if replication_factor as usize > nodes.len() {
+                return error(
+                    ErrorCode::InvalidReplicationFactor,
+                    format!(
+                        "topic '{name}' has replication factor {replication_factor} and the cluster has {} \
+                         nodes; add nodes before adding partitions",
+                        nodes.len()
+                    ),
+                );
+            }
+            assignments = match self.place(
+                added,
+                replication_factor,
+                &nodes,
+                // A node also runs the replicas partitions are moving to.
+                self.replicas_per_node_with_moves(),
+                "add",
+                "add fewer partitions, delete unused topics or add nodes",
+            ) {
+                Ok(assignments) => assignments,
+                Err(refused) => return refused,
+            };
+            self.take_placement(added, nodes.len());
+        }
+        let topic = self.topics.get_mut(&name).expect("looked up above");
+        topic.partitions.extend(assignments);
+        topic.config = config;
+        MetaResponse::TopicAltered(topic.clone())
     }
 
     fn apply_txn(&mut self, command: TxnCommand) -> TxnResponse {
@@ -673,20 +840,220 @@ mod tests {
                 drained,
                 nodes: vec![1, 2, 3]
             }),
+            (
+                name,
+                0u32..6,
+                proptest::collection::btree_map(
+                    "retention\\.ms|retention\\.bytes|dedup\\.window|nope",
+                    "-1|0|5|10m|x",
+                    0..3
+                ),
+                proptest::collection::vec(1u64..5, 0..5)
+            )
+                .prop_map(|(n, partitions, configs, nodes)| MetaCommand::AlterTopic {
+                    name: n,
+                    partitions,
+                    configs,
+                    nodes
+                }),
         ]
     }
 
     proptest! {
         /// Whatever commands arrive, valid or not, the invariants hold
-        /// after each (apply checks them in debug builds and would panic).
+        /// after each (apply checks them in debug builds and would panic),
+        /// a refused command changes nothing, and an alter never takes a
+        /// partition away or changes an existing one.
         #[test]
         fn any_command_sequence_keeps_the_invariants(commands in proptest::collection::vec(command(), 1..40)) {
             let mut state = MetadataState::default();
             for command in commands {
-                state.apply(command);
+                let before = state.clone();
+                let altered = match &command {
+                    MetaCommand::AlterTopic { name, .. } => Some(name.clone()),
+                    _ => None,
+                };
+                let response = state.apply(command);
                 state.assert_invariants();
+                if let MetaResponse::Error { .. } = response {
+                    prop_assert_eq!(&state, &before);
+                }
+                if let (Some(name), MetaResponse::TopicAltered(topic)) = (altered, &response) {
+                    let old = &before.topics[&name];
+                    prop_assert_eq!(&topic.partitions[..old.partitions.len()], &old.partitions[..]);
+                    prop_assert_eq!(&state.topics[&name], topic);
+                }
             }
         }
+    }
+
+    fn alter(name: &str, partitions: u32, configs: &[(&str, &str)], nodes: &[u64]) -> MetaCommand {
+        MetaCommand::AlterTopic {
+            name: name.into(),
+            partitions,
+            configs: configs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            nodes: nodes.to_vec(),
+        }
+    }
+
+    #[test]
+    fn an_alter_adds_partitions_placed_like_a_create_with_fresh_group_ids() {
+        let mut state = MetadataState::default();
+        let MetaResponse::TopicCreated(created) = state.apply(create("a", 2, 2, &[1, 2, 3])) else { panic!() };
+        state.apply(create("b", 1, 1, &[1, 2, 3]));
+        let (cursor, next_group) = (state.placement_cursor, state.next_group_id);
+        let MetaResponse::TopicAltered(topic) = state.apply(alter("a", 5, &[], &[3, 2, 1])) else { panic!() };
+        assert_eq!(topic.partitions.len(), 5);
+        assert_eq!(&topic.partitions[..2], &created.partitions[..], "existing partitions stay as they were");
+        let groups: Vec<u64> = topic.partitions[2..].iter().map(|p| p.group_id).collect();
+        assert_eq!(groups, vec![next_group, next_group + 1, next_group + 2], "fresh ids, after topic b's");
+        for (i, p) in topic.partitions[2..].iter().enumerate() {
+            // The same rotation a create uses: leader at the cursor, then the next nodes.
+            let start = (cursor as usize + i) % 3;
+            assert_eq!(p.replicas, vec![[1, 2, 3][start], [1, 2, 3][(start + 1) % 3]], "partition {}", i + 2);
+        }
+        assert_eq!(state.placement_cursor, (cursor + 3) % 3);
+        assert_eq!(state.next_group_id, next_group + 3);
+        assert_eq!(state.topics["a"], topic);
+        assert_eq!(topic.config, created.config, "no config named: the config stays");
+    }
+
+    #[test]
+    fn an_alter_changes_only_the_configs_it_names_and_may_grow_at_once() {
+        let mut state = MetadataState::default();
+        let config = TopicConfig { retention_bytes: Some(1000), ..TopicConfig::default() };
+        state.apply(MetaCommand::CreateTopic {
+            name: "a".into(),
+            partitions: 1,
+            replication_factor: 1,
+            config,
+            nodes: vec![1],
+            created_ms: 0,
+        });
+        let MetaResponse::TopicAltered(topic) = state.apply(alter("a", 0, &[("retention.ms", "1h")], &[1])) else {
+            panic!()
+        };
+        assert_eq!(topic.config.retention_ms, Some(3_600_000));
+        assert_eq!(topic.config.retention_bytes, Some(1000), "not named: kept, not reset to the default");
+        assert_eq!(topic.partitions.len(), 1, "0 partitions: unchanged");
+        let MetaResponse::TopicAltered(topic) =
+            state.apply(alter("a", 3, &[("retention.ms", "-1"), ("dedup.window", "10m")], &[1]))
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (topic.partitions.len(), topic.config.retention_ms, topic.config.dedup_window_ms),
+            (3, None, 600_000)
+        );
+        // The current count again is no change: a retried alter succeeds.
+        let before = state.clone();
+        assert_eq!(state.apply(alter("a", 3, &[], &[1])), MetaResponse::TopicAltered(topic.clone()));
+        assert_eq!(state.topics, before.topics);
+        assert_eq!(state.next_group_id, before.next_group_id);
+    }
+
+    #[test]
+    fn bad_alters_are_refused_and_change_nothing() {
+        let mut state = MetadataState::default();
+        state.apply(create("a", 3, 3, &[1, 2, 3]));
+        let before = state.clone();
+        let cases = [
+            (alter("zz", 4, &[], &[1, 2, 3]), ErrorCode::UnknownTopic, "does not exist"),
+            (alter("a", 2, &[], &[1, 2, 3]), ErrorCode::InvalidPartitions, "can only grow"),
+            (alter("a", 1, &[("retention.ms", "1h")], &[1, 2, 3]), ErrorCode::InvalidPartitions, "can only grow"),
+            (alter("a", MAX_PARTITIONS_PER_TOPIC + 1, &[], &[1, 2, 3]), ErrorCode::InvalidPartitions, "use 3 to"),
+            (alter("a", 0, &[], &[1, 2, 3]), ErrorCode::InvalidRequest, "changes nothing"),
+            (alter("a", 5, &[("nope", "1")], &[1, 2, 3]), ErrorCode::InvalidConfig, "unknown topic config 'nope'"),
+            (alter("a", 5, &[("retention.ms", "soon")], &[1, 2, 3]), ErrorCode::InvalidConfig, "retention.ms=soon"),
+            (alter("a", 0, &[("dedup.window", "-1")], &[1, 2, 3]), ErrorCode::InvalidConfig, "must be bounded"),
+            (alter("a", 4, &[], &[1, 2]), ErrorCode::InvalidReplicationFactor, "replication factor 3"),
+            (alter("a", 4, &[], &[]), ErrorCode::InvalidReplicationFactor, "0 nodes"),
+        ];
+        for (command, expected, says) in cases {
+            let (code, message) = code_of(state.apply(command));
+            assert_eq!(code, expected, "{message}");
+            assert!(message.contains(says), "{message} should say {says}");
+        }
+        assert_eq!(state, before, "a refused alter changes nothing, its valid half included");
+    }
+
+    #[test]
+    fn alters_past_the_replicas_a_node_may_host_are_refused() {
+        let mut state = MetadataState::default();
+        let per_topic = MAX_PARTITIONS_PER_TOPIC;
+        for i in 0..MAX_PARTITION_REPLICAS_PER_NODE / per_topic as usize - 1 {
+            state.apply(create(&format!("t{i}"), per_topic, 1, &[1]));
+        }
+        state.apply(create("grow", 1, 1, &[1]));
+        state.apply(create("other", 1, 1, &[1]));
+        // Node 1 hosts 3,074 replicas: 1,022 more fit, 1,023 do not.
+        let before = state.clone();
+        let (code, message) = code_of(state.apply(alter("grow", per_topic, &[("retention.ms", "1h")], &[1])));
+        assert_eq!(code, ErrorCode::LimitReached);
+        assert!(message.contains("node 1 would host 4097 partition replicas"), "{message}");
+        assert!(message.contains("add fewer partitions"), "{message}");
+        assert_eq!(state, before, "nothing changes, the config included");
+        assert!(matches!(state.apply(alter("grow", per_topic - 1, &[], &[1])), MetaResponse::TopicAltered(_)));
+        assert_eq!(state.replicas_per_node()[&1], MAX_PARTITION_REPLICAS_PER_NODE);
+    }
+
+    fn move_to(topic: &str, partition: u32, replicas: &[u64], nodes: &[u64]) -> MetaCommand {
+        MetaCommand::ReassignPartition {
+            topic: topic.into(),
+            partition,
+            replicas: replicas.to_vec(),
+            nodes: nodes.to_vec(),
+            now_ms: 0,
+        }
+    }
+
+    #[test]
+    fn an_alter_after_reassignments_takes_the_largest_replication_factor_and_counts_moves() {
+        let mut state = MetadataState::default();
+        state.apply(create("a", 2, 2, &[1, 2, 3]));
+        // Partition 1 moved to 3 replicas: new partitions get 3 as well.
+        state.apply(move_to("a", 1, &[1, 2, 3], &[1, 2, 3]));
+        let done = MetaCommand::CompleteReassignment {
+            group_id: state.topics["a"].partitions[1].group_id,
+            replicas: vec![1, 2, 3],
+        };
+        assert!(matches!(state.apply(done), MetaResponse::Reassignment { done: true, .. }));
+        let MetaResponse::TopicAltered(topic) = state.apply(alter("a", 4, &[], &[1, 2, 3])) else { panic!() };
+        assert_eq!(topic.partitions[2..].iter().map(|p| p.replicas.len()).collect::<Vec<_>>(), vec![3, 3]);
+
+        // Node 1 hosts 4,095 replicas and gains one by a move in progress:
+        // a partition more there is past its bound.
+        let mut state = MetadataState::default();
+        let per_topic = MAX_PARTITIONS_PER_TOPIC;
+        for i in 0..3 {
+            state.apply(create(&format!("t{i}"), per_topic, 1, &[1]));
+        }
+        state.apply(create("full", per_topic - 1, 1, &[1]));
+        state.apply(create("elsewhere", 1, 1, &[2]));
+        assert!(matches!(state.apply(move_to("elsewhere", 0, &[1], &[1, 2])), MetaResponse::Reassignment { .. }));
+        let before = state.clone();
+        let (code, message) = code_of(state.apply(alter("full", per_topic, &[], &[1])));
+        assert_eq!(code, ErrorCode::LimitReached, "{message}");
+        assert!(message.contains("node 1 would host 4097 partition replicas"), "{message}");
+        assert_eq!(state, before);
+    }
+
+    #[test]
+    fn alters_past_the_cluster_partition_bound_are_refused() {
+        let mut state = MetadataState::default();
+        let nodes: Vec<u64> = (1..=64).collect();
+        let per_topic = MAX_PARTITIONS_PER_TOPIC;
+        for i in 0..MAX_PARTITIONS / per_topic as usize - 1 {
+            state.apply(create(&format!("t{i}"), per_topic, 1, &nodes));
+        }
+        state.apply(create("grow", 1, 1, &nodes));
+        state.apply(create("other", 1, 1, &nodes));
+        let before = state.clone();
+        let (code, message) = code_of(state.apply(alter("grow", per_topic, &[], &nodes)));
+        assert_eq!(code, ErrorCode::LimitReached);
+        assert!(message.contains(&format!("limit is {MAX_PARTITIONS}; add at most 1022 more")), "{message}");
+        assert_eq!(state, before);
+        assert!(matches!(state.apply(alter("grow", per_topic - 1, &[], &nodes)), MetaResponse::TopicAltered(_)));
     }
 
     fn create(name: &str, partitions: u32, rf: u32, nodes: &[u64]) -> MetaCommand {

@@ -162,7 +162,7 @@ impl MetadataState {
     }
 
     /// Replicas per node, counting the new replicas of moves in progress.
-    fn replicas_per_node_with_moves(&self) -> BTreeMap<u64, usize> {
+    pub(crate) fn replicas_per_node_with_moves(&self) -> BTreeMap<u64, usize> {
         let mut per_node = self.replicas_per_node();
         for reassignment in self.reassignments.values() {
             for node in reassignment.to.iter().filter(|n| !reassignment.from.contains(n)) {
