@@ -13,6 +13,9 @@
 //! - [`workload`]: the `queue`, `idempotent`, `keys` and `group` workloads
 //!   and the drain; [`members`]: the `group` workload's consumer group members.
 //! - [`runner`]: one run from setup to teardown; [`report`]: report and plot.
+//! - [`faultcheck`]: the checks of the Docker fault test (the
+//!   `strata-docker-faults` binary, driven by scripts/docker-faults.sh):
+//!   lost records and acknowledgement gaps after each fault.
 //!
 //! Invariant: the checker depends on nothing but the history, so any history
 //! file, recorded here or written by hand, can be checked (`check PATH`).
@@ -22,6 +25,7 @@
 
 pub mod checker;
 pub mod cluster;
+pub mod faultcheck;
 pub mod history;
 pub mod members;
 pub mod nemesis;

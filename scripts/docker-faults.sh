@@ -1,0 +1,416 @@
+#!/usr/bin/env bash
+# The fault test on Docker (issue 16, item 7): a load through the compose
+# cluster of deploy/compose.yaml while its containers are killed, cut off
+# and restarted. Each step is bounded in time; about a minute in all here.
+#
+#   1. Builds strata:latest with deploy/docker/build-image.sh, as
+#      check-deploy.sh does (--reuse-image: keep the one there is), and
+#      starts deploy/compose.yaml as project strata-faults (its own
+#      containers, network and volumes; the ports 127.0.0.1:7171-7173, so
+#      not at the same time as check-deploy.sh); waits for 3 healthy nodes.
+#   2. Starts the load from the host through the published ports:
+#      strata-docker-faults (jepsen/src/docker_faults.rs) creates topic
+#      `faults` (6 partitions, RF 3) and produces numbered records with
+#      acks=all and an idempotent producer, 200 a second, noting when each
+#      acknowledgement arrives.
+#   3. Injects, one after the other, waiting for a healthy cluster between
+#      them, and notes each fault's start in a file the load reads at the end:
+#      - kill: `docker kill` of the container leading partition 0 (the
+#        leader from `strata topic describe`, node N is service strata-N),
+#        then, once the others lead its partitions, `docker start`;
+#      - partition: `docker network disconnect` of the container now leading
+#        partition 0, held 6 s, then `docker network connect`; the node
+#        must answer `cluster status` again, seeing every node alive;
+#      - rolling restart: `docker restart` of strata-1, 2, 3 in turn, each
+#        healthy before the next.
+#      - NOT YET: adding a 4th node and rebalancing onto it, and
+#        decommissioning a node (issue 16 item 7) need the membership
+#        commands (`--join`, `cluster add-voter`, `cluster remove-node`,
+#        `cluster rebalance`) that do not exist yet; the place for them is
+#        marked "MEMBERSHIP FAULTS" below.
+#   4. Checks: the cluster healthy at the end (`strata cluster status`
+#      through a published port exits 0 and lists every node alive); then
+#      the load stops, reads every partition back from offset 0 and checks
+#      that no acknowledged record is lost (or moved, or stored twice), and
+#      that after each kill every partition was acknowledged again within
+#      3 s, after the other faults within 10 s (the longest acknowledgement
+#      gap of any partition, from the fault's start to the next fault's).
+#      It prints a JSON summary: per fault its name, start (ms since the
+#      Unix epoch) and longest acknowledgement gap.
+#   5. Removes the containers, network and volumes (a trap, also on
+#      failure), printing the nodes' last log lines first when it failed.
+#
+# By hand, from the repository root (a Docker engine, a built workspace):
+#
+#   cargo build --workspace --locked   # the strata and strata-docker-faults binaries
+#   scripts/docker-faults.sh           # or: --reuse-image, to keep the strata:latest there is
+#
+# scripts/test.sh runs it after check-deploy.sh (with --reuse-image); both
+# skip the Docker steps when no Docker engine answers. The image is built
+# from STRATA_BIN when set, else from the debug binary of $CARGO_TARGET_DIR
+# (default ~/.cache/strata-target). Exits non-zero, naming the failed
+# check, when one fails. STRATA_FAULTS_KEEP=DIR keeps the summary, the
+# fault file, the load's log and the nodes' logs (with timestamps) in DIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}"
+project=strata-faults
+compose_file=deploy/compose.yaml
+services=(strata-1 strata-2 strata-3)
+topic=faults
+# Several partitions, so that every node leads some and a fault on one node
+# stalls only the partitions it leads; a steady 200 records a second gives
+# each partition an acknowledgement about every 30 ms, fine enough to
+# measure gaps of seconds, and is light for debug builds on 2 cores.
+partitions=6
+rate=200
+# Issue 16 item 7: "writes back within 3 s of each kill".
+kill_bound_ms=3000
+# The other faults (partition, restarts) must not stop writes for good: a
+# failover takes openraft's leader lease (1 s) plus an election timeout
+# (0.5-1 s), 2 s more for a candidate that saw a longer log, and the
+# producer retries at most 1 s apart: about 5 s at worst, doubled.
+recovery_bound_ms=10000
+# How long the partitioned node stays cut off: several election timeouts
+# (0.5-1 s), long enough for the others to elect leaders for its partitions
+# and for it to notice it has no quorum.
+partition_hold_s=6
+# Bound of the whole fault phase, from `up` to the load's summary: about
+# 45 s here; the load tool stops by itself at this point at the latest.
+budget_s=240
+
+reuse_image=false
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --reuse-image) reuse_image=true; shift ;;
+    -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+    *) echo "docker-faults: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+start=$SECONDS
+step() { echo "==> [$((SECONDS - start))s] $*"; }
+fail() {
+  echo "docker-faults: FAILED: $*" >&2
+  exit 1
+}
+
+if ! command -v docker >/dev/null 2>&1 || ! timeout 30 docker info >/dev/null 2>&1; then
+  echo "docker-faults: no Docker engine answers: skipping the fault test on Docker"
+  exit 0
+fi
+work="$(mktemp -d -t strata-docker-faults.XXXXXX)"
+compose=()
+compose_up=false
+load_pid=""
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [ -n "$load_pid" ] && kill -0 "$load_pid" 2>/dev/null; then
+    kill "$load_pid" 2>/dev/null || true
+    wait "$load_pid" 2>/dev/null || true
+  fi
+  if [ "$rc" -ne 0 ]; then
+    for file in load.err faults; do
+      if [ -s "$work/$file" ]; then
+        echo "--- $file ---" >&2
+        tail -n 30 "$work/$file" >&2
+      fi
+    done
+  fi
+  if [ -n "${STRATA_FAULTS_KEEP:-}" ]; then
+    mkdir -p "$STRATA_FAULTS_KEEP"
+    cp "$work"/faults "$work"/load.err "$work"/summary.json "$STRATA_FAULTS_KEEP"/ 2>/dev/null || true
+    if $compose_up; then
+      timeout 60 "${compose[@]}" logs --no-color --timestamps >"$STRATA_FAULTS_KEEP/nodes.log" 2>&1 || true
+    fi
+  fi
+  if $compose_up; then
+    if [ "$rc" -ne 0 ]; then
+      echo "--- last log lines of the nodes ---" >&2
+      timeout 30 "${compose[@]}" logs --no-color --tail 30 >&2 2>&1 || true
+    fi
+    echo "==> removing the compose project $project (containers, network, volumes)"
+    # Bound: stopping three nodes takes seconds (30 s grace each, in parallel).
+    if ! timeout 120 "${compose[@]}" down -v --remove-orphans >"$work/down.log" 2>&1; then
+      cat "$work/down.log" >&2
+      echo "docker-faults: FAILED: docker-compose down did not finish" >&2
+      rc=1
+    fi
+    local left
+    left="$(docker ps -aq --filter "label=com.docker.compose.project=$project"
+      docker volume ls -q --filter "label=com.docker.compose.project=$project"
+      docker network ls -q --filter "label=com.docker.compose.project=$project")"
+    if [ -n "$left" ]; then
+      echo "docker-faults: FAILED: containers, volumes or networks of $project are left: $left" >&2
+      rc=1
+    fi
+  fi
+  rm -rf "$work"
+  if [ "$rc" -eq 0 ]; then
+    echo "docker-faults: all checks passed in $((SECONDS - start)) s"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if command -v docker-compose >/dev/null 2>&1; then
+  compose=(docker-compose -f "$compose_file" -p "$project")
+elif docker compose version >/dev/null 2>&1; then
+  compose=(docker compose -f "$compose_file" -p "$project")
+else
+  fail "neither docker-compose nor docker compose is installed"
+fi
+
+# ------------------------------------------------------------------ binaries
+load_bin="$CARGO_TARGET_DIR/debug/strata-docker-faults"
+if [ ! -x "$load_bin" ]; then
+  step "building strata-docker-faults"
+  # Bound: incremental on a built workspace; a cold build (RocksDB) takes
+  # about 15 minutes on 2 cores.
+  timeout 1800 cargo build --locked -p strata-jepsen --bin strata-docker-faults \
+    || fail "cargo build of strata-docker-faults failed"
+fi
+binary="${STRATA_BIN:-}"
+if [ -z "$binary" ] && [ -x "$CARGO_TARGET_DIR/debug/strata" ]; then
+  binary="$CARGO_TARGET_DIR/debug/strata"
+fi
+if $reuse_image && docker image inspect strata:latest >/dev/null 2>&1; then
+  step "image: reusing strata:latest"
+else
+  step "image: deploy/docker/build-image.sh ${binary:+--binary $binary}"
+  # Bound: seconds with a cached base image, about 2 minutes without; a
+  # release build (no binary given) adds up to an hour, bounded inside.
+  build_bound=600
+  [ -n "$binary" ] || build_bound=4200
+  timeout "$build_bound" deploy/docker/build-image.sh ${binary:+--binary "$binary"} \
+    || fail "build-image.sh failed"
+fi
+# The image's own strata binary runs on the host as the client (built for
+# the same Debian release), so the client matches the nodes.
+host_bin="$work/strata"
+image_copy="$(timeout 60 docker create strata:latest)" || fail "docker create strata:latest failed"
+timeout 60 docker cp "$image_copy:/usr/local/bin/strata" "$host_bin" >/dev/null \
+  || { docker rm -v "$image_copy" >/dev/null 2>&1; fail "could not copy the strata binary out of the image"; }
+# -v: the image declares a volume, which would otherwise be left behind.
+timeout 60 docker rm -v "$image_copy" >/dev/null || fail "could not remove the container $image_copy"
+
+# ------------------------------------------------------------------- cluster
+for port in 7171 7172 7173; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    fail "127.0.0.1:$port is in use (check-deploy.sh, or a strata dev cluster?): compose.yaml publishes nodes 1-3 there"
+  fi
+done
+deadline_all=$((SECONDS + budget_s))
+# A step's bound, cut to what is left of the budget.
+bound() {
+  local left=$((deadline_all - SECONDS))
+  [ "$left" -gt 0 ] || fail "over the budget of $budget_s s for the fault phase"
+  if [ "$1" -lt "$left" ]; then echo "$1"; else echo "$left"; fi
+}
+
+step "compose: up -d (project $project)"
+# A run interrupted before its cleanup may have left the project behind.
+timeout 120 "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
+compose_up=true
+timeout "$(bound 120)" "${compose[@]}" up -d >"$work/up.log" 2>&1 || { cat "$work/up.log" >&2; fail "docker-compose up failed"; }
+
+# The container of a service, running or stopped, by the labels both
+# compose versions set.
+container() {
+  local id
+  id="$(docker ps -aq --filter "label=com.docker.compose.project=$project" \
+    --filter "label=com.docker.compose.service=$1")"
+  [ -n "$id" ] || fail "no container for service $1"
+  [ "$(wc -w <<<"$id")" = 1 ] || fail "more than one container for service $1: $id"
+  echo "$id"
+}
+
+# Waits (polling, with a deadline) until every node's container is running
+# and healthy; fails at once when one stopped.
+wait_healthy() {
+  local limit deadline service id state pending
+  limit="$(bound "$1")"
+  deadline=$((SECONDS + limit))
+  while :; do
+    pending=()
+    for service in "${services[@]}"; do
+      id="$(container "$service")"
+      state="$(docker inspect -f '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$id")"
+      case "$state" in
+        running\ healthy) ;;
+        running\ starting | running\ unhealthy) pending+=("$service:${state#* }") ;;
+        *) fail "$service is '$state', not running" ;;
+      esac
+    done
+    [ ${#pending[@]} -eq 0 ] && return 0
+    [ "$SECONDS" -lt "$deadline" ] || fail "not healthy within $limit s: ${pending[*]}"
+    sleep 1 # poll interval
+  done
+}
+
+# The client on the host, through every published port (any node answers).
+host() { timeout 30 "$host_bin" --bootstrap 127.0.0.1:7171,127.0.0.1:7172,127.0.0.1:7173 "$@"; }
+
+# Waits until `cluster status` asked through 127.0.0.1:PORT exits 0 (a
+# metadata leader confirmed by a quorum) and lists every node alive at its
+# published address.
+cluster_ok() {
+  local port=$1 limit deadline missing n
+  limit="$(bound "$2")"
+  deadline=$((SECONDS + limit))
+  while :; do
+    missing=()
+    if timeout 30 "$host_bin" --bootstrap "127.0.0.1:$port" --json cluster status \
+      >"$work/status.json" 2>"$work/status.err"; then
+      for n in 1 2 3; do
+        grep -q "\"id\":$n,\"address\":\"127.0.0.1:717$n\",\"alive\":true" "$work/status.json" || missing+=("node $n")
+      done
+    else
+      missing+=("a metadata quorum")
+    fi
+    [ ${#missing[@]} -eq 0 ] && return 0
+    [ "$SECONDS" -lt "$deadline" ] \
+      || fail "cluster status through 127.0.0.1:$port lacks ${missing[*]} after $limit s: $(cat "$work/status.json" "$work/status.err")"
+    sleep 1 # poll interval
+  done
+}
+
+# The node leading a partition of the topic (fails while it has none).
+leader_of() {
+  local leader
+  host --json topic describe "$topic" >"$work/describe.json" 2>"$work/describe.err" \
+    || fail "topic describe $topic failed: $(cat "$work/describe.err")"
+  leader="$(grep -o "\"partition\":$1,\"leader\":[0-9]*" "$work/describe.json" | cut -d: -f3)"
+  [ -n "$leader" ] || fail "partition $1 of $topic has no leader: $(cat "$work/describe.json")"
+  echo "$leader"
+}
+
+# Waits until no partition of the topic is led by node $1 or by none.
+leaders_moved_off() {
+  local limit deadline
+  limit="$(bound "$2")"
+  deadline=$((SECONDS + limit))
+  while :; do
+    if host --json topic describe "$topic" >"$work/describe.json" 2>/dev/null \
+      && ! grep -q "\"leader\":\($1\|null\)," "$work/describe.json"; then
+      return 0
+    fi
+    [ "$SECONDS" -lt "$deadline" ] || fail "partitions still led by node $1 or by none after $limit s: $(cat "$work/describe.json")"
+    sleep 0.2 # poll interval: this wait is part of the measured failover
+  done
+}
+
+# The container of node $1: service strata-N, checked against its node id.
+node_container() {
+  local id
+  id="$(container "strata-$1")"
+  docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$id" | grep -qx "STRATA_NODE_ID=$1" \
+    || fail "the container of service strata-$1 is not node $1"
+  echo "$id"
+}
+
+# Notes a fault's start for the load: `START_MS NAME BOUND_MS|-`.
+fault_starts() {
+  kill -0 "$load_pid" 2>/dev/null || fail "the load exited before fault $1: $(tail -n 5 "$work/load.err")"
+  echo "$(date +%s%3N) $1 $2" >>"$work/faults"
+  step "fault: $1"
+}
+
+step "compose: waiting for strata-1..3 to be healthy"
+# Bound: the cluster forms within seconds of a majority running and the
+# health check runs every 3 s; 90 s is far past that.
+wait_healthy 90
+cluster_ok 7171 30
+
+# ---------------------------------------------------------------------- load
+step "load: $rate records/s to $topic ($partitions partitions, RF 3), acks=all, idempotent"
+: >"$work/faults"
+"$load_bin" --topic "$topic" --partitions "$partitions" --replication-factor 3 --rate "$rate" \
+  --duration "$((deadline_all - SECONDS))" --stop-file "$work/stop" --ready-file "$work/ready" \
+  --faults "$work/faults" --out "$work/summary.json" >"$work/load.out" 2>"$work/load.err" &
+load_pid=$!
+# Bound: the topic's leaders are elected within a second or two.
+deadline=$((SECONDS + $(bound 60)))
+until [ -s "$work/ready" ]; do
+  kill -0 "$load_pid" 2>/dev/null || fail "the load exited before it was ready: $(cat "$work/load.err")"
+  [ "$SECONDS" -lt "$deadline" ] || fail "the load was not acknowledged on every partition within 60 s"
+  sleep 0.2 # poll interval
+done
+
+# ------------------------------------------------------------------- kill
+victim="$(leader_of 0)"
+victim_id="$(node_container "$victim")"
+fault_starts "kill-leader-strata-$victim" "$kill_bound_ms"
+timeout "$(bound 30)" docker kill "$victim_id" >/dev/null || fail "docker kill strata-$victim failed"
+# Bound: an election takes an election timeout (0.5-1 s) and a round trip.
+leaders_moved_off "$victim" 20
+timeout "$(bound 30)" docker start "$victim_id" >/dev/null || fail "docker start strata-$victim failed"
+# Bound: a node restarts and the health check passes within seconds; 60 s
+# allows a slow RocksDB recovery.
+wait_healthy 60
+cluster_ok 7171 30
+
+# -------------------------------------------------------------- partition
+cut="$(leader_of 0)"
+cut_id="$(node_container "$cut")"
+network="$(docker inspect -f '{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}' "$cut_id")"
+network="${network% }"
+[ -n "$network" ] && [ "$(wc -w <<<"$network")" = 1 ] || fail "strata-$cut is not on exactly one network: '$network'"
+fault_starts "partition-strata-$cut" "$recovery_bound_ms"
+cut_at=$SECONDS
+timeout "$(bound 30)" docker network disconnect "$network" "$cut_id" || fail "docker network disconnect strata-$cut failed"
+leaders_moved_off "$cut" 20
+# The rest of the hold: a fault's length, not a wait for a condition.
+held=$((SECONDS - cut_at))
+[ "$held" -ge "$partition_hold_s" ] || sleep "$((partition_hold_s - held))"
+# The service name as an alias again: the other nodes reach it by that name.
+timeout "$(bound 30)" docker network connect --alias "strata-$cut" "$network" "$cut_id" \
+  || fail "docker network connect strata-$cut failed"
+# Rejoined: the node itself, through its own published port, sees a quorum
+# and every node alive again.
+cluster_ok "717$cut" 30
+wait_healthy 60
+
+# -------------------------------------------------------- rolling restart
+for node in 1 2 3; do
+  id="$(node_container "$node")"
+  fault_starts "restart-strata-$node" "$recovery_bound_ms"
+  # Bound: SIGTERM, a clean stop (seconds), up to 30 s grace, then the start.
+  timeout "$(bound 90)" docker restart -t 30 "$id" >/dev/null || fail "docker restart strata-$node failed"
+  wait_healthy 60
+  cluster_ok 7171 30
+done
+
+# ------------------------------------------------------ MEMBERSHIP FAULTS
+# Issue 16 item 7 also asks, under the same load: add a 4th node (compose
+# profile `five`, `--join`, `strata cluster add-voter 4`) and rebalance onto
+# it (`strata cluster rebalance`), then decommission a node (`strata
+# cluster remove-node N`). Those commands do not exist yet; when they do,
+# inject them here with fault_starts (each then checked for lost records and
+# reported with its acknowledgement gap), and add strata-4 to `services`.
+
+# ------------------------------------------------------------------ checks
+step "check: the cluster is healthy at the end"
+wait_healthy 60
+cluster_ok 7171 30
+host cluster status | sed "s/^/  /" || fail "strata cluster status failed at the end"
+
+step "load: stopping, reading every partition back, checking"
+touch "$work/stop"
+# Bound: the tail (2 s), then at most 60 s for the answers still out and
+# 60 s for the read back (seconds, when healthy).
+deadline=$((SECONDS + 150))
+while kill -0 "$load_pid" 2>/dev/null; do
+  [ "$SECONDS" -lt "$deadline" ] || fail "the load did not finish within 150 s of the stop"
+  sleep 0.5 # poll interval
+done
+load_rc=0
+wait "$load_pid" || load_rc=$?
+load_pid=""
+[ -s "$work/summary.json" ] || fail "the load wrote no summary (exit $load_rc): $(cat "$work/load.err")"
+cat "$work/summary.json"
+grep '^strata-docker-faults: fault ' "$work/load.err" | sed 's/^strata-docker-faults: /  /' || true
+[ "$load_rc" -eq 0 ] || fail "the load's checks failed (exit $load_rc): $(grep 'FAILED' "$work/load.err" | tr '\n' ' ')"
