@@ -221,6 +221,13 @@ fn raft_config(config: &NodeConfig) -> Result<openraft::Config, StartError> {
         // killed with their unsynced writes dropped). In a new term the
         // follower sees the conflict and drops its uncommitted entries.
         enable_leader_restore: Some(false),
+        // A follower asks whether it could win before it bumps its term. A
+        // node with a shorter log (or one just back from a partition) whose
+        // timer fires first otherwise starts a term it cannot win, and the
+        // up-to-date node's election in that term is refused: a split vote
+        // that cost a second more unavailability after a leader kill in the
+        // Docker fault test (3.6 s against a bound of 3 s).
+        enable_pre_vote: Some(true),
         ..Default::default()
     }
     .validate()
@@ -238,5 +245,6 @@ mod tests {
         let config: crate::config::FileConfig = toml::from_str(file).unwrap();
         let raft = raft_config(&config.validate().unwrap()).unwrap();
         assert_eq!(raft.enable_leader_restore, Some(false));
+        assert_eq!(raft.enable_pre_vote, Some(true), "elections are pre-voted");
     }
 }
