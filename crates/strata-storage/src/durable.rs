@@ -26,8 +26,9 @@ pub const DURABLE_SEQUENCE_FILE: &str = "DURABLE_SEQUENCE";
 /// node can rejoin as a new member, it must stay out.
 const KEEP_STOPPED: &str = "Keep this node stopped: the other replicas keep serving while a majority of \
      nodes runs. Do not wipe the data dir and restart it under the same node id; it would rejoin without \
-     its vote and acknowledged entries and could help elect a leader that lacks committed data. Restore \
-     the data dir from a copy taken while the node was stopped, if there is one";
+     its vote and acknowledged entries and could help elect a leader that lacks committed data. Nor restore \
+     an older copy of the data dir: it is safe only if the node has not run since the copy was taken \
+     (otherwise it holds an older vote and log, with the same hazard)";
 
 pub struct DurableMarker {
     file: Option<File>,
