@@ -82,10 +82,10 @@ pub struct ProducerConfig {
     pub request_timeout: Duration,
     /// First retry back-off; doubles per attempt up to `retry_backoff_max`.
     pub retry_backoff: Duration,
-    /// Longest wait between two attempts. A new leader is elected within
-    /// about a second (the default election timeout is 0.5-1 s), so a cap of
-    /// 1 s finds it at most a second late; longer caps only lengthen the
-    /// gap a failover leaves in the stream.
+    /// Longest wait between two attempts (default 250 ms): the producer
+    /// finds a new leader at most this late after its election, so longer
+    /// caps lengthen the gap a failover leaves in the stream, and shorter
+    /// ones retry more often while a partition has no leader.
     pub retry_backoff_max: Duration,
     /// Bound on the bytes of unsent and unacknowledged records; `send` waits
     /// when it is reached. At least one maximal record.
