@@ -50,8 +50,27 @@ async fn leadership_returns_to_the_preferred_replicas() {
         .expect("the survivors take writes");
     let moved = leaders(&cluster, "spread").await.expect("leaders");
     assert_ne!(moved[partition as usize].0, 2, "a survivor leads node 2's partition");
+    // Node 2 is a voter of all three partitions: `cluster status` counts
+    // all three as under-replicated while it is down, and none once it is
+    // back.
+    eventually(SETTLE, "three under-replicated partitions", || async {
+        (under_replicated(&cluster).await? == 3).then_some(())
+    })
+    .await;
     cluster.start_node(2);
     all_on_preferred(&cluster, "spread").await;
+    eventually(SETTLE, "no under-replicated partition", || async {
+        (under_replicated(&cluster).await? == 0).then_some(())
+    })
+    .await;
+}
+
+/// Under-replicated partitions summed over the nodes `strata cluster status`
+/// shows alive.
+async fn under_replicated(cluster: &Cluster) -> Option<u64> {
+    let status = strata(cluster, &["--json", "cluster", "status"]).await;
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).ok()?;
+    status["nodes"].as_array()?.iter().map(|n| n["partitions_under_replicated"].as_u64()).sum()
 }
 
 async fn strata(cluster: &Cluster, args: &[&str]) -> std::process::Output {

@@ -11,10 +11,11 @@ use crate::topic::{explain, print_table, show_node};
 
 #[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
-    /// Show nodes (alive, partitions led, how far each node's wall clock
-    /// is from cluster time), the metadata leader and the partitions moving
-    /// to other replicas; exits 1 when the metadata group is not available.
-    /// A clock off by more than 1 s is reported as a warning.
+    /// Show nodes (alive, partitions led and under-replicated, how far each
+    /// node's wall clock is from cluster time), the metadata leader and the
+    /// partitions moving to other replicas; exits 1 when the metadata group
+    /// is not available. Under-replicated partitions and a clock off by more
+    /// than 1 s are reported as warnings.
     Status,
 }
 
@@ -48,6 +49,8 @@ struct JsonNode<'a> {
     clock_offset_ms: Option<i64>,
     /// Drained of leadership (`strata node drain`).
     drained: bool,
+    /// Partitions the node leads with a voter out of sync.
+    partitions_under_replicated: u32,
 }
 
 impl<'a> From<&'a ClusterStatus> for JsonStatus<'a> {
@@ -68,6 +71,7 @@ impl<'a> From<&'a ClusterStatus> for JsonStatus<'a> {
                     error: n.error.as_deref(),
                     clock_offset_ms: n.clock_offset_ms,
                     drained: n.drained,
+                    partitions_under_replicated: n.partitions_under_replicated,
                 })
                 .collect(),
             reassignments: status
@@ -95,6 +99,12 @@ fn problems(status: &ClusterStatus) -> Vec<String> {
     for node in status.nodes.iter().filter(|n| !n.alive) {
         let why = node.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
         problems.push(format!("node {} ({}) is not answering{why}", node.id, node.address));
+    }
+    for node in status.nodes.iter().filter(|n| n.alive && n.partitions_under_replicated > 0) {
+        problems.push(format!(
+            "node {} ({}) leads {} under-replicated partition(s): a replica is behind or not answering",
+            node.id, node.address, node.partitions_under_replicated
+        ));
     }
     for node in status.nodes.iter().filter(|n| n.alive) {
         if let Some(offset) = node.clock_offset_ms.filter(|o| o.unsigned_abs() > CLOCK_SKEW_TOLERANCE_MS) {
@@ -140,12 +150,23 @@ pub async fn run(command: ClusterCommand, bootstrap: &[String], json: bool) -> a
                     if n.alive { "yes" } else { "no" }.to_string(),
                     n.partitions_led.to_string(),
                     n.partitions_hosted.to_string(),
+                    n.partitions_under_replicated.to_string(),
                     show_clock_offset(n.clock_offset_ms).replace(" of", ""),
                     if n.drained { "drained" } else { "" }.to_string(),
                 ]
             })
             .collect();
-        print_table(&["NODE", "ADDRESS", "ALIVE", "PARTITIONS LED", "PARTITIONS HOSTED", "CLOCK", "LEADERSHIP"], &rows);
+        let header = [
+            "NODE",
+            "ADDRESS",
+            "ALIVE",
+            "PARTITIONS LED",
+            "PARTITIONS HOSTED",
+            "UNDER-REPLICATED",
+            "CLOCK",
+            "LEADERSHIP",
+        ];
+        print_table(&header, &rows);
         if !status.reassignments.is_empty() {
             println!();
             let rows: Vec<Vec<String>> = status
@@ -192,6 +213,7 @@ mod tests {
             error: (!alive).then(|| "connection refused".to_string()),
             clock_offset_ms: alive.then_some(3),
             drained: false,
+            partitions_under_replicated: 0,
         };
         let mut status = ClusterStatus {
             nodes: vec![node(1, true), node(2, false)],

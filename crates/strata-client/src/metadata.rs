@@ -128,6 +128,8 @@ pub struct NodeStatus {
     pub clock_offset_ms: Option<i64>,
     /// Drained of leadership (`strata node drain`).
     pub drained: bool,
+    /// Partitions the node leads with a voter out of sync.
+    pub partitions_under_replicated: u32,
 }
 
 pub(crate) fn node_id(id: u64) -> Option<NodeId> {
@@ -193,6 +195,7 @@ impl From<proto::ClusterStatusResponse> for ClusterStatus {
                 error: (!n.error.is_empty()).then_some(n.error),
                 clock_offset_ms: n.clock_known.then_some(n.clock_offset_ms),
                 drained: n.drained,
+                partitions_under_replicated: n.partitions_under_replicated,
             })
             .collect();
         nodes.sort_by_key(|n| n.id);

@@ -172,6 +172,12 @@ struct GroupFigures {
     lso_lag: Vec<(String, String, u64)>,
 }
 
+/// Partitions led here with a voter out of sync (the
+/// `strata_partitions_under_replicated` figure), for `strata cluster status`.
+pub(crate) fn under_replicated_led(node: &Node) -> u64 {
+    group_figures(node).under_replicated
+}
+
 fn group_figures(node: &Node) -> GroupFigures {
     let me = node.node_id();
     let mut figures = GroupFigures::default();
@@ -284,6 +290,9 @@ struct Scrape {
     /// The transaction coordinator's figures; `None` unless this node leads
     /// the metadata group.
     transactions: Option<TxnMetrics>,
+    /// Partitions moving to other replicas; `None` unless this node leads
+    /// the metadata group.
+    reassignments: Option<u64>,
     quiet_partitions: u64,
     clock: ClusterNow,
     /// `None` when RocksDB's properties could not be read (logged).
@@ -319,6 +328,8 @@ impl Scrape {
             groups: group_figures(node),
             consumer_groups,
             transactions: node.transactions.metrics(node),
+            reassignments: crate::coordinator::leading_term(node)
+                .map(|_| node.metadata_state().reassignments.len() as u64),
             quiet_partitions: node.quiescence.timers_off(),
             clock: node.clock.now(),
             engine,
@@ -420,6 +431,11 @@ impl Collector for Scrape {
         gauge(e, "strata_clock_peers_fresh", None, help, self.clock.fresh_peers)?;
         self.encode_consumer_groups(e)?;
         self.encode_transactions(e)?;
+        if let Some(moving) = self.reassignments {
+            let help = "Partitions moving to other replicas (strata partition reassign; exported by the metadata \
+                        leader).";
+            gauge(e, "strata_partition_reassignments", None, help, moving)?;
+        }
 
         let Some(engine) = &self.engine else { return Ok(()) };
         gauge(
@@ -727,6 +743,7 @@ mod tests {
                 },
             ],
             transactions: Some(TxnMetrics { open: 1, commits: 5, aborts: 2, timeouts: 1 }),
+            reassignments: Some(2),
             quiet_partitions: 3,
             clock: ClusterNow { ms: 1, local_offset_ms: -12, trusted: true, fresh_peers: 2 },
             engine: Some(EngineStats {
@@ -780,6 +797,7 @@ mod tests {
         "strata_transactions_open",
         "strata_transactions_total",
         "strata_transaction_timeouts_total",
+        "strata_partition_reassignments",
         "strata_rocksdb_write_stopped",
         "strata_rocksdb_delayed_write_rate_bytes",
         "strata_rocksdb_stall_seconds_total",
@@ -897,7 +915,7 @@ mod tests {
         let scrape = Scrape { engine: None, ..full_scrape() };
         let families = openmetrics::parse(&scrape.encode(Format::OpenMetrics).unwrap()).unwrap();
         assert!(families.iter().all(|f| !f.name.starts_with("strata_rocksdb")));
-        assert_eq!(families.last().unwrap().name, "strata_transaction_timeouts");
+        assert_eq!(families.last().unwrap().name, "strata_partition_reassignments");
     }
 
     #[test]
@@ -913,8 +931,11 @@ mod tests {
         assert_eq!(value("strata_transactions_total", &[("result", "commit")]), Some(5.0));
         assert_eq!(value("strata_transactions_total", &[("result", "abort")]), Some(2.0));
         assert_eq!(value("strata_transaction_timeouts_total", &[]), Some(1.0));
-        let follower = Scrape { transactions: None, ..full_scrape() }.encode(Format::OpenMetrics).unwrap();
+        assert_eq!(value("strata_partition_reassignments", &[]), Some(2.0));
+        let follower =
+            Scrape { transactions: None, reassignments: None, ..full_scrape() }.encode(Format::OpenMetrics).unwrap();
         assert!(!follower.contains("strata_transactions_open"), "only the metadata leader counts transactions");
+        assert!(!follower.contains("strata_partition_reassignments"), "nor partition moves");
     }
 
     #[tokio::test]

@@ -723,6 +723,7 @@ impl StrataService {
             partitions_hosted: partitions.len() as u32,
             clock_offset_ms: clock.local_offset_ms,
             clock_known: clock.trusted,
+            partitions_under_replicated: metrics::under_replicated_led(&self.node) as u32,
         }
     }
 }
@@ -1080,6 +1081,7 @@ impl Strata for StrataService {
                     clock_offset_ms: ping.clock_offset_ms,
                     clock_known: ping.clock_known,
                     drained: drained.contains(&id),
+                    partitions_under_replicated: ping.partitions_under_replicated,
                 },
                 Err(error) => pb::NodeStatus {
                     id,
