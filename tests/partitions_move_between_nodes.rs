@@ -159,3 +159,53 @@ async fn bad_moves_are_refused_with_typed_errors() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(replicas(&cluster, "fixed").await, vec![before[1], before[0]]);
 }
+
+/// Replicas per node of `topic`, over nodes 1 to 4.
+async fn replica_counts(cluster: &Cluster, topic: &str) -> Vec<usize> {
+    let mut api = cluster.api(1).await;
+    let answer =
+        api.describe_topic(pb::DescribeTopicRequest { name: topic.into() }).await.expect("describe").into_inner();
+    (1..=4).map(|n| answer.partitions.iter().filter(|p| p.replicas.contains(&n)).count()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebalance_gives_an_emptied_node_its_share_back() {
+    let cluster = Cluster::start(4).await;
+    cluster.wait_ready().await;
+    create_topic(&cluster, 1, "even", 4, 2, &[]).await;
+    assert_eq!(replica_counts(&cluster, "even").await, vec![2, 2, 2, 2], "placement spreads replicas");
+    for partition in 0..4u32 {
+        produce(&cluster, "even", partition, &[(None, "kept")], PRODUCE_TIMEOUT).await.expect("produce");
+    }
+    // Empty node 4: each of its replicas goes to another node.
+    let mut api = cluster.api(1).await;
+    let described =
+        api.describe_topic(pb::DescribeTopicRequest { name: "even".into() }).await.expect("describe").into_inner();
+    for p in described.partitions.iter().filter(|p| p.replicas.contains(&4)) {
+        let spare = (1..=3).find(|n| !p.replicas.contains(n)).expect("a node without this partition");
+        let to: Vec<String> = p.replicas.iter().map(|r| if *r == 4 { spare } else { *r }.to_string()).collect();
+        let target = format!("even:{}", p.partition);
+        let moved =
+            strata(&cluster, &["partition", "reassign", &target, "--replicas", &to.join(","), "--wait", "45s"]).await;
+        assert!(moved.status.success(), "{}", String::from_utf8_lossy(&moved.stderr));
+    }
+    assert_eq!(replica_counts(&cluster, "even").await[3], 0, "node 4 is empty");
+
+    let planned = strata(&cluster, &["--json", "cluster", "rebalance", "--dry-run"]).await;
+    let planned: serde_json::Value = serde_json::from_slice(&planned.stdout).expect("plan JSON");
+    assert!(planned.as_array().is_some_and(|moves| !moves.is_empty()), "{planned}");
+    assert_eq!(replica_counts(&cluster, "even").await[3], 0, "a dry run moves nothing");
+    let started = strata(&cluster, &["cluster", "rebalance"]).await;
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    eventually(SETTLE, "an even spread of replicas with no move left", || async {
+        let status = strata(&cluster, &["--json", "cluster", "status"]).await;
+        let status: serde_json::Value = serde_json::from_slice(&status.stdout).ok()?;
+        let idle = status["reassignments"].as_array()?.is_empty();
+        (idle && replica_counts(&cluster, "even").await == vec![2, 2, 2, 2]).then_some(())
+    })
+    .await;
+    for partition in 0..4u32 {
+        let stored: Vec<String> = fetch_all(&cluster, "even", partition, 0).await.iter().map(value_of).collect();
+        assert_eq!(stored, vec!["kept"], "partition {partition} kept its record through the moves");
+    }
+}

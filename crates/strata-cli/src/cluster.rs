@@ -17,6 +17,46 @@ pub enum ClusterCommand {
     /// is not available. Under-replicated partitions and a clock off by more
     /// than 1 s are reported as warnings.
     Status,
+    /// Even out partition replicas, then preferred leaders, over the nodes:
+    /// prints the moves and records them; they run two at a time as
+    /// `strata partition reassign` moves do (`cluster status` lists them).
+    Rebalance {
+        /// Print the moves without making them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Serialize)]
+struct JsonMove<'a> {
+    topic: &'a str,
+    partition: u32,
+    from: &'a [u64],
+    to: &'a [u64],
+}
+
+async fn rebalance(client: &Client, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let moves = client.rebalance(dry_run).await.map_err(explain)?;
+    if json {
+        let rows: Vec<JsonMove> = moves
+            .iter()
+            .map(|(topic, partition, from, to)| JsonMove { topic, partition: *partition, from, to })
+            .collect();
+        println!("{}", serde_json::to_string(&rows)?);
+    } else if moves.is_empty() {
+        println!("replicas and preferred leaders are even: nothing to move");
+    } else {
+        let rows: Vec<Vec<String>> = moves
+            .iter()
+            .map(|(topic, partition, from, to)| {
+                vec![format!("{topic}:{partition}"), format!("{from:?}"), format!("{to:?}")]
+            })
+            .collect();
+        print_table(&["PARTITION", "FROM", "TO"], &rows);
+        let verb = if dry_run { "would move (dry run)" } else { "moving; see strata cluster status" };
+        println!("{} partition(s) {verb}", moves.len());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Serialize)]
@@ -132,8 +172,10 @@ fn show_clock_offset(offset_ms: Option<i64>) -> String {
 }
 
 pub async fn run(command: ClusterCommand, bootstrap: &[String], json: bool) -> anyhow::Result<ExitCode> {
-    let ClusterCommand::Status = command;
     let client = Client::connect(bootstrap).map_err(explain)?;
+    if let ClusterCommand::Rebalance { dry_run } = command {
+        return rebalance(&client, dry_run, json).await;
+    }
     let status = client.cluster_status().await.map_err(explain)?;
     if json {
         println!("{}", serde_json::to_string(&JsonStatus::from(&status))?);

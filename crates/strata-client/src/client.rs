@@ -257,6 +257,7 @@ wire_answer!(
     proto::AbortTransactionResponse,
     proto::ReassignPartitionResponse,
     proto::DrainNodeResponse,
+    proto::RebalanceResponse,
 );
 
 /// `host:port` becomes `http://host:port`; an address with a scheme is kept.
@@ -1010,6 +1011,16 @@ impl Client {
         let request = proto::DrainNodeRequest { node_id, drained };
         let answer = self.call_any(request, |mut stub, request| async move { stub.drain_node(request).await }).await?;
         Ok(answer.drained)
+    }
+
+    /// Evens out replicas and then preferred leaders over the nodes: answers
+    /// the moves `(topic, partition, from, to)` the cluster recorded (they
+    /// then run like `reassign_partition` moves), or with `dry_run` only
+    /// planned.
+    pub async fn rebalance(&self, dry_run: bool) -> Result<Vec<(String, u32, Vec<u64>, Vec<u64>)>, ClientError> {
+        let request = proto::RebalanceRequest { dry_run };
+        let answer = self.call_any(request, |mut stub, request| async move { stub.rebalance(request).await }).await?;
+        Ok(answer.moves.into_iter().map(|m| (m.topic, m.partition, m.from, m.to)).collect())
     }
 
     /// All topics, sorted by name.

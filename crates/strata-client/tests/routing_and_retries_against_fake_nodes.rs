@@ -353,6 +353,13 @@ impl Strata for FakeNode {
         Err(Status::unimplemented("fake"))
     }
 
+    async fn rebalance(
+        &self,
+        _: Request<proto::RebalanceRequest>,
+    ) -> Result<Response<proto::RebalanceResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     async fn drain_node(
         &self,
         _: Request<proto::DrainNodeRequest>,

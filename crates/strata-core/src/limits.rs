@@ -661,6 +661,13 @@ pub const REASSIGN_RETRY_BACKOFF: Duration = Duration::from_secs(1);
 /// resumes where it stopped (a caught-up learner stays a learner).
 pub const REASSIGN_STEP_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Partition moves the metadata leader runs at once; the others wait their
+/// turn. Each copies its partition to its new replicas, so a rebalance of
+/// many partitions would otherwise compete for the disks and the network
+/// with the clients; two keep a move's catch-up short while two nodes'
+/// copies overlap.
+pub const MAX_CONCURRENT_MOVES: usize = 2;
+
 const _: () = assert!(TXN_COMPLETION_WAIT.as_millis() < FORWARD_TIMEOUT.as_millis());
 const _: () = assert!(TXN_CHECK_INTERVAL.as_millis() < DEFAULT_TRANSACTION_TIMEOUT_MS as u128);
 

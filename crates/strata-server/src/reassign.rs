@@ -28,10 +28,13 @@ use std::time::Instant;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::BasicNode;
-use strata_core::limits::{REASSIGN_CHECK_INTERVAL, REASSIGN_RETRY_BACKOFF, REASSIGN_STEP_TIMEOUT};
+use strata_core::limits::{
+    MAX_CONCURRENT_MOVES, REASSIGN_CHECK_INTERVAL, REASSIGN_RETRY_BACKOFF, REASSIGN_STEP_TIMEOUT,
+};
 use strata_core::ErrorCode;
 use strata_proto::v1 as pb;
 use strata_proto::v1::strata_client::StrataClient;
+use strata_state::reassign::PlannedMove;
 use strata_state::{MetaCommand, MetaResponse};
 
 use crate::coordinator::{leading_term, propose_meta, CoordinatorError};
@@ -61,8 +64,11 @@ pub(crate) async fn run(node: Node) {
             if failed_at.get(group).is_some_and(|at| at.elapsed() < REASSIGN_RETRY_BACKOFF) {
                 continue;
             }
-            if !in_flight.lock().expect("in-flight set").insert(*group) {
-                continue;
+            {
+                let mut running = in_flight.lock().expect("in-flight set");
+                if running.len() >= MAX_CONCURRENT_MOVES || !running.insert(*group) {
+                    continue;
+                }
             }
             let (node, in_flight, done) = (node.clone(), in_flight.clone(), done_tx.clone());
             let (group, to, from) = (*group, reassignment.to.clone(), reassignment.from.clone());
@@ -178,4 +184,38 @@ pub(crate) async fn reconfigure(node: &Node, group_id: u64, replicas: &[u64]) ->
     tracing::info!(group = group_id, from = ?voters, to = ?target, "changing the voters");
     handle.raft.change_membership(target, false).await.map_err(|e| failed("changing the voters", e.to_string()))?;
     Ok(())
+}
+
+/// Serves Rebalance on the metadata leader: plans moves that even out
+/// replicas and preferred leaders over `nodes` and, unless `dry_run`,
+/// records each (the driver then runs them, MAX_CONCURRENT_MOVES at a time).
+/// Answers the moves recorded (or planned, for a dry run).
+pub(crate) async fn rebalance(node: &Node, nodes: &[u64], dry_run: bool) -> Result<Vec<PlannedMove>, CoordinatorError> {
+    crate::coordinator::confirm_leader(node).await?;
+    let plan = node.metadata_state().plan_rebalance(nodes);
+    if dry_run {
+        return Ok(plan);
+    }
+    let mut recorded = Vec::with_capacity(plan.len());
+    for planned in plan {
+        let command = MetaCommand::ReassignPartition {
+            topic: planned.topic.clone(),
+            partition: planned.partition,
+            replicas: planned.to.clone(),
+            nodes: nodes.to_vec(),
+            now_ms: node.clock.now().ms,
+        };
+        match propose_meta(node, command).await? {
+            MetaResponse::Reassignment { .. } => recorded.push(planned),
+            // The state moved since the plan (a topic deleted, a move
+            // begun): that partition is left for the next rebalance.
+            MetaResponse::Error { code, message } => {
+                tracing::info!(topic = %planned.topic, partition = planned.partition, code = code.name(), %message,
+                    "rebalance move not recorded")
+            }
+            other => return Err(CoordinatorError::Api(ApiError::internal(format!("unexpected answer {other:?}")))),
+        }
+    }
+    tracing::info!(moves = recorded.len(), "rebalance recorded");
+    Ok(recorded)
 }

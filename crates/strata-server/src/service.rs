@@ -1338,6 +1338,13 @@ impl Strata for StrataService {
         self.reconfigure_partition_inner(request.into_inner()).await
     }
 
+    async fn rebalance(
+        &self,
+        request: Request<pb::RebalanceRequest>,
+    ) -> Result<Response<pb::RebalanceResponse>, Status> {
+        self.rebalance_inner(request).await
+    }
+
     async fn drain_node(
         &self,
         request: Request<pb::DrainNodeRequest>,

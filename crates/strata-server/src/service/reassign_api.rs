@@ -4,7 +4,9 @@
 //! partition's leader; see `reassign`).
 
 use strata_proto::v1 as pb;
+use strata_proto::v1::strata_client::StrataClient;
 use strata_state::{MetaCommand, MetaResponse};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::{err, is_forwarded, StrataService};
@@ -57,6 +59,27 @@ impl StrataService {
             },
         )
         .await
+    }
+
+    pub(super) async fn rebalance_inner(
+        &self,
+        request: Request<pb::RebalanceRequest>,
+    ) -> Result<Response<pb::RebalanceResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let request = request.into_inner();
+        let nodes = self.voters();
+        let local = async {
+            let moves = crate::reassign::rebalance(&self.node, &nodes, request.dry_run).await?;
+            Ok(pb::RebalanceResponse {
+                error: None,
+                moves: moves
+                    .into_iter()
+                    .map(|m| pb::PlannedMove { topic: m.topic, partition: m.partition, from: m.from, to: m.to })
+                    .collect(),
+            })
+        };
+        let forward = |mut peer: StrataClient<Channel>| async move { peer.rebalance(Self::forwarded(request)).await };
+        self.on_coordinator(forwarded, |a: &mut pb::RebalanceResponse, e| a.error = e, local, forward).await
     }
 
     pub(super) async fn reconfigure_partition_inner(

@@ -1,5 +1,7 @@
 use strata_core::topic::TopicConfig;
 
+use std::collections::BTreeMap;
+
 use super::*;
 use crate::metadata::MetaCommand;
 
@@ -125,4 +127,90 @@ fn deleting_the_topic_ends_its_moves() {
     assert_eq!(state.reassignments.len(), 1);
     assert!(matches!(state.apply(MetaCommand::DeleteTopic { name: "t".into() }), MetaResponse::TopicDeleted(_)));
     assert!(state.reassignments.is_empty());
+}
+
+fn counts(state: &MetadataState, nodes: &[u64], first_only: bool) -> BTreeMap<u64, usize> {
+    let mut counts: BTreeMap<u64, usize> = nodes.iter().map(|n| (*n, 0)).collect();
+    for topic in state.topics.values() {
+        for a in &topic.partitions {
+            let counted = if first_only { &a.replicas[..1] } else { &a.replicas[..] };
+            for n in counted {
+                *counts.entry(*n).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
+/// Applies a plan as the cluster would: each move recorded and completed.
+fn apply_plan(state: &mut MetadataState, plan: &[PlannedMove], nodes: &[u64]) {
+    for planned in plan {
+        let answer = state.apply(MetaCommand::ReassignPartition {
+            topic: planned.topic.clone(),
+            partition: planned.partition,
+            replicas: planned.to.clone(),
+            nodes: nodes.to_vec(),
+            now_ms: 0,
+        });
+        let MetaResponse::Reassignment { group_id, done, .. } = answer else { panic!("{answer:?}") };
+        if !done {
+            state.apply(MetaCommand::CompleteReassignment { group_id, replicas: planned.to.clone() });
+        }
+    }
+}
+
+#[test]
+fn a_new_node_gets_its_share_of_replicas_and_leaders() {
+    let mut state = MetadataState::default();
+    state.apply(MetaCommand::CreateTopic {
+        name: "t".into(),
+        partitions: 8,
+        replication_factor: 3,
+        config: TopicConfig::default(),
+        nodes: vec![1, 2, 3],
+        created_ms: 0,
+    });
+    let nodes = [1, 2, 3, 4];
+    assert_eq!(counts(&state, &nodes, false)[&4], 0);
+    let plan = state.plan_rebalance(&nodes);
+    assert!(!plan.is_empty());
+    apply_plan(&mut state, &plan, &nodes);
+    assert_eq!(counts(&state, &nodes, false), BTreeMap::from([(1, 6), (2, 6), (3, 6), (4, 6)]));
+    let leaders = counts(&state, &nodes, true);
+    assert_eq!(spread(&leaders), 0, "{leaders:?}");
+    assert!(state.plan_rebalance(&nodes).is_empty(), "a balanced cluster plans nothing");
+}
+
+proptest::proptest! {
+    /// Whatever the topics, a plan keeps every replica set valid and of its
+    /// size, and never makes either spread worse.
+    #[test]
+    fn a_plan_never_makes_things_worse(
+        topics in proptest::collection::vec((1u32..6, 1u32..4, proptest::collection::vec(1u64..6, 1..6)), 1..5),
+        extra in 0u64..3,
+    ) {
+        let mut state = MetadataState::default();
+        for (index, (partitions, rf, nodes)) in topics.iter().enumerate() {
+            state.apply(MetaCommand::CreateTopic {
+                name: format!("t{index}"),
+                partitions: *partitions,
+                replication_factor: *rf,
+                config: TopicConfig::default(),
+                nodes: nodes.clone(),
+                created_ms: 0,
+            });
+        }
+        let nodes: Vec<u64> = (1..=5 + extra).collect();
+        let before = (spread(&counts(&state, &nodes, false)), spread(&counts(&state, &nodes, true)));
+        let sizes: Vec<usize> = state.topics.values().flat_map(|t| &t.partitions).map(|a| a.replicas.len()).collect();
+        let plan = state.plan_rebalance(&nodes);
+        apply_plan(&mut state, &plan, &nodes);
+        state.assert_invariants();
+        let after = (spread(&counts(&state, &nodes, false)), spread(&counts(&state, &nodes, true)));
+        proptest::prop_assert!(after.0 <= before.0, "replicas {before:?} -> {after:?}");
+        proptest::prop_assert!(after.1 <= before.1.max(1) || after.0 < before.0, "leaders {before:?} -> {after:?}");
+        let sizes_after: Vec<usize> =
+            state.topics.values().flat_map(|t| &t.partitions).map(|a| a.replicas.len()).collect();
+        proptest::prop_assert_eq!(sizes, sizes_after);
+    }
 }
