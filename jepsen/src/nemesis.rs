@@ -45,6 +45,13 @@ pub enum FaultKind {
     /// that leads partitions is SIGKILLed, which lands between commit and
     /// answer for every answer it holds at the time.
     Answers,
+    /// Moves partitions of the test topic to other replica sets
+    /// (`ReassignPartition`: new replicas join as learners, then a
+    /// joint-consensus change, and the replicas left out delete their
+    /// copy), or asks for a rebalance. Moves are not undone at heal: the
+    /// cluster finishes them on its own. Adding, removing and wiping nodes
+    /// are not part of it yet (the cluster cannot change its node set).
+    Membership,
 }
 
 impl FaultKind {
@@ -59,6 +66,7 @@ impl FaultKind {
             FaultKind::LostWrites => "lost-writes",
             FaultKind::ClientCut => "client-cut",
             FaultKind::Answers => "answers",
+            FaultKind::Membership => "membership",
         }
     }
 }
@@ -136,6 +144,12 @@ pub enum Fault {
         targets: Targets,
         direction: ClientCut,
     },
+    /// Move `moves` partitions of the test topic to random replica sets of
+    /// the same size, or (`rebalance`) ask the cluster to even them out.
+    Membership {
+        moves: u32,
+        rebalance: bool,
+    },
     /// SIGKILL a node that leads partitions while it holds answers of
     /// committed produces (see `FaultKind::Answers`); restart it at heal.
     #[serde(rename = "kill-leaders-mid-answer")]
@@ -154,6 +168,7 @@ impl Fault {
             Fault::LostWrites { .. } => FaultKind::LostWrites,
             Fault::ClientCut { .. } => FaultKind::ClientCut,
             Fault::KillLeadersMidAnswer => FaultKind::Answers,
+            Fault::Membership { .. } => FaultKind::Membership,
         }
     }
 }
@@ -250,6 +265,7 @@ fn draw_fault(kind: FaultKind, rng: &mut StdRng) -> Fault {
                 .unwrap(),
         },
         FaultKind::Answers => Fault::KillLeadersMidAnswer,
+        FaultKind::Membership => Fault::Membership { moves: rng.gen_range(1..=3), rebalance: rng.gen_bool(0.3) },
     }
 }
 
@@ -400,6 +416,7 @@ enum Applied {
     Clock(Vec<u64>),
     Corrupted(Vec<u64>),
     ClientsCut,
+    Moved,
 }
 
 impl Nemesis {
@@ -528,6 +545,10 @@ impl Nemesis {
                 }
                 (Applied::Clock(hit.clone()), hit, Value::Null)
             }
+            Fault::Membership { moves, rebalance } => {
+                let detail = self.move_partitions(&nodes, *moves, *rebalance, rng).await;
+                (Applied::Moved, Vec::new(), detail)
+            }
             Fault::Corrupt { how } => {
                 // Damage stays with a node for the rest of the run, so the
                 // damaged nodes together must stay a minority: beyond that no
@@ -594,6 +615,8 @@ impl Nemesis {
                 self.network.heal_client_cuts();
                 Vec::new()
             }
+            // The cluster finishes a move on its own; nothing to undo.
+            Applied::Moved => Vec::new(),
         }
     }
 
@@ -636,6 +659,41 @@ impl Nemesis {
             return pick(Targets::One, nodes, rng);
         }
         leaders
+    }
+
+    /// Records moves of random partitions to random replica sets of the same
+    /// size over `nodes` (or a rebalance); says what the cluster answered to
+    /// each. A refused or failed move is part of the event, not an error:
+    /// the cluster may be partitioned or electing at the time.
+    async fn move_partitions(&self, nodes: &[u64], moves: u32, rebalance: bool, rng: &mut StdRng) -> Value {
+        const CALL: Duration = Duration::from_secs(3);
+        if rebalance {
+            return match tokio::time::timeout(CALL, self.client.rebalance(false)).await {
+                Ok(Ok(planned)) => json!({"rebalance": planned.len()}),
+                Ok(Err(error)) => json!({"rebalance": error.to_string()}),
+                Err(_) => json!({"rebalance": "no answer within 3 s"}),
+            };
+        }
+        let partitions = match tokio::time::timeout(CALL, self.client.describe_topic(&self.topic)).await {
+            Ok(Ok(description)) => description.partitions,
+            _ => return json!({"moves": "the topic could not be described"}),
+        };
+        let mut made = Vec::new();
+        for partition in partitions.choose_multiple(rng, moves as usize) {
+            let size = partition.replicas.len().clamp(1, nodes.len());
+            let to: Vec<u64> = nodes.choose_multiple(rng, size).copied().collect();
+            let answer =
+                tokio::time::timeout(CALL, self.client.reassign_partition(&self.topic, partition.partition, &to));
+            let outcome = match answer.await {
+                Ok(Ok(done)) => json!(if done { "done" } else { "moving" }),
+                Ok(Err(error)) => json!(error.to_string()),
+                Err(_) => json!("no answer within 3 s"),
+            };
+            made.push(
+                json!({"partition": partition.partition, "from": partition.replicas, "to": to, "answer": outcome}),
+            );
+        }
+        json!({"moves": made})
     }
 
     async fn metadata_leader(&self, nodes: &[u64], rng: &mut StdRng) -> Vec<u64> {
