@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use strata_client::{Client, GroupHeartbeat, OffsetToCommit, TopicPartitions, LEAVE_EPOCH};
-use strata_cluster_tests::{create_topic, http_get, produce, produce_at, sample, strata_binary, Cluster};
+use strata_cluster_tests::{create_topic, http_get, produce, produce_at, sample, strata_cli, Cluster};
 
 const GROUP: &str = "auditors";
 const TOPIC: &str = "ledger";
@@ -29,13 +29,7 @@ const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs `strata --bootstrap ... ARGS` against the cluster.
 async fn strata(cluster: &Cluster, args: &[&str]) -> Output {
-    let output = tokio::process::Command::new(strata_binary())
-        .arg("--bootstrap")
-        .arg(cluster.bootstrap().join(","))
-        .args(args)
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(COMMAND_TIMEOUT, output).await.expect("the command finishes in time").expect("run strata")
+    strata_cli(cluster, args, COMMAND_TIMEOUT).await
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -17,8 +17,7 @@ use strata_client::{
     Client, ClientConfig, ErrorCode, GroupConsumer, GroupConsumerConfig, OffsetReset, Producer, ProducerConfig, Record,
 };
 use strata_cluster_tests::{
-    create_topic, eventually, fetch_all, now_ms, partition_offsets, produce, produce_at, strata_binary, value_of,
-    Cluster,
+    create_topic, eventually, fetch_all, now_ms, partition_offsets, produce, produce_at, strata_cli, value_of, Cluster,
 };
 
 const TOPIC: &str = "grown";
@@ -39,13 +38,7 @@ const OLD_RECORDS: u64 = 4;
 
 /// Runs `strata --bootstrap ... ARGS` against the cluster.
 async fn strata(cluster: &Cluster, args: &[&str]) -> Output {
-    let output = tokio::process::Command::new(strata_binary())
-        .arg("--bootstrap")
-        .arg(cluster.bootstrap().join(","))
-        .args(args)
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(COMMAND_TIMEOUT, output).await.expect("the command finishes in time").expect("run strata")
+    strata_cli(cluster, args, COMMAND_TIMEOUT).await
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -14,6 +14,7 @@ mod error;
 mod faults;
 mod group_api;
 mod groups;
+mod leader_call;
 mod leaders;
 pub mod metrics;
 mod network;

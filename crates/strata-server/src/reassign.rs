@@ -85,13 +85,12 @@ pub(crate) async fn run(node: Node) {
 /// One attempt at one move; true when it completed.
 async fn move_partition(node: &Node, group_id: u64, from: &[u64], to: &[u64], what: &str) -> bool {
     let request = pb::ReconfigurePartitionRequest { group_id, replicas: to.to_vec() };
-    let mut candidates: Vec<u64> = node.groups.get(group_id).and_then(|g| g.leader()).into_iter().collect();
-    for replica in from.iter().chain(to) {
-        if !candidates.contains(replica) {
-            candidates.push(*replica);
-        }
-    }
-    if let Err(error) = on_leader(node, &candidates, request).await {
+    let hosts: Vec<u64> = from.iter().chain(to).copied().collect();
+    let reconfigured = crate::leader_call::on_partition_leader(node, group_id, &hosts, |target| {
+        reconfigure_on(node, target, request.clone())
+    })
+    .await;
+    if let Err(error) = reconfigured {
         tracing::info!(partition = what, code = error.code.name(), error = %error.message,
             "partition move not done yet; retrying");
         return false;
@@ -113,33 +112,19 @@ async fn move_partition(node: &Node, group_id: u64, from: &[u64], to: &[u64], wh
     }
 }
 
-/// Sends the request to each candidate in turn until the group's leader
-/// takes it, following a NOT_LEADER's hint once.
-async fn on_leader(node: &Node, candidates: &[u64], request: pb::ReconfigurePartitionRequest) -> Result<(), ApiError> {
-    let mut candidates = candidates.to_vec();
-    let mut last = ApiError::new(ErrorCode::LeaderNotAvailable, "no replica of the partition answered");
-    let mut hinted = false;
-    let mut index = 0;
-    while index < candidates.len() {
-        let target = candidates[index];
-        index += 1;
-        let channel = node.peers.channel(target).map_err(ApiError::internal)?;
-        let mut call = tonic::Request::new(request.clone());
-        call.set_timeout(REASSIGN_STEP_TIMEOUT);
-        let answer = match StrataClient::new(channel).reconfigure_partition(call).await {
-            Ok(answer) => answer.into_inner().error.filter(|e| e.code != 0).map(|e| ApiError::from_proto(&e)),
-            Err(status) => Some(ApiError::new(ErrorCode::LeaderNotAvailable, format!("node {target}: {status}"))),
-        };
-        let Some(error) = answer else { return Ok(()) };
-        if error.code == ErrorCode::NotLeader && !hinted {
-            if let Some((leader, _)) = error.leader.clone() {
-                hinted = true;
-                candidates.insert(index, leader);
-            }
-        }
-        last = error;
+/// Asks node `target` to reconfigure the group (it answers NOT_LEADER
+/// unless it leads it).
+async fn reconfigure_on(node: &Node, target: u64, request: pb::ReconfigurePartitionRequest) -> Result<(), ApiError> {
+    let channel = node.peers.channel(target).map_err(ApiError::internal)?;
+    let mut call = tonic::Request::new(request);
+    call.set_timeout(REASSIGN_STEP_TIMEOUT);
+    match StrataClient::new(channel).reconfigure_partition(call).await {
+        Ok(answer) => match answer.into_inner().error.filter(|e| e.code != 0) {
+            Some(error) => Err(ApiError::from_proto(&error)),
+            None => Ok(()),
+        },
+        Err(status) => Err(ApiError::new(ErrorCode::LeaderNotAvailable, format!("node {target}: {status}"))),
     }
-    Err(last)
 }
 
 /// Serves ReconfigurePartition on the group's leader (see the module

@@ -597,29 +597,10 @@ async fn send_marker(node: &Node, request: &pb::WriteTxnMarkerRequest) -> Result
     let assignment = topic.partitions.get(request.partition as usize).ok_or_else(|| {
         ApiError::new(ErrorCode::UnknownPartition, format!("{}/{} does not exist", request.topic, request.partition))
     })?;
-    let known = node.groups.get(assignment.group_id).and_then(|g| g.leader());
-    let mut candidates: Vec<u64> = known.into_iter().collect();
-    candidates.extend(assignment.replicas.iter().copied().filter(|r| Some(*r) != known));
-    let mut last = ApiError::new(ErrorCode::LeaderNotAvailable, "no replica of the partition answered");
-    let mut hinted = false;
-    let mut index = 0;
-    while index < candidates.len() {
-        let target = candidates[index];
-        index += 1;
-        match call_marker(node, target, request.clone()).await {
-            Ok(()) => return Ok(()),
-            Err(error) => {
-                if error.code == ErrorCode::NotLeader && !hinted {
-                    if let Some((leader, _)) = error.leader.clone() {
-                        hinted = true;
-                        candidates.insert(index, leader);
-                    }
-                }
-                last = error;
-            }
-        }
-    }
-    Err(last)
+    crate::leader_call::on_partition_leader(node, assignment.group_id, &assignment.replicas, |target| {
+        call_marker(node, target, request.clone())
+    })
+    .await
 }
 
 async fn call_marker(node: &Node, target: u64, request: pb::WriteTxnMarkerRequest) -> Result<(), ApiError> {

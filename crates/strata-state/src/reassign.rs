@@ -242,6 +242,60 @@ fn spread(counts: &BTreeMap<u64, usize>) -> usize {
     max - min
 }
 
+/// Replicas (or, with `leaders`, first replicas) per node of `nodes`.
+fn count_per_node(sets: &BTreeMap<(String, u32), Vec<u64>>, nodes: &[u64], leaders: bool) -> BTreeMap<u64, usize> {
+    let mut counts: BTreeMap<u64, usize> = nodes.iter().map(|n| (*n, 0)).collect();
+    for replicas in sets.values() {
+        let counted = if leaders { &replicas[..replicas.len().min(1)] } else { &replicas[..] };
+        for node in counted {
+            *counts.entry(*node).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// One greedy pass of `plan_rebalance` over `sets`: replicas per node, or
+/// with `leaders` first replicas per node, until their spread is at most one
+/// or no step helps. A step takes the node counted most and the node
+/// counted least (at least two fewer) and moves one replica between them
+/// (`leaders`: reorders a set that has both so the second comes first).
+fn even_out(sets: &mut BTreeMap<(String, u32), Vec<u64>>, nodes: &[u64], leaders: bool) {
+    // Each step lowers the largest count or raises the smallest, so the
+    // number of replicas bounds the steps.
+    let bound = sets.values().map(Vec::len).sum::<usize>() + 1;
+    for _ in 0..bound {
+        let counts = count_per_node(sets, nodes, leaders);
+        if spread(&counts) <= 1 {
+            return;
+        }
+        let mut by_count: Vec<(usize, u64)> = counts.iter().map(|(n, c)| (*c, *n)).collect();
+        by_count.sort_unstable();
+        let step = by_count.iter().rev().find_map(|(high, busy)| {
+            by_count.iter().filter(|(low, _)| low + 1 < *high).find_map(|(_, idle)| {
+                let fits = |r: &Vec<u64>| {
+                    if leaders {
+                        r.first() == Some(busy) && r.contains(idle)
+                    } else {
+                        r.contains(busy) && !r.contains(idle)
+                    }
+                };
+                let (key, replicas) = sets.iter().find(|(_, r)| fits(r))?;
+                let mut replicas = replicas.clone();
+                if leaders {
+                    let at = replicas.iter().position(|r| r == idle).expect("contains it");
+                    replicas.swap(0, at);
+                } else {
+                    let at = replicas.iter().position(|r| r == busy).expect("contains it");
+                    replicas[at] = *idle;
+                }
+                Some((key.clone(), replicas))
+            })
+        });
+        let Some((key, replicas)) = step else { return };
+        sets.insert(key, replicas);
+    }
+}
+
 impl MetadataState {
     /// `strata cluster rebalance`: new replica sets that even out, over
     /// `nodes`, first the replicas per node, then the preferred leaders
@@ -263,57 +317,8 @@ impl MetadataState {
             }
         }
         let original = sets.clone();
-        let count = |sets: &BTreeMap<(String, u32), Vec<u64>>, first_only: bool| {
-            let mut counts: BTreeMap<u64, usize> = nodes.iter().map(|n| (*n, 0)).collect();
-            for replicas in sets.values() {
-                let counted = if first_only { &replicas[..replicas.len().min(1)] } else { &replicas[..] };
-                for node in counted {
-                    *counts.entry(*node).or_insert(0) += 1;
-                }
-            }
-            counts
-        };
-        // Each step lowers the largest count or raises the smallest, so the
-        // number of replicas bounds the steps.
-        let bound = sets.values().map(Vec::len).sum::<usize>() + 1;
-        for _ in 0..bound {
-            let counts = count(&sets, false);
-            if spread(&counts) <= 1 {
-                break;
-            }
-            let mut by_count: Vec<(usize, u64)> = counts.iter().map(|(n, c)| (*c, *n)).collect();
-            by_count.sort_unstable();
-            let moved = by_count.iter().rev().find_map(|(high, busy)| {
-                by_count.iter().filter(|(low, _)| low + 1 < *high).find_map(|(_, idle)| {
-                    let (key, replicas) = sets.iter().find(|(_, r)| r.contains(busy) && !r.contains(idle))?;
-                    let mut replicas = replicas.clone();
-                    let at = replicas.iter().position(|r| r == busy).expect("contains it");
-                    replicas[at] = *idle;
-                    Some((key.clone(), replicas))
-                })
-            });
-            let Some((key, replicas)) = moved else { break };
-            sets.insert(key, replicas);
-        }
-        for _ in 0..bound {
-            let counts = count(&sets, true);
-            if spread(&counts) <= 1 {
-                break;
-            }
-            let mut by_count: Vec<(usize, u64)> = counts.iter().map(|(n, c)| (*c, *n)).collect();
-            by_count.sort_unstable();
-            let moved = by_count.iter().rev().find_map(|(high, busy)| {
-                by_count.iter().filter(|(low, _)| low + 1 < *high).find_map(|(_, idle)| {
-                    let (key, replicas) = sets.iter().find(|(_, r)| r.first() == Some(busy) && r.contains(idle))?;
-                    let mut replicas = replicas.clone();
-                    let at = replicas.iter().position(|r| r == idle).expect("contains it");
-                    replicas.swap(0, at);
-                    Some((key.clone(), replicas))
-                })
-            });
-            let Some((key, replicas)) = moved else { break };
-            sets.insert(key, replicas);
-        }
+        even_out(&mut sets, nodes, false);
+        even_out(&mut sets, nodes, true);
         sets.into_iter()
             .filter(|(key, to)| original.get(key) != Some(to))
             .map(|((topic, partition), to)| PlannedMove {
