@@ -27,6 +27,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$(pwd)"
+source scripts/lib/compose.sh
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}"
 venv="${STRATA_DEPLOY_VENV:-$HOME/.cache/strata-deploy-venv}"
@@ -50,23 +51,7 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   if $compose_up; then
-    if [ "$rc" -ne 0 ]; then
-      echo "--- last log lines of the nodes ---" >&2
-      timeout 30 "${compose[@]}" logs --no-color --tail 30 >&2 2>&1 || true
-    fi
-    echo "==> removing the compose project $project (containers, network, volumes)"
-    # Bound: stopping three nodes takes seconds (30 s grace each, in parallel).
-    if ! timeout 120 "${compose[@]}" down -v --remove-orphans >"$work/down.log" 2>&1; then
-      cat "$work/down.log" >&2
-      echo "check-deploy: FAILED: docker-compose down did not finish" >&2
-      rc=1
-    fi
-    local left
-    left="$(docker ps -aq --filter "label=com.docker.compose.project=$project"; docker volume ls -q --filter "label=com.docker.compose.project=$project")"
-    if [ -n "$left" ]; then
-      echo "check-deploy: FAILED: containers or volumes of $project are left: $left" >&2
-      rc=1
-    fi
+    compose_teardown check-deploy "$project" "$rc" "$work/down.log" || rc=1
   fi
   rm -rf "$work"
   if [ "$rc" -eq 0 ]; then
@@ -238,13 +223,7 @@ if [ "$verify_rc" -ne 0 ] || [ -s "$work/verify.log" ]; then
 fi
 
 # ------------------------------------------------------------------- compose
-if command -v docker-compose >/dev/null 2>&1; then
-  compose=(docker-compose -f "$compose_file" -p "$project")
-elif docker compose version >/dev/null 2>&1; then
-  compose=(docker compose -f "$compose_file" -p "$project")
-else
-  fail "neither docker-compose nor docker compose is installed"
-fi
+pick_compose "$compose_file" "$project" || fail "neither docker-compose nor docker compose is installed"
 step "compose: syntax of $compose_file (${compose[0]})"
 timeout 60 "${compose[@]}" config -q || fail "$compose_file is not valid"
 timeout 60 "${compose[@]}" --profile five --profile prometheus config -q || fail "$compose_file is not valid with its profiles"
@@ -255,17 +234,7 @@ if ! timeout 30 docker info >/dev/null 2>&1; then
   exit 0
 fi
 
-binary="${STRATA_BIN:-}"
-if [ -z "$binary" ] && [ -x "$CARGO_TARGET_DIR/debug/strata" ]; then
-  binary="$CARGO_TARGET_DIR/debug/strata"
-fi
-step "image: deploy/docker/build-image.sh ${binary:+--binary $binary}"
-# Bound: seconds with a cached base image, about 2 minutes without; a
-# release build (no binary given) adds up to an hour, bounded inside.
-build_bound=600
-[ -n "$binary" ] || build_bound=4200
-timeout "$build_bound" deploy/docker/build-image.sh ${binary:+--binary "$binary"} \
-  || fail "build-image.sh failed"
+build_strata_image || fail "build-image.sh failed"
 
 for port in 7171 7172 7173; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -328,13 +297,10 @@ health_test="$(docker inspect -f '{{json .Config.Healthcheck.Test}}' "$node1")"
 [ "$health_test" = "$want_test" ] || fail "unexpected health check on strata-1: $health_test"
 
 step "host: every node advertises its published port"
-# The strata binary of the image, run on the host (built here, for the same
-# Debian release), as a client outside the compose network.
+# The image's own strata binary, run on the host as a client outside the
+# compose network, so the client matches the nodes.
 host_bin="$work/strata"
-image_copy="$(timeout 60 docker create strata:latest)" || fail "docker create strata:latest failed"
-timeout 60 docker cp "$image_copy:/usr/local/bin/strata" "$host_bin" >/dev/null \
-  || { docker rm "$image_copy" >/dev/null 2>&1; fail "could not copy the strata binary out of the image"; }
-timeout 60 docker rm "$image_copy" >/dev/null || fail "could not remove the container $image_copy"
+copy_image_strata "$host_bin" || fail "could not copy the strata binary out of strata:latest"
 host() { timeout 60 "$host_bin" --bootstrap 127.0.0.1:7171 "$@"; }
 # Each node registers its address through the metadata group once the
 # cluster has formed: poll until every node shows it, with a deadline.

@@ -53,6 +53,7 @@
 # fault file, the load's log and the nodes' logs (with timestamps) in DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/compose.sh
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}"
 project=strata-faults
@@ -127,25 +128,7 @@ cleanup() {
     fi
   fi
   if $compose_up; then
-    if [ "$rc" -ne 0 ]; then
-      echo "--- last log lines of the nodes ---" >&2
-      timeout 30 "${compose[@]}" logs --no-color --tail 30 >&2 2>&1 || true
-    fi
-    echo "==> removing the compose project $project (containers, network, volumes)"
-    # Bound: stopping three nodes takes seconds (30 s grace each, in parallel).
-    if ! timeout 120 "${compose[@]}" down -v --remove-orphans >"$work/down.log" 2>&1; then
-      cat "$work/down.log" >&2
-      echo "docker-faults: FAILED: docker-compose down did not finish" >&2
-      rc=1
-    fi
-    local left
-    left="$(docker ps -aq --filter "label=com.docker.compose.project=$project"
-      docker volume ls -q --filter "label=com.docker.compose.project=$project"
-      docker network ls -q --filter "label=com.docker.compose.project=$project")"
-    if [ -n "$left" ]; then
-      echo "docker-faults: FAILED: containers, volumes or networks of $project are left: $left" >&2
-      rc=1
-    fi
+    compose_teardown docker-faults "$project" "$rc" "$work/down.log" || rc=1
   fi
   rm -rf "$work"
   if [ "$rc" -eq 0 ]; then
@@ -156,13 +139,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if command -v docker-compose >/dev/null 2>&1; then
-  compose=(docker-compose -f "$compose_file" -p "$project")
-elif docker compose version >/dev/null 2>&1; then
-  compose=(docker compose -f "$compose_file" -p "$project")
-else
-  fail "neither docker-compose nor docker compose is installed"
-fi
+pick_compose "$compose_file" "$project" || fail "neither docker-compose nor docker compose is installed"
 
 # ------------------------------------------------------------------ binaries
 load_bin="$CARGO_TARGET_DIR/debug/strata-docker-faults"
@@ -173,29 +150,15 @@ if [ ! -x "$load_bin" ]; then
   timeout 1800 cargo build --locked -p strata-jepsen --bin strata-docker-faults \
     || fail "cargo build of strata-docker-faults failed"
 fi
-binary="${STRATA_BIN:-}"
-if [ -z "$binary" ] && [ -x "$CARGO_TARGET_DIR/debug/strata" ]; then
-  binary="$CARGO_TARGET_DIR/debug/strata"
-fi
 if $reuse_image && docker image inspect strata:latest >/dev/null 2>&1; then
   step "image: reusing strata:latest"
 else
-  step "image: deploy/docker/build-image.sh ${binary:+--binary $binary}"
-  # Bound: seconds with a cached base image, about 2 minutes without; a
-  # release build (no binary given) adds up to an hour, bounded inside.
-  build_bound=600
-  [ -n "$binary" ] || build_bound=4200
-  timeout "$build_bound" deploy/docker/build-image.sh ${binary:+--binary "$binary"} \
-    || fail "build-image.sh failed"
+  build_strata_image || fail "build-image.sh failed"
 fi
-# The image's own strata binary runs on the host as the client (built for
-# the same Debian release), so the client matches the nodes.
+# The image's own strata binary, run on the host as a client outside the
+# compose network, so the client matches the nodes.
 host_bin="$work/strata"
-image_copy="$(timeout 60 docker create strata:latest)" || fail "docker create strata:latest failed"
-timeout 60 docker cp "$image_copy:/usr/local/bin/strata" "$host_bin" >/dev/null \
-  || { docker rm -v "$image_copy" >/dev/null 2>&1; fail "could not copy the strata binary out of the image"; }
-# -v: the image declares a volume, which would otherwise be left behind.
-timeout 60 docker rm -v "$image_copy" >/dev/null || fail "could not remove the container $image_copy"
+copy_image_strata "$host_bin" || fail "could not copy the strata binary out of strata:latest"
 
 # ------------------------------------------------------------------- cluster
 for port in 7171 7172 7173; do
