@@ -700,31 +700,31 @@ pub fn plot(report: &Report, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A quick-mode report with nothing measured, for tests to fill in.
+#[cfg(test)]
+pub(crate) fn empty_report() -> Report {
+    Report {
+        date: "test".into(),
+        quick: true,
+        machine: Machine { cores: 2, memory_bytes: 0, kernel: String::new(), cpu: String::new(), note: String::new() },
+        settings: serde_json::Value::Null,
+        calibration: None,
+        systems: vec![],
+        w5: None,
+        w7: None,
+        groups: None,
+        txn: None,
+        targets: vec![],
+        notes: vec![],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn report(txn: Option<TxnResult>) -> Report {
-        Report {
-            date: "test".into(),
-            quick: true,
-            machine: Machine {
-                cores: 2,
-                memory_bytes: 0,
-                kernel: String::new(),
-                cpu: String::new(),
-                note: String::new(),
-            },
-            settings: serde_json::Value::Null,
-            calibration: None,
-            systems: vec![],
-            w5: None,
-            w7: None,
-            groups: None,
-            txn,
-            targets: vec![],
-            notes: vec![],
-        }
+        Report { txn, ..empty_report() }
     }
 
     fn t1() -> TxnResult {

@@ -511,33 +511,14 @@ mod tests {
     use super::*;
     use crate::calibrate::Calibration;
     use crate::ramp::tests::run;
-    use crate::report::{Machine, W7Result};
+    use crate::report::W7Result;
 
     fn system(system: System, workloads: Vec<crate::report::WorkloadResult>) -> SystemResults {
         SystemResults { system, durability: system.durability(), version: String::new(), errors: vec![], workloads }
     }
 
     fn report(systems: Vec<SystemResults>) -> Report {
-        Report {
-            date: "test".into(),
-            quick: true,
-            machine: Machine {
-                cores: 2,
-                memory_bytes: 0,
-                kernel: String::new(),
-                cpu: String::new(),
-                note: String::new(),
-            },
-            settings: serde_json::Value::Null,
-            calibration: None,
-            systems,
-            w5: None,
-            w7: None,
-            groups: None,
-            txn: None,
-            targets: vec![],
-            notes: vec![],
-        }
+        Report { systems, ..crate::report::empty_report() }
     }
 
     fn target<'a>(targets: &'a [Target], name: &str) -> &'a Target {
