@@ -33,4 +33,16 @@ pub mod net;
 pub mod report;
 pub mod runner;
 pub mod txns;
+
+/// Logs of the harness's binaries to stderr: RUST_LOG, else warnings, with
+/// the client's retried errors left out (the histories record them).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,strata_client=error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
 pub mod workload;

@@ -79,13 +79,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,strata_client=error")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    strata_jepsen::init_logging();
     let cli = Cli::parse();
     match cli.command {
         Command::Check { path, duplicates_fatal, recovery_bound } => {
