@@ -172,6 +172,11 @@ const PINNED: &[(u32, &str)] = &[
     (35, "TRANSACTIONAL_ID_NOT_FOUND"),
     (36, "UNSTABLE_OFFSET_COMMIT"),
     (37, "REASSIGNMENT_IN_PROGRESS"),
+    (38, "NODE_ID_IN_USE"),
+    (39, "CLUSTER_ID_MISMATCH"),
+    (40, "UNKNOWN_NODE"),
+    (41, "UNSAFE_MEMBERSHIP_CHANGE"),
+    (42, "NODE_REMOVED"),
 ];
 
 #[test]

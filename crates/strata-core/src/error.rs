@@ -120,6 +120,16 @@ error_codes! {
         "a transaction has staged an offset for this partition and has not ended yet; retry once it commits or aborts";
     ReassignmentInProgress = 37, "REASSIGNMENT_IN_PROGRESS", Fatal,
         "the partition is already moving to other replicas; wait until it is done (strata cluster status), then reassign it again";
+    NodeIdInUse = 38, "NODE_ID_IN_USE", Fatal,
+        "another running node of the cluster has this node id; give this node an unused id (strata cluster status lists the ids)";
+    ClusterIdMismatch = 39, "CLUSTER_ID_MISMATCH", Fatal,
+        "the node's data belongs to another cluster; point it at its own cluster, or give it an empty data dir to join this one";
+    UnknownNode = 40, "UNKNOWN_NODE", Fatal,
+        "the node id is not a node of this cluster; strata cluster status lists its nodes";
+    UnsafeMembershipChange = 41, "UNSAFE_MEMBERSHIP_CHANGE", Fatal,
+        "the change would leave a partition without enough replicas or the metadata group without a majority; add or start nodes first";
+    NodeRemoved = 42, "NODE_REMOVED", Fatal,
+        "this node was removed from the cluster; empty its data dir to join it again as a new node";
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! Invariant: iteration that reaches state only goes over ordered maps.
 
 pub mod group;
+pub mod members;
 pub mod metadata;
 pub mod partition;
 pub mod producer;

@@ -27,6 +27,7 @@ use strata_core::topic::{validate_topic_name, TopicConfig};
 use strata_core::ErrorCode;
 
 use crate::group::{CommittedOffset, ConsumerGroup, GroupCommand, GroupResponse, GroupsState};
+use crate::members::{Joined, Members};
 use crate::reassign::Reassignments;
 use crate::txn::{StagedOffset, TopicPartition, TransactionsState, TxnCommand, TxnError, TxnResponse};
 
@@ -111,6 +112,40 @@ pub enum MetaCommand {
         /// Voter node ids at proposal time; new replicas are placed on them.
         nodes: Vec<u64>,
     },
+    /// Sets the cluster's id (drawn by the first metadata leader); ignored
+    /// once one is set (see [`crate::members`]).
+    FormCluster {
+        cluster_id: String,
+    },
+    /// Node `node_id` registers at start: its peer address and its store's
+    /// id (a new store id for a known node means its data was lost);
+    /// `cluster_id` is the one its store holds, empty for a new store.
+    JoinNode {
+        node_id: u64,
+        peer: String,
+        store_id: u64,
+        cluster_id: String,
+    },
+    /// Group `group_id` has rebuilding node `node_id` back as a voter.
+    GroupRebuilt {
+        node_id: u64,
+        store_id: u64,
+        group_id: u64,
+    },
+    /// Starts decommissioning `node_id` (`strata cluster remove-node`):
+    /// `nodes` are the cluster's nodes, `metadata_voters` the metadata
+    /// group's voters and `live` the nodes heard from lately, at proposal.
+    RemoveNode {
+        node_id: u64,
+        nodes: Vec<u64>,
+        metadata_voters: Vec<u64>,
+        live: Vec<u64>,
+        now_ms: u64,
+    },
+    /// The removing node holds nothing and left the metadata group.
+    NodeRemoved {
+        node_id: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,6 +185,20 @@ pub enum MetaResponse {
     },
     /// The answer of a [`MetaCommand::AlterTopic`]: the topic after it.
     TopicAltered(Topic),
+    /// The answer of [`MetaCommand::FormCluster`]: the cluster's id.
+    ClusterFormed {
+        cluster_id: String,
+    },
+    /// The answer of `JoinNode` and `GroupRebuilt`.
+    Joined(Joined),
+    /// The answer of `RemoveNode` and `NodeRemoved`.
+    NodeRemoval {
+        node_id: u64,
+        /// Partitions still on the node.
+        remaining_replicas: u64,
+        /// The node is forgotten.
+        removed: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,6 +256,10 @@ pub struct MetadataState {
     /// like the reassignments.
     #[serde(skip)]
     pub drained: BTreeSet<u64>,
+    /// The cluster's id and nodes ([`crate::members`]); stored like the
+    /// reassignments.
+    #[serde(skip)]
+    pub members: Members,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,6 +282,7 @@ impl Default for MetadataState {
             advertised: BTreeMap::new(),
             reassignments: Reassignments::new(),
             drained: BTreeSet::new(),
+            members: Members::default(),
         }
     }
 }
@@ -472,6 +526,7 @@ impl MetadataState {
             );
         }
         self.assert_reassignments();
+        self.assert_members();
         self.transactions.check_invariants();
     }
 
@@ -493,6 +548,8 @@ impl MetadataState {
                 let mut nodes = nodes;
                 nodes.sort_unstable();
                 nodes.dedup();
+                // A node being removed gets no new replica.
+                nodes.retain(|n| self.members.placeable(*n));
                 if replication_factor == 0
                     || replication_factor > MAX_REPLICATION_FACTOR
                     || replication_factor as usize > nodes.len()
@@ -611,6 +668,17 @@ impl MetadataState {
             MetaCommand::AlterTopic { name, partitions, configs, nodes } => {
                 self.apply_alter_topic(name, partitions, configs, nodes)
             }
+            MetaCommand::FormCluster { cluster_id } => self.form_cluster(cluster_id),
+            MetaCommand::JoinNode { node_id, peer, store_id, cluster_id } => {
+                self.join_node(node_id, peer, store_id, cluster_id)
+            }
+            MetaCommand::GroupRebuilt { node_id, store_id, group_id } => {
+                self.group_rebuilt(node_id, store_id, group_id)
+            }
+            MetaCommand::RemoveNode { node_id, nodes, metadata_voters, live, now_ms } => {
+                self.remove_node(node_id, &nodes, &metadata_voters, &live, now_ms)
+            }
+            MetaCommand::NodeRemoved { node_id } => self.node_removed(node_id),
         }
     }
 
@@ -662,6 +730,7 @@ impl MetadataState {
         let mut nodes = nodes;
         nodes.sort_unstable();
         nodes.dedup();
+        nodes.retain(|n| self.members.placeable(*n));
         if added > 0 {
             // The topic's replication factor: the largest of its
             // partitions' (a reassignment may have changed some), so no

@@ -77,6 +77,14 @@ impl MetadataState {
                 format!("node {unknown} is not in the cluster (its nodes are {nodes:?}); name nodes that are"),
             );
         }
+        if let Some(leaving) =
+            replicas.iter().find(|id| !self.members.placeable(**id) && !assignment.replicas.contains(id))
+        {
+            return refuse(
+                ErrorCode::InvalidRequest,
+                format!("node {leaving} is being removed from the cluster; name nodes that stay"),
+            );
+        }
         let group_id = assignment.group_id;
         let from = assignment.replicas.clone();
         if let Some(existing) = self.reassignments.get(&group_id) {

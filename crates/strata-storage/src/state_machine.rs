@@ -27,6 +27,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 use strata_state::group::GroupsState;
+use strata_state::members::Members;
 use strata_state::reassign::Reassignments;
 use strata_state::txn::partition::PartitionTxns;
 use strata_state::txn::TransactionsState;
@@ -100,6 +101,8 @@ struct MetadataExtras {
     reassignments: Reassignments,
     #[serde(default)]
     drained: BTreeSet<u64>,
+    #[serde(default)]
+    members: Members,
 }
 
 /// [`MetadataExtras`] over borrowed parts, for writing.
@@ -108,6 +111,7 @@ struct MetadataExtrasRef<'a> {
     advertised: &'a BTreeMap<u64, String>,
     reassignments: &'a Reassignments,
     drained: &'a BTreeSet<u64>,
+    members: &'a Members,
 }
 
 /// [`StoredGroupState`] over borrowed parts, so that writing the state
@@ -142,6 +146,7 @@ impl Serialize for GroupState {
                     advertised: &state.advertised,
                     reassignments: &state.reassignments,
                     drained: &state.drained,
+                    members: &state.members,
                 };
                 let extras = serde_json::to_vec(&extras).map_err(serde::ser::Error::custom)?;
                 StoredGroupStateRef::MetadataWithExtras(state, &state.groups, &state.transactions, &extras)
@@ -185,6 +190,7 @@ impl<'de> Deserialize<'de> for GroupState {
                 state.advertised = extras.advertised;
                 state.reassignments = extras.reassignments;
                 state.drained = extras.drained;
+                state.members = extras.members;
                 GroupState::Metadata(state)
             }
         })
