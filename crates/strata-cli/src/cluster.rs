@@ -25,6 +25,75 @@ pub enum ClusterCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Make a node that joined (`strata server --join`) a voter of the
+    /// metadata group, once it has caught up. A cluster of 3 or 5 voters
+    /// survives the loss of 1 or 2 of them.
+    AddVoter {
+        /// The node's id.
+        node: u64,
+    },
+    /// Decommission a node: every partition replica on it moves to the
+    /// other nodes (two at a time), leadership leaves it, then it leaves
+    /// the metadata group. Refused when a partition would have nowhere to
+    /// go or the metadata voters left would lack a live majority. Stop the
+    /// node once it is removed.
+    RemoveNode {
+        /// The node's id.
+        node: u64,
+        /// Wait until the node holds nothing and has left the cluster.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this long (e.g. 10m).
+        #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+}
+
+/// How often `remove-node --wait` asks how far the removal is: moves take
+/// seconds each, so a second is fine-grained enough and costs nothing.
+const REMOVAL_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn add_voter(client: &Client, node: u64, json: bool) -> anyhow::Result<ExitCode> {
+    let voters = client.add_voter(node).await.map_err(explain)?;
+    if json {
+        println!("{}", serde_json::json!({ "node": node, "voters": voters }));
+    } else {
+        println!("node {node} is a metadata voter; the voters are {voters:?}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn remove_node(
+    client: &Client,
+    node: u64,
+    wait: bool,
+    timeout: std::time::Duration,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let (mut remaining, mut removed) = client.remove_node(node).await.map_err(explain)?;
+    while wait && !removed {
+        if started.elapsed() > timeout {
+            anyhow::bail!(
+                "node {node} still holds {remaining} replica(s) after {}; the removal goes on (strata cluster status)",
+                humantime::format_duration(timeout)
+            );
+        }
+        tokio::time::sleep(REMOVAL_POLL).await;
+        (remaining, removed) = client.remove_node(node).await.map_err(explain)?;
+    }
+    if json {
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "{}",
+            serde_json::json!({ "node": node, "remaining_replicas": remaining, "removed": removed, "seconds": seconds })
+        );
+    } else if removed {
+        println!("node {node} is removed: it holds nothing and left the cluster; stop it and delete its data dir");
+    } else {
+        println!("removing node {node}: {remaining} replica(s) still on it (strata cluster status shows the moves)");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Serialize)]
@@ -61,6 +130,7 @@ async fn rebalance(client: &Client, dry_run: bool, json: bool) -> anyhow::Result
 
 #[derive(Serialize)]
 struct JsonStatus<'a> {
+    cluster_id: &'a str,
     metadata_available: bool,
     metadata_leader: Option<u64>,
     metadata_detail: &'a str,
@@ -91,6 +161,12 @@ struct JsonNode<'a> {
     drained: bool,
     /// Partitions the node leads with a voter out of sync.
     partitions_under_replicated: u32,
+    /// active, rebuilding, removing, or "" (not registered yet).
+    membership: &'a str,
+    /// voter, learner or "": its place in the metadata group.
+    metadata_role: &'a str,
+    /// Partition replicas placed on the node.
+    partitions_assigned: u32,
 }
 
 impl<'a> From<&'a ClusterStatus> for JsonStatus<'a> {
@@ -112,8 +188,12 @@ impl<'a> From<&'a ClusterStatus> for JsonStatus<'a> {
                     clock_offset_ms: n.clock_offset_ms,
                     drained: n.drained,
                     partitions_under_replicated: n.partitions_under_replicated,
+                    membership: &n.membership,
+                    metadata_role: &n.metadata_role,
+                    partitions_assigned: n.partitions_assigned,
                 })
                 .collect(),
+            cluster_id: &status.cluster_id,
             reassignments: status
                 .reassignments
                 .iter()
@@ -146,6 +226,12 @@ fn problems(status: &ClusterStatus) -> Vec<String> {
             node.id, node.address, node.partitions_under_replicated
         ));
     }
+    for node in status.nodes.iter().filter(|n| n.membership == "rebuilding") {
+        problems.push(format!(
+            "node {} ({}) lost its data and is being caught up; it does not vote until it is",
+            node.id, node.address
+        ));
+    }
     for node in status.nodes.iter().filter(|n| n.alive) {
         if let Some(offset) = node.clock_offset_ms.filter(|o| o.unsigned_abs() > CLOCK_SKEW_TOLERANCE_MS) {
             problems.push(format!(
@@ -173,8 +259,13 @@ fn show_clock_offset(offset_ms: Option<i64>) -> String {
 
 pub async fn run(command: ClusterCommand, bootstrap: &[String], json: bool) -> anyhow::Result<ExitCode> {
     let client = Client::connect(bootstrap).map_err(explain)?;
-    if let ClusterCommand::Rebalance { dry_run } = command {
-        return rebalance(&client, dry_run, json).await;
+    match command {
+        ClusterCommand::Rebalance { dry_run } => return rebalance(&client, dry_run, json).await,
+        ClusterCommand::AddVoter { node } => return add_voter(&client, node, json).await,
+        ClusterCommand::RemoveNode { node, wait, timeout } => {
+            return remove_node(&client, node, wait, timeout, json).await
+        }
+        ClusterCommand::Status => {}
     }
     let status = client.cluster_status().await.map_err(explain)?;
     if json {
@@ -182,6 +273,9 @@ pub async fn run(command: ClusterCommand, bootstrap: &[String], json: bool) -> a
     } else {
         let availability = if status.metadata_available { "available" } else { "unavailable" };
         println!("metadata leader: {} ({availability})", show_node(status.metadata_leader));
+        if !status.cluster_id.is_empty() {
+            println!("cluster id: {}", status.cluster_id);
+        }
         let rows: Vec<Vec<String>> = status
             .nodes
             .iter()
@@ -195,6 +289,9 @@ pub async fn run(command: ClusterCommand, bootstrap: &[String], json: bool) -> a
                     n.partitions_under_replicated.to_string(),
                     show_clock_offset(n.clock_offset_ms).replace(" of", ""),
                     if n.drained { "drained" } else { "" }.to_string(),
+                    n.membership.clone(),
+                    n.metadata_role.clone(),
+                    n.partitions_assigned.to_string(),
                 ]
             })
             .collect();
@@ -207,6 +304,9 @@ pub async fn run(command: ClusterCommand, bootstrap: &[String], json: bool) -> a
             "UNDER-REPLICATED",
             "CLOCK",
             "LEADERSHIP",
+            "MEMBERSHIP",
+            "METADATA",
+            "ASSIGNED",
         ];
         print_table(&header, &rows);
         if !status.reassignments.is_empty() {
@@ -256,6 +356,9 @@ mod tests {
             clock_offset_ms: alive.then_some(3),
             drained: false,
             partitions_under_replicated: 0,
+            membership: "active".into(),
+            metadata_role: "voter".into(),
+            partitions_assigned: 0,
         };
         let mut status = ClusterStatus {
             nodes: vec![node(1, true), node(2, false)],
@@ -263,6 +366,7 @@ mod tests {
             metadata_available: false,
             metadata_detail: "no leader elected".into(),
             reassignments: Vec::new(),
+            cluster_id: "c".into(),
         };
         let found = problems(&status);
         assert_eq!(found.len(), 2);

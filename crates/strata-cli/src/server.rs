@@ -24,6 +24,14 @@ pub struct ServerArgs {
     /// Every initial node: ID=HOST:PORT,ID=HOST:PORT,...
     #[arg(long, env = "STRATA_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
+    /// Addresses of running nodes to join a running cluster through,
+    /// HOST:PORT,... (instead of --initial-cluster).
+    #[arg(long, env = "STRATA_JOIN")]
+    pub join: Option<String>,
+    /// Where the other nodes reach this one, HOST:PORT, with --join
+    /// [default: --listen].
+    #[arg(long, env = "STRATA_PEER_ADDRESS")]
+    pub peer_address: Option<String>,
     /// Address of the Prometheus /metrics endpoint, HOST:PORT [default: off].
     #[arg(long, env = "STRATA_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
@@ -52,6 +60,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     file.advertise = args.advertise.or(file.advertise);
     file.data_dir = args.data_dir.or(file.data_dir);
     file.initial_cluster = args.initial_cluster.or(file.initial_cluster);
+    file.join = args.join.or(file.join);
+    file.peer_address = args.peer_address.or(file.peer_address);
     file.metrics_listen = args.metrics_listen.or(file.metrics_listen);
     let config = file.validate().map_err(anyhow::Error::msg).context("invalid configuration")?;
     if cfg!(feature = "mutation-no-dedup") {

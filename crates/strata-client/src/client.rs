@@ -258,6 +258,8 @@ wire_answer!(
     proto::ReassignPartitionResponse,
     proto::DrainNodeResponse,
     proto::RebalanceResponse,
+    proto::AddVoterResponse,
+    proto::RemoveNodeResponse,
 );
 
 /// `host:port` becomes `http://host:port`; an address with a scheme is kept.
@@ -1021,6 +1023,23 @@ impl Client {
         let request = proto::RebalanceRequest { dry_run };
         let answer = self.call_any(request, |mut stub, request| async move { stub.rebalance(request).await }).await?;
         Ok(answer.moves.into_iter().map(|m| (m.topic, m.partition, m.from, m.to)).collect())
+    }
+
+    /// Makes node `node_id`, which joined the cluster, a voter of the
+    /// metadata group once it has caught up; answers the voters after.
+    pub async fn add_voter(&self, node_id: u64) -> Result<Vec<u64>, ClientError> {
+        let request = proto::AddVoterRequest { node_id };
+        let answer = self.call_any(request, |mut stub, request| async move { stub.add_voter(request).await }).await?;
+        Ok(answer.voters)
+    }
+
+    /// Starts decommissioning node `node_id` (every replica moves off it,
+    /// then it leaves the metadata group), or, called again, tells how far
+    /// it is: `(replicas still on it, removed)`.
+    pub async fn remove_node(&self, node_id: u64) -> Result<(u64, bool), ClientError> {
+        let request = proto::RemoveNodeRequest { node_id };
+        let answer = self.call_any(request, |mut stub, request| async move { stub.remove_node(request).await }).await?;
+        Ok((answer.remaining_replicas, answer.removed))
     }
 
     /// All topics, sorted by name.

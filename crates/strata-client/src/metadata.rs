@@ -101,6 +101,8 @@ pub struct ClusterStatus {
     pub metadata_detail: String,
     /// Partitions moving to other replicas.
     pub reassignments: Vec<Reassignment>,
+    /// Drawn when the cluster formed; empty before.
+    pub cluster_id: String,
 }
 
 /// A partition on its way to other replicas (`strata partition reassign`).
@@ -130,6 +132,13 @@ pub struct NodeStatus {
     pub drained: bool,
     /// Partitions the node leads with a voter out of sync.
     pub partitions_under_replicated: u32,
+    /// "active", "rebuilding" (back with an empty data dir, being caught
+    /// up), "removing", or "" (not registered yet).
+    pub membership: String,
+    /// "voter", "learner" or "": the node's place in the metadata group.
+    pub metadata_role: String,
+    /// Partition replicas the metadata state places on the node.
+    pub partitions_assigned: u32,
 }
 
 pub(crate) fn node_id(id: u64) -> Option<NodeId> {
@@ -196,6 +205,9 @@ impl From<proto::ClusterStatusResponse> for ClusterStatus {
                 clock_offset_ms: n.clock_known.then_some(n.clock_offset_ms),
                 drained: n.drained,
                 partitions_under_replicated: n.partitions_under_replicated,
+                membership: n.membership,
+                metadata_role: n.metadata_role,
+                partitions_assigned: n.partitions_assigned,
             })
             .collect();
         nodes.sort_by_key(|n| n.id);
@@ -215,6 +227,7 @@ impl From<proto::ClusterStatusResponse> for ClusterStatus {
                     age_ms: r.age_ms,
                 })
                 .collect(),
+            cluster_id: s.cluster_id,
         }
     }
 }

@@ -367,6 +367,21 @@ impl Strata for FakeNode {
         Err(Status::unimplemented("fake"))
     }
 
+    async fn join(&self, _: Request<proto::JoinRequest>) -> Result<Response<proto::JoinResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn add_voter(&self, _: Request<proto::AddVoterRequest>) -> Result<Response<proto::AddVoterResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn remove_node(
+        &self,
+        _: Request<proto::RemoveNodeRequest>,
+    ) -> Result<Response<proto::RemoveNodeResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     async fn alter_topic(
         &self,
         _: Request<proto::AlterTopicRequest>,

@@ -689,3 +689,31 @@ pub const ADVERTISE_RETRY_BACKOFF_MIN: Duration = Duration::from_millis(200);
 pub const ADVERTISE_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 const _: () = assert!(ADVERTISE_RETRY_BACKOFF_MIN.as_millis() < ADVERTISE_RETRY_BACKOFF_MAX.as_millis());
+
+/// How long a node with an empty store and an `initial_cluster` of several
+/// nodes asks its peers whether the cluster already formed (they answer
+/// its id) before it forms one with them. Nodes of a new cluster start
+/// within seconds of each other, and one that finds a formed cluster knows
+/// its data was lost and rejoins it instead of voting with an empty log.
+pub const FORMATION_PROBE_WINDOW: Duration = Duration::from_secs(5);
+
+/// How long one probe or liveness ping of a peer may take: a peer on the
+/// same network answers in milliseconds; one that does not within this
+/// counts as down.
+pub const PEER_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a joining node keeps asking to join (the cluster may be
+/// electing a metadata leader, or the node may start before the ones it
+/// joins through) before it gives up and exits with the last error.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How often the metadata leader looks for membership work: a cluster id
+/// to draw, a joined node to make a learner of the metadata group, a node
+/// to rebuild or to remove (it also looks when the metadata state changes).
+pub const MEMBERSHIP_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A node whose last heartbeat answer to the metadata leader is older than
+/// this counts as down when a removal checks that the voters left keep a
+/// majority: several election timeouts, so a node busy for a moment still
+/// counts as up.
+pub const NODE_LIVE_WITHIN: Duration = Duration::from_secs(5);

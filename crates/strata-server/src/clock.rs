@@ -176,7 +176,8 @@ struct Inner {
 /// This node's view of cluster time; cheap to clone.
 #[derive(Clone)]
 pub struct ClusterClock {
-    cluster_size: usize,
+    /// The nodes of the cluster (it grows and shrinks: `set_cluster_size`).
+    cluster_size: Arc<std::sync::atomic::AtomicUsize>,
     /// Origin of the monotonic readings samples are kept against.
     origin: Instant,
     inner: Arc<Mutex<Inner>>,
@@ -185,9 +186,14 @@ pub struct ClusterClock {
 }
 
 impl ClusterClock {
+    /// The cluster has `size` nodes now (a node joined or left).
+    pub fn set_cluster_size(&self, size: usize) {
+        self.cluster_size.store(size.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn new(cluster_size: usize) -> ClusterClock {
         ClusterClock {
-            cluster_size,
+            cluster_size: Arc::new(std::sync::atomic::AtomicUsize::new(cluster_size)),
             origin: Instant::now(),
             inner: Arc::default(),
             trusted: Arc::new(watch::channel(false).0),
@@ -234,7 +240,8 @@ impl ClusterClock {
             .filter_map(|p| p.estimate(now))
             .map(|s| s.monotonic_offset_ms + since_origin - wall_ms as i64)
             .collect();
-        let seen = cluster_now_at(wall_ms, &offsets, self.cluster_size);
+        let size = self.cluster_size.load(std::sync::atomic::Ordering::Relaxed);
+        let seen = cluster_now_at(wall_ms, &offsets, size);
         if seen.trusted {
             inner.anchor = Some(Seen { time_ms: seen.ms, at: now });
         }
@@ -452,7 +459,7 @@ mod tests {
         assert!(stamp.abs_diff(local_wall_ms()) <= 1_000, "cluster time, not 1970: {stamp}");
         // Trusted once: later stamps never wait, even while untrusted (the
         // last trusted time bounds them).
-        let untrusted = ClusterClock { cluster_size: 5, ..clock.clone() };
+        let untrusted = ClusterClock { cluster_size: Arc::new(5.into()), ..clock.clone() };
         let waited = tokio::time::Instant::now();
         untrusted.stamp(1, 0).await;
         assert_eq!(waited.elapsed(), Duration::ZERO);

@@ -23,8 +23,15 @@ pub struct NodeConfig {
     /// default its own `initial_cluster` address, the one peers use.
     pub advertise: String,
     pub data_dir: PathBuf,
-    /// Every initial voter of the metadata group: node id -> address.
+    /// Every initial voter of the metadata group: node id -> address;
+    /// empty for a node that joins a running cluster (`join`).
     pub initial_cluster: BTreeMap<u64, String>,
+    /// Where peers reach this node (HOST:PORT): its `initial_cluster`
+    /// entry, or `peer_address`.
+    pub peer_address: String,
+    /// Nodes of a running cluster to join through (HOST:PORT each); empty
+    /// for a node of `initial_cluster`.
+    pub join: Vec<String>,
     pub heartbeat_interval: Duration,
     pub election_timeout_min: Duration,
     pub election_timeout_max: Duration,
@@ -108,6 +115,8 @@ pub struct FileConfig {
     pub advertise: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub initial_cluster: Option<String>,
+    pub join: Option<String>,
+    pub peer_address: Option<String>,
     pub heartbeat_interval: Option<String>,
     pub election_timeout_min: Option<String>,
     pub election_timeout_max: Option<String>,
@@ -137,6 +146,8 @@ pub const KEYS: &[(&str, bool)] = &[
     ("advertise", false),
     ("data_dir", false),
     ("initial_cluster", false),
+    ("join", false),
+    ("peer_address", false),
     ("heartbeat_interval", false),
     ("election_timeout_min", false),
     ("election_timeout_max", false),
@@ -231,16 +242,57 @@ impl FileConfig {
         let data_dir = self
             .data_dir
             .ok_or_else(|| invalid("data_dir", "data_dir is missing (--data-dir or data_dir in the config file)"))?;
-        let initial_cluster = match self.initial_cluster {
-            Some(text) => parse_initial_cluster(&text)?,
-            None => BTreeMap::from([(node_id, listen.clone())]),
-        };
-        let Some(peer_address) = initial_cluster.get(&node_id).cloned() else {
-            return Err(invalid("initial_cluster", format!("initial_cluster does not name this node ({node_id})")));
-        };
         // Empty is unset, so an environment variable can clear the file's.
-        let advertise = match self.advertise.map(|a| a.trim().to_string()).filter(|a| !a.is_empty()) {
-            None => peer_address,
+        let set = |value: Option<String>| value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let join = match set(self.join) {
+            None => Vec::new(),
+            Some(text) => parse_join(&text)?,
+        };
+        let given_peer = match set(self.peer_address) {
+            None => None,
+            Some(address) => {
+                strata_state::metadata::check_advertised_address(&address).map_err(|problem| {
+                    invalid("peer_address", format!("peer_address '{address}' {problem} (where peers reach this node)"))
+                })?;
+                Some(address)
+            }
+        };
+        let initial_cluster =
+            match (set(self.initial_cluster), join.is_empty()) {
+                (Some(_), false) => return Err(invalid(
+                    "join",
+                    "give either initial_cluster (a node of a new cluster) or join (a node joining a running one), \
+                     not both",
+                )),
+                (Some(text), true) => parse_initial_cluster(&text)?,
+                (None, true) => BTreeMap::from([(node_id, given_peer.clone().unwrap_or_else(|| listen.clone()))]),
+                (None, false) => BTreeMap::new(),
+            };
+        let peer_address = match (initial_cluster.get(&node_id), given_peer) {
+            (Some(entry), Some(given)) if *entry != given => {
+                return Err(invalid(
+                    "peer_address",
+                    format!("peer_address '{given}' differs from this node's initial_cluster entry '{entry}'"),
+                ))
+            }
+            (Some(entry), _) => entry.clone(),
+            (None, Some(given)) => given,
+            (None, None) if !join.is_empty() => {
+                let ip: std::net::SocketAddr = listen.parse().expect("checked above");
+                if ip.ip().is_unspecified() {
+                    return Err(invalid(
+                        "peer_address",
+                        format!("listen is '{listen}', which peers cannot dial; set peer_address (HOST:PORT)"),
+                    ));
+                }
+                listen.clone()
+            }
+            (None, None) => {
+                return Err(invalid("initial_cluster", format!("initial_cluster does not name this node ({node_id})")))
+            }
+        };
+        let advertise = match set(self.advertise) {
+            None => peer_address.clone(),
             Some(address) => {
                 strata_state::metadata::check_advertised_address(&address).map_err(|problem| {
                     invalid(
@@ -416,6 +468,8 @@ impl FileConfig {
             advertise,
             data_dir,
             initial_cluster,
+            peer_address,
+            join,
             heartbeat_interval,
             election_timeout_min,
             election_timeout_max,
@@ -446,6 +500,19 @@ fn parse_size(text: &str) -> Option<usize> {
         _ => return None,
     };
     number.checked_mul(scale)
+}
+
+/// Parses `join`: HOST:PORT addresses of running nodes, comma separated.
+fn parse_join(text: &str) -> Result<Vec<String>, ConfigError> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            strata_state::metadata::check_advertised_address(part)
+                .map(|()| part.to_string())
+                .map_err(|problem| invalid("join", format!("join address '{part}' {problem}")))
+        })
+        .collect()
 }
 
 /// Parses `1=127.0.0.1:7171,2=127.0.0.1:7172`.

@@ -16,6 +16,7 @@ mod group_api;
 mod groups;
 mod leader_call;
 mod leaders;
+mod membership;
 pub mod metrics;
 mod network;
 mod node;

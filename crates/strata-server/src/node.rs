@@ -19,6 +19,7 @@ use crate::clock::ClusterClock;
 use crate::config::NodeConfig;
 use crate::coordinator::Coordinator;
 use crate::groups::{GroupHandle, Groups};
+use crate::membership::LocalMembership;
 use crate::network::{GroupNetworkFactory, PeerChannels, Router};
 use crate::quiesce::Quiescence;
 use crate::retention::{trim_point, Retention};
@@ -99,6 +100,8 @@ pub struct Node {
     /// The transaction coordinator's memory (used while this node leads
     /// the metadata group).
     pub(crate) transactions: TxnCoordinator,
+    /// This node's store id, vote gate and cluster id (see `membership`).
+    pub membership: Arc<LocalMembership>,
 }
 
 /// The address `id` advertised in `state`, else `peer`.
@@ -146,6 +149,12 @@ impl Node {
             .collect()
     }
 
+    /// The cluster's nodes: those of initial_cluster and those that joined,
+    /// less those removed (`membership` keeps the peer map so).
+    pub fn cluster_nodes(&self) -> Vec<u64> {
+        self.peers.addresses().keys().copied().collect()
+    }
+
     fn members(&self, ids: &[u64]) -> BTreeMap<u64, BasicNode> {
         ids.iter().map(|id| (*id, BasicNode { addr: self.peers.address(*id).unwrap_or_default() })).collect()
     }
@@ -164,13 +173,10 @@ impl Node {
             openraft::Raft::new(self.node_id(), self.raft_config.clone(), network, log_store, state_machine).await?;
         let fresh = !raft.is_initialized().await?;
         // A node that is not among the voters joins an existing group: its
-        // leader adds it as a learner (a partition moving to it).
-        if fresh && voters.contains(&self.node_id()) {
-            // Every voter initializes with the same membership, so the group
-            // forms whatever order its nodes start in.
-            if let Err(err) = raft.initialize(self.members(voters)).await {
-                tracing::debug!(group = group_id, error = %err, "initialize refused; already formed");
-            }
+        // leader adds it as a learner (a partition moving to it). A node
+        // that lost its data never initialises one: it is caught up.
+        if fresh && voters.contains(&self.node_id()) && !self.membership.votes.is_closed() {
+            self.initialize(group_id, &raft, voters).await;
         }
         let reader = (kind == GroupKind::Partition).then(|| self.store.partition_reader(group_id));
         let handle = GroupHandle { group_id, raft: raft.clone(), state, reader };
@@ -182,6 +188,20 @@ impl Node {
         }
         tracing::info!(group = group_id, ?kind, fresh, "group started");
         Ok(handle)
+    }
+
+    /// Forms a group with `voters`. Every voter initialises with the same
+    /// membership, so the group forms whatever order its nodes start in.
+    async fn initialize(&self, group_id: u64, raft: &crate::groups::GroupRaft, voters: &[u64]) {
+        if let Err(err) = raft.initialize(self.members(voters)).await {
+            tracing::debug!(group = group_id, error = %err, "initialize refused; already formed");
+        }
+    }
+
+    /// Forms the metadata group of a new cluster with its initial voters
+    /// (a node with an empty store that found no formed cluster).
+    pub(crate) async fn form_metadata_group(&self, voters: &[u64]) {
+        self.initialize(METADATA_GROUP_ID, &self.metadata().raft, voters).await;
     }
 
     /// Starts and stops partition groups to match the metadata state (the

@@ -84,7 +84,7 @@ pub(crate) async fn run(node: Node) {
 
 /// One attempt at one move; true when it completed.
 async fn move_partition(node: &Node, group_id: u64, from: &[u64], to: &[u64], what: &str) -> bool {
-    let request = pb::ReconfigurePartitionRequest { group_id, replicas: to.to_vec() };
+    let request = pb::ReconfigurePartitionRequest { group_id, replicas: to.to_vec(), rebuild_node: 0 };
     let hosts: Vec<u64> = from.iter().chain(to).copied().collect();
     let reconfigured = crate::leader_call::on_partition_leader(node, group_id, &hosts, |target| {
         reconfigure_on(node, target, request.clone())
@@ -114,7 +114,11 @@ async fn move_partition(node: &Node, group_id: u64, from: &[u64], to: &[u64], wh
 
 /// Asks node `target` to reconfigure the group (it answers NOT_LEADER
 /// unless it leads it).
-async fn reconfigure_on(node: &Node, target: u64, request: pb::ReconfigurePartitionRequest) -> Result<(), ApiError> {
+pub(crate) async fn reconfigure_on(
+    node: &Node,
+    target: u64,
+    request: pb::ReconfigurePartitionRequest,
+) -> Result<(), ApiError> {
     let channel = node.peers.channel(target).map_err(ApiError::internal)?;
     let mut call = tonic::Request::new(request);
     call.set_timeout(REASSIGN_STEP_TIMEOUT);

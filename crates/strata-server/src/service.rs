@@ -46,6 +46,7 @@ use crate::metrics;
 use crate::node::{Node, TopicRef};
 use crate::sequencer::Sequencer;
 
+mod membership_api;
 mod reassign_api;
 mod txn_api;
 
@@ -639,7 +640,7 @@ impl StrataService {
     }
 
     fn voters(&self) -> Vec<u64> {
-        self.node.peers.addresses().keys().copied().collect()
+        self.node.cluster_nodes()
     }
 
     /// The leader of a partition and its offsets and stats, asking the
@@ -724,6 +725,8 @@ impl StrataService {
             clock_offset_ms: clock.local_offset_ms,
             clock_known: clock.trusted,
             partitions_under_replicated: metrics::under_replicated_led(&self.node) as u32,
+            store_id: self.node.membership.store_id,
+            cluster_id: self.node.membership.cluster_id(),
         }
     }
 }
@@ -1067,10 +1070,14 @@ impl Strata for StrataService {
             None => (false, "the metadata group has no leader; a majority of nodes must be running".to_string()),
         };
         let mut nodes = Vec::new();
-        let drained = self.node.metadata_state().drained.clone();
+        let state = self.node.metadata_state();
+        let drained = state.drained.clone();
+        let assigned = state.replicas_per_node();
         // Shown at their client addresses; pinged at their peer addresses.
         for (id, address) in self.node.client_addresses() {
-            let status = match self.ping_node(id).await {
+            let (membership, metadata_role) = crate::membership::describe(&self.node, &state, id);
+            let partitions_assigned = assigned.get(&id).copied().unwrap_or(0) as u32;
+            let mut status = match self.ping_node(id).await {
                 Ok(ping) => pb::NodeStatus {
                     id,
                     address,
@@ -1082,6 +1089,7 @@ impl Strata for StrataService {
                     clock_known: ping.clock_known,
                     drained: drained.contains(&id),
                     partitions_under_replicated: ping.partitions_under_replicated,
+                    ..Default::default()
                 },
                 Err(error) => pb::NodeStatus {
                     id,
@@ -1092,6 +1100,8 @@ impl Strata for StrataService {
                     ..Default::default()
                 },
             };
+            (status.membership, status.metadata_role, status.partitions_assigned) =
+                (membership, metadata_role, partitions_assigned);
             nodes.push(status);
         }
         Ok(Response::new(pb::ClusterStatusResponse {
@@ -1101,6 +1111,7 @@ impl Strata for StrataService {
             metadata_available: available,
             metadata_detail: detail,
             reassignments: self.reassignment_statuses(),
+            cluster_id: state.members.cluster_id.clone(),
         }))
     }
 
@@ -1350,6 +1361,21 @@ impl Strata for StrataService {
         request: Request<pb::DrainNodeRequest>,
     ) -> Result<Response<pb::DrainNodeResponse>, Status> {
         self.drain_node_inner(request).await
+    }
+
+    async fn join(&self, request: Request<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
+        self.join_inner(request).await
+    }
+
+    async fn add_voter(&self, request: Request<pb::AddVoterRequest>) -> Result<Response<pb::AddVoterResponse>, Status> {
+        self.add_voter_inner(request).await
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        self.remove_node_inner(request).await
     }
 }
 

@@ -17,7 +17,8 @@ use tokio::sync::watch;
 use crate::clock::ClusterClock;
 use crate::config::NodeConfig;
 use crate::groups::Groups;
-use crate::network::{PeerChannels, Router, TransportService};
+use crate::membership::{LocalMembership, StartMode};
+use crate::network::{PeerChannels, Router, TransportService, VoteGate};
 use crate::node::Node;
 use crate::quiesce::{Quiescence, QuietTiming};
 use crate::service::StrataService;
@@ -35,6 +36,8 @@ pub enum StartError {
     RaftConfig(String),
     #[error("cannot start the metadata group: {0}")]
     Metadata(crate::node::GroupError),
+    #[error("cannot join the cluster: {0}")]
+    Join(crate::membership::JoinRefused),
 }
 
 #[cfg(feature = "fault-hooks")]
@@ -64,8 +67,27 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         .map_err(|source| StartError::Listen { address: config.listen.clone(), source })?;
 
     let raft_config = raft_config(&config)?;
+    let (store_id, created) = store
+        .identity(rand::random::<u64>() | 1)
+        .await
+        .map_err(|source| StartError::Store { path: db_path.display().to_string(), source })?;
+    // A store made before store ids existed gets one now but holds data.
+    let stored = store
+        .stored_groups()
+        .await
+        .map_err(|source| StartError::Store { path: db_path.display().to_string(), source })?;
+    let fresh = created && stored.is_empty();
+    let votes = VoteGate::default();
+    if fresh {
+        // Until it knows it forms a new cluster, or until the cluster it
+        // joins counts it whole (see `membership`).
+        votes.close();
+    }
+    tracing::info!(node = config.node_id, store = %format!("{store_id:016x}"), fresh, "store opened");
 
     let peers = PeerChannels::new(config.initial_cluster.clone());
+    // A joining node's own address (initial_cluster has it for the others).
+    peers.set_address(config.node_id, &config.peer_address);
     let router = Router::new(config.node_id, peers.clone(), store.clone());
     let groups = Groups::default();
     let clock = ClusterClock::new(config.initial_cluster.len());
@@ -89,11 +111,15 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         clock,
         coordinator: Default::default(),
         transactions: Default::default(),
+        membership: Arc::new(LocalMembership::new(store_id, votes.clone())),
     };
 
     // The metadata group is registered before the first request is served:
     // handlers rely on it (its Raft needs no peer to start).
-    let voters: Vec<u64> = node.config.initial_cluster.keys().copied().collect();
+    // A node with an empty store initialises it only once it knows it
+    // forms a new cluster (below); a joining node never does.
+    let initial: Vec<u64> = node.config.initial_cluster.keys().copied().collect();
+    let voters = if fresh { Vec::new() } else { initial.clone() };
     let metadata =
         node.start_group(METADATA_GROUP_ID, GroupKind::Metadata, &voters).await.map_err(StartError::Metadata)?;
     // The metrics port is bound before the API serves, so a node that
@@ -119,6 +145,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
             groups: groups.clone(),
             store: store.clone(),
             traffic: quiescence.clone(),
+            votes: votes.clone(),
         })
         .max_decoding_message_size(strata_core::limits::MAX_GRPC_MESSAGE_BYTES)
         .max_encoding_message_size(strata_core::limits::MAX_GRPC_MESSAGE_BYTES);
@@ -159,8 +186,39 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     let advertiser = tokio::spawn(crate::advertise::run(node.clone()));
     let mover = tokio::spawn(crate::reassign::run(node.clone()));
     let balancer = tokio::spawn(crate::leaders::run(node.clone()));
+    let follower = tokio::spawn(crate::membership::run_follower(node.clone()));
+    let membership_leader = tokio::spawn(crate::membership::run_leader(node.clone()));
 
-    shutdown.await;
+    // Decided once this node serves, so that peers starting with it answer
+    // its probe (and it theirs) at once.
+    let mode = if fresh { crate::membership::start_mode(&node.config).await } else { StartMode::Restart };
+    tracing::info!(?mode, "start mode");
+    if mode == StartMode::Form {
+        node.form_metadata_group(&initial).await;
+        votes.open();
+    }
+    let registration = tokio::spawn(crate::membership::run_registration(node.clone()));
+    let joined = async {
+        match &mode {
+            StartMode::Join(addresses) => crate::membership::join(&node, addresses).await,
+            StartMode::Restart if !node.config.join.is_empty() => {
+                crate::membership::check_cluster_id(&node, &node.config.join).await
+            }
+            _ => Ok(()),
+        }
+    };
+    tokio::pin!(shutdown);
+    let mut refused = None;
+    tokio::select! {
+        _ = &mut shutdown => {}
+        result = joined => match result {
+            Err(error) => refused = Some(error),
+            Ok(()) => (&mut shutdown).await,
+        },
+    }
+    if let Some(error) = &refused {
+        tracing::error!(%error, "this node cannot join the cluster; stopping");
+    }
     tracing::info!(node = node.node_id(), "node stopping");
     health.set_not_serving::<StrataServer<StrataService>>().await;
     health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
@@ -171,6 +229,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     advertiser.abort();
     mover.abort();
     balancer.abort();
+    follower.abort();
+    membership_leader.abort();
+    registration.abort();
     beats.abort();
     if let Some(task) = &metrics {
         task.abort();
@@ -193,7 +254,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     tracing::info!(node = node.node_id(), "node stopped");
     // The database closes when its last handle drops; the caller must let
     // the runtime's tasks end (drop the runtime) before the process exits.
-    Ok(())
+    match refused {
+        Some(error) => Err(StartError::Join(error)),
+        None => Ok(()),
+    }
 }
 
 /// The openraft settings of every group of this node.
@@ -228,6 +292,13 @@ fn raft_config(config: &NodeConfig) -> Result<openraft::Config, StartError> {
         // that cost a second more unavailability after a leader kill in the
         // Docker fault test (3.6 s against a bound of 3 s).
         enable_pre_vote: Some(true),
+        // A node whose data dir was emptied comes back with an empty log:
+        // its leaders start its replication over instead of stopping on the
+        // "reverted" log. It is safe because such a node refuses to vote
+        // until every group it was in has caught it up (`membership`'s vote
+        // gate), and a lost fsynced write is refused at start by the
+        // store's durable marker, so no node reverts unnoticed.
+        allow_log_reversion: Some(true),
         ..Default::default()
     }
     .validate()
@@ -246,5 +317,6 @@ mod tests {
         let raft = raft_config(&config.validate().unwrap()).unwrap();
         assert_eq!(raft.enable_leader_restore, Some(false));
         assert_eq!(raft.enable_pre_vote, Some(true), "elections are pre-voted");
+        assert_eq!(raft.allow_log_reversion, Some(true), "a node back with an empty store is caught up");
     }
 }

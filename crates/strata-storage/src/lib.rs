@@ -417,7 +417,34 @@ impl Store {
     pub fn group_commit_stats(&self) -> GroupCommitStats {
         self.group_commit.stats()
     }
+
+    /// This store's id, and whether it was made now: the id stored at
+    /// creation, or `new_id` written (synced) when the store has none,
+    /// i.e. it is new or its data was lost. It lives in the default column
+    /// family, outside every group's key range, so it goes with the data:
+    /// a node whose data dir is emptied gets a new id, and the cluster
+    /// knows it lost what it held (strata-state's `members`).
+    pub async fn identity(&self, new_id: u64) -> io::Result<(u64, bool)> {
+        let db = self.db.clone();
+        blocking(move || {
+            if let Some(stored) = db.get(STORE_ID_KEY).map_err(to_io)? {
+                let bytes: [u8; 8] = stored
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "store id is not 8 bytes"))?;
+                return Ok((u64::from_be_bytes(bytes), false));
+            }
+            let mut options = rocksdb::WriteOptions::default();
+            options.set_sync(true);
+            db.put_opt(STORE_ID_KEY, new_id.to_be_bytes(), &options).map_err(to_io)?;
+            Ok((new_id, true))
+        })
+        .await
+    }
 }
+
+/// The default column family's key of the store id (see `Store::identity`).
+const STORE_ID_KEY: &[u8] = b"strata/store-id";
 
 #[cfg(feature = "fault-hooks")]
 fn test_key(key: &[u8]) -> Vec<u8> {

@@ -10,6 +10,8 @@
 
 use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use openraft::raft::AppendEntriesRequest;
 use openraft::type_config::alias::SnapshotOf;
@@ -81,6 +83,31 @@ pub enum ReceiveError {
     Stage(StreamError),
     #[error("snapshot receiver failed: {0}")]
     ReceiverFailed(tokio::task::JoinError),
+    #[error(
+        "this node does not vote yet: it is starting with an empty store, or being caught up after losing its data"
+    )]
+    NotVoting,
+}
+
+/// Whether this node answers vote requests. A node back with an empty
+/// store has forgotten what it voted for and what it acknowledged: its
+/// vote could elect a leader that lacks committed entries. It is closed
+/// until the node is caught up again (see `crate::membership`).
+#[derive(Clone, Debug, Default)]
+pub struct VoteGate(Arc<AtomicBool>);
+
+impl VoteGate {
+    pub fn close(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn open(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 /// The receiving side of the peer transport.
@@ -89,6 +116,8 @@ pub struct TransportService<P> {
     pub store: Store,
     /// Told of beats and of each Raft message's kind.
     pub traffic: P,
+    /// Closed: vote and pre-vote requests are refused.
+    pub votes: VoteGate,
 }
 
 /// A delivered message's answer, encoded for the wire.
@@ -119,6 +148,9 @@ impl<P: PeerTraffic> TransportService<P> {
                     }
                     Err(e) => Ok(failed(ReceiveError::BadRequest(e))),
                 }
+            }
+            Ok(RaftRpcKind::Vote | RaftRpcKind::PreVote) if self.votes.is_closed() => {
+                Ok(failed(ReceiveError::NotVoting))
             }
             Ok(RaftRpcKind::Vote) => match postcard::from_bytes(&request.payload) {
                 Ok(rpc) => {

@@ -18,7 +18,7 @@
 pub mod incoming;
 pub mod outgoing;
 
-pub use incoming::TransportService;
+pub use incoming::{TransportService, VoteGate};
 pub use outgoing::{GroupNetworkFactory, PeerChannels, Router};
 
 /// The wire form of a Raft call's answer (postcard): the group's answer,

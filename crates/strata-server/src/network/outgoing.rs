@@ -116,6 +116,22 @@ impl PeerChannels {
         self.addresses.read().expect("lock").clone()
     }
 
+    /// Learns (or updates) where `node` is reached; a changed address drops
+    /// the old channel, so the next call connects to the new one.
+    pub fn set_address(&self, node: u64, address: &str) {
+        let mut addresses = self.addresses.write().expect("lock");
+        if addresses.get(&node).map(String::as_str) != Some(address) {
+            addresses.insert(node, address.to_string());
+            self.channels.lock().expect("lock").remove(&node);
+        }
+    }
+
+    /// Forgets `node` (removed from the cluster).
+    pub fn forget(&self, node: u64) {
+        self.addresses.write().expect("lock").remove(&node);
+        self.channels.lock().expect("lock").remove(&node);
+    }
+
     /// The channel to `node`, connected on first use; reconnects by itself.
     pub fn channel(&self, node: u64) -> Result<Channel, SendError> {
         if let Some(channel) = self.channels.lock().expect("lock").get(&node) {

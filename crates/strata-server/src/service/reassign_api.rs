@@ -3,6 +3,7 @@
 //! topic create) and the internal `ReconfigurePartition` (served by a
 //! partition's leader; see `reassign`).
 
+use strata_core::ErrorCode;
 use strata_proto::v1 as pb;
 use strata_proto::v1::strata_client::StrataClient;
 use strata_state::{MetaCommand, MetaResponse};
@@ -10,6 +11,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::{err, is_forwarded, StrataService};
+use crate::error::ApiError;
 
 impl StrataService {
     pub(super) async fn reassign_partition_inner(
@@ -86,7 +88,18 @@ impl StrataService {
         &self,
         request: pb::ReconfigurePartitionRequest,
     ) -> Result<Response<pb::ReconfigurePartitionResponse>, Status> {
-        match crate::reassign::reconfigure(&self.node, request.group_id, &request.replicas).await {
+        let done = if request.rebuild_node != 0 {
+            match self.node.groups.get(request.group_id).filter(|_| request.rebuild_node == self.node.node_id()) {
+                Some(handle) => crate::membership::wait_own_copy_caught_up(&self.node, &handle).await,
+                None => Err(ApiError::new(
+                    ErrorCode::PartitionNotReady,
+                    format!("node {} does not run group {} (yet)", self.node.node_id(), request.group_id),
+                )),
+            }
+        } else {
+            crate::reassign::reconfigure(&self.node, request.group_id, &request.replicas).await
+        };
+        match done {
             Ok(()) => Ok(Response::new(pb::ReconfigurePartitionResponse { error: None })),
             Err(error) => err(error, |a: &mut pb::ReconfigurePartitionResponse, e| a.error = e),
         }
