@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_cluster_tests::{create_topic, eventually, fetch_all, produce, strata_cli, value_of, Cluster};
+use strata_cluster_tests::{
+    create_topic, eventually, fetch_all, produce, replica_values, strata_cli, value_of, Cluster,
+};
 use strata_proto::v1 as pb;
 
 /// How long one CLI command may take: a move here is a catch-up of a few
@@ -26,30 +28,6 @@ async fn replicas(cluster: &Cluster, topic: &str) -> Vec<u64> {
     let answer =
         api.describe_topic(pb::DescribeTopicRequest { name: topic.into() }).await.expect("describe").into_inner();
     answer.partitions[0].replicas.clone()
-}
-
-/// Every value node `id`'s own copy of `topic`/0 holds, through a replica
-/// read (no leader involved), up to what it has applied.
-async fn replica_values(cluster: &Cluster, id: u64, topic: &str) -> Option<Vec<String>> {
-    let mut api = cluster.api(id).await;
-    let mut out = Vec::new();
-    let mut offset = 0;
-    loop {
-        let request =
-            pb::FetchRequest { topic: topic.into(), partition: 0, offset, replica_read: true, ..Default::default() };
-        let answer = api.fetch(request).await.ok()?.into_inner();
-        if answer.error.is_some() {
-            return None;
-        }
-        let records = strata_record::decode_records_from(&answer.records, offset).ok()?;
-        if records.is_empty() {
-            return Some(out);
-        }
-        for record in records {
-            offset = record.offset + 1;
-            out.push(value_of(&record));
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -116,7 +94,7 @@ async fn a_partition_moves_to_another_node_while_it_is_written() {
 
     // The new replica holds every acknowledged record in its own copy.
     let seen = eventually(SETTLE, "the new replica to hold every acknowledged record", || async {
-        let values = replica_values(&cluster, outsider, "moving").await?;
+        let values = replica_values(&cluster, outsider, "moving", 0).await?;
         acknowledged.iter().all(|v| values.contains(v)).then_some(values)
     })
     .await;

@@ -50,6 +50,9 @@ pub struct Cluster {
     extra_config: String,
     /// Nodes given other TOML lines than `extra_config` (`set_node_config`).
     node_config: std::collections::BTreeMap<u64, String>,
+    /// Nodes started with `--join` these addresses instead of
+    /// `--initial-cluster` (`plan_joining_node`, `set_join`).
+    join: std::collections::BTreeMap<u64, Vec<String>>,
 }
 
 impl Cluster {
@@ -103,7 +106,14 @@ impl Cluster {
             })
             .collect();
         let initial_cluster = nodes.iter().map(|n| format!("{}={}", n.id, n.address)).collect::<Vec<_>>().join(",");
-        Cluster { dir, nodes, initial_cluster, extra_config: extra_config.to_string(), node_config: Default::default() }
+        Cluster {
+            dir,
+            nodes,
+            initial_cluster,
+            extra_config: extra_config.to_string(),
+            node_config: Default::default(),
+            join: Default::default(),
+        }
     }
 
     fn node_mut(&mut self, id: u64) -> &mut NodeProcess {
@@ -117,6 +127,7 @@ impl Cluster {
     /// Starts (or restarts) node `id` on its data dir.
     pub fn start_node(&mut self, id: u64) {
         let initial_cluster = self.initial_cluster.clone();
+        let join = self.join.get(&id).cloned();
         let config_path = self.dir.path().join(format!("node-{id}.toml"));
         let mut config = String::new();
         if let Some(address) = &self.node(id).metrics_address {
@@ -140,7 +151,10 @@ impl Cluster {
             ])
             .arg("--data-dir")
             .arg(&node.data_dir)
-            .args(["--initial-cluster", &initial_cluster])
+            .args(match &join {
+                Some(addresses) => ["--join".to_string(), addresses.join(",")],
+                None => ["--initial-cluster".to_string(), initial_cluster],
+            })
             .arg("--config")
             .arg(&config_path)
             .stdin(Stdio::null())
@@ -149,6 +163,73 @@ impl Cluster {
             .spawn()
             .expect("start strata server");
         node.child = Some(child);
+    }
+
+    /// Plans one more node, to join the running cluster through the nodes
+    /// `via` (`--join`); `start_node` starts it. Answers its id.
+    pub fn plan_joining_node(&mut self, via: &[u64]) -> u64 {
+        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        let metrics = self.nodes.first().is_some_and(|n| n.metrics_address.is_some());
+        self.nodes.push(NodeProcess {
+            id,
+            address: format!("127.0.0.1:{}", free_port()),
+            data_dir: self.dir.path().join(format!("node-{id}")),
+            log_path: self.dir.path().join(format!("node-{id}.log")),
+            metrics_address: metrics.then(|| format!("127.0.0.1:{}", free_port())),
+            child: None,
+        });
+        let addresses = via.iter().map(|v| self.node(*v).address.clone()).collect();
+        self.join.insert(id, addresses);
+        id
+    }
+
+    /// Runs one more `strata server` as node `id` with an empty data dir
+    /// of its own, joining through the nodes `via`, until it exits by
+    /// itself (a node the cluster refuses); answers its exit status and
+    /// its log.
+    pub async fn run_extra_node(&self, id: u64, via: &[u64], timeout: Duration) -> (std::process::ExitStatus, String) {
+        let join: Vec<String> = via.iter().map(|v| self.node(*v).address.clone()).collect();
+        let data_dir = tempfile::tempdir_in(self.dir.path()).expect("data dir");
+        let output = tokio::process::Command::new(strata_binary())
+            .args(["server", "--node-id", &id.to_string(), "--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--join", &join.join(",")])
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(timeout, output).await.expect("the node exits in time").expect("run strata");
+        let log = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+        (output.status, log)
+    }
+
+    /// Starts node `id` with `--join addresses` from now on.
+    pub fn set_join(&mut self, id: u64, addresses: Vec<String>) {
+        self.join.insert(id, addresses);
+    }
+
+    /// Deletes node `id`'s data dir, as a lost disk would (the node must
+    /// not be running).
+    pub fn wipe(&self, id: u64) {
+        let node = self.node(id);
+        assert!(node.child.is_none(), "node {id} is running");
+        if node.data_dir.exists() {
+            std::fs::remove_dir_all(&node.data_dir).expect("delete the data dir");
+        }
+    }
+
+    /// Waits until node `id` exits by itself, and answers its exit status.
+    pub async fn wait_exit(&mut self, id: u64, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let node = self.node_mut(id);
+            let child = node.child.as_mut().expect("node is running");
+            if let Some(status) = child.try_wait().expect("poll the child") {
+                node.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "node {id} did not exit within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Gives node `id` these TOML lines instead of the cluster's extra
@@ -442,6 +523,31 @@ pub async fn strata_cli(cluster: &Cluster, args: &[&str], timeout: Duration) -> 
         .kill_on_drop(true)
         .output();
     tokio::time::timeout(timeout, output).await.expect("the command finishes in time").expect("run strata")
+}
+
+/// Every value node `id`'s own copy of `topic`/`partition` holds, through
+/// replica reads (no leader involved), up to what it has applied; `None`
+/// while the node cannot answer.
+pub async fn replica_values(cluster: &Cluster, id: u64, topic: &str, partition: u32) -> Option<Vec<String>> {
+    let mut api = cluster.api(id).await;
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let request =
+            pb::FetchRequest { topic: topic.into(), partition, offset, replica_read: true, ..Default::default() };
+        let answer = api.fetch(request).await.ok()?.into_inner();
+        if answer.error.is_some() {
+            return None;
+        }
+        let records = strata_record::decode_records_from(&answer.records, offset).ok()?;
+        if records.is_empty() {
+            return Some(out);
+        }
+        for record in records {
+            offset = record.offset + 1;
+            out.push(value_of(&record));
+        }
+    }
 }
 
 pub fn value_of(record: &strata_record::StoredRecord) -> String {
