@@ -210,3 +210,38 @@ async fn a_node_of_another_cluster_is_refused() {
     let log = std::fs::read_to_string(&a.node(joined).log_path).unwrap_or_default();
     assert!(!exit.success() && log.contains("CLUSTER_ID_MISMATCH"), "node 2 refuses cluster B:\n{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_go_only_to_nodes_that_are_up() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.wait_ready().await;
+    let down = (1..=3).find(|n| *n != leader).expect("a node that does not lead");
+    cluster.kill(down);
+    // Once the metadata leader has missed the node's heartbeat answers for
+    // NODE_LIVE_WITHIN, a replication factor of 3 has too few nodes.
+    let mut attempt = 0;
+    eventually(SETTLE, "RF 3 to be refused with a node down", || {
+        attempt += 1;
+        let name = format!("three-{attempt}");
+        let cluster = &cluster;
+        async move {
+            let args = ["topic", "create", &name, "--partitions", "1", "--replication-factor", "3"];
+            let output = strata(cluster, &args).await;
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            (!output.status.success() && stderr.contains("INVALID_REPLICATION_FACTOR")).then_some(())
+        }
+    })
+    .await;
+    // RF 2 goes to the two nodes up.
+    let created = strata(&cluster, &["topic", "create", "two", "--partitions", "4", "--replication-factor", "2"]).await;
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let mut api = cluster.api(leader).await;
+    let described = api.describe_topic(pb::DescribeTopicRequest { name: "two".into() }).await.expect("describe");
+    for partition in described.into_inner().partitions {
+        assert!(
+            !partition.replicas.contains(&down),
+            "partition {} placed on the node that is down",
+            partition.partition
+        );
+    }
+}

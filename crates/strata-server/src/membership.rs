@@ -580,6 +580,23 @@ fn live_nodes(node: &Node) -> Vec<u64> {
     live
 }
 
+/// The nodes new replicas may go to, on the metadata leader: the cluster's
+/// nodes less those whose last heartbeat answer is older than
+/// NODE_LIVE_WITHIN. One that has not answered since this leader took over
+/// counts as up (the leader may be seconds old); `live_nodes`, for
+/// removals, counts it as down.
+pub(crate) fn placeable_nodes(node: &Node) -> Vec<u64> {
+    let metrics = node.metadata().raft.metrics().borrow_watched().clone();
+    let silent = |id: &u64| {
+        metrics
+            .heartbeat
+            .as_ref()
+            .and_then(|h| h.get(id).cloned().flatten())
+            .is_some_and(|at| (*at).elapsed() >= NODE_LIVE_WITHIN)
+    };
+    node.cluster_nodes().into_iter().filter(|id| !silent(id)).collect()
+}
+
 /// Serves AddVoter on the metadata leader: catches the node up as a
 /// learner, then makes it a voter. Answers the voters after.
 pub(crate) async fn add_voter(node: &Node, id: u64) -> Result<Vec<u64>, CoordinatorError> {

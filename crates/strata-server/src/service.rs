@@ -905,7 +905,7 @@ impl Strata for StrataService {
             partitions: request.partitions,
             replication_factor: request.replication_factor,
             config,
-            nodes: self.voters(),
+            nodes: crate::membership::placeable_nodes(&self.node),
             created_ms: self.node.clock.now().ms,
         };
         self.write_metadata(
@@ -937,7 +937,7 @@ impl Strata for StrataService {
             name: request.name.clone(),
             partitions: request.partitions,
             configs: request.configs.clone().into_iter().collect(),
-            nodes: self.voters(),
+            nodes: crate::membership::placeable_nodes(&self.node),
         };
         self.write_metadata(
             command,

@@ -557,7 +557,7 @@ impl MetadataState {
                     return error(
                         ErrorCode::InvalidReplicationFactor,
                         format!(
-                            "replication factor {replication_factor} asked; the cluster has {} nodes, the limit is {MAX_REPLICATION_FACTOR}",
+                            "replication factor {replication_factor} asked; the cluster has {} nodes up to place replicas on (strata cluster status), the limit is {MAX_REPLICATION_FACTOR}",
                             nodes.len()
                         ),
                     );
