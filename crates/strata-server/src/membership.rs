@@ -25,7 +25,7 @@
 //!   metadata leader.
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use openraft::async_runtime::WatchReceiver;
@@ -46,7 +46,7 @@ use crate::config::NodeConfig;
 use crate::coordinator::{confirm_leader, leading_term, propose_meta, CoordinatorError};
 use crate::error::ApiError;
 use crate::groups::GroupHandle;
-use crate::network::VoteGate;
+use crate::network::{ClusterId, VoteGate};
 use crate::node::Node;
 
 /// This node's own side of membership.
@@ -56,13 +56,14 @@ pub struct LocalMembership {
     pub store_id: u64,
     /// Closed while the node may not vote (see the module documentation).
     pub votes: VoteGate,
-    /// The cluster id as this node knows it ("" before it formed).
-    cluster_id: RwLock<String>,
+    /// The cluster id as this node knows it ("" before it formed), shared
+    /// with the peer transport, which stamps and checks it.
+    cluster_id: ClusterId,
 }
 
 impl LocalMembership {
-    pub fn new(store_id: u64, votes: VoteGate) -> LocalMembership {
-        LocalMembership { store_id, votes, cluster_id: RwLock::default() }
+    pub fn new(store_id: u64, votes: VoteGate, cluster_id: ClusterId) -> LocalMembership {
+        LocalMembership { store_id, votes, cluster_id }
     }
 
     pub fn cluster_id(&self) -> String {

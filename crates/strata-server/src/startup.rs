@@ -18,7 +18,7 @@ use crate::clock::ClusterClock;
 use crate::config::NodeConfig;
 use crate::groups::Groups;
 use crate::membership::{LocalMembership, StartMode};
-use crate::network::{PeerChannels, Router, TransportService, VoteGate};
+use crate::network::{ClusterCheck, ClusterId, PeerChannels, Router, TransportService, VoteGate};
 use crate::node::Node;
 use crate::quiesce::{Quiescence, QuietTiming};
 use crate::service::StrataService;
@@ -85,7 +85,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     }
     tracing::info!(node = config.node_id, store = %format!("{store_id:016x}"), fresh, "store opened");
 
-    let peers = PeerChannels::new(config.initial_cluster.clone());
+    let cluster_id = ClusterId::default();
+    let peers = PeerChannels::new(config.initial_cluster.clone(), cluster_id.clone());
     // A joining node's own address (initial_cluster has it for the others).
     peers.set_address(config.node_id, &config.peer_address);
     let router = Router::new(config.node_id, peers.clone(), store.clone());
@@ -111,7 +112,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         clock,
         coordinator: Default::default(),
         transactions: Default::default(),
-        membership: Arc::new(LocalMembership::new(store_id, votes.clone())),
+        membership: Arc::new(LocalMembership::new(store_id, votes.clone(), cluster_id.clone())),
     };
 
     // The metadata group is registered before the first request is served:
@@ -149,6 +150,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         })
         .max_decoding_message_size(strata_core::limits::MAX_GRPC_MESSAGE_BYTES)
         .max_encoding_message_size(strata_core::limits::MAX_GRPC_MESSAGE_BYTES);
+        // Peers of another cluster are refused (see `check_cluster`).
+        let transport = tonic::service::interceptor::InterceptedService::new(transport, ClusterCheck(cluster_id));
         let api = StrataServer::new(StrataService::new(node.clone()))
             .max_decoding_message_size(strata_core::limits::MAX_GRPC_MESSAGE_BYTES)
             .max_encoding_message_size(strata_core::limits::MAX_GRPC_MESSAGE_BYTES);

@@ -89,6 +89,35 @@ pub enum ReceiveError {
     NotVoting,
 }
 
+/// Refuses a peer call stamped with another cluster's id (see
+/// `outgoing::ClusterStamp`): a node given the address of another
+/// cluster's node (a wrong `initial_cluster` entry, a reused address) must
+/// not deliver its Raft messages there, nor take theirs. Calls without an
+/// id, or to a node without one, pass: a cluster that has not formed yet
+/// has no id.
+pub fn check_cluster(own: &str, sent: Option<&str>) -> Result<(), Status> {
+    match sent {
+        Some(sent) if !own.is_empty() && !sent.is_empty() && sent != own => Err(Status::failed_precondition(format!(
+            "CLUSTER_ID_MISMATCH: this node is of cluster {own}, the caller of cluster {sent}; check the peer \
+             addresses (initial_cluster, join)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The server side of `check_cluster`, for every call of the transport.
+#[derive(Clone)]
+pub struct ClusterCheck(pub super::outgoing::ClusterId);
+
+impl tonic::service::Interceptor for ClusterCheck {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let own = self.0.read().expect("lock").clone();
+        let sent = request.metadata().get(super::outgoing::CLUSTER_ID_HEADER).and_then(|v| v.to_str().ok());
+        check_cluster(&own, sent)?;
+        Ok(request)
+    }
+}
+
 /// Whether this node answers vote requests. A node back with an empty
 /// store has forgotten what it voted for and what it acknowledged: its
 /// vote could elect a leader that lacks committed entries. It is closed
@@ -281,6 +310,22 @@ fn parts_of(chunk: SnapshotChunk) -> Result<Vec<StreamPart>, ReceiveError> {
         }));
     }
     Ok(parts)
+}
+
+#[cfg(test)]
+mod cluster_tests {
+    use super::check_cluster;
+
+    #[test]
+    fn calls_of_another_cluster_are_refused() {
+        assert!(check_cluster("a", Some("a")).is_ok());
+        assert!(check_cluster("a", None).is_ok(), "an old node sends no id");
+        assert!(check_cluster("", Some("b")).is_ok(), "not formed yet");
+        assert!(check_cluster("a", Some("")).is_ok());
+        let refused = check_cluster("a", Some("b")).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+        assert!(refused.message().contains("CLUSTER_ID_MISMATCH"), "{}", refused.message());
+    }
 }
 
 #[cfg(test)]

@@ -18,8 +18,8 @@
 pub mod incoming;
 pub mod outgoing;
 
-pub use incoming::{TransportService, VoteGate};
-pub use outgoing::{GroupNetworkFactory, PeerChannels, Router};
+pub use incoming::{ClusterCheck, TransportService, VoteGate};
+pub use outgoing::{ClusterId, GroupNetworkFactory, PeerChannels, Router};
 
 /// The wire form of a Raft call's answer (postcard): the group's answer,
 /// or the text of its Raft's error. Both sides must agree on it, so it

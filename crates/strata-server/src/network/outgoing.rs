@@ -101,11 +101,47 @@ impl SendError {
 pub struct PeerChannels {
     addresses: Arc<RwLock<BTreeMap<u64, String>>>,
     channels: Arc<Mutex<HashMap<u64, Channel>>>,
+    /// This node's cluster id, sent with every call (see `ClusterStamp`).
+    cluster_id: ClusterId,
 }
 
+/// A cluster id that is learnt once the cluster forms ("" before); shared
+/// by the sending and the receiving side of the transport.
+pub type ClusterId = Arc<RwLock<String>>;
+
+/// The gRPC metadata key that carries the sender's cluster id.
+pub const CLUSTER_ID_HEADER: &str = "strata-cluster-id";
+
+/// Stamps every peer call with this node's cluster id, so that a node of
+/// another cluster refuses it (`incoming::check_cluster`).
+#[derive(Clone)]
+pub struct ClusterStamp(ClusterId);
+
+impl tonic::service::Interceptor for ClusterStamp {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let id = self.0.read().expect("lock").clone();
+        if let Ok(value) = id.parse() {
+            if !id.is_empty() {
+                request.metadata_mut().insert(CLUSTER_ID_HEADER, value);
+            }
+        }
+        Ok(request)
+    }
+}
+
+/// A peer transport client whose calls carry the cluster id.
+pub type PeerClient = RaftTransportClient<tonic::service::interceptor::InterceptedService<Channel, ClusterStamp>>;
+
 impl PeerChannels {
-    pub fn new(addresses: BTreeMap<u64, String>) -> PeerChannels {
-        PeerChannels { addresses: Arc::new(RwLock::new(addresses)), channels: Arc::default() }
+    pub fn new(addresses: BTreeMap<u64, String>, cluster_id: ClusterId) -> PeerChannels {
+        PeerChannels { addresses: Arc::new(RwLock::new(addresses)), channels: Arc::default(), cluster_id }
+    }
+
+    /// A transport client to `node` (see `ClusterStamp`).
+    pub fn client(&self, node: u64) -> Result<PeerClient, SendError> {
+        Ok(RaftTransportClient::with_interceptor(self.channel(node)?, ClusterStamp(self.cluster_id.clone()))
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES))
     }
 
     pub fn address(&self, node: u64) -> Option<String> {
@@ -151,7 +187,7 @@ impl PeerChannels {
 
     /// Sends a liveness beat to `peer`, giving up after `timeout`.
     pub async fn send_beat(&self, peer: u64, beat: NodeBeat, timeout: Duration) -> Result<(), SendError> {
-        let mut client = RaftTransportClient::new(self.channel(peer)?);
+        let mut client = self.client(peer)?;
         match tokio::time::timeout(timeout, client.beat(beat)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(status)) => Err(SendError::Status(status)),
@@ -212,11 +248,8 @@ impl Router {
         decode_answer(answer)
     }
 
-    fn client(&self, target: u64) -> Result<RaftTransportClient<Channel>, SendError> {
-        let channel = self.peers.channel(target)?;
-        Ok(RaftTransportClient::new(channel)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES))
+    fn client(&self, target: u64) -> Result<PeerClient, SendError> {
+        self.peers.client(target)
     }
 
     /// One Raft RPC; `batched` ones (heartbeats) share calls with others
