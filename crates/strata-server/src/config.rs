@@ -602,6 +602,51 @@ mod tests {
     }
 
     #[test]
+    fn a_joining_node_gives_join_and_a_peer_address_instead_of_initial_cluster() {
+        let joining = FileConfig {
+            join: Some("strata-1:7171, strata-2:7171".into()),
+            listen: Some("10.0.0.4:7171".into()),
+            ..base()
+        };
+        let c = joining.validate().unwrap();
+        assert_eq!(c.join, vec!["strata-1:7171".to_string(), "strata-2:7171".to_string()]);
+        assert!(c.initial_cluster.is_empty(), "it forms nothing");
+        assert_eq!(c.peer_address, "10.0.0.4:7171", "the listen address by default");
+        assert_eq!(c.advertise, "10.0.0.4:7171");
+        let named = FileConfig {
+            join: Some("strata-1:7171".into()),
+            listen: Some("0.0.0.0:7171".into()),
+            peer_address: Some("strata-4:7171".into()),
+            ..base()
+        };
+        assert_eq!(named.validate().unwrap().peer_address, "strata-4:7171");
+        // An empty initial_cluster (a flag clearing the file's) is unset.
+        let cleared = FileConfig {
+            join: Some("strata-1:7171".into()),
+            initial_cluster: Some(String::new()),
+            listen: Some("10.0.0.4:7171".into()),
+            ..base()
+        };
+        assert!(cleared.validate().is_ok());
+        let refusals = [
+            (FileConfig { join: Some("a:1".into()), initial_cluster: Some("1=a:1".into()), ..base() }, "join"),
+            (FileConfig { join: Some("a:1".into()), listen: Some("0.0.0.0:7171".into()), ..base() }, "peer_address"),
+            (FileConfig { join: Some("no-port".into()), ..base() }, "join"),
+            (FileConfig { join: Some("a:1".into()), peer_address: Some("x".into()), ..base() }, "peer_address"),
+            (
+                FileConfig { initial_cluster: Some("1=a:1,2=b:1".into()), peer_address: Some("c:1".into()), ..base() },
+                "peer_address",
+            ),
+        ];
+        for (config, key) in refusals {
+            match config.validate() {
+                Err(ConfigError::Invalid { key: got, message }) => assert_eq!(got, key, "{message}"),
+                other => panic!("expected {key} refused, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn the_advertised_address_defaults_to_the_peer_address_and_is_checked() {
         assert_eq!(base().validate().unwrap().advertise, "127.0.0.1:7171", "the node's own listen address");
         let cluster = Some("1=strata-1:7171,2=strata-2:7171".to_string());
