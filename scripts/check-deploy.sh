@@ -159,7 +159,10 @@ assert ready[-2:] == ["cluster", "status"] and f"127.0.0.1:{ports['grpc']}" in r
 # runs it: $$ becomes $, and a stand-in prints what strata would get.
 command = [part.replace("$$", "$") for part in container["command"]]
 command = [part.replace("exec /usr/local/bin/strata", "exec echo") for part in command]
-for pod_name, want in [("strata-0", "server --node-id 1"), ("strata-2", "server --node-id 3"), ("strata-12", "server --node-id 13")]:
+# Pods past the initial ones join through them, with an empty initial_cluster.
+seeds = ",".join(f"{sts['metadata']['name']}-{i}.{service}.{ns}.svc:{ports['grpc']}" for i in range(replicas))
+joiner = f"server --node-id 13 --initial-cluster  --join {seeds} --peer-address strata-12.{service}.{ns}.svc:{ports['grpc']}"
+for pod_name, want in [("strata-0", "server --node-id 1"), ("strata-2", "server --node-id 3"), ("strata-12", joiner)]:
     out = subprocess.run(command, env={"POD_NAME": pod_name, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == want, f"pod {pod_name}: {out.stdout!r} {out.stderr!r}, want {want!r}"
 bad = subprocess.run(command, env={"POD_NAME": "strata", "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
