@@ -245,3 +245,32 @@ async fn replicas_go_only_to_nodes_that_are_up() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_node_is_replaced_by_a_new_one() {
+    let mut cluster = Cluster::start(3).await;
+    cluster.wait_ready().await;
+    create_topic(&cluster, 1, "kept", 3, 3, &[]).await;
+    let acked = fill(&cluster, "kept", 3, "before", 20).await;
+    // Node 2's machine is gone for good; node 4 takes its place.
+    cluster.kill(2);
+    let new = cluster.plan_joining_node(&[1, 3]);
+    cluster.start_node(new);
+    eventually(SETTLE, "node 4 to join", || async {
+        (node_row(&cluster, new).await?["membership"] == "active").then_some(())
+    })
+    .await;
+    let removed = strata(&cluster, &["--json", "cluster", "remove-node", "2", "--wait", "--timeout", "80s"]).await;
+    let answer: serde_json::Value = serde_json::from_slice(&removed.stdout).unwrap_or_default();
+    assert!(
+        removed.status.success() && answer["removed"] == true,
+        "remove-node of a dead node: {}\n{}",
+        String::from_utf8_lossy(&removed.stderr),
+        cluster.logs()
+    );
+    // Node 4's own copies hold every acknowledged record (copied from the
+    // survivors), and nodes 1, 3 and 4 take writes.
+    holds_everything(&cluster, new, "kept", &acked).await;
+    let after = fill(&cluster, "kept", 3, "after", 5).await;
+    holds_everything(&cluster, new, "kept", &after).await;
+}
