@@ -400,11 +400,13 @@ fn follow_state(node: &Node, state: &MetadataState) {
     // Cluster time needs a majority of the nodes there are now (a joined
     // node has no initial_cluster to count).
     node.clock.set_cluster_size(node.cluster_nodes().len());
+    // Only `Active` opens it: a node removed while it rebuilds stays
+    // without a vote until it is gone.
     let whole = state
         .members
         .nodes
         .get(&me)
-        .is_some_and(|m| m.store_id == node.membership.store_id && m.status != MemberStatus::Rebuilding);
+        .is_some_and(|m| m.store_id == node.membership.store_id && m.status == MemberStatus::Active);
     if whole && node.membership.votes.is_closed() {
         tracing::info!("the cluster counts this node whole again: it votes from now on");
         node.membership.votes.open();

@@ -99,10 +99,12 @@ impl Members {
         self.nodes.iter().map(|(id, m)| (*id, m.peer.clone())).collect()
     }
 
-    /// The nodes replicas may be placed on: members neither removing nor
-    /// removed.
+    /// Whether new replicas may be placed on node `id`: an active member,
+    /// or an initial node not registered yet; not one being rebuilt (its
+    /// only copy of a new partition would wait for its rebuild to end),
+    /// removed or being removed.
     pub fn placeable(&self, id: u64) -> bool {
-        self.nodes.get(&id).is_none_or(|m| m.status != MemberStatus::Removing) && !self.removed.contains_key(&id)
+        self.nodes.get(&id).is_none_or(|m| m.status == MemberStatus::Active) && !self.removed.contains_key(&id)
     }
 }
 

@@ -82,7 +82,7 @@ impl MetadataState {
         {
             return refuse(
                 ErrorCode::InvalidRequest,
-                format!("node {leaving} is being removed from the cluster; name nodes that stay"),
+                format!("node {leaving} is being rebuilt or removed (strata cluster status); name active nodes"),
             );
         }
         let group_id = assignment.group_id;

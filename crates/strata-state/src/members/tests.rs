@@ -100,6 +100,15 @@ fn a_known_node_with_a_new_store_rebuilds_every_group_it_was_in() {
 }
 
 #[test]
+fn a_rebuilding_node_gets_no_new_replica() {
+    let mut state = cluster(&[1, 2, 3]);
+    state.apply(join(3, 999));
+    assert_eq!(state.members.nodes[&3].status, MemberStatus::Rebuilding);
+    create(&mut state, "t", 3, 2, &[1, 2, 3]);
+    assert!(state.topics["t"].partitions.iter().all(|a| !a.replicas.contains(&3)));
+}
+
+#[test]
 fn a_store_of_another_cluster_is_refused() {
     let mut state = cluster(&[1]);
     let command = MetaCommand::JoinNode { node_id: 2, peer: "h:1".into(), store_id: 5, cluster_id: "other".into() };
