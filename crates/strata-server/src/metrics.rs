@@ -293,6 +293,9 @@ struct Scrape {
     /// Partitions moving to other replicas; `None` unless this node leads
     /// the metadata group.
     reassignments: Option<u64>,
+    /// The cluster's nodes by membership (active, rebuilding, removing);
+    /// empty unless this node leads the metadata group.
+    members: Vec<([(&'static str, &'static str); 1], u64)>,
     quiet_partitions: u64,
     clock: ClusterNow,
     /// `None` when RocksDB's properties could not be read (logged).
@@ -330,6 +333,7 @@ impl Scrape {
             transactions: node.transactions.metrics(node),
             reassignments: crate::coordinator::leading_term(node)
                 .map(|_| node.metadata_state().reassignments.len() as u64),
+            members: crate::coordinator::leading_term(node).map(|_| members_by_status(node)).unwrap_or_default(),
             quiet_partitions: node.quiescence.timers_off(),
             clock: node.clock.now(),
             engine,
@@ -435,6 +439,11 @@ impl Collector for Scrape {
             let help = "Partitions moving to other replicas (strata partition reassign; exported by the metadata \
                         leader).";
             gauge(e, "strata_partition_reassignments", None, help, moving)?;
+        }
+        if !self.members.is_empty() {
+            let help = "The cluster's nodes by membership: active, rebuilding (back with an empty data dir, not \
+                        voting until caught up), removing (exported by the metadata leader).";
+            labelled(e, MetricType::Gauge, "strata_cluster_nodes", None, help, &self.members)?;
         }
 
         let Some(engine) = &self.engine else { return Ok(()) };
@@ -561,6 +570,22 @@ fn gauge(
     value: impl EncodeGaugeValue,
 ) -> fmt::Result {
     encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?.encode_gauge(&value)
+}
+
+/// How many of the cluster's nodes are in each membership status (a node
+/// of initial_cluster that has not registered yet counts as active).
+fn members_by_status(node: &Node) -> Vec<([(&'static str, &'static str); 1], u64)> {
+    use strata_state::members::MemberStatus;
+    let state = node.metadata_state();
+    let mut counts = [0u64; 3];
+    for id in node.cluster_nodes() {
+        let status = state.members.nodes.get(&id).map_or(MemberStatus::Active, |m| m.status);
+        counts[status as usize] += 1;
+    }
+    [MemberStatus::Active, MemberStatus::Rebuilding, MemberStatus::Removing]
+        .into_iter()
+        .map(|status| ([("membership", status.name())], counts[status as usize]))
+        .collect()
 }
 
 /// One counter or gauge family with a sample per label set.
@@ -744,6 +769,7 @@ mod tests {
             ],
             transactions: Some(TxnMetrics { open: 1, commits: 5, aborts: 2, timeouts: 1 }),
             reassignments: Some(2),
+            members: vec![([("membership", "active")], 3), ([("membership", "rebuilding")], 1)],
             quiet_partitions: 3,
             clock: ClusterNow { ms: 1, local_offset_ms: -12, trusted: true, fresh_peers: 2 },
             engine: Some(EngineStats {
@@ -798,6 +824,7 @@ mod tests {
         "strata_transactions_total",
         "strata_transaction_timeouts_total",
         "strata_partition_reassignments",
+        "strata_cluster_nodes",
         "strata_rocksdb_write_stopped",
         "strata_rocksdb_delayed_write_rate_bytes",
         "strata_rocksdb_stall_seconds_total",
@@ -915,7 +942,7 @@ mod tests {
         let scrape = Scrape { engine: None, ..full_scrape() };
         let families = openmetrics::parse(&scrape.encode(Format::OpenMetrics).unwrap()).unwrap();
         assert!(families.iter().all(|f| !f.name.starts_with("strata_rocksdb")));
-        assert_eq!(families.last().unwrap().name, "strata_partition_reassignments");
+        assert_eq!(families.last().unwrap().name, "strata_cluster_nodes");
     }
 
     #[test]
@@ -932,10 +959,13 @@ mod tests {
         assert_eq!(value("strata_transactions_total", &[("result", "abort")]), Some(2.0));
         assert_eq!(value("strata_transaction_timeouts_total", &[]), Some(1.0));
         assert_eq!(value("strata_partition_reassignments", &[]), Some(2.0));
-        let follower =
-            Scrape { transactions: None, reassignments: None, ..full_scrape() }.encode(Format::OpenMetrics).unwrap();
+        assert_eq!(value("strata_cluster_nodes", &[("membership", "rebuilding")]), Some(1.0));
+        let follower = Scrape { transactions: None, reassignments: None, members: Vec::new(), ..full_scrape() }
+            .encode(Format::OpenMetrics)
+            .unwrap();
         assert!(!follower.contains("strata_transactions_open"), "only the metadata leader counts transactions");
         assert!(!follower.contains("strata_partition_reassignments"), "nor partition moves");
+        assert!(!follower.contains("strata_cluster_nodes"), "nor nodes");
     }
 
     #[tokio::test]
