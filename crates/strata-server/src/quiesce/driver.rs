@@ -5,7 +5,7 @@
 //! Nothing here decides anything: every rule is the engine's. The mutex is
 //! never held across an await.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -179,30 +179,46 @@ fn voters(handle: &GroupHandle) -> Vec<u64> {
 
 /// Sends this node's beats to every peer and checks its groups, every beat
 /// interval, until aborted. Runs even with quiescence off: the beats are
-/// what lets peers wake their quiet groups.
+/// what lets peers wake their quiet groups. The peers are looked up again
+/// every interval: a node that joins gets beats from its first interval,
+/// and a removed one stops getting them.
 pub async fn run(quiescence: Quiescence, groups: Groups, peers: PeerChannels) {
     let me = quiescence.node_id;
     let interval = quiescence.timing.beat_interval;
     // Dropped (aborting the senders) when this task is aborted.
     let mut senders = tokio::task::JoinSet::new();
-    for (peer, _) in peers.addresses().into_iter().filter(|(id, _)| *id != me) {
-        let quiescence = quiescence.clone();
-        let peers = peers.clone();
-        senders.spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticker.tick().await;
-                // A beat later than the peer timeout is worthless; one that
-                // fails is simply missed, as a silent peer's would be.
-                let _ = peers.send_beat(peer, quiescence.beat_for(peer), quiescence.timing.peer_timeout).await;
-            }
-        });
-    }
+    let mut beating: HashMap<u64, tokio::task::AbortHandle> = HashMap::new();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        let known: HashSet<u64> = peers.addresses().into_keys().filter(|id| *id != me).collect();
+        beating.retain(|peer, sender| {
+            let keep = known.contains(peer);
+            if !keep {
+                sender.abort();
+            }
+            keep
+        });
+        for peer in known {
+            if beating.contains_key(&peer) {
+                continue;
+            }
+            let (quiescence, peers) = (quiescence.clone(), peers.clone());
+            let sender = senders.spawn(async move {
+                let mut ticker = tokio::time::interval(interval);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticker.tick().await;
+                    // A beat later than the peer timeout is worthless; one that
+                    // fails is simply missed, as a silent peer's would be.
+                    let _ = peers.send_beat(peer, quiescence.beat_for(peer), quiescence.timing.peer_timeout).await;
+                }
+            });
+            beating.insert(peer, sender);
+        }
+        // Reap the senders aborted above.
+        while senders.try_join_next().is_some() {}
         quiescence.check(&groups).await;
     }
 }
