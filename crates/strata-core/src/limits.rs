@@ -717,3 +717,9 @@ pub const MEMBERSHIP_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// majority: several election timeouts, so a node busy for a moment still
 /// counts as up.
 pub const NODE_LIVE_WITHIN: Duration = Duration::from_secs(5);
+
+/// How long a node that stops a group it leads (the group moved off it)
+/// waits for the voter it hands leadership to to take over: one election
+/// round on a caught-up voter takes milliseconds; past this the group is
+/// stopped anyway and elects a leader by timeout.
+pub const LEADER_HANDOFF_TIMEOUT: Duration = Duration::from_secs(1);

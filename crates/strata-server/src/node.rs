@@ -6,9 +6,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::BasicNode;
 use strata_core::limits::{
-    LEFTOVER_SWEEP_INTERVAL, MAX_PARTITION_REPLICAS_PER_NODE, RECONCILE_RETRY_INTERVAL, RETENTION_SCAN_LIMIT,
+    LEADER_HANDOFF_TIMEOUT, LEFTOVER_SWEEP_INTERVAL, MAX_PARTITION_REPLICAS_PER_NODE, RECONCILE_RETRY_INTERVAL,
+    RETENTION_SCAN_LIMIT,
 };
 use strata_state::metadata::{Topic, METADATA_GROUP_ID};
 use strata_state::{Command, MetadataState, PartitionCommand};
@@ -238,6 +240,9 @@ impl Node {
     }
 
     async fn stop_and_delete(&self, group_id: u64) {
+        if let Some(handle) = self.groups.get(group_id) {
+            self.hand_off_leadership(&handle).await;
+        }
         if let Some(handle) = self.groups.remove(group_id) {
             if let Err(err) = handle.raft.shutdown().await {
                 tracing::warn!(group = group_id, error = %err, "raft shutdown failed");
@@ -247,6 +252,37 @@ impl Node {
             Ok(()) => tracing::info!(group = group_id, "group deleted"),
             Err(err) => tracing::error!(group = group_id, error = %err, "cannot delete group data"),
         }
+    }
+
+    /// Before a group this node leads stops here (it moved off the node):
+    /// hands its leadership to the most caught-up other voter and waits,
+    /// up to LEADER_HANDOFF_TIMEOUT, until another node leads. Openraft's
+    /// own hand-over of a removed leader comes only after the membership
+    /// change commits, which the stop could beat: the group then waited a
+    /// whole election timeout for a leader (found by the Docker fault test).
+    async fn hand_off_leadership(&self, handle: &GroupHandle) {
+        let me = self.node_id();
+        let metrics = handle.raft.metrics().borrow_watched().clone();
+        if metrics.current_leader != Some(me) {
+            return;
+        }
+        let matched = |id: &u64| {
+            metrics.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map_or(0, |log| log.index)
+        };
+        let Some(to) = metrics.membership_config.membership().voter_ids().filter(|v| *v != me).max_by_key(matched)
+        else {
+            return;
+        };
+        if let Err(error) = handle.raft.trigger().transfer_leader(to).await {
+            tracing::debug!(group = handle.group_id, %error, "leadership hand-off not started");
+            return;
+        }
+        let handed = handle
+            .raft
+            .wait(Some(LEADER_HANDOFF_TIMEOUT))
+            .metrics(|m| m.current_leader != Some(me), "another leader")
+            .await;
+        tracing::info!(group = handle.group_id, to, done = handed.is_ok(), "leadership handed off before stopping");
     }
 
     /// Deletes data of groups this node no longer hosts (see
