@@ -229,7 +229,8 @@ fi
 pick_compose "$compose_file" "$project" || fail "neither docker-compose nor docker compose is installed"
 step "compose: syntax of $compose_file (${compose[0]})"
 timeout 60 "${compose[@]}" config -q || fail "$compose_file is not valid"
-timeout 60 "${compose[@]}" --profile five --profile prometheus config -q || fail "$compose_file is not valid with its profiles"
+timeout 60 "${compose[@]}" --profile five --profile grow --profile prometheus config -q \
+  || fail "$compose_file is not valid with its profiles"
 
 # -------------------------------------------------------------------- docker
 if ! timeout 30 docker info >/dev/null 2>&1; then

@@ -7,6 +7,9 @@
 //! partition in turn, and notes when each acknowledgement arrives. Once
 //! every partition has an acknowledgement it writes the ready file (the
 //! script then starts its faults, noting each start in the fault file). It
+//! rewrites the progress file as it goes (so that the script can start each
+//! fault only while every partition is being acknowledged, and a stall is
+//! measured in the window of the fault that caused it). It
 //! stops `--tail` seconds after the stop file appears, or after `--duration`
 //! seconds in any case, waits (bounded) for the answers still out, reads
 //! every partition back from offset 0 and checks:
@@ -65,6 +68,12 @@ struct Args {
     /// Written once every partition has an acknowledgement: faults may start.
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// Rewritten every 100 ms while the load runs: the oldest of the
+    /// partitions' latest acknowledgement times (ms since the Unix epoch;
+    /// 0 while some partition has none), i.e. when the partition that went
+    /// longest without one was last acknowledged.
+    #[arg(long)]
+    progress_file: Option<PathBuf>,
     /// The faults' start times, read when the load has ended: one a line,
     /// `START_MS NAME BOUND_MS` (ms since the Unix epoch; BOUND_MS the
     /// longest acknowledgement gap allowed after it, or `-`).
@@ -108,6 +117,8 @@ enum Outcome {
 struct State {
     outcomes: Vec<Outcome>,
     acked_per_partition: BTreeMap<u32, u64>,
+    /// Each partition's latest acknowledgement time (ms since the Unix epoch).
+    last_ack_ms: BTreeMap<u32, i64>,
     errors: BTreeMap<String, u64>,
 }
 
@@ -130,6 +141,8 @@ impl State {
             Ok(RecordMetadata { partition, offset: Some(offset), .. }) => {
                 self.outcomes[number as usize] = Outcome::Acked { offset, at_ms };
                 *self.acked_per_partition.entry(partition).or_default() += 1;
+                let last = self.last_ack_ms.entry(partition).or_insert(at_ms);
+                *last = (*last).max(at_ms);
             }
             Ok(RecordMetadata { offset: None, .. }) => {
                 self.fail(number, &ClientError::InvalidArgument("acknowledged without an offset".into()))
@@ -285,6 +298,17 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
                     }
                 }
             }
+            if let Some(path) = &args.progress_file {
+                let oldest = {
+                    let state = state.lock().expect("state lock");
+                    if state.last_ack_ms.len() as u32 == args.partitions {
+                        state.last_ack_ms.values().copied().min().unwrap_or(0)
+                    } else {
+                        0
+                    }
+                };
+                write_whole(path, &format!("{oldest}\n"))?;
+            }
             if stop_at.is_none() && args.stop_file.as_deref().is_some_and(Path::exists) {
                 stop_at = Some(now + Duration::from_secs(args.tail));
                 stopped_by = "stop-file";
@@ -415,12 +439,14 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
     }
     for fault in &reports {
         eprintln!(
-            "strata-docker-faults: fault {}: longest acknowledgement gap {} ms (partition {}, from {} ms after the start), bound {}",
+            "strata-docker-faults: fault {}: longest acknowledgement gap {} ms (partition {}, from {} ms after the start), \
+             bound {}; stalled {} ms at the start",
             fault.name,
             fault.longest_ack_gap_ms,
             fault.gap_partition.map_or("-".into(), |p| p.to_string()),
             fault.gap_began_after_ms.map_or("-".into(), |ms| ms.to_string()),
             fault.bound_ms.map_or("none".into(), |ms| format!("{ms} ms")),
+            fault.stalled_at_start_ms.map_or("?".into(), |ms| ms.to_string()),
         );
     }
     let first_fault_ms = faults.first().map_or(load_end_ms, |f| f.start_ms);

@@ -7,7 +7,12 @@
 //!   its acknowledgement named (none lost, none moved), none twice, nothing
 //!   stored that the load did not send.
 //! - [`fault_gaps`]: after each fault, the longest time any partition went
-//!   without an acknowledgement, checked against the fault's bound.
+//!   without an acknowledgement, checked against the fault's bound. A
+//!   window ends where the next fault starts, so a stall still going on
+//!   then would be split between two faults: each report also says how
+//!   long the partition that had waited longest had been waiting when its
+//!   fault started (`stalled_at_start_ms`; the script starts a fault only
+//!   once every partition is acknowledged again, so this stays small).
 //!
 //! Times are wall-clock milliseconds since the Unix epoch: the script notes
 //! fault starts with `date +%s%3N` on the same machine the load runs on.
@@ -107,10 +112,28 @@ pub struct FaultReport {
     pub gap_partition: Option<u32>,
     /// When that gap began, ms after the fault's start.
     pub gap_began_after_ms: Option<i64>,
+    /// How long, at the fault's start, the partition that had gone longest
+    /// without an acknowledgement had been waiting; `None` when some
+    /// partition had none yet.
+    pub stalled_at_start_ms: Option<u64>,
     pub bound_ms: Option<u64>,
     /// False when the gap exceeds the bound, or the fault started after the
     /// load ended (nothing measured it).
     pub ok: bool,
+}
+
+/// The longest any partition had gone without an acknowledgement at
+/// `at_ms`; `None` when some partition had none by then (or there are no
+/// partitions). `acks` as for [`longest_gap`].
+pub fn stalled_at(acks: &BTreeMap<u32, Vec<i64>>, at_ms: i64) -> Option<u64> {
+    let mut longest: Option<u64> = None;
+    for times in acks.values() {
+        let before = times.partition_point(|&t| t <= at_ms);
+        let last = *times.get(before.checked_sub(1)?)?;
+        let waited = (at_ms - last).max(0) as u64;
+        longest = Some(longest.map_or(waited, |l| l.max(waited)));
+    }
+    longest
 }
 
 /// Each fault's longest acknowledgement gap, in its window: from its start
@@ -132,6 +155,7 @@ pub fn fault_gaps(faults: &[Fault], acks: &BTreeMap<u32, Vec<i64>>, load_end_ms:
                 longest_ack_gap_ms,
                 gap_partition: gap.map(|g| g.partition),
                 gap_began_after_ms: gap.map(|g| g.from_ms - fault.start_ms),
+                stalled_at_start_ms: stalled_at(acks, fault.start_ms),
                 bound_ms: fault.bound_ms,
                 ok: covered && gap.is_some() && fault.bound_ms.is_none_or(|bound| longest_ack_gap_ms <= bound),
             }
@@ -321,6 +345,20 @@ mod tests {
         assert_eq!(reports[0].window_ms, 4000);
         assert_eq!(reports[0].gap_began_after_ms, Some(0));
         assert_eq!(reports[1].gap_began_after_ms, Some(100));
+        // E.g. at 5000 partition 0 was last acknowledged at 4900, partition 1 at 4000.
+        let stalled: Vec<Option<u64>> = reports.iter().map(|r| r.stalled_at_start_ms).collect();
+        assert_eq!(stalled, vec![Some(500), Some(1000), Some(500), Some(10_200)]);
+    }
+
+    #[test]
+    fn the_stall_at_a_moment_is_the_longest_wait_of_any_partition() {
+        let acks = times(&[(0, &[100, 200, 300]), (1, &[150, 260])]);
+        // At 300 partition 0 was acknowledged just then, partition 1 last at 260.
+        assert_eq!(stalled_at(&acks, 300), Some(40));
+        assert_eq!(stalled_at(&acks, 1000), Some(740));
+        // Before partition 1's first acknowledgement: unknown.
+        assert_eq!(stalled_at(&acks, 120), None);
+        assert_eq!(stalled_at(&BTreeMap::new(), 10), None);
     }
 
     fn sent(number: u64, partition: u32, ack: Option<u64>) -> Sent {

@@ -3,13 +3,16 @@
 # down. Source it from the repository root; it defines functions only.
 
 # Sets the array `compose` to run FILE as project PROJECT with
-# docker-compose v1 or `docker compose` v2; returns 1 when neither exists.
+# docker-compose v1 or `docker compose` v2, with the global options given
+# after them (e.g. `--profile grow`: both versions take it before the
+# command); returns 1 when neither exists.
 pick_compose() {
   local file=$1 project=$2
+  shift 2
   if command -v docker-compose >/dev/null 2>&1; then
-    compose=(docker-compose -f "$file" -p "$project")
+    compose=(docker-compose -f "$file" -p "$project" "$@")
   elif docker compose version >/dev/null 2>&1; then
-    compose=(docker compose -f "$file" -p "$project")
+    compose=(docker compose -f "$file" -p "$project" "$@")
   else
     return 1
   fi
@@ -42,7 +45,7 @@ compose_teardown() {
     timeout 30 "${compose[@]}" logs --no-color --tail 30 >&2 2>&1 || true
   fi
   echo "==> removing the compose project $project (containers, network, volumes)"
-  # Bound: stopping three nodes takes seconds (30 s grace each, in parallel).
+  # Bound: stopping the nodes takes seconds (30 s grace each, in parallel).
   if ! timeout 120 "${compose[@]}" down -v --remove-orphans >"$down_log" 2>&1; then
     cat "$down_log" >&2
     echo "$name: FAILED: docker-compose down did not finish" >&2
