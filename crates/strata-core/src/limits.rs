@@ -723,3 +723,13 @@ pub const NODE_LIVE_WITHIN: Duration = Duration::from_secs(5);
 /// round on a caught-up voter takes milliseconds; past this the group is
 /// stopped anyway and elects a leader by timeout.
 pub const LEADER_HANDOFF_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a node waits, after a group's Raft stopped, for the writes it
+/// began (an apply round, a snapshot) to end before it deletes the group's
+/// rows: they take milliseconds; past this it deletes anyway (the leftover
+/// sweep removes what lands later).
+pub const GROUP_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often that wait looks: a stop is rare, and a few ms is short next
+/// to the hand-off that precedes it.
+pub const GROUP_STOP_POLL: Duration = Duration::from_millis(5);

@@ -17,6 +17,9 @@ pub struct GroupHandle {
     pub state: watch::Receiver<Arc<GroupState>>,
     /// Partition groups only.
     pub reader: Option<PartitionReader>,
+    /// The liveness of the group's log store and state machine: both dead
+    /// once its Raft stopped and their last writes are done.
+    pub storage: [std::sync::Weak<()>; 2],
 }
 
 impl GroupHandle {

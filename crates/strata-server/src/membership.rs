@@ -537,7 +537,17 @@ async fn finish_removal(node: &Node, state: &MetadataState, id: u64) {
         return;
     }
     let metadata = node.metadata();
-    let membership = metadata.raft.metrics().borrow_watched().membership_config.membership().clone();
+    let metrics = metadata.raft.metrics().borrow_watched().clone();
+    // A node that runs must first have the entries that moved its replicas
+    // away: out of the group, it would never hear of them, and would keep
+    // its copies. A node that is down gets nothing either way.
+    let matched = metrics.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map(|log| log.index);
+    let heard = metrics.heartbeat.as_ref().and_then(|h| h.get(&id).cloned().flatten());
+    let up = heard.is_some_and(|at| (*at).elapsed() < NODE_LIVE_WITHIN);
+    if up && matched < metrics.last_log_index {
+        return;
+    }
+    let membership = metrics.membership_config.membership().clone();
     let change = if membership.voter_ids().any(|v| v == id) {
         Some(ChangeMembers::RemoveVoters(BTreeSet::from([id])))
     } else if membership.get_node(&id).is_some() {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use openraft::async_runtime::WatchReceiver;
 use openraft::BasicNode;
 use strata_core::limits::{
-    LEADER_HANDOFF_TIMEOUT, LEFTOVER_SWEEP_INTERVAL, MAX_PARTITION_REPLICAS_PER_NODE, RECONCILE_RETRY_INTERVAL,
-    RETENTION_SCAN_LIMIT,
+    GROUP_STOP_POLL, GROUP_STOP_TIMEOUT, LEADER_HANDOFF_TIMEOUT, LEFTOVER_SWEEP_INTERVAL,
+    MAX_PARTITION_REPLICAS_PER_NODE, RECONCILE_RETRY_INTERVAL, RETENTION_SCAN_LIMIT,
 };
 use strata_state::metadata::{Topic, METADATA_GROUP_ID};
 use strata_state::{Command, MetadataState, PartitionCommand};
@@ -111,6 +111,19 @@ fn advertised_or_peer(state: &MetadataState, id: u64, peer: Option<String>) -> O
     state.advertised.get(&id).cloned().or(peer)
 }
 
+/// Waits until every token in `liveness` is dead, up to `timeout`; true
+/// when they all are.
+async fn storage_stopped(liveness: &[std::sync::Weak<()>], timeout: std::time::Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while liveness.iter().any(|token| token.strong_count() > 0) {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(GROUP_STOP_POLL).await;
+    }
+    true
+}
+
 /// This node's own wall clock, ms since the Unix epoch. Every wall-clock
 /// reading of the server goes through here (a test build may skew it, see
 /// `faults`). Nothing replicated may be stamped with it directly: use
@@ -170,6 +183,7 @@ impl Node {
         let log_store = self.store.log_store(group_id);
         let state_machine = self.store.state_machine(group_id, kind).await?;
         let state = state_machine.subscribe();
+        let storage = [log_store.liveness(), state_machine.liveness()];
         let network = GroupNetworkFactory { router: self.router.clone(), group_id };
         let raft =
             openraft::Raft::new(self.node_id(), self.raft_config.clone(), network, log_store, state_machine).await?;
@@ -181,7 +195,7 @@ impl Node {
             self.initialize(group_id, &raft, voters).await;
         }
         let reader = (kind == GroupKind::Partition).then(|| self.store.partition_reader(group_id));
-        let handle = GroupHandle { group_id, raft: raft.clone(), state, reader };
+        let handle = GroupHandle { group_id, raft: raft.clone(), state, reader, storage };
         self.groups.insert(handle.clone());
         if fresh && voters.first() == Some(&self.node_id()) && kind == GroupKind::Partition {
             // The preferred leader campaigns at once, so leaders start spread
@@ -246,6 +260,15 @@ impl Node {
         if let Some(handle) = self.groups.remove(group_id) {
             if let Err(err) = handle.raft.shutdown().await {
                 tracing::warn!(group = group_id, error = %err, "raft shutdown failed");
+            }
+            // Writes the stopped Raft began (an apply, a snapshot) may still
+            // land; a delete before them would leave their rows behind, and
+            // the group started here again (moved back at once) would take
+            // them for its own state: an applied index without the records.
+            let stopped = storage_stopped(&handle.storage, GROUP_STOP_TIMEOUT).await;
+            if !stopped {
+                tracing::warn!(group = group_id, timeout = ?GROUP_STOP_TIMEOUT,
+                    "the stopped group's storage is still busy; deleting its rows anyway");
             }
         }
         match self.store.delete_group(group_id).await {

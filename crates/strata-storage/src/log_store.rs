@@ -3,6 +3,7 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Weak};
 
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, RaftLogStorage};
@@ -18,11 +19,20 @@ use crate::{blocking, decode_error, to_io, Store, TypeConfig, CF_LOG, CF_RAFT};
 pub struct LogStore {
     store: Store,
     group_id: u64,
+    /// Held by this log store, its readers and its writes that may outlive
+    /// the call that began them (see `Store::delete_group`'s caller).
+    alive: Arc<()>,
 }
 
 impl LogStore {
     pub(crate) fn new(store: Store, group_id: u64) -> LogStore {
-        LogStore { store, group_id }
+        LogStore { store, group_id, alive: Arc::new(()) }
+    }
+
+    /// Dead once this log store, its readers and their pending writes are
+    /// all gone: after that nothing of this instance writes the group's rows.
+    pub fn liveness(&self) -> Weak<()> {
+        Arc::downgrade(&self.alive)
     }
 
     async fn read_tag<T>(&self, tag: u8, what: &'static str) -> io::Result<Option<T>>
@@ -148,7 +158,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let db = self.store.db.clone();
         let record = self.store.synced_wal.clone();
         let key = keys::tag_key(self.group_id, TAG_VOTE);
+        let alive = self.alive.clone();
         blocking(move || {
+            let _alive = alive;
             let cf = db.cf_handle(CF_RAFT).expect("column family exists");
             let mut options = WriteOptions::default();
             // A vote must be on disk before it is answered.
@@ -206,7 +218,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let from = last_log_id.map_or(0, |id| id.index() + 1);
         let (db, sequences) = (self.store.db.clone(), self.store.sequences.clone());
         let group_id = self.group_id;
+        let alive = self.alive.clone();
         blocking(move || {
+            let _alive = alive;
             let cf = db.cf_handle(CF_LOG).expect("column family exists");
             let end = keys::group_range(group_id).1;
             let mut batch = WriteBatch::default();

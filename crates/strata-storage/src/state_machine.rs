@@ -509,9 +509,19 @@ pub struct GroupStateMachine {
     key_count: u64,
     /// The state after each apply, for readers (fetch, metadata, reconciler).
     published: watch::Sender<Arc<GroupState>>,
+    /// Held by this state machine, its snapshot builders and its writes that
+    /// may outlive the call that began them (see `liveness`).
+    alive: Arc<()>,
 }
 
 impl GroupStateMachine {
+    /// Dead once this state machine, its snapshot builders and their
+    /// pending writes are all gone: after that nothing of this instance
+    /// writes the group's rows, so deleting them is final.
+    pub fn liveness(&self) -> std::sync::Weak<()> {
+        Arc::downgrade(&self.alive)
+    }
+
     pub(crate) async fn open(store: Store, group_id: u64, kind: GroupKind) -> io::Result<GroupStateMachine> {
         let db = store.db.clone();
         let applied: Option<Applied> = blocking(move || {
@@ -574,6 +584,7 @@ impl GroupStateMachine {
             snapshot_clocks_ms: [snapshot_clock_ms; 2],
             key_count,
             published,
+            alive: Arc::new(()),
         })
     }
 
@@ -641,6 +652,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.snapshot_clocks_ms = [partition_clock(&self.state), self.snapshot_clocks_ms[0]];
         SnapshotBuilder {
+            alive: self.alive.clone(),
             producers: self.producers.iter().map(|(id, entry)| (*id, entry.clone())).collect(),
             store: self.store.clone(),
             group_id: self.group_id,
@@ -679,7 +691,9 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         let log_start = self.state.as_partition().map(|p| p.log_start_offset);
         let (db, sequences) = (self.store.db.clone(), self.store.sequences.clone());
         let record = self.store.synced_wal.clone();
+        let alive = self.alive.clone();
         self.key_count = blocking(move || {
+            let _alive = alive;
             let sm = db.cf_handle(CF_SM).expect("column family exists");
             let data = db.cf_handle(CF_DATA).expect("column family exists");
             let mut write = WriteBatch::default();
@@ -729,6 +743,8 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
 }
 
 pub struct SnapshotBuilder {
+    /// The state machine's liveness token (see `GroupStateMachine::liveness`).
+    alive: Arc<()>,
     store: Store,
     group_id: u64,
     meta: SnapshotMetaOf<TypeConfig>,
@@ -747,7 +763,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .map_err(|e| io::Error::other(e.to_string()))?;
         let (db, sequences) = (self.store.db.clone(), self.store.sequences.clone());
         let key = keys::tag_key(self.group_id, TAG_SNAPSHOT);
+        let alive = self.alive.clone();
         blocking(move || {
+            let _alive = alive;
             let cf = db.cf_handle(CF_SM).expect("column family exists");
             let mut write = WriteBatch::default();
             write.put_cf(&cf, key, stored);
