@@ -668,7 +668,24 @@ pub const REASSIGN_STEP_TIMEOUT: Duration = Duration::from_secs(120);
 /// copies overlap.
 pub const MAX_CONCURRENT_MOVES: usize = 2;
 
+/// Lowest move throttle (`--throttle`), bytes per second. The largest
+/// message a move sends, one full AppendEntries (MAX_GRPC_MESSAGE_BYTES),
+/// then waits about 64 s for its turn, inside one attempt of a move
+/// (REASSIGN_STEP_TIMEOUT); below it a move could spend whole attempts
+/// waiting for a single message.
+pub const MIN_MOVE_THROTTLE_BYTES_PER_SEC: u64 = 256 * 1024;
+
+/// How much a throttled move may send at once after a pause: this long at
+/// the throttle's rate. A tenth of a second keeps the copy smooth next to
+/// the clients' traffic on the same link and disk, while a message larger
+/// than that still goes out whole (the bucket lends it the difference and
+/// the next message waits for it).
+pub const MOVE_THROTTLE_BURST: Duration = Duration::from_millis(100);
+
 const _: () = assert!(TXN_COMPLETION_WAIT.as_millis() < FORWARD_TIMEOUT.as_millis());
+// The largest message a throttled move sends waits less than one attempt.
+const _: () =
+    assert!((MAX_GRPC_MESSAGE_BYTES as u64 / MIN_MOVE_THROTTLE_BYTES_PER_SEC) < REASSIGN_STEP_TIMEOUT.as_secs());
 const _: () = assert!(TXN_CHECK_INTERVAL.as_millis() < DEFAULT_TRANSACTION_TIMEOUT_MS as u128);
 
 /// Longest advertised client address (`advertise`, HOST:PORT): a DNS name
