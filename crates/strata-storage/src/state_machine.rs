@@ -75,7 +75,8 @@ pub enum GroupState {
 /// - 5 `MetadataWithNodes`: as 4, then the advertised client addresses
 ///   (`MetadataState::advertised`). Written before reassignments existed.
 /// - 6 `MetadataWithExtras`: as 4, then [`MetadataExtras`] as JSON bytes:
-///   the advertised addresses and the reassignments in progress. Every
+///   the advertised addresses, the reassignments in progress, the drained
+///   nodes and the move throttle. Every
 ///   metadata state is written this way now. JSON with defaults lets later
 ///   additions of small maps go into the extras without a new layout.
 #[derive(Deserialize)]
@@ -100,6 +101,8 @@ struct MetadataExtras {
     reassignments: Reassignments,
     #[serde(default)]
     drained: BTreeSet<u64>,
+    #[serde(default)]
+    move_throttle_bytes_per_sec: Option<u64>,
 }
 
 /// [`MetadataExtras`] over borrowed parts, for writing.
@@ -108,6 +111,7 @@ struct MetadataExtrasRef<'a> {
     advertised: &'a BTreeMap<u64, String>,
     reassignments: &'a Reassignments,
     drained: &'a BTreeSet<u64>,
+    move_throttle_bytes_per_sec: Option<u64>,
 }
 
 /// [`StoredGroupState`] over borrowed parts, so that writing the state
@@ -142,6 +146,7 @@ impl Serialize for GroupState {
                     advertised: &state.advertised,
                     reassignments: &state.reassignments,
                     drained: &state.drained,
+                    move_throttle_bytes_per_sec: state.move_throttle_bytes_per_sec,
                 };
                 let extras = serde_json::to_vec(&extras).map_err(serde::ser::Error::custom)?;
                 StoredGroupStateRef::MetadataWithExtras(state, &state.groups, &state.transactions, &extras)
@@ -185,6 +190,7 @@ impl<'de> Deserialize<'de> for GroupState {
                 state.advertised = extras.advertised;
                 state.reassignments = extras.reassignments;
                 state.drained = extras.drained;
+                state.move_throttle_bytes_per_sec = extras.move_throttle_bytes_per_sec;
                 GroupState::Metadata(state)
             }
         })
