@@ -8,6 +8,9 @@
 //! batch calls; `GroupNetworkFactory` hands each group's Raft its view of
 //! the router.
 //!
+//! AppendEntries with entries and snapshot chunks to a replica joining a
+//! partition go through the node's `MoveThrottle` first (`throttle.rs`).
+//!
 //! Snapshots stream in chunks: a header chunk (vote, snapshot meta, the
 //! group's state) and, for partition groups, the record batches from the
 //! snapshot's log start to its next offset, read from this node's store as
@@ -46,6 +49,7 @@ use strata_storage::{SnapshotPayload, Store, StreamError, StreamPart, TypeConfig
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 
+use super::throttle::MoveThrottle;
 use super::WireResult;
 
 /// Why a message to a peer got no answer. Raft calls turn it into
@@ -152,6 +156,8 @@ pub struct Router {
     store: Store,
     /// Per peer: the queue of heartbeats waiting to go out in one batch.
     batchers: Arc<Mutex<HashMap<u64, mpsc::Sender<Queued>>>>,
+    /// Paces partition moves' data to joining replicas.
+    throttle: MoveThrottle,
 }
 
 /// A heartbeat waiting for its batch, and where its answer goes (an error
@@ -160,7 +166,12 @@ type Queued = (RaftRequest, oneshot::Sender<Result<RaftResponse, Arc<SendError>>
 
 impl Router {
     pub fn new(node_id: u64, peers: PeerChannels, store: Store) -> Router {
-        Router { node_id, peers, store, batchers: Arc::default() }
+        Router { node_id, peers, store, batchers: Arc::default(), throttle: MoveThrottle::default() }
+    }
+
+    /// The throttle of partition moves' data this router sends.
+    pub fn move_throttle(&self) -> &MoveThrottle {
+        &self.throttle
     }
 
     /// The queue of `target`'s batcher, started on first use.
@@ -218,10 +229,16 @@ impl Router {
     ) -> Result<P, RPCError<TypeConfig>> {
         let payload =
             postcard::to_allocvec(rpc).map_err(|e| RPCError::Network(NetworkError::new(&SendError::Encode(e))))?;
-        let request = RaftRequest { group_id, kind: kind as i32, payload: payload.into() };
         if batched {
+            let request = RaftRequest { group_id, kind: kind as i32, payload: payload.into() };
             return self.call_batched(target, request, option).await;
         }
+        // Entries to a replica joining the group wait for the move
+        // throttle before the call's deadline starts.
+        if kind == RaftRpcKind::AppendEntries {
+            self.throttle.pace(group_id, target, payload.len()).await;
+        }
+        let request = RaftRequest { group_id, kind: kind as i32, payload: payload.into() };
         let mut client = self.client(target).map_err(|e| e.unreachable())?;
         let ttl = option.hard_ttl();
         let answer = match tokio::time::timeout(ttl, client.call(request)).await {
@@ -248,8 +265,11 @@ impl Router {
         let first =
             SnapshotChunk { group_id, header: header.into(), data: snapshot.snapshot.into(), ..Default::default() };
         // The body is read as it is sent. A read error ends the stream
-        // without its trailer, so the receiver installs nothing.
+        // without its trailer, so the receiver installs nothing. Each
+        // chunk to a joining replica waits for the move throttle.
+        let throttle = self.throttle.clone();
         tokio::spawn(async move {
+            throttle.pace(group_id, target, chunk_bytes(&first)).await;
             if tx.send(first).await.is_err() {
                 return;
             }
@@ -268,6 +288,7 @@ impl Router {
                         return;
                     }
                 };
+                throttle.pace(group_id, target, chunk_bytes(&chunk)).await;
                 if tx.send(chunk).await.is_err() {
                     return;
                 }
@@ -286,6 +307,12 @@ impl Router {
             postcard::from_bytes(&answer.payload).map_err(SendError::BadSnapshotReply)?;
         result.map_err(SendError::Remote)
     }
+}
+
+/// The bytes of a snapshot chunk that the move throttle counts: its
+/// payload (the framing is a few bytes).
+fn chunk_bytes(chunk: &SnapshotChunk) -> usize {
+    chunk.header.len() + chunk.data.len() + chunk.key_rows.len()
 }
 
 /// The wire form of one part of a snapshot stream's body.
