@@ -668,6 +668,22 @@ pub const REASSIGN_STEP_TIMEOUT: Duration = Duration::from_secs(120);
 /// copies overlap.
 pub const MAX_CONCURRENT_MOVES: usize = 2;
 
+/// How long a partition's leader waits, when asked to move the partition,
+/// for its own metadata state to show the move (so that the move throttle
+/// knows the new replicas before copying to them): the move is committed
+/// when it is asked, and a follower of the metadata group learns of a
+/// commit within a heartbeat (100 ms); 5 s leaves room for a slow apply.
+/// Past it the attempt fails and is retried.
+pub const MOVE_KNOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A new replica counts as caught up, and the voters change, once it
+/// lacks at most this many of the leader's entries: a few replication
+/// rounds at most (openraft sends up to 300 entries per AppendEntries), so
+/// a joint configuration that needs it to commit waits for it only
+/// briefly. (openraft's own blocking `add_learner` allows 5,000, which is
+/// gigabytes of full batches.)
+pub const MOVE_CAUGHT_UP_ENTRIES: u64 = 64;
+
 /// Lowest move throttle (`--throttle`), bytes per second. The largest
 /// message a move sends, one full AppendEntries (MAX_GRPC_MESSAGE_BYTES),
 /// then waits about 64 s for its turn, inside one attempt of a move
