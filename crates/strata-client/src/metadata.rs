@@ -101,6 +101,9 @@ pub struct ClusterStatus {
     pub metadata_detail: String,
     /// Partitions moving to other replicas.
     pub reassignments: Vec<Reassignment>,
+    /// The most bytes per second each node sends to the replicas joining
+    /// a partition (`--throttle`); `None` when moves are not throttled.
+    pub move_throttle_bytes_per_sec: Option<u64>,
 }
 
 /// A partition on its way to other replicas (`strata partition reassign`).
@@ -215,6 +218,7 @@ impl From<proto::ClusterStatusResponse> for ClusterStatus {
                     age_ms: r.age_ms,
                 })
                 .collect(),
+            move_throttle_bytes_per_sec: (s.move_throttle_bytes_per_sec > 0).then_some(s.move_throttle_bytes_per_sec),
         }
     }
 }

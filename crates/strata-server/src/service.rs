@@ -1101,6 +1101,7 @@ impl Strata for StrataService {
             metadata_available: available,
             metadata_detail: detail,
             reassignments: self.reassignment_statuses(),
+            move_throttle_bytes_per_sec: self.move_throttle_status(),
         }))
     }
 
