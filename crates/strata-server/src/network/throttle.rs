@@ -202,7 +202,7 @@ mod tests {
     /// Equal within a microsecond (the bucket counts in floating point).
     #[track_caller]
     fn assert_near(wait: Duration, expected: Duration) {
-        let gap = if wait > expected { wait - expected } else { expected - wait };
+        let gap = wait.abs_diff(expected);
         assert!(gap <= Duration::from_micros(1), "waited {wait:?}, expected {expected:?}");
     }
 
