@@ -48,6 +48,15 @@ pub const MAX_NODES: u64 = 1024;
 /// or a full fetch answer.
 pub const MAX_GRPC_MESSAGE_BYTES: usize = MAX_FETCH_BYTES + 64 * 1024;
 
+/// Most bytes of entries in one AppendEntries message. openraft puts up to
+/// 300 entries in one (`max_payload_entries`), which for full batches is
+/// 300 MiB, over MAX_GRPC_MESSAGE_BYTES: a replica that fell that far
+/// behind, or a new one catching up, could never be sent its entries. The
+/// transport sends a prefix within this many bytes and reports a partial
+/// success, from which openraft goes on; 4 MiB (four full batches) keeps
+/// one message short next to the heartbeats sharing the connection.
+pub const MAX_APPEND_ENTRIES_BYTES: usize = 4 * 1024 * 1024;
+
 /// Size of one snapshot chunk on the peer transport. Small enough to keep a
 /// chunk from delaying heartbeats on the shared connection.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 512 * 1024;
@@ -430,6 +439,9 @@ const _: () = assert!(MAX_FETCH_BYTES <= DEFAULT_MAX_FETCH_BYTES_IN_FLIGHT);
 const _: () = assert!(MAX_PARTITIONS_PER_TOPIC as usize <= MAX_PARTITIONS);
 const _: () = assert!(MAX_TOPICS <= MAX_PARTITIONS);
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES < MAX_GRPC_MESSAGE_BYTES);
+// A full batch always fits an AppendEntries, with room for its framing.
+const _: () = assert!(2 * MAX_BATCH_BYTES <= MAX_APPEND_ENTRIES_BYTES);
+const _: () = assert!(MAX_APPEND_ENTRIES_BYTES + 64 * 1024 <= MAX_GRPC_MESSAGE_BYTES);
 // A full heartbeat batch (about 100 bytes each) fits one gRPC message.
 const _: () = assert!(MAX_HEARTBEAT_BATCH * 256 < MAX_GRPC_MESSAGE_BYTES);
 // A batch call outlives each heartbeat's own deadline (openraft's, at most

@@ -38,8 +38,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use strata_core::limits::{
     HEARTBEAT_BATCHES_IN_FLIGHT as BATCHES_IN_FLIGHT, HEARTBEAT_BATCH_QUEUE as BATCH_QUEUE,
-    HEARTBEAT_BATCH_TIMEOUT as BATCH_TIMEOUT, MAX_GRPC_MESSAGE_BYTES, MAX_HEARTBEAT_BATCH as MAX_BATCH,
-    PEER_CONNECT_TIMEOUT, PEER_KEEPALIVE_INTERVAL, PEER_KEEPALIVE_TIMEOUT,
+    HEARTBEAT_BATCH_TIMEOUT as BATCH_TIMEOUT, MAX_APPEND_ENTRIES_BYTES, MAX_GRPC_MESSAGE_BYTES,
+    MAX_HEARTBEAT_BATCH as MAX_BATCH, PEER_CONNECT_TIMEOUT, PEER_KEEPALIVE_INTERVAL, PEER_KEEPALIVE_TIMEOUT,
 };
 use strata_proto::v1::raft_transport_client::RaftTransportClient;
 use strata_proto::v1::{
@@ -345,7 +345,20 @@ impl GroupRouter<TypeConfig, u64> for Router {
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         // Heartbeats of many groups to one peer go together (see `run_batcher`).
         let heartbeat = rpc.entries.is_empty();
-        self.call(target, group_id, RaftRpcKind::AppendEntries, &rpc, &option, RPCTypes::AppendEntries, heartbeat).await
+        let mut rpc = rpc;
+        // Entries past MAX_APPEND_ENTRIES_BYTES wait for the next message.
+        let kept = entries_within(&rpc.entries, MAX_APPEND_ENTRIES_BYTES);
+        let cut = (kept < rpc.entries.len()).then(|| {
+            rpc.entries.truncate(kept);
+            rpc.entries.last().map(|entry| entry.log_id.clone())
+        });
+        let answer: AppendEntriesResponse<TypeConfig> = self
+            .call(target, group_id, RaftRpcKind::AppendEntries, &rpc, &option, RPCTypes::AppendEntries, heartbeat)
+            .await?;
+        Ok(match (answer, cut) {
+            (AppendEntriesResponse::Success, Some(last_sent)) => AppendEntriesResponse::PartialSuccess(last_sent),
+            (answer, _) => answer,
+        })
     }
 
     async fn vote(
@@ -394,6 +407,20 @@ impl GroupRouter<TypeConfig, u64> for Router {
             }
         }
     }
+}
+
+/// How many of `entries`, from the first, fit in `budget` bytes encoded;
+/// at least one (a batch is at most MAX_BATCH_BYTES, which the budget
+/// holds).
+fn entries_within<E: Serialize>(entries: &[E], budget: usize) -> usize {
+    let mut used = 0;
+    for (index, entry) in entries.iter().enumerate() {
+        used += postcard::to_allocvec(entry).map_or(usize::MAX / 2, |bytes| bytes.len());
+        if used > budget {
+            return index.max(1);
+        }
+    }
+    entries.len()
 }
 
 fn decode_answer<P: DeserializeOwned>(answer: RaftResponse) -> Result<P, RPCError<TypeConfig>> {
@@ -462,5 +489,22 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
 
     async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Self::Network {
         GroupNetworkAdapter::new(self.router.clone(), target, self.group_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_past_the_budget_wait_for_the_next_message() {
+        // Encoded, each is its length's varint and 100 bytes.
+        let entries: Vec<Vec<u8>> = (0..5).map(|_| vec![7; 100]).collect();
+        assert_eq!(entries_within(&entries, 1000), 5, "all fit");
+        assert_eq!(entries_within(&entries, 303), 3);
+        assert_eq!(entries_within(&entries, 302), 2);
+        // One entry always goes, even over the budget.
+        assert_eq!(entries_within(&entries, 10), 1);
+        assert_eq!(entries_within::<Vec<u8>>(&[], 10), 0);
     }
 }
