@@ -167,6 +167,7 @@ pub(crate) async fn reconfigure(node: &Node, group_id: u64, replicas: &[u64]) ->
         ApiError::new(ErrorCode::LeaderNotAvailable, format!("{what}: {step} failed: {error}; it is retried"))
     };
     wait_until_move_known(node, group_id, replicas).await?;
+    let learners: BTreeSet<u64> = membership.learner_ids().collect();
     for joining in target.difference(&voters) {
         let address = node.peers.address(*joining).ok_or_else(|| {
             ApiError::new(ErrorCode::InvalidRequest, format!("node {joining} is not a node of this cluster"))
@@ -176,12 +177,16 @@ pub(crate) async fn reconfigure(node: &Node, group_id: u64, replicas: &[u64]) ->
         // within `replication_lag_threshold` (5,000 entries, gigabytes of
         // 1 MiB batches) as caught up; this waits for a closer one.
         // A membership change is a write: a quiet group wakes for it.
-        node.quiescence.wake_for_write(&handle).await;
-        handle
-            .raft
-            .add_learner(*joining, BasicNode { addr: address }, false)
-            .await
-            .map_err(|e| failed(&format!("adding node {joining}"), e.to_string()))?;
+        // A learner from an earlier attempt keeps what it copied; adding
+        // it again would only write another membership entry.
+        if !learners.contains(joining) {
+            node.quiescence.wake_for_write(&handle).await;
+            handle
+                .raft
+                .add_learner(*joining, BasicNode { addr: address }, false)
+                .await
+                .map_err(|e| failed(&format!("adding node {joining}"), e.to_string()))?;
+        }
         wait_until_caught_up(&handle.raft, *joining)
             .await
             .map_err(|e| failed(&format!("catching node {joining} up"), e))?;
