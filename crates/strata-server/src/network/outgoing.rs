@@ -350,7 +350,7 @@ impl GroupRouter<TypeConfig, u64> for Router {
         let kept = entries_within(&rpc.entries, MAX_APPEND_ENTRIES_BYTES);
         let cut = (kept < rpc.entries.len()).then(|| {
             rpc.entries.truncate(kept);
-            rpc.entries.last().map(|entry| entry.log_id.clone())
+            rpc.entries.last().map(|entry| entry.log_id)
         });
         let answer: AppendEntriesResponse<TypeConfig> = self
             .call(target, group_id, RaftRpcKind::AppendEntries, &rpc, &option, RPCTypes::AppendEntries, heartbeat)
