@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use serde::Serialize;
-use strata_client::{Client, ClusterStatus};
+use strata_client::{Client, ClusterStatus, ThrottleRate};
 use strata_core::limits::CLOCK_SKEW_TOLERANCE_MS;
 
 use crate::topic::{explain, print_table, show_node};
@@ -24,6 +24,12 @@ pub enum ClusterCommand {
         /// Print the moves without making them.
         #[arg(long)]
         dry_run: bool,
+        /// Set the cluster's move throttle before moving: the most bytes
+        /// per second each node sends to replicas joining a partition, e.g.
+        /// 20MiB; `off` (or 0) clears it. It stays for later moves until
+        /// changed (`cluster status` shows it).
+        #[arg(long, value_name = "RATE", conflicts_with = "dry_run")]
+        throttle: Option<ThrottleRate>,
     },
     /// Make a node that joined (`strata server --join`) a voter of the
     /// metadata group, once it has caught up. A cluster of 3 or 5 voters
@@ -104,8 +110,13 @@ struct JsonMove<'a> {
     to: &'a [u64],
 }
 
-async fn rebalance(client: &Client, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
-    let moves = client.rebalance(dry_run).await.map_err(explain)?;
+async fn rebalance(
+    client: &Client,
+    dry_run: bool,
+    throttle: Option<ThrottleRate>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let moves = client.rebalance_throttled(dry_run, throttle).await.map_err(explain)?;
     if json {
         let rows: Vec<JsonMove> = moves
             .iter()
@@ -125,6 +136,9 @@ async fn rebalance(client: &Client, dry_run: bool, json: bool) -> anyhow::Result
         let verb = if dry_run { "would move (dry run)" } else { "moving; see strata cluster status" };
         println!("{} partition(s) {verb}", moves.len());
     }
+    if let (Some(throttle), false) = (throttle, json) {
+        println!("move throttle: {}", show_throttle(throttle.bytes_per_sec()));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -136,6 +150,8 @@ struct JsonStatus<'a> {
     metadata_detail: &'a str,
     nodes: Vec<JsonNode<'a>>,
     reassignments: Vec<JsonReassignment<'a>>,
+    /// Bytes per second each node sends to joining replicas (null: off).
+    move_throttle_bytes_per_sec: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -205,6 +221,7 @@ impl<'a> From<&'a ClusterStatus> for JsonStatus<'a> {
                     age_ms: r.age_ms,
                 })
                 .collect(),
+            move_throttle_bytes_per_sec: status.move_throttle_bytes_per_sec,
         }
     }
 }
@@ -246,6 +263,14 @@ fn problems(status: &ClusterStatus) -> Vec<String> {
     problems
 }
 
+/// `20 MiB/s per sending node` / `off`.
+fn show_throttle(bytes_per_sec: Option<u64>) -> String {
+    match bytes_per_sec {
+        Some(rate) => format!("{} per sending node", strata_core::throttle::show_rate(rate)),
+        None => "off".into(),
+    }
+}
+
 /// `+1.234 s ahead of` / `0.002 s behind` / `unknown`.
 fn show_clock_offset(offset_ms: Option<i64>) -> String {
     match offset_ms {
@@ -260,7 +285,7 @@ fn show_clock_offset(offset_ms: Option<i64>) -> String {
 pub async fn run(command: ClusterCommand, bootstrap: &[String], json: bool) -> anyhow::Result<ExitCode> {
     let client = Client::connect(bootstrap).map_err(explain)?;
     match command {
-        ClusterCommand::Rebalance { dry_run } => return rebalance(&client, dry_run, json).await,
+        ClusterCommand::Rebalance { dry_run, throttle } => return rebalance(&client, dry_run, throttle, json).await,
         ClusterCommand::AddVoter { node } => return add_voter(&client, node, json).await,
         ClusterCommand::RemoveNode { node, wait, timeout } => {
             return remove_node(&client, node, wait, timeout, json).await
@@ -309,6 +334,7 @@ pub async fn run(command: ClusterCommand, bootstrap: &[String], json: bool) -> a
             "ASSIGNED",
         ];
         print_table(&header, &rows);
+        println!("move throttle: {}", show_throttle(status.move_throttle_bytes_per_sec));
         if !status.reassignments.is_empty() {
             println!();
             let rows: Vec<Vec<String>> = status
@@ -367,6 +393,7 @@ mod tests {
             metadata_detail: "no leader elected".into(),
             reassignments: Vec::new(),
             cluster_id: "c".into(),
+            move_throttle_bytes_per_sec: None,
         };
         let found = problems(&status);
         assert_eq!(found.len(), 2);

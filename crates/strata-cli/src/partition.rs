@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use clap::Subcommand;
 use serde::Serialize;
-use strata_client::Client;
+use strata_client::{Client, ThrottleRate};
 
 use crate::topic::explain;
 
@@ -30,6 +30,12 @@ pub enum PartitionCommand {
         /// Wait until the move is done (or this long has passed: exit 1).
         #[arg(long, value_parser = humantime::parse_duration, num_args = 0..=1, default_missing_value = "5m")]
         wait: Option<Duration>,
+        /// Set the cluster's move throttle first: the most bytes per second
+        /// each node sends to replicas joining a partition, e.g. 20MiB;
+        /// `off` (or 0) clears it. It stays for later moves until changed
+        /// (`strata cluster status` shows it).
+        #[arg(long, value_name = "RATE")]
+        throttle: Option<ThrottleRate>,
     },
 }
 
@@ -52,9 +58,10 @@ struct JsonReassign<'a> {
 }
 
 pub async fn run(command: PartitionCommand, bootstrap: &[String], json: bool) -> anyhow::Result<ExitCode> {
-    let PartitionCommand::Reassign { partition: (topic, partition), replicas, wait } = command;
+    let PartitionCommand::Reassign { partition: (topic, partition), replicas, wait, throttle } = command;
     let client = Client::connect(bootstrap).map_err(explain)?;
-    let mut done = client.reassign_partition(&topic, partition, &replicas).await.map_err(explain)?;
+    let mut done =
+        client.reassign_partition_throttled(&topic, partition, &replicas, throttle).await.map_err(explain)?;
     if let Some(wait) = wait.filter(|_| !done) {
         let deadline = Instant::now() + wait;
         while !done {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::Rng;
 use strata_core::limits::{MAX_LEADER_HOPS, RETRY_WAIT_MAX_MS, RETRY_WAIT_MIN_MS, SERVER_ANSWER_SLACK};
+use strata_core::throttle::ThrottleRate;
 use strata_core::{limits, ErrorCode, RetryClass};
 use strata_proto::v1 as proto;
 use strata_proto::v1::strata_client::StrataClient;
@@ -999,8 +1000,26 @@ impl Client {
     /// left to copy (only the order changed); otherwise the move goes on in
     /// the cluster and `cluster_status().reassignments` lists it until done.
     pub async fn reassign_partition(&self, topic: &str, partition: u32, replicas: &[u64]) -> Result<bool, ClientError> {
-        let request =
-            proto::ReassignPartitionRequest { topic: topic.to_string(), partition, replicas: replicas.to_vec() };
+        self.reassign_partition_throttled(topic, partition, replicas, None).await
+    }
+
+    /// `reassign_partition` that first sets the cluster's move throttle to
+    /// `throttle` when given: it then applies to this move and every later
+    /// one until changed (`ThrottleRate::Off` clears it).
+    pub async fn reassign_partition_throttled(
+        &self,
+        topic: &str,
+        partition: u32,
+        replicas: &[u64],
+        throttle: Option<ThrottleRate>,
+    ) -> Result<bool, ClientError> {
+        let request = proto::ReassignPartitionRequest {
+            topic: topic.to_string(),
+            partition,
+            replicas: replicas.to_vec(),
+            set_move_throttle: throttle.is_some(),
+            move_throttle_bytes_per_sec: throttle.and_then(ThrottleRate::bytes_per_sec).unwrap_or(0),
+        };
         let answer =
             self.call_any(request, |mut stub, request| async move { stub.reassign_partition(request).await }).await?;
         Ok(answer.done)
@@ -1020,7 +1039,22 @@ impl Client {
     /// then run like `reassign_partition` moves), or with `dry_run` only
     /// planned.
     pub async fn rebalance(&self, dry_run: bool) -> Result<Vec<(String, u32, Vec<u64>, Vec<u64>)>, ClientError> {
-        let request = proto::RebalanceRequest { dry_run };
+        self.rebalance_throttled(dry_run, None).await
+    }
+
+    /// `rebalance` that first sets the cluster's move throttle to
+    /// `throttle` when given (refused with `dry_run`, which changes
+    /// nothing).
+    pub async fn rebalance_throttled(
+        &self,
+        dry_run: bool,
+        throttle: Option<ThrottleRate>,
+    ) -> Result<Vec<(String, u32, Vec<u64>, Vec<u64>)>, ClientError> {
+        let request = proto::RebalanceRequest {
+            dry_run,
+            set_move_throttle: throttle.is_some(),
+            move_throttle_bytes_per_sec: throttle.and_then(ThrottleRate::bytes_per_sec).unwrap_or(0),
+        };
         let answer = self.call_any(request, |mut stub, request| async move { stub.rebalance(request).await }).await?;
         Ok(answer.moves.into_iter().map(|m| (m.topic, m.partition, m.from, m.to)).collect())
     }

@@ -61,6 +61,7 @@ pub use metadata::{
     TopicDescription, TopicMetadata,
 };
 pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig, RecordMetadata};
+pub use strata_core::throttle::ThrottleRate;
 /// Milliseconds since the Unix epoch by this machine's wall clock (what
 /// the producer stamps records with).
 pub use strata_core::time::now_ms;

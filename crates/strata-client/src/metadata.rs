@@ -103,6 +103,9 @@ pub struct ClusterStatus {
     pub reassignments: Vec<Reassignment>,
     /// Drawn when the cluster formed; empty before.
     pub cluster_id: String,
+    /// The most bytes per second each node sends to the replicas joining
+    /// a partition (`--throttle`); `None` when moves are not throttled.
+    pub move_throttle_bytes_per_sec: Option<u64>,
 }
 
 /// A partition on its way to other replicas (`strata partition reassign`).
@@ -228,6 +231,7 @@ impl From<proto::ClusterStatusResponse> for ClusterStatus {
                 })
                 .collect(),
             cluster_id: s.cluster_id,
+            move_throttle_bytes_per_sec: (s.move_throttle_bytes_per_sec > 0).then_some(s.move_throttle_bytes_per_sec),
         }
     }
 }

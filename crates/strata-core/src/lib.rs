@@ -7,6 +7,7 @@
 pub mod error;
 pub mod limits;
 pub mod metrics;
+pub mod throttle;
 pub mod time;
 pub mod topic;
 

@@ -48,6 +48,15 @@ pub const MAX_NODES: u64 = 1024;
 /// or a full fetch answer.
 pub const MAX_GRPC_MESSAGE_BYTES: usize = MAX_FETCH_BYTES + 64 * 1024;
 
+/// Most bytes of entries in one AppendEntries message. openraft puts up to
+/// 300 entries in one (`max_payload_entries`), which for full batches is
+/// 300 MiB, over MAX_GRPC_MESSAGE_BYTES: a replica that fell that far
+/// behind, or a new one catching up, could never be sent its entries. The
+/// transport sends a prefix within this many bytes and reports a partial
+/// success, from which openraft goes on; 4 MiB (four full batches) keeps
+/// one message short next to the heartbeats sharing the connection.
+pub const MAX_APPEND_ENTRIES_BYTES: usize = 4 * 1024 * 1024;
+
 /// Size of one snapshot chunk on the peer transport. Small enough to keep a
 /// chunk from delaying heartbeats on the shared connection.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 512 * 1024;
@@ -430,6 +439,9 @@ const _: () = assert!(MAX_FETCH_BYTES <= DEFAULT_MAX_FETCH_BYTES_IN_FLIGHT);
 const _: () = assert!(MAX_PARTITIONS_PER_TOPIC as usize <= MAX_PARTITIONS);
 const _: () = assert!(MAX_TOPICS <= MAX_PARTITIONS);
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES < MAX_GRPC_MESSAGE_BYTES);
+// A full batch always fits an AppendEntries, with room for its framing.
+const _: () = assert!(2 * MAX_BATCH_BYTES <= MAX_APPEND_ENTRIES_BYTES);
+const _: () = assert!(MAX_APPEND_ENTRIES_BYTES + 64 * 1024 <= MAX_GRPC_MESSAGE_BYTES);
 // A full heartbeat batch (about 100 bytes each) fits one gRPC message.
 const _: () = assert!(MAX_HEARTBEAT_BATCH * 256 < MAX_GRPC_MESSAGE_BYTES);
 // A batch call outlives each heartbeat's own deadline (openraft's, at most
@@ -668,7 +680,40 @@ pub const REASSIGN_STEP_TIMEOUT: Duration = Duration::from_secs(120);
 /// copies overlap.
 pub const MAX_CONCURRENT_MOVES: usize = 2;
 
+/// How long a partition's leader waits, when asked to move the partition,
+/// for its own metadata state to show the move (so that the move throttle
+/// knows the new replicas before copying to them): the move is committed
+/// when it is asked, and a follower of the metadata group learns of a
+/// commit within a heartbeat (100 ms); 5 s leaves room for a slow apply.
+/// Past it the attempt fails and is retried.
+pub const MOVE_KNOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A new replica counts as caught up, and the voters change, once it
+/// lacks at most this many of the leader's entries: a few replication
+/// rounds at most (openraft sends up to 300 entries per AppendEntries), so
+/// a joint configuration that needs it to commit waits for it only
+/// briefly. (openraft's own blocking `add_learner` allows 5,000, which is
+/// gigabytes of full batches.)
+pub const MOVE_CAUGHT_UP_ENTRIES: u64 = 64;
+
+/// Lowest move throttle (`--throttle`), bytes per second. The largest
+/// message a move sends, one full AppendEntries (MAX_GRPC_MESSAGE_BYTES),
+/// then waits about 64 s for its turn, inside one attempt of a move
+/// (REASSIGN_STEP_TIMEOUT); below it a move could spend whole attempts
+/// waiting for a single message.
+pub const MIN_MOVE_THROTTLE_BYTES_PER_SEC: u64 = 256 * 1024;
+
+/// How much a throttled move may send at once after a pause: this long at
+/// the throttle's rate. A tenth of a second keeps the copy smooth next to
+/// the clients' traffic on the same link and disk, while a message larger
+/// than that still goes out whole (the bucket lends it the difference and
+/// the next message waits for it).
+pub const MOVE_THROTTLE_BURST: Duration = Duration::from_millis(100);
+
 const _: () = assert!(TXN_COMPLETION_WAIT.as_millis() < FORWARD_TIMEOUT.as_millis());
+// The largest message a throttled move sends waits less than one attempt.
+const _: () =
+    assert!((MAX_GRPC_MESSAGE_BYTES as u64 / MIN_MOVE_THROTTLE_BYTES_PER_SEC) < REASSIGN_STEP_TIMEOUT.as_secs());
 const _: () = assert!(TXN_CHECK_INTERVAL.as_millis() < DEFAULT_TRANSACTION_TIMEOUT_MS as u128);
 
 /// Longest advertised client address (`advertise`, HOST:PORT): a DNS name

@@ -89,6 +89,11 @@ pub struct Metrics {
     pub fetch_latency_us: Histogram,
     /// Time from proposing an entry to its apply result (commit + apply), µs.
     pub raft_commit_latency_us: Histogram,
+    /// Bytes of entries and snapshot chunks sent to replicas joining a
+    /// partition (partition moves), throttled or not.
+    pub move_sent_bytes: Counter,
+    /// Time those messages waited for the move throttle, µs.
+    pub move_throttle_wait_us: Counter,
 }
 
 impl Metrics {
@@ -104,6 +109,8 @@ impl Metrics {
             fetch_bytes: Counter::new(),
             fetch_latency_us: Histogram::new(16),
             raft_commit_latency_us: Histogram::new(16),
+            move_sent_bytes: Counter::new(),
+            move_throttle_wait_us: Counter::new(),
         }
     }
 }
@@ -282,6 +289,11 @@ struct Scrape {
     fetch_bytes: u64,
     fetch_latency_us: HistogramSnapshot,
     raft_commit_latency_us: HistogramSnapshot,
+    move_sent_bytes: u64,
+    move_throttle_wait_us: u64,
+    /// The cluster's move throttle as this node's metadata state has it;
+    /// 0 when off.
+    move_throttle_bytes_per_sec: u64,
     fsync_latency_us: HistogramSnapshot,
     fsync_batch_appends: HistogramSnapshot,
     groups: GroupFigures,
@@ -326,6 +338,9 @@ impl Scrape {
             fetch_bytes: m.fetch_bytes.get(),
             fetch_latency_us: m.fetch_latency_us.snapshot(),
             raft_commit_latency_us: m.raft_commit_latency_us.snapshot(),
+            move_sent_bytes: m.move_sent_bytes.get(),
+            move_throttle_wait_us: m.move_throttle_wait_us.get(),
+            move_throttle_bytes_per_sec: node.metadata_state().move_throttle_bytes_per_sec.unwrap_or(0),
             fsync_latency_us,
             fsync_batch_appends,
             groups: group_figures(node),
@@ -435,6 +450,14 @@ impl Collector for Scrape {
         gauge(e, "strata_clock_peers_fresh", None, help, self.clock.fresh_peers)?;
         self.encode_consumer_groups(e)?;
         self.encode_transactions(e)?;
+        let help = "Bytes of entries and snapshot chunks this node sent to replicas joining a partition \
+                    (partition moves).";
+        counter(e, "strata_move_sent", bytes, help, self.move_sent_bytes)?;
+        let help = "Time those messages waited for the move throttle.";
+        counter(e, "strata_move_throttle_wait", seconds, help, self.move_throttle_wait_us as f64 / MICROS_PER_SECOND)?;
+        // Bytes per second: not a unit OpenMetrics knows, so none is declared.
+        let help = "The cluster's move throttle (--throttle) per sending node, bytes/s; 0 when off.";
+        gauge(e, "strata_move_throttle_rate_bytes", None, help, self.move_throttle_bytes_per_sec)?;
         if let Some(moving) = self.reassignments {
             let help = "Partitions moving to other replicas (strata partition reassign; exported by the metadata \
                         leader).";
@@ -738,6 +761,9 @@ mod tests {
             fetch_bytes: 300,
             fetch_latency_us: Histogram::new(16).snapshot(),
             raft_commit_latency_us: latency.snapshot(),
+            move_sent_bytes: 4096,
+            move_throttle_wait_us: 1_500_000,
+            move_throttle_bytes_per_sec: 20 << 20,
             fsync_latency_us: latency.snapshot(),
             fsync_batch_appends: batch.snapshot(),
             groups: GroupFigures {
@@ -823,6 +849,9 @@ mod tests {
         "strata_transactions_open",
         "strata_transactions_total",
         "strata_transaction_timeouts_total",
+        "strata_move_sent_bytes_total",
+        "strata_move_throttle_wait_seconds_total",
+        "strata_move_throttle_rate_bytes",
         "strata_partition_reassignments",
         "strata_cluster_nodes",
         "strata_rocksdb_write_stopped",

@@ -8,11 +8,18 @@
 //!   deletes the group on the nodes that left it. It looks every
 //!   REASSIGN_CHECK_INTERVAL and whenever the metadata state changes, while
 //!   this node leads; a new leader resumes what its predecessor left, since
-//!   every step can be repeated.
+//!   every step can be repeated. On every node, leading or not, the same
+//!   loop keeps the outgoing transport's move throttle
+//!   (`network::throttle`) in step with the metadata state: the rate, and
+//!   which replicas are joining which partition.
 //! - The partition side (`reconfigure`), on the group's leader: each new
-//!   replica is added as a learner and caught up (the reconciler has
+//!   replica is added as a learner and caught up (to within
+//!   MOVE_CAUGHT_UP_ENTRIES of the leader's log; its copy goes through the
+//!   move throttle until then) (the reconciler has
 //!   started the group on its node, uninitialised, when the move was
-//!   recorded), then the voters are changed to the target by joint
+//!   recorded; the leader first waits until its own metadata state shows
+//!   the move, so that the move throttle knows the new replicas before
+//!   the copy starts), then the voters are changed to the target by joint
 //!   consensus, with the removed replicas leaving the group. A group whose
 //!   voters already are the target answers at once. A leader that removes
 //!   itself hands leadership to an up-to-date voter (openraft's
@@ -29,7 +36,8 @@ use std::time::Instant;
 use openraft::async_runtime::WatchReceiver;
 use openraft::BasicNode;
 use strata_core::limits::{
-    MAX_CONCURRENT_MOVES, REASSIGN_CHECK_INTERVAL, REASSIGN_RETRY_BACKOFF, REASSIGN_STEP_TIMEOUT,
+    MAX_CONCURRENT_MOVES, MOVE_CAUGHT_UP_ENTRIES, MOVE_KNOWN_TIMEOUT, REASSIGN_CHECK_INTERVAL, REASSIGN_RETRY_BACKOFF,
+    REASSIGN_STEP_TIMEOUT,
 };
 use strata_core::ErrorCode;
 use strata_proto::v1 as pb;
@@ -47,6 +55,8 @@ pub(crate) async fn run(node: Node) {
     let in_flight: Arc<Mutex<HashSet<u64>>> = Arc::default();
     let mut failed_at: HashMap<u64, Instant> = HashMap::new();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, bool)>();
+    // The throttle holds from the start, not only from the first change.
+    node.router.move_throttle().follow(&node.metadata_state());
     loop {
         tokio::select! {
             changed = metadata.changed() => if changed.is_err() { return },
@@ -55,10 +65,11 @@ pub(crate) async fn run(node: Node) {
                 if ok { failed_at.remove(&group); } else { failed_at.insert(group, Instant::now()); }
             }
         }
+        let state = node.metadata_state();
+        node.router.move_throttle().follow(&state);
         if leading_term(&node).is_none() {
             continue;
         }
-        let state = node.metadata_state();
         failed_at.retain(|group, _| state.reassignments.contains_key(group));
         for (group, reassignment) in &state.reassignments {
             if failed_at.get(group).is_some_and(|at| at.elapsed() < REASSIGN_RETRY_BACKOFF) {
@@ -159,31 +170,132 @@ pub(crate) async fn reconfigure(node: &Node, group_id: u64, replicas: &[u64]) ->
     let failed = |step: &str, error: String| {
         ApiError::new(ErrorCode::LeaderNotAvailable, format!("{what}: {step} failed: {error}; it is retried"))
     };
+    wait_until_move_known(node, group_id, replicas).await?;
+    let learners: BTreeSet<u64> = membership.learner_ids().collect();
     for joining in target.difference(&voters) {
         let address = node.peers.address(*joining).ok_or_else(|| {
             ApiError::new(ErrorCode::InvalidRequest, format!("node {joining} is not a node of this cluster"))
         })?;
         tracing::info!(group = group_id, node = joining, "adding a replica as a learner; waiting for it to catch up");
-        handle
-            .raft
-            .add_learner(*joining, BasicNode { addr: address }, true)
+        // Not blocking: openraft's blocking add_learner counts a learner
+        // within `replication_lag_threshold` (5,000 entries, gigabytes of
+        // 1 MiB batches) as caught up; this waits for a closer one.
+        // A membership change is a write: a quiet group wakes for it.
+        // A learner from an earlier attempt keeps what it copied; adding
+        // it again would only write another membership entry.
+        if !learners.contains(joining) {
+            node.quiescence.wake_for_write(&handle).await;
+            handle
+                .raft
+                .add_learner(*joining, BasicNode { addr: address }, false)
+                .await
+                .map_err(|e| failed(&format!("adding node {joining}"), e.to_string()))?;
+        }
+        wait_until_caught_up(&handle.raft, *joining)
             .await
-            .map_err(|e| failed(&format!("adding node {joining}"), e.to_string()))?;
+            .map_err(|e| failed(&format!("catching node {joining} up"), e))?;
+    }
+    // From here the new replicas are live: the move throttle lets their
+    // traffic go, so a joint configuration that needs them to commit never
+    // waits for it.
+    for node_id in &target {
+        node.router.move_throttle().caught_up(group_id, *node_id);
     }
     tracing::info!(group = group_id, from = ?voters, to = ?target, "changing the voters");
+    // The catch-up may have taken long enough for the group to go quiet
+    // (quiescence looks at the voters only), and a leader whose lease ran
+    // out refuses the change.
+    node.quiescence.wake_for_write(&handle).await;
     handle.raft.change_membership(target, false).await.map_err(|e| failed("changing the voters", e.to_string()))?;
+    Ok(())
+}
+
+/// Sets the cluster's move throttle (`None`: off) as a metadata entry, on
+/// the metadata leader. A rate out of bounds is refused (INVALID_REQUEST).
+pub(crate) async fn set_move_throttle(node: &Node, bytes_per_sec: Option<u64>) -> Result<(), CoordinatorError> {
+    match propose_meta(node, MetaCommand::SetMoveThrottle { bytes_per_sec }).await? {
+        MetaResponse::MoveThrottle { .. } => Ok(()),
+        MetaResponse::Error { code, message } => Err(CoordinatorError::Api(ApiError::new(code, message))),
+        other => Err(CoordinatorError::Api(ApiError::internal(format!("unexpected answer {other:?}")))),
+    }
+}
+
+/// Waits until learner `learner` has every entry the leader has but the
+/// last MOVE_CAUGHT_UP_ENTRIES, or fails after REASSIGN_STEP_TIMEOUT (the
+/// caller's bound on the whole attempt; the next attempt resumes where
+/// this one stopped).
+async fn wait_until_caught_up(raft: &crate::groups::GroupRaft, learner: u64) -> Result<(), String> {
+    let caught_up = |metrics: &openraft::RaftMetrics<strata_storage::TypeConfig>| {
+        let matched = metrics.replication.as_ref().and_then(|r| r.get(&learner).cloned().flatten());
+        let last = metrics.last_log_index.unwrap_or(0);
+        matched.is_some_and(|m| last.saturating_sub(m.index) <= MOVE_CAUGHT_UP_ENTRIES)
+    };
+    raft.wait(Some(REASSIGN_STEP_TIMEOUT))
+        .metrics(caught_up, "a new replica to catch up")
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Waits until this node's metadata state has group `group_id` moving to
+/// `replicas`, then hands that state to the move throttle, so that the
+/// throttle knows the joining replicas (and a rate written just before
+/// the move) before the first byte goes to them. The metadata leader asks
+/// only once the move is committed, but this node, as a follower of the
+/// metadata group, may learn of that commit a heartbeat later: without
+/// the wait, a small partition could be copied whole, unthrottled, in
+/// between.
+async fn wait_until_move_known(node: &Node, group_id: u64, replicas: &[u64]) -> Result<(), ApiError> {
+    let mut metadata = node.metadata().state.clone();
+    let known = || node.metadata_state().reassignments.get(&group_id).is_some_and(|r| r.to == replicas);
+    let waited = tokio::time::timeout(MOVE_KNOWN_TIMEOUT, async {
+        while !known() {
+            if metadata.changed().await.is_err() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    if waited != Ok(true) {
+        return Err(ApiError::new(
+            ErrorCode::LeaderNotAvailable,
+            format!(
+                "partition group {group_id}: this node's metadata state does not show the move to {replicas:?} \
+                 after {MOVE_KNOWN_TIMEOUT:?}; it is retried"
+            ),
+        ));
+    }
+    node.router.move_throttle().follow(&node.metadata_state());
     Ok(())
 }
 
 /// Serves Rebalance on the metadata leader: plans moves that even out
 /// replicas and preferred leaders over `nodes` and, unless `dry_run`,
 /// records each (the driver then runs them, MAX_CONCURRENT_MOVES at a time).
-/// Answers the moves recorded (or planned, for a dry run).
-pub(crate) async fn rebalance(node: &Node, nodes: &[u64], dry_run: bool) -> Result<Vec<PlannedMove>, CoordinatorError> {
+/// `throttle` (`Some(None)`: off), when given, is set first, so that no
+/// move copies a byte at the old rate; a dry run changes nothing, so it is
+/// refused with one. Answers the moves recorded (or planned, for a dry
+/// run).
+pub(crate) async fn rebalance(
+    node: &Node,
+    nodes: &[u64],
+    dry_run: bool,
+    throttle: Option<Option<u64>>,
+) -> Result<Vec<PlannedMove>, CoordinatorError> {
+    if dry_run && throttle.is_some() {
+        return Err(CoordinatorError::Api(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "a dry run changes nothing, the move throttle included; set the throttle without a dry run",
+        )));
+    }
     crate::coordinator::confirm_leader(node).await?;
     let plan = node.metadata_state().plan_rebalance(nodes);
     if dry_run {
         return Ok(plan);
+    }
+    if let Some(bytes_per_sec) = throttle {
+        set_move_throttle(node, bytes_per_sec).await?;
     }
     let mut recorded = Vec::with_capacity(plan.len());
     for planned in plan {

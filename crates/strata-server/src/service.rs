@@ -1112,6 +1112,7 @@ impl Strata for StrataService {
             metadata_detail: detail,
             reassignments: self.reassignment_statuses(),
             cluster_id: state.members.cluster_id.clone(),
+            move_throttle_bytes_per_sec: self.move_throttle_status(),
         }))
     }
 

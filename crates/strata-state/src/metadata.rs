@@ -23,6 +23,7 @@ use strata_core::limits::{
     MAX_ADVERTISED_ADDRESS_LEN, MAX_NAMED_PRODUCERS, MAX_NODES, MAX_PARTITIONS, MAX_PARTITIONS_PER_TOPIC,
     MAX_PARTITION_REPLICAS_PER_NODE, MAX_PRODUCER_NAME_LEN, MAX_REPLICATION_FACTOR, MAX_TOPICS, PRODUCER_ID_BLOCK,
 };
+use strata_core::throttle::ThrottleRate;
 use strata_core::topic::{validate_topic_name, TopicConfig};
 use strata_core::ErrorCode;
 
@@ -146,6 +147,12 @@ pub enum MetaCommand {
     NodeRemoved {
         node_id: u64,
     },
+    /// Sets the rate at which every node sends partition moves' data to
+    /// the replicas joining a partition (`--throttle`), or clears it
+    /// (`None`); a rate below MIN_MOVE_THROTTLE_BYTES_PER_SEC is refused.
+    SetMoveThrottle {
+        bytes_per_sec: Option<u64>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +205,10 @@ pub enum MetaResponse {
         remaining_replicas: u64,
         /// The node is forgotten.
         removed: bool,
+    },
+    /// The answer of a [`MetaCommand::SetMoveThrottle`]: the rate now.
+    MoveThrottle {
+        bytes_per_sec: Option<u64>,
     },
 }
 
@@ -260,6 +271,11 @@ pub struct MetadataState {
     /// reassignments.
     #[serde(skip)]
     pub members: Members,
+    /// The most bytes per second each node sends to the replicas joining
+    /// the partitions it leads (`--throttle`); `None`: moves are not
+    /// throttled. Stored like the reassignments.
+    #[serde(skip)]
+    pub move_throttle_bytes_per_sec: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -283,6 +299,7 @@ impl Default for MetadataState {
             reassignments: Reassignments::new(),
             drained: BTreeSet::new(),
             members: Members::default(),
+            move_throttle_bytes_per_sec: None,
         }
     }
 }
@@ -679,6 +696,13 @@ impl MetadataState {
                 self.remove_node(node_id, &nodes, &metadata_voters, &live, now_ms)
             }
             MetaCommand::NodeRemoved { node_id } => self.node_removed(node_id),
+            MetaCommand::SetMoveThrottle { bytes_per_sec } => match ThrottleRate::from_stored(bytes_per_sec) {
+                Ok(rate) => {
+                    self.move_throttle_bytes_per_sec = rate.bytes_per_sec();
+                    MetaResponse::MoveThrottle { bytes_per_sec: self.move_throttle_bytes_per_sec }
+                }
+                Err(refused) => error(ErrorCode::InvalidRequest, refused.to_string()),
+            },
         }
     }
 
@@ -868,6 +892,23 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn the_move_throttle_is_set_cleared_and_bounded() {
+        let mut state = MetadataState::default();
+        let set = |bytes_per_sec| MetaCommand::SetMoveThrottle { bytes_per_sec };
+        assert_eq!(state.apply(set(Some(20 << 20))), MetaResponse::MoveThrottle { bytes_per_sec: Some(20 << 20) });
+        assert_eq!(state.move_throttle_bytes_per_sec, Some(20 << 20));
+        // Below the lowest rate (0 included: off is None): refused, unchanged.
+        for refused in [0, 1024] {
+            let MetaResponse::Error { code, message } = state.apply(set(Some(refused))) else { panic!("{refused}") };
+            assert_eq!(code, ErrorCode::InvalidRequest);
+            assert!(message.contains("below the lowest"), "{message}");
+            assert_eq!(state.move_throttle_bytes_per_sec, Some(20 << 20));
+        }
+        assert_eq!(state.apply(set(None)), MetaResponse::MoveThrottle { bytes_per_sec: None });
+        assert_eq!(state.move_throttle_bytes_per_sec, None);
+    }
+
+    #[test]
     #[should_panic(expected = "metadata invariant broken: partition 0 of topic 'b' has group id 1")]
     fn a_reused_group_id_is_caught() {
         let mut state = MetadataState::default();
@@ -925,6 +966,8 @@ mod tests {
                     configs,
                     nodes
                 }),
+            proptest::option::of(prop_oneof![Just(0u64), Just(1024), Just(256 * 1024), Just(20 << 20)])
+                .prop_map(|bytes_per_sec| MetaCommand::SetMoveThrottle { bytes_per_sec }),
         ]
     }
 

@@ -76,7 +76,8 @@ pub enum GroupState {
 /// - 5 `MetadataWithNodes`: as 4, then the advertised client addresses
 ///   (`MetadataState::advertised`). Written before reassignments existed.
 /// - 6 `MetadataWithExtras`: as 4, then [`MetadataExtras`] as JSON bytes:
-///   the advertised addresses and the reassignments in progress. Every
+///   the advertised addresses, the reassignments in progress, the drained
+///   nodes and the move throttle. Every
 ///   metadata state is written this way now. JSON with defaults lets later
 ///   additions of small maps go into the extras without a new layout.
 #[derive(Deserialize)]
@@ -103,6 +104,7 @@ struct MetadataExtras {
     drained: BTreeSet<u64>,
     #[serde(default)]
     members: Members,
+    move_throttle_bytes_per_sec: Option<u64>,
 }
 
 /// [`MetadataExtras`] over borrowed parts, for writing.
@@ -112,6 +114,7 @@ struct MetadataExtrasRef<'a> {
     reassignments: &'a Reassignments,
     drained: &'a BTreeSet<u64>,
     members: &'a Members,
+    move_throttle_bytes_per_sec: Option<u64>,
 }
 
 /// [`StoredGroupState`] over borrowed parts, so that writing the state
@@ -147,6 +150,7 @@ impl Serialize for GroupState {
                     reassignments: &state.reassignments,
                     drained: &state.drained,
                     members: &state.members,
+                    move_throttle_bytes_per_sec: state.move_throttle_bytes_per_sec,
                 };
                 let extras = serde_json::to_vec(&extras).map_err(serde::ser::Error::custom)?;
                 StoredGroupStateRef::MetadataWithExtras(state, &state.groups, &state.transactions, &extras)
@@ -191,6 +195,7 @@ impl<'de> Deserialize<'de> for GroupState {
                 state.reassignments = extras.reassignments;
                 state.drained = extras.drained;
                 state.members = extras.members;
+                state.move_throttle_bytes_per_sec = extras.move_throttle_bytes_per_sec;
                 GroupState::Metadata(state)
             }
         })

@@ -47,6 +47,14 @@ pub struct Args {
     /// Run only the transactional workload (T1 on Strata).
     #[arg(long, conflicts_with_all = ["only_w5", "only_groups"])]
     pub only_txn: bool,
+    /// Also run the partition moves (M1: a 1 GiB move with no throttle;
+    /// M2: producers during a throttled rebalance; Strata only, 4 nodes).
+    /// Opt-in: the 1 GiB preloads take minutes.
+    #[arg(long)]
+    pub moves: bool,
+    /// Run only the partition moves.
+    #[arg(long, conflicts_with_all = ["only_w5", "only_groups", "only_txn"])]
+    pub only_moves: bool,
     /// The Strata nodes' `group_heartbeat_interval` (ms): the heartbeat
     /// interval of every group they create, the unit G1 is reported in.
     #[arg(long, default_value_t = strata_core::limits::DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS)]
@@ -65,26 +73,31 @@ impl Args {
 
     /// Whether W5 runs: always outside quick mode, in quick mode when asked.
     pub fn runs_w5(&self) -> bool {
-        (!self.quick || self.w5 || self.only_w5) && !self.only_groups && !self.only_txn
+        (!self.quick || self.w5 || self.only_w5) && !self.only_groups && !self.only_txn && !self.only_moves
     }
 
     /// Whether phase A, W3 and W7 run: not when only W5, only the group
-    /// workloads or only T1 are asked for.
+    /// workloads, only T1 or only the moves are asked for.
     pub fn runs_main(&self) -> bool {
-        !self.only_w5 && !self.only_groups && !self.only_txn
+        !self.only_w5 && !self.only_groups && !self.only_txn && !self.only_moves
     }
 
     /// Whether the consumer group workloads run: in both modes (they take
     /// about two minutes in quick mode) unless skipped, and not with
-    /// --only-w5 or --only-txn.
+    /// --only-w5, --only-txn or --only-moves.
     pub fn runs_groups(&self) -> bool {
-        !self.no_groups && !self.only_w5 && !self.only_txn
+        !self.no_groups && !self.only_w5 && !self.only_txn && !self.only_moves
     }
 
     /// Whether T1 runs: in both modes unless skipped, and not with
-    /// --only-w5 or --only-groups.
+    /// --only-w5, --only-groups or --only-moves.
     pub fn runs_txn(&self) -> bool {
-        !self.no_txn && !self.only_w5 && !self.only_groups
+        !self.no_txn && !self.only_w5 && !self.only_groups && !self.only_moves
+    }
+
+    /// Whether the partition moves run: only when asked for.
+    pub fn runs_moves(&self) -> bool {
+        self.moves || self.only_moves
     }
 }
 
@@ -144,6 +157,27 @@ mod tests {
         assert!(!none.runs_groups() && none.runs_main());
         assert!(!Args::parse_from(["suite", "--strata-bin", "strata", "--only-w5"]).runs_groups());
         assert!(Args::try_parse_from(["suite", "--strata-bin", "strata", "--only-groups", "--only-w5"]).is_err());
+    }
+
+    #[test]
+    fn the_moves_run_only_when_asked() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["suite", "--strata-bin", "strata", "--quick"];
+            argv.extend_from_slice(extra);
+            Args::parse_from(argv)
+        };
+        assert!(!parse(&[]).runs_moves());
+        let with = parse(&["--moves"]);
+        assert!(with.runs_moves() && with.runs_main() && with.runs_groups() && with.runs_txn());
+        let only = parse(&["--only-moves"]);
+        assert!(only.runs_moves() && !only.runs_main() && !only.runs_groups() && !only.runs_txn());
+        assert!(!parse(&["--only-moves", "--w5"]).runs_w5());
+        for clash in [["--only-moves", "--only-txn"], ["--only-moves", "--only-groups"], ["--only-moves", "--only-w5"]]
+        {
+            let mut argv = vec!["suite", "--strata-bin", "strata"];
+            argv.extend_from_slice(&clash);
+            assert!(Args::try_parse_from(argv).is_err(), "{clash:?}");
+        }
     }
 
     #[test]

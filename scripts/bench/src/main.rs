@@ -7,7 +7,8 @@
 //! Strata, then the consumer group workloads (`groups`: G1 and G2 on
 //! Strata, G3 on Strata, RabbitMQ and NATS), then the transactional
 //! read-process-write workload (`txn`: T1 on Strata, beside the same loop
-//! without transactions), and writes JSON, Markdown and SVG.
+//! without transactions), with `--moves` the partition moves (`moves`: M1
+//! and M2 on 4-node Strata clusters), and writes JSON, Markdown and SVG.
 //!
 //! Clusters run one at a time, so one system's idle cost never disturbs
 //! another's figures. Every cluster is stopped when its phase ends, also on
@@ -21,6 +22,7 @@ mod args;
 mod calibrate;
 mod groups;
 mod load;
+mod moves;
 mod phases;
 mod procs;
 mod ramp;
@@ -37,7 +39,7 @@ use clap::Parser;
 use crate::args::{Args, Timing};
 use crate::phases::{MAX_RATE_WINDOW, OPEN_LOOP_WINDOW, W5_PARTITIONS, W7_SHARE_OF_BASE};
 use crate::ramp::W2_P99_BOUND_MS;
-use crate::report::{GroupsResult, Machine, Report, SystemResults};
+use crate::report::{GroupsResult, Machine, MovesResult, Report, SystemResults};
 use crate::systems::{Cluster, System};
 
 fn load_average() -> String {
@@ -81,9 +83,53 @@ async fn start_cluster(system: System, args: &Args, phase: &str) -> anyhow::Resu
     Ok(cluster)
 }
 
+/// A Strata cluster of `moves::MOVES_NODES` nodes for one of the moves.
+async fn start_moves_cluster(args: &Args, phase: &str) -> anyhow::Result<Cluster> {
+    let dir = args.work_dir.join(format!("strata-{phase}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let options = systems::StrataOptions { group_heartbeat_interval_ms: args.group_heartbeat_interval_ms };
+    let cluster = systems::start_strata_nodes(&dir, &args.strata_bin, options, moves::MOVES_NODES).await?;
+    eprintln!("strata cluster of {} nodes up ({})", moves::MOVES_NODES, cluster.version);
+    Ok(cluster)
+}
+
 fn stop_cluster(mut cluster: Cluster, args: &Args, phase: &str) {
     cluster.stop();
     let _ = std::fs::remove_dir_all(args.work_dir.join(format!("{}-{phase}", cluster.system.name())));
+}
+
+/// M1 and M2, each on a fresh 4-node cluster.
+async fn run_moves(args: &Args, timing: &Timing, calibration: Option<&calibrate::Calibration>) -> MovesResult {
+    let mut result = MovesResult::default();
+    eprintln!("== strata : M1 (a 1 GiB partition moved, no throttle)");
+    match start_moves_cluster(args, "m1").await {
+        Ok(cluster) => {
+            match moves::m1(&cluster, calibration).await {
+                Ok(m1) => result.m1 = Some(m1),
+                Err(error) => {
+                    eprintln!("  M1 failed: {error:#}\n{}", cluster.logs());
+                    result.errors.push(format!("M1: {error:#}"));
+                }
+            }
+            stop_cluster(cluster, args, "m1");
+        }
+        Err(error) => result.errors.push(format!("cluster did not start for M1: {error:#}")),
+    }
+    eprintln!("== strata : M2 (producers during a throttled rebalance)");
+    match start_moves_cluster(args, "m2").await {
+        Ok(cluster) => {
+            match moves::m2(&cluster, timing).await {
+                Ok(m2) => result.m2 = Some(m2),
+                Err(error) => {
+                    eprintln!("  M2 failed: {error:#}\n{}", cluster.logs());
+                    result.errors.push(format!("M2: {error:#}"));
+                }
+            }
+            stop_cluster(cluster, args, "m2");
+        }
+        Err(error) => result.errors.push(format!("cluster did not start for M2: {error:#}")),
+    }
+    result
 }
 
 #[tokio::main]
@@ -269,6 +315,11 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    let moves_result = if args.runs_moves() && wanted.contains(&System::Strata) {
+        Some(run_moves(&args, &timing, calibration.as_ref()).await)
+    } else {
+        None
+    };
     let _ = std::fs::remove_dir_all(&args.work_dir);
 
     notes.push(
@@ -312,6 +363,13 @@ async fn main() -> anyhow::Result<()> {
                 "g3_producers_rate_per_sec": groups::G3_RATE,
                 "g3_record_size": 1024,
             })),
+            "moves": args.runs_moves().then(|| serde_json::json!({
+                "nodes": moves::MOVES_NODES,
+                "m1_partition_bytes": moves::M1_PARTITION_BYTES,
+                "m2_partitions": moves::M2_PARTITIONS,
+                "m2_throttle_bytes_per_sec": moves::M2_THROTTLE_BYTES_PER_SEC,
+                "m2_preload_bytes_per_partition": moves::m2_preload_bytes(&timing),
+            })),
             "txn": args.runs_txn().then(|| serde_json::json!({
                 "t1_records_per_txn": txn::T1_RECORDS_PER_TXN,
                 "t1_input_partitions": txn::T1_INPUT_PARTITIONS,
@@ -327,6 +385,7 @@ async fn main() -> anyhow::Result<()> {
         w7: w7_result,
         groups: groups_result,
         txn: txn_result,
+        moves: moves_result,
         targets: Vec::new(),
         notes,
     };

@@ -240,9 +240,9 @@ pub async fn w7(cluster: &Cluster, rate: f64, timing: &Timing) -> anyhow::Result
     })
 }
 
-/// A gauge summed over the Strata nodes' metrics (one scrape per node);
+/// A gauge (or counter) summed over the Strata nodes' metrics (one scrape per node);
 /// a node that does not answer or lacks the gauge counts 0.
-async fn sum_gauge(cluster: &Cluster, name: &str) -> f64 {
+pub(crate) async fn sum_gauge(cluster: &Cluster, name: &str) -> f64 {
     let mut sum = 0.0;
     for address in &cluster.metrics {
         if let Ok(page) = systems::scrape(address).await {

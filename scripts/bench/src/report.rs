@@ -267,6 +267,56 @@ impl TxnResult {
     }
 }
 
+/// M1: one partition moved to a new replica with no throttle.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MoveSpeedResult {
+    /// Payload bytes the partition holds (record values).
+    pub partition_bytes: u64,
+    pub preload_secs: f64,
+    pub from: Vec<u64>,
+    pub to: Vec<u64>,
+    /// From the reassign call to the move's end in `cluster status`.
+    pub move_secs: f64,
+    /// Bytes the nodes sent to the new replica (`strata_move_sent_bytes_total`).
+    pub sent_bytes: u64,
+    /// `partition_bytes` over `move_secs`, MB (10^6 bytes) per second.
+    pub mb_per_sec: f64,
+    /// The calibration's sequential write bandwidth, MB/s.
+    pub disk_write_mb_per_sec: Option<f64>,
+    pub share_of_disk: Option<f64>,
+}
+
+/// M2: producers during a throttled rebalance, against the same load alone.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ThrottledRebalanceResult {
+    /// `--throttle`, per sending node.
+    pub throttle_bytes_per_sec: u64,
+    pub partitions: u32,
+    pub preload_bytes_per_partition: u64,
+    pub preload_secs: f64,
+    /// The load with no move.
+    pub baseline: LoadResult,
+    /// The same load, started right after the rebalance was recorded.
+    pub during: LoadResult,
+    /// `during` records/s over `baseline`'s.
+    pub ratio: Option<f64>,
+    /// Moves the rebalance recorded, and those still running when the load ended.
+    pub moves: usize,
+    pub moves_left_at_window_end: usize,
+    /// Bytes sent to joining replicas while the load ran, MB/s.
+    pub copy_mb_per_sec_during_load: f64,
+    /// From the rebalance to its last move's end, when that came within the bound.
+    pub rebalance_secs: Option<f64>,
+}
+
+/// The partition moves (issue 16), when they ran.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MovesResult {
+    pub m1: Option<MoveSpeedResult>,
+    pub m2: Option<ThrottledRebalanceResult>,
+    pub errors: Vec<String>,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Target {
     pub name: String,
@@ -299,6 +349,8 @@ pub struct Report {
     pub groups: Option<GroupsResult>,
     /// T1, when the transactional workload ran.
     pub txn: Option<TxnResult>,
+    /// M1 and M2, when the partition moves ran.
+    pub moves: Option<MovesResult>,
     pub targets: Vec<Target>,
     pub notes: Vec<String>,
 }
@@ -443,6 +495,7 @@ pub fn markdown(report: &Report) -> String {
     }
     groups_markdown(report, &mut out);
     txn_markdown(report, &mut out);
+    moves_markdown(report, &mut out);
     let _ = writeln!(out, "## Targets\n\n| target | measured | goal | met | how |\n| --- | --- | --- | --- | --- |");
     for t in &report.targets {
         let met = match t.met {
@@ -643,6 +696,55 @@ fn txn_markdown(report: &Report, out: &mut String) {
     }
 }
 
+/// The partition moves' section, when they ran.
+fn moves_markdown(report: &Report, out: &mut String) {
+    let Some(moves) = &report.moves else { return };
+    let _ = writeln!(out, "## Partition moves: M1, M2 (Strata, 4 nodes)\n");
+    if let Some(m) = &moves.m1 {
+        let _ = writeln!(
+            out,
+            "M1: a partition of {} MiB (RF 3, {:?}) moved to {:?} with no throttle in {:.1} s: **{:.1} MB/s**, {} of the calibrated sequential write bandwidth ({} MB/s). {:.0} MB went to the new replica; the preload took {:.1} s.\n",
+            m.partition_bytes >> 20,
+            m.from,
+            m.to,
+            m.move_secs,
+            m.mb_per_sec,
+            m.share_of_disk.map_or("–".into(), |s| format!("{:.0} %", s * 100.0)),
+            fmt_opt(m.disk_write_mb_per_sec, 0),
+            m.sent_bytes as f64 / 1e6,
+            m.preload_secs
+        );
+    }
+    if let Some(m) = &moves.m2 {
+        let _ = writeln!(
+            out,
+            "M2: {} partitions (RF 3) moved off node 4, {} MiB preloaded into each, then W2's load (4 producers, max rate, 1 KiB, linger 5 ms) alone and right after `strata cluster rebalance --throttle {}`, which recorded {} moves onto node 4 ({} still moving when the load ended; {:.1} MB/s copied meanwhile; the rebalance took {}).\n",
+            m.partitions,
+            m.preload_bytes_per_partition >> 20,
+            strata_core::throttle::show_rate(m.throttle_bytes_per_sec).replace(' ', "").replace("/s", ""),
+            m.moves,
+            m.moves_left_at_window_end,
+            m.copy_mb_per_sec_during_load,
+            m.rebalance_secs.map_or("longer than the bound".into(), |s| format!("{s:.1} s")),
+        );
+        let _ = writeln!(out, "| load | records/s | p50 / p99 ms | errors |\n| --- | --- | --- | --- |");
+        for (name, l) in [("alone", &m.baseline), ("during the throttled rebalance", &m.during)] {
+            let _ = writeln!(
+                out,
+                "| {name} | {:.0} | {:.2} / {:.2} | {} |",
+                l.records_per_sec, l.latency_ms.p50, l.latency_ms.p99, l.errors
+            );
+        }
+        let _ = writeln!(out, "\nRatio: {}.\n", fmt_opt(m.ratio, 2));
+    }
+    for error in &moves.errors {
+        let _ = writeln!(out, "- {error}");
+    }
+    if !moves.errors.is_empty() {
+        let _ = writeln!(out);
+    }
+}
+
 /// One plotted point: (offered records/s, p50 ms, p99 ms).
 type LoadPoint = (f64, f64, f64);
 
@@ -714,6 +816,7 @@ pub(crate) fn empty_report() -> Report {
         w7: None,
         groups: None,
         txn: None,
+        moves: None,
         targets: vec![],
         notes: vec![],
     }

@@ -124,14 +124,28 @@ pub async fn start(system: System, dir: &Path, strata_bin: &Path, strata: Strata
 // ---- Strata -------------------------------------------------------------
 
 async fn start_strata(dir: &Path, bin: &Path, options: StrataOptions) -> anyhow::Result<Cluster> {
-    let ports: Vec<(u16, u16)> = free_ports(6).chunks(2).map(|p| (p[0], p[1])).collect();
+    start_strata_nodes(dir, bin, options, 3).await
+}
+
+/// A Strata cluster of `nodes` nodes (all initial voters); the partition
+/// moves use 4.
+pub async fn start_strata_nodes(
+    dir: &Path,
+    bin: &Path,
+    options: StrataOptions,
+    nodes: usize,
+) -> anyhow::Result<Cluster> {
+    std::fs::create_dir_all(dir)?;
+    let ports: Vec<(u16, u16)> = free_ports(2 * nodes).chunks(2).map(|p| (p[0], p[1])).collect();
     let initial: Vec<String> = ports.iter().enumerate().map(|(i, (p, _))| format!("{}=127.0.0.1:{p}", i + 1)).collect();
     let mut servers = Vec::new();
     for (index, (port, metrics_port)) in ports.iter().enumerate() {
         let id = index + 1;
         let mut command = Command::new(bin);
         command
-            .args(["--log-level", "warn", "server", "--node-id", &id.to_string()])
+            // STRATA_BENCH_LOG overrides, to see why a phase failed.
+            .args(["--log-level", &std::env::var("STRATA_BENCH_LOG").unwrap_or_else(|_| "warn".into())])
+            .args(["server", "--node-id", &id.to_string()])
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")

@@ -3,7 +3,7 @@
 
 use crate::phases::MAX_RATE_WINDOW;
 use crate::ramp::W2_P99_BOUND_MS;
-use crate::report::{LoopResult, Report, SystemResults, Target, TxnResult};
+use crate::report::{LoopResult, MovesResult, Report, SystemResults, Target, TxnResult};
 use crate::systems::System;
 
 /// How a figure meets its goal.
@@ -180,6 +180,22 @@ pub const GOALS: &[Goal] = &[
                  outputs are stored and the offsets staged, and waits for no marker; with room for the client's and \
                  the coordinator's own work it should cost no more than three acks=all produces",
         figure: t1_commit,
+    },
+    Goal {
+        name: "M1 move MB/s vs calibrated disk write bandwidth",
+        goal: "≥ 0.5×",
+        comparison: Comparison::AtLeast(0.5),
+        reason: "issue 16: with no throttle a move should be limited by the disk, not by Strata; it reads and \
+                 writes the same disk here (every node shares it), so half its sequential bandwidth",
+        figure: m1_speed,
+    },
+    Goal {
+        name: "M2 records/s during a throttled rebalance vs without",
+        goal: "≥ 0.7× (the rebalance lasting the window)",
+        comparison: Comparison::AtLeast(0.7),
+        reason: "issue 16: a throttle's purpose is to keep clients going while partitions move; producers keep \
+                 at least 70 % of their rate",
+        figure: m2_ratio,
     },
     Goal {
         name: "no-fsync mode vs NATS JetStream R3",
@@ -443,6 +459,53 @@ fn g2_topic_creation(report: &Report) -> Option<Figure> {
         }
         },
     )
+}
+
+/// A figure of the moves, or `None` (no row) when they did not run, or a
+/// row without a value saying why when the part was not measured.
+fn moves_figure(report: &Report, figure: impl Fn(&MovesResult) -> Option<Figure>) -> Option<Figure> {
+    let moves = report.moves.as_ref()?;
+    figure(moves).or_else(|| Figure::of(None, moves.errors.first().cloned().unwrap_or_else(|| "did not run".into())))
+}
+
+fn m1_speed(report: &Report) -> Option<Figure> {
+    moves_figure(report, |moves| {
+        let m1 = moves.m1.as_ref()?;
+        Some(Figure {
+            value: m1.share_of_disk,
+            detail: format!(
+                "{} MiB in {:.1} s: {:.1} MB/s; disk {} MB/s sequential (calibration)",
+                m1.partition_bytes >> 20,
+                m1.move_secs,
+                m1.mb_per_sec,
+                m1.disk_write_mb_per_sec.map_or("–".into(), |d| format!("{d:.0}"))
+            ),
+            qualifier: None,
+            also: true,
+        })
+    })
+}
+
+fn m2_ratio(report: &Report) -> Option<Figure> {
+    moves_figure(report, |moves| {
+        let m2 = moves.m2.as_ref()?;
+        Some(Figure {
+            value: m2.ratio,
+            detail: format!(
+                "{:.0} records/s during the rebalance (throttle {} per node, {} moves, {} left at the window's end, \
+                 {:.1} MB/s copied) vs {:.0} alone",
+                m2.during.records_per_sec,
+                strata_core::throttle::show_rate(m2.throttle_bytes_per_sec),
+                m2.moves,
+                m2.moves_left_at_window_end,
+                m2.copy_mb_per_sec_during_load,
+                m2.baseline.records_per_sec
+            ),
+            qualifier: None,
+            // A rebalance that ended inside the window measured less than asked.
+            also: m2.moves_left_at_window_end > 0,
+        })
+    })
 }
 
 /// T1's figure, or `None` (no row) when T1 did not run, or a row without

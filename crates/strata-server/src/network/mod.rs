@@ -8,6 +8,8 @@
 //!   each peer), `Router` (openraft-multi's `GroupRouter`: Raft messages of
 //!   every group, heartbeats batched per peer, snapshot streams) and
 //!   `GroupNetworkFactory` (one group's Raft network), and beats.
+//! - `throttle.rs`: `MoveThrottle`, which paces what `outgoing` sends to
+//!   the replicas joining a partition (partition moves' `--throttle`).
 //! - `incoming.rs`: what peers send here. `TransportService`, the
 //!   `RaftTransport` gRPC service, which delivers messages to the groups and
 //!   reports beats and message kinds to a `PeerTraffic` listener.
@@ -17,6 +19,7 @@
 
 pub mod incoming;
 pub mod outgoing;
+pub mod throttle;
 
 pub use incoming::{ClusterCheck, TransportService, VoteGate};
 pub use outgoing::{ClusterId, GroupNetworkFactory, PeerChannels, Router};

@@ -8,6 +8,9 @@
 //! batch calls; `GroupNetworkFactory` hands each group's Raft its view of
 //! the router.
 //!
+//! AppendEntries with entries and snapshot chunks to a replica joining a
+//! partition go through the node's `MoveThrottle` first (`throttle.rs`).
+//!
 //! Snapshots stream in chunks: a header chunk (vote, snapshot meta, the
 //! group's state) and, for partition groups, the record batches from the
 //! snapshot's log start to its next offset, read from this node's store as
@@ -35,8 +38,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use strata_core::limits::{
     HEARTBEAT_BATCHES_IN_FLIGHT as BATCHES_IN_FLIGHT, HEARTBEAT_BATCH_QUEUE as BATCH_QUEUE,
-    HEARTBEAT_BATCH_TIMEOUT as BATCH_TIMEOUT, MAX_GRPC_MESSAGE_BYTES, MAX_HEARTBEAT_BATCH as MAX_BATCH,
-    PEER_CONNECT_TIMEOUT, PEER_KEEPALIVE_INTERVAL, PEER_KEEPALIVE_TIMEOUT,
+    HEARTBEAT_BATCH_TIMEOUT as BATCH_TIMEOUT, MAX_APPEND_ENTRIES_BYTES, MAX_GRPC_MESSAGE_BYTES,
+    MAX_HEARTBEAT_BATCH as MAX_BATCH, PEER_CONNECT_TIMEOUT, PEER_KEEPALIVE_INTERVAL, PEER_KEEPALIVE_TIMEOUT,
 };
 use strata_proto::v1::raft_transport_client::RaftTransportClient;
 use strata_proto::v1::{
@@ -46,6 +49,7 @@ use strata_storage::{SnapshotPayload, Store, StreamError, StreamPart, TypeConfig
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 
+use super::throttle::MoveThrottle;
 use super::WireResult;
 
 /// Why a message to a peer got no answer. Raft calls turn it into
@@ -204,6 +208,8 @@ pub struct Router {
     store: Store,
     /// Per peer: the queue of heartbeats waiting to go out in one batch.
     batchers: Arc<Mutex<HashMap<u64, mpsc::Sender<Queued>>>>,
+    /// Paces partition moves' data to joining replicas.
+    throttle: MoveThrottle,
 }
 
 /// A heartbeat waiting for its batch, and where its answer goes (an error
@@ -212,7 +218,12 @@ type Queued = (RaftRequest, oneshot::Sender<Result<RaftResponse, Arc<SendError>>
 
 impl Router {
     pub fn new(node_id: u64, peers: PeerChannels, store: Store) -> Router {
-        Router { node_id, peers, store, batchers: Arc::default() }
+        Router { node_id, peers, store, batchers: Arc::default(), throttle: MoveThrottle::default() }
+    }
+
+    /// The throttle of partition moves' data this router sends.
+    pub fn move_throttle(&self) -> &MoveThrottle {
+        &self.throttle
     }
 
     /// The queue of `target`'s batcher, started on first use.
@@ -267,10 +278,16 @@ impl Router {
     ) -> Result<P, RPCError<TypeConfig>> {
         let payload =
             postcard::to_allocvec(rpc).map_err(|e| RPCError::Network(NetworkError::new(&SendError::Encode(e))))?;
-        let request = RaftRequest { group_id, kind: kind as i32, payload: payload.into() };
         if batched {
+            let request = RaftRequest { group_id, kind: kind as i32, payload: payload.into() };
             return self.call_batched(target, request, option).await;
         }
+        // Entries to a replica joining the group wait for the move
+        // throttle before the call's deadline starts.
+        if kind == RaftRpcKind::AppendEntries {
+            self.throttle.pace(group_id, target, payload.len()).await;
+        }
+        let request = RaftRequest { group_id, kind: kind as i32, payload: payload.into() };
         let mut client = self.client(target).map_err(|e| e.unreachable())?;
         let ttl = option.hard_ttl();
         let answer = match tokio::time::timeout(ttl, client.call(request)).await {
@@ -297,8 +314,11 @@ impl Router {
         let first =
             SnapshotChunk { group_id, header: header.into(), data: snapshot.snapshot.into(), ..Default::default() };
         // The body is read as it is sent. A read error ends the stream
-        // without its trailer, so the receiver installs nothing.
+        // without its trailer, so the receiver installs nothing. Each
+        // chunk to a joining replica waits for the move throttle.
+        let throttle = self.throttle.clone();
         tokio::spawn(async move {
+            throttle.pace(group_id, target, chunk_bytes(&first)).await;
             if tx.send(first).await.is_err() {
                 return;
             }
@@ -317,6 +337,7 @@ impl Router {
                         return;
                     }
                 };
+                throttle.pace(group_id, target, chunk_bytes(&chunk)).await;
                 if tx.send(chunk).await.is_err() {
                     return;
                 }
@@ -335,6 +356,12 @@ impl Router {
             postcard::from_bytes(&answer.payload).map_err(SendError::BadSnapshotReply)?;
         result.map_err(SendError::Remote)
     }
+}
+
+/// The bytes of a snapshot chunk that the move throttle counts: its
+/// payload (the framing is a few bytes).
+fn chunk_bytes(chunk: &SnapshotChunk) -> usize {
+    chunk.header.len() + chunk.data.len() + chunk.key_rows.len()
 }
 
 /// The wire form of one part of a snapshot stream's body.
@@ -367,7 +394,20 @@ impl GroupRouter<TypeConfig, u64> for Router {
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         // Heartbeats of many groups to one peer go together (see `run_batcher`).
         let heartbeat = rpc.entries.is_empty();
-        self.call(target, group_id, RaftRpcKind::AppendEntries, &rpc, &option, RPCTypes::AppendEntries, heartbeat).await
+        let mut rpc = rpc;
+        // Entries past MAX_APPEND_ENTRIES_BYTES wait for the next message.
+        let kept = entries_within(&rpc.entries, MAX_APPEND_ENTRIES_BYTES);
+        let cut = (kept < rpc.entries.len()).then(|| {
+            rpc.entries.truncate(kept);
+            rpc.entries.last().map(|entry| entry.log_id)
+        });
+        let answer: AppendEntriesResponse<TypeConfig> = self
+            .call(target, group_id, RaftRpcKind::AppendEntries, &rpc, &option, RPCTypes::AppendEntries, heartbeat)
+            .await?;
+        Ok(match (answer, cut) {
+            (AppendEntriesResponse::Success, Some(last_sent)) => AppendEntriesResponse::PartialSuccess(last_sent),
+            (answer, _) => answer,
+        })
     }
 
     async fn vote(
@@ -416,6 +456,20 @@ impl GroupRouter<TypeConfig, u64> for Router {
             }
         }
     }
+}
+
+/// How many of `entries`, from the first, fit in `budget` bytes encoded;
+/// at least one (a batch is at most MAX_BATCH_BYTES, which the budget
+/// holds).
+fn entries_within<E: Serialize>(entries: &[E], budget: usize) -> usize {
+    let mut used = 0;
+    for (index, entry) in entries.iter().enumerate() {
+        used += postcard::to_allocvec(entry).map_or(usize::MAX / 2, |bytes| bytes.len());
+        if used > budget {
+            return index.max(1);
+        }
+    }
+    entries.len()
 }
 
 fn decode_answer<P: DeserializeOwned>(answer: RaftResponse) -> Result<P, RPCError<TypeConfig>> {
@@ -484,5 +538,22 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
 
     async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Self::Network {
         GroupNetworkAdapter::new(self.router.clone(), target, self.group_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_past_the_budget_wait_for_the_next_message() {
+        // Encoded, each is its length's varint and 100 bytes.
+        let entries: Vec<Vec<u8>> = (0..5).map(|_| vec![7; 100]).collect();
+        assert_eq!(entries_within(&entries, 1000), 5, "all fit");
+        assert_eq!(entries_within(&entries, 303), 3);
+        assert_eq!(entries_within(&entries, 302), 2);
+        // One entry always goes, even over the budget.
+        assert_eq!(entries_within(&entries, 10), 1);
+        assert_eq!(entries_within::<Vec<u8>>(&[], 10), 0);
     }
 }

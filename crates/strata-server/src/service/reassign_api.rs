@@ -1,7 +1,8 @@
 //! The RPCs that place replicas and leaders: `ReassignPartition` and
 //! `DrainNode` (recorded by the metadata leader, forwarded there like a
 //! topic create) and the internal `ReconfigurePartition` (served by a
-//! partition's leader; see `reassign`).
+//! partition's leader; see `reassign`). `ReassignPartition` and `Rebalance`
+//! may also set the cluster's move throttle, before the moves they record.
 
 use strata_core::ErrorCode;
 use strata_proto::v1 as pb;
@@ -11,7 +12,14 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::{err, is_forwarded, StrataService};
+use crate::coordinator::CoordinatorError;
 use crate::error::ApiError;
+
+/// The throttle a request sets: `None` when it sets none, `Some(None)` to
+/// turn it off (rate 0 on the wire).
+fn throttle_of(set: bool, bytes_per_sec: u64) -> Option<Option<u64>> {
+    set.then_some((bytes_per_sec > 0).then_some(bytes_per_sec))
+}
 
 impl StrataService {
     pub(super) async fn reassign_partition_inner(
@@ -20,6 +28,26 @@ impl StrataService {
     ) -> Result<Response<pb::ReassignPartitionResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let request = request.into_inner();
+        if let Some(bytes_per_sec) = throttle_of(request.set_move_throttle, request.move_throttle_bytes_per_sec) {
+            // Set on the metadata leader before the move is recorded; when
+            // another node leads, the whole request goes there.
+            let set = crate::reassign::set_move_throttle(&self.node, bytes_per_sec);
+            let set_error = |a: &mut pb::ReassignPartitionResponse, e| a.error = e;
+            match set.await {
+                Ok(()) => {}
+                Err(CoordinatorError::Forward(leader)) if !forwarded => {
+                    return match self.peer(leader) {
+                        Ok(mut peer) => peer.reassign_partition(Self::forwarded(request)).await,
+                        Err(error) => err(error, set_error),
+                    };
+                }
+                Err(CoordinatorError::Forward(leader)) => {
+                    let moving = format!("metadata leadership is moving (to node {leader})");
+                    return err(ApiError::new(ErrorCode::ClusterUnavailable, moving), set_error);
+                }
+                Err(CoordinatorError::Api(error)) => return err(error, set_error),
+            }
+        }
         let command = MetaCommand::ReassignPartition {
             topic: request.topic.clone(),
             partition: request.partition,
@@ -71,7 +99,8 @@ impl StrataService {
         let request = request.into_inner();
         let nodes = self.voters();
         let local = async {
-            let moves = crate::reassign::rebalance(&self.node, &nodes, request.dry_run).await?;
+            let throttle = throttle_of(request.set_move_throttle, request.move_throttle_bytes_per_sec);
+            let moves = crate::reassign::rebalance(&self.node, &nodes, request.dry_run, throttle).await?;
             Ok(pb::RebalanceResponse {
                 error: None,
                 moves: moves
@@ -103,6 +132,12 @@ impl StrataService {
             Ok(()) => Ok(Response::new(pb::ReconfigurePartitionResponse { error: None })),
             Err(error) => err(error, |a: &mut pb::ReconfigurePartitionResponse, e| a.error = e),
         }
+    }
+
+    /// The cluster's move throttle as this node's metadata state has it
+    /// (0: off).
+    pub(super) fn move_throttle_status(&self) -> u64 {
+        self.node.metadata_state().move_throttle_bytes_per_sec.unwrap_or(0)
     }
 
     /// The moves in progress, as this node's metadata state has them.

@@ -323,6 +323,8 @@ fn advertised_addresses_and_moves_survive_encoding_and_layouts_4_and_5_still_dec
     assert!(matches!(moved, MetaResponse::Reassignment { done: false, .. }), "{moved:?}");
     let drained = state.apply(MetaCommand::DrainNode { node_id: 3, drained: true, nodes: vec![1, 2, 3] });
     assert_eq!(drained, MetaResponse::Drained { nodes: vec![3] });
+    let throttled = state.apply(MetaCommand::SetMoveThrottle { bytes_per_sec: Some(20 << 20) });
+    assert_eq!(throttled, MetaResponse::MoveThrottle { bytes_per_sec: Some(20 << 20) });
     let bytes = postcard::to_allocvec(&GroupState::Metadata(state.clone())).unwrap();
     assert_eq!(bytes[0], 6, "written in layout 6, MetadataWithExtras");
     let decoded: GroupState = postcard::from_bytes(&bytes).unwrap();
@@ -333,9 +335,19 @@ fn advertised_addresses_and_moves_survive_encoding_and_layouts_4_and_5_still_dec
     let layout_5 = postcard::to_allocvec(&layout_5).unwrap();
     assert_eq!(layout_5[0], 5);
     let decoded: GroupState = postcard::from_bytes(&layout_5).unwrap();
-    let expected = MetadataState { reassignments: Default::default(), drained: Default::default(), ..state.clone() };
+    let expected = MetadataState {
+        reassignments: Default::default(),
+        drained: Default::default(),
+        move_throttle_bytes_per_sec: None,
+        ..state.clone()
+    };
     assert_eq!(decoded, GroupState::Metadata(expected), "a layout 5 state decodes, with no moves or drains");
-    let state = MetadataState { reassignments: Default::default(), drained: Default::default(), ..state };
+    let state = MetadataState {
+        reassignments: Default::default(),
+        drained: Default::default(),
+        move_throttle_bytes_per_sec: None,
+        ..state
+    };
 
     let old = GroupStateBeforeNodes::MetadataWithTxns(&state, &state.groups, &state.transactions);
     let old_bytes = postcard::to_allocvec(&old).unwrap();
@@ -343,6 +355,21 @@ fn advertised_addresses_and_moves_survive_encoding_and_layouts_4_and_5_still_dec
     let decoded: GroupState = postcard::from_bytes(&old_bytes).unwrap();
     let expected = MetadataState { advertised: BTreeMap::new(), ..state };
     assert_eq!(decoded, GroupState::Metadata(expected), "a layout 4 state decodes, with no addresses");
+}
+
+#[test]
+fn extras_written_before_the_move_throttle_decode_without_one() {
+    let mut state = topics_and_producers();
+    state.apply(register(2, "127.0.0.1:17172"));
+    state.apply(MetaCommand::DrainNode { node_id: 3, drained: true, nodes: vec![1, 2, 3] });
+    // The extras as a node without the throttle wrote them.
+    let extras = serde_json::json!({ "advertised": state.advertised, "reassignments": {}, "drained": [3] });
+    let extras = serde_json::to_vec(&extras).unwrap();
+    let old = StoredGroupStateRef::MetadataWithExtras(&state, &state.groups, &state.transactions, &extras);
+    let decoded: GroupState = postcard::from_bytes(&postcard::to_allocvec(&old).unwrap()).unwrap();
+    assert_eq!(decoded, GroupState::Metadata(state.clone()), "everything else comes back; no throttle");
+    let GroupState::Metadata(decoded) = decoded else { unreachable!() };
+    assert_eq!(decoded.move_throttle_bytes_per_sec, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
