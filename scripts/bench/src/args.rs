@@ -48,7 +48,8 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["only_w5", "only_groups"])]
     pub only_txn: bool,
     /// Also run the partition moves (M1: a 1 GiB move with no throttle;
-    /// M2: producers during a throttled rebalance; Strata only, 4 nodes).
+    /// M2: producers during a throttled rebalance; M3: remove-node of a
+    /// node holding about 100 partitions; Strata only, 4 nodes).
     /// Opt-in: the 1 GiB preloads take minutes.
     #[arg(long)]
     pub moves: bool,

@@ -98,7 +98,7 @@ fn stop_cluster(mut cluster: Cluster, args: &Args, phase: &str) {
     let _ = std::fs::remove_dir_all(args.work_dir.join(format!("{}-{phase}", cluster.system.name())));
 }
 
-/// M1 and M2, each on a fresh 4-node cluster.
+/// M1, M2 and M3, each on a fresh 4-node cluster.
 async fn run_moves(args: &Args, timing: &Timing, calibration: Option<&calibrate::Calibration>) -> MovesResult {
     let mut result = MovesResult::default();
     eprintln!("== strata : M1 (a 1 GiB partition moved, no throttle)");
@@ -128,6 +128,20 @@ async fn run_moves(args: &Args, timing: &Timing, calibration: Option<&calibrate:
             stop_cluster(cluster, args, "m2");
         }
         Err(error) => result.errors.push(format!("cluster did not start for M2: {error:#}")),
+    }
+    eprintln!("== strata : M3 (remove-node of a node holding about 100 partitions)");
+    match start_moves_cluster(args, "m3").await {
+        Ok(cluster) => {
+            match moves::m3(&cluster).await {
+                Ok(m3) => result.m3 = Some(m3),
+                Err(error) => {
+                    eprintln!("  M3 failed: {error:#}\n{}", cluster.logs());
+                    result.errors.push(format!("M3: {error:#}"));
+                }
+            }
+            stop_cluster(cluster, args, "m3");
+        }
+        Err(error) => result.errors.push(format!("cluster did not start for M3: {error:#}")),
     }
     result
 }
@@ -369,6 +383,8 @@ async fn main() -> anyhow::Result<()> {
                 "m2_partitions": moves::M2_PARTITIONS,
                 "m2_throttle_bytes_per_sec": moves::M2_THROTTLE_BYTES_PER_SEC,
                 "m2_preload_bytes_per_partition": moves::m2_preload_bytes(&timing),
+                "m3_partitions": moves::M3_PARTITIONS,
+                "m3_records_per_partition": moves::M3_RECORDS_PER_PARTITION,
             })),
             "txn": args.runs_txn().then(|| serde_json::json!({
                 "t1_records_per_txn": txn::T1_RECORDS_PER_TXN,

@@ -16,6 +16,13 @@
 //!   load ran, and whether the rebalance outlasted the window (it should:
 //!   a rebalance that ended early would flatter the ratio).
 //!
+//! - M3, decommissioning: a topic of M3_PARTITIONS partitions (RF 3) is
+//!   spread over the 4 nodes, M3_RECORDS_PER_PARTITION records of 1 KiB
+//!   written to each, then `strata cluster remove-node 4` runs with no
+//!   throttle. Figures: the replicas node 4 held, and the time from the
+//!   call to the node holding nothing and having left the cluster (the
+//!   RemoveNode answer `removed`, asked every MOVE_POLL).
+//!
 //! The order favours nothing: the throttled run comes second, on a store
 //! the baseline made larger.
 
@@ -30,9 +37,21 @@ use crate::args::Timing;
 use crate::calibrate::Calibration;
 use crate::load;
 use crate::phases::MAX_RATE_WINDOW;
-use crate::report::{MoveSpeedResult, ThrottledRebalanceResult};
+use crate::report::{MoveSpeedResult, RemoveNodeResult, ThrottledRebalanceResult};
 use crate::sinks::{ClientSettings, SystemSink};
 use crate::systems::{self, Cluster};
+
+/// M3's topic: RF 3 over 4 nodes puts three quarters of its partitions on
+/// each node, so 134 partitions put about 100 on the node removed (issue
+/// 16's "for 100 partitions").
+pub const M3_PARTITIONS: u32 = 134;
+/// Records of 1 KiB per partition before the removal: enough that each
+/// move copies data, small enough that the count of moves, not the bytes,
+/// sets the time.
+pub const M3_RECORDS_PER_PARTITION: u64 = 100;
+/// How long the removal may take (100 moves, two at a time, each a
+/// catch-up and two membership changes: seconds each at most).
+const M3_REMOVE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Nodes of the moves' clusters: three hold the data, the fourth takes
 /// replicas (issue 16's "a partition to a new replica").
@@ -270,4 +289,44 @@ pub async fn m2(cluster: &Cluster, timing: &Timing) -> anyhow::Result<ThrottledR
         baseline,
         during,
     })
+}
+
+/// M3 (see the module documentation).
+pub async fn m3(cluster: &Cluster) -> anyhow::Result<RemoveNodeResult> {
+    let topic = "m3";
+    systems::create_topic(cluster, topic, M3_PARTITIONS).await.context("create the topic")?;
+    let producer = Producer::new(Client::connect(&cluster.endpoints)?, ProducerConfig::default())?;
+    let filler = Filler::new(FILLER_SEED);
+    let mut deliveries = Vec::new();
+    for index in 0..u64::from(M3_PARTITIONS) * M3_RECORDS_PER_PARTITION {
+        let value = filler.value(Stamp::TimeAndId, 0, index, 1024, index as usize * FILLER_STRIDE);
+        let partition = (index % u64::from(M3_PARTITIONS)) as u32;
+        deliveries.push(producer.send_to(topic, partition, Record { value: Some(value), ..Default::default() }).await?);
+    }
+    producer.flush().await;
+    for delivery in deliveries {
+        delivery.await?;
+    }
+    let client = Client::connect(&cluster.endpoints)?;
+    let node = MOVES_NODES as u64;
+    let held = replicas(&client, topic).await?.iter().filter(|set| set.contains(&node)).count();
+    eprintln!("  M3: node {node} holds {held} of {M3_PARTITIONS} partitions; removing it");
+    let started = Instant::now();
+    let (mut remaining, mut removed) = client.remove_node(node).await.context("remove-node")?;
+    while !removed {
+        anyhow::ensure!(
+            started.elapsed() < M3_REMOVE_TIMEOUT,
+            "node {node} still holds {remaining} replicas after {M3_REMOVE_TIMEOUT:?}"
+        );
+        tokio::time::sleep(MOVE_POLL).await;
+        // A node that cannot answer for a moment (busy with the moves) is asked again.
+        if let Ok(answer) = client.remove_node(node).await {
+            (remaining, removed) = answer;
+        }
+    }
+    let remove_secs = started.elapsed().as_secs_f64();
+    let left = replicas(&client, topic).await?.iter().filter(|set| set.contains(&node)).count();
+    anyhow::ensure!(left == 0, "node {node} is removed but {left} partitions still name it");
+    eprintln!("  M3: node {node} removed in {remove_secs:.1} s ({held} partitions moved off it)");
+    Ok(RemoveNodeResult { partitions: M3_PARTITIONS, replicas_on_node: held as u64, remove_secs })
 }

@@ -309,11 +309,23 @@ pub struct ThrottledRebalanceResult {
     pub rebalance_secs: Option<f64>,
 }
 
+/// M3: a node decommissioned (`strata cluster remove-node`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RemoveNodeResult {
+    /// Partitions of the topic (RF 3 over 4 nodes).
+    pub partitions: u32,
+    /// Partition replicas the removed node held.
+    pub replicas_on_node: u64,
+    /// From the remove-node call to the node holding nothing and out of the cluster.
+    pub remove_secs: f64,
+}
+
 /// The partition moves (issue 16), when they ran.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct MovesResult {
     pub m1: Option<MoveSpeedResult>,
     pub m2: Option<ThrottledRebalanceResult>,
+    pub m3: Option<RemoveNodeResult>,
     pub errors: Vec<String>,
 }
 
@@ -699,7 +711,7 @@ fn txn_markdown(report: &Report, out: &mut String) {
 /// The partition moves' section, when they ran.
 fn moves_markdown(report: &Report, out: &mut String) {
     let Some(moves) = &report.moves else { return };
-    let _ = writeln!(out, "## Partition moves: M1, M2 (Strata, 4 nodes)\n");
+    let _ = writeln!(out, "## Partition moves: M1, M2, M3 (Strata, 4 nodes)\n");
     if let Some(m) = &moves.m1 {
         let _ = writeln!(
             out,
@@ -736,6 +748,13 @@ fn moves_markdown(report: &Report, out: &mut String) {
             );
         }
         let _ = writeln!(out, "\nRatio: {}.\n", fmt_opt(m.ratio, 2));
+    }
+    if let Some(m) = &moves.m3 {
+        let _ = writeln!(
+            out,
+            "M3: `strata cluster remove-node 4` with {} of {} partitions (RF 3) on node 4: it held nothing and had left the cluster after **{:.1} s**.\n",
+            m.replicas_on_node, m.partitions, m.remove_secs
+        );
     }
     for error in &moves.errors {
         let _ = writeln!(out, "- {error}");
