@@ -98,52 +98,50 @@ fn stop_cluster(mut cluster: Cluster, args: &Args, phase: &str) {
     let _ = std::fs::remove_dir_all(args.work_dir.join(format!("{}-{phase}", cluster.system.name())));
 }
 
+/// Runs one of the moves on a fresh 4-node cluster (`phase` names it: m1,
+/// m2, m3); a failure is recorded in `errors`, with the nodes' logs printed.
+async fn moves_phase<T>(
+    args: &Args,
+    phase: &str,
+    title: &str,
+    errors: &mut Vec<String>,
+    run: impl AsyncFnOnce(&Cluster) -> anyhow::Result<T>,
+) -> Option<T> {
+    let name = phase.to_uppercase();
+    eprintln!("== strata : {name} ({title})");
+    let cluster = match start_moves_cluster(args, phase).await {
+        Ok(cluster) => cluster,
+        Err(error) => {
+            errors.push(format!("cluster did not start for {name}: {error:#}"));
+            return None;
+        }
+    };
+    let result = match run(&cluster).await {
+        Ok(result) => Some(result),
+        Err(error) => {
+            eprintln!("  {name} failed: {error:#}\n{}", cluster.logs());
+            errors.push(format!("{name}: {error:#}"));
+            None
+        }
+    };
+    stop_cluster(cluster, args, phase);
+    result
+}
+
 /// M1, M2 and M3, each on a fresh 4-node cluster.
 async fn run_moves(args: &Args, timing: &Timing, calibration: Option<&calibrate::Calibration>) -> MovesResult {
-    let mut result = MovesResult::default();
-    eprintln!("== strata : M1 (a 1 GiB partition moved, no throttle)");
-    match start_moves_cluster(args, "m1").await {
-        Ok(cluster) => {
-            match moves::m1(&cluster, calibration).await {
-                Ok(m1) => result.m1 = Some(m1),
-                Err(error) => {
-                    eprintln!("  M1 failed: {error:#}\n{}", cluster.logs());
-                    result.errors.push(format!("M1: {error:#}"));
-                }
-            }
-            stop_cluster(cluster, args, "m1");
-        }
-        Err(error) => result.errors.push(format!("cluster did not start for M1: {error:#}")),
-    }
-    eprintln!("== strata : M2 (producers during a throttled rebalance)");
-    match start_moves_cluster(args, "m2").await {
-        Ok(cluster) => {
-            match moves::m2(&cluster, timing).await {
-                Ok(m2) => result.m2 = Some(m2),
-                Err(error) => {
-                    eprintln!("  M2 failed: {error:#}\n{}", cluster.logs());
-                    result.errors.push(format!("M2: {error:#}"));
-                }
-            }
-            stop_cluster(cluster, args, "m2");
-        }
-        Err(error) => result.errors.push(format!("cluster did not start for M2: {error:#}")),
-    }
-    eprintln!("== strata : M3 (remove-node of a node holding about 100 partitions)");
-    match start_moves_cluster(args, "m3").await {
-        Ok(cluster) => {
-            match moves::m3(&cluster).await {
-                Ok(m3) => result.m3 = Some(m3),
-                Err(error) => {
-                    eprintln!("  M3 failed: {error:#}\n{}", cluster.logs());
-                    result.errors.push(format!("M3: {error:#}"));
-                }
-            }
-            stop_cluster(cluster, args, "m3");
-        }
-        Err(error) => result.errors.push(format!("cluster did not start for M3: {error:#}")),
-    }
-    result
+    let mut errors = Vec::new();
+    let m1 = moves_phase(args, "m1", "a 1 GiB partition moved, no throttle", &mut errors, async |cluster| {
+        moves::m1(cluster, calibration).await
+    })
+    .await;
+    let m2 = moves_phase(args, "m2", "producers during a throttled rebalance", &mut errors, async |cluster| {
+        moves::m2(cluster, timing).await
+    })
+    .await;
+    let m3 =
+        moves_phase(args, "m3", "remove-node of a node holding about 100 partitions", &mut errors, moves::m3).await;
+    MovesResult { m1, m2, m3, errors }
 }
 
 #[tokio::main]
