@@ -60,10 +60,11 @@ const VERIFY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// the byte comparison; followers apply within a second of a healthy
 /// leader, and a lagging one only narrows the compared range.
 const REPLICA_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(20);
-/// Bound on a removal or rebuild still going at the final heal ending
-/// before the drain: a removal moves each of the node's replicas (a few
-/// seconds each, two at a time), a rebuild catches up every group of the
-/// node; both took well under a minute in a healthy cluster of these runs.
+/// Bound on a removal, rebuild or partition move still going at the final
+/// heal ending before the drain: a removal moves each of the node's
+/// replicas (a few seconds each, two at a time), a rebuild catches up every
+/// group of the node; both took well under a minute in a healthy cluster of
+/// these runs.
 const MEMBERSHIP_SETTLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Spare nodes the membership fault can add, beyond `--nodes`: one, so a
 /// run of 3 nodes can grow to 4 (and then remove one of them, which RF 3
@@ -292,7 +293,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
     }
     // Removals and rebuilds the faults started end before the drain (after
     // the group's convergence check, whose bound runs from the heal).
-    notes.extend(nemesis.settle(MEMBERSHIP_SETTLE_TIMEOUT).await);
+    if options.faults.contains(&FaultKind::Membership) {
+        notes.extend(nemesis.settle(MEMBERSHIP_SETTLE_TIMEOUT).await);
+    }
     workload.stop();
     for worker in workers {
         // Every operation has its own deadline, so this ends; the bound is

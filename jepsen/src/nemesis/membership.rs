@@ -513,16 +513,21 @@ impl Nemesis {
         }
     }
 
-    /// After the final heal: waits up to `bound` for the removal and the
-    /// rebuilds in progress to end, so that the drain and the replica
-    /// comparison meet a settled cluster. Returns notes for the verdict.
+    /// After the final heal: waits up to `bound` for the removal, the
+    /// rebuilds and the partition moves in progress to end, so that the
+    /// drain and the replica comparison meet a settled cluster (a move that
+    /// ends during the comparison leaves a replica it had just listed).
+    /// Returns notes for the verdict.
     pub async fn settle(&self, bound: Duration) -> Vec<String> {
         let started = Instant::now();
-        while !self.tracker().idle() && started.elapsed() < bound {
+        let mut moving = None;
+        while started.elapsed() < bound {
             self.tend().await;
-            if !self.tracker().idle() {
-                tokio::time::sleep(TEND_EVERY).await;
+            moving = self.status().await.map(|s| s.reassignments.len());
+            if self.tracker().idle() && moving == Some(0) {
+                break;
             }
+            tokio::time::sleep(TEND_EVERY).await;
         }
         let tracker = self.tracker();
         let mut notes = Vec::new();
@@ -536,9 +541,14 @@ impl Nemesis {
         for node in tracker.rebuilding.keys() {
             notes.push(format!("node {node} was still rebuilding {} s after the heal", bound.as_secs()));
         }
-        if started.elapsed() >= Duration::from_secs(1) {
-            notes.push(format!("membership changes settled {:.1} s after the heal", started.elapsed().as_secs_f64()));
+        match moving {
+            Some(0) => {}
+            Some(count) => {
+                notes.push(format!("{count} partition move(s) still running {} s after the heal", bound.as_secs()))
+            }
+            None => notes.push("the cluster status was unavailable at the end of the membership settling".into()),
         }
+        notes.push(format!("membership changes settled {:.1} s after the heal", started.elapsed().as_secs_f64()));
         notes
     }
 
