@@ -15,6 +15,9 @@
 # workloads in turn (shifted by one every time the mixes start over), so
 # any 4 runs in a row cover the 4 default workloads. E.g.
 #   WORKLOADS=keys MIXES="clock kill,pause,partition,client-cut,answers" RUNS=10 scripts/jepsen-soak.sh
+# On a shared machine, BENCH_LOCK (default /tmp/strata-bench.lock) names a
+# file whose presence means someone is measuring: no run starts while it
+# exists (checked every 30 s), so runs never skew a benchmark.
 # Before the runs the mutation check (scripts/jepsen-mutation.sh) proves
 # that the harness still reports duplicates against a server that does not
 # deduplicate; MUTATION=0 skips it.
@@ -58,7 +61,12 @@ if [ "${MUTATION:-1}" != 0 ]; then
     "$([ "$mutation" = 0 ] && echo 'duplicates reported (as required)' || echo 'MUTATION CHECK FAILED')" >> "$summary"
 fi
 
+bench_lock="${BENCH_LOCK:-/tmp/strata-bench.lock}"
 for i in $(seq 0 $((RUNS - 1))); do
+  while [ -e "$bench_lock" ]; do
+    echo "waiting: $bench_lock exists (a benchmark is measuring)"
+    sleep 30
+  done
   seed=$((FIRST_SEED + i))
   faults="${mixes[$((i % ${#mixes[@]}))]}"
   workload="${workloads[$(((i + i / ${#mixes[@]}) % ${#workloads[@]}))]}"

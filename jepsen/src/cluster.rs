@@ -1,7 +1,10 @@
 //! The nodes: one `strata server` process per network namespace, started
 //! through `ip netns exec` (which execs, so the child's pid is the server's),
 //! killed with SIGKILL, paused with SIGSTOP/SIGCONT, and restarted on the
-//! same data directory.
+//! same data directory. For the membership fault some node ids are planned
+//! as spares: they join the running cluster (`--join`) when added, leave it
+//! when removed, and a member can lose its data directory (wipe) and start
+//! again empty.
 //!
 //! Invariant: every child is in its own process group, so a Ctrl-C at the
 //! terminal reaches only the harness, which then kills the nodes itself; and
@@ -25,6 +28,21 @@ pub enum ClusterError {
     Signal { node: u64, source: nix::Error },
     #[error("cannot write {path}: {source}")]
     Write { path: String, source: std::io::Error },
+    #[error("cannot delete node {node}'s data directory: {source}")]
+    Wipe { node: u64, source: std::io::Error },
+}
+
+/// Where a node stands in the cluster, as the harness drives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    /// Planned for the membership fault, never started: it may join.
+    Spare,
+    /// Part of the cluster (running or not): faults may hit it and the
+    /// heals restart it.
+    Member,
+    /// Removed from the cluster (`cluster remove-node`) and stopped; it may
+    /// join again with an emptied data directory.
+    Removed,
 }
 
 /// libfaketime settings for nodes whose clock may be skewed.
@@ -42,6 +60,11 @@ pub struct Node {
     child: Option<Child>,
     paused: bool,
     pub starts: u32,
+    pub state: NodeState,
+    /// Started with `--join` (it joined a running cluster) instead of
+    /// `--initial-cluster`; it keeps doing so at every start, as an
+    /// operator's config would.
+    pub joined: bool,
 }
 
 impl Node {
@@ -68,11 +91,19 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn new(binary: &Path, ids: &[u64], dir: &Path, faketime: Option<Faketime>) -> Result<Cluster, ClusterError> {
+    /// The nodes `ids` form the cluster; `spares` are planned (directories,
+    /// clock files) but start only when they join.
+    pub fn new(
+        binary: &Path,
+        ids: &[u64],
+        spares: &[u64],
+        dir: &Path,
+        faketime: Option<Faketime>,
+    ) -> Result<Cluster, ClusterError> {
         let initial_cluster =
             ids.iter().map(|&id| format!("{id}={}", net::node_address(id))).collect::<Vec<_>>().join(",");
         let mut nodes = Vec::new();
-        for &id in ids {
+        for &id in ids.iter().chain(spares) {
             let node_dir = dir.join(format!("n{id}"));
             std::fs::create_dir_all(&node_dir)
                 .map_err(|source| ClusterError::Write { path: node_dir.display().to_string(), source })?;
@@ -84,6 +115,8 @@ impl Cluster {
                 child: None,
                 paused: false,
                 starts: 0,
+                state: if ids.contains(&id) { NodeState::Member } else { NodeState::Spare },
+                joined: false,
             };
             write_file(&node.clock_file, "+0\n")?;
             nodes.push(node);
@@ -99,8 +132,20 @@ impl Cluster {
         })
     }
 
+    /// The members: the nodes faults hit and heals restart.
     pub fn ids(&self) -> Vec<u64> {
+        self.nodes.iter().filter(|n| n.state == NodeState::Member).map(|n| n.id).collect()
+    }
+
+    /// Every planned node, spares and removed ones included.
+    pub fn all_ids(&self) -> Vec<u64> {
         self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// Nodes that may join: spares, and removed nodes (with their data
+    /// directory emptied first, as a removed node must be to join again).
+    pub fn joinable(&self) -> Vec<u64> {
+        self.nodes.iter().filter(|n| n.state != NodeState::Member).map(|n| n.id).collect()
     }
 
     pub fn node(&self, id: u64) -> &Node {
@@ -111,20 +156,88 @@ impl Cluster {
         self.nodes.iter_mut().find(|n| n.id == id).expect("known node id")
     }
 
+    /// Every planned node's address: a client that knows them all finds
+    /// the cluster whichever nodes were removed or added.
     pub fn bootstrap(&self) -> Vec<String> {
         self.nodes.iter().map(|n| net::node_address(n.id)).collect()
     }
 
-    /// Starts node `id` unless it runs.
+    /// Starts member `id` unless it runs. Spares and removed nodes are
+    /// left alone: a heal that restarts the nodes it killed must not bring
+    /// back one that was removed meanwhile.
     pub fn start(&mut self, id: u64) -> Result<(), ClusterError> {
+        if self.node(id).state != NodeState::Member {
+            return Ok(());
+        }
+        self.spawn(id)
+    }
+
+    /// Kills node `id`, deletes its data directory and starts it again
+    /// empty, with the same id and the same arguments.
+    pub fn wipe(&mut self, id: u64) -> Result<(), ClusterError> {
+        self.kill(id);
+        remove_dir(&self.node(id).data_dir).map_err(|source| ClusterError::Wipe { node: id, source })?;
+        self.start(id)
+    }
+
+    /// Makes a spare or removed node a member that joins the running
+    /// cluster through the other members (`--join`), and starts it. A
+    /// removed node's data directory is emptied first.
+    pub fn join(&mut self, id: u64) -> Result<(), ClusterError> {
+        let node = self.node_mut(id);
+        assert!(node.state != NodeState::Member, "node {id} is a member already");
+        if node.state == NodeState::Removed {
+            remove_dir(&node.data_dir).map_err(|source| ClusterError::Wipe { node: id, source })?;
+        }
+        node.state = NodeState::Member;
+        node.joined = true;
+        self.start(id)
+    }
+
+    /// Stops a node the cluster has removed; it is no member from now on.
+    pub fn mark_removed(&mut self, id: u64) {
+        self.kill(id);
+        self.node_mut(id).state = NodeState::Removed;
+    }
+
+    /// Starts a removed node on its old data directory, which the cluster
+    /// must refuse (the node exits with NODE_REMOVED); see `exited`.
+    pub fn start_removed(&mut self, id: u64) -> Result<(), ClusterError> {
+        assert_eq!(self.node(id).state, NodeState::Removed, "only a removed node");
+        self.spawn(id)
+    }
+
+    /// The exit status of node `id` when its process has exited by itself.
+    pub fn exited(&mut self, id: u64) -> Option<String> {
+        let node = self.node_mut(id);
+        let status = node.child.as_mut()?.try_wait().ok()??;
+        node.child = None;
+        node.paused = false;
+        Some(status.to_string())
+    }
+
+    fn spawn(&mut self, id: u64) -> Result<(), ClusterError> {
         let binary = self.binary.clone();
         let initial_cluster = self.initial_cluster.clone();
         let faketime = self.faketime.clone();
         let config_file = self.config_file.clone();
+        // A joined node joins through the other members, whichever they are
+        // now (`--join` needs one that runs; the node tries each).
+        let join: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Member && n.id != id)
+            .map(|n| net::node_address(n.id))
+            .collect();
         let node = self.node_mut(id);
         if node.child.is_some() {
             return Ok(());
         }
+        let membership_args: Vec<String> = if node.joined {
+            vec!["--join".into(), join.join(","), "--peer-address".into(), net::node_address(id)]
+        } else {
+            vec!["--initial-cluster".into(), initial_cluster]
+        };
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -136,7 +249,8 @@ impl Cluster {
             .args(["netns", "exec", &net::namespace(id)])
             .arg(&binary)
             .args(["--log-level", "info,openraft=warn", "server", "--node-id", &id.to_string()])
-            .args(["--listen", &net::node_address(id), "--initial-cluster", &initial_cluster])
+            .args(["--listen", &net::node_address(id)])
+            .args(membership_args)
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(config_file.iter().flat_map(|path| [std::ffi::OsStr::new("--config"), path.as_os_str()]))
@@ -250,7 +364,7 @@ impl Cluster {
     }
 
     pub fn kill_all(&mut self) {
-        for id in self.ids() {
+        for id in self.all_ids() {
             self.kill(id);
         }
     }
@@ -259,6 +373,14 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill_all();
+    }
+}
+
+/// Deletes a directory tree; one that does not exist is gone already.
+fn remove_dir(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -304,6 +426,26 @@ pub fn cut_wal_to_synced(db: &Path) -> std::io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spares_join_and_removed_nodes_stay_down_until_they_join_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cluster = Cluster::new(Path::new("/nonexistent/strata"), &[1, 2, 3], &[4], dir.path(), None).unwrap();
+        assert_eq!(cluster.ids(), vec![1, 2, 3], "a spare is no member");
+        assert_eq!(cluster.all_ids(), vec![1, 2, 3, 4]);
+        assert_eq!(cluster.joinable(), vec![4]);
+        assert_eq!(cluster.bootstrap().len(), 4, "clients know the spare's address too");
+        cluster.start(4).unwrap();
+        assert!(!cluster.node(4).is_running(), "a spare starts only when it joins");
+        cluster.mark_removed(2);
+        assert_eq!(cluster.ids(), vec![1, 3]);
+        assert_eq!(cluster.joinable(), vec![2, 4]);
+        // A heal restarting the nodes it killed must not bring back one
+        // that was removed meanwhile.
+        cluster.start(2).unwrap();
+        assert!(!cluster.node(2).is_running());
+        assert!(!cluster.node(2).joined);
+    }
 
     #[test]
     fn the_wal_is_cut_to_the_record_and_newer_wals_are_emptied() {

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,9 @@ use strata_client::Client;
 use crate::cluster::{Cluster, ClusterError};
 use crate::history::{OpType, Process, Recorder};
 use crate::net::{ClientCut, NetError, Network};
+
+mod membership;
+pub use membership::{draw_action, impaired, wipe_candidates, Health, MembershipAction, Tally, Tracker};
 
 /// What the user may ask for with `--faults`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
@@ -45,12 +49,14 @@ pub enum FaultKind {
     /// that leads partitions is SIGKILLed, which lands between commit and
     /// answer for every answer it holds at the time.
     Answers,
-    /// Moves partitions of the test topic to other replica sets
-    /// (`ReassignPartition`: new replicas join as learners, then a
-    /// joint-consensus change, and the replicas left out delete their
-    /// copy), or asks for a rebalance. Moves are not undone at heal: the
-    /// cluster finishes them on its own. Adding, removing and wiping nodes
-    /// are not part of it yet (the cluster cannot change its node set).
+    /// Changes who holds what (see `MembershipAction`): moves partitions
+    /// of the test topic to other replica sets (`ReassignPartition`: new
+    /// replicas join as learners, then a joint-consensus change, and the
+    /// replicas left out delete their copy) or asks for a rebalance; wipes
+    /// a node's data directory and starts it again empty; starts a spare
+    /// node with `--join`; decommissions a member (`remove-node`) and stops
+    /// it once removed. Nothing is undone at heal: the cluster finishes
+    /// moves, rebuilds and removals on its own.
     Membership,
 }
 
@@ -144,11 +150,9 @@ pub enum Fault {
         targets: Targets,
         direction: ClientCut,
     },
-    /// Move `moves` partitions of the test topic to random replica sets of
-    /// the same size, or (`rebalance`) ask the cluster to even them out.
+    /// A change of partition placement or of the node set.
     Membership {
-        moves: u32,
-        rebalance: bool,
+        action: MembershipAction,
     },
     /// SIGKILL a node that leads partitions while it holds answers of
     /// committed produces (see `FaultKind::Answers`); restart it at heal.
@@ -265,7 +269,7 @@ fn draw_fault(kind: FaultKind, rng: &mut StdRng) -> Fault {
                 .unwrap(),
         },
         FaultKind::Answers => Fault::KillLeadersMidAnswer,
-        FaultKind::Membership => Fault::Membership { moves: rng.gen_range(1..=3), rebalance: rng.gen_bool(0.3) },
+        FaultKind::Membership => Fault::Membership { action: draw_action(rng) },
     }
 }
 
@@ -361,8 +365,12 @@ pub struct Nemesis {
     pub recorder: Recorder,
     /// Where corruption events note what they damaged.
     pub run_dir: PathBuf,
-    /// Nodes whose files were damaged during this run.
+    /// Nodes whose files were damaged during this run (and not wiped since).
     pub damaged: Mutex<BTreeSet<u64>>,
+    /// The membership fault's removals and rebuilds in progress.
+    pub membership: Mutex<Tracker>,
+    /// A partition fault is in force (no wipe then).
+    pub partitioned: AtomicBool,
 }
 
 /// Replicas of the test topic: every node up to three (see `runner`).
@@ -416,7 +424,7 @@ enum Applied {
     Clock(Vec<u64>),
     Corrupted(Vec<u64>),
     ClientsCut,
-    Moved,
+    Membership,
 }
 
 impl Nemesis {
@@ -436,7 +444,7 @@ impl Nemesis {
             if start >= stop {
                 break;
             }
-            tokio::time::sleep_until(start.into()).await;
+            self.sleep_tending(start).await;
             let mut rng = StdRng::seed_from_u64(window.pick_seed);
             let mut applied = Vec::new();
             for fault in &window.faults {
@@ -448,14 +456,14 @@ impl Nemesis {
                 }
             }
             let end = (started + Duration::from_millis(window.end_ms)).min(stop);
-            tokio::time::sleep_until(end.into()).await;
+            self.sleep_tending(end).await;
             while let Some((kind, done)) = applied.pop() {
                 let nodes = self.heal(done);
                 self.event(kind.name(), json!({"phase": "stop", "nodes": nodes, "active": applied.len()}));
             }
         }
         // The workload runs for the whole time limit, the last stretch fault-free.
-        tokio::time::sleep_until(stop.into()).await;
+        self.sleep_tending(stop).await;
         self.heal_all();
     }
 
@@ -514,6 +522,7 @@ impl Nemesis {
                 (Applied::Paused(hit.clone()), hit, Value::Null)
             }
             Fault::Partition { shape } => {
+                self.partitioned.store(true, Ordering::SeqCst);
                 let isolated = match shape {
                     Shape::OneIsolated => pick(Targets::One, &nodes, rng),
                     Shape::LeadersIsolated => self.partition_leaders(&nodes, rng).await,
@@ -545,16 +554,18 @@ impl Nemesis {
                 }
                 (Applied::Clock(hit.clone()), hit, Value::Null)
             }
-            Fault::Membership { moves, rebalance } => {
-                let detail = self.move_partitions(&nodes, *moves, *rebalance, rng).await;
-                (Applied::Moved, Vec::new(), detail)
+            Fault::Membership { action } => {
+                let (hit, detail) = self.change_membership(*action, &nodes, rng).await?;
+                (Applied::Membership, hit, detail)
             }
             Fault::Corrupt { how } => {
                 // Damage stays with a node for the rest of the run, so the
                 // damaged nodes together must stay a minority: beyond that no
                 // replicated system can promise anything.
+                // Nodes rebuilding after a wipe miss data too.
+                let rebuilding = self.membership.lock().expect("membership lock").rebuilding();
                 let mut damaged = self.damaged.lock().expect("damaged lock");
-                let hit = damage_targets(&nodes, &damaged, rng);
+                let hit = damage_targets(&nodes, &impaired(&damaged, &rebuilding), rng);
                 damaged.extend(hit.iter().copied());
                 drop(damaged);
                 let mut damaged_files = Vec::new();
@@ -595,6 +606,7 @@ impl Nemesis {
                 nodes
             }
             Applied::Partitioned => {
+                self.partitioned.store(false, Ordering::SeqCst);
                 if let Err(error) = self.network.heal_partitions() {
                     tracing::error!(%error, "cannot heal the partition");
                 }
@@ -615,8 +627,9 @@ impl Nemesis {
                 self.network.heal_client_cuts();
                 Vec::new()
             }
-            // The cluster finishes a move on its own; nothing to undo.
-            Applied::Moved => Vec::new(),
+            // The cluster finishes moves, rebuilds and removals on its
+            // own (`sleep_tending` follows them); nothing to undo.
+            Applied::Membership => Vec::new(),
         }
     }
 
@@ -624,6 +637,7 @@ impl Nemesis {
     /// restarts dead ones, removes partitions, netem and clock skew.
     pub fn heal_all(&self) {
         let _ = self.network.heal_partitions();
+        self.partitioned.store(false, Ordering::SeqCst);
         self.network.heal_client_cuts();
         self.network.heal_netem();
         let mut restarted = Vec::new();

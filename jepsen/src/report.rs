@@ -99,6 +99,7 @@ fn fault_colour(name: &str) -> RGBColor {
         "lost-writes" => RGBColor(140, 86, 75),
         "client-cut" => RGBColor(23, 190, 207),
         "answers" => RGBColor(255, 127, 14),
+        "membership" => RGBColor(44, 160, 44),
         _ => RGBColor(188, 189, 34),
     }
 }
@@ -118,8 +119,19 @@ pub fn plot_timeline(history: &[Op], path: &Path) -> Result<(), Box<dyn std::err
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..end_s, (0.1f64..max_ms).log_scale())?;
     chart.configure_mesh().x_desc("time (s)").y_desc("latency (ms)").draw()?;
-    let lanes =
-        ["kill", "pause", "partition", "netem", "clock", "corrupt", "lost-writes", "client-cut", "answers", "heal-all"];
+    let lanes = [
+        "kill",
+        "pause",
+        "partition",
+        "netem",
+        "clock",
+        "corrupt",
+        "lost-writes",
+        "client-cut",
+        "answers",
+        "membership",
+        "heal-all",
+    ];
     let mut labelled = std::collections::BTreeSet::new();
     for span in &spans {
         let colour = fault_colour(&span.name);

@@ -60,6 +60,16 @@ const VERIFY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// the byte comparison; followers apply within a second of a healthy
 /// leader, and a lagging one only narrows the compared range.
 const REPLICA_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bound on a removal, rebuild or partition move still going at the final
+/// heal ending before the drain: a removal moves each of the node's
+/// replicas (a few seconds each, two at a time), a rebuild catches up every
+/// group of the node; both took well under a minute in a healthy cluster of
+/// these runs.
+const MEMBERSHIP_SETTLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Spare nodes the membership fault can add, beyond `--nodes`: one, so a
+/// run of 3 nodes can grow to 4 (and then remove one of them, which RF 3
+/// on 3 nodes refuses), and removed nodes can join again, emptied, in turn.
+const SPARE_NODES: u64 = 1;
 
 /// The `keys` workload's topic trims records this long after their
 /// timestamp: every key is trimmed many times in a 60-120 s run, and a
@@ -138,13 +148,19 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
     let wants_clock = options.faults.contains(&FaultKind::Clock);
     net::ensure_tools(wants_clock).context("installing network tools")?;
     let ids: Vec<u64> = (1..=options.nodes).collect();
-    let network = Arc::new(Network::create(&ids).context("creating the test network")?);
+    let spares: Vec<u64> = if options.faults.contains(&FaultKind::Membership) {
+        (options.nodes + 1..=(options.nodes + SPARE_NODES).min(net::MAX_NODES)).collect()
+    } else {
+        Vec::new()
+    };
+    let planned: Vec<u64> = ids.iter().chain(&spares).copied().collect();
+    let network = Arc::new(Network::create(&planned).context("creating the test network")?);
     let faketime = if wants_clock {
         Some(Faketime { library: net::faketime_library().context("libfaketime is not installed")? })
     } else {
         None
     };
-    let mut nodes = Cluster::new(&binary, &ids, &dir, faketime)?;
+    let mut nodes = Cluster::new(&binary, &ids, &spares, &dir, faketime)?;
     if options.faults.contains(&FaultKind::LostWrites) {
         nodes.record_synced_wal(&dir)?;
     }
@@ -193,6 +209,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
             "recovery_bound_s": options.recovery_bound_s,
             "seed": options.seed,
             "nodes": options.nodes,
+            "spare_nodes": spares,
             "faults": options.faults,
             "time_limit_s": options.time_limit_s,
             "retention_ms": retention_ms,
@@ -248,6 +265,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
         recorder: recorder.clone(),
         run_dir: dir.clone(),
         damaged: Mutex::new(Default::default()),
+        membership: Mutex::new(Default::default()),
+        partitioned: Default::default(),
     };
 
     let started = Instant::now();
@@ -271,6 +290,11 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
     }
     if group_workload {
         notes.extend(await_convergence(&admin, &recorder, &workload, options.keys, healed).await);
+    }
+    // Removals and rebuilds the faults started end before the drain (after
+    // the group's convergence check, whose bound runs from the heal).
+    if options.faults.contains(&FaultKind::Membership) {
+        notes.extend(nemesis.settle(MEMBERSHIP_SETTLE_TIMEOUT).await);
     }
     workload.stop();
     for worker in workers {
@@ -301,8 +325,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
     // Right after the drain, before the verification rounds pause nodes:
     // with retention on, what the replicas hold shrinks as time passes.
     notes.extend(compare_replicas(&admin, &recorder, options.keys).await);
-    for round in 0..options.verify_rounds.min(options.nodes.saturating_sub(1)) {
-        let paused = ids[round as usize % ids.len()];
+    // The members now: the membership fault may have added and removed nodes.
+    let members = cluster.lock().expect("cluster lock").ids();
+    for round in 0..options.verify_rounds.min(members.len().saturating_sub(1) as u64) {
+        let paused = members[round as usize % members.len()];
         match verify_round(&cluster, &admin, &recorder, &bootstrap, &targets, paused).await {
             Ok(()) => {}
             Err(error) => notes.push(format!("verification round with node {paused} paused: {error}")),
@@ -312,6 +338,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
         notes.push(format!("node {id} had exited by itself at the end ({status}); see n{id}/node.log"));
     }
     cluster.lock().expect("cluster lock").kill_all();
+    if options.faults.contains(&FaultKind::Membership) {
+        notes.push(nemesis.membership_note());
+    }
     drop(nemesis);
     drop(network);
     recorder.flush();
@@ -338,7 +367,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunResult> {
     std::fs::write(dir.join("verdict.json"), serde_json::to_string_pretty(&verdict)?)?;
     report::write(&dir, &options, &windows, &history, &verdict)?;
     if !options.keep_data && verdict.valid {
-        for &id in &ids {
+        for &id in &planned {
             let _ = std::fs::remove_dir_all(dir.join(format!("n{id}")).join("data"));
         }
     }
