@@ -137,6 +137,11 @@ async fn a_node_joins_takes_replicas_and_another_is_decommissioned() {
         (gone && voters == 3 && status["cluster_id"] == cluster_id.as_str()).then_some(())
     })
     .await;
+    // Restarted on its old data dir, the removed node is refused and exits.
+    cluster.start_node(2);
+    let exit = cluster.wait_exit(2, EXIT_TIMEOUT).await;
+    let log = std::fs::read_to_string(&cluster.node(2).log_path).unwrap_or_default();
+    assert!(!exit.success() && log.contains("NODE_REMOVED"), "the removed node restarted:\n{log}");
     // Nothing acknowledged is lost, and the three nodes left take writes.
     let after = fill(&cluster, "grow", 4, "after", 5).await;
     for id in [1, 3, joiner] {

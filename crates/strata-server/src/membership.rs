@@ -188,23 +188,36 @@ pub(crate) async fn join(node: &Node, addresses: &[String]) -> Result<(), JoinRe
     }
 }
 
-/// A restarted node given `join` addresses: refuses to run when one of
-/// them answers for another cluster than the one its store holds.
-pub(crate) async fn check_cluster_id(node: &Node, addresses: &[String]) -> Result<(), JoinRefused> {
-    let own = node.metadata_state().members.cluster_id.clone();
-    for address in addresses {
-        let Ok(ping) = ping_address(address).await else { continue };
-        if !own.is_empty() && !ping.cluster_id.is_empty() && ping.cluster_id != own {
-            return Err(JoinRefused {
-                code: ErrorCode::ClusterIdMismatch,
-                message: format!(
-                    "this node's data belongs to cluster {own}, and {address} is a node of cluster {}",
-                    ping.cluster_id
-                ),
-            });
-        }
+/// A node restarted on its data asks the cluster, through its `join`
+/// addresses and the peers it knows, to take its registration again, and
+/// stops on a final refusal: its data belongs to another cluster
+/// (CLUSTER_ID_MISMATCH), or it was removed (NODE_REMOVED; its own copy of
+/// the metadata never heard of the removal, so only the cluster can tell
+/// it). It retries until one of them answers; a node alone in its cluster
+/// has nobody to ask.
+pub(crate) async fn confirm_membership(node: &Node) -> Result<(), JoinRefused> {
+    let me = node.node_id();
+    let mut addresses = node.config.join.clone();
+    addresses.extend(node.peers.addresses().into_iter().filter(|(id, _)| *id != me).map(|(_, a)| a));
+    addresses.dedup();
+    if addresses.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let mut backoff = ADVERTISE_RETRY_BACKOFF_MIN;
+    loop {
+        let request = join_request(node, node.metadata_state().members.cluster_id.clone());
+        for address in &addresses {
+            match join_at(address, request.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(JoinError::Refused(refused)) => return Err(refused),
+                Err(JoinError::Retry(message)) => {
+                    tracing::debug!(%address, error = %message, "membership not confirmed yet")
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(ADVERTISE_RETRY_BACKOFF_MAX);
+    }
 }
 
 fn join_request(node: &Node, cluster_id: String) -> pb::JoinRequest {

@@ -204,10 +204,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     let joined = async {
         match &mode {
             StartMode::Join(addresses) => crate::membership::join(&node, addresses).await,
-            StartMode::Restart if !node.config.join.is_empty() => {
-                crate::membership::check_cluster_id(&node, &node.config.join).await
-            }
-            _ => Ok(()),
+            StartMode::Restart => crate::membership::confirm_membership(&node).await,
+            StartMode::Form => Ok(()),
         }
     };
     tokio::pin!(shutdown);
