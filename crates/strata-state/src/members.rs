@@ -220,6 +220,11 @@ impl MetadataState {
         live: &[u64],
         now_ms: u64,
     ) -> MetaResponse {
+        if self.members.removed.contains_key(&node_id) && !self.members.nodes.contains_key(&node_id) {
+            // Removed already: a repeated call (`remove-node --wait` asks
+            // again every second) may come after the removal.
+            return MetaResponse::NodeRemoval { node_id, remaining_replicas: 0, removed: true };
+        }
         if !nodes.contains(&node_id) && !self.members.nodes.contains_key(&node_id) {
             return refuse(
                 ErrorCode::UnknownNode,

@@ -968,6 +968,25 @@ mod tests {
                 }),
             proptest::option::of(prop_oneof![Just(0u64), Just(1024), Just(256 * 1024), Just(20 << 20)])
                 .prop_map(|bytes_per_sec| MetaCommand::SetMoveThrottle { bytes_per_sec }),
+            (1u64..6, 1u64..4).prop_map(|(node_id, store_id)| MetaCommand::JoinNode {
+                node_id,
+                peer: format!("n{node_id}:7171"),
+                store_id,
+                cluster_id: String::new(),
+            }),
+            (1u64..6, 1u64..4, 0u64..20).prop_map(|(node_id, store_id, group_id)| MetaCommand::GroupRebuilt {
+                node_id,
+                store_id,
+                group_id
+            }),
+            (1u64..6, proptest::collection::vec(1u64..5, 1..4)).prop_map(|(node_id, live)| MetaCommand::RemoveNode {
+                node_id,
+                nodes: vec![1, 2, 3, 4],
+                metadata_voters: vec![1, 2, 3],
+                live,
+                now_ms: 0,
+            }),
+            (1u64..6).prop_map(|node_id| MetaCommand::NodeRemoved { node_id }),
         ]
     }
 

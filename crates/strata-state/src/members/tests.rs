@@ -162,6 +162,12 @@ fn removing_a_node_moves_each_of_its_replicas_to_the_least_loaded_other_node() {
         MetaResponse::NodeRemoval { removed: true, .. }
     ));
     assert!(!state.members.nodes.contains_key(&2) && state.members.removed[&2] == 102);
+    // A repeated remove-node that comes after the removal answers it, and
+    // changes nothing (it once made node 2 a member again: a panic).
+    let after = state.clone();
+    let again = state.apply(remove(2, &nodes, &[1, 3], &nodes));
+    assert!(matches!(again, MetaResponse::NodeRemoval { removed: true, .. }), "{again:?}");
+    assert_eq!(state, after);
     // Its old store may not come back; a new one may take the id.
     assert_eq!(code(&state.apply(join(2, 102))), Some(ErrorCode::NodeRemoved));
     assert!(matches!(state.apply(join(2, 555)), MetaResponse::Joined(Joined { status: MemberStatus::Active, .. })));
