@@ -252,17 +252,6 @@ timeout 120 "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
 compose_up=true
 timeout 120 "${compose[@]}" up -d || fail "docker-compose up failed"
 
-# The container of a service, running or stopped, by the labels both
-# compose versions set (`ps -q` of compose v2 lists running ones only).
-container() {
-  local id
-  id="$(docker ps -aq --filter "label=com.docker.compose.project=$project" \
-    --filter "label=com.docker.compose.service=$1")"
-  [ -n "$id" ] || fail "no container for service $1"
-  [ "$(wc -w <<<"$id")" = 1 ] || fail "more than one container for service $1: $id"
-  echo "$id"
-}
-
 # Waits (polling, with a deadline) until every service named is healthy;
 # fails at once when one of them stopped.
 wait_healthy() {

@@ -224,17 +224,6 @@ compose_up=true
 timeout "$(bound 120)" "${compose[@]}" up -d "${services[@]}" >"$work/up.log" 2>&1 \
   || { cat "$work/up.log" >&2; fail "docker-compose up failed"; }
 
-# The container of a service, running or stopped, by the labels both
-# compose versions set.
-container() {
-  local id
-  id="$(docker ps -aq --filter "label=com.docker.compose.project=$project" \
-    --filter "label=com.docker.compose.service=$1")"
-  [ -n "$id" ] || fail "no container for service $1"
-  [ "$(wc -w <<<"$id")" = 1 ] || fail "more than one container for service $1: $id"
-  echo "$id"
-}
-
 # Waits (polling, with a deadline) until every node's container is running
 # and healthy; fails at once when one stopped.
 wait_healthy() {

@@ -1,6 +1,7 @@
 # Shared by scripts/check-deploy.sh and scripts/docker-faults.sh: choosing
-# the compose tool, building strata:latest, and tearing a compose project
-# down. Source it from the repository root; it defines functions only.
+# the compose tool, building strata:latest, finding a service's container
+# and tearing a compose project down. Source it from the repository root;
+# it defines functions only.
 
 # Sets the array `compose` to run FILE as project PROJECT with
 # docker-compose v1 or `docker compose` v2, with the global options given
@@ -71,4 +72,17 @@ copy_image_strata() {
   timeout 60 docker cp "$container:/usr/local/bin/strata" "$dest" >/dev/null || copied=1
   timeout 60 docker rm -v "$container" >/dev/null || return 1
   return "$copied"
+}
+
+# The container of service $1 of compose project $project, running or
+# stopped, by the labels both compose versions set (`ps -q` of compose v2
+# lists running ones only); calls the sourcing script's `fail` when there
+# is none or more than one.
+container() {
+  local id
+  id="$(docker ps -aq --filter "label=com.docker.compose.project=$project" \
+    --filter "label=com.docker.compose.service=$1")"
+  [ -n "$id" ] || fail "no container for service $1"
+  [ "$(wc -w <<<"$id")" = 1 ] || fail "more than one container for service $1: $id"
+  echo "$id"
 }
