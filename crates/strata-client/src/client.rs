@@ -935,17 +935,7 @@ impl Client {
         };
         let answer =
             self.call_any(request, |mut stub, request| async move { stub.create_topic(request).await }).await?;
-        match answer.topic {
-            Some(topic) => {
-                let topic = TopicMetadata::from(topic);
-                let cached = topic.clone();
-                self.update_metadata(|metadata| {
-                    metadata.topics.insert(cached.name.clone(), cached);
-                });
-                Ok(topic)
-            }
-            None => self.refresh(true).await?.topic(name).cloned().ok_or_else(|| unknown_topic(name)),
-        }
+        self.cache_answered_topic(name, answer.topic).await
     }
 
     /// Grows topic `name` to `partitions` partitions (`None` leaves the
@@ -973,17 +963,7 @@ impl Client {
             configs: configs.into_iter().collect(),
         };
         let answer = self.call_any(request, |mut stub, request| async move { stub.alter_topic(request).await }).await?;
-        match answer.topic {
-            Some(topic) => {
-                let topic = TopicMetadata::from(topic);
-                let cached = topic.clone();
-                self.update_metadata(|metadata| {
-                    metadata.topics.insert(cached.name.clone(), cached);
-                });
-                Ok(topic)
-            }
-            None => self.refresh(true).await?.topic(name).cloned().ok_or_else(|| unknown_topic(name)),
-        }
+        self.cache_answered_topic(name, answer.topic).await
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
@@ -1057,6 +1037,26 @@ impl Client {
         };
         let answer = self.call_any(request, |mut stub, request| async move { stub.rebalance(request).await }).await?;
         Ok(answer.moves.into_iter().map(|m| (m.topic, m.partition, m.from, m.to)).collect())
+    }
+
+    /// The topic a create or alter answered, cached; or, when the answer
+    /// carried none (an older server), the topic after a metadata refresh.
+    async fn cache_answered_topic(
+        &self,
+        name: &str,
+        answered: Option<proto::TopicMetadata>,
+    ) -> Result<TopicMetadata, ClientError> {
+        match answered {
+            Some(topic) => {
+                let topic = TopicMetadata::from(topic);
+                let cached = topic.clone();
+                self.update_metadata(|metadata| {
+                    metadata.topics.insert(cached.name.clone(), cached);
+                });
+                Ok(topic)
+            }
+            None => self.refresh(true).await?.topic(name).cloned().ok_or_else(|| unknown_topic(name)),
+        }
     }
 
     /// Makes node `node_id`, which joined the cluster, a voter of the
