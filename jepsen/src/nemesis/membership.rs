@@ -233,6 +233,11 @@ impl Nemesis {
         self.recorder.record(Process::Named(process), kind, f, value, None, error);
     }
 
+    /// A remove-node the cluster refused (recorded as the call's failure).
+    fn record_refused_removal(&self, process: String, node: u64, error: &ClientError) {
+        self.record_change(process, OpType::Fail, "remove-node", json!({"node": node}), Some(error.to_string()));
+    }
+
     async fn status(&self) -> Option<ClusterStatus> {
         tokio::time::timeout(CALL_TIMEOUT, self.client.cluster_status()).await.ok()?.ok()
     }
@@ -372,13 +377,7 @@ impl Nemesis {
             Ok(Ok((remaining, _))) => json!({"remaining_replicas": remaining}),
             Ok(Err(error)) if refused(&error) => {
                 self.tracker().tally.removes_refused += 1;
-                self.record_change(
-                    process,
-                    OpType::Fail,
-                    "remove-node",
-                    json!({"node": node}),
-                    Some(error.to_string()),
-                );
+                self.record_refused_removal(process, node, &error);
                 return (vec![node], json!({"action": "remove", "node": node, "refused": error.to_string()}));
             }
             // Unknown: the removal may have been recorded. `tend` asks
@@ -451,13 +450,7 @@ impl Nemesis {
                     tracker.tally.removes_refused += 1;
                     tracker.removing = None;
                     drop(tracker);
-                    self.record_change(
-                        process,
-                        OpType::Fail,
-                        "remove-node",
-                        json!({"node": node}),
-                        Some(error.to_string()),
-                    );
+                    self.record_refused_removal(process, node, &error);
                 }
                 _ => {}
             }
