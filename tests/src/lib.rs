@@ -20,6 +20,10 @@ pub fn strata_binary() -> PathBuf {
     strata_testkit::strata_binary(given.as_deref()).unwrap_or_else(|error| panic!("{error}"))
 }
 
+/// How often `wait_exit` looks at a child that should exit: a refused
+/// node exits within a second or so of starting; 50 ms costs nothing.
+const EXIT_POLL: Duration = Duration::from_millis(50);
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
 }
@@ -228,7 +232,7 @@ impl Cluster {
                 return status;
             }
             assert!(Instant::now() < deadline, "node {id} did not exit within {timeout:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(EXIT_POLL).await;
         }
     }
 
