@@ -7,7 +7,8 @@
 //! nothing), it proposes `MetaCommand::RegisterNode`, on this node when it
 //! leads the metadata group, else through the leader's `RegisterNode` RPC,
 //! and retries with a doubling back-off until the entry is written. Peers
-//! never use these addresses: Raft and forwarding keep `initial_cluster`.
+//! never use these addresses: Raft and forwarding use peer addresses
+//! (`initial_cluster`, or the `peer_address` a joined node registered).
 
 use strata_core::limits::{ADVERTISE_RETRY_BACKOFF_MAX, ADVERTISE_RETRY_BACKOFF_MIN, FORWARD_TIMEOUT};
 use strata_proto::v1 as pb;
