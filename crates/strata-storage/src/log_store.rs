@@ -10,6 +10,7 @@ use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::type_config::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::{LogState, OptionalSend, RaftLogReader};
 use rocksdb::{WriteBatch, WriteOptions};
+use strata_core::limits::MAX_APPEND_ENTRIES_BYTES;
 
 use crate::group_commit::Waiter;
 use crate::keys::{self, TAG_COMMITTED, TAG_PURGED, TAG_VOTE};
@@ -33,6 +34,50 @@ impl LogStore {
     /// all gone: after that nothing of this instance writes the group's rows.
     pub fn liveness(&self) -> Weak<()> {
         Arc::downgrade(&self.alive)
+    }
+
+    /// Entries from `start` up to `end` (exclusive; None: the last),
+    /// stopping before the entry that would take their stored bytes past
+    /// `byte_budget`; the first entry is read whatever its size.
+    async fn read_entries(
+        &self,
+        start: u64,
+        end: Option<u64>,
+        byte_budget: usize,
+    ) -> Result<Vec<EntryOf<TypeConfig>>, io::Error> {
+        let db = self.store.db.clone();
+        let group_id = self.group_id;
+        // In place: replication and apply read the entries just appended,
+        // from the memtable, on every round; the blocking pool would add two
+        // thread hand-offs to each.
+        crate::blocking_in_place(move || {
+            let cf = db.cf_handle(CF_LOG).expect("column family exists");
+            let mut entries = Vec::new();
+            let mut bytes = 0usize;
+            let mut iter = db.raw_iterator_cf(&cf);
+            iter.seek(keys::log_key(group_id, start));
+            while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+                if keys::group_of(key) != group_id {
+                    break;
+                }
+                let index = keys::second_of(key);
+                if end.is_some_and(|end| index >= end) {
+                    break;
+                }
+                bytes = bytes.saturating_add(value.len());
+                if bytes > byte_budget && !entries.is_empty() {
+                    break;
+                }
+                let entry: EntryOf<TypeConfig> =
+                    postcard::from_bytes(value).map_err(|e| decode_error("log entry", e))?;
+                debug_assert_eq!(entry.index(), index);
+                entries.push(entry);
+                iter.next();
+            }
+            iter.status().map_err(to_io)?;
+            Ok(entries)
+        })
+        .await
     }
 
     async fn read_tag<T>(&self, tag: u8, what: &'static str) -> io::Result<Option<T>>
@@ -72,34 +117,17 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<EntryOf<TypeConfig>>, io::Error> {
         let (start, end) = bounds(&range);
-        let db = self.store.db.clone();
-        let group_id = self.group_id;
-        // In place: replication and apply read the entries just appended,
-        // from the memtable, on every round; the blocking pool would add two
-        // thread hand-offs to each.
-        crate::blocking_in_place(move || {
-            let cf = db.cf_handle(CF_LOG).expect("column family exists");
-            let mut entries = Vec::new();
-            let mut iter = db.raw_iterator_cf(&cf);
-            iter.seek(keys::log_key(group_id, start));
-            while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
-                if keys::group_of(key) != group_id {
-                    break;
-                }
-                let index = keys::second_of(key);
-                if end.is_some_and(|end| index >= end) {
-                    break;
-                }
-                let entry: EntryOf<TypeConfig> =
-                    postcard::from_bytes(value).map_err(|e| decode_error("log entry", e))?;
-                debug_assert_eq!(entry.index(), index);
-                entries.push(entry);
-                iter.next();
-            }
-            iter.status().map_err(to_io)?;
-            Ok(entries)
-        })
-        .await
+        self.read_entries(start, end, usize::MAX).await
+    }
+
+    /// Replication asks for up to `max_payload_entries` (300) entries per
+    /// message, which for full batches is 300 MiB, while the transport
+    /// sends at most MAX_APPEND_ENTRIES_BYTES of them: reading the whole
+    /// range made every message of a catch-up read and decode up to 75
+    /// times what it sent. This reads up to that many bytes of entries
+    /// (at least one), and openraft goes on from the last one.
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<EntryOf<TypeConfig>>, io::Error> {
+        self.read_entries(start, Some(end), MAX_APPEND_ENTRIES_BYTES).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<VoteOf<TypeConfig>>, io::Error> {

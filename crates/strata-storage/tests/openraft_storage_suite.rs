@@ -24,3 +24,50 @@ impl StoreBuilder<TypeConfig, LogStore, GroupStateMachine, tempfile::TempDir> fo
 async fn openraft_storage_suite_passes_on_rocksdb() {
     Suite::test_all(RocksBuilder).await.expect("openraft storage suite");
 }
+
+/// Replication reads a follower's next message with
+/// `limited_get_log_entries`: it must stop near the transport's byte bound
+/// (a catch-up otherwise read up to 300 full batches for every 4 it sent),
+/// yet always return at least one entry, and the whole range when the
+/// entries are small.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replication_read_stops_at_the_append_entries_byte_bound() {
+    use openraft::impls::leader_id_adv::LeaderId;
+    use openraft::storage::{IOFlushed, RaftLogStorage};
+    use openraft::type_config::TypeConfigExt;
+    use openraft::vote::RaftLeaderId;
+    use openraft::{Entry, EntryPayload, LogId, RaftLogReader};
+    use strata_core::limits::MAX_APPEND_ENTRIES_BYTES;
+    use strata_record::{encode_batch, ProducerFields, Record};
+    use strata_state::{Command, PartitionCommand};
+
+    let entry = |index: u64, value_bytes: usize| {
+        let record = Record { value: Some(vec![7u8; value_bytes].into()), ..Default::default() };
+        let batch = encode_batch(&[record], ProducerFields::default()).unwrap().to_vec();
+        let command =
+            PartitionCommand::Append { batch, time_ms: 1, dedup_window_ms: 1_000, producer_expiry_ms: 60_000, keys: vec![] };
+        Entry { log_id: LogId::new(LeaderId::new(1, 1), index), payload: EntryPayload::Normal(Command::Partition(command)) }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut log = store.log_store(3);
+    // Entries 1..=10 of ~900 KiB each, then 11..=30 of 100 bytes.
+    let big = 900 * 1024;
+    let entries: Vec<_> = (1..=10).map(|i| entry(i, big)).chain((11..=30).map(|i| entry(i, 100))).collect();
+    let (tx, rx) = TypeConfig::oneshot();
+    log.append(entries, IOFlushed::signal(tx)).await.unwrap();
+    rx.await.unwrap().unwrap();
+
+    let limited = log.limited_get_log_entries(1, 31).await.unwrap();
+    let fit = MAX_APPEND_ENTRIES_BYTES / big;
+    assert_eq!(limited.len(), fit, "as many ~900 KiB entries as fit in {MAX_APPEND_ENTRIES_BYTES} bytes");
+    let bytes: usize = limited.iter().map(|e| postcard::to_allocvec(e).unwrap().len()).sum();
+    assert!(bytes <= MAX_APPEND_ENTRIES_BYTES, "{bytes} bytes read");
+    assert_eq!(limited.first().unwrap().log_id.index, 1, "from the first asked");
+
+    let small = log.limited_get_log_entries(11, 31).await.unwrap();
+    assert_eq!(small.len(), 20, "small entries all fit");
+
+    let whole = log.try_get_log_entries(1..31).await.unwrap();
+    assert_eq!(whole.len(), 30, "an unlimited read returns the whole range");
+}
