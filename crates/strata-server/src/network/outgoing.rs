@@ -464,7 +464,7 @@ impl GroupRouter<TypeConfig, u64> for Router {
 fn entries_within<E: Serialize>(entries: &[E], budget: usize) -> usize {
     let mut used = 0;
     for (index, entry) in entries.iter().enumerate() {
-        used += postcard::to_allocvec(entry).map_or(usize::MAX / 2, |bytes| bytes.len());
+        used += postcard::experimental::serialized_size(entry).unwrap_or(usize::MAX / 2);
         if used > budget {
             return index.max(1);
         }
