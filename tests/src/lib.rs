@@ -75,6 +75,11 @@ impl Cluster {
         Cluster::start_inner(count, "", true).await
     }
 
+    /// `start_with_metrics` with `extra_config` (TOML) in every node's config file.
+    pub async fn start_with_metrics_and_config(count: u64, extra_config: &str) -> Cluster {
+        Cluster::start_inner(count, extra_config, true).await
+    }
+
     /// Plans `count` nodes (addresses, data dirs) without starting any, so
     /// that a test can set up what the nodes need first (`set_node_config`);
     /// `start_all` starts them.

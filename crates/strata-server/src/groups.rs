@@ -20,6 +20,8 @@ pub struct GroupHandle {
     /// The liveness of the group's log store and state machine: both dead
     /// once its Raft stopped and their last writes are done.
     pub storage: [std::sync::Weak<()>; 2],
+    /// Leader changes of the group seen by this node (see `elections`).
+    pub leader_changes: crate::elections::LeaderChanges,
 }
 
 impl GroupHandle {

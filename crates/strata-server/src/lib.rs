@@ -10,6 +10,7 @@ mod backpressure;
 mod clock;
 pub mod config;
 mod coordinator;
+mod elections;
 mod error;
 mod faults;
 mod group_api;

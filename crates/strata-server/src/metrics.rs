@@ -94,6 +94,9 @@ pub struct Metrics {
     pub move_sent_bytes: Counter,
     /// Time those messages waited for the move throttle, µs.
     pub move_throttle_wait_us: Counter,
+    /// Elections this node started, by group kind (see `elections`).
+    pub elections_metadata: Counter,
+    pub elections_partition: Counter,
 }
 
 impl Metrics {
@@ -111,6 +114,8 @@ impl Metrics {
             raft_commit_latency_us: Histogram::new(16),
             move_sent_bytes: Counter::new(),
             move_throttle_wait_us: Counter::new(),
+            elections_metadata: Counter::new(),
+            elections_partition: Counter::new(),
         }
     }
 }
@@ -177,6 +182,10 @@ struct GroupFigures {
     /// Partitions led here with an open transaction: (topic, partition,
     /// high watermark minus last stable offset).
     lso_lag: Vec<(String, String, u64)>,
+    /// Leader changes seen here of every partition hosted here: (topic,
+    /// partition, changes).
+    leader_changes: Vec<(String, String, u64)>,
+    metadata_leader_changes: u64,
 }
 
 /// Partitions led here with a voter out of sync (the
@@ -193,13 +202,18 @@ fn group_figures(node: &Node) -> GroupFigures {
     let quiet = node.quiescence.quiet_led();
     // Groups led here with an open transaction; named once the loop is done.
     let mut lagging: Vec<(u64, u64)> = Vec::new();
+    // Every partition hosted here, with its leader changes.
+    let mut changes: Vec<(u64, u64)> = Vec::new();
     for handle in node.groups.all() {
         let metrics = handle.raft.metrics().borrow_watched().clone();
+        let leader_changes = handle.leader_changes.load(std::sync::atomic::Ordering::Relaxed);
         if handle.group_id == METADATA_GROUP_ID {
             figures.metadata_leader = metrics.current_leader == Some(me);
+            figures.metadata_leader_changes = leader_changes;
             continue;
         }
         figures.partitions_hosted += 1;
+        changes.push((handle.group_id, leader_changes));
         if metrics.current_leader == Some(me) {
             figures.partitions_led += 1;
             let last_index = metrics.last_log_index.unwrap_or(0);
@@ -223,14 +237,16 @@ fn group_figures(node: &Node) -> GroupFigures {
             figures.follower_lag_entries_max = figures.follower_lag_entries_max.max(lag);
         }
     }
-    if !lagging.is_empty() {
+    if !lagging.is_empty() || !changes.is_empty() {
         let state = node.metadata_state();
         let assignments = state.assignments();
-        for (group_id, lag) in lagging {
-            if let Some((topic, partition, _)) = assignments.get(&group_id) {
-                figures.lso_lag.push((topic.name.clone(), partition.to_string(), lag));
-            }
-        }
+        let named = |group_id: u64, value: u64| {
+            assignments.get(&group_id).map(|(topic, partition, _)| (topic.name.clone(), partition.to_string(), value))
+        };
+        figures.lso_lag = lagging.into_iter().filter_map(|(group_id, lag)| named(group_id, lag)).collect();
+        // A partition hosted here but no longer in the metadata state (its
+        // topic deleted, the group not stopped yet) has no name: left out.
+        figures.leader_changes = changes.into_iter().filter_map(|(group_id, n)| named(group_id, n)).collect();
     }
     figures
 }
@@ -297,6 +313,8 @@ struct Scrape {
     fsync_latency_us: HistogramSnapshot,
     fsync_batch_appends: HistogramSnapshot,
     groups: GroupFigures,
+    /// Elections this node started: (metadata group, partition groups).
+    elections: (u64, u64),
     /// Consumer groups, by id; empty unless this node leads the metadata group.
     consumer_groups: Vec<GroupMetrics>,
     /// The transaction coordinator's figures; `None` unless this node leads
@@ -344,6 +362,7 @@ impl Scrape {
             fsync_latency_us,
             fsync_batch_appends,
             groups: group_figures(node),
+            elections: (m.elections_metadata.get(), m.elections_partition.get()),
             consumer_groups,
             transactions: node.transactions.metrics(node),
             reassignments: crate::coordinator::leading_term(node)
@@ -440,6 +459,7 @@ impl Collector for Scrape {
         gauge(e, "strata_follower_lag_entries_max", None, help, groups.follower_lag_entries_max)?;
         let help = "1 when this node leads the metadata group.";
         gauge(e, "strata_metadata_leader", None, help, u32::from(groups.metadata_leader))?;
+        self.encode_leadership(e)?;
         let help = "This node's wall clock minus cluster time (the median of the nodes' clocks), ms; far from 0 \
                     means broken time sync.";
         gauge(e, "strata_clock_offset_ms", None, help, self.clock.local_offset_ms)?;
@@ -514,6 +534,34 @@ impl Collector for Scrape {
 }
 
 impl Scrape {
+    /// Elections and leader changes (see `crate::elections`).
+    fn encode_leadership(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let help = "Elections this node started since it started, by group kind: terms in which it campaigned \
+                    (voted for itself as a Candidate, or led a new term before the Candidate was seen). Pre-vote \
+                    rounds that did not become an election are not counted; campaigns closer together than two \
+                    readings of openraft's metrics count once.";
+        let (metadata, partition) = self.elections;
+        let by_kind = [([("kind", "metadata")], metadata), ([("kind", "partition")], partition)];
+        labelled(e, MetricType::Counter, "strata_raft_elections", None, help, &by_kind)?;
+        let help = "Leader changes of the metadata group seen by this node since it started: a known leader whose \
+                    term or node differs from the last known one (the first leader seen is not a change).";
+        counter(e, "strata_metadata_leader_changes", None, help, self.groups.metadata_leader_changes)?;
+        // One sample per partition hosted here: up to
+        // MAX_PARTITION_REPLICAS_PER_NODE series, tens of KB per scrape at a
+        // thousand partitions. Zero samples are kept so that a rate starts
+        // from the partition's first change, not its second.
+        let help = "Leader changes of each partition hosted here, seen by this node since it hosted it: a known \
+                    leader whose term or node differs from the last known one (the first leader seen is not a \
+                    change). The sample leaves with the replica.";
+        let changes: Vec<_> = self
+            .groups
+            .leader_changes
+            .iter()
+            .map(|(topic, partition, n)| ([("topic", topic.as_str()), ("partition", partition.as_str())], *n))
+            .collect();
+        labelled(e, MetricType::Counter, "strata_leader_changes", None, help, &changes)
+    }
+
     /// The transaction families: the last stable offset's lag on every
     /// node, the coordinator's figures on the metadata leader.
     fn encode_transactions(&self, e: &mut DescriptorEncoder) -> fmt::Result {
@@ -774,7 +822,10 @@ mod tests {
                 follower_lag_entries_max: 5,
                 metadata_leader: true,
                 lso_lag: vec![("orders".into(), "2".into(), 4)],
+                leader_changes: vec![("orders".into(), "2".into(), 3), ("orders".into(), "3".into(), 0)],
+                metadata_leader_changes: 1,
             },
+            elections: (2, 7),
             consumer_groups: vec![
                 GroupMetrics {
                     group_id: "readers".into(),
@@ -837,6 +888,9 @@ mod tests {
         "strata_follower_lag_entries",
         "strata_follower_lag_entries_max",
         "strata_metadata_leader",
+        "strata_raft_elections_total",
+        "strata_metadata_leader_changes_total",
+        "strata_leader_changes_total",
         "strata_clock_offset_ms",
         "strata_clock_trusted",
         "strata_clock_peers_fresh",
@@ -888,6 +942,11 @@ mod tests {
         assert_eq!(value("strata_produce_requests_total", &[("result", "error")]), Some(1.0));
         assert_eq!(value("strata_produce_bytes_total", &[]), Some(700.0));
         assert_eq!(value("strata_metadata_leader", &[]), Some(1.0));
+        assert_eq!(value("strata_raft_elections_total", &[("kind", "metadata")]), Some(2.0));
+        assert_eq!(value("strata_raft_elections_total", &[("kind", "partition")]), Some(7.0));
+        assert_eq!(value("strata_metadata_leader_changes_total", &[]), Some(1.0));
+        assert_eq!(value("strata_leader_changes_total", &[("topic", "orders"), ("partition", "2")]), Some(3.0));
+        assert_eq!(value("strata_leader_changes_total", &[("topic", "orders"), ("partition", "3")]), Some(0.0));
         assert_eq!(value("strata_clock_offset_ms", &[]), Some(-12.0));
         assert_eq!(value("strata_rocksdb_stall_seconds_total", &[]), Some(1.5));
         assert_eq!(value("strata_rocksdb_written_bytes_total", &[("kind", "wal")]), Some(100.0));

@@ -187,6 +187,8 @@ impl Node {
         let network = GroupNetworkFactory { router: self.router.clone(), group_id };
         let raft =
             openraft::Raft::new(self.node_id(), self.raft_config.clone(), network, log_store, state_machine).await?;
+        let leader_changes = crate::elections::LeaderChanges::default();
+        crate::elections::watch(self.node_id(), kind, &raft, leader_changes.clone());
         let fresh = !raft.is_initialized().await?;
         // A node that is not among the voters joins an existing group: its
         // leader adds it as a learner (a partition moving to it). A node
@@ -195,7 +197,7 @@ impl Node {
             self.initialize(group_id, &raft, voters).await;
         }
         let reader = (kind == GroupKind::Partition).then(|| self.store.partition_reader(group_id));
-        let handle = GroupHandle { group_id, raft: raft.clone(), state, reader, storage };
+        let handle = GroupHandle { group_id, raft: raft.clone(), state, reader, storage, leader_changes };
         self.groups.insert(handle.clone());
         if fresh && voters.first() == Some(&self.node_id()) && kind == GroupKind::Partition {
             // The preferred leader campaigns at once, so leaders start spread
