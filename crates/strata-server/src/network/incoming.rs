@@ -7,6 +7,15 @@
 //! What it sees besides the Raft calls themselves (beats, and which kind
 //! of message arrived for which group) it reports to a `PeerTraffic`:
 //! quiescence listens there, and this side knows nothing of it.
+//!
+//! Control messages do not queue behind data here: each call (one per
+//! HTTP/2 stream) runs on a task of its own, no lock or semaphore is held
+//! across one, and snapshot streams are received on tasks of their own. A
+//! batch's heartbeats are delivered to their groups concurrently, all at
+//! once; its answer waits for the slowest of them, i.e. for the busiest
+//! group core in the batch. Delivery, which is what resets a follower's
+//! election timer, is not delayed by that, but the sender's next batches
+//! queue behind the answers (HEARTBEAT_BATCHES_IN_FLIGHT per peer).
 
 use std::future::Future;
 use std::io;

@@ -2,7 +2,14 @@
 //! this node runs, and its liveness beats, to the peers (see `mod.rs` for
 //! the layout).
 //!
-//! `PeerChannels` keeps one lazily connected gRPC channel per peer;
+//! `PeerChannels` keeps two lazily connected gRPC channels per peer, one
+//! per [`Lane`]: the control lane carries what keeps leaders in place
+//! (heartbeat batches, Vote, PreVote, TransferLeader, node beats), the data
+//! lane everything else (AppendEntries with entries, snapshot streams,
+//! requests forwarded to a leader). Each channel is its own HTTP/2
+//! connection over its own TCP connection, so a 4 MiB AppendEntries or a
+//! snapshot stream never sits in front of a heartbeat batch in a socket
+//! buffer or an HTTP/2 flow-control window.
 //! `Router` implements openraft-multi's `GroupRouter` over them, sending
 //! heartbeats (empty AppendEntries) of every group to one peer together in
 //! batch calls; `GroupNetworkFactory` hands each group's Raft its view of
@@ -100,11 +107,36 @@ impl SendError {
     }
 }
 
-/// Addresses of peer nodes and one lazily connected channel to each.
+/// Which of a peer's two connections a message goes on (see the module
+/// documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Heartbeat batches, votes, pre-votes, leadership transfers, node
+    /// beats: small messages whose delay costs elections.
+    Control,
+    /// AppendEntries with entries, snapshot streams and every other call.
+    Data,
+}
+
+impl Lane {
+    /// The lane of a Raft call of `kind`; `batched` calls are heartbeats.
+    pub fn of(kind: RaftRpcKind, batched: bool) -> Lane {
+        match kind {
+            RaftRpcKind::AppendEntries if !batched => Lane::Data,
+            RaftRpcKind::AppendEntries | RaftRpcKind::Vote | RaftRpcKind::PreVote | RaftRpcKind::TransferLeader => {
+                Lane::Control
+            }
+            _ => Lane::Data,
+        }
+    }
+}
+
+/// Addresses of peer nodes and two lazily connected channels to each, one
+/// per lane.
 #[derive(Clone)]
 pub struct PeerChannels {
     addresses: Arc<RwLock<BTreeMap<u64, String>>>,
-    channels: Arc<Mutex<HashMap<u64, Channel>>>,
+    channels: Arc<Mutex<HashMap<(u64, Lane), Channel>>>,
     /// This node's cluster id, sent with every call (see `ClusterStamp`).
     cluster_id: ClusterId,
 }
@@ -141,9 +173,14 @@ impl PeerChannels {
         PeerChannels { addresses: Arc::new(RwLock::new(addresses)), channels: Arc::default(), cluster_id }
     }
 
-    /// A transport client to `node` (see `ClusterStamp`).
+    /// A transport client to `node` on the data lane (see `ClusterStamp`).
     pub fn client(&self, node: u64) -> Result<PeerClient, SendError> {
-        Ok(RaftTransportClient::with_interceptor(self.channel(node)?, ClusterStamp(self.cluster_id.clone()))
+        self.lane_client(node, Lane::Data)
+    }
+
+    /// A transport client to `node` on `lane` (see `ClusterStamp`).
+    pub fn lane_client(&self, node: u64, lane: Lane) -> Result<PeerClient, SendError> {
+        Ok(RaftTransportClient::with_interceptor(self.lane_channel(node, lane)?, ClusterStamp(self.cluster_id.clone()))
             .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES))
     }
@@ -162,19 +199,26 @@ impl PeerChannels {
         let mut addresses = self.addresses.write().expect("lock");
         if addresses.get(&node).map(String::as_str) != Some(address) {
             addresses.insert(node, address.to_string());
-            self.channels.lock().expect("lock").remove(&node);
+            self.channels.lock().expect("lock").retain(|(peer, _), _| *peer != node);
         }
     }
 
     /// Forgets `node` (removed from the cluster).
     pub fn forget(&self, node: u64) {
         self.addresses.write().expect("lock").remove(&node);
-        self.channels.lock().expect("lock").remove(&node);
+        self.channels.lock().expect("lock").retain(|(peer, _), _| *peer != node);
     }
 
-    /// The channel to `node`, connected on first use; reconnects by itself.
+    /// The data lane's channel to `node` (requests forwarded to a leader
+    /// go there too).
     pub fn channel(&self, node: u64) -> Result<Channel, SendError> {
-        if let Some(channel) = self.channels.lock().expect("lock").get(&node) {
+        self.lane_channel(node, Lane::Data)
+    }
+
+    /// The channel to `node` on `lane`, connected on first use; reconnects
+    /// by itself.
+    pub fn lane_channel(&self, node: u64, lane: Lane) -> Result<Channel, SendError> {
+        if let Some(channel) = self.channels.lock().expect("lock").get(&(node, lane)) {
             return Ok(channel.clone());
         }
         let address = self.address(node).ok_or(SendError::NoAddress(node))?;
@@ -185,13 +229,13 @@ impl PeerChannels {
             .http2_keep_alive_interval(PEER_KEEPALIVE_INTERVAL)
             .keep_alive_timeout(PEER_KEEPALIVE_TIMEOUT)
             .connect_lazy();
-        self.channels.lock().expect("lock").insert(node, channel.clone());
+        self.channels.lock().expect("lock").insert((node, lane), channel.clone());
         Ok(channel)
     }
 
     /// Sends a liveness beat to `peer`, giving up after `timeout`.
     pub async fn send_beat(&self, peer: u64, beat: NodeBeat, timeout: Duration) -> Result<(), SendError> {
-        let mut client = self.client(peer)?;
+        let mut client = self.lane_client(peer, Lane::Control)?;
         match tokio::time::timeout(timeout, client.beat(beat)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(status)) => Err(SendError::Status(status)),
@@ -259,8 +303,8 @@ impl Router {
         decode_answer(answer)
     }
 
-    fn client(&self, target: u64) -> Result<PeerClient, SendError> {
-        self.peers.client(target)
+    fn client(&self, target: u64, lane: Lane) -> Result<PeerClient, SendError> {
+        self.peers.lane_client(target, lane)
     }
 
     /// One Raft RPC; `batched` ones (heartbeats) share calls with others
@@ -288,7 +332,7 @@ impl Router {
             self.throttle.pace(group_id, target, payload.len()).await;
         }
         let request = RaftRequest { group_id, kind: kind as i32, payload: payload.into() };
-        let mut client = self.client(target).map_err(|e| e.unreachable())?;
+        let mut client = self.client(target, Lane::of(kind, batched)).map_err(|e| e.unreachable())?;
         let ttl = option.hard_ttl();
         let answer = match tokio::time::timeout(ttl, client.call(request)).await {
             Err(_) => {
@@ -343,7 +387,7 @@ impl Router {
                 }
             }
         });
-        let mut client = self.client(target)?;
+        let mut client = self.client(target, Lane::Data)?;
         let answer = client
             .install_snapshot(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await
@@ -496,7 +540,7 @@ async fn run_batcher(router: Router, target: u64, mut queue: mpsc::Receiver<Queu
                 Err(_) => break,
             }
         }
-        let client = router.client(target);
+        let client = router.client(target, Lane::of(RaftRpcKind::AppendEntries, true));
         tokio::spawn(async move {
             let _permit = permit;
             let (requests, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
@@ -544,6 +588,125 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::net::SocketAddr;
+
+    use strata_proto::v1::raft_transport_server::{RaftTransport, RaftTransportServer};
+    use strata_proto::v1::{NodeBeatAck, RaftBatchResponse};
+    use tonic::{Request, Response, Status, Streaming};
+
+    /// A peer that answers nothing useful but notes, for every call, what
+    /// it was and which connection (the caller's port) carried it.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<(&'static str, u16)>>>);
+
+    impl Recorder {
+        fn note<T>(&self, what: &'static str, request: &Request<T>) {
+            let port = request.remote_addr().expect("a TCP peer").port();
+            self.0.lock().unwrap().push((what, port));
+        }
+
+        /// The connections (ports) that carried `what`.
+        fn ports(&self, what: &str) -> std::collections::BTreeSet<u16> {
+            self.0.lock().unwrap().iter().filter(|(w, _)| *w == what).map(|(_, port)| *port).collect()
+        }
+    }
+
+    fn refused() -> RaftResponse {
+        RaftResponse { payload: Default::default(), transport_error: "recorded".into() }
+    }
+
+    #[tonic::async_trait]
+    impl RaftTransport for Recorder {
+        async fn call(&self, request: Request<RaftRequest>) -> Result<Response<RaftResponse>, Status> {
+            let what = match RaftRpcKind::try_from(request.get_ref().kind) {
+                Ok(RaftRpcKind::AppendEntries) => "entries",
+                Ok(RaftRpcKind::Vote) => "vote",
+                Ok(RaftRpcKind::PreVote) => "pre-vote",
+                Ok(RaftRpcKind::TransferLeader) => "transfer",
+                _ => "other",
+            };
+            self.note(what, &request);
+            Ok(Response::new(refused()))
+        }
+
+        async fn beat(&self, request: Request<NodeBeat>) -> Result<Response<NodeBeatAck>, Status> {
+            self.note("beat", &request);
+            Ok(Response::new(NodeBeatAck {}))
+        }
+
+        async fn call_batch(&self, request: Request<RaftBatchRequest>) -> Result<Response<RaftBatchResponse>, Status> {
+            self.note("heartbeats", &request);
+            let responses = request.get_ref().requests.iter().map(|_| refused()).collect();
+            Ok(Response::new(RaftBatchResponse { responses }))
+        }
+
+        async fn install_snapshot(
+            &self,
+            request: Request<Streaming<SnapshotChunk>>,
+        ) -> Result<Response<RaftResponse>, Status> {
+            self.note("snapshot", &request);
+            Ok(Response::new(refused()))
+        }
+    }
+
+    async fn serve(recorder: Recorder) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RaftTransportServer::new(recorder))
+                .serve_with_incoming(incoming),
+        );
+        address
+    }
+
+    #[test]
+    fn control_messages_and_data_have_lanes_of_their_own() {
+        assert_eq!(Lane::of(RaftRpcKind::AppendEntries, true), Lane::Control, "a heartbeat");
+        assert_eq!(Lane::of(RaftRpcKind::AppendEntries, false), Lane::Data, "entries");
+        for kind in [RaftRpcKind::Vote, RaftRpcKind::PreVote, RaftRpcKind::TransferLeader] {
+            assert_eq!(Lane::of(kind, false), Lane::Control, "{kind:?}");
+        }
+    }
+
+    /// Through the router and a real peer: heartbeats, votes, pre-votes,
+    /// transfers and beats share one connection; entries use another.
+    #[tokio::test]
+    async fn heartbeats_and_votes_travel_apart_from_entries() {
+        let recorder = Recorder::default();
+        let address = serve(recorder.clone()).await;
+        let peers = PeerChannels::new(BTreeMap::from([(2, address.to_string())]), ClusterId::default());
+        let dir = tempfile::tempdir().unwrap();
+        let router = Router::new(1, peers.clone(), Store::open(dir.path()).unwrap());
+        let option = RPCOption::new(Duration::from_secs(5));
+        let call = |kind: RaftRpcKind, batched: bool| {
+            let (router, option) = (router.clone(), option.clone());
+            async move {
+                let action = if kind == RaftRpcKind::AppendEntries { RPCTypes::AppendEntries } else { RPCTypes::Vote };
+                // The recorder refuses every message: only where it went counts.
+                let refused = router.call::<_, ()>(2, 7, kind, &[0u8; 16], &option, action, batched).await;
+                assert!(refused.is_err());
+            }
+        };
+        call(RaftRpcKind::AppendEntries, false).await;
+        call(RaftRpcKind::AppendEntries, true).await;
+        call(RaftRpcKind::Vote, false).await;
+        call(RaftRpcKind::PreVote, false).await;
+        call(RaftRpcKind::TransferLeader, false).await;
+        call(RaftRpcKind::AppendEntries, false).await;
+        peers.send_beat(2, NodeBeat::default(), Duration::from_secs(5)).await.unwrap();
+
+        let control = recorder.ports("heartbeats");
+        assert_eq!(control.len(), 1, "one control connection");
+        for what in ["vote", "pre-vote", "transfer", "beat"] {
+            assert_eq!(recorder.ports(what), control, "{what} on the control lane");
+        }
+        let data = recorder.ports("entries");
+        assert_eq!(data.len(), 1, "both AppendEntries with entries on one data connection");
+        assert!(data.is_disjoint(&control), "entries on a connection of their own: {data:?} {control:?}");
+    }
 
     #[test]
     fn entries_past_the_budget_wait_for_the_next_message() {
