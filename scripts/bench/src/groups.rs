@@ -608,7 +608,15 @@ pub async fn g3(cluster: &Cluster, timing: &Timing) -> anyhow::Result<WorkloadRe
         consumed.end_to_end_latency_ms.p99,
         consumed.missing
     );
-    Ok(WorkloadResult { workload: "G3".to_string(), label: G3_LABEL.to_string(), partitions, spec, result, resources })
+    Ok(WorkloadResult {
+        workload: "G3".to_string(),
+        label: G3_LABEL.to_string(),
+        partitions,
+        spec,
+        result,
+        resources,
+        leadership: None,
+    })
 }
 
 /// Strata: 4 GroupConsumers of one group, starting at the latest offset;

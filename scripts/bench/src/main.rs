@@ -21,6 +21,7 @@
 mod args;
 mod calibrate;
 mod groups;
+mod leadership;
 mod load;
 mod moves;
 mod phases;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::args::Timing;
+use crate::leadership;
 use crate::load::{self, LoadSpec};
 use crate::procs;
 use crate::ramp;
@@ -70,8 +71,11 @@ async fn run_workload(
     let pids = cluster.pids();
     pids.iter().for_each(|pid| procs::reset_peak(*pid));
     let before: Vec<procs::Usage> = pids.iter().map(|pid| procs::usage(*pid)).collect();
+    let leaders_before = leadership::snapshot(cluster).await;
     let result = load::run(sinks, &spec, None).await;
     let after: Vec<procs::Usage> = pids.iter().map(|pid| procs::usage(*pid)).collect();
+    // Strata only: the peers serve no metrics, so both snapshots are empty.
+    let leadership = leadership::snapshot(cluster).await.since(&leaders_before);
     let resources = resources(&before, &after, result.acked_total, spec.record_size);
     eprintln!(
         "  {:<9} {:<14} {:>10.0} rec/s  p50 {:>8.2} ms  p99 {:>8.2} ms  errors {}",
@@ -82,7 +86,15 @@ async fn run_workload(
         result.latency_ms.p99,
         result.errors
     );
-    Ok(WorkloadResult { workload: workload.to_string(), label: label.to_string(), partitions, spec, result, resources })
+    Ok(WorkloadResult {
+        workload: workload.to_string(),
+        label: label.to_string(),
+        partitions,
+        spec,
+        result,
+        resources,
+        leadership,
+    })
 }
 
 pub(crate) fn resources(before: &[procs::Usage], after: &[procs::Usage], acked: u64, record_size: usize) -> Resources {
@@ -263,6 +275,7 @@ pub async fn w5(cluster: &Cluster, partitions: u32, timing: &Timing) -> anyhow::
     let pids = cluster.pids();
     let before: Vec<procs::Usage> = pids.iter().map(|p| procs::usage(*p)).collect();
     let client = strata_client::Client::connect(&cluster.endpoints)?;
+    let leaders_at_start = leadership::snapshot(cluster).await;
     let started = Instant::now();
     client.create_topic("w5", partitions, 3, Default::default()).await?;
     // Leaders counted from the nodes' metrics (one scrape per node, not one request per partition).
@@ -294,6 +307,7 @@ pub async fn w5(cluster: &Cluster, partitions: u32, timing: &Timing) -> anyhow::
     tokio::time::sleep(W5_IDLE).await;
     let idle_end: Vec<procs::Usage> = pids.iter().map(|p| procs::usage(*p)).collect();
     let rate = W5_RATE_PER_SEC;
+    let leaders_at_load = leadership::snapshot(cluster).await;
     let load = if led >= partitions as f64 {
         let sinks = vec![
             SystemSink::connect(cluster, "w5", partitions, 0, &linger(5)).await?,
@@ -302,6 +316,10 @@ pub async fn w5(cluster: &Cluster, partitions: u32, timing: &Timing) -> anyhow::
         Some(load::run(sinks, &timing.spec(2, Some(rate), OPEN_LOOP_WINDOW, 1024), None).await)
     } else {
         None
+    };
+    let leadership_during_load = match load {
+        Some(_) => leadership::snapshot(cluster).await.since(&leaders_at_load),
+        None => None,
     };
     // RF 3 on 3 nodes: every node hosts one replica of every partition.
     Ok(W5Result {
@@ -322,6 +340,8 @@ pub async fn w5(cluster: &Cluster, partitions: u32, timing: &Timing) -> anyhow::
             .zip(&idle_end)
             .map(|(b, a)| (a.rss_bytes as f64 - b.rss_bytes as f64) / partitions as f64)
             .collect(),
+        leadership_before_load: leaders_at_load.since(&leaders_at_start),
+        leadership_during_load,
     })
 }
 

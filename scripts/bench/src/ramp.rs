@@ -103,6 +103,7 @@ pub(crate) mod tests {
                 ..Default::default()
             },
             resources: Resources::default(),
+            leadership: None,
         }
     }
 

@@ -10,6 +10,7 @@ use serde::Serialize;
 use strata_load::Percentiles;
 
 use crate::calibrate::Calibration;
+use crate::leadership::Leadership;
 use crate::load::{LoadResult, LoadSpec};
 use crate::procs::Usage;
 use crate::systems::System;
@@ -37,6 +38,9 @@ pub struct WorkloadResult {
     pub spec: LoadSpec,
     pub result: LoadResult,
     pub resources: Resources,
+    /// Strata only: elections and leader changes over the run (warm-up
+    /// included), from the nodes' metrics.
+    pub leadership: Option<Leadership>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -91,6 +95,11 @@ pub struct W5Result {
     pub idle_cpu_core_fraction: Vec<f64>,
     /// Per node: resident memory added by the partitions / replicas hosted.
     pub memory_per_replica_bytes: Vec<f64>,
+    /// Elections and leader changes from just before the topic's creation
+    /// to the start of the load (creation, settling, the idle measurement).
+    pub leadership_before_load: Option<Leadership>,
+    /// Elections and leader changes during the load step (warm-up included).
+    pub leadership_during_load: Option<Leadership>,
 }
 
 /// A few timings of one kind (G1's rebalances, G2's topic creations).
@@ -463,6 +472,7 @@ pub fn markdown(report: &Report) -> String {
     }
     let _ =
         writeln!(out, "\nSpec of each workload (producers, window, record size, partitions) is in the JSON file.\n");
+    leadership_markdown(report, &mut out);
     if let Some(w7) = &report.w7 {
         let _ = writeln!(out, "## W7: partition leader killed under load (Strata)\n");
         let _ = writeln!(
@@ -504,6 +514,13 @@ pub fn markdown(report: &Report) -> String {
             w5.idle_cpu_core_fraction.iter().map(|v| format!("{v:.3}")).collect::<Vec<_>>(),
             w5.memory_per_replica_bytes.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>()
         );
+        for (what, leadership) in
+            [("Creation to load", &w5.leadership_before_load), ("During the load", &w5.leadership_during_load)]
+        {
+            if let Some(leadership) = leadership {
+                let _ = writeln!(out, "{what}: {}.\n", leadership.describe());
+            }
+        }
     }
     groups_markdown(report, &mut out);
     txn_markdown(report, &mut out);
@@ -529,6 +546,34 @@ pub fn markdown(report: &Report) -> String {
         }
     }
     out
+}
+
+/// Strata's elections and leader changes during each workload, when measured.
+fn leadership_markdown(report: &Report, out: &mut String) {
+    let measured: Vec<(&str, &Leadership)> = report
+        .systems
+        .iter()
+        .flat_map(|s| &s.workloads)
+        .filter_map(|w| Some((w.label.as_str(), w.leadership.as_ref()?)))
+        .collect();
+    if measured.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "Strata elections (summed over nodes) and leader changes (once per partition: the largest count any node \
+         saw) during each run:\n"
+    );
+    let _ = writeln!(out, "| workload | elections | elections/min | leader changes | partitions changed | window s |");
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- |");
+    for (label, l) in measured {
+        let _ = writeln!(
+            out,
+            "| {label} | {} | {:.1} | {} | {} | {:.0} |",
+            l.elections, l.elections_per_minute, l.leader_changes, l.partitions_with_changes, l.window_secs
+        );
+    }
+    let _ = writeln!(out);
 }
 
 /// The consumer group workloads' sections, when any ran.
