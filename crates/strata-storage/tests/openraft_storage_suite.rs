@@ -44,9 +44,17 @@ async fn a_replication_read_stops_at_the_append_entries_byte_bound() {
     let entry = |index: u64, value_bytes: usize| {
         let record = Record { value: Some(vec![7u8; value_bytes].into()), ..Default::default() };
         let batch = encode_batch(&[record], ProducerFields::default()).unwrap().to_vec();
-        let command =
-            PartitionCommand::Append { batch, time_ms: 1, dedup_window_ms: 1_000, producer_expiry_ms: 60_000, keys: vec![] };
-        Entry { log_id: LogId::new(LeaderId::new(1, 1), index), payload: EntryPayload::Normal(Command::Partition(command)) }
+        let command = PartitionCommand::Append {
+            batch,
+            time_ms: 1,
+            dedup_window_ms: 1_000,
+            producer_expiry_ms: 60_000,
+            keys: vec![],
+        };
+        Entry {
+            log_id: LogId::new(LeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Command::Partition(command)),
+        }
     };
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
