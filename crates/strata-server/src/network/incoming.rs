@@ -12,10 +12,12 @@
 //! HTTP/2 stream) runs on a task of its own, no lock or semaphore is held
 //! across one, and snapshot streams are received on tasks of their own. A
 //! batch's heartbeats are delivered to their groups concurrently, all at
-//! once; its answer waits for the slowest of them, i.e. for the busiest
-//! group core in the batch. Delivery, which is what resets a follower's
-//! election timer, is not delayed by that, but the sender's next batches
-//! queue behind the answers (HEARTBEAT_BATCHES_IN_FLIGHT per peer).
+//! once, and (`StreamBatch`) each answer goes back as soon as its group
+//! has given it: a busy group core (a follower's heartbeat answer waits
+//! for its earlier appends' fsync) holds back its own answer only, not the
+//! batch's. The sender's next batch waits only until the peer has taken
+//! this one (see `outgoing::run_batcher`). `CallBatch`, which answers all
+//! at once, stays for senders of earlier versions.
 
 use std::future::Future;
 use std::io;
@@ -27,7 +29,8 @@ use openraft::type_config::alias::SnapshotOf;
 use serde::Serialize;
 use strata_proto::v1::raft_transport_server::RaftTransport;
 use strata_proto::v1::{
-    NodeBeat, NodeBeatAck, RaftBatchRequest, RaftBatchResponse, RaftRequest, RaftResponse, RaftRpcKind, SnapshotChunk,
+    NodeBeat, NodeBeatAck, RaftBatchAnswer, RaftBatchRequest, RaftBatchResponse, RaftRequest, RaftResponse,
+    RaftRpcKind, SnapshotChunk,
 };
 use strata_storage::{KeyRow, SnapshotPayload, Store, StreamError, StreamPart, Trailer, TypeConfig};
 use tonic::{Request, Response, Status, Streaming};
@@ -51,7 +54,7 @@ pub enum RaftMessage {
 
 /// Where the incoming side reports what peers send besides the Raft calls
 /// it delivers.
-pub trait PeerTraffic: Send + Sync + 'static {
+pub trait PeerTraffic: Clone + Send + Sync + 'static {
     /// A peer's liveness beat arrived.
     fn beat(&self, beat: &NodeBeat, groups: &Groups) -> impl Future<Output = ()> + Send;
 
@@ -149,6 +152,7 @@ impl VoteGate {
 }
 
 /// The receiving side of the peer transport.
+#[derive(Clone)]
 pub struct TransportService<P> {
     pub groups: Groups,
     pub store: Store,
@@ -229,6 +233,29 @@ impl<P: PeerTraffic> RaftTransport for TransportService<P> {
         let answers = futures::future::join_all(requests.into_iter().map(|r| self.handle(r))).await;
         let responses = answers.into_iter().collect::<Result<Vec<_>, Status>>()?;
         Ok(Response::new(RaftBatchResponse { responses }))
+    }
+
+    type StreamBatchStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<RaftBatchAnswer, Status>> + Send + 'static>>;
+
+    async fn stream_batch(
+        &self,
+        request: Request<RaftBatchRequest>,
+    ) -> Result<Response<Self::StreamBatchStream>, Status> {
+        let handlers: futures::stream::FuturesUnordered<_> = request
+            .into_inner()
+            .requests
+            .into_iter()
+            .enumerate()
+            .map(|(index, r)| {
+                let service = self.clone();
+                async move {
+                    let response = service.handle(r).await?;
+                    Ok(RaftBatchAnswer { index: index as u32, response: Some(response) })
+                }
+            })
+            .collect();
+        Ok(Response::new(Box::pin(handlers)))
     }
 
     async fn install_snapshot(

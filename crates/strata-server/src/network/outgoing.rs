@@ -542,32 +542,65 @@ async fn run_batcher(router: Router, target: u64, mut queue: mpsc::Receiver<Queu
         }
         let client = router.client(target, Lane::of(RaftRpcKind::AppendEntries, true));
         tokio::spawn(async move {
-            let _permit = permit;
             let (requests, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-            let result = match client {
-                Ok(mut client) => {
-                    match tokio::time::timeout(BATCH_TIMEOUT, client.call_batch(RaftBatchRequest { requests })).await {
-                        Ok(Ok(reply)) => Ok(reply.into_inner().responses),
-                        Ok(Err(status)) => Err(SendError::Status(status)),
-                        Err(_) => Err(SendError::BatchTimedOut),
+            let mut answers: Vec<_> = answers.into_iter().map(Some).collect();
+            let error = match client {
+                Ok(client) => {
+                    let sent = answers.len();
+                    let call = send_batch(client, requests, &mut answers, permit);
+                    match tokio::time::timeout(BATCH_TIMEOUT, call).await {
+                        Ok(Ok(())) => {
+                            let answered = sent - answers.iter().filter(|a| a.is_some()).count();
+                            SendError::BatchShort { answered, sent }
+                        }
+                        Ok(Err(error)) => error,
+                        Err(_) => SendError::BatchTimedOut,
                     }
                 }
-                Err(error) => Err(error),
-            };
-            let error = match result {
-                Ok(responses) if responses.len() == answers.len() => {
-                    for (answer, response) in answers.into_iter().zip(responses) {
-                        let _ = answer.send(Ok(response));
-                    }
-                    return;
-                }
-                Ok(responses) => SendError::BatchShort { answered: responses.len(), sent: answers.len() },
                 Err(error) => error,
             };
+            // Whoever got no answer gets the error (none, if all were answered).
             let error = Arc::new(error);
-            answers.into_iter().for_each(|a| drop(a.send(Err(error.clone()))));
+            answers.into_iter().flatten().for_each(|a| drop(a.send(Err(error.clone()))));
         });
     }
+}
+
+/// Sends one heartbeat batch and hands each answer to its waiter as it
+/// arrives (taking it out of `answers`). The batch slot (`permit`) is
+/// given back once the peer has taken the batch, not when its slowest
+/// group answers: a busy group then delays its own heartbeat only. A peer
+/// of an earlier version, without `StreamBatch`, is sent `CallBatch`,
+/// which answers all at once (and holds the slot until then).
+async fn send_batch(
+    mut client: PeerClient,
+    requests: Vec<RaftRequest>,
+    answers: &mut [Option<oneshot::Sender<Result<RaftResponse, Arc<SendError>>>>],
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<(), SendError> {
+    let request = RaftBatchRequest { requests };
+    let mut stream = match client.stream_batch(request.clone()).await {
+        Ok(stream) => stream.into_inner(),
+        Err(status) if status.code() == tonic::Code::Unimplemented => {
+            let responses = client.call_batch(request).await.map_err(SendError::Status)?.into_inner().responses;
+            drop(permit);
+            if responses.len() == answers.len() {
+                for (answer, response) in answers.iter_mut().zip(responses) {
+                    answer.take().map(|a| a.send(Ok(response)));
+                }
+            }
+            return Ok(());
+        }
+        Err(status) => return Err(SendError::Status(status)),
+    };
+    drop(permit);
+    while let Some(answer) = stream.message().await.map_err(SendError::Status)? {
+        let waiter = answers.get_mut(answer.index as usize).and_then(Option::take);
+        if let (Some(waiter), Some(response)) = (waiter, answer.response) {
+            let _ = waiter.send(Ok(response));
+        }
+    }
+    Ok(())
 }
 
 /// Creates the per-peer network of one group.
@@ -592,7 +625,7 @@ mod tests {
     use std::net::SocketAddr;
 
     use strata_proto::v1::raft_transport_server::{RaftTransport, RaftTransportServer};
-    use strata_proto::v1::{NodeBeatAck, RaftBatchResponse};
+    use strata_proto::v1::{NodeBeatAck, RaftBatchAnswer, RaftBatchResponse};
     use tonic::{Request, Response, Status, Streaming};
 
     /// A peer that answers nothing useful but notes, for every call, what
@@ -641,6 +674,19 @@ mod tests {
             Ok(Response::new(RaftBatchResponse { responses }))
         }
 
+        type StreamBatchStream = futures::stream::Iter<std::vec::IntoIter<Result<RaftBatchAnswer, Status>>>;
+
+        async fn stream_batch(
+            &self,
+            request: Request<RaftBatchRequest>,
+        ) -> Result<Response<Self::StreamBatchStream>, Status> {
+            self.note("heartbeats", &request);
+            let answers = (0..request.get_ref().requests.len())
+                .map(|index| Ok(RaftBatchAnswer { index: index as u32, response: Some(refused()) }))
+                .collect::<Vec<_>>();
+            Ok(Response::new(futures::stream::iter(answers)))
+        }
+
         async fn install_snapshot(
             &self,
             request: Request<Streaming<SnapshotChunk>>,
@@ -648,6 +694,147 @@ mod tests {
             self.note("snapshot", &request);
             Ok(Response::new(refused()))
         }
+    }
+
+    /// A peer whose group `SLOW_GROUP` answers heartbeats only once
+    /// `release` has permits (a group core busy with an fsync), and every
+    /// other group at once. `streams: false` is a peer of an earlier
+    /// version, without `StreamBatch`.
+    #[derive(Clone)]
+    struct BusyGroupPeer {
+        release: Arc<tokio::sync::Semaphore>,
+        slow_received: Arc<std::sync::atomic::AtomicUsize>,
+        streams: bool,
+    }
+
+    const SLOW_GROUP: u64 = 1;
+
+    fn accepted() -> RaftResponse {
+        let payload = postcard::to_allocvec(&WireResult::<()>::Ok(())).unwrap();
+        RaftResponse { payload: payload.into(), transport_error: String::new() }
+    }
+
+    impl BusyGroupPeer {
+        async fn answer(&self, request: &RaftRequest) -> RaftResponse {
+            if request.group_id == SLOW_GROUP {
+                self.slow_received.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _permit = self.release.acquire().await.unwrap();
+            }
+            accepted()
+        }
+    }
+
+    #[tonic::async_trait]
+    impl RaftTransport for BusyGroupPeer {
+        async fn call(&self, _: Request<RaftRequest>) -> Result<Response<RaftResponse>, Status> {
+            Err(Status::unimplemented("heartbeats only"))
+        }
+
+        async fn beat(&self, _: Request<NodeBeat>) -> Result<Response<NodeBeatAck>, Status> {
+            Ok(Response::new(NodeBeatAck {}))
+        }
+
+        async fn call_batch(&self, request: Request<RaftBatchRequest>) -> Result<Response<RaftBatchResponse>, Status> {
+            let requests = request.into_inner().requests;
+            let responses = futures::future::join_all(requests.iter().map(|r| self.answer(r))).await;
+            Ok(Response::new(RaftBatchResponse { responses }))
+        }
+
+        type StreamBatchStream =
+            std::pin::Pin<Box<dyn futures::Stream<Item = Result<RaftBatchAnswer, Status>> + Send + 'static>>;
+
+        async fn stream_batch(
+            &self,
+            request: Request<RaftBatchRequest>,
+        ) -> Result<Response<Self::StreamBatchStream>, Status> {
+            if !self.streams {
+                return Err(Status::unimplemented("an earlier version"));
+            }
+            let answers: futures::stream::FuturesUnordered<_> = request
+                .into_inner()
+                .requests
+                .into_iter()
+                .enumerate()
+                .map(|(index, r)| {
+                    let peer = self.clone();
+                    async move { Ok(RaftBatchAnswer { index: index as u32, response: Some(peer.answer(&r).await) }) }
+                })
+                .collect();
+            Ok(Response::new(Box::pin(answers)))
+        }
+
+        async fn install_snapshot(
+            &self,
+            _: Request<Streaming<SnapshotChunk>>,
+        ) -> Result<Response<RaftResponse>, Status> {
+            Err(Status::unimplemented("heartbeats only"))
+        }
+    }
+
+    async fn router_to(peer: BusyGroupPeer) -> (Router, tempfile::TempDir) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RaftTransportServer::new(peer))
+                .serve_with_incoming(incoming),
+        );
+        let peers = PeerChannels::new(BTreeMap::from([(2, address.to_string())]), ClusterId::default());
+        let dir = tempfile::tempdir().unwrap();
+        (Router::new(1, peers, Store::open(dir.path()).unwrap()), dir)
+    }
+
+    /// A heartbeat of group `group` to the peer, through its batcher.
+    fn heartbeat(router: &Router, group: u64) -> tokio::task::JoinHandle<Result<(), RPCError<TypeConfig>>> {
+        let router = router.clone();
+        tokio::spawn(async move {
+            let option = RPCOption::new(Duration::from_secs(30));
+            router
+                .call::<_, ()>(2, group, RaftRpcKind::AppendEntries, &[0u8; 16], &option, RPCTypes::AppendEntries, true)
+                .await
+        })
+    }
+
+    /// A busy group's heartbeats, however many batches they fill, do not
+    /// hold back another group's: every batch slot is given back once the
+    /// peer has the batch. (With answers that waited for the whole batch,
+    /// the busy group's two batches took both slots and the third waited.)
+    #[tokio::test]
+    async fn a_busy_group_does_not_hold_back_other_groups_heartbeats() {
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let slow_received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let peer = BusyGroupPeer { release: release.clone(), slow_received: slow_received.clone(), streams: true };
+        let (router, _dir) = router_to(peer).await;
+        let mut slow = Vec::new();
+        for _ in 0..BATCHES_IN_FLIGHT {
+            slow.push(heartbeat(&router, SLOW_GROUP));
+            // Each in a batch of its own: wait until the peer holds it.
+            let held = slow.len();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while slow_received.load(std::sync::atomic::Ordering::SeqCst) < held {
+                assert!(tokio::time::Instant::now() < deadline, "the peer never got the busy group's heartbeat");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let other = tokio::time::timeout(Duration::from_secs(10), heartbeat(&router, 2)).await;
+        assert!(matches!(other, Ok(Ok(Ok(())))), "another group's heartbeat is answered while the busy one waits");
+        assert!(slow.iter().all(|h| !h.is_finished()), "the busy group's heartbeats are still waiting");
+        release.add_permits(BATCHES_IN_FLIGHT);
+        for handle in slow {
+            handle.await.unwrap().expect("answered once the group is free");
+        }
+    }
+
+    /// A peer of an earlier version (no `StreamBatch`) still gets
+    /// heartbeats, by `CallBatch`.
+    #[tokio::test]
+    async fn a_peer_without_streamed_batches_gets_them_in_one_answer() {
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let peer = BusyGroupPeer { release, slow_received: Arc::default(), streams: false };
+        let (router, _dir) = router_to(peer).await;
+        let answered = tokio::time::timeout(Duration::from_secs(10), heartbeat(&router, 2)).await;
+        assert!(matches!(answered, Ok(Ok(Ok(())))), "{answered:?}");
     }
 
     async fn serve(recorder: Recorder) -> SocketAddr {
