@@ -229,7 +229,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let db = &self.store.db;
             let cf = db.cf_handle(CF_LOG).expect("column family exists");
             for entry in entries {
-                let bytes = postcard::to_allocvec(&entry).map_err(|e| io::Error::other(e.to_string()))?;
+                let bytes = crate::encode_sized(&entry).map_err(|e| io::Error::other(e.to_string()))?;
                 batch.put_cf(&cf, keys::log_key(group_id, entry.index()), bytes);
             }
         }

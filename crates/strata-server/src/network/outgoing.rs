@@ -321,7 +321,7 @@ impl Router {
         batched: bool,
     ) -> Result<P, RPCError<TypeConfig>> {
         let payload =
-            postcard::to_allocvec(rpc).map_err(|e| RPCError::Network(NetworkError::new(&SendError::Encode(e))))?;
+            strata_storage::encode_sized(rpc).map_err(|e| RPCError::Network(NetworkError::new(&SendError::Encode(e))))?;
         if batched {
             let request = RaftRequest { group_id, kind: kind as i32, payload: payload.into() };
             return self.call_batched(target, request, option).await;
