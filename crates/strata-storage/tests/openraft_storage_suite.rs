@@ -6,6 +6,8 @@ use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::StorageError;
 use strata_storage::{GroupKind, GroupStateMachine, LogStore, Store, TypeConfig};
 
+mod common;
+
 struct RocksBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, GroupStateMachine, tempfile::TempDir> for RocksBuilder {
@@ -32,29 +34,16 @@ async fn openraft_storage_suite_passes_on_rocksdb() {
 /// entries are small.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replication_read_stops_at_the_append_entries_byte_bound() {
-    use openraft::impls::leader_id_adv::LeaderId;
     use openraft::storage::{IOFlushed, RaftLogStorage};
     use openraft::type_config::TypeConfigExt;
-    use openraft::vote::RaftLeaderId;
-    use openraft::{Entry, EntryPayload, LogId, RaftLogReader};
+    use openraft::RaftLogReader;
     use strata_core::limits::MAX_APPEND_ENTRIES_BYTES;
     use strata_record::{encode_batch, ProducerFields, Record};
-    use strata_state::{Command, PartitionCommand};
 
     let entry = |index: u64, value_bytes: usize| {
         let record = Record { value: Some(vec![7u8; value_bytes].into()), ..Default::default() };
         let batch = encode_batch(&[record], ProducerFields::default()).unwrap().to_vec();
-        let command = PartitionCommand::Append {
-            batch,
-            time_ms: 1,
-            dedup_window_ms: 1_000,
-            producer_expiry_ms: 60_000,
-            keys: vec![],
-        };
-        Entry {
-            log_id: LogId::new(LeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(Command::Partition(command)),
-        }
+        common::entry(index, common::append_command(batch, vec![], 1))
     };
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
