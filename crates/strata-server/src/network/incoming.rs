@@ -151,6 +151,27 @@ impl VoteGate {
     }
 }
 
+/// A streamed batch's answers (`StreamBatch`).
+pub type BatchAnswers = std::pin::Pin<Box<dyn futures::Stream<Item = Result<RaftBatchAnswer, Status>> + Send>>;
+
+/// The answers to `requests`, each sent as soon as `answer` has it,
+/// numbered by its request's place in the batch.
+pub fn answers_as_ready<F, A>(requests: Vec<RaftRequest>, answer: F) -> BatchAnswers
+where
+    F: Fn(RaftRequest) -> A,
+    A: Future<Output = Result<RaftResponse, Status>> + Send + 'static,
+{
+    let pending: futures::stream::FuturesUnordered<_> = requests
+        .into_iter()
+        .enumerate()
+        .map(|(index, request)| {
+            let answered = answer(request);
+            async move { Ok(RaftBatchAnswer { index: index as u32, response: Some(answered.await?) }) }
+        })
+        .collect();
+    Box::pin(pending)
+}
+
 /// The receiving side of the peer transport.
 #[derive(Clone)]
 pub struct TransportService<P> {
@@ -235,27 +256,15 @@ impl<P: PeerTraffic> RaftTransport for TransportService<P> {
         Ok(Response::new(RaftBatchResponse { responses }))
     }
 
-    type StreamBatchStream =
-        std::pin::Pin<Box<dyn futures::Stream<Item = Result<RaftBatchAnswer, Status>> + Send + 'static>>;
+    type StreamBatchStream = BatchAnswers;
 
-    async fn stream_batch(
-        &self,
-        request: Request<RaftBatchRequest>,
-    ) -> Result<Response<Self::StreamBatchStream>, Status> {
-        let handlers: futures::stream::FuturesUnordered<_> = request
-            .into_inner()
-            .requests
-            .into_iter()
-            .enumerate()
-            .map(|(index, r)| {
-                let service = self.clone();
-                async move {
-                    let response = service.handle(r).await?;
-                    Ok(RaftBatchAnswer { index: index as u32, response: Some(response) })
-                }
-            })
-            .collect();
-        Ok(Response::new(Box::pin(handlers)))
+    async fn stream_batch(&self, request: Request<RaftBatchRequest>) -> Result<Response<BatchAnswers>, Status> {
+        let service = self.clone();
+        let answers = answers_as_ready(request.into_inner().requests, move |r| {
+            let service = service.clone();
+            async move { service.handle(r).await }
+        });
+        Ok(Response::new(answers))
     }
 
     async fn install_snapshot(

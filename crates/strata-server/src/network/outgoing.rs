@@ -258,7 +258,10 @@ pub struct Router {
 
 /// A heartbeat waiting for its batch, and where its answer goes (an error
 /// is shared by every heartbeat of the batch).
-type Queued = (RaftRequest, oneshot::Sender<Result<RaftResponse, Arc<SendError>>>);
+type Queued = (RaftRequest, Answer);
+
+/// Where a heartbeat's answer goes.
+type Answer = oneshot::Sender<Result<RaftResponse, Arc<SendError>>>;
 
 impl Router {
     pub fn new(node_id: u64, peers: PeerChannels, store: Store) -> Router {
@@ -320,8 +323,8 @@ impl Router {
         action: RPCTypes,
         batched: bool,
     ) -> Result<P, RPCError<TypeConfig>> {
-        let payload =
-            strata_storage::encode_sized(rpc).map_err(|e| RPCError::Network(NetworkError::new(&SendError::Encode(e))))?;
+        let payload = strata_storage::encode_sized(rpc)
+            .map_err(|e| RPCError::Network(NetworkError::new(&SendError::Encode(e))))?;
         if batched {
             let request = RaftRequest { group_id, kind: kind as i32, payload: payload.into() };
             return self.call_batched(target, request, option).await;
@@ -575,7 +578,7 @@ async fn run_batcher(router: Router, target: u64, mut queue: mpsc::Receiver<Queu
 async fn send_batch(
     mut client: PeerClient,
     requests: Vec<RaftRequest>,
-    answers: &mut [Option<oneshot::Sender<Result<RaftResponse, Arc<SendError>>>>],
+    answers: &mut [Option<Answer>],
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<(), SendError> {
     let request = RaftBatchRequest { requests };
@@ -740,8 +743,7 @@ mod tests {
             Ok(Response::new(RaftBatchResponse { responses }))
         }
 
-        type StreamBatchStream =
-            std::pin::Pin<Box<dyn futures::Stream<Item = Result<RaftBatchAnswer, Status>> + Send + 'static>>;
+        type StreamBatchStream = super::super::incoming::BatchAnswers;
 
         async fn stream_batch(
             &self,
@@ -750,17 +752,12 @@ mod tests {
             if !self.streams {
                 return Err(Status::unimplemented("an earlier version"));
             }
-            let answers: futures::stream::FuturesUnordered<_> = request
-                .into_inner()
-                .requests
-                .into_iter()
-                .enumerate()
-                .map(|(index, r)| {
-                    let peer = self.clone();
-                    async move { Ok(RaftBatchAnswer { index: index as u32, response: Some(peer.answer(&r).await) }) }
-                })
-                .collect();
-            Ok(Response::new(Box::pin(answers)))
+            let peer = self.clone();
+            let answers = super::super::incoming::answers_as_ready(request.into_inner().requests, move |r| {
+                let peer = peer.clone();
+                async move { Ok(peer.answer(&r).await) }
+            });
+            Ok(Response::new(answers))
         }
 
         async fn install_snapshot(
