@@ -201,13 +201,19 @@ pub const CLOCK_WARN_INTERVAL: Duration = Duration::from_secs(60);
 /// leader within an election timeout of a few heartbeats.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Default shortest election timeout: five heartbeats, so one or two lost
-/// heartbeats never start an election.
-pub const DEFAULT_ELECTION_TIMEOUT_MIN: Duration = Duration::from_millis(500);
+/// Default shortest election timeout. openraft adds its leader lease, which
+/// is election_timeout_max, to the random timeout: a follower campaigns
+/// lease + timeout after the last heartbeat it heard, so 1.2 to 1.6 s (12
+/// to 16 heartbeats) with these defaults, and a killed leader's partitions
+/// were writable again 1.63 s later (W7, docs/benchmarks.md). With 500 and
+/// 1,000 ms that was 1.5 to 2 s and 2.15 s; with 300 and 600 ms, 1.39 s,
+/// but W5's load step then saw elections (1 and 4 in two runs, 0 here).
+pub const DEFAULT_ELECTION_TIMEOUT_MIN: Duration = Duration::from_millis(400);
 
-/// Default longest election timeout: twice the shortest, a spread wide
-/// enough that two followers rarely time out together and split the vote.
-pub const DEFAULT_ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(1000);
+/// Default longest election timeout (and openraft's leader lease): twice
+/// the shortest, a spread wide enough that two followers rarely time out
+/// together and split the vote.
+pub const DEFAULT_ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(800);
 
 /// Default time a node leads a partition whose preferred leader is another
 /// node before it hands leadership back to it (once that node is caught
@@ -224,9 +230,10 @@ pub const DEFAULT_LEADER_BALANCE_DELAY: Duration = Duration::from_secs(30);
 pub const LEADER_BALANCE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Default time a led partition group must be idle before it goes quiet
-/// (stops its Raft timers, see strata-server's `quiesce`): two election
-/// timeouts, so a group between two bursts of a steady producer stays awake.
-pub const DEFAULT_QUIESCE_AFTER: Duration = Duration::from_millis(2 * DEFAULT_ELECTION_TIMEOUT_MAX.as_millis() as u64);
+/// (stops its Raft timers, see strata-server's `quiesce`): long enough that
+/// a group between two bursts of a steady producer stays awake, and over
+/// two election timeouts.
+pub const DEFAULT_QUIESCE_AFTER: Duration = Duration::from_secs(2);
 
 /// Default interval of the retention task: retention is measured in hours
 /// or days, so trimming within seconds of the bound is precise enough, and

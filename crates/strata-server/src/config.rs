@@ -759,6 +759,6 @@ mod example_file {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/strata.toml");
         let config = FileConfig::load(&path).unwrap().validate().unwrap();
         assert_eq!(config.initial_cluster.len(), 3);
-        assert_eq!(config.election_timeout_max, Duration::from_millis(1000));
+        assert_eq!(config.election_timeout_max, limits::DEFAULT_ELECTION_TIMEOUT_MAX);
     }
 }
