@@ -19,7 +19,8 @@ pub const TAG_KEY: u8 = 4;
 /// idempotency keys by expiry so cleanup never scans live keys.
 pub const TAG_KEY_EXPIRY: u8 = 5;
 /// `state_machine`: group, 6, base offset → record batch received in a
-/// snapshot stream and not installed yet (see `snapshot_stream`).
+/// snapshot stream and not installed yet, written by versions before
+/// batches were staged in SST files (`sst_staging`); dropped at open.
 pub const TAG_STAGED_BATCH: u8 = 6;
 /// `state_machine`: group, 7, key length (u16), key, offset → expiry: an
 /// idempotency key received in a snapshot stream and not installed yet.
@@ -123,14 +124,6 @@ pub fn parse_idempotency_key(row: &[u8]) -> Option<(&[u8], u64)> {
         return None;
     }
     Some((key, offset))
-}
-
-/// A record batch staged by a snapshot stream, under its base offset.
-pub fn staged_batch_key(group_id: u64, base_offset: u64) -> [u8; 17] {
-    let mut key = [0u8; 17];
-    key[..9].copy_from_slice(&tag_key(group_id, TAG_STAGED_BATCH));
-    key[9..].copy_from_slice(&base_offset.to_be_bytes());
-    key
 }
 
 pub fn expiry_key(group_id: u64, expires_ms: u64, offset: u64, key: &[u8]) -> Vec<u8> {

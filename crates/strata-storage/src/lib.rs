@@ -39,6 +39,7 @@ mod keys;
 mod log_store;
 mod purger;
 mod snapshot_stream;
+mod sst_staging;
 mod state_machine;
 #[cfg(feature = "fault-hooks")]
 pub mod synced_wal;
@@ -99,6 +100,8 @@ pub struct Store {
     pub(crate) key_cleanup: Arc<snapshot_stream::KeyCleanup>,
     /// Per group: held while a snapshot stream is received and installed.
     pub(crate) staging_locks: Arc<std::sync::Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>>,
+    /// The SST files snapshot streams stage their batches in.
+    pub(crate) staging_files: Arc<sst_staging::StagingFiles>,
 }
 
 /// Sequence-number bounds of the two kinds of writes (every RocksDB write
@@ -204,6 +207,7 @@ impl Store {
         let sequences = Arc::new(Sequences::default());
         let group_commit = GroupCommit::start(db.clone(), sequences.clone(), synced_wal.clone(), marker);
         let purger = purger::Purger::start(db.clone(), sequences.clone());
+        let staging_files = Arc::new(sst_staging::StagingFiles::open(path)?);
         Ok(Store {
             group_commit,
             purger,
@@ -213,6 +217,7 @@ impl Store {
             options: Arc::new(options),
             key_cleanup: Arc::default(),
             staging_locks: Arc::default(),
+            staging_files,
         })
     }
 
@@ -239,6 +244,7 @@ impl Store {
         self.purger.forget(group_id).await?;
         self.key_cleanup.forget(group_id);
         self.staging_locks.lock().expect("lock").remove(&group_id);
+        self.staging_files.clear(group_id);
         let db = self.db.clone();
         let sequences = self.sequences.clone();
         let record = self.synced_wal.clone();
@@ -389,8 +395,9 @@ impl Store {
     /// yet written), so tests can copy the store as a crash would leave it.
     #[cfg(feature = "fault-hooks")]
     pub async fn move_staged_for_test(&self, group_id: u64) -> io::Result<()> {
-        let (db, sequences) = (self.db.clone(), self.sequences.clone());
-        blocking(move || snapshot_stream::move_staged(&db, &sequences, group_id)).await
+        let (db, sequences, record) = (self.db.clone(), self.sequences.clone(), self.synced_wal.clone());
+        let file = self.staging_files.take(group_id);
+        blocking(move || snapshot_stream::move_staged(&db, &sequences, &record, group_id, file)).await
     }
 
     /// Makes every apply so far durable (a flush of the state-machine

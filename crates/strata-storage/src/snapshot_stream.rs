@@ -14,15 +14,18 @@
 //!
 //! The receiver ([`SnapshotSink`]) checks every part at the edge (framing,
 //! order, offsets below the snapshot's end, key lengths) and stages it apart
-//! from live state, under `TAG_STAGED_BATCH` and `TAG_STAGED_KEY`. Only a
-//! stream that ends with a trailer matching what arrived may be installed.
-//! The install (`GroupStateMachine::install_snapshot`) moves the staged rows
-//! in and then writes the state, in logged writes synced together; until
-//! that last write, rows it moved sit at or past the replica's next offset,
-//! where neither reads nor key lookups look. Staged rows of a stream that
-//! failed, or whose install did not happen, are dropped by
-//! [`StagedSnapshot::release`], by the next stream of the group, or when the
-//! group's state machine opens. One stream per group is received at a time.
+//! from live state: batches in an SST file of its own (`sst_staging`), keys
+//! as rows under `TAG_STAGED_KEY`. Only a stream that ends with a trailer
+//! matching what arrived may be installed. The install
+//! (`GroupStateMachine::install_snapshot`) sets the installing mark (synced),
+//! ingests the file, moves the staged keys in and then writes the state, in
+//! logged writes synced together; until that last write, rows it brought in
+//! sit at or past the replica's next offset, where neither reads nor key
+//! lookups look, and a crash before it drops them at open (the mark says
+//! so). What a stream that failed, or whose install did not happen, staged
+//! is dropped by [`StagedSnapshot::release`], by the next stream of the
+//! group, or when the store or the group's state machine opens. One stream
+//! per group is received at a time.
 
 use std::collections::HashMap;
 use std::io;
@@ -33,7 +36,8 @@ use strata_core::limits::{MAX_IDEMPOTENCY_KEY_BYTES, SNAPSHOT_CHUNK_BYTES};
 use tokio::sync::OwnedMutexGuard;
 
 use crate::keys::{self, TAG_INSTALLING, TAG_STAGED_BATCH, TAG_STAGED_KEY};
-use crate::{blocking, to_io, write_logged, KeyRow, SnapshotPayload, Store, CF_DATA, CF_SM};
+use crate::sst_staging::{BatchFileWriter, StagedFile};
+use crate::{blocking, record_flush, to_io, write_logged, KeyRow, SnapshotPayload, Store, SyncRecord, CF_DATA, CF_SM};
 
 /// One part of a snapshot stream after its header.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -267,6 +271,8 @@ pub struct SnapshotSink {
     staged_end: u64,
     digest: Digest,
     trailer: Option<Trailer>,
+    /// The staging file's writer, from the first batch on.
+    batch_file: Option<BatchFileWriter>,
     guard: OwnedMutexGuard<()>,
 }
 
@@ -294,8 +300,6 @@ impl SnapshotSink {
         let Some(bounds) = self.bounds else {
             return Err(StreamError::BadPart("record batches in a snapshot of a group that is not a partition".into()));
         };
-        let mut write = WriteBatch::default();
-        let cf = self.store.db.cf_handle(CF_SM).expect("column family exists");
         for item in strata_record::BatchIter::new(&batches) {
             let (header, bytes) = item.map_err(|e| StreamError::BadPart(format!("record batch: {e}")))?;
             let (base, next) = (header.base_offset, header.next_offset());
@@ -307,9 +311,10 @@ impl SnapshotSink {
             }
             self.staged_end = next;
             self.digest.batch(bytes);
-            write.put_cf(&cf, keys::staged_batch_key(self.group_id, base), bytes);
         }
-        self.write(write).await
+        // Checked in offset order, so the file's keys ascend as SST files need.
+        let writer = self.batch_file.get_or_insert_with(|| self.store.staging_files.writer(self.group_id));
+        Ok(writer.write(batches).await?)
     }
 
     async fn stage_keys(&mut self, rows: Vec<KeyRow>) -> Result<(), StreamError> {
@@ -349,14 +354,30 @@ impl SnapshotSink {
     pub async fn finish(self) -> Result<StagedSnapshot, StreamError> {
         let staged = StagedSnapshot { store: self.store, group_id: self.group_id, _guard: self.guard };
         if self.trailer.is_none() {
+            if let Some(writer) = self.batch_file {
+                writer.abandon().await;
+            }
             staged.release().await?;
             return Err(StreamError::NoTrailer);
+        }
+        if let Some(writer) = self.batch_file {
+            match writer.finish().await {
+                Ok(Some(file)) => staged.store.staging_files.complete(staged.group_id, file),
+                Ok(None) => {}
+                Err(e) => {
+                    staged.release().await?;
+                    return Err(e.into());
+                }
+            }
         }
         Ok(staged)
     }
 
     /// Gives the stream up and drops what it staged.
     pub async fn discard(self) -> io::Result<()> {
+        if let Some(writer) = self.batch_file {
+            writer.abandon().await;
+        }
         StagedSnapshot { store: self.store, group_id: self.group_id, _guard: self.guard }.release().await
     }
 }
@@ -416,12 +437,14 @@ impl Store {
             staged_end: 0,
             digest: Digest::default(),
             trailer: None,
+            batch_file: None,
             guard,
         })
     }
 
-    /// Deletes a group's staged snapshot rows.
+    /// Deletes a group's staged snapshot rows and file.
     pub(crate) async fn clear_staged(&self, group_id: u64) -> io::Result<()> {
+        self.staging_files.clear(group_id);
         let (db, sequences) = (self.db.clone(), self.sequences.clone());
         blocking(move || {
             let mut write = WriteBatch::default();
@@ -431,14 +454,14 @@ impl Store {
         .await
     }
 
-    /// Staged rows of a partition (batches, keys), for tests.
+    /// Staged batches and key rows of a partition, for tests.
     pub async fn count_staged(&self, group_id: u64) -> io::Result<(u64, u64)> {
         let db = self.db.clone();
         blocking(move || {
-            let count = |tag| count_prefix(&db, &keys::tag_key(group_id, tag));
-            Ok((count(TAG_STAGED_BATCH)?, count(TAG_STAGED_KEY)?))
+            count_prefix(&db, &keys::tag_key(group_id, TAG_STAGED_KEY))
         })
         .await
+        .map(|keys| (self.staging_files.batch_count(group_id), keys))
     }
 }
 
@@ -467,48 +490,56 @@ fn clear_staged_rows(db: &rocksdb::DB, group_id: u64, write: &mut WriteBatch) {
     }
 }
 
-/// Most bytes of staged rows one logged write of an install moves in.
+/// Most bytes of staged key rows one logged write of an install moves in.
 const MOVE_WRITE_BYTES: usize = 4 * SNAPSHOT_CHUNK_BYTES;
 
-/// Moves a group's staged rows into live state, in logged writes of about
-/// `MOVE_WRITE_BYTES`, after setting the installing mark. The caller's last
-/// write (the state) clears the mark; blocking work.
-pub(crate) fn move_staged(db: &rocksdb::DB, sequences: &crate::Sequences, group_id: u64) -> io::Result<()> {
+/// Moves a group's staged batches (`file`, ingested) and key rows into
+/// live state, the rows in logged writes of about `MOVE_WRITE_BYTES`,
+/// after setting the installing mark. The caller's last write (the state)
+/// clears the mark; blocking work.
+pub(crate) fn move_staged(
+    db: &rocksdb::DB,
+    sequences: &crate::Sequences,
+    record: &SyncRecord,
+    group_id: u64,
+    file: Option<StagedFile>,
+) -> io::Result<()> {
     let sm = db.cf_handle(CF_SM).expect("column family exists");
     let data = db.cf_handle(CF_DATA).expect("column family exists");
     let mut mark = WriteBatch::default();
     mark.put_cf(&sm, keys::tag_key(group_id, TAG_INSTALLING), []);
     write_logged(db, sequences, mark)?;
-    for tag in [TAG_STAGED_BATCH, TAG_STAGED_KEY] {
-        let prefix = keys::tag_key(group_id, tag);
-        let mut iter = db.raw_iterator_cf(&sm);
-        iter.seek(prefix);
-        let (mut write, mut bytes) = (WriteBatch::default(), 0);
-        while let (Some(row), Some(value)) = (iter.key(), iter.value()) {
-            if !row.starts_with(&prefix) {
-                break;
-            }
-            if tag == TAG_STAGED_BATCH {
-                let base = u64::from_be_bytes(row[9..17].try_into().map_err(|_| corrupt("staged batch row"))?);
-                write.put_cf(&data, keys::data_key(group_id, base), value);
-            } else {
-                let (key, offset) = keys::parse_idempotency_key(row).ok_or_else(|| corrupt("staged key row"))?;
-                let expires = u64::from_be_bytes(value.try_into().map_err(|_| corrupt("staged key expiry"))?);
-                write.put_cf(&sm, keys::idempotency_key(group_id, key, offset), value);
-                write.put_cf(&sm, keys::expiry_key(group_id, expires, offset, key), []);
-            }
-            write.delete_cf(&sm, row);
-            bytes += row.len() + value.len();
-            if bytes >= MOVE_WRITE_BYTES {
-                write_logged(db, sequences, std::mem::take(&mut write))?;
-                bytes = 0;
-            }
-            iter.next();
-        }
-        iter.status().map_err(to_io)?;
-        write_logged(db, sequences, write)?;
+    if let Some(file) = file {
+        // An ingested file is durable at once: the mark that makes a crash
+        // drop its rows must be durable first.
+        record_flush(record, || db.flush_wal(true).map_err(to_io))?;
+        let mut options = rocksdb::IngestExternalFileOptions::default();
+        // Linked into the store, not copied; the staging name goes.
+        options.set_move_files(true);
+        db.ingest_external_file_cf_opts(&data, &options, vec![&file.path]).map_err(to_io)?;
     }
-    Ok(())
+    let prefix = keys::tag_key(group_id, TAG_STAGED_KEY);
+    let mut iter = db.raw_iterator_cf(&sm);
+    iter.seek(prefix);
+    let (mut write, mut bytes) = (WriteBatch::default(), 0);
+    while let (Some(row), Some(value)) = (iter.key(), iter.value()) {
+        if !row.starts_with(&prefix) {
+            break;
+        }
+        let (key, offset) = keys::parse_idempotency_key(row).ok_or_else(|| corrupt("staged key row"))?;
+        let expires = u64::from_be_bytes(value.try_into().map_err(|_| corrupt("staged key expiry"))?);
+        write.put_cf(&sm, keys::idempotency_key(group_id, key, offset), value);
+        write.put_cf(&sm, keys::expiry_key(group_id, expires, offset, key), []);
+        write.delete_cf(&sm, row);
+        bytes += row.len() + value.len();
+        if bytes >= MOVE_WRITE_BYTES {
+            write_logged(db, sequences, std::mem::take(&mut write))?;
+            bytes = 0;
+        }
+        iter.next();
+    }
+    iter.status().map_err(to_io)?;
+    write_logged(db, sequences, write)
 }
 
 /// At open: drops staged rows, and when an install was cut (its mark is

@@ -697,6 +697,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         let (db, sequences) = (self.store.db.clone(), self.store.sequences.clone());
         let record = self.store.synced_wal.clone();
         let alive = self.alive.clone();
+        let staged_file = self.store.staging_files.take(group_id);
         self.key_count = blocking(move || {
             let _alive = alive;
             let sm = db.cf_handle(CF_SM).expect("column family exists");
@@ -706,7 +707,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             if let Some(log_start) = log_start {
                 // The rows a snapshot stream staged (none when openraft
                 // restores a snapshot of this store's own at start-up).
-                crate::snapshot_stream::move_staged(&db, &sequences, group_id)?;
+                crate::snapshot_stream::move_staged(&db, &sequences, &record, group_id, staged_file)?;
                 write.delete_cf(&sm, keys::tag_key(group_id, keys::TAG_INSTALLING));
                 // Moved rows can repeat rows this replica had: count anew.
                 key_count = crate::snapshot_stream::count_key_rows(&db, group_id)?;
