@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata_cluster_tests::{
-    create_topic, eventually, fetch_all, produce, replica_values, strata_cli, value_of, Cluster,
+    create_topic, eventually, fetch_all, http_get, produce, replica_values, sample, strata_cli, value_of, Cluster,
 };
 use strata_proto::v1 as pb;
 
@@ -201,4 +201,49 @@ async fn a_rebalance_gives_an_emptied_node_its_share_back() {
         let stored: Vec<String> = fetch_all(&cluster, "even", partition, 0).await.iter().map(value_of).collect();
         assert_eq!(stored, vec!["kept"], "partition {partition} kept its record through the moves");
     }
+}
+
+/// Snapshot streams node `id` received whole (its metrics).
+async fn snapshots_received(cluster: &Cluster, id: u64) -> f64 {
+    let node = cluster.nodes.iter().find(|n| n.id == id).expect("node");
+    let (_, body) = http_get(node.metrics_address.as_deref().expect("metrics on"), "/metrics").await;
+    sample(&body, "strata_snapshots_received_total").unwrap_or_else(|| panic!("a snapshot count:\n{body}"))
+}
+
+/// A partition whose log is longer than a few replication rounds moves by
+/// snapshot: its leader cuts the log at a fresh snapshot first, so the new
+/// replica gets the data in one stream (staged in a file and ingested)
+/// rather than entry by entry through its log and its apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partition_with_a_long_log_moves_by_snapshot() {
+    let cluster = Cluster::start_with_metrics_and_config(4, "").await;
+    cluster.wait_ready().await;
+    create_topic(&cluster, 1, "long", 1, 3, &[]).await;
+    let from = replicas(&cluster, "long").await;
+    let outsider = (1..=4).find(|n| !from.contains(n)).expect("one node hosts no replica");
+    // One entry per produce: more than MOVE_CAUGHT_UP_ENTRIES (64).
+    let mut acknowledged = Vec::new();
+    for i in 0..100 {
+        let value = format!("long-{i}");
+        produce(&cluster, "long", 0, &[(None, &value)], PRODUCE_TIMEOUT).await.expect("produce before the move");
+        acknowledged.push(value);
+    }
+    let received_before = snapshots_received(&cluster, outsider).await;
+
+    let to = [outsider, from[1], from[2]].map(|n| n.to_string()).join(",");
+    let moved = strata(&cluster, &["partition", "reassign", "long:0", "--replicas", &to, "--wait", "45s"]).await;
+    assert!(
+        moved.status.success(),
+        "reassign --wait: {}\n{}\n{}",
+        String::from_utf8_lossy(&moved.stdout),
+        String::from_utf8_lossy(&moved.stderr),
+        cluster.logs()
+    );
+    let received = snapshots_received(&cluster, outsider).await;
+    assert!(received > received_before, "the new replica got no snapshot ({received_before} before, {received} after)");
+    eventually(SETTLE, "the new replica to hold every acknowledged record", || async {
+        let values = replica_values(&cluster, outsider, "long", 0).await?;
+        acknowledged.iter().all(|v| values.contains(v)).then_some(())
+    })
+    .await;
 }

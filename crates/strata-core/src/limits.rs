@@ -703,6 +703,15 @@ pub const MOVE_KNOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// gigabytes of full batches.)
 pub const MOVE_CAUGHT_UP_ENTRIES: u64 = 64;
 
+/// How long a partition's leader waits, before it adds a new replica, for
+/// a snapshot of what it applied and for its log to be purged up to it (so
+/// the new replica is sent the partition's data as a snapshot stream, not
+/// as the log): a partition snapshot writes the group's state only (its
+/// data stays where it is), and a purge waits for the replication rounds
+/// in flight to the other replicas, a few fsyncs. Past it the copy goes
+/// through the log, which is slower but as correct.
+pub const MOVE_SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
+
 /// Lowest move throttle (`--throttle`), bytes per second. The largest
 /// message a move sends, one full AppendEntries (MAX_GRPC_MESSAGE_BYTES),
 /// then waits about 64 s for its turn, inside one attempt of a move

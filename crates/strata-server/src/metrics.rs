@@ -94,6 +94,8 @@ pub struct Metrics {
     pub move_sent_bytes: Counter,
     /// Time those messages waited for the move throttle, µs.
     pub move_throttle_wait_us: Counter,
+    /// Snapshot streams this node received whole and handed to the install.
+    pub snapshots_received: Counter,
     /// Elections this node started, by group kind (see `elections`).
     pub elections_metadata: Counter,
     pub elections_partition: Counter,
@@ -114,6 +116,7 @@ impl Metrics {
             raft_commit_latency_us: Histogram::new(16),
             move_sent_bytes: Counter::new(),
             move_throttle_wait_us: Counter::new(),
+            snapshots_received: Counter::new(),
             elections_metadata: Counter::new(),
             elections_partition: Counter::new(),
         }
@@ -307,6 +310,7 @@ struct Scrape {
     raft_commit_latency_us: HistogramSnapshot,
     move_sent_bytes: u64,
     move_throttle_wait_us: u64,
+    snapshots_received: u64,
     /// The cluster's move throttle as this node's metadata state has it;
     /// 0 when off.
     move_throttle_bytes_per_sec: u64,
@@ -358,6 +362,7 @@ impl Scrape {
             raft_commit_latency_us: m.raft_commit_latency_us.snapshot(),
             move_sent_bytes: m.move_sent_bytes.get(),
             move_throttle_wait_us: m.move_throttle_wait_us.get(),
+            snapshots_received: m.snapshots_received.get(),
             move_throttle_bytes_per_sec: node.metadata_state().move_throttle_bytes_per_sec.unwrap_or(0),
             fsync_latency_us,
             fsync_batch_appends,
@@ -475,6 +480,9 @@ impl Collector for Scrape {
         counter(e, "strata_move_sent", bytes, help, self.move_sent_bytes)?;
         let help = "Time those messages waited for the move throttle.";
         counter(e, "strata_move_throttle_wait", seconds, help, self.move_throttle_wait_us as f64 / MICROS_PER_SECOND)?;
+        let help = "Snapshot streams this node received whole and handed to the install: a new replica's copy of \
+                    a partition, or a replica that fell behind the leader's log.";
+        counter(e, "strata_snapshots_received", None, help, self.snapshots_received)?;
         // Bytes per second: not a unit OpenMetrics knows, so none is declared.
         let help = "The cluster's move throttle (--throttle) per sending node, bytes/s; 0 when off.";
         gauge(e, "strata_move_throttle_rate_bytes", None, help, self.move_throttle_bytes_per_sec)?;
@@ -811,6 +819,7 @@ mod tests {
             raft_commit_latency_us: latency.snapshot(),
             move_sent_bytes: 4096,
             move_throttle_wait_us: 1_500_000,
+            snapshots_received: 1,
             move_throttle_bytes_per_sec: 20 << 20,
             fsync_latency_us: latency.snapshot(),
             fsync_batch_appends: batch.snapshot(),
@@ -905,6 +914,7 @@ mod tests {
         "strata_transaction_timeouts_total",
         "strata_move_sent_bytes_total",
         "strata_move_throttle_wait_seconds_total",
+        "strata_snapshots_received_total",
         "strata_move_throttle_rate_bytes",
         "strata_partition_reassignments",
         "strata_cluster_nodes",

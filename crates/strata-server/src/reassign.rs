@@ -12,8 +12,12 @@
 //!   loop keeps the outgoing transport's move throttle
 //!   (`network::throttle`) in step with the metadata state: the rate, and
 //!   which replicas are joining which partition.
-//! - The partition side (`reconfigure`), on the group's leader: each new
-//!   replica is added as a learner and caught up (to within
+//! - The partition side (`reconfigure`), on the group's leader: before a
+//!   new replica is added, a long log is cut at a fresh snapshot (not past
+//!   a lagging voter's match), so the new replica receives the partition's
+//!   data as one snapshot stream, staged in an SST file and ingested, and
+//!   not entry by entry through its log and its apply (which writes every
+//!   byte twice); each new replica is added as a learner and caught up (to within
 //!   MOVE_CAUGHT_UP_ENTRIES of the leader's log; its copy goes through the
 //!   move throttle until then) (the reconciler has
 //!   started the group on its node, uninitialised, when the move was
@@ -36,8 +40,8 @@ use std::time::Instant;
 use openraft::async_runtime::WatchReceiver;
 use openraft::BasicNode;
 use strata_core::limits::{
-    MAX_CONCURRENT_MOVES, MOVE_CAUGHT_UP_ENTRIES, MOVE_KNOWN_TIMEOUT, REASSIGN_CHECK_INTERVAL, REASSIGN_RETRY_BACKOFF,
-    REASSIGN_STEP_TIMEOUT,
+    MAX_CONCURRENT_MOVES, MOVE_CAUGHT_UP_ENTRIES, MOVE_KNOWN_TIMEOUT, MOVE_SNAPSHOT_WAIT, REASSIGN_CHECK_INTERVAL,
+    REASSIGN_RETRY_BACKOFF, REASSIGN_STEP_TIMEOUT,
 };
 use strata_core::ErrorCode;
 use strata_proto::v1 as pb;
@@ -185,6 +189,7 @@ pub(crate) async fn reconfigure(node: &Node, group_id: u64, replicas: &[u64]) ->
         // it again would only write another membership entry.
         if !learners.contains(joining) {
             node.quiescence.wake_for_write(&handle).await;
+            start_log_at_a_snapshot(&handle.raft, group_id).await;
             handle
                 .raft
                 .add_learner(*joining, BasicNode { addr: address }, false)
@@ -217,6 +222,65 @@ pub(crate) async fn set_move_throttle(node: &Node, bytes_per_sec: Option<u64>) -
         MetaResponse::MoveThrottle { .. } => Ok(()),
         MetaResponse::Error { code, message } => Err(CoordinatorError::Api(ApiError::new(code, message))),
         other => Err(CoordinatorError::Api(ApiError::internal(format!("unexpected answer {other:?}")))),
+    }
+}
+
+/// Cuts the leader's log at a snapshot of what it applied, when more than
+/// MOVE_CAUGHT_UP_ENTRIES of it would otherwise be replayed to a new
+/// replica, so that openraft sends the new replica a snapshot. The snapshot
+/// stream carries the partition's retained data, which is never more than
+/// a log that still starts at the group's beginning holds, and the log of a
+/// group whose log was purged before could not be replayed anyway. The cut
+/// stops at the lowest match of the other voters, so that no lagging voter
+/// needs a snapshot for it. Best effort: past MOVE_SNAPSHOT_WAIT the copy
+/// goes through the log.
+async fn start_log_at_a_snapshot(raft: &crate::groups::GroupRaft, group_id: u64) {
+    let metrics = raft.metrics().borrow_watched().clone();
+    let applied = metrics.last_applied.as_ref().map_or(0, |l| l.index);
+    let first_kept = metrics.purged.as_ref().map_or(0, |l| l.index + 1);
+    if applied.saturating_sub(first_kept) <= MOVE_CAUGHT_UP_ENTRIES {
+        return;
+    }
+    let replication = metrics.replication.clone().unwrap_or_default();
+    let lowest_match = metrics
+        .membership_config
+        .membership()
+        .voter_ids()
+        .filter(|voter| *voter != metrics.id)
+        .map(|voter| replication.get(&voter).cloned().flatten().map_or(0, |l| l.index))
+        .min()
+        .unwrap_or(applied);
+    let mut snapshot = metrics.snapshot.as_ref().map_or(0, |l| l.index);
+    if snapshot + MOVE_CAUGHT_UP_ENTRIES < applied {
+        if let Err(error) = raft.trigger().snapshot().await {
+            tracing::warn!(group = group_id, %error, "cannot build a snapshot before a move");
+            return;
+        }
+        let built = |m: &openraft::RaftMetrics<strata_storage::TypeConfig>| {
+            m.snapshot.as_ref().is_some_and(|s| s.index >= applied)
+        };
+        match raft.wait(Some(MOVE_SNAPSHOT_WAIT)).metrics(built, "a snapshot before a move").await {
+            Ok(m) => snapshot = m.snapshot.as_ref().map_or(0, |l| l.index),
+            Err(error) => {
+                tracing::info!(group = group_id, %error, "no snapshot before the move; the new replica replays the log");
+                return;
+            }
+        }
+    }
+    let upto = snapshot.min(lowest_match);
+    if upto < first_kept + MOVE_CAUGHT_UP_ENTRIES {
+        return;
+    }
+    if let Err(error) = raft.trigger().purge_log(upto).await {
+        tracing::warn!(group = group_id, %error, "cannot purge the log before a move");
+        return;
+    }
+    let purged = |m: &openraft::RaftMetrics<strata_storage::TypeConfig>| {
+        m.purged.as_ref().is_some_and(|p| p.index >= upto)
+    };
+    match raft.wait(Some(MOVE_SNAPSHOT_WAIT)).metrics(purged, "the log purged before a move").await {
+        Ok(_) => tracing::info!(group = group_id, upto, "log cut at a snapshot: the new replica gets the snapshot"),
+        Err(error) => tracing::info!(group = group_id, %error, "log not purged before the move"),
     }
 }
 

@@ -314,6 +314,7 @@ impl<P: PeerTraffic> RaftTransport for TransportService<P> {
                 return Err(error);
             }
             let staged = sink.finish().await.map_err(ReceiveError::Stage)?;
+            crate::metrics::METRICS.snapshots_received.inc();
             let last_log_id = snapshot.meta.last_log_id;
             let result: WireResult<_> = raft.install_full_snapshot(vote, snapshot).await.map_err(|e| e.to_string());
             match &result {
