@@ -57,6 +57,19 @@ pub const MAX_GRPC_MESSAGE_BYTES: usize = MAX_FETCH_BYTES + 64 * 1024;
 /// one message short next to the heartbeats sharing the connection.
 pub const MAX_APPEND_ENTRIES_BYTES: usize = 4 * 1024 * 1024;
 
+/// HTTP/2 receive window of each stream on a node's port, bytes: one full
+/// AppendEntries (MAX_APPEND_ENTRIES_BYTES of entries and its framing), or
+/// several snapshot chunks, arrive without the sender stopping for a
+/// window update. hyper's default, 1 MiB, made a 4 MiB message wait for a
+/// round trip of window updates four times over. It bounds what one
+/// stream can have buffered before its handler reads it.
+pub const RECEIVE_STREAM_WINDOW_BYTES: u32 = 2 * MAX_APPEND_ENTRIES_BYTES as u32;
+
+/// HTTP/2 receive window of each connection, bytes: two streams' full
+/// windows (a peer's data lane has two batches in flight, a client several
+/// produce calls); it bounds what one connection can have buffered.
+pub const RECEIVE_CONNECTION_WINDOW_BYTES: u32 = 2 * RECEIVE_STREAM_WINDOW_BYTES;
+
 /// Size of one snapshot chunk on the peer transport. Small enough to keep a
 /// chunk from delaying heartbeats on the shared connection.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 512 * 1024;

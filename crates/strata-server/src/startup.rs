@@ -166,6 +166,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         tokio::spawn(
             tonic::transport::Server::builder()
                 .tcp_nodelay(true)
+                .initial_stream_window_size(strata_core::limits::RECEIVE_STREAM_WINDOW_BYTES)
+                .initial_connection_window_size(strata_core::limits::RECEIVE_CONNECTION_WINDOW_BYTES)
                 .add_service(transport)
                 .add_service(api)
                 .add_service(health_service)
