@@ -275,9 +275,8 @@ async fn start_log_at_a_snapshot(raft: &crate::groups::GroupRaft, group_id: u64)
         tracing::warn!(group = group_id, %error, "cannot purge the log before a move");
         return;
     }
-    let purged = |m: &openraft::RaftMetrics<strata_storage::TypeConfig>| {
-        m.purged.as_ref().is_some_and(|p| p.index >= upto)
-    };
+    let purged =
+        |m: &openraft::RaftMetrics<strata_storage::TypeConfig>| m.purged.as_ref().is_some_and(|p| p.index >= upto);
     match raft.wait(Some(MOVE_SNAPSHOT_WAIT)).metrics(purged, "the log purged before a move").await {
         Ok(_) => tracing::info!(group = group_id, upto, "log cut at a snapshot: the new replica gets the snapshot"),
         Err(error) => tracing::info!(group = group_id, %error, "log not purged before the move"),

@@ -457,11 +457,9 @@ impl Store {
     /// Staged batches and key rows of a partition, for tests.
     pub async fn count_staged(&self, group_id: u64) -> io::Result<(u64, u64)> {
         let db = self.db.clone();
-        blocking(move || {
-            count_prefix(&db, &keys::tag_key(group_id, TAG_STAGED_KEY))
-        })
-        .await
-        .map(|keys| (self.staging_files.batch_count(group_id), keys))
+        blocking(move || count_prefix(&db, &keys::tag_key(group_id, TAG_STAGED_KEY)))
+            .await
+            .map(|keys| (self.staging_files.batch_count(group_id), keys))
     }
 }
 
