@@ -50,6 +50,15 @@ pub struct Leadership {
     pub elections_per_minute: f64,
     /// Nodes that answered both scrapes, of those scraped.
     pub nodes_counted: usize,
+    /// The leader changes by series (`topic="t",partition="0"`, or
+    /// `metadata`), those with any.
+    pub changes_by_series: BTreeMap<String, u64>,
+    /// Of `leader_changes`, those in the topic the workload wrote to, when
+    /// the caller named it (`for_topic`): every workload makes a topic of
+    /// its own, and the others' changes happen in earlier workloads' idle
+    /// topics (the preferred-leader balancer hands their leaders back
+    /// `leader_balance_delay` after each was made) or the metadata group.
+    pub workload_topic_leader_changes: Option<u64>,
 }
 
 const ELECTIONS: &str = "strata_raft_elections_total";
@@ -117,15 +126,31 @@ impl Snapshot {
             window_secs,
             elections_per_minute: if window_secs > 0.0 { elections * 60.0 / window_secs } else { 0.0 },
             nodes_counted: pairs.len(),
+            changes_by_series: changes
+                .iter()
+                .filter(|(_, n)| **n > 0.0)
+                .map(|(series, n)| (series.to_string(), *n as u64))
+                .collect(),
+            workload_topic_leader_changes: None,
         })
     }
 }
 
 impl Leadership {
+    /// Counts apart the leader changes in `topic` (the workload's own).
+    pub fn for_topic(mut self, topic: &str) -> Leadership {
+        let prefix = format!("topic=\"{topic}\",");
+        let own = self.changes_by_series.iter().filter(|(series, _)| series.starts_with(&prefix)).map(|(_, n)| n);
+        self.workload_topic_leader_changes = Some(own.sum());
+        self
+    }
+
     /// One line for the Markdown report.
     pub fn describe(&self) -> String {
+        let own =
+            self.workload_topic_leader_changes.map_or(String::new(), |n| format!(" ({n} in the workload's topic)"));
         format!(
-            "{} elections ({:.1}/min), {} leader changes over {} partitions, in {:.0} s ({} nodes counted)",
+            "{} elections ({:.1}/min), {} leader changes{own} over {} partitions, in {:.0} s ({} nodes counted)",
             self.elections,
             self.elections_per_minute,
             self.leader_changes,
@@ -190,6 +215,9 @@ mod tests {
         assert_eq!(got.partitions_with_changes, 2);
         assert_eq!(got.elections_per_minute, 4.0);
         assert_eq!(got.nodes_counted, 2);
+        let own = got.clone().for_topic("t").workload_topic_leader_changes;
+        assert_eq!(own, Some(3), "both changed partitions are in topic t");
+        assert_eq!(got.for_topic("other").workload_topic_leader_changes, Some(0));
         // A restarted node (counters back to 0) adds nothing.
         let restarted = Snapshot { at: after.at, nodes: vec![node(&e(0)), node(&e(1)), None] };
         assert_eq!(restarted.since(&before).unwrap().elections, 0);

@@ -75,7 +75,7 @@ async fn run_workload(
     let result = load::run(sinks, &spec, None).await;
     let after: Vec<procs::Usage> = pids.iter().map(|pid| procs::usage(*pid)).collect();
     // Strata only: the peers serve no metrics, so both snapshots are empty.
-    let leadership = leadership::snapshot(cluster).await.since(&leaders_before);
+    let leadership = leadership::snapshot(cluster).await.since(&leaders_before).map(|l| l.for_topic(&topic));
     let resources = resources(&before, &after, result.acked_total, spec.record_size);
     eprintln!(
         "  {:<9} {:<14} {:>10.0} rec/s  p50 {:>8.2} ms  p99 {:>8.2} ms  errors {}",
@@ -267,6 +267,9 @@ pub(crate) async fn sum_gauge(cluster: &Cluster, name: &str) -> f64 {
     sum
 }
 
+/// The topic W5 writes to.
+const W5_TOPIC: &str = "w5";
+
 /// W5: many mostly idle partitions: idle CPU and memory per partition
 /// replica, then (when every partition has a leader) 10k records/s spread
 /// over them. The idle figures are taken even if not every partition
@@ -277,7 +280,7 @@ pub async fn w5(cluster: &Cluster, partitions: u32, timing: &Timing) -> anyhow::
     let client = strata_client::Client::connect(&cluster.endpoints)?;
     let leaders_at_start = leadership::snapshot(cluster).await;
     let started = Instant::now();
-    client.create_topic("w5", partitions, 3, Default::default()).await?;
+    client.create_topic(W5_TOPIC, partitions, 3, Default::default()).await?;
     // Leaders counted from the nodes' metrics (one scrape per node, not one request per partition).
     let mut led = 0.0;
     while Instant::now() < started + W5_READY_TIMEOUT {
@@ -310,15 +313,15 @@ pub async fn w5(cluster: &Cluster, partitions: u32, timing: &Timing) -> anyhow::
     let leaders_at_load = leadership::snapshot(cluster).await;
     let load = if led >= partitions as f64 {
         let sinks = vec![
-            SystemSink::connect(cluster, "w5", partitions, 0, &linger(5)).await?,
-            SystemSink::connect(cluster, "w5", partitions, 1, &linger(5)).await?,
+            SystemSink::connect(cluster, W5_TOPIC, partitions, 0, &linger(5)).await?,
+            SystemSink::connect(cluster, W5_TOPIC, partitions, 1, &linger(5)).await?,
         ];
         Some(load::run(sinks, &timing.spec(2, Some(rate), OPEN_LOOP_WINDOW, 1024), None).await)
     } else {
         None
     };
     let leadership_during_load = match load {
-        Some(_) => leadership::snapshot(cluster).await.since(&leaders_at_load),
+        Some(_) => leadership::snapshot(cluster).await.since(&leaders_at_load).map(|l| l.for_topic(W5_TOPIC)),
         None => None,
     };
     // RF 3 on 3 nodes: every node hosts one replica of every partition.
@@ -340,7 +343,7 @@ pub async fn w5(cluster: &Cluster, partitions: u32, timing: &Timing) -> anyhow::
             .zip(&idle_end)
             .map(|(b, a)| (a.rss_bytes as f64 - b.rss_bytes as f64) / partitions as f64)
             .collect(),
-        leadership_before_load: leaders_at_load.since(&leaders_at_start),
+        leadership_before_load: leaders_at_load.since(&leaders_at_start).map(|l| l.for_topic(W5_TOPIC)),
         leadership_during_load,
     })
 }

@@ -564,12 +564,17 @@ fn leadership_markdown(report: &Report, out: &mut String) {
         "Strata elections (summed over nodes) and leader changes (once per partition: the largest count any node \
          saw) during each run:\n"
     );
-    let _ = writeln!(out, "| workload | elections | elections/min | leader changes | partitions changed | window s |");
-    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- |");
+    let _ = writeln!(
+        out,
+        "| workload | elections | elections/min | leader changes | of them in the workload's own topic | partitions \
+         changed | window s |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
     for (label, l) in measured {
+        let own = l.workload_topic_leader_changes.map_or("–".to_string(), |n| n.to_string());
         let _ = writeln!(
             out,
-            "| {label} | {} | {:.1} | {} | {} | {:.0} |",
+            "| {label} | {} | {:.1} | {} | {own} | {} | {:.0} |",
             l.elections, l.elections_per_minute, l.leader_changes, l.partitions_with_changes, l.window_secs
         );
     }

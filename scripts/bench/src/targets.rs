@@ -120,7 +120,8 @@ pub const GOALS: &[Goal] = &[
         name: "W5 memory per partition replica",
         goal: "< 150 KiB",
         comparison: Comparison::Below(150.0),
-        reason: "at that size 10,000 replicas per node (benchmarks.md's next W5 step) take about 1.5 GiB (issue 17's bound)",
+        reason:
+            "at that size 10,000 replicas per node (benchmarks.md's next W5 step) take about 1.5 GiB (issue 17's bound)",
         figure: w5_memory,
     },
     Goal {
