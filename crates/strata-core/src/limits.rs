@@ -287,6 +287,17 @@ pub const HEARTBEAT_BATCH_QUEUE: usize = 4 * MAX_HEARTBEAT_BATCH;
 /// queue up and go together in the next one: coalescing without a timer.
 pub const HEARTBEAT_BATCHES_IN_FLIGHT: usize = 2;
 
+/// Shortest deadline of an AppendEntries that carries entries. openraft
+/// gives every AppendEntries the heartbeat interval (100 ms by default),
+/// and a late answer makes it send the same entries again: under load,
+/// when a follower's queue is longer than that, each timeout adds the
+/// whole request again, and a 1,000-partition load collapsed into a storm
+/// of resends (and of HTTP/2 stream resets) instead of slowing down. A
+/// follower that answers within two seconds is slow, not gone; a dead one
+/// is noticed by its connection and by the heartbeats, which keep their
+/// short deadline.
+pub const APPEND_ENTRIES_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Longest a heartbeat batch call may take; each heartbeat's own deadline
 /// (from openraft) is shorter, so its caller gives up first.
 pub const HEARTBEAT_BATCH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -467,6 +478,8 @@ const _: () = assert!(MAX_HEARTBEAT_BATCH * 256 < MAX_GRPC_MESSAGE_BYTES);
 // A batch call outlives each heartbeat's own deadline (openraft's, at most
 // an election timeout), so the heartbeat's caller decides when to give up.
 const _: () = assert!(HEARTBEAT_BATCH_TIMEOUT.as_millis() >= DEFAULT_ELECTION_TIMEOUT_MAX.as_millis());
+// Entries wait longer for their answer than a heartbeat does.
+const _: () = assert!(APPEND_ENTRIES_TIMEOUT.as_millis() > DEFAULT_HEARTBEAT_INTERVAL.as_millis());
 // A paused peer keeps its connection through an election (see
 // PEER_KEEPALIVE_INTERVAL).
 const _: () = assert!(

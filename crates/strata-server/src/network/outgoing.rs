@@ -44,7 +44,7 @@ use openraft_multi::{GroupNetworkAdapter, GroupRouter};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use strata_core::limits::{
-    HEARTBEAT_BATCHES_IN_FLIGHT as BATCHES_IN_FLIGHT, HEARTBEAT_BATCH_QUEUE as BATCH_QUEUE,
+    APPEND_ENTRIES_TIMEOUT, HEARTBEAT_BATCHES_IN_FLIGHT as BATCHES_IN_FLIGHT, HEARTBEAT_BATCH_QUEUE as BATCH_QUEUE,
     HEARTBEAT_BATCH_TIMEOUT as BATCH_TIMEOUT, MAX_APPEND_ENTRIES_BYTES, MAX_GRPC_MESSAGE_BYTES,
     MAX_HEARTBEAT_BATCH as MAX_BATCH, PEER_CONNECT_TIMEOUT, PEER_KEEPALIVE_INTERVAL, PEER_KEEPALIVE_TIMEOUT,
 };
@@ -336,7 +336,7 @@ impl Router {
         }
         let request = RaftRequest { group_id, kind: kind as i32, payload: payload.into() };
         let mut client = self.client(target, Lane::of(kind, batched)).map_err(|e| e.unreachable())?;
-        let ttl = option.hard_ttl();
+        let ttl = call_deadline(kind, option.hard_ttl());
         let answer = match tokio::time::timeout(ttl, client.call(request)).await {
             Err(_) => {
                 return Err(RPCError::Timeout(Timeout { action, id: self.node_id, target, timeout: ttl }));
@@ -402,6 +402,15 @@ impl Router {
         let result: WireResult<SnapshotResponse<TypeConfig>> =
             postcard::from_bytes(&answer.payload).map_err(SendError::BadSnapshotReply)?;
         result.map_err(SendError::Remote)
+    }
+}
+
+/// How long an unbatched call to a peer may take: openraft's deadline,
+/// but at least APPEND_ENTRIES_TIMEOUT for entries (see there).
+fn call_deadline(kind: RaftRpcKind, openraft_ttl: Duration) -> Duration {
+    match kind {
+        RaftRpcKind::AppendEntries => openraft_ttl.max(APPEND_ENTRIES_TIMEOUT),
+        _ => openraft_ttl,
     }
 }
 
@@ -630,6 +639,15 @@ mod tests {
     use strata_proto::v1::raft_transport_server::{RaftTransport, RaftTransportServer};
     use strata_proto::v1::{NodeBeatAck, RaftBatchAnswer, RaftBatchResponse};
     use tonic::{Request, Response, Status, Streaming};
+
+    #[test]
+    fn entries_wait_longer_than_openraft_asks_and_votes_do_not() {
+        let heartbeat = Duration::from_millis(100);
+        assert_eq!(call_deadline(RaftRpcKind::AppendEntries, heartbeat), APPEND_ENTRIES_TIMEOUT);
+        assert_eq!(call_deadline(RaftRpcKind::AppendEntries, Duration::from_secs(9)), Duration::from_secs(9));
+        assert_eq!(call_deadline(RaftRpcKind::Vote, heartbeat), heartbeat);
+        assert_eq!(call_deadline(RaftRpcKind::PreVote, heartbeat), heartbeat);
+    }
 
     /// A peer that answers nothing useful but notes, for every call, what
     /// it was and which connection (the caller's port) carried it.
