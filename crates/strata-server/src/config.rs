@@ -35,8 +35,9 @@ pub struct NodeConfig {
     pub heartbeat_interval: Duration,
     pub election_timeout_min: Duration,
     pub election_timeout_max: Duration,
-    /// A partition group with no new entry for this long stops its Raft
-    /// timers (see `quiesce`); `None` keeps every group's timers running.
+    /// A partition group healthy for this long stops its Raft timers,
+    /// writes or not (see `quiesce`); `None` keeps every group's timers
+    /// running.
     pub quiesce_after: Option<Duration>,
     /// A node that has led a partition this long hands leadership to the
     /// partition's preferred leader (the first replica) once that one is

@@ -75,13 +75,23 @@ impl Quiescence {
         }
     }
 
-    /// Readies a group this node leads for a write: a quiet group starts
-    /// its timers, sends a heartbeat at once and waits (up to a peer
-    /// timeout) for a quorum acknowledgement (see `Engine::on_write`). Free
-    /// for a group that is not quiet.
+    /// Readies a group this node leads for a write: a quiet group whose
+    /// lease is stale sends a heartbeat at once and waits (up to a peer
+    /// timeout) for a quorum acknowledgement, and stays quiet (see
+    /// `Engine::on_write`). Free for a group that is not quiet, or whose
+    /// last acknowledgement is recent.
     pub async fn wake_for_write(&self, handle: &GroupHandle) {
         let now = Instant::now();
-        let Some(wake) = self.engine().on_write(handle.group_id, now) else { return };
+        // Fresh: acknowledged within half a lease, so that the write lands
+        // well inside it.
+        let lease_fresh = handle
+            .raft
+            .metrics()
+            .borrow_watched()
+            .last_quorum_acked
+            .as_ref()
+            .is_some_and(|at| (**at).elapsed() < self.timing.peer_timeout / 2);
+        let Some(wake) = self.engine().on_write(handle.group_id, now, lease_fresh) else { return };
         apply(&wake.commands, |group| (group == handle.group_id).then(|| handle.clone())).await;
         let woken_at = wake.woken_at;
         // A write refused anyway comes back as a retryable error.

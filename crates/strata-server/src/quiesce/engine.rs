@@ -19,7 +19,7 @@ use crate::network::incoming::RaftMessage;
 /// Timing of quiescence, from the node's Raft settings.
 #[derive(Clone, Copy, Debug)]
 pub struct QuietTiming {
-    /// A led group idle this long goes quiet; `None` turns quiescence off.
+    /// A led group healthy this long goes quiet; `None` turns quiescence off.
     pub quiesce_after: Option<Duration>,
     /// How often beats go out (the heartbeat interval).
     pub beat_interval: Duration,
@@ -101,24 +101,29 @@ enum LeaderStep {
 #[derive(Clone, Debug)]
 struct Led {
     term: u64,
-    last_log_index: Option<u64>,
-    /// When the group was last seen busy (or became led).
+    /// When the group was last seen unhealthy (or became led).
     active_at: Instant,
     /// Set while the group is listed in beats.
     announced_at: Option<Instant>,
     timers_off: bool,
-    /// When a write last woke the group (see `Engine::on_write`).
+    /// When a write to the quiet group last asked for a heartbeat (see
+    /// `Engine::on_write`).
     woken_at: Option<Instant>,
+    /// When the group last took a write.
+    written_at: Option<Instant>,
     /// The group's voters as of the last check: the peers its beats go to.
     voters: Vec<u64>,
 }
 
-/// Decides the next step of a led group. `idle` is true when nothing
-/// changed since the last check, every follower has every entry and every
-/// follower's node beats.
-fn leader_step(led: &Led, idle: bool, now: Instant, timing: &QuietTiming) -> LeaderStep {
+/// Decides the next step of a led group. `healthy` is true when its term
+/// did not change since the last check, every follower's node beats (and
+/// none restarted), and every follower has every entry or the group took a
+/// write less than `peer_timeout` ago (its followers are catching up).
+/// Writes alone never keep a group awake: a quiet group takes writes with
+/// its timers off.
+fn leader_step(led: &Led, healthy: bool, now: Instant, timing: &QuietTiming) -> LeaderStep {
     let Some(after) = timing.quiesce_after else { return LeaderStep::Awake };
-    if !idle || now.duration_since(led.active_at) < after {
+    if !healthy || now.duration_since(led.active_at) < after {
         return LeaderStep::Awake;
     }
     match led.announced_at {
@@ -311,12 +316,14 @@ impl Engine {
         BeatOutcome { clock_sample, commands }
     }
 
-    /// A Raft message for `group` arrived from a peer. Entries, votes and
-    /// snapshots wake a quiet follower; an empty heartbeat does not (the
-    /// leader's timers run while it announces, and those heartbeats must not
-    /// undo the quiet).
+    /// A Raft message for `group` arrived from a peer. Votes and snapshots
+    /// wake a quiet follower. Entries and heartbeats do not: a quiet leader
+    /// takes writes with its timers off (and its timers run while it
+    /// announces), and neither means anything is wrong. A follower whose
+    /// leader really changed wakes by the vote it saw, or when the leader it
+    /// follows stops listing the group or goes silent.
     pub fn on_raft_message(&mut self, group: u64, message: RaftMessage) -> Option<Command> {
-        if message == RaftMessage::Heartbeat {
+        if matches!(message, RaftMessage::Heartbeat | RaftMessage::Entries) {
             return None;
         }
         // Non-short-circuit: both maps lose the group.
@@ -328,29 +335,31 @@ impl Engine {
         Some(Command::Ticker { group, on: true })
     }
 
-    /// A write to `group` at `now`. Raft refuses writes from a leader
-    /// without a fresh quorum acknowledgement (its lease), and a quiet
-    /// leader sends no heartbeats, so its lease runs out: the first write to
-    /// a led group with its timers off wakes it (ticker on, a heartbeat at
-    /// once) and waits for the acknowledgement. Writes that arrive while it
-    /// waits (up to a peer timeout) wait for it too: sent now, Raft would
-    /// refuse them for the same expired lease. `None`: the write goes ahead.
-    pub fn on_write(&mut self, group: u64, now: Instant) -> Option<WriteWake> {
+    /// A write to `group` at `now`; `lease_fresh` says whether the group's
+    /// leader had a quorum acknowledgement recently (openraft's lease).
+    /// Raft refuses writes from a leader without a fresh lease, and a quiet
+    /// leader sends no heartbeats, so its lease runs out between writes. A
+    /// write to a led group with its timers off and a stale lease sends one
+    /// round of heartbeats (the timers stay off: the group stays quiet) and
+    /// waits for the acknowledgement. Writes that arrive while it waits (up
+    /// to a peer timeout) wait for it too: sent now, Raft would refuse them
+    /// for the same expired lease. `None`: the write goes ahead.
+    pub fn on_write(&mut self, group: u64, now: Instant, lease_fresh: bool) -> Option<WriteWake> {
         let led = self.led.get_mut(&group)?;
-        if led.timers_off {
-            led.timers_off = false;
-            led.announced_at = None;
-            led.active_at = now;
-            led.woken_at = Some(now);
-            tracing::debug!(group, "write to a quiet group; timers on");
-            let commands = vec![Command::Ticker { group, on: true }, Command::Heartbeat { group }];
-            return Some(WriteWake { woken_at: now, commands });
+        led.written_at = Some(now);
+        if !led.timers_off {
+            return None;
         }
         match led.woken_at {
             Some(at) if now.duration_since(at) < self.timing.peer_timeout => {
                 Some(WriteWake { woken_at: at, commands: Vec::new() })
             }
-            _ => None,
+            _ if lease_fresh => None,
+            _ => {
+                led.woken_at = Some(now);
+                tracing::debug!(group, "write to a quiet group; one heartbeat for the lease");
+                Some(WriteWake { woken_at: now, commands: vec![Command::Heartbeat { group }] })
+            }
         }
     }
 
@@ -395,24 +404,24 @@ impl Engine {
             let peer_returned = view.voters.iter().any(|id| returned.contains(id));
             let matched_of = |id: u64| view.matched.iter().find(|(target, _)| *target == id).and_then(|(_, m)| *m);
             let matched = view.voters.iter().filter(|id| **id != me).all(|id| matched_of(*id) == view.last_log_index);
-            let (term, last) = (view.term, view.last_log_index);
+            let term = view.term;
             let led = self.led.entry(group).or_insert_with(|| Led {
                 term,
-                last_log_index: last,
                 active_at: now,
                 announced_at: None,
                 timers_off: false,
                 woken_at: None,
+                written_at: None,
                 voters: Vec::new(),
             });
             led.voters = view.voters;
-            let idle = led.term == term && led.last_log_index == last && matched && alive && !peer_returned;
-            if !idle {
+            let catching_up = led.written_at.is_some_and(|at| now.duration_since(at) < timing.peer_timeout);
+            let healthy = led.term == term && alive && !peer_returned && (matched || catching_up);
+            if !healthy {
                 led.term = term;
-                led.last_log_index = last;
                 led.active_at = now;
             }
-            match leader_step(led, idle, now, &timing) {
+            match leader_step(led, healthy, now, &timing) {
                 LeaderStep::Awake => {
                     led.announced_at = None;
                     if led.timers_off {
@@ -658,10 +667,10 @@ mod tests {
             command
         }
 
-        /// A write to `group` on `id` now.
+        /// A write to `group` on `id` now, whose leader's lease is stale.
         fn write(&mut self, id: u64, group: u64) -> Option<WriteWake> {
             let now = self.now;
-            let wake = self.node(id).engine.on_write(group, now);
+            let wake = self.node(id).engine.on_write(group, now, false);
             if let Some(wake) = &wake {
                 self.record(id, wake.commands.clone());
             }
@@ -748,15 +757,49 @@ mod tests {
         off.run_until(ms(10_000));
         assert!(off.log.is_empty(), "{:?}", off.log);
         assert!(off.beat(1, 2).quiet.is_empty());
-        // The log keeps growing.
-        let mut busy = Sim::new(&[1, 2, 3], 1);
+        // The log grows (entries that took no write through this node,
+        // such as a new term's blank entry) and a follower stays behind.
+        let mut behind = Sim::new(&[1, 2, 3], 1);
         for step in 1..100 {
-            let view = busy.lead(1, GROUP);
+            let view = behind.lead(1, GROUP);
             view.last_log_index = Some(LAST + step);
-            view.matched = vec![(2, Some(LAST + step)), (3, Some(LAST + step))];
-            busy.step();
+            view.matched = vec![(2, Some(LAST + step)), (3, Some(LAST + step - 1))];
+            behind.step();
         }
-        assert!(busy.log.is_empty(), "{:?}", busy.log);
+        assert!(behind.log.is_empty(), "{:?}", behind.log);
+    }
+
+    #[test]
+    fn a_busy_group_goes_quiet_while_its_followers_keep_up() {
+        // A write every beat, each entry replicated by the next check, or
+        // still catching up after the write: healthy, so quiet on the
+        // usual schedule, writes or not.
+        let mut sim = Sim::new(&[1, 2, 3], 1);
+        for step in 1..=50 {
+            sim.write(1, GROUP);
+            let view = sim.lead(1, GROUP);
+            view.last_log_index = Some(LAST + step);
+            let behind = if step % 2 == 0 { 1 } else { 0 };
+            view.matched = vec![(2, Some(LAST + step)), (3, Some(LAST + step - behind))];
+            sim.step();
+        }
+        assert_eq!(sim.when(1, off(GROUP)), vec![ms(3_000)]);
+        assert_eq!(sim.when(2, off(GROUP)), vec![ms(2_100)]);
+        assert!(sim.when(1, on(GROUP)).is_empty() && sim.when(2, on(GROUP)).is_empty(), "{:?}", sim.log);
+        assert_eq!(sim.beat(1, 2).quiet, vec![QuietGroup { group_id: GROUP, term: TERM }]);
+        // A follower that falls behind and stays behind a peer timeout
+        // after the last write wakes the group: ticker on, heartbeat now.
+        let last = LAST + 51;
+        let view = sim.lead(1, GROUP);
+        view.last_log_index = Some(last);
+        view.matched = vec![(2, Some(last)), (3, Some(last - 1))];
+        let written = sim.at();
+        sim.write(1, GROUP);
+        let peer_timeout = timing().peer_timeout;
+        sim.run_until(written + peer_timeout - ms(100));
+        assert!(sim.when(1, on(GROUP)).is_empty(), "catching up for less than a peer timeout");
+        sim.run_until(written + peer_timeout);
+        assert_eq!(sim.when(1, on(GROUP)), vec![written + peer_timeout]);
     }
 
     #[test]
@@ -773,7 +816,7 @@ mod tests {
     }
 
     #[test]
-    fn a_quiet_follower_wakes_on_traffic_but_not_on_heartbeats() {
+    fn a_quiet_follower_wakes_on_votes_and_snapshots_but_not_on_heartbeats_or_entries() {
         let mut sim = Sim::new(&[1, 2, 3], 1);
         sim.run_until(ms(3_500));
         assert!(!sim.ticking(2, GROUP));
@@ -781,9 +824,12 @@ mod tests {
         // not undo the quiet.
         assert_eq!(sim.message(2, GROUP, RaftMessage::Heartbeat), None);
         assert!(!sim.ticking(2, GROUP));
+        // Nor do entries: a quiet leader takes writes with its timers off.
+        assert_eq!(sim.message(2, GROUP, RaftMessage::Entries), None);
+        assert!(!sim.ticking(2, GROUP));
         // Anything else wakes the group; the next beat (the group still
         // listed) quiets it again.
-        for message in [RaftMessage::Entries, RaftMessage::Vote, RaftMessage::PreVote, RaftMessage::Snapshot] {
+        for message in [RaftMessage::Vote, RaftMessage::PreVote, RaftMessage::Snapshot] {
             assert_eq!(sim.message(2, GROUP, message), Some(on(GROUP)), "{message:?}");
             assert_eq!(sim.message(2, GROUP, message), None, "{message:?}: already awake");
             sim.step();
@@ -797,11 +843,15 @@ mod tests {
     fn a_follower_wakes_two_beats_after_its_leader_stops_listing_the_group() {
         let mut sim = Sim::new(&[1, 2, 3], 1);
         sim.run_until(ms(4_900));
-        // An entry at 5 s: the leader wakes and heartbeats at once; its
-        // beats stop listing the group from the next one (5.1 s).
+        // At 5 s an entry that no write here made (a blank entry, say)
+        // finds node 3 behind: the leader wakes and heartbeats at once; its
+        // beats stop listing the group from the next one (5.1 s). Node 3
+        // catches up right after.
         let view = sim.lead(1, GROUP);
         view.last_log_index = Some(LAST + 1);
-        view.matched = vec![(2, Some(LAST + 1)), (3, Some(LAST + 1))];
+        view.matched = vec![(2, Some(LAST + 1)), (3, Some(LAST))];
+        sim.step();
+        sim.lead(1, GROUP).matched = vec![(2, Some(LAST + 1)), (3, Some(LAST + 1))];
         sim.run_until(ms(6_000));
         assert_eq!(sim.when(1, on(GROUP)), vec![ms(5_000)]);
         assert_eq!(sim.when(1, Command::Heartbeat { group: GROUP }), vec![ms(5_000)]);
@@ -809,38 +859,46 @@ mod tests {
         // and timers started before it lands would call an election.
         assert_eq!(sim.when(2, on(GROUP)), vec![ms(5_300)]);
         assert_eq!(sim.when(3, on(GROUP)), vec![ms(5_300)]);
-        // Idle again, the group goes quiet again: listed at 7 s, off at 8 s.
+        // Healthy again, the group goes quiet again: listed at 7 s, off at 8 s.
         sim.run_until(ms(10_000));
         assert_eq!(sim.when(1, off(GROUP)), vec![ms(3_000), ms(8_000)]);
         assert_eq!(sim.when(2, off(GROUP)), vec![ms(2_100), ms(7_100)]);
     }
 
     #[test]
-    fn a_write_wakes_a_quiet_leader_and_later_writes_wait_with_it() {
+    fn a_write_to_a_quiet_leader_renews_its_lease_and_leaves_it_quiet() {
         let mut sim = Sim::new(&[1, 2, 3], 1);
         sim.run_until(ms(3_500));
         assert!(!sim.ticking(1, GROUP));
         // Not led here, or not quiet: the write goes ahead.
         assert_eq!(sim.write(2, GROUP), None);
         assert_eq!(sim.write(1, METADATA_GROUP_ID), None);
-        // The first write at 3.6 s wakes the group: ticker on, heartbeat now.
+        // The first write at 3.6 s, with a stale lease: one heartbeat round,
+        // no ticker; the group stays listed.
         let woken_at = sim.now;
-        let wake = sim.write(1, GROUP).expect("a quiet group wakes");
-        assert_eq!(wake, WriteWake { woken_at, commands: vec![on(GROUP), Command::Heartbeat { group: GROUP }] });
-        assert!(sim.beat(1, 2).quiet.is_empty(), "no longer listed");
+        let wake = sim.write(1, GROUP).expect("a quiet group renews its lease");
+        assert_eq!(wake, WriteWake { woken_at, commands: vec![Command::Heartbeat { group: GROUP }] });
+        assert!(!sim.ticking(1, GROUP));
+        assert_eq!(sim.beat(1, 2).quiet, vec![QuietGroup { group_id: GROUP, term: TERM }]);
         // Writes while it waits for the quorum acknowledgement wait for it
-        // too, up to a peer timeout after the wake.
+        // too, up to a peer timeout after it asked. Later, a write with a
+        // fresh lease goes ahead, and one with a stale lease asks again.
         let engine = &mut sim.node(1).engine;
-        assert_eq!(engine.on_write(GROUP, woken_at + ms(999)), Some(WriteWake { woken_at, commands: vec![] }));
-        assert_eq!(engine.on_write(GROUP, woken_at + ms(1_000)), None);
-        // The wake counts as activity: even with no new entry (a refused
-        // write), the group goes quiet again only after quiesce_after and
-        // an election timeout more. Its followers wake when the listing
-        // stops (3.6 s + two beats), and quiet again at the next listing.
+        assert_eq!(engine.on_write(GROUP, woken_at + ms(999), false), Some(WriteWake { woken_at, commands: vec![] }));
+        assert_eq!(engine.on_write(GROUP, woken_at + ms(1_000), true), None);
+        let again = woken_at + ms(1_000);
+        let heartbeat = vec![Command::Heartbeat { group: GROUP }];
+        assert_eq!(engine.on_write(GROUP, again, false), Some(WriteWake { woken_at: again, commands: heartbeat }));
+        // The entries reach the followers: nothing wakes, on any node.
+        let view = sim.lead(1, GROUP);
+        view.last_log_index = Some(LAST + 2);
+        view.matched = vec![(2, Some(LAST + 2)), (3, Some(LAST + 2))];
+        assert_eq!(sim.message(2, GROUP, RaftMessage::Entries), None);
         sim.run_until(ms(10_000));
-        assert_eq!(sim.when(1, off(GROUP)), vec![ms(3_000), ms(6_600)]);
-        assert_eq!(sim.when(2, on(GROUP)), vec![ms(3_800)]);
-        assert_eq!(sim.when(2, off(GROUP)), vec![ms(2_100), ms(5_700)]);
+        for id in [1, 2, 3] {
+            assert!(sim.when(id, on(GROUP)).is_empty(), "{:?}", sim.log);
+            assert!(!sim.ticking(id, GROUP));
+        }
     }
 
     #[test]
@@ -1051,28 +1109,28 @@ mod tests {
     }
 
     #[test]
-    fn a_led_group_goes_quiet_in_two_steps_and_only_when_idle() {
+    fn a_led_group_goes_quiet_in_two_steps_and_only_when_healthy() {
         let t0 = Instant::now();
         let timing = timing();
         let s = |d: u64| t0 + ms(d);
         let led = |active_at: Instant, announced_at: Option<Instant>| Led {
             term: 1,
-            last_log_index: Some(5),
             active_at,
             announced_at,
             timers_off: false,
             woken_at: None,
+            written_at: None,
             voters: vec![1, 2, 3],
         };
-        // Busy, or idle for less than quiesce_after: awake.
+        // Unhealthy, or healthy for less than quiesce_after: awake.
         assert_eq!(leader_step(&led(t0, None), false, s(5_000), &timing), LeaderStep::Awake);
         assert_eq!(leader_step(&led(t0, None), true, s(1_999), &timing), LeaderStep::Awake);
-        // Idle long enough: announced first, timers still running.
+        // Healthy long enough: announced first, timers still running.
         assert_eq!(leader_step(&led(t0, None), true, s(2_000), &timing), LeaderStep::Announce);
         assert_eq!(leader_step(&led(t0, Some(s(2_000))), true, s(2_999), &timing), LeaderStep::Announce);
         // A full peer timeout after the announcement: timers off.
         assert_eq!(leader_step(&led(t0, Some(s(2_000))), true, s(3_000), &timing), LeaderStep::TimersOff);
-        // Any activity wakes it, whatever step it had reached.
+        // Anything unhealthy wakes it, whatever step it had reached.
         assert_eq!(leader_step(&led(t0, Some(s(2_000))), false, s(9_000), &timing), LeaderStep::Awake);
         // Quiescence off: always awake.
         let off = QuietTiming { quiesce_after: None, ..timing };

@@ -6,18 +6,25 @@
 //! of thousands of wake-ups a second for no data. Instead each node sends one
 //! liveness beat per peer per heartbeat interval (`NodeBeat`), and:
 //!
-//! - A leader whose group has taken no new entry for `quiesce_after`, whose
-//!   followers have every entry and whose followers' nodes are all beating,
-//!   lists the group as quiet in its beats. One election timeout later (so
-//!   every follower has seen the list while heartbeats still flowed) it
-//!   stops the group's ticker: no more heartbeats.
+//! - A leader whose group has been healthy for `quiesce_after` (same term,
+//!   followers' nodes all beating, followers holding every entry or the
+//!   last write younger than a peer timeout) lists the group as quiet in
+//!   its beats. One election timeout later (so every follower has seen the
+//!   list while heartbeats still flowed) it stops the group's ticker: no
+//!   more ticks or heartbeats. Writes alone never keep a group awake: with
+//!   a thousand partitions each written every few seconds, awake groups
+//!   (fifty ticks a second each) were what saturated the nodes.
 //! - A follower that sees a group listed by the node it knows as the
 //!   group's leader, in the term it knows, stops its own ticker: it does not
 //!   start an election while that leader's node keeps beating.
-//! - Anything that is not quiet wakes the group again: a new entry (the
-//!   leader's check sees the log grow, the follower receives entries), a
-//!   vote request, a follower node that stops beating or restarts, the
-//!   leader no longer listing the group. A follower whose leader's node
+//! - A quiet group takes writes with its timers off: when the leader's last
+//!   quorum acknowledgement is older than half a lease, the write sends one
+//!   heartbeat round and waits for it (openraft refuses writes without a
+//!   lease); entries reaching a quiet follower leave it quiet.
+//! - What is not healthy wakes the group again: a follower still behind a
+//!   peer timeout after the last write, a new term, a vote request, a
+//!   follower node that stops beating or restarts, the leader no longer
+//!   listing the group. A follower whose leader's node
 //!   stops beating for `peer_timeout` starts its ticker, the first surviving
 //!   replica at once and the others one election timeout apart, so they do
 //!   not split the vote.
