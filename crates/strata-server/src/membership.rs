@@ -521,7 +521,7 @@ async fn ask_caught_up(node: &Node, group: u64, id: u64) -> Result<(), String> {
 /// and its vote is safe.
 pub(crate) async fn wait_own_copy_caught_up(node: &Node, handle: &GroupHandle) -> Result<(), ApiError> {
     // A quiet group sends nothing; its leader must send to this node.
-    node.quiescence.wake_for_write(handle).await;
+    node.quiescence.ready_for_write(handle).await;
     handle
         .raft
         .wait(Some(REASSIGN_STEP_TIMEOUT))

@@ -408,7 +408,7 @@ impl Node {
         );
         let command =
             Command::Partition(PartitionCommand::Trim { new_log_start: new_start, trimmed_bytes_total: trimmed });
-        self.quiescence.wake_for_write(handle).await;
+        self.quiescence.ready_for_write(handle).await;
         handle.raft.client_write(command).await?;
         Ok(())
     }

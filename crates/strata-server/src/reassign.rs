@@ -184,11 +184,11 @@ pub(crate) async fn reconfigure(node: &Node, group_id: u64, replicas: &[u64]) ->
         // Not blocking: openraft's blocking add_learner counts a learner
         // within `replication_lag_threshold` (5,000 entries, gigabytes of
         // 1 MiB batches) as caught up; this waits for a closer one.
-        // A membership change is a write: a quiet group wakes for it.
+        // A membership change is a write: a quiet group renews its lease for it.
         // A learner from an earlier attempt keeps what it copied; adding
         // it again would only write another membership entry.
         if !learners.contains(joining) {
-            node.quiescence.wake_for_write(&handle).await;
+            node.quiescence.ready_for_write(&handle).await;
             start_log_at_a_snapshot(&handle.raft, group_id).await;
             handle
                 .raft
@@ -210,7 +210,7 @@ pub(crate) async fn reconfigure(node: &Node, group_id: u64, replicas: &[u64]) ->
     // The catch-up may have taken long enough for the group to go quiet
     // (quiescence looks at the voters only), and a leader whose lease ran
     // out refuses the change.
-    node.quiescence.wake_for_write(&handle).await;
+    node.quiescence.ready_for_write(&handle).await;
     handle.raft.change_membership(target, false).await.map_err(|e| failed("changing the voters", e.to_string()))?;
     Ok(())
 }

@@ -286,7 +286,7 @@ impl StrataService {
             producer_expiry_ms: self.node.config.producer_expiry.as_millis() as u64,
             keys,
         });
-        self.node.quiescence.wake_for_write(&handle).await;
+        self.node.quiescence.ready_for_write(&handle).await;
         if request.acks == pb::Acks::None as i32 {
             let raft = handle.raft.clone();
             tokio::spawn(async move {

@@ -80,7 +80,7 @@ impl Quiescence {
     /// timeout) for a quorum acknowledgement, and stays quiet (see
     /// `Engine::on_write`). Free for a group that is not quiet, or whose
     /// last acknowledgement is recent.
-    pub async fn wake_for_write(&self, handle: &GroupHandle) {
+    pub async fn ready_for_write(&self, handle: &GroupHandle) {
         let now = Instant::now();
         // Fresh: acknowledged within half a lease, so that the write lands
         // well inside it.

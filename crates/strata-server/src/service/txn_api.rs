@@ -254,7 +254,7 @@ impl StrataService {
             coordinator_epoch: request.coordinator_epoch,
             time_ms: self.node.clock.stamp(handle.group_id, partition_clock_ms).await,
         });
-        self.node.quiescence.wake_for_write(&handle).await;
+        self.node.quiescence.ready_for_write(&handle).await;
         let written = handle.raft.client_write(command).await.map_err(|e| ApiError::from_write(e, &what))?;
         match written.data {
             SmResponse::Partition(PartitionResponse::MarkerWritten { .. }) => {
