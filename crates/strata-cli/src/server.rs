@@ -1,5 +1,6 @@
 //! `strata server`: runs one node until SIGINT or SIGTERM.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -40,17 +41,25 @@ pub struct ServerArgs {
     pub config: Option<PathBuf>,
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn stop_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+/// Completes on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed
+/// when this is called, not when the future is first polled: a node calls
+/// it first thing, so a SIGTERM that arrives while it is still starting
+/// (opening its store, probing its peers) stops it cleanly once started,
+/// instead of killing it (a cluster test stopped a node just restarted).
+pub fn stop_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
     }
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    let stop = stop_signal();
     // Every key of the file has a STRATA_* variable, which wins over the
     // file; flags win over both.
     let mut file =
@@ -68,6 +77,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         // The harness's mutation check greps the node logs for this line.
         tracing::warn!("MUTATION BUILD (mutation-no-dedup): idempotent batches are not deduplicated; test use only");
     }
-    strata_server::run(config, stop_signal()).await?;
+    strata_server::run(config, stop).await?;
     Ok(ExitCode::SUCCESS)
 }
