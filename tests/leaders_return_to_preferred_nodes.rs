@@ -65,6 +65,29 @@ async fn leadership_returns_to_the_preferred_replicas() {
     .await;
 }
 
+/// Partitions in the creation test: enough that the nodes start their
+/// replicas over a few seconds, in different order of completion, as a
+/// large topic's creation does (the race this test guards).
+const NEW_TOPIC_PARTITIONS: u32 = 150;
+
+/// A new topic's partitions are led from the start by their preferred
+/// leaders, with the balancer off: creating a topic brings no wave of
+/// hand-backs (each one an election) `leader_balance_delay` later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_topic_starts_on_its_preferred_leaders() {
+    let cluster = Cluster::start_with_config(3, "leader_balance_delay = \"off\"\n").await;
+    create_topic(&cluster, 1, "fresh", NEW_TOPIC_PARTITIONS, 3, &[]).await;
+    let settled = eventually(SETTLE, "every new partition to have a leader", || leaders(&cluster, "fresh")).await;
+    let elsewhere: Vec<(usize, (u64, u64))> =
+        settled.iter().copied().enumerate().filter(|(_, (leader, preferred))| leader != preferred).collect();
+    assert!(
+        elsewhere.is_empty(),
+        "{} of {NEW_TOPIC_PARTITIONS} partitions led elsewhere than their preferred leader \
+         (partition, (leader, preferred)): {elsewhere:?}",
+        elsewhere.len()
+    );
+}
+
 /// Under-replicated partitions summed over the nodes `strata cluster status`
 /// shows alive.
 async fn under_replicated(cluster: &Cluster) -> Option<u64> {

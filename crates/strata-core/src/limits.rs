@@ -228,6 +228,17 @@ pub const DEFAULT_ELECTION_TIMEOUT_MIN: Duration = Duration::from_millis(400);
 /// together and split the vote.
 pub const DEFAULT_ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(800);
 
+/// How many election timeouts (election_timeout_max) a new partition's
+/// replicas other than its preferred leader wait, empty, for a leader
+/// before they form the group themselves; and how long the preferred
+/// leader keeps campaigning. Its first campaigns can find its peers'
+/// replicas not started yet (a 1,000-partition topic's creation starts
+/// groups for about 8 s on each node, at about the same pace); its peers
+/// wait from when they start theirs. Five timeouts (4 s with the
+/// defaults) leave room for a few retries; a new partition whose preferred
+/// leader's node is down gets its first leader that much later.
+pub const NEW_PARTITION_LEADER_GRACE_TIMEOUTS: u32 = 5;
+
 /// Default time a node leads a partition whose preferred leader is another
 /// node before it hands leadership back to it (once that node is caught
 /// up): long enough that a node restarting or a network blip settles

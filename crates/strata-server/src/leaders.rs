@@ -2,8 +2,8 @@
 //!
 //! - Preferred-leader balancing: each partition's first replica is its
 //!   preferred leader, and placement spreads those over the nodes.
-//!   Failovers (and elections that the highest node id wins ties of) pile
-//!   leadership up on some nodes; this task, on every node, hands a
+//!   Failovers pile leadership up on some nodes (a new partition starts
+//!   on its preferred leader, see `node::Node::start_group`); this task, on every node, hands a
 //!   partition it has led for `leader_balance_delay` back to its preferred
 //!   leader once that node is a voter and has every entry this leader has
 //!   (so the transfer costs no catch-up and no unavailability beyond one

@@ -5,12 +5,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::BasicNode;
 use strata_core::limits::{
     GROUP_STOP_POLL, GROUP_STOP_TIMEOUT, LEADER_HANDOFF_TIMEOUT, LEFTOVER_SWEEP_INTERVAL,
-    MAX_PARTITION_REPLICAS_PER_NODE, RECONCILE_RETRY_INTERVAL, RETENTION_SCAN_LIMIT,
+    MAX_PARTITION_REPLICAS_PER_NODE, NEW_PARTITION_LEADER_GRACE_TIMEOUTS, RECONCILE_RETRY_INTERVAL,
+    RETENTION_SCAN_LIMIT,
 };
 use strata_state::metadata::{Topic, METADATA_GROUP_ID};
 use strata_state::{Command, MetadataState, PartitionCommand};
@@ -106,6 +108,56 @@ pub struct Node {
     pub membership: Arc<LocalMembership>,
 }
 
+/// A new partition's replica other than its preferred leader: forms the
+/// group with `members` (as its preferred leader would have) if it has
+/// heard of no leader and holds no entry after `grace`.
+fn form_unless_led(group_id: u64, raft: &crate::groups::GroupRaft, members: BTreeMap<u64, BasicNode>, grace: Duration) {
+    let raft = raft.clone();
+    tokio::spawn(async move {
+        if raft.wait(Some(grace)).metrics(|m| m.current_leader.is_some(), "a first leader").await.is_ok() {
+            return;
+        }
+        if matches!(raft.is_initialized().await, Ok(false)) {
+            tracing::info!(group = group_id, ?grace, "no leader came; forming the group without its preferred leader");
+            if let Err(err) = raft.initialize(members).await {
+                tracing::debug!(group = group_id, error = %err, "initialize refused; already formed");
+            }
+        }
+    });
+}
+
+/// A new group's preferred leader: campaigns now, and again while the
+/// group has no leader, first `retry` later and then twice as long each
+/// time (up to `grace`), for `grace` at most. A campaign fails while no
+/// other replica has started yet, and the election timer alone would wait
+/// a lease and a timeout (1.2-1.6 s by default) between campaigns.
+fn campaign_until_led(group_id: u64, raft: &crate::groups::GroupRaft, retry: Duration, grace: Duration) {
+    let raft = raft.clone();
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut wait = retry;
+        let mut campaigns = 0u32;
+        loop {
+            if raft.metrics().borrow_watched().current_leader.is_some() {
+                return; // led: by this replica or, after the grace, another
+            }
+            // A pre-vote first: a campaign that cannot win (a peer
+            // already follows a leader) raises no term.
+            if raft.trigger().elect(true).await.is_err() {
+                return; // shut down
+            }
+            campaigns += 1;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let led = raft.wait(Some(wait.min(left))).metrics(|m| m.current_leader.is_some(), "a first leader").await;
+            if led.is_ok() || left <= wait {
+                tracing::debug!(group = group_id, campaigns, led = led.is_ok(), "first campaign over");
+                return;
+            }
+            wait = (wait * 2).min(grace);
+        }
+    });
+}
+
 /// The address `id` advertised in `state`, else `peer`.
 fn advertised_or_peer(state: &MetadataState, id: u64, peer: Option<String>) -> Option<String> {
     state.advertised.get(&id).cloned().or(peer)
@@ -190,26 +242,43 @@ impl Node {
         let leader_changes = crate::elections::LeaderChanges::default();
         crate::elections::watch(self.node_id(), kind, &raft, leader_changes.clone());
         let fresh = !raft.is_initialized().await?;
+        let me = self.node_id();
         // A node that is not among the voters joins an existing group: its
         // leader adds it as a learner (a partition moving to it). A node
         // that lost its data never initialises one: it is caught up.
-        if fresh && voters.contains(&self.node_id()) && !self.membership.votes.is_closed() {
+        let forms = fresh && voters.contains(&me) && !self.membership.votes.is_closed();
+        let preferred = voters.first() == Some(&me);
+        let grace = self.raft_config.election_timeout_max * u64::from(NEW_PARTITION_LEADER_GRACE_TIMEOUTS);
+        let grace = Duration::from_millis(grace);
+        if forms && (kind != GroupKind::Partition || preferred) {
             self.initialize(group_id, &raft, voters).await;
+        } else if forms {
+            // A new partition is formed by its preferred leader: openraft
+            // stamps a group's first entry with the id of the node that
+            // initialised it, so with every replica initialising, the
+            // highest node id's log won each first election. The other
+            // replicas start empty, grant the preferred leader's votes and
+            // take its first entry; they form the group themselves only if
+            // no leader came within the grace (its node is down).
+            form_unless_led(group_id, &raft, self.members(voters), grace);
         }
         let reader = (kind == GroupKind::Partition).then(|| self.store.partition_reader(group_id));
         let handle = GroupHandle { group_id, raft: raft.clone(), state, reader, storage, leader_changes };
         self.groups.insert(handle.clone());
-        if fresh && voters.first() == Some(&self.node_id()) && kind == GroupKind::Partition {
-            // The preferred leader campaigns at once, so leaders start spread
-            // the way the assignment placed them.
-            let _ = raft.trigger().elect(false).await;
+        if forms && preferred && kind == GroupKind::Partition {
+            // The preferred leader campaigns at once, and again until it
+            // leads: its peers may not have started their replicas yet.
+            let retry = Duration::from_millis(self.raft_config.heartbeat_interval);
+            campaign_until_led(group_id, &raft, retry, grace);
         }
         tracing::info!(group = group_id, ?kind, fresh, "group started");
         Ok(handle)
     }
 
-    /// Forms a group with `voters`. Every voter initialises with the same
-    /// membership, so the group forms whatever order its nodes start in.
+    /// Forms a group with `voters`. Every voter of the metadata group
+    /// initialises with the same membership, so it forms whatever order its
+    /// nodes start in; a partition is formed by its preferred leader (see
+    /// `start_group`).
     async fn initialize(&self, group_id: u64, raft: &crate::groups::GroupRaft, voters: &[u64]) {
         if let Err(err) = raft.initialize(self.members(voters)).await {
             tracing::debug!(group = group_id, error = %err, "initialize refused; already formed");
