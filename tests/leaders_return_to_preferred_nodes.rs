@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use strata_cluster_tests::{create_topic, eventually, produce, strata_cli, Cluster};
+use strata_cluster_tests::{create_topic, eventually, produce, replica_values, strata_cli, Cluster};
 use strata_proto::v1 as pb;
 
 /// How long leadership may take to settle on the preferred leaders: the
@@ -86,6 +86,38 @@ async fn a_new_topic_starts_on_its_preferred_leaders() {
          (partition, (leader, preferred)): {elsewhere:?}",
         elsewhere.len()
     );
+}
+
+/// A new topic created while a preferred leader's node is down: the other
+/// replicas of its partitions form them after the grace (5 election
+/// timeouts) and take writes; once the node is back it holds the records
+/// written without it and leads its partitions again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_topic_forms_while_a_preferred_leader_is_down() {
+    let mut cluster = Cluster::start_with_config(3, "leader_balance_delay = \"1s\"\n").await;
+    cluster.kill(1);
+    // create_topic waits until every partition serves.
+    create_topic(&cluster, 2, "absent", 3, 3, &[]).await;
+    let before = eventually(SETTLE, "every partition led", || leaders(&cluster, "absent")).await;
+    let orphans: Vec<u32> = (0..3).filter(|p| before[*p as usize].1 == 1).collect();
+    assert_eq!(orphans.len(), 1, "placement gives node 1 one partition to lead: {before:?}");
+    let logs = cluster.logs();
+    assert!(logs.contains("forming the group without its preferred leader"), "the fallback ran:\n{logs}");
+    for partition in 0..3 {
+        assert_ne!(before[partition as usize].0, 1, "node 1 is down");
+        produce(&cluster, "absent", partition, &[(None, "without node 1")], PRODUCE_TIMEOUT)
+            .await
+            .expect("the partition takes writes without node 1");
+    }
+    cluster.start_node(1);
+    for partition in 0..3 {
+        eventually(SETTLE, "node 1's replica to hold what was written without it", || async {
+            let values = replica_values(&cluster, 1, "absent", partition).await?;
+            (values == ["without node 1"]).then_some(())
+        })
+        .await;
+    }
+    all_on_preferred(&cluster, "absent").await;
 }
 
 /// Under-replicated partitions summed over the nodes `strata cluster status`
