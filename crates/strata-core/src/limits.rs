@@ -233,7 +233,7 @@ pub const DEFAULT_ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(800);
 /// before they form the group themselves; and how long the preferred
 /// leader keeps campaigning. Its first campaigns can find its peers'
 /// replicas not started yet (a 1,000-partition topic's creation starts
-/// groups for about 8 s on each node, at about the same pace); its peers
+/// groups for about 10 s on each node, at about the same pace); its peers
 /// wait from when they start theirs. Five timeouts (4 s with the
 /// defaults) leave room for a few retries; a new partition whose preferred
 /// leader's node is down gets its first leader that much later.
