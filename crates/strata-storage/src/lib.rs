@@ -29,8 +29,9 @@
 //! there. A group's log is purged only after a flush that covers the
 //! applies being purged (see `purger`).
 //! Boundary: RocksDB appears in this crate only; RocksDB calls and fsyncs run
-//! on blocking threads, never on an async worker that still has other tasks
-//! (see `blocking_in_place` for the calls made on every commit round).
+//! on blocking threads, except the short calls made on every commit round,
+//! which run on the calling task while the engine holds no write back (see
+//! `commit_round_io` and `write_pressure`).
 
 mod durable;
 mod engine_stats;
@@ -43,6 +44,7 @@ mod sst_staging;
 mod state_machine;
 #[cfg(feature = "fault-hooks")]
 pub mod synced_wal;
+mod write_pressure;
 
 use std::collections::HashMap;
 use std::io;
@@ -83,6 +85,15 @@ pub(crate) const CF_DATA: &str = "partition_data";
 pub(crate) const CF_SM: &str = "state_machine";
 const COLUMN_FAMILIES: [&str; 4] = [CF_LOG, CF_RAFT, CF_DATA, CF_SM];
 
+/// Size of one memtable per column family: RocksDB's default, set here
+/// because `write_pressure` reasons about how full the active one is.
+pub(crate) const MEMTABLE_BYTES: usize = 64 << 20;
+
+/// Memtables per column family, the active one included (RocksDB's
+/// default): with one waiting for its flush, writes stop when the active one
+/// fills.
+pub(crate) const MAX_MEMTABLES: i32 = 2;
+
 /// The node's store: a cheap handle shared by every group.
 #[derive(Clone)]
 pub struct Store {
@@ -102,6 +113,8 @@ pub struct Store {
     pub(crate) staging_locks: Arc<std::sync::Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>>,
     /// The SST files snapshot streams stage their batches in.
     pub(crate) staging_files: Arc<sst_staging::StagingFiles>,
+    /// Whether commit-round work may run without a thread hand-off.
+    pub(crate) write_pressure: Arc<write_pressure::WritePressure>,
 }
 
 /// Sequence-number bounds of the two kinds of writes (every RocksDB write
@@ -199,6 +212,8 @@ impl Store {
         let descriptors = COLUMN_FAMILIES.iter().map(|name| {
             let mut cf = Options::default();
             cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            cf.set_write_buffer_size(MEMTABLE_BYTES);
+            cf.set_max_write_buffer_number(MAX_MEMTABLES);
             ColumnFamilyDescriptor::new(*name, cf)
         });
         let db = DB::open_cf_descriptors(&options, path, descriptors).map_err(to_io)?;
@@ -218,6 +233,7 @@ impl Store {
             key_cleanup: Arc::default(),
             staging_locks: Arc::default(),
             staging_files,
+            write_pressure: Arc::new(write_pressure::WritePressure::new()),
         })
     }
 
@@ -479,17 +495,23 @@ pub(crate) fn decode_error(what: &str, err: postcard::Error) -> io::Error {
 
 /// Runs short RocksDB work made on every commit round (a log append, the
 /// read of entries for replication and apply, the commit-index write, an
-/// apply round) on the calling task, saving the two
-/// thread hand-offs of the blocking pool: on a multi-threaded runtime the
+/// apply round) on the calling task.
+///
+/// While the engine holds no write back (see `write_pressure`), the work
+/// runs right here: tens of microseconds from the memtable, cheaper than
+/// waking another thread. Otherwise, on a multi-threaded runtime, the
 /// worker is marked as blocking for the call (`block_in_place`), so its
-/// other tasks move to another thread and a RocksDB write stall never
-/// holds them up. Elsewhere (a current-thread runtime) it falls back to the
-/// blocking pool.
-pub(crate) async fn blocking_in_place<T, F>(work: F) -> io::Result<T>
+/// other tasks move to another thread and a RocksDB write stall never holds
+/// them up; that hand-off wakes a blocking-pool thread, where the blocking
+/// pool itself (the fallback on a current-thread runtime) would cost two.
+pub(crate) async fn commit_round_io<T, F>(store: &Store, work: F) -> io::Result<T>
 where
     F: FnOnce() -> io::Result<T> + Send + 'static,
     T: Send + 'static,
 {
+    if store.write_pressure.allows_inline(&store.db) {
+        return work();
+    }
     if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
         tokio::task::block_in_place(work)
     } else {

@@ -50,7 +50,7 @@ impl LogStore {
         // In place: replication and apply read the entries just appended,
         // from the memtable, on every round; the blocking pool would add two
         // thread hand-offs to each.
-        crate::blocking_in_place(move || {
+        crate::commit_round_io(&self.store, move || {
             let cf = db.cf_handle(CF_LOG).expect("column family exists");
             let mut entries = Vec::new();
             let mut bytes = 0usize;
@@ -207,7 +207,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let db = self.store.db.clone();
         let key = keys::tag_key(self.group_id, TAG_COMMITTED);
         // In place, like appends: one small write on every commit round.
-        crate::blocking_in_place(move || {
+        crate::commit_round_io(&self.store, move || {
             let cf = db.cf_handle(CF_RAFT).expect("column family exists");
             db.put_cf(&cf, key, bytes).map_err(to_io)
         })
@@ -234,7 +234,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         let (db, sequences) = (self.store.db.clone(), self.store.sequences.clone());
-        crate::blocking_in_place(move || crate::write_logged(&db, &sequences, batch)).await?;
+        crate::commit_round_io(&self.store, move || crate::write_logged(&db, &sequences, batch)).await?;
         // Durable once the group-commit task's next fsync is done.
         self.store.group_commit.submit(Waiter::Raft(callback));
         Ok(())

@@ -622,7 +622,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             items.push(item?);
         }
         // Applying may read the key index, so the whole round runs as
-        // blocking work (in place, see `blocking_in_place`) with the state
+        // blocking work (on this task, see `commit_round_io`) with the state
         // moved there and back.
         let placeholder = self.state.placeholder();
         let mut round = ApplyRound {
@@ -637,7 +637,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             key_cleanup_bound_ms: self.snapshot_clocks_ms[1],
             key_count: self.key_count,
         };
-        let (round, responders) = crate::blocking_in_place(move || {
+        let (round, responders) = crate::commit_round_io(&self.store, move || {
             let responders = round.run(items)?;
             Ok((round, responders))
         })
