@@ -535,6 +535,9 @@ impl Client {
         Resp: WireAnswer,
     {
         let deadline = Instant::now() + self.inner.config.request_timeout;
+        // The cluster's last back-off answer: what the caller gets if the
+        // deadline then cuts a retry short, rather than that cut's timeout.
+        let mut refusal: Option<ClientError> = None;
         loop {
             let mut last_error = None;
             for uri in self.any_node_candidates() {
@@ -553,6 +556,7 @@ impl Client {
                     }
                     // Every node forwards to the same metadata leader: wait, then retry.
                     Err(error) if error.retry_class() == RetryClass::BackOff => {
+                        refusal = Some(error.clone());
                         last_error = Some(error);
                         break;
                     }
@@ -565,7 +569,8 @@ impl Client {
             });
             let wait = retry_wait(error.retry_after());
             if Instant::now() + wait >= deadline {
-                return Err(error);
+                let cut_short = matches!(error, ClientError::Transport { .. } | ClientError::Timeout { .. });
+                return Err(if cut_short { refusal.unwrap_or(error) } else { error });
             }
             tokio::time::sleep(wait).await;
         }

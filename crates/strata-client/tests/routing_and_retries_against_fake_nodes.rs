@@ -11,8 +11,8 @@ use bytes::Bytes;
 use futures::FutureExt;
 use strata_client::partitioner::partition_for_key;
 use strata_client::{
-    Acks, Client, ClientError, ConsumedRecord, Consumer, ErrorCode, OffsetSpec, Producer, ProducerConfig, Record,
-    RetryClass, StartOffset,
+    Acks, Client, ClientConfig, ClientError, ConsumedRecord, Consumer, ErrorCode, GroupHeartbeat, OffsetSpec, Producer,
+    ProducerConfig, Record, RetryClass, StartOffset,
 };
 use strata_proto::v1 as proto;
 use strata_proto::v1::strata_server::{Strata, StrataServer};
@@ -38,6 +38,9 @@ struct FakeCluster {
     /// Errors the leader answers to the next produce requests, in order.
     produce_errors: VecDeque<ErrorCode>,
     produce_requests: u64,
+    /// How long every group heartbeat takes before it is refused with
+    /// UNRELEASED_INSTANCE_ID (a back-off answer).
+    heartbeat_refusal_delay: Duration,
 }
 
 fn wire_error(code: ErrorCode, message: &str) -> proto::Error {
@@ -241,7 +244,10 @@ impl Strata for FakeNode {
         &self,
         _: Request<proto::ConsumerGroupHeartbeatRequest>,
     ) -> Result<Response<proto::ConsumerGroupHeartbeatResponse>, Status> {
-        Err(Status::unimplemented("fake"))
+        let delay = self.cluster.lock().unwrap().heartbeat_refusal_delay;
+        tokio::time::sleep(delay).await;
+        let error = wire_error(ErrorCode::UnreleasedInstanceId, "instance pod-a is held by a live member");
+        Ok(Response::new(proto::ConsumerGroupHeartbeatResponse { error: Some(error), ..Default::default() }))
     }
 
     async fn offset_commit(
@@ -678,4 +684,19 @@ async fn producers_use_added_partitions_once_their_metadata_ages() {
         round += 1;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn a_refusal_retried_until_the_deadline_is_what_the_caller_gets() {
+    // Every answer takes 400 ms and the client waits 50-200 ms before
+    // retrying, so its second try starts less than 150 ms before the 600 ms
+    // deadline, which cuts it short (after a wait of exactly 200 ms it does
+    // not start at all). The refusal is what the caller must learn.
+    let (cluster, addresses) = start_cluster(1, 1, 1, 1, true).await;
+    cluster.lock().unwrap().heartbeat_refusal_delay = Duration::from_millis(400);
+    let config = ClientConfig { request_timeout: Duration::from_millis(600), ..ClientConfig::default() };
+    let client = Client::connect_with(&addresses, config).unwrap();
+    let twin = GroupHeartbeat { instance_id: Some("pod-a".into()), ..GroupHeartbeat::join("readers", &["events"]) };
+    let error = client.group_heartbeat(&twin).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::UnreleasedInstanceId), "{error}");
 }
