@@ -11,10 +11,11 @@
 //! A RocksDB write can block for long only when the engine holds writes
 //! back: writes stopped or delayed (too many L0 files or pending compaction
 //! bytes), or a memtable waiting to be flushed while the active one fills,
-//! so that writes stop when it is full. Such conditions build up over many writes, so a sample of
-//! them taken at most `RECHECK` ago decides: while none holds, the work runs
-//! on the calling task; while any holds, it runs under `block_in_place` and
-//! a stall cannot hold up the worker's other tasks (heartbeats among them).
+//! so that writes stop when it is full. Such conditions build up over many
+//! writes, so a sample of them taken at most `RECHECK` ago decides: while
+//! none holds, the work runs on the calling task; while any holds, it runs
+//! under `block_in_place` and a stall cannot hold up the worker's other
+//! tasks (heartbeats among them).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -32,11 +33,11 @@ const RECHECK: Duration = Duration::from_millis(20);
 
 /// The engine's conditions that can make a write wait.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub(crate) struct WriteConditions {
+struct WriteConditions {
     /// `rocksdb.is-write-stopped`.
-    pub(crate) stopped: bool,
+    stopped: bool,
     /// `rocksdb.actual-delayed-write-rate`, 0 when writes are not delayed.
-    pub(crate) delayed_rate: u64,
+    delayed_rate: u64,
     /// Column families with a memtable waiting for its flush
     /// (`rocksdb.num-immutable-mem-table`) while the active one is at least
     /// half full (`rocksdb.cur-size-active-mem-table`): with
@@ -45,12 +46,12 @@ pub(crate) struct WriteConditions {
     /// one node takes; an atomic flush writes at most one memtable per
     /// column family, about a second at the slowest disk measured here
     /// (229 MB/s).
-    pub(crate) memtables_near_stop: u64,
+    memtables_near_stop: u64,
 }
 
 impl WriteConditions {
     /// Whether a write now returns without waiting on the engine.
-    pub(crate) fn write_cannot_wait(&self) -> bool {
+    fn write_cannot_wait(&self) -> bool {
         !self.stopped && self.delayed_rate == 0 && self.memtables_near_stop == 0
     }
 
